@@ -1,0 +1,18 @@
+"""Flexibility-providing units (FPUs): the plug-in contract, reference models, registry.
+
+See :mod:`flexcore.fpu.base` for the contract and ``docs/fpu_plugin.md`` for an example.
+"""
+from .base import Dispatch, FlexibilityUnit, Offer, UnitContext
+from .registry import ALIASES, RegistryError, UnitSpec, load_unit_class, parse_fpu_config
+
+__all__ = [
+    "ALIASES",
+    "Dispatch",
+    "FlexibilityUnit",
+    "Offer",
+    "RegistryError",
+    "UnitContext",
+    "UnitSpec",
+    "load_unit_class",
+    "parse_fpu_config",
+]

@@ -1,0 +1,214 @@
+"""``flexcosim`` command line. Heavy imports happen inside the commands, so ``--help`` is fast.
+
+Commands (public contracts between organisations; see README "Command line and files"):
+
+- ``flexcosim grid build|info``           the DSO's grid model
+- ``flexcosim dso linearize|validate|refine``  DSO side: sensitivity package, AC validation
+- ``flexcosim tso clear``                 TSO side: clears bids against a package
+- ``flexcosim run SCENARIO.toml``         the mosaik co-simulation
+- ``flexcosim evaluate`` / ``flexcosim bench``  evaluation report and benchmarks
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _points(text: str) -> list[float]:
+    try:
+        pts = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--points must be comma-separated numbers, got {text!r}")
+    if not pts:
+        raise argparse.ArgumentTypeError("--points needs at least one activation fraction")
+    return pts
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="flexcosim", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="group", required=True)
+
+    # ---------------------------------------------------------------- grid
+    grid = sub.add_parser("grid", help="build or inspect the DSO's grid model")
+    gsub = grid.add_subparsers(dest="cmd", required=True)
+    b = gsub.add_parser("build", help="write the DSO's grid model as pandapower JSON")
+    src = b.add_mutually_exclusive_group()
+    src.add_argument("--table", help="building table (CSV or GeoJSON); default: shipped Bergwald")
+    src.add_argument("--simbench", metavar="CODE", help="a SimBench LV code, e.g. 1-LV-rural3--0-no_sw")
+    b.add_argument("--streets", help="street table CSV (street,x1_m,y1_m,x2_m,y2_m) for --table")
+    b.add_argument("--substations", type=int, default=None, help="number of 630 kVA substations")
+    b.add_argument("--out", required=True, help="GRID.json to write")
+    i = gsub.add_parser("info", help="summary of a grid (one AC power flow) and a plot")
+    i.add_argument("grid", help="GRID.json, 'bergwald' or 'simbench:CODE'")
+    i.add_argument("--plot", help="PNG to write (default: a new folder under results/)")
+    i.add_argument("--no-plot", action="store_true")
+
+    # ---------------------------------------------------------------- dso
+    dso = sub.add_parser("dso", help="DSO side: linearise, validate, refine")
+    dsub = dso.add_subparsers(dest="cmd", required=True)
+    lin = dsub.add_parser("linearize", help="publish a sensitivity package for a bid set")
+    lin.add_argument("--grid", required=True)
+    lin.add_argument("--bids", required=True, help="BIDS.csv with id,bus,volume_mw,price_eur_per_mwh")
+    lin.add_argument("--points", type=_points, default=[0.0, 0.5, 1.0],
+                     help="activation fractions of the operating points (default 0,0.5,1)")
+    lin.add_argument("--screen", action="store_true", help="drop rows that cannot reach a limit")
+    lin.add_argument("--out", required=True, help="package folder (KEYMAP.json is written beside it)")
+    val = dsub.add_parser("validate", help="apply a clearing in an AC power flow and compare")
+    val.add_argument("--grid", required=True)
+    val.add_argument("--bids", required=True)
+    val.add_argument("--clearing", required=True)
+    val.add_argument("--keymap", help="KEYMAP.json (default: next to the clearing's package)")
+    val.add_argument("--out", required=True, help="REPORT.json")
+    ref = dsub.add_parser("refine", help="add the cleared activation as an operating point")
+    ref.add_argument("--grid", required=True)
+    ref.add_argument("--bids", required=True)
+    ref.add_argument("--package", required=True)
+    ref.add_argument("--clearing", required=True)
+    ref.add_argument("--keymap", help="KEYMAP.json (default: beside --package)")
+    ref.add_argument("--out", required=True)
+
+    # ---------------------------------------------------------------- tso
+    tso = sub.add_parser("tso", help="TSO side: clear balancing bids")
+    tsub = tso.add_subparsers(dest="cmd", required=True)
+    clr = tsub.add_parser("clear", help="clear bids against a sensitivity package (MILP)")
+    clr.add_argument("--package", required=True)
+    clr.add_argument("--bids", required=True)
+    clr.add_argument("--request-mw", type=float, required=True)
+    clr.add_argument("--objective", default="abs_cost",
+                     choices=["abs_cost", "signed_cost", "abs_cost_proximity"])
+    clr.add_argument("--backend", default="direct", choices=["direct", "pyomo"])
+    clr.add_argument("--out", required=True, help="CLEARING.json")
+
+    # ---------------------------------------------------------------- run / evaluate / bench
+    run = sub.add_parser("run", help="run a co-simulation scenario")
+    run.add_argument("scenario", help="scenario TOML, e.g. scenarios/bergwald.toml")
+    run.add_argument("--day-types", help="comma-separated subset of day types")
+    run.add_argument("--frames", help="frame indices within a day, e.g. 64-80 or 68,72")
+    run.add_argument("--out", help="run folder (default: a new folder under results/)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    ev = sub.add_parser("evaluate", help="evaluation report (Table 1, Figures 5-8, over time)")
+    ev.add_argument("--scenario", default=None)
+    ev.add_argument("--out", default=None)
+    ev.add_argument("--quick", action="store_true", help="reduced version (for tests)")
+    be = sub.add_parser("bench", help="performance figures, written under results/benchmarks/")
+    be.add_argument("--quick", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = {
+        ("grid", "build"): _grid_build, ("grid", "info"): _grid_info,
+        ("dso", "linearize"): _dso_linearize, ("dso", "validate"): _dso_validate,
+        ("dso", "refine"): _dso_refine, ("tso", "clear"): _tso_clear,
+        ("run", None): _run, ("evaluate", None): _evaluate, ("bench", None): _bench,
+    }[(args.group, getattr(args, "cmd", None))]
+    try:
+        return int(handler(args) or 0)
+    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as exc:
+        # every error we raise on bad input names its culprit; no traceback for users
+        print(f"flexcosim: error: {exc}", file=sys.stderr)
+        return 2
+
+
+# --------------------------------------------------------------------------- grid
+def _grid_build(args) -> int:
+    import pandapower as pp
+
+    from flexcore import grids
+    from flexcore.gridgen import GridOptions
+
+    opts = GridOptions() if args.substations is None else GridOptions(n_substations=args.substations)
+    if args.simbench:
+        net = grids.load_simbench(args.simbench)
+    elif args.table:
+        net = grids.build_from_table(args.table, args.streets, options=opts)
+    else:
+        net = grids.build_bergwald(options=opts)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pp.to_json(net, str(out))
+    print(f"wrote {out}: {len(net.bus)} buses, {len(net.line)} lines, {len(net.trafo)} "
+          f"transformer(s), {len(net.load)} building connections")
+    return 0
+
+
+def _grid_info(args) -> int:
+    from flexcore import district, grids, runs
+    from flexcore.plotting import plot_grid
+
+    net = grids.load_grid(args.grid)
+    table = district.load_building_table() if str(args.grid).lower() == grids.BERGWALD else None
+    summary = grids.summarize(net, table=table)
+    print(summary.as_text())
+    if not args.no_plot:
+        path = Path(args.plot) if args.plot else runs.new_run_dir("grid") / "grid.png"
+        plot_grid(net, path, title=f"{summary.name}: base case, line loading")
+        print(f"plot: {path}")
+    return 0
+
+
+# --------------------------------------------------------------------------- dso / tso
+def _dso_linearize(args) -> int:
+    from flexcore import dso
+
+    report = dso.linearize_cli(grid=args.grid, bids=args.bids, points=args.points,
+                               screen=args.screen, out=args.out)
+    print(report)
+    return 0
+
+
+def _dso_validate(args) -> int:
+    from flexcore import dso
+
+    report = dso.validate_cli(grid=args.grid, bids=args.bids, clearing=args.clearing,
+                              keymap=args.keymap, out=args.out)
+    print(report)
+    return 0
+
+
+def _dso_refine(args) -> int:
+    from flexcore import dso
+
+    report = dso.refine_cli(grid=args.grid, bids=args.bids, package=args.package,
+                            clearing=args.clearing, keymap=args.keymap, out=args.out)
+    print(report)
+    return 0
+
+
+def _tso_clear(args) -> int:
+    from flexcore.bids import read_bids
+    from flexcore.market import clear, write_clearing
+    from flexcore.package import load_package
+
+    package = load_package(args.package)
+    bids = read_bids(args.bids).without_bus()
+    result = clear(package, bids, args.request_mw, backend=args.backend, objective=args.objective)
+    write_clearing(result, args.out)
+    print(f"status {result.status}; delivered {result.delivered_mw:.4f} of {args.request_mw} MW; "
+          f"cost {result.cost_eur:.2f} EUR/h; operating point {result.operating_point_label}; "
+          f"wrote {args.out}")
+    return 0 if result.status == "optimal" else 1
+
+
+def _run(args) -> int:
+    from scenarios.runner import run_cli
+
+    return run_cli(args)
+
+
+def _evaluate(args) -> int:
+    from flexcore.evaluate import evaluate_cli
+
+    return evaluate_cli(args)
+
+
+def _bench(args) -> int:
+    from bench.run_all import main as bench_main
+
+    return bench_main(quick=args.quick)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""The DSO's grid model: the shipped Bergwald district, any pandapower JSON, any SimBench LV grid.
+
+Every load bus is a building connection point; a load's ``name`` is its building id (for
+SimBench grids the SimBench load name).
+"""
+from __future__ import annotations
+
+import copy
+import functools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pandapower as pp
+
+from flexcore import district
+from flexcore.gridgen import GridOptions, build_grid
+
+BERGWALD = "bergwald"
+
+
+class GridError(ValueError):
+    """A grid source cannot be loaded or a power flow does not converge."""
+
+
+def bergwald_grid_path() -> Path:
+    return district._data_path("bergwald_grid.json")
+
+
+def build_bergwald(*, options: GridOptions | None = None) -> pp.pandapowerNet:
+    """Rebuild the Bergwald grid from the shipped building and street tables."""
+    table = district.load_building_table()
+    streets = district.load_street_table()
+    return build_grid(table, streets, options=options, name="Bergwald (synthetic)")
+
+
+def build_from_table(table_path: str | Path, streets_path: str | Path | None = None, *,
+                     options: GridOptions | None = None) -> pp.pandapowerNet:
+    table = district.load_building_table(table_path)
+    streets = district.load_street_table(streets_path) if streets_path else None
+    return build_grid(table, streets, options=options, name=Path(table_path).stem)
+
+
+@functools.lru_cache(maxsize=8)
+def _simbench_cached(code: str) -> pp.pandapowerNet:
+    import simbench
+
+    try:
+        net = simbench.get_simbench_net(code)
+    except Exception as exc:  # simbench raises bare Exceptions for unknown codes
+        raise GridError(f"unknown or unreadable SimBench code {code!r}: {exc}") from None
+    if not code.split("-")[1].startswith("LV"):
+        raise GridError(f"SimBench code {code!r} is not a low-voltage grid")
+    net.load["name"] = net.load["name"].astype(str)
+    # SimBench stores geodata and profiles we do not need; drop profiles to keep copies cheap
+    net.profiles = {}
+    return net
+
+
+def load_simbench(code: str) -> pp.pandapowerNet:
+    """A SimBench LV grid (cached: get_simbench_net re-reads large CSV files)."""
+    return copy.deepcopy(_simbench_cached(code))
+
+
+def load_grid(source: str | Path) -> pp.pandapowerNet:
+    """``"bergwald"``, ``"simbench:CODE"`` (or a bare SimBench code), or a pandapower JSON path."""
+    text = str(source)
+    if text.lower() == BERGWALD:
+        path = bergwald_grid_path()
+        return pp.from_json(str(path)) if path.is_file() else build_bergwald()
+    if text.startswith("simbench:"):
+        return load_simbench(text.split(":", 1)[1])
+    path = Path(text)
+    if path.is_file():
+        try:
+            net = pp.from_json(str(path))
+        except Exception as exc:  # pandapower raises many kinds for a broken file
+            raise GridError(f"{path}: not a readable pandapower JSON grid ({exc})") from None
+        if not len(net.bus):
+            raise GridError(f"{path}: the grid has no buses")
+        return net
+    if text.startswith("1-LV-"):
+        return load_simbench(text)
+    raise GridError(f"grid source not found: {text!r} (a JSON path, 'bergwald' or "
+                    "'simbench:1-LV-...')")
+
+
+def connection_points(net: pp.pandapowerNet) -> pd.DataFrame:
+    """One row per building connection: building_id, bus, load index (in-service loads)."""
+    loads = net.load[net.load.in_service]
+    return pd.DataFrame({"building_id": loads["name"].astype(str).to_numpy(),
+                         "bus": loads["bus"].to_numpy(np.int64),
+                         "load": loads.index.to_numpy(np.int64)})
+
+
+def run_power_flow(net: pp.pandapowerNet, **kwargs) -> None:
+    """AC power flow; raises GridError (not pandapower's exception) if it does not converge."""
+    try:
+        pp.runpp(net, **kwargs)
+    except pp.LoadflowNotConverged:
+        raise GridError("AC power flow did not converge") from None
+
+
+# --------------------------------------------------------------------------- summary
+@dataclass(frozen=True)
+class GridSummary:
+    name: str
+    buses: int
+    lv_buses: int
+    lines: int
+    line_km: float
+    trafos: int
+    trafo_mva: tuple[float, ...]
+    connections: int
+    buildings_by_type: dict[str, int] = field(default_factory=dict)
+    load_mw: float = math.nan
+    vm_min_pu: float = math.nan
+    vm_max_pu: float = math.nan
+    max_line_loading_percent: float = math.nan
+    max_trafo_loading_percent: float = math.nan
+    radial: bool = True
+
+    def as_text(self) -> str:
+        rows = [
+            ("grid", self.name),
+            ("buses (LV)", f"{self.buses} ({self.lv_buses})"),
+            ("lines", f"{self.lines} ({self.line_km:.2f} km)"),
+            ("transformers", ", ".join(f"{s * 1000:.0f} kVA" for s in self.trafo_mva) or "-"),
+            ("building connections", str(self.connections)),
+        ]
+        rows += [(f"  {t}", str(n)) for t, n in self.buildings_by_type.items()]
+        rows += [
+            ("base load", f"{self.load_mw:.3f} MW"),
+            ("voltage range", f"{self.vm_min_pu:.4f} .. {self.vm_max_pu:.4f} p.u."),
+            ("peak line loading", f"{self.max_line_loading_percent:.1f} %"),
+            ("peak trafo loading", f"{self.max_trafo_loading_percent:.1f} %"),
+            ("radial", "yes" if self.radial else "no"),
+        ]
+        width = max(len(r[0]) for r in rows)
+        return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def is_radial(net: pp.pandapowerNet) -> bool:
+    import networkx as nx
+    import pandapower.topology as top
+
+    graph = top.create_nxgraph(net, respect_switches=True, multi=True)
+    return nx.is_forest(nx.Graph(graph)) and graph.number_of_edges() == nx.Graph(graph).number_of_edges()
+
+
+def summarize(net: pp.pandapowerNet, *, table: pd.DataFrame | None = None) -> GridSummary:
+    """Summary with one AC power flow of the base case."""
+    run_power_flow(net)
+    cp = connection_points(net)
+    by_type: dict[str, int] = {}
+    if table is not None:
+        by_type = table["type"].value_counts().reindex(district.BUILDING_TYPES).dropna() \
+            .astype(int).to_dict()
+    lv = net.bus.vn_kv < 1.0
+    return GridSummary(
+        name=str(net.name or "grid"),
+        buses=len(net.bus), lv_buses=int(lv.sum()),
+        lines=len(net.line), line_km=float(net.line.length_km.sum()),
+        trafos=len(net.trafo), trafo_mva=tuple(float(s) for s in net.trafo.sn_mva),
+        connections=len(cp), buildings_by_type=by_type,
+        load_mw=float(net.load.p_mw[net.load.in_service].sum()),
+        vm_min_pu=float(net.res_bus.vm_pu[lv].min()), vm_max_pu=float(net.res_bus.vm_pu[lv].max()),
+        max_line_loading_percent=float(net.res_line.loading_percent.max()),
+        max_trafo_loading_percent=float(net.res_trafo.loading_percent.max()) if len(net.trafo) else 0.0,
+        radial=is_radial(net),
+    )

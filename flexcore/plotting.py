@@ -1,0 +1,103 @@
+"""Grid plots (the analogue of the source's Figures 3, 5 and 6) and comparison plots."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+# a non-interactive backend: plots are written to files, also on machines without a screen
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.collections import LineCollection  # noqa: E402
+
+
+def bus_xy(net) -> np.ndarray:
+    """(n_bus, 2) coordinates from pandapower's GeoJSON ``bus.geo`` column (NaN if absent)."""
+    xy = np.full((len(net.bus), 2), np.nan)
+    if "geo" not in net.bus.columns:
+        return xy
+    for k, geo in enumerate(net.bus["geo"].to_numpy()):
+        if isinstance(geo, str) and geo:
+            coords = json.loads(geo).get("coordinates")
+            if coords:
+                xy[k] = coords[:2]
+    return xy
+
+
+def plot_grid(net, path: str | Path, *, title: str = "", color_by: str = "loading",
+              limit_percent: float = 100.0, vm_limits=(0.95, 1.05)) -> Path:
+    """Lines coloured by loading (red above the limit) or buses by voltage; writes a PNG.
+
+    Needs a converged power flow in ``net`` (``res_line``, ``res_bus``).
+    """
+    xy = bus_xy(net)
+    pos = {b: k for k, b in enumerate(net.bus.index)}
+    if np.isnan(xy).all():
+        raise ValueError("the grid has no bus coordinates to plot")
+    fig, ax = plt.subplots(figsize=(10, 7))
+    segs = np.array([[xy[pos[f]], xy[pos[t]]] for f, t in zip(net.line.from_bus, net.line.to_bus)])
+    loading = net.res_line.loading_percent.reindex(net.line.index).to_numpy(float)
+    if color_by == "loading":
+        lc = LineCollection(segs, cmap="viridis", linewidths=1.2 + net.line.parallel.to_numpy())
+        lc.set_array(np.clip(loading, 0, limit_percent))
+        lc.set_clim(0, limit_percent)
+        ax.add_collection(lc)
+        fig.colorbar(lc, ax=ax, label="line loading (%)")
+        over = loading > limit_percent + 1e-9
+        if over.any():
+            ax.add_collection(LineCollection(segs[over], colors="red", linewidths=3.5,
+                                             label=f"> {limit_percent:.0f} %"))
+        ax.scatter(xy[:, 0], xy[:, 1], s=3, c="0.4", zorder=3)
+    else:
+        ax.add_collection(LineCollection(segs, colors="0.6", linewidths=1.0))
+        vm = net.res_bus.vm_pu.reindex(net.bus.index).to_numpy(float)
+        sc = ax.scatter(xy[:, 0], xy[:, 1], c=vm, s=10, cmap="coolwarm", vmin=vm_limits[0],
+                        vmax=vm_limits[1], zorder=3)
+        fig.colorbar(sc, ax=ax, label="voltage (p.u.)")
+        bad = (vm < vm_limits[0]) | (vm > vm_limits[1])
+        if bad.any():
+            ax.scatter(xy[bad, 0], xy[bad, 1], s=40, facecolors="none", edgecolors="red",
+                       zorder=4, label="voltage limit violated")
+    for k, (hv, lv) in enumerate(zip(net.trafo.hv_bus, net.trafo.lv_bus)):
+        ax.plot(*xy[pos[lv]], marker="s", ms=11, color="black", zorder=5)
+        tl = net.res_trafo.loading_percent.iloc[k] if len(net.res_trafo) else np.nan
+        ax.annotate(f"T{k + 1} {tl:.0f} %", xy[pos[lv]], xytext=(6, 6),
+                    textcoords="offset points", fontsize=8,
+                    color="red" if tl > limit_percent else "black")
+    ax.set_aspect("equal")
+    ax.autoscale()
+    ax.set_xlabel("x (m)")
+    ax.set_ylabel("y (m)")
+    ax.set_title(title or str(net.name))
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower right")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_pf_vs_prediction(keys, pf, predicted, path: str | Path, *, ylabel: str, title: str,
+                          limits=None) -> Path:
+    """Bar/line comparison of AC power flow and MILP prediction at critical elements (Fig. 7/8)."""
+    fig, ax = plt.subplots(figsize=(10, 4))
+    x = np.arange(len(keys))
+    ax.plot(x, pf, "o", label="AC power flow", ms=7, mfc="none")
+    ax.plot(x, predicted, "x", label="MILP estimate", ms=7)
+    for lim in limits or ():
+        ax.axhline(lim, color="red", ls="--", lw=0.8)
+    ax.set_xticks(x, keys, rotation=90, fontsize=7)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

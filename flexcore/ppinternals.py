@@ -1,0 +1,164 @@
+"""The one place that touches pandapower internals (``net._ppc``, ``net._pd2ppc_lookups``).
+
+After a converged ``pp.runpp`` it extracts the internal power-flow state: admittance
+matrices, the complex voltage vector, bus types, and the maps from pandapower's bus, line
+and transformer indices to internal rows. Every extraction is checked against pandapower's
+own results (``res_bus.vm_pu``, ``res_line.i_from_ka``, ...): if a pandapower upgrade
+changes the internals, :class:`InternalsChanged` says so loudly instead of returning
+wrong sensitivities. ``tests/test_ppinternals.py`` runs these checks on several grids.
+
+Facts relied on (pandapower 3.x, see ../shared/STACK.md):
+- ``net._ppc["internal"]`` holds the in-service system: ``Ybus``, ``Yf``, ``Yt``, ``V``,
+  ``ref``, ``pv``, ``pq``, ``bus``, ``branch``, ``baseMVA``;
+- ``net._pd2ppc_lookups["bus"]`` maps pandapower bus index -> internal bus row;
+- ``net._pd2ppc_lookups["branch"]`` gives ``{"line": (start, stop), "trafo": ...}`` row
+  ranges of the full ``_ppc["branch"]``; out-of-service branches are dropped from the
+  internal system, so rows are remapped through the in-service status column.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+BR_STATUS = 10  # pypower branch column: in service
+BASE_KV = 9  # pypower bus column: base voltage in kV
+SQRT3 = np.sqrt(3.0)
+
+
+class InternalsChanged(RuntimeError):
+    """pandapower's internal data no longer matches what this module expects."""
+
+
+@dataclass(frozen=True)
+class BranchSet:
+    """Monitored branches of one element type, mapped to internal rows."""
+
+    element: str  # "line" or "trafo"
+    index: np.ndarray  # pandapower indices (in service)
+    row: np.ndarray  # internal branch rows
+    from_bus: np.ndarray  # internal rows of the from (hv) buses
+    from_base_ka: np.ndarray  # kA per p.u. current on the from (hv) side
+    to_base_ka: np.ndarray
+    from_rating_ka: np.ndarray  # current giving 100 % on the from (hv) side
+    to_rating_ka: np.ndarray
+
+
+@dataclass(frozen=True)
+class PowerFlowState:
+    """Internal state of a converged AC power flow (per unit, internal ordering)."""
+
+    base_mva: float
+    ybus: sp.csr_matrix
+    yf: sp.csr_matrix
+    yt: sp.csr_matrix
+    v: np.ndarray  # complex bus voltages
+    ref: np.ndarray
+    pv: np.ndarray
+    pq: np.ndarray
+    bus_index: np.ndarray  # pandapower indices of the in-service buses
+    bus_row: np.ndarray  # their internal rows
+    branches: tuple[BranchSet, ...]
+
+
+def extract_state(net, *, check: bool = True, atol: float = 1e-6) -> PowerFlowState:
+    """Internal state after ``pp.runpp(net)``; verified against ``net.res_*`` when ``check``."""
+    ppc = getattr(net, "_ppc", None)
+    if not ppc or "internal" not in ppc or not net.get("converged", False):
+        raise InternalsChanged("no converged AC power flow in this net (run pp.runpp first)")
+    internal = ppc["internal"]
+    try:
+        ybus = sp.csr_matrix(internal["Ybus"])
+        yf = sp.csr_matrix(internal["Yf"])
+        yt = sp.csr_matrix(internal["Yt"])
+        v = np.asarray(internal["V"], dtype=complex)
+        ref, pv, pq = (np.asarray(internal[k], dtype=np.int64) for k in ("ref", "pv", "pq"))
+        base_mva = float(internal["baseMVA"])
+        bus_lookup = np.asarray(net._pd2ppc_lookups["bus"])
+        branch_ranges = net._pd2ppc_lookups["branch"]
+        full_branch = ppc["branch"]
+        int_bus = internal["bus"]
+    except (KeyError, AttributeError, TypeError) as exc:
+        raise InternalsChanged(f"pandapower internal field missing or renamed: {exc!r}") from None
+
+    in_service = net.bus.index[net.bus.in_service.to_numpy(bool)].to_numpy(np.int64)
+    bus_row = bus_lookup[in_service].astype(np.int64)
+    if bus_row.max(initial=-1) >= len(v) or bus_row.min(initial=0) < 0:
+        raise InternalsChanged("bus lookup points outside the internal voltage vector")
+
+    status = full_branch[:, BR_STATUS].real > 0
+    internal_row_of_full = np.cumsum(status) - 1
+    base_kv = int_bus[:, BASE_KV].real
+    f_bus = np.asarray(internal["branch"][:, 0].real, dtype=np.int64)
+    t_bus = np.asarray(internal["branch"][:, 1].real, dtype=np.int64)
+
+    branches = []
+    for element in ("line", "trafo"):
+        table = net[element]
+        if element not in branch_ranges or not len(table):
+            continue
+        start, stop = branch_ranges[element]
+        if stop - start != len(table):
+            raise InternalsChanged(f"branch lookup for {element} covers {stop - start} rows, "
+                                   f"the table has {len(table)}")
+        full_rows = np.arange(start, stop)
+        active = status[full_rows] & table.in_service.to_numpy(bool)
+        rows = internal_row_of_full[full_rows[active]]
+        idx = table.index.to_numpy(np.int64)[active]
+        fb, tb = f_bus[rows], t_bus[rows]
+        from_base = base_mva / (SQRT3 * base_kv[fb])
+        to_base = base_mva / (SQRT3 * base_kv[tb])
+        sub = table.loc[idx]
+        df = sub["df"].to_numpy(float) if "df" in sub else np.ones(len(sub))
+        parallel = sub["parallel"].to_numpy(float)
+        if element == "line":
+            rating = sub["max_i_ka"].to_numpy(float) * df * parallel
+            from_rating, to_rating = rating, rating
+        else:  # pandapower's current-based loading: I * vn * sqrt(3) / sn on each side
+            sn = sub["sn_mva"].to_numpy(float) * df * parallel
+            from_rating = sn / (SQRT3 * sub["vn_hv_kv"].to_numpy(float))
+            to_rating = sn / (SQRT3 * sub["vn_lv_kv"].to_numpy(float))
+        branches.append(BranchSet(element, idx, rows, fb, from_base, to_base, from_rating,
+                                  to_rating))
+
+    state = PowerFlowState(base_mva, ybus, yf, yt, v, ref, pv, pq, in_service, bus_row,
+                           tuple(branches))
+    if check:
+        _check(net, state, atol)
+    return state
+
+
+def _check(net, state: PowerFlowState, atol: float) -> None:
+    vm = np.abs(state.v[state.bus_row])
+    ref_vm = net.res_bus.loc[state.bus_index, "vm_pu"].to_numpy(float)
+    if not np.allclose(vm, ref_vm, atol=atol):
+        raise InternalsChanged("internal voltages do not match res_bus.vm_pu: the bus lookup "
+                               "of this pandapower version differs from what flexcore expects")
+    for bs in state.branches:
+        lp = branch_loading(state, bs)[0]
+        res = net[f"res_{bs.element}"].loc[bs.index, "loading_percent"].to_numpy(float)
+        if not np.allclose(np.abs(lp), res, atol=1e-4, rtol=1e-5):
+            worst = int(np.argmax(np.abs(np.abs(lp) - res)))
+            raise InternalsChanged(
+                f"{bs.element} loading from internal currents ({abs(lp[worst]):.6f} %) does "
+                f"not match res_{bs.element}.loading_percent ({res[worst]:.6f} %) at index "
+                f"{bs.index[worst]}: the branch lookup or loading definition changed")
+
+
+def branch_loading(state: PowerFlowState, bs: BranchSet, v: np.ndarray | None = None):
+    """Signed loading (%), plus the quantities needed for its derivative.
+
+    Returns ``(signed_loading, side_is_from, i_from_pu, i_to_pu, sign)``: the loading is the
+    larger of the two sides' current ratios, as pandapower reports it; its sign is the
+    direction of active power at the from (hv) side.
+    """
+    v = state.v if v is None else v
+    i_f = state.yf[bs.row] @ v
+    i_t = state.yt[bs.row] @ v
+    s_f = v[bs.from_bus] * np.conj(i_f)
+    ratio_f = np.abs(i_f) * bs.from_base_ka / bs.from_rating_ka * 100.0
+    ratio_t = np.abs(i_t) * bs.to_base_ka / bs.to_rating_ka * 100.0
+    side_from = ratio_f >= ratio_t
+    sign = np.where(s_f.real >= 0.0, 1.0, -1.0)
+    return sign * np.where(side_from, ratio_f, ratio_t), side_from, i_f, i_t, sign

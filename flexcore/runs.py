@@ -1,0 +1,67 @@
+"""Run folders under ``results/``: one per run, never overwritten."""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+
+PACKAGES = ("flexcosim", "numpy", "scipy", "pandas", "pandapower", "pyomo", "highspy", "mosaik",
+            "mosaik-api-v3", "demandlib", "pvlib", "hplib", "simbench", "matplotlib")
+
+
+def default_results_root() -> Path:
+    return Path.cwd() / "results"
+
+
+def new_run_dir(kind: str, *, root: str | Path | None = None, out: str | Path | None = None
+                ) -> Path:
+    """A fresh folder ``results/<UTC time>-<kind>`` (or ``out``, which must not exist yet)."""
+    if out is not None:
+        path = Path(out)
+        if path.exists() and any(path.iterdir()):
+            raise FileExistsError(f"output folder {path} exists and is not empty; "
+                                  "runs never overwrite each other")
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    root = Path(root) if root is not None else default_results_root()
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    for k in range(1000):
+        path = root / (f"{stamp}-{kind}" if k == 0 else f"{stamp}-{kind}-{k}")
+        try:
+            path.mkdir(parents=True, exist_ok=False)
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"cannot create a fresh run folder under {root}")
+
+
+def versions() -> dict[str, str]:
+    out = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def write_json(path: str | Path, data) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1, default=_default))
+    return path
+
+
+def _default(obj):
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

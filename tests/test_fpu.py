@@ -1,0 +1,240 @@
+"""Flexibility units: limits under random set-points, clipping, registry and plug-ins."""
+from __future__ import annotations
+
+import math
+import sys
+import textwrap
+import tomllib
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flexcore.daytypes import make_frames
+from flexcore.fpu import FlexibilityUnit, RegistryError, UnitContext, load_unit_class, parse_fpu_config
+from flexcore.fpu.assign import assign_units
+from flexcore.fpu.battery import HomeBattery
+from flexcore.fpu.ev import EVCharger
+from flexcore.fpu.flexload import FlexibleLoad
+from flexcore.fpu.heatpump import HeatPump
+from flexcore.fpu.pv import PVCurtailment
+
+DAY = make_frames(start="2010-01-20", end="2010-01-22")          # two winter days, 15 min
+SETPOINTS = st.lists(st.floats(-0.05, 0.05, allow_nan=False), min_size=len(DAY), max_size=len(DAY))
+HYP = settings(max_examples=25, deadline=None)
+
+
+def _pv(frame) -> float:
+    h = frame.start.hour + frame.start.minute / 60
+    return max(0.0, 0.008 * math.sin(math.pi * (h - 7) / 11)) if 7 <= h <= 18 else 0.0
+
+
+def _load(frame) -> float:
+    return 0.010 + 0.005 * math.sin(frame.slot / 96 * 2 * math.pi)
+
+
+CTX = UnitContext(load_mw=_load, pv_mw=_pv, temperature_c=lambda f: -5.0 + 0.1 * f.slot / 4,
+                  building={"floor_area_m2": 150.0, "annual_kwh": 60000.0, "type": "shop"})
+
+
+def run_day(unit: FlexibilityUnit, setpoints, check) -> None:
+    """Offer, dispatch a random set-point, step; check offers and the invariant every frame."""
+    for frame, sp in zip(DAY, setpoints):
+        down, up = unit.feasible_range_mw(frame)
+        offers = unit.offers(frame)
+        assert sum(o.volume_mw for o in offers if o.volume_mw > 0) <= up + 1e-12
+        assert sum(o.volume_mw for o in offers if o.volume_mw < 0) >= down - 1e-12
+        base = unit.baseline_mw(frame)
+        d = unit.dispatch(frame, sp)
+        assert down - 1e-12 <= d.applied_mw <= up + 1e-12
+        assert d.clipped == (not down - 1e-9 <= sp <= up + 1e-9)
+        assert unit.power_mw(frame) == pytest.approx(base + d.applied_mw)
+        unit.step(frame)
+        check(unit, frame)
+
+
+@HYP
+@given(SETPOINTS)
+def test_battery_soc_limits(setpoints):
+    bat = HomeBattery("b", "B1", rng=np.random.default_rng(1), capacity_kwh=10, power_kw=6,
+                      soc_min=0.1, soc_max=0.9)
+    run_day(bat, setpoints, lambda u, f: (0.1 - 1e-12) <= u.soc <= 0.9 + 1e-12)
+
+
+def test_battery_offers_full_and_empty():
+    frame = DAY[0]
+    full = HomeBattery("b", "B1", rng=np.random.default_rng(0), soc_init=0.95)
+    assert [o.direction for o in full.offers(frame)] == ["up"]
+    empty = HomeBattery("b", "B1", rng=np.random.default_rng(0), soc_init=0.1)
+    assert [o.direction for o in empty.offers(frame)] == ["down"]
+    assert empty.offers(frame)[0].volume_mw == pytest.approx(-0.005)
+
+
+def test_dispatch_clips_and_rejects_nan():
+    bat = HomeBattery("b", "B1", rng=np.random.default_rng(0), power_kw=5.0)
+    d = bat.dispatch(DAY[0], 1.0)
+    assert d.clipped and d.applied_mw == pytest.approx(0.005) and "upward" in d.reason
+    d = bat.dispatch(DAY[0], 0.002)
+    assert not d.clipped and d.applied_mw == 0.002 and d.requested_mw == 0.002
+    with pytest.raises(ValueError):
+        bat.dispatch(DAY[0], float("nan"))
+
+
+@HYP
+@given(SETPOINTS)
+def test_ev_energy_delivered_by_departure(setpoints):
+    ev = EVCharger("e", "B1", rng=np.random.default_rng(7), power_kw=11.0)
+    departures = {ev.session_window(f.start.date())[1] for f in DAY}
+    delivered = []
+
+    def check(u, f):
+        assert 0.0 <= u.soc_kwh <= u.capacity_kwh + 1e-9
+        if f.end in departures:
+            delivered.append(u.remaining_kwh)
+
+    run_day(ev, setpoints, check)
+    assert delivered and max(delivered) < 1e-6
+
+
+def test_ev_bids_depend_on_state():
+    ev = EVCharger("e", "B1", rng=np.random.default_rng(7))
+    arrival, departure, need = ev.session_window(DAY[0].start.date())
+    plugged = [f for f in DAY if arrival <= f.start and f.end <= departure]
+    assert plugged and ev.baseline_mw(plugged[0]) < 0
+    midnight = ev.offers(DAY[0])            # plugged since the previous evening, charging
+    assert [o.direction for o in midnight] == ["up"]     # already at full 11 kW: no "down"
+    assert max(abs(o.volume_mw) for o in midnight) <= 0.011 + 1e-12
+    assert not EVCharger("e", "B1", rng=np.random.default_rng(7)).offers(
+        make_frames(start="2010-01-20 12:00", end="2010-01-20 12:15")[0])   # away at noon
+
+
+@HYP
+@given(SETPOINTS)
+def test_heat_pump_comfort_band(setpoints):
+    hp = HeatPump("h", "B1", rng=np.random.default_rng(2), context=CTX, t_min=20.0, t_max=23.0)
+    run_day(hp, [s / 5 for s in setpoints], lambda u, f: 20.0 - 1e-9 <= u.t_in <= 23.0 + 1e-9)
+
+
+def test_heat_pump_uses_hplib_cop():
+    from flexcore.fpu.heatpump import cop_at
+    assert 1.5 <= cop_at(-10) < cop_at(0) < cop_at(10) <= 6.0
+
+
+@HYP
+@given(SETPOINTS)
+def test_pv_curtailment_downward_only(setpoints):
+    pv = PVCurtailment("p", "B1", rng=np.random.default_rng(0), context=CTX)
+    run_day(pv, setpoints, lambda u, f: 0.0 <= u.power_mw(f) <= _pv(f) + 1e-12)
+    noon = make_frames(start="2010-01-20 12:30", end="2010-01-20 12:45")[0]
+    (offer,) = pv.offers(noon)
+    assert offer.volume_mw == pytest.approx(-_pv(noon)) and offer.price_eur_per_mwh == 80.0
+
+
+@HYP
+@given(SETPOINTS)
+def test_flexible_load_backlog_bounded(setpoints):
+    fl = FlexibleLoad("f", "B1", rng=np.random.default_rng(0), context=CTX, share=0.3)
+    bound = fl.max_backlog_kwh
+    run_day(fl, [s / 10 for s in setpoints], lambda u, f: abs(u.backlog_kwh) <= bound + 1e-9)
+
+
+def test_flexible_load_pays_back():
+    fl = FlexibleLoad("f", "B1", rng=np.random.default_rng(0), context=CTX)
+    fl.dispatch(DAY[0], 1.0)   # postpone as much as possible
+    fl.step(DAY[0])
+    assert fl.backlog_kwh > 0
+    for f in DAY[1:40]:
+        fl.step(f)
+    assert 0 <= fl.backlog_kwh < 0.1 * fl.max_backlog_kwh
+
+
+PLUGIN = '''
+from flexcore.fpu.base import FlexibilityUnit
+
+
+class Fridge(FlexibilityUnit):
+    """A fridge that can pause its compressor (upward) for one frame at a time."""
+
+    alias = "fridge"
+
+    def __init__(self, unit_id, building_id, *, rng, context=None, power_kw=0.1, price=5.0):
+        super().__init__(unit_id, building_id, rng=rng, context=context)
+        self.power_kw = power_kw
+        self.price_up_eur_per_mwh = price
+        self.paused = False
+
+    def baseline_mw(self, frame):
+        return -self.power_kw / 1000.0
+
+    def feasible_range_mw(self, frame):
+        return 0.0, (0.0 if self.paused else self.power_kw / 1000.0)
+
+    def advance(self, frame, power_mw):
+        self.paused = power_mw > self.baseline_mw(frame)
+
+    def state(self):
+        return {"paused": float(self.paused)}
+'''
+
+
+def test_custom_plugin_from_toml(tmp_path, monkeypatch):
+    (tmp_path / "my_fpus.py").write_text(textwrap.dedent(PLUGIN))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = tomllib.loads('''
+        [[fpu]]
+        class = "my_fpus:Fridge"
+        building_types = ["single_house"]
+        penetration = 1.0
+        params = { power_kw = 0.2, price = 7.5 }
+    ''')
+    table = pd.DataFrame({"building_id": ["A", "B"], "type": ["single_house", "shop"],
+                          "annual_kwh": [3000.0, 9000.0], "roof_area_m2": [80.0, 200.0]})
+    units = assign_units(table, config=config, seed=1)
+    assert [(u.unit_id, type(u).__name__) for u in units] == [("A.fridge", "Fridge")]
+    (offer,) = units[0].offers(DAY[0])
+    assert offer.volume_mw == pytest.approx(0.0002) and offer.price_eur_per_mwh == 7.5
+    units[0].dispatch(DAY[0], 0.0002)
+    units[0].step(DAY[0])
+    assert units[0].offers(DAY[1]) == []            # paused: no second upward bid
+
+
+def test_registry_errors():
+    assert load_unit_class("battery") is HomeBattery
+    assert load_unit_class("flexcore.fpu.ev:EVCharger") is EVCharger
+    with pytest.raises(RegistryError, match="no_such_module"):
+        load_unit_class("no_such_module:X")
+    with pytest.raises(RegistryError, match="NoClass"):
+        load_unit_class("flexcore.fpu.battery:NoClass")
+    with pytest.raises(RegistryError, match="not a FlexibilityUnit"):
+        load_unit_class("flexcore.daytypes:Frame")
+    with pytest.raises(RegistryError, match="penetration"):
+        parse_fpu_config({"fpu": [{"class": "ev", "building_types": ["duplex"], "penetration": 2}]})
+    (spec,) = parse_fpu_config({"fpu": [{"class": "battery", "building_types": ["duplex"],
+                                         "params": {"bogus": 1}}]})
+    with pytest.raises(RegistryError, match="bogus"):
+        spec.build("x", "B1", rng=np.random.default_rng(0))
+
+
+def test_default_assignment_on_district():
+    from flexcore.district import make_bergwald
+    from flexcore.profiles import BuildingProfiles
+
+    table = make_bergwald()[0]
+    profiles = BuildingProfiles.from_table(table, seed=0)
+    units = assign_units(table, profiles=profiles, seed=0)
+    again = assign_units(table, profiles=profiles, seed=0)
+    other = assign_units(table, profiles=profiles, seed=1)
+    assert [u.unit_id for u in units] == [u.unit_id for u in again]
+    assert [u.unit_id for u in units] != [u.unit_id for u in other]
+    assert len({u.unit_id for u in units}) == len(units)
+    houses = (table["type"] == "single_house").sum()
+    n_bat = sum(u.unit_id.endswith(".battery") and u.building_id in
+                set(table.loc[table["type"] == "single_house", "building_id"]) for u in units)
+    assert n_bat == round(0.3 * houses)
+    evening = make_frames(start="2010-01-20 19:00", end="2010-01-20 19:15")[0]
+    noon = make_frames(start="2010-07-21 12:30", end="2010-07-21 12:45")[0]
+    for frame, minimum in ((evening, 1.5), (noon, 1.5)):
+        total = sum(abs(o.volume_mw) for u in units for o in u.offers(frame))
+        assert total > minimum, (frame.start, total)
