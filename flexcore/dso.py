@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandapower as pp
 
-from flexcore import sensitivity
+from flexcore import ppinternals, sensitivity
 from flexcore.bids import BidTable, read_bids
 from flexcore.package import (Limits, PointInfo, SensitivityPackage, load_package,
                               save_package, screen)
@@ -43,10 +43,10 @@ class KeyMap:
     salt: str = ""
 
     @classmethod
-    def create(cls, net, bids: BidTable, *, salt: str | None = None) -> "KeyMap":
+    def create(cls, net, bids: BidTable, *, salt: str | None = None, layout=None) -> "KeyMap":
         """Keys are salted hashes, sorted, so neither names nor order reveal the topology."""
         salt = secrets.token_hex(8) if salt is None else str(salt)
-        vm, lp, branches = _row_layout(net)
+        vm, _, branches = _row_layout(net) if layout is None else layout
 
         def key(prefix: str, text: str) -> str:
             return prefix + hashlib.sha256(f"{salt}|{text}".encode()).hexdigest()[:10]
@@ -86,11 +86,17 @@ class KeyMap:
 
 
 def _row_layout(net):
-    """In-service buses and branches in the row order of :func:`sensitivity.compute`."""
-    buses = net.bus.index[net.bus.in_service.to_numpy(bool)].to_numpy(np.int64)
-    branches = [("line", int(i)) for i in net.line.index[net.line.in_service.to_numpy(bool)]]
-    branches += [("trafo", int(i)) for i in net.trafo.index[net.trafo.in_service.to_numpy(bool)]]
-    return buses, None, branches
+    """Supplied in-service buses and branches, in the row order of :func:`sensitivity.compute`
+    (taken from a base-case power flow, so that isolated parts are left out consistently)."""
+    work = copy.deepcopy(net)
+    work.sgen.drop(work.sgen.index[work.sgen.name == FLEX_SGEN_NAME], inplace=True)
+    try:
+        pp.runpp(work)
+    except pp.LoadflowNotConverged:
+        raise PointNotConverged("the base-case AC power flow does not converge") from None
+    vm, _, branches = sensitivity.signed_results(work)
+    buses = ppinternals.extract_state(work, check=False).bus_index
+    return buses, None, list(branches)
 
 
 # --------------------------------------------------------------------------- points
@@ -145,8 +151,9 @@ class Linearizer:
         self.net = copy.deepcopy(net)
         self.bids = bids
         self.limits = limits or Limits()
-        self.keymap = keymap or KeyMap.create(self.net, bids, salt=salt)
-        self._check_keymap()
+        layout = _row_layout(self.net)
+        self.keymap = keymap or KeyMap.create(self.net, bids, salt=salt, layout=layout)
+        self._check_keymap(layout)
         # one activation sgen per bid bus; bids on one bus add up
         self._bus_of_bid = bids.bus
         self._flex_buses = np.unique(bids.bus)
@@ -154,19 +161,19 @@ class Linearizer:
         self._flex_sgen = np.array([pp.create_sgen(self.net, int(b), p_mw=0.0, name=FLEX_SGEN_NAME)
                                     for b in self._flex_buses])
         self._bid_to_flex = np.searchsorted(self._flex_buses, bids.bus)
-        buses, _, branches = _row_layout(self.net)
+        buses, _, branches = layout
         pos_bus = {int(b): k for k, b in enumerate(buses)}
         pos_br = {br: k for k, br in enumerate(branches)}
         self._vm_rows = np.array([pos_bus[b] for b in self.keymap.vm_pu.values()], dtype=int)
         self._ld_rows = np.array([pos_br[tuple(v)] for v in self.keymap.loading_percent.values()],
                                  dtype=int)
 
-    def _check_keymap(self) -> None:
+    def _check_keymap(self, layout) -> None:
         km = self.keymap
         if list(km.columns) != list(self.bids.ids):
             raise ValueError("the key map's columns do not match the bid ids (same bids, same "
                              "order, are needed for a refinement of the same package)")
-        buses, _, branches = _row_layout(self.net)
+        buses, _, branches = layout
         if set(km.vm_pu.values()) != set(int(b) for b in buses) or \
                 set(km.loading_percent.values()) != set(branches):
             raise ValueError("the key map does not describe this grid's buses and branches")

@@ -84,8 +84,14 @@ def extract_state(net, *, check: bool = True, atol: float = 1e-6) -> PowerFlowSt
 
     in_service = net.bus.index[net.bus.in_service.to_numpy(bool)].to_numpy(np.int64)
     bus_row = bus_lookup[in_service].astype(np.int64)
-    if bus_row.max(initial=-1) >= len(v) or bus_row.min(initial=0) < 0:
-        raise InternalsChanged("bus lookup points outside the internal voltage vector")
+    if bus_row.min(initial=0) < 0:
+        raise InternalsChanged("bus lookup holds negative internal rows")
+    # buses cut off from every source are taken out of the internal system (rows past the
+    # end); they have no voltage and are not monitored
+    supplied = bus_row < len(v)
+    in_service, bus_row = in_service[supplied], bus_row[supplied]
+    if not np.isfinite(net.res_bus.loc[in_service, "vm_pu"].to_numpy(float)).all():
+        raise InternalsChanged("bus lookup maps an unsupplied bus into the internal system")
 
     status = full_branch[:, BR_STATUS].real > 0
     internal_row_of_full = np.cumsum(status) - 1

@@ -1,0 +1,88 @@
+"""TSO / market side: clear balancing bids against a DSO's sensitivity package.
+
+Imports neither pandapower nor mosaik, and pyomo only when ``backend="pyomo"`` is used.
+
+>>> result = clear(package, bids, 1.8)                       # doctest: +SKIP
+>>> result.status, result.cost_eur, result.activation_mw     # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from ..bids import BidTable
+from ..package import SensitivityPackage
+from .diagnose import base_violations, diagnose
+from .direct import METHODS, OBJECTIVES, align_bids, prepare, solve_direct
+from .result import (ClearingError, ClearingFileError, ClearingResult, Diagnosis, read_clearing,
+                     write_clearing)
+
+BACKENDS = ("direct", "pyomo")
+
+__all__ = [
+    "BACKENDS", "METHODS", "OBJECTIVES", "ClearingError", "ClearingFileError", "ClearingResult",
+    "Diagnosis", "align_bids", "base_violations", "clear", "diagnose", "prepare",
+    "read_clearing", "write_clearing",
+]
+
+
+def clear(package: SensitivityPackage, bids: BidTable, request_mw: float, *,
+          backend: str = "direct", objective: str = "abs_cost", mip_rel_gap: float = 1e-6,
+          time_limit_s: float | None = None,
+          extra_constraints: Callable[[object], None] | None = None,
+          proximity_weight: float = 1e-3, warm_start: ClearingResult | None = None,
+          method: str = "auto", prefilter: bool = True,
+          diagnose_infeasible: bool = True) -> ClearingResult:
+    """Clear ``bids`` for the balancing request ``request_mw`` (MW, > 0 upward).
+
+    backend
+        ``"direct"`` (sparse matrices straight into highspy, fast) or ``"pyomo"`` (named
+        pyomo components, extensible through ``extra_constraints(model)``, called before
+        the solve). Both solve the same MILP and agree.
+    objective
+        ``"abs_cost"`` (``sum_j c_j |x_j|``, default), ``"signed_cost"`` (the source's
+        literal ``c^T x``) or ``"abs_cost_proximity"`` (``abs_cost`` plus
+        ``proximity_weight * sum |dP_i|``, a tie-breaker towards the operating point).
+    method
+        direct backend only: ``"regions"`` (one problem per operating point with ``b_i = 1``:
+        an LP, or a small MILP when bids have ``min_mw > 0`` or are indivisible; the best
+        region is the exact MILP optimum) or ``"milp"`` (the full MILP with ``b``);
+        ``"auto"`` = ``"regions"``. The pyomo backend always builds the full MILP.
+    prefilter
+        drop voltage/loading rows that cannot bind within the bids' bounds (exact).
+    warm_start
+        a previous result on a package with the same columns: MIP start of the direct
+        MILP (ignored by the other paths).
+
+    Bid ids must equal ``package.columns`` (any order; ClearingError names mismatches). An
+    infeasible request is not an exception: status ``"infeasible"`` with a
+    :class:`Diagnosis` (unless ``diagnose_infeasible`` is False).
+    """
+    if backend not in BACKENDS:
+        raise ClearingError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+    if extra_constraints is not None and backend != "pyomo":
+        raise ClearingError("extra_constraints needs backend='pyomo'")
+    t0 = time.perf_counter()
+    p = prepare(package, bids, request_mw, objective=objective,
+                proximity_weight=proximity_weight, prefilter=prefilter)
+    t_prep = time.perf_counter() - t0
+    if backend == "direct":
+        result = solve_direct(p, method=method, mip_rel_gap=mip_rel_gap,
+                              time_limit_s=time_limit_s, warm_start=warm_start)
+    else:
+        from .model import build_from_prepared, extract_solution, solve_pyomo_model
+
+        t1 = time.perf_counter()
+        model = build_from_prepared(p)
+        if extra_constraints is not None:
+            extra_constraints(model)
+        t_build = time.perf_counter() - t1
+        status, msg, t_solve = solve_pyomo_model(model, mip_rel_gap=mip_rel_gap,
+                                                 time_limit_s=time_limit_s)
+        result = extract_solution(model, status=status, message=msg, build_time_s=t_build,
+                                  solve_time_s=t_solve)
+    result.build_time_s += t_prep
+    if result.status == "infeasible" and diagnose_infeasible:
+        result.diagnosis = diagnose(p, mip_rel_gap=mip_rel_gap, time_limit_s=time_limit_s)
+        result.message = result.diagnosis.message
+    return result

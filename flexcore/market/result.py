@@ -1,0 +1,211 @@
+"""Results of a clearing and the ``CLEARING.json`` file (format ``flexcosim-clearing`` v1).
+
+``CLEARING.json`` holds one JSON object:
+
+``format``, ``version``
+    ``"flexcosim-clearing"``, ``1``.
+``status``
+    ``"optimal"``, ``"infeasible"``, ``"time_limit"`` (a feasible, not proven optimal
+    solution) or ``"error"``; ``message`` explains.
+``request_mw``, ``delivered_mw``, ``cost_eur``, ``objective``
+    requested and delivered balancing power (MW), cost of the activated energy per hour of
+    activation (``sum_j c_j |x_j|``, EUR for one hour), solver objective value.
+``operating_point``, ``operating_point_label``
+    index and label of the selected operating point (Voronoi region), ``null`` if none.
+``activation_mw``
+    ``{bid_id: MW}`` signed activation of every bid (0 for bids not activated).
+``predicted_vm_pu``, ``predicted_loading_percent``
+    ``{row_key: value}`` linear estimates ``V_i* + VTDF_i* dP_i*`` and
+    ``L_i* + LTDF_i* dP_i*`` for every row of the package.
+``backend``, ``method``, ``objective_name``, ``build_time_s``, ``solve_time_s``
+    how it was solved.
+``diagnosis``
+    ``null`` or an object (see :class:`Diagnosis`), set when the request is infeasible.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+FORMAT = "flexcosim-clearing"
+VERSION = 1
+STATUSES = ("optimal", "infeasible", "time_limit", "error")
+
+
+class ClearingError(ValueError):
+    """Bad input to the clearing (e.g. bids not matching the package columns)."""
+
+
+class ClearingFileError(ValueError):
+    """A ``CLEARING.json`` file is malformed, tampered with, or of an unknown version."""
+
+
+@dataclass
+class Diagnosis:
+    """Why a request cannot be served, from auxiliary problems without the balance row.
+
+    ``max_deliverable_mw`` / ``min_deliverable_mw``: largest / smallest total activation
+    the bids can deliver within all limits (over all regions); ``None`` if no region is
+    feasible even without a balance requirement. ``region_ranges`` gives
+    ``[label, min, max]`` per region (``min``/``max`` ``None`` for an infeasible region).
+    ``binding_rows``: voltage/loading row keys at their limit in the solution reaching the
+    extreme in the request's direction. ``base_violated_rows``: ``{point label: [row
+    keys]}`` whose base value already violates a limit (activation must repair them).
+    """
+
+    message: str
+    max_deliverable_mw: float | None = None
+    min_deliverable_mw: float | None = None
+    binding_rows: list[str] = field(default_factory=list)
+    base_violated_rows: dict[str, list[str]] = field(default_factory=dict)
+    region_ranges: list[list[Any]] = field(default_factory=list)
+
+
+@dataclass
+class ClearingResult:
+    """Outcome of :func:`flexcore.market.clear`."""
+
+    status: str
+    request_mw: float
+    message: str = ""
+    delivered_mw: float | None = None
+    cost_eur: float | None = None
+    objective: float | None = None
+    operating_point: int | None = None
+    operating_point_label: str | None = None
+    activation_mw: dict[str, float] = field(default_factory=dict)
+    predicted_vm_pu: dict[str, float] = field(default_factory=dict)
+    predicted_loading_percent: dict[str, float] = field(default_factory=dict)
+    backend: str = ""
+    method: str = ""
+    objective_name: str = ""
+    build_time_s: float = 0.0
+    solve_time_s: float = 0.0
+    diagnosis: Diagnosis | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when a dispatchable solution exists (optimal or time-limited incumbent)."""
+        return self.status in ("optimal", "time_limit") and self.operating_point is not None
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The ``CLEARING.json`` object."""
+        d = asdict(self)
+        return {"format": FORMAT, "version": VERSION, **d}
+
+
+def write_clearing(result: ClearingResult, path: str | Path) -> Path:
+    """Write ``result`` as ``CLEARING.json`` (parent directories are created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result.to_json_dict(), indent=1, allow_nan=False))
+    return path
+
+
+# --------------------------------------------------------------------------- reading
+def _num(src: str, name: str, value: Any, *, optional: bool = False) -> float | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ClearingFileError(f"{src}: field '{name}' must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _str(src: str, name: str, value: Any, *, optional: bool = False) -> str | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise ClearingFileError(f"{src}: field '{name}' must be a string, got {value!r}")
+    return value
+
+
+def _num_map(src: str, name: str, value: Any) -> dict[str, float]:
+    if not isinstance(value, dict):
+        raise ClearingFileError(f"{src}: field '{name}' must be an object {{key: number}}")
+    return {str(k): _num(src, f"{name}.{k}", v) for k, v in value.items()}  # type: ignore[misc]
+
+
+def _diagnosis(src: str, d: Any) -> Diagnosis | None:
+    if d is None:
+        return None
+    if not isinstance(d, dict):
+        raise ClearingFileError(f"{src}: field 'diagnosis' must be an object or null")
+    try:
+        binding = [str(k) for k in d.get("binding_rows", [])]
+        base = {str(k): [str(r) for r in v] for k, v in d.get("base_violated_rows", {}).items()}
+        ranges = [list(r) for r in d.get("region_ranges", [])]
+    except (TypeError, AttributeError) as exc:
+        raise ClearingFileError(f"{src}: field 'diagnosis' is malformed ({exc})") from None
+    return Diagnosis(
+        message=_str(src, "diagnosis.message", d.get("message", "")) or "",
+        max_deliverable_mw=_num(src, "diagnosis.max_deliverable_mw",
+                                d.get("max_deliverable_mw"), optional=True),
+        min_deliverable_mw=_num(src, "diagnosis.min_deliverable_mw",
+                                d.get("min_deliverable_mw"), optional=True),
+        binding_rows=binding, base_violated_rows=base, region_ranges=ranges,
+    )
+
+
+def read_clearing(path: str | Path) -> ClearingResult:
+    """Read and validate ``CLEARING.json``; problems raise ClearingFileError naming the field."""
+    path = Path(path)
+    src = str(path)
+    if not path.is_file():
+        raise ClearingFileError(f"clearing file not found: {path}")
+    try:
+        d = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ClearingFileError(f"{src}: not valid JSON ({exc})") from None
+    if not isinstance(d, dict):
+        raise ClearingFileError(f"{src}: top level must be a JSON object")
+    if d.get("format") != FORMAT:
+        raise ClearingFileError(f"{src}: field 'format' is not {FORMAT!r}")
+    if d.get("version") != VERSION:
+        raise ClearingFileError(
+            f"{src}: field 'version' is {d.get('version')!r}, this reader knows {VERSION}")
+    for key in ("status", "request_mw", "delivered_mw", "cost_eur", "operating_point",
+                "operating_point_label", "activation_mw", "predicted_vm_pu",
+                "predicted_loading_percent", "backend", "build_time_s", "solve_time_s",
+                "diagnosis"):
+        if key not in d:
+            raise ClearingFileError(f"{src}: missing field '{key}'")
+    status = d["status"]
+    if status not in STATUSES:
+        raise ClearingFileError(f"{src}: field 'status' must be one of {STATUSES}, got {status!r}")
+    op = d["operating_point"]
+    if op is not None and (isinstance(op, bool) or not isinstance(op, int) or op < 0):
+        raise ClearingFileError(f"{src}: field 'operating_point' must be an index >= 0 or null")
+    res = ClearingResult(
+        status=status,
+        request_mw=_num(src, "request_mw", d["request_mw"]),  # type: ignore[arg-type]
+        message=_str(src, "message", d.get("message", "")) or "",
+        delivered_mw=_num(src, "delivered_mw", d["delivered_mw"], optional=True),
+        cost_eur=_num(src, "cost_eur", d["cost_eur"], optional=True),
+        objective=_num(src, "objective", d.get("objective"), optional=True),
+        operating_point=op,
+        operating_point_label=_str(src, "operating_point_label", d["operating_point_label"],
+                                   optional=True),
+        activation_mw=_num_map(src, "activation_mw", d["activation_mw"]),
+        predicted_vm_pu=_num_map(src, "predicted_vm_pu", d["predicted_vm_pu"]),
+        predicted_loading_percent=_num_map(src, "predicted_loading_percent",
+                                           d["predicted_loading_percent"]),
+        backend=_str(src, "backend", d["backend"]) or "",
+        method=_str(src, "method", d.get("method", "")) or "",
+        objective_name=_str(src, "objective_name", d.get("objective_name", "")) or "",
+        build_time_s=_num(src, "build_time_s", d["build_time_s"]),  # type: ignore[arg-type]
+        solve_time_s=_num(src, "solve_time_s", d["solve_time_s"]),  # type: ignore[arg-type]
+        diagnosis=_diagnosis(src, d["diagnosis"]),
+    )
+    if res.ok:
+        if res.delivered_mw is None or not res.activation_mw:
+            raise ClearingFileError(
+                f"{src}: status {status!r} needs 'delivered_mw' and 'activation_mw'")
+        total = sum(res.activation_mw.values())
+        if abs(total - res.delivered_mw) > 1e-6 * max(1.0, abs(res.delivered_mw)):
+            raise ClearingFileError(
+                f"{src}: field 'delivered_mw' ({res.delivered_mw}) does not equal the sum of "
+                f"'activation_mw' ({total}): the file was modified")
+    return res
