@@ -186,10 +186,14 @@ def _tso_clear(args) -> int:
     bids = read_bids(args.bids).without_bus()
     result = clear(package, bids, args.request_mw, backend=args.backend, objective=args.objective)
     write_clearing(result, args.out)
-    print(f"status {result.status}; delivered {result.delivered_mw:.4f} of {args.request_mw} MW; "
-          f"cost {result.cost_eur:.2f} EUR/h; operating point {result.operating_point_label}; "
-          f"wrote {args.out}")
-    return 0 if result.status == "optimal" else 1
+    if result.status == "optimal":
+        print(f"status optimal; delivered {result.delivered_mw:.4f} of {args.request_mw} MW; "
+              f"cost {result.cost_eur:.2f} EUR/h; operating point {result.operating_point_label}; "
+              f"wrote {args.out}")
+        return 0
+    diag = result.diagnosis.message if result.diagnosis else result.message
+    print(f"status {result.status}: {diag}; wrote {args.out}")
+    return 1
 
 
 def _run(args) -> int:
