@@ -25,6 +25,9 @@ from flexcore.package import (Limits, PointInfo, SensitivityPackage, load_packag
                               save_package, screen)
 
 FLEX_SGEN_NAME = "flexcosim activation"
+#: only the activation sgens' p_mw change between power flows of one Linearizer: pandapower
+#: may reuse its internal model (the internal-state check in ppinternals guards this)
+RECYCLE = {"trafo": True, "gen": False, "bus_pq": True}
 KEYMAP_FORMAT = "flexcosim-keymap"
 
 
@@ -161,6 +164,7 @@ class Linearizer:
         self._flex_sgen = np.array([pp.create_sgen(self.net, int(b), p_mw=0.0, name=FLEX_SGEN_NAME)
                                     for b in self._flex_buses])
         self._bid_to_flex = np.searchsorted(self._flex_buses, bids.bus)
+        self._recycle_ok = False
         buses, _, branches = layout
         pos_bus = {int(b): k for k, b in enumerate(buses)}
         pos_br = {br: k for k, br in enumerate(branches)}
@@ -181,6 +185,7 @@ class Linearizer:
     # ----------------------------------------------------------- fixed injections
     def set_base(self, *, load_p_mw=None, load_q_mvar=None, sgen_p_mw=None) -> None:
         """Set the fixed (market-independent) injections, arrays in table order."""
+        self._recycle_ok = False  # loads and sgens changed: let pandapower rebuild
         if load_p_mw is not None:
             self.net.load["p_mw"] = np.asarray(load_p_mw, float)
         if load_q_mvar is not None:
@@ -200,21 +205,23 @@ class Linearizer:
     def power_flow(self, p_flex_mw) -> tuple[np.ndarray, np.ndarray]:
         """AC result (vm_pu, signed loading_percent) in key-map row order."""
         self._apply(p_flex_mw)
-        try:
-            pp.runpp(self.net)
-        except pp.LoadflowNotConverged:
-            raise PointNotConverged("AC power flow did not converge") from None
+        self._runpp("AC power flow did not converge")
         vm, lp, _ = sensitivity.signed_results(self.net)
         return vm[self._vm_rows], lp[self._ld_rows]
+
+    def _runpp(self, message: str) -> None:
+        try:
+            pp.runpp(self.net, recycle=RECYCLE if self._recycle_ok else None)
+            self._recycle_ok = True
+        except pp.LoadflowNotConverged:
+            self._recycle_ok = False  # rebuild the internal model next time
+            raise PointNotConverged(message) from None
 
     def point(self, p_flex_mw, *, label: str, activation_fraction: float | None = None
               ) -> OperatingPoint:
         t0 = time.perf_counter()
         self._apply(p_flex_mw)
-        try:
-            pp.runpp(self.net)
-        except pp.LoadflowNotConverged:
-            raise PointNotConverged(f"AC power flow did not converge at point {label}") from None
+        self._runpp(f"AC power flow did not converge at point {label}")
         s = sensitivity.compute(self.net, self._bus_of_bid)
         return OperatingPoint(label, activation_fraction, np.asarray(p_flex_mw, float),
                               s.vm_pu[self._vm_rows], s.loading_percent[self._ld_rows],

@@ -23,27 +23,10 @@ VM_ATOL = 2e-6  # p.u. per MW (entries are up to ~0.3 p.u./MW)
 LOADING_ATOL = 0.05  # % per MW (entries are up to ~1,000 %/MW)
 
 
-def finite_differences(net, buses):
-    work = copy.deepcopy(net)
-    probe = pp.create_sgen(work, int(buses[0]), p_mw=0.0, name="probe")
-    cols_v, cols_l = [], []
-    for bus in buses:
-        work.sgen.at[probe, "bus"] = int(bus)
-        out = []
-        for dp in (H_MW, -H_MW):
-            work.sgen.at[probe, "p_mw"] = dp
-            pp.runpp(work, tolerance_mva=1e-10)
-            vm, lp, _ = sensitivity.signed_results(work)
-            out.append((vm, lp))
-        cols_v.append((out[0][0] - out[1][0]) / (2 * H_MW))
-        cols_l.append((out[0][1] - out[1][1]) / (2 * H_MW))
-    return np.array(cols_v).T, np.array(cols_l).T
-
-
 def assert_matches_fd(net, buses):
     pp.runpp(net, tolerance_mva=1e-10)
     s = sensitivity.compute(net, buses)
-    fd_v, fd_l = finite_differences(net, buses)
+    fd_v, fd_l = sensitivity.finite_differences(net, buses, h_mw=H_MW)
     assert np.abs(s.vtdf - fd_v).max() < VM_ATOL
     assert np.abs(s.ltdf - fd_l).max() < LOADING_ATOL
     assert np.abs(s.vtdf).max() > 1e-3 and np.abs(s.ltdf).max() > 10  # not trivially zero
