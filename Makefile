@@ -1,6 +1,6 @@
 # Two entry points (README): `make run` (the default Bergwald scenario) and `make test`.
 # Both create the virtual environment .venv on first use (Python 3.11 and a package index).
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
