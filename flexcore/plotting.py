@@ -38,10 +38,16 @@ def plot_grid(net, path: str | Path, *, title: str = "", color_by: str = "loadin
     if np.isnan(xy).all():
         raise ValueError("the grid has no bus coordinates to plot")
     fig, ax = plt.subplots(figsize=(10, 7))
-    segs = np.array([[xy[pos[f]], xy[pos[t]]] for f, t in zip(net.line.from_bus, net.line.to_bus)])
-    loading = net.res_line.loading_percent.reindex(net.line.index).to_numpy(float)
+    lv = (net.bus.vn_kv.loc[net.line.from_bus].to_numpy() < 1.0)  # MV feeders drawn apart
+    mv_segs = np.array([[xy[pos[f]], xy[pos[t]]] for f, t in
+                        zip(net.line.from_bus[~lv], net.line.to_bus[~lv])]).reshape(-1, 2, 2)
+    if len(mv_segs):
+        ax.add_collection(LineCollection(mv_segs, colors="0.7", linewidths=0.8, linestyles="--"))
+    lines = net.line[lv]
+    segs = np.array([[xy[pos[f]], xy[pos[t]]] for f, t in zip(lines.from_bus, lines.to_bus)])
+    loading = net.res_line.loading_percent.reindex(lines.index).to_numpy(float)
     if color_by == "loading":
-        lc = LineCollection(segs, cmap="viridis", linewidths=1.2 + net.line.parallel.to_numpy())
+        lc = LineCollection(segs, cmap="viridis", linewidths=1.2 + lines.parallel.to_numpy())
         lc.set_array(np.clip(loading, 0, limit_percent))
         lc.set_clim(0, limit_percent)
         ax.add_collection(lc)
