@@ -1,0 +1,206 @@
+"""DSOAgent: the DSO's side of every frame. Holds the only grid model among the agents.
+
+Message sequence inside one frame (mosaik time t; tiers t:0, t:1, ... of the same-time loop
+formed by ``FPUSim -> DSOAgent -> TSOAgent -(weak)-> DSOAgent`` and ``TSOAgent -(weak)->
+FPUSim`` inside one ``world.group()``)::
+
+    t:0  BuildingSim, FPUSim --(load/PV, dP_base, offers)--> DSO
+         DSO: set fixed injections (forecast = actual profile + unit baselines);
+              re-linearise if due (every `relinearize_every` frames, or sum|dP_fix| moved
+              more than `relinearize_threshold_mw`, or a new day); write the package
+              (folder exchange/r0, reused unchanged when not re-linearised)
+         DSO --{kind: package, round 0, path}--> TSO ;  TSO clears --{clearing}--> DSO
+    t:k  DSO: AC check of the clearing (Linearizer.validate). Accurate (voltage and loading
+              MAE below tolerance) and safe, or k == refine_rounds: final verdict
+              {kind: verdict, status optimal|unsafe|<clearing status>, dispatch}.
+              Otherwise: refine (cleared activation as a new operating point), write
+              exchange/r{k+1}, send {kind: package, round k+1} and the TSO clears again.
+    t:k' TSO --(set-points, zero unless dispatch)--> FPUSim --(dP)--> GridSim
+
+Safety: a clearing violating an AC limit after the last round gets status ``unsafe`` and
+is not dispatched unless ``dispatch_unsafe`` is set (then it is dispatched and flagged).
+Packages cross as folder paths (flexcore.package format), never pickles.
+"""
+from __future__ import annotations
+
+import time as _time
+from pathlib import Path
+
+import mosaik_api_v3
+import numpy as np
+
+from simulators import STEP_S, district_net, meta_from_table
+
+ATTRS_IN = (
+    ("P_load[MW]", "consumption per building"), ("Q_load[MVAr]", "reactive consumption"),
+    ("P_pv[MW]", "PV per building"), ("dP_base[MW]", "unit baselines - profile, per building"),
+    ("offers", "bids of the frame"), ("from_tso", "clearing message of the TSO"),
+)
+ATTRS_OUT = (("to_tso", "package or verdict message"), ("report", "frame report (DSO side)"))
+META = meta_from_table({"DSO": {
+    "public": True,
+    "params": ["grid", "catalog", "run_dir", "seed", "dso", "frame_days"],
+    "attrs": [a for a, _ in ATTRS_IN + ATTRS_OUT],
+}}, sim_type="event-based")  # event-based: every input triggers, outputs non-persistent
+
+
+def _merge(inputs: dict, attr: str) -> dict:
+    out: dict = {}
+    for values in inputs.get(attr, {}).values():
+        out.update(values)
+    return out
+
+
+class DSOAgent(mosaik_api_v3.Simulator):
+    def __init__(self) -> None:
+        super().__init__(META)
+        self.lin = None
+        self._out: dict = {}
+
+    def init(self, sid, time_resolution=1.0, **sim_params):
+        return self.meta
+
+    def create(self, num, model, *, grid: str, catalog: list[dict], run_dir: str, seed: int,
+               dso: dict, frame_days: list[str]):
+        if num != 1 or self.lin is not None:
+            raise ValueError("DSOAgent holds exactly one DSO entity")
+        from flexcore.bids import BidTable
+        from flexcore.dso import Linearizer
+        from flexcore.package import Limits
+
+        net, ids, load_idx, sgen_idx = district_net(grid)
+        self._pos = {b: k for k, b in enumerate(ids)}
+        bus_of_building = dict(zip(ids, net.load.loc[load_idx, "bus"].to_numpy().tolist()))
+        self.ids = tuple(c["bid_id"] for c in catalog)
+        self._bus = np.array([bus_of_building[c["building_id"]] for c in catalog], np.int64)
+        self._col = {b: k for k, b in enumerate(self.ids)}
+        self.cfg = dso
+        bids = BidTable(ids=self.ids, volume_mw=np.zeros(len(self.ids)),
+                        price_eur_per_mwh=np.zeros(len(self.ids)), bus=self._bus)
+        # deterministic salt (same seed -> same keys); the key map stays with the DSO
+        self.lin = Linearizer(net, bids, salt=f"bergwald-{seed}", limits=Limits(**dso["limits"]))
+        self._sgen_pos = net.sgen.index.get_indexer(sgen_idx)
+        self._n_sgen = len(net.sgen)
+        self.dir = Path(run_dir)
+        (self.dir / "exchange").mkdir(parents=True, exist_ok=True)
+        (self.dir / "dso").mkdir(parents=True, exist_ok=True)
+        self.lin.keymap.save(self.dir / "dso" / "KEYMAP.json")  # private: for the validator
+        self.frame_days = frame_days
+        self._last_fix = None
+        self._last_lin_frame = -10**9
+        self._base_pkg = None
+        return [{"eid": "DSO", "type": model}]
+
+    # --------------------------------------------------------------- helpers
+    def _vector(self, values: dict) -> np.ndarray:
+        out = np.zeros(len(self._pos))
+        for b, v in values.items():
+            out[self._pos[b]] = v
+        return out
+
+    def _save(self, package, round_: int) -> str:
+        from flexcore.package import save_package
+
+        path = self.dir / "exchange" / f"r{round_}"
+        save_package(package, path)
+        return str(path)
+
+    # ----------------------------------------------------------------- step
+    def step(self, time, inputs, max_advance):
+        data = inputs.get("DSO", {})
+        frame = time // STEP_S
+        self._out = {}
+        if "offers" in data:
+            self._new_frame(frame, data)
+        msg = _merge(data, "from_tso")
+        if msg:
+            self._on_clearing(frame, msg)
+        return None
+
+    def _new_frame(self, frame: int, data: dict) -> None:
+        from flexcore.bids import BidTable
+
+        t0 = _time.perf_counter()
+        load_p = self._vector(_merge(data, "P_load[MW]"))
+        load_q = self._vector(_merge(data, "Q_load[MVAr]"))
+        sgen_b = self._vector(_merge(data, "P_pv[MW]")) + self._vector(_merge(data, "dP_base[MW]"))
+        sgen = np.zeros(self._n_sgen)
+        sgen[self._sgen_pos] = sgen_b
+        self.lin.set_base(load_p_mw=load_p, load_q_mvar=load_q, sgen_p_mw=sgen)
+        vol = np.zeros(len(self.ids))
+        price = np.zeros(len(self.ids))
+        for offers in data["offers"].values():
+            for o in offers:
+                k = self._col[o["bid_id"]]
+                vol[k], price[k] = o["volume_mw"], o["price_eur_per_mwh"]
+        self.lin.bids = BidTable(ids=self.ids, volume_mw=vol, price_eur_per_mwh=price,
+                                 bus=self._bus)
+        fix = sgen_b - load_p
+        moved = np.inf if self._last_fix is None else float(np.abs(fix - self._last_fix).sum())
+        new_day = frame == 0 or self.frame_days[frame] != self.frame_days[frame - 1]
+        due = (frame - self._last_lin_frame >= self.cfg["relinearize_every"] or new_day
+               or moved > self.cfg["relinearize_threshold_mw"])
+        self.report = {"frame": frame, "relinearized": bool(due), "fix_moved_mw": moved,
+                       "rounds": 0, "points": 0}
+        if due:
+            rep = self.lin.linearize(tuple(self.cfg["operating_points"]),
+                                     screen_rows=self.cfg["screening"])
+            self._base_pkg = rep.package
+            self._base_path = self._save(rep.package, 0)
+            self._last_fix, self._last_lin_frame = fix, frame
+        self.pkg = self._base_pkg
+        self.report["dso_time_s"] = _time.perf_counter() - t0
+        self._out["to_tso"] = {"kind": "package", "frame": frame, "round": 0,
+                               "path": self._base_path}
+
+    def _on_clearing(self, frame: int, msg: dict) -> None:
+        from flexcore.dso import PointNotConverged
+
+        t0 = _time.perf_counter()
+        k = int(msg["round"])
+        rep = self.report
+        rep["rounds"] = k
+        rep["points"] = self.pkg.m
+        verdict = {"kind": "verdict", "frame": frame, "round": k, "dispatch": False,
+                   "status": msg["status"], "safe": False}
+        if msg["status"] == "optimal":
+            act = np.array([msg["activation_mw"].get(b, 0.0) for b in self.ids])
+            v = self.lin.validate(act, predicted_vm_pu=msg["predicted_vm_pu"],
+                                  predicted_loading_percent=msg["predicted_loading_percent"])
+            rep.update(dso_vm_mae_pu=v.vm_mae_pu, dso_loading_mae_percent=v.loading_mae_percent,
+                       dso_violations=len(v.violations), ac_converged=v.converged)
+            accurate = (v.converged and v.vm_mae_pu <= self.cfg["tol_vm_mae_pu"]
+                        and v.loading_mae_percent <= self.cfg["tol_loading_mae_percent"])
+            final = (accurate and v.safe) or k >= self.cfg["refine_rounds"]
+            if not final:
+                try:
+                    self.pkg = self.lin.refine(self.pkg, act, label=f"refine {k + 1}")
+                except PointNotConverged:
+                    final = True
+            if final:
+                verdict["safe"] = v.safe
+                verdict["status"] = "optimal" if v.safe else "unsafe"
+                verdict["dispatch"] = v.safe or self.cfg["dispatch_unsafe"]
+                if v.max_violation:
+                    rep["worst_violation"] = v.max_violation
+            else:
+                self._out["to_tso"] = {"kind": "package", "frame": frame, "round": k + 1,
+                                       "path": self._save(self.pkg, k + 1)}
+        if "to_tso" not in self._out:
+            self._out["to_tso"] = verdict
+            rep.update(status=verdict["status"], safe=verdict["safe"],
+                       dispatched=verdict["dispatch"])
+            self._out["report"] = rep
+        rep["dso_time_s"] += _time.perf_counter() - t0
+
+    def get_data(self, outputs):
+        return {eid: {a: self._out[a] for a in attrs if a in self._out}
+                for eid, attrs in outputs.items()}
+
+
+def main() -> None:
+    mosaik_api_v3.start_simulation(DSOAgent())
+
+
+if __name__ == "__main__":
+    main()

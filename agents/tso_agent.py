@@ -1,0 +1,130 @@
+"""TSOAgent: clears the balancing request against the DSO's sensitivity package.
+
+Privacy boundary: this module imports no pandapower and nothing from flexcore.grids /
+gridgen / dso / sensitivity / ppinternals (a test checks ``sys.modules``). It sees only
+package folders (flexcore.package format) and bids without buses (plain dicts).
+
+Per frame (see agents.dso_agent for the whole sequence): on ``{kind: package}`` it loads
+the package, maps the offers onto its columns (a bid absent this frame has volume 0),
+clears with ``flexcore.market.clear`` (backend "direct") and sends the clearing (status,
+activation, predicted rows) to the DSO. On ``{kind: verdict}`` it outputs the set-points per
+unit (sum of its bids' activation; zero unless the DSO allows dispatch) and the frame's
+clearing record.
+"""
+from __future__ import annotations
+
+import math
+
+import mosaik_api_v3
+import numpy as np
+
+from simulators import STEP_S, meta_from_table
+
+ATTRS_IN = (("offers", "bids of the frame (no buses)"), ("from_dso", "package or verdict"))
+ATTRS_OUT = (
+    ("to_dso", "clearing message"),
+    ("setpoint[MW]", "unit_id -> activation (MW deviation)"),
+    ("clearing", "frame record: status, request, delivered, cost, predictions"),
+)
+META = meta_from_table({"TSO": {
+    "public": True,
+    "params": ["request_mw", "objective", "mip_rel_gap"],
+    "attrs": [a for a, _ in ATTRS_IN + ATTRS_OUT],
+}}, sim_type="event-based")  # event-based: every input triggers, outputs non-persistent
+
+
+class TSOAgent(mosaik_api_v3.Simulator):
+    def __init__(self) -> None:
+        super().__init__(META)
+        self.request = None
+        self._out: dict = {}
+
+    def init(self, sid, time_resolution=1.0, **sim_params):
+        return self.meta
+
+    def create(self, num, model, *, request_mw: list[float], objective: str = "abs_cost",
+               mip_rel_gap: float = 1e-6):
+        if num != 1 or self.request is not None:
+            raise ValueError("TSOAgent holds exactly one TSO entity")
+        self.request = [float(x) for x in request_mw]
+        self.objective, self.gap = objective, float(mip_rel_gap)
+        return [{"eid": "TSO", "type": model}]
+
+    def step(self, time, inputs, max_advance):
+        data = inputs.get("TSO", {})
+        self._out = {}
+        frame = time // STEP_S
+        for offers in data.get("offers", {}).values():
+            self._offers = {o["bid_id"]: o for o in offers}
+            self._times = [0.0, 0.0]
+            self._last = None
+        for msg in data.get("from_dso", {}).values():
+            if msg["kind"] == "package":
+                self._clear(frame, msg)
+            else:
+                self._dispatch(frame, msg)
+        return None
+
+    def _clear(self, frame: int, msg: dict) -> None:
+        from flexcore.bids import BidTable
+        from flexcore.market import clear
+        from flexcore.package import load_package
+
+        package = load_package(msg["path"])
+        cols = package.columns
+        get = self._offers.get
+        bids = BidTable(
+            ids=cols,
+            volume_mw=np.array([get(c, {}).get("volume_mw", 0.0) for c in cols]),
+            price_eur_per_mwh=np.array([get(c, {}).get("price_eur_per_mwh", 0.0) for c in cols]),
+            min_mw=np.array([get(c, {}).get("min_mw", 0.0) for c in cols]),
+            indivisible=np.array([bool(get(c, {}).get("indivisible", False)) for c in cols]))
+        r = clear(package, bids, self.request[frame], backend="direct", objective=self.objective,
+                  mip_rel_gap=self.gap)
+        self._times[0] += r.build_time_s
+        self._times[1] += r.solve_time_s
+        self._last = r
+        self._out["to_dso"] = {
+            "frame": frame, "round": msg["round"], "status": r.status,
+            "activation_mw": {b: x for b, x in r.activation_mw.items() if x != 0.0},
+            "predicted_vm_pu": r.predicted_vm_pu,
+            "predicted_loading_percent": r.predicted_loading_percent}
+
+    def _dispatch(self, frame: int, verdict: dict) -> None:
+        r = self._last
+        dispatch = bool(verdict["dispatch"]) and r is not None and r.status == "optimal"
+        setpoints: dict[str, float] = {}
+        if dispatch:
+            for b, x in r.activation_mw.items():
+                if x != 0.0 and b in self._offers:
+                    u = self._offers[b]["unit_id"]
+                    setpoints[u] = setpoints.get(u, 0.0) + x
+        self._out["setpoint[MW]"] = setpoints
+        diag = r.diagnosis.message if (r is not None and r.diagnosis) else (r.message if r else "")
+        self._out["clearing"] = {
+            "frame": frame, "status": verdict["status"], "dispatched": dispatch,
+            "request_mw": self.request[frame],
+            "delivered_mw": float(r.delivered_mw) if dispatch else 0.0,
+            "cost_eur": float(r.cost_eur) if dispatch else 0.0,
+            "cleared_cost_eur": float(r.cost_eur) if r is not None and r.cost_eur is not None
+            else math.nan,
+            "operating_point": (r.operating_point_label or "") if r is not None else "",
+            "build_time_s": self._times[0], "solve_time_s": self._times[1],
+            "rounds": int(verdict["round"]), "message": diag,
+            "activation_mw": {b: x for b, x in r.activation_mw.items() if x != 0.0}
+            if dispatch else {},
+            "predicted_vm_pu": r.predicted_vm_pu if dispatch else {},
+            "predicted_loading_percent": r.predicted_loading_percent if dispatch else {},
+        }
+
+    def get_data(self, outputs):
+        return {eid: {a: self._out[a] for a in attrs if a in self._out}
+                for eid, attrs in outputs.items()}
+
+
+def main() -> None:
+    mosaik_api_v3.start_simulation(TSOAgent())
+
+
+if __name__ == "__main__":
+    main()

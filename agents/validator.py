@@ -1,0 +1,90 @@
+"""Validator (DSO side): the TSO's predictions vs the GridSim AC power flow, per frame.
+
+Row keys of the clearing map to buses / branches through the DSO's private KeyMap
+(``dso/KEYMAP.json`` in the run folder). Voltages are compared directly, loadings as
+magnitudes (METHOD.md "Validation"); MAE, RMSE and max error over the predicted rows.
+AC limit violations are counted over every bus and branch of the GridSim result. Frames
+without a dispatched clearing get NaN errors (violations are still counted).
+"""
+from __future__ import annotations
+
+import math
+
+import mosaik_api_v3
+import numpy as np
+
+from simulators import meta_from_table
+
+ATTRS_IN = (("Vm[pu]", "GridSim voltages"), ("loading[%]", "GridSim signed loadings"),
+            ("converged", "GridSim converged"), ("clearing", "TSO frame record"))
+ATTRS_OUT = (("accuracy", "errors and AC violations of the frame"),)
+META = meta_from_table({"Validator": {
+    "public": True,
+    "params": ["keymap", "limits"],
+    "attrs": [a for a, _ in ATTRS_IN + ATTRS_OUT],
+}}, sim_type="event-based")  # event-based: every input triggers, outputs non-persistent
+
+
+def _stats(e: np.ndarray) -> tuple[float, float, float]:
+    if not len(e):
+        return math.nan, math.nan, math.nan
+    return float(np.mean(np.abs(e))), float(np.sqrt(np.mean(e ** 2))), float(np.max(np.abs(e)))
+
+
+class Validator(mosaik_api_v3.Simulator):
+    def __init__(self) -> None:
+        super().__init__(META)
+        self.keymap = None
+        self._out: dict = {}
+
+    def init(self, sid, time_resolution=1.0, **sim_params):
+        return self.meta
+
+    def create(self, num, model, *, keymap: str, limits: dict):
+        from flexcore.dso import KeyMap
+
+        self.keymap = KeyMap.load(keymap)
+        self._vm_key = {k: str(b) for k, b in self.keymap.vm_pu.items()}
+        self._ld_key = {k: f"{e}:{i}" for k, (e, i) in self.keymap.loading_percent.items()}
+        self.limits = limits
+        return [{"eid": "Validator", "type": model}]
+
+    def step(self, time, inputs, max_advance):
+        data = inputs.get("Validator", {})
+        one = {a: next(iter(v.values())) for a, v in data.items()}
+        vm, ld = one.get("Vm[pu]", {}), one.get("loading[%]", {})
+        clearing = one.get("clearing", {})
+        lim = self.limits
+        acc = {"ac_converged": bool(one.get("converged", False))}
+        if acc["ac_converged"]:
+            v = np.array(list(vm.values()))
+            lp = np.array(list(ld.values()))
+            acc["ac_violations"] = int(((v < lim["vm_min_pu"] - 1e-9) | (v > lim["vm_max_pu"] + 1e-9)
+                                        ).sum() + ((lp > lim["loading_max_percent"] + 1e-9)
+                                                   | (lp < lim["loading_min_percent"] - 1e-9)).sum())
+            acc["ac_vm_min_pu"], acc["ac_vm_max_pu"] = float(v.min()), float(v.max())
+            acc["ac_max_loading_percent"] = float(np.abs(lp).max())
+        pv = clearing.get("predicted_vm_pu", {})
+        pl = clearing.get("predicted_loading_percent", {})
+        if acc["ac_converged"] and pv:
+            ev = np.array([x - vm[self._vm_key[k]] for k, x in pv.items()])
+            el = np.array([abs(x) - abs(ld[self._ld_key[k]]) for k, x in pl.items()])
+        else:
+            ev = el = np.zeros(0)
+        acc["vm_mae_pu"], acc["vm_rmse_pu"], acc["vm_max_err_pu"] = _stats(ev)
+        (acc["loading_mae_percent"], acc["loading_rmse_percent"],
+         acc["loading_max_err_percent"]) = _stats(el)
+        self._out = {"accuracy": acc}
+        return None
+
+    def get_data(self, outputs):
+        return {eid: {a: self._out[a] for a in attrs if a in self._out}
+                for eid, attrs in outputs.items()}
+
+
+def main() -> None:
+    mosaik_api_v3.start_simulation(Validator())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""Co-simulation throughput: the default scenario vs a power-flow-only co-simulation.
+
+``python bench/bench_cosim.py [--day-types a,b] [--frames 0-95]`` (default: the full default
+scenario, 9 x 96 = 864 frames). Writes results/benchmarks/cosim.json and prints it.
+The power-flow-only run couples BuildingSim and GridSim of the same district (no FPUs, no
+agents) over the same frames.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import mosaik
+
+from scenarios.bergwald import sim_config
+from scenarios.config import load_config
+from scenarios.runner import apply_overrides, run_scenario
+from simulators import frames_of
+
+
+def pf_only(cfg) -> tuple[float, int]:
+    frames = frames_of(cfg.day_types, cfg.slots)
+    t0 = time.perf_counter()
+    world = mosaik.World({k: v for k, v in sim_config("python").items()
+                          if k in ("BuildingSim", "GridSim")})
+    district = world.start("BuildingSim").District(
+        grid=cfg.grid, buildings=cfg.buildings, seed=cfg.seed, pv_penetration=cfg.pv_penetration,
+        day_types=list(cfg.day_types), slots=list(cfg.slots))
+    grid = world.start("GridSim").Grid(grid=cfg.grid)
+    world.connect(district, grid, "P_load[MW]", "Q_load[MVAr]", "P_pv[MW]")
+    world.run(until=len(frames) * 900, print_progress=False)
+    return time.perf_counter() - t0, len(frames)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--scenario", default="scenarios/bergwald.toml")
+    ap.add_argument("--day-types")
+    ap.add_argument("--frames")
+    args = ap.parse_args()
+    cfg = apply_overrides(load_config(args.scenario), day_types=args.day_types, frames=args.frames)
+    cfg = cfg.__class__(**{**cfg.__dict__, "plots": False})
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir, summary = run_scenario(cfg, out=Path(tmp) / "run")
+    t_pf, n = pf_only(cfg)
+    full = summary["wall_time_s"]
+    out = {"scenario": args.scenario, "frames": n, "cosim_wall_s": full,
+           "cosim_frames_per_s": n / full, "pf_only_wall_s": t_pf, "pf_only_frames_per_s": n / t_pf,
+           "ratio_cosim_to_pf_only": full / t_pf,
+           "extrapolated_864_frames_s": full / n * 864,
+           "summary": summary}
+    path = Path("results/benchmarks/cosim.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1))
+    print(json.dumps({k: v for k, v in out.items() if k != "summary"}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""The mosaik wiring of a flexcosim scenario (any grid; the default job is Bergwald).
+
+::
+
+    BuildingSim.District --P_load,Q_load,P_pv--> GridSim.Grid --Vm,loading--> Validator
+          |                                         ^                            |
+          +---------P_load,Q_load,P_pv----+         | dP                         v
+                                          v         |                        Recorder
+    +---------------------- world.group() ---------------------------+
+    |  FPUSim.Fleet --offers,dP_base--> DSOAgent --to_tso--> TSOAgent  |
+    |     ^    \\-----------offers-------------------------^   |  |    |
+    |     |                     DSOAgent <---weak: to_dso-------+  |    |
+    |     +---------------weak: setpoint[MW]-----------------------+    |
+    +-----------------------------------------------------------------+
+    TSOAgent --clearing--> Validator, Recorder; DSOAgent --report--> Recorder
+
+Same-time loops use weak connections inside one group (mosaik 3). mosaik time = frame
+index * 900 s over the concatenated frames of all selected day types.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from scenarios.config import ScenarioConfig
+from simulators import frames_of
+
+SIMS = {  # name -> (module, class)
+    "BuildingSim": ("simulators.building_sim", "BuildingSim"),
+    "FPUSim": ("simulators.fpu_sim", "FPUSim"),
+    "GridSim": ("simulators.grid_sim", "GridSim"),
+    "DSOAgent": ("agents.dso_agent", "DSOAgent"),
+    "TSOAgent": ("agents.tso_agent", "TSOAgent"),
+    "Validator": ("agents.validator", "Validator"),
+}
+
+
+def sim_config(starter: str) -> dict:
+    """mosaik sim_config: in-process ("python") or separate processes ("cmd")."""
+    cfg = {}
+    for name, (module, cls) in SIMS.items():
+        cfg[name] = ({"python": f"{module}:{cls}"} if starter == "python"
+                     else {"cmd": f"%(python)s -m {module} %(addr)s"})
+    cfg["Recorder"] = {"python": "scenarios.results:Recorder"}  # always in the runner process
+    return cfg
+
+
+def create_scenario(world, cfg: ScenarioConfig, *, run_dir: str | Path, progress: bool = False
+                    ) -> int:
+    """Start and connect all simulators; returns the number of frames (steps)."""
+    run_dir = str(run_dir)
+    frames = frames_of(cfg.day_types, cfg.slots, cfg.resolution_min)
+    common = dict(grid=cfg.grid, buildings=cfg.buildings, seed=cfg.seed,
+                  pv_penetration=cfg.pv_penetration, day_types=list(cfg.day_types),
+                  slots=list(cfg.slots))
+    district = world.start("BuildingSim").District(**common)
+    grid = world.start("GridSim").Grid(grid=cfg.grid, extra_load=[list(e) for e in cfg.extra_load])
+    with world.group():
+        fpu_sim = world.start("FPUSim")
+        fleet = fpu_sim.Fleet(**common, fpu=list(cfg.fpu))
+        dso = world.start("DSOAgent").DSO(
+            grid=cfg.grid, catalog=fpu_sim.catalog(), run_dir=run_dir, seed=cfg.seed,
+            dso=cfg.dso.__dict__ | {"operating_points": list(cfg.dso.operating_points)},
+            frame_days=[f.day_type for f in frames])
+        tso = world.start("TSOAgent").TSO(
+            request_mw=[cfg.request_mw(f.slot) for f in frames], objective=cfg.objective,
+            mip_rel_gap=cfg.mip_rel_gap)
+        world.connect(fleet, dso, "offers", "dP_base[MW]")
+        world.connect(fleet, tso, "offers")
+        world.connect(dso, tso, ("to_tso", "from_dso"))
+        world.connect(tso, dso, ("to_dso", "from_tso"), weak=True)
+        world.connect(tso, fleet, "setpoint[MW]", weak=True)
+    world.connect(district, dso, "P_load[MW]", "Q_load[MVAr]", "P_pv[MW]")
+    world.connect(district, grid, "P_load[MW]", "Q_load[MVAr]", "P_pv[MW]")
+    world.connect(fleet, grid, "dP[MW]")
+    validator = world.start("Validator").Validator(
+        keymap=str(Path(run_dir) / "dso" / "KEYMAP.json"), limits=dict(cfg.dso.limits))
+    world.connect(grid, validator, "Vm[pu]", "loading[%]", "converged")
+    world.connect(tso, validator, "clearing")
+    rec = world.start("Recorder").Recorder(
+        run_dir=run_dir, frames=[[f.day_type, f.slot] for f in frames], progress=progress)
+    world.connect(tso, rec, "clearing", "setpoint[MW]")
+    world.connect(dso, rec, "report")
+    world.connect(fleet, rec, "offers", "clipped")
+    world.connect(validator, rec, "accuracy")
+    world.connect(grid, rec, "Vm[pu]", "loading[%]", "P_slack[MW]")
+    return len(frames)

@@ -1,0 +1,293 @@
+"""Scenario TOML -> validated dataclasses; every error names the offending key.
+
+Tables (all optional except ``[scenario]``; defaults in the dataclasses below)::
+
+    [scenario]   name, seed, grid ("bergwald" | "simbench:CODE" | JSON path),
+                 buildings ("bergwald" | "grid_loads" | CSV path), pv_penetration,
+                 day_types (list, default all nine), slots ("all" | "64-80" | [68, 72])
+    [simulation] starter ("python" in-process | "cmd" separate processes)
+    [request]    default_mw, csv (columns time=HH:MM, request_mw), [[request.window]]
+                 start = "17:00", end = "19:00", mw = 1.8 (end exclusive, every day)
+    [dso]        operating_points, relinearize_every, relinearize_threshold_mw, screening,
+                 refine_rounds, tol_vm_mae_pu, tol_loading_mae_percent, dispatch_unsafe,
+                 [dso.limits] vm_min_pu, vm_max_pu, loading_min_percent, loading_max_percent
+    [market]     objective, mip_rel_gap
+    [results]    plots (bool)
+    [test]       extra_load = [{frame = 2, mw = 50.0}]: TEST-ONLY knob, an unforecast load
+                 added at the transformer's LV bus of the GridSim only (forces a
+                 non-converging AC power flow without touching the DSO's forecast)
+    [[fpu]]      flexibility units (flexcore.fpu.registry format)
+"""
+from __future__ import annotations
+
+import csv
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flexcore.daytypes import DAY_TYPES, frames_per_day
+
+
+class ConfigError(ValueError):
+    """The scenario is malformed; the message names the key."""
+
+
+@dataclass(frozen=True)
+class RequestWindow:
+    start_slot: int
+    end_slot: int
+    mw: float
+
+
+@dataclass(frozen=True)
+class DSOConfig:
+    operating_points: tuple[float, ...] = (0.0, 0.5, 1.0)
+    relinearize_every: int = 1
+    relinearize_threshold_mw: float = 0.05
+    screening: bool = True
+    refine_rounds: int = 2
+    tol_vm_mae_pu: float = 2.0e-5
+    tol_loading_mae_percent: float = 5.0e-3
+    dispatch_unsafe: bool = False
+    limits: dict = field(default_factory=lambda: {"vm_min_pu": 0.95, "vm_max_pu": 1.05,
+                                                  "loading_min_percent": -100.0,
+                                                  "loading_max_percent": 100.0})
+
+
+@dataclass(frozen=True)
+class ScenarioConfig:
+    name: str
+    seed: int
+    grid: str
+    buildings: str
+    pv_penetration: float
+    day_types: tuple[str, ...]
+    slots: tuple[int, ...]
+    resolution_min: int
+    starter: str
+    request_default_mw: float
+    request_by_slot: tuple[float, ...]   # one value per slot of a day
+    dso: DSOConfig
+    objective: str
+    mip_rel_gap: float
+    plots: bool
+    extra_load: tuple[tuple[int, float], ...]   # test-only (frame index, MW)
+    fpu: tuple[dict, ...]
+    source: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def request_mw(self, slot: int) -> float:
+        return self.request_by_slot[slot]
+
+
+_TOP = {"scenario", "simulation", "request", "dso", "market", "results", "test", "fpu"}
+_KEYS = {
+    "scenario": {"name", "seed", "grid", "buildings", "pv_penetration", "day_types", "slots",
+                 "resolution_min"},
+    "simulation": {"starter"},
+    "request": {"default_mw", "csv", "window"},
+    "dso": {"operating_points", "relinearize_every", "relinearize_threshold_mw", "screening",
+            "refine_rounds", "tol_vm_mae_pu", "tol_loading_mae_percent", "dispatch_unsafe",
+            "limits"},
+    "market": {"objective", "mip_rel_gap"},
+    "results": {"plots"},
+    "test": {"extra_load"},
+}
+OBJECTIVES = ("abs_cost", "signed_cost", "abs_cost_proximity")
+
+
+def _get(table: dict, section: str, key: str, kind: type | tuple, default: Any) -> Any:
+    value = table.get(key, default)
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        names = "/".join(k.__name__ for k in kinds)
+        raise ConfigError(f"[{section}] {key}: expected {names}, got {value!r}")
+    return value
+
+
+def _check_keys(section: str, table: Any, allowed: set[str]) -> dict:
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{section}] must be a table, got {type(table).__name__}")
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ConfigError(f"[{section}] unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+    return table
+
+
+def parse_slots(text: str | list | None, n_day: int, *, key: str = "[scenario] slots"
+                ) -> tuple[int, ...]:
+    """``"all"``, ``"64-80"`` (inclusive), ``"68,72"`` or a list of ints -> slot tuple."""
+    if text is None or text == "all":
+        return tuple(range(n_day))
+    items: list[int] = []
+    try:
+        if isinstance(text, list):
+            items = [int(x) for x in text]
+        else:
+            for part in str(text).split(","):
+                part = part.strip()
+                if "-" in part:
+                    a, b = part.split("-", 1)
+                    items += list(range(int(a), int(b) + 1))
+                elif part:
+                    items.append(int(part))
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}: expected 'all', 'A-B', 'a,b,c' or a list of ints, got {text!r}"
+                          ) from None
+    bad = [s for s in items if not 0 <= s < n_day]
+    if bad or not items:
+        raise ConfigError(f"{key}: slots must be in 0..{n_day - 1}, got {text!r}")
+    return tuple(sorted(set(items)))
+
+
+def _hhmm(text: Any, key: str, resolution_min: int) -> int:
+    try:
+        h, m = str(text).split(":")
+        minutes = int(h) * 60 + int(m)
+    except ValueError:
+        raise ConfigError(f"{key}: expected 'HH:MM', got {text!r}") from None
+    if minutes % resolution_min or not 0 <= minutes <= 24 * 60:
+        raise ConfigError(f"{key}: {text!r} is not on the {resolution_min}-min grid of a day")
+    return minutes // resolution_min
+
+
+def _request_profile(req: dict, n_day: int, res: int, base_dir: Path) -> tuple[float, tuple]:
+    default = _get(req, "request", "default_mw", float, 0.0)
+    prof = [default] * n_day
+    if "csv" in req:
+        path = Path(_get(req, "request", "csv", str, ""))
+        path = path if path.is_absolute() else base_dir / path
+        if not path.is_file():
+            raise ConfigError(f"[request] csv: file not found: {path}")
+        with path.open(newline="") as fh:
+            for lineno, row in enumerate(csv.DictReader(fh), start=2):
+                try:
+                    prof[_hhmm(row["time"], f"[request] csv {path}:{lineno} time", res)] = \
+                        float(row["request_mw"])
+                except (KeyError, ValueError, IndexError):
+                    raise ConfigError(f"[request] csv {path}:{lineno}: need columns time "
+                                      "(HH:MM) and request_mw (number)") from None
+    windows = req.get("window", [])
+    if not isinstance(windows, list):
+        raise ConfigError("[request] window: expected [[request.window]] tables")
+    for k, w in enumerate(windows):
+        where = f"[[request.window]] #{k + 1}"
+        _check_keys(where.strip("[]"), w, {"start", "end", "mw"})
+        for key in ("start", "end", "mw"):
+            if key not in w:
+                raise ConfigError(f"{where}: missing key '{key}'")
+        a = _hhmm(w["start"], f"{where} start", res)
+        b = _hhmm(w["end"], f"{where} end", res)
+        if b <= a:
+            raise ConfigError(f"{where}: end {w['end']!r} must be after start {w['start']!r}")
+        mw = _get(w, where.strip("[]"), "mw", float, 0.0)
+        for s in range(a, min(b, n_day)):
+            prof[s] = mw
+    return default, tuple(prof)
+
+
+def parse_config(doc: dict, *, source: str = "<dict>", base_dir: Path | None = None
+                 ) -> ScenarioConfig:
+    """Validate a loaded TOML document."""
+    base_dir = base_dir or Path.cwd()
+    _check_keys("top level", doc, _TOP)
+    if "scenario" not in doc:
+        raise ConfigError("missing table [scenario]")
+    sc = _check_keys("scenario", doc["scenario"], _KEYS["scenario"])
+    res = _get(sc, "scenario", "resolution_min", int, 15)
+    try:
+        n_day = frames_per_day(res)
+    except ValueError as exc:
+        raise ConfigError(f"[scenario] resolution_min: {exc}") from None
+    day_types = tuple(_get(sc, "scenario", "day_types", list, list(DAY_TYPES)))
+    bad = [d for d in day_types if d not in DAY_TYPES]
+    if bad or not day_types:
+        raise ConfigError(f"[scenario] day_types: unknown {bad}; valid: {list(DAY_TYPES)}")
+    slots = parse_slots(sc.get("slots", "all"), n_day)
+    pv = _get(sc, "scenario", "pv_penetration", float, 0.6)
+    if not 0.0 <= pv <= 1.0:
+        raise ConfigError(f"[scenario] pv_penetration: must be in [0, 1], got {pv}")
+    sim = _check_keys("simulation", doc.get("simulation", {}), _KEYS["simulation"])
+    starter = _get(sim, "simulation", "starter", str, "python")
+    if starter not in ("python", "cmd"):
+        raise ConfigError(f"[simulation] starter: expected 'python' or 'cmd', got {starter!r}")
+    req = _check_keys("request", doc.get("request", {}), _KEYS["request"])
+    default_mw, profile = _request_profile(req, n_day, res, base_dir)
+    d = _check_keys("dso", doc.get("dso", {}), _KEYS["dso"])
+    base = DSOConfig()
+    limits = dict(base.limits)
+    lim = _check_keys("dso.limits", d.get("limits", {}), set(limits))
+    for k in lim:
+        limits[k] = _get(lim, "dso.limits", k, float, limits[k])
+    pts = _get(d, "dso", "operating_points", list, list(base.operating_points))
+    if not pts or not all(isinstance(x, (int, float)) and 0.0 <= x <= 1.0 for x in pts):
+        raise ConfigError(f"[dso] operating_points: expected fractions in [0, 1], got {pts!r}")
+    dso = DSOConfig(
+        operating_points=tuple(float(x) for x in pts),
+        relinearize_every=_get(d, "dso", "relinearize_every", int, base.relinearize_every),
+        relinearize_threshold_mw=_get(d, "dso", "relinearize_threshold_mw", float,
+                                      base.relinearize_threshold_mw),
+        screening=_get(d, "dso", "screening", bool, base.screening),
+        refine_rounds=_get(d, "dso", "refine_rounds", int, base.refine_rounds),
+        tol_vm_mae_pu=_get(d, "dso", "tol_vm_mae_pu", float, base.tol_vm_mae_pu),
+        tol_loading_mae_percent=_get(d, "dso", "tol_loading_mae_percent", float,
+                                     base.tol_loading_mae_percent),
+        dispatch_unsafe=_get(d, "dso", "dispatch_unsafe", bool, base.dispatch_unsafe),
+        limits=limits,
+    )
+    if dso.relinearize_every < 1:
+        raise ConfigError(f"[dso] relinearize_every: must be >= 1, got {dso.relinearize_every}")
+    if dso.refine_rounds < 0:
+        raise ConfigError(f"[dso] refine_rounds: must be >= 0, got {dso.refine_rounds}")
+    mk = _check_keys("market", doc.get("market", {}), _KEYS["market"])
+    objective = _get(mk, "market", "objective", str, "abs_cost")
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"[market] objective: expected one of {OBJECTIVES}, got {objective!r}")
+    rs = _check_keys("results", doc.get("results", {}), _KEYS["results"])
+    ts = _check_keys("test", doc.get("test", {}), _KEYS["test"])
+    extra = []
+    for k, e in enumerate(_get(ts, "test", "extra_load", list, [])):
+        _check_keys(f"test.extra_load #{k + 1}", e, {"frame", "mw"})
+        extra.append((_get(e, f"test.extra_load #{k + 1}", "frame", int, 0),
+                      _get(e, f"test.extra_load #{k + 1}", "mw", float, 0.0)))
+    fpu = doc.get("fpu", [])
+    if not isinstance(fpu, list):
+        raise ConfigError("fpu: expected [[fpu]] tables")
+    if fpu:  # check the classes and keys now (clear errors before any simulator starts)
+        from flexcore.fpu.registry import RegistryError, parse_fpu_config
+
+        try:
+            parse_fpu_config({"fpu": fpu})
+        except RegistryError as exc:
+            raise ConfigError(str(exc)) from None
+    return ScenarioConfig(
+        name=_get(sc, "scenario", "name", str, "scenario"),
+        seed=_get(sc, "scenario", "seed", int, 0),
+        grid=_get(sc, "scenario", "grid", str, "bergwald"),
+        buildings=_get(sc, "scenario", "buildings", str, "bergwald"),
+        pv_penetration=pv, day_types=day_types, slots=slots, resolution_min=res,
+        starter=starter, request_default_mw=default_mw, request_by_slot=profile, dso=dso,
+        objective=objective, mip_rel_gap=_get(mk, "market", "mip_rel_gap", float, 1e-6),
+        plots=_get(rs, "results", "plots", bool, True), extra_load=tuple(extra),
+        fpu=tuple(fpu), source=source,
+    )
+
+
+def load_config(path: str | Path) -> ScenarioConfig:
+    """Read and validate a scenario TOML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"scenario file not found: {path}")
+    try:
+        doc = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    try:
+        return parse_config(doc, source=str(path), base_dir=path.parent)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

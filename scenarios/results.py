@@ -1,0 +1,202 @@
+"""Run-folder writing: an in-process mosaik Recorder and the final summary.
+
+The Recorder collects every frame's outputs, appends one row per finished frame to
+``timeseries/frames.csv`` (flushed, so a crash leaves the finished frames readable) and
+writes the Parquet tables at the end (``frames``, ``bids``, ``setpoints``, ``voltages``,
+``loadings``).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time as _time
+from pathlib import Path
+
+import mosaik_api_v3
+import pandas as pd
+
+from simulators import STEP_S, meta_from_table
+
+FRAME_COLUMNS = (
+    "frame", "day_type", "slot", "status", "dispatched", "request_mw", "delivered_mw", "cost_eur",
+    "operating_point", "rounds", "relinearized", "build_time_s", "solve_time_s", "dso_time_s",
+    "vm_mae_pu", "vm_rmse_pu", "vm_max_err_pu", "loading_mae_percent", "loading_rmse_percent",
+    "loading_max_err_percent", "ac_converged", "ac_violations", "ac_vm_min_pu", "ac_vm_max_pu",
+    "ac_max_loading_percent", "p_slack_mw", "n_offers", "offered_up_mw", "offered_down_mw",
+    "clipped_units", "message", "wall_time_s",
+)
+ATTRS_IN = ("clearing", "report", "offers", "accuracy", "Vm[pu]", "loading[%]", "P_slack[MW]",
+            "setpoint[MW]", "clipped")
+META = meta_from_table({"Recorder": {
+    "public": True, "params": ["run_dir", "frames", "progress"],
+    "attrs": list(ATTRS_IN)}}, sim_type="event-based")
+
+
+class Recorder(mosaik_api_v3.Simulator):
+    def __init__(self) -> None:
+        super().__init__(META)
+        self._pending: dict[int, dict] = {}
+        self.rows: list[dict] = []
+        self.bids: list[dict] = []
+        self.setpoints: list[dict] = []
+        self.vm: list[dict] = []
+        self.ld: list[dict] = []
+
+    def init(self, sid, time_resolution=1.0, **sim_params):
+        return self.meta
+
+    def create(self, num, model, *, run_dir: str, frames: list[list], progress: bool = False):
+        self.dir = Path(run_dir) / "timeseries"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.frames = frames  # [day_type, slot] per frame
+        self._csv = (self.dir / "frames.csv").open("w", newline="")
+        self._writer = csv.DictWriter(self._csv, FRAME_COLUMNS, extrasaction="ignore")
+        self._writer.writeheader()
+        self._csv.flush()
+        self._bar = None
+        if progress:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=len(frames), unit="frame", desc="frames")
+        self._t_last = _time.perf_counter()
+        return [{"eid": "Recorder", "type": model}]
+
+    def step(self, time, inputs, max_advance):
+        for t in sorted(k for k in self._pending if k < time):
+            self._flush(t)
+        rec = self._pending.setdefault(time, {})
+        for attr, values in inputs.get("Recorder", {}).items():
+            for v in values.values():
+                rec[attr] = v
+        return None
+
+    def _flush(self, time: int) -> None:
+        rec = self._pending.pop(time)
+        k = time // STEP_S
+        c, r, a = rec.get("clearing", {}), rec.get("report", {}), rec.get("accuracy", {})
+        offers = rec.get("offers", [])
+        act = c.get("activation_mw", {})
+        now = _time.perf_counter()
+        row = {"frame": k, "day_type": self.frames[k][0], "slot": self.frames[k][1],
+               **{x: c.get(x) for x in ("status", "dispatched", "request_mw", "delivered_mw",
+                                         "cost_eur", "operating_point", "rounds",
+                                         "build_time_s", "solve_time_s", "message")},
+               "relinearized": r.get("relinearized"), "dso_time_s": r.get("dso_time_s"),
+               **a, "p_slack_mw": rec.get("P_slack[MW]", math.nan), "n_offers": len(offers),
+               "offered_up_mw": sum(o["volume_mw"] for o in offers if o["volume_mw"] > 0),
+               "offered_down_mw": sum(o["volume_mw"] for o in offers if o["volume_mw"] < 0),
+               "clipped_units": len(rec.get("clipped", {})), "wall_time_s": now - self._t_last}
+        self._t_last = now
+        self.rows.append(row)
+        self._writer.writerow(row)
+        self._csv.flush()
+        self.bids += [{"frame": k, "bid_id": o["bid_id"], "unit_id": o["unit_id"],
+                       "volume_mw": o["volume_mw"], "price_eur_per_mwh": o["price_eur_per_mwh"],
+                       "activation_mw": act.get(o["bid_id"], 0.0)} for o in offers]
+        self.setpoints += [{"frame": k, "unit_id": u, "setpoint_mw": x}
+                           for u, x in rec.get("setpoint[MW]", {}).items()]
+        self.vm.append({"frame": k, **rec.get("Vm[pu]", {})})
+        self.ld.append({"frame": k, **rec.get("loading[%]", {})})
+        if self._bar is not None:
+            self._bar.update(1)
+
+    def finalize(self) -> None:
+        for t in sorted(self._pending):
+            self._flush(t)
+        self._csv.close()
+        if self._bar is not None:
+            self._bar.close()
+        frames = pd.DataFrame(self.rows, columns=list(FRAME_COLUMNS))
+        frames.to_parquet(self.dir / "frames.parquet", index=False)
+        pd.DataFrame(self.bids).to_parquet(self.dir / "bids.parquet", index=False)
+        pd.DataFrame(self.setpoints, columns=["frame", "unit_id", "setpoint_mw"]).to_parquet(
+            self.dir / "setpoints.parquet", index=False)
+        pd.DataFrame(self.vm).to_parquet(self.dir / "voltages.parquet", index=False)
+        pd.DataFrame(self.ld).to_parquet(self.dir / "loadings.parquet", index=False)
+
+
+# --------------------------------------------------------------------------- summary
+def summarize(frames: pd.DataFrame, *, wall_time_s: float, frame_h: float = 0.25) -> dict:
+    """Run summary: energy, cost, statuses and accuracy statistics (median/p95/max)."""
+    ok = frames["status"] == "optimal"
+
+    def stats(col: str) -> dict:
+        x = frames.loc[ok, col].astype(float).dropna()
+        if x.empty:
+            return {"median": math.nan, "p95": math.nan, "max": math.nan}
+        return {"median": float(x.median()), "p95": float(x.quantile(0.95)), "max": float(x.max())}
+
+    return {
+        "frames": int(len(frames)),
+        "frames_cleared_optimal": int(ok.sum()),
+        "frames_with_request": int((frames["request_mw"].abs() > 0).sum()),
+        "infeasible_frames": int((frames["status"] == "infeasible").sum()),
+        "unsafe_frames": int((frames["status"] == "unsafe").sum()),
+        "nonconverged_ac_frames": int((~frames["ac_converged"].astype(bool)).sum()),
+        "ac_violation_frames": int((frames["ac_violations"].fillna(0) > 0).sum()),
+        "requested_mwh": float(frames["request_mw"].sum() * frame_h),
+        "delivered_mwh": float(frames["delivered_mw"].fillna(0).sum() * frame_h),
+        "cost_eur": float(frames["cost_eur"].fillna(0).sum() * frame_h),
+        "vm_mae_pu": stats("vm_mae_pu"),
+        "loading_mae_percent": stats("loading_mae_percent"),
+        "wall_time_s": float(wall_time_s),
+        "frames_per_s": float(len(frames) / wall_time_s) if wall_time_s > 0 else math.nan,
+    }
+
+
+def summary_text(s: dict) -> str:
+    rows = [
+        ("frames (optimal / with request)",
+         f"{s['frames']} ({s['frames_cleared_optimal']} / {s['frames_with_request']})"),
+        ("requested / delivered energy", f"{s['requested_mwh']:.3f} / {s['delivered_mwh']:.3f} MWh"),
+        ("cost", f"{s['cost_eur']:.2f} EUR"),
+        ("infeasible / unsafe / AC not converged",
+         f"{s['infeasible_frames']} / {s['unsafe_frames']} / {s['nonconverged_ac_frames']}"),
+        ("frames with AC limit violations", str(s["ac_violation_frames"])),
+        ("voltage MAE p.u. median/p95/max",
+         "{median:.2e} / {p95:.2e} / {max:.2e}".format(**s["vm_mae_pu"])),
+        ("loading MAE % median/p95/max",
+         "{median:.2e} / {p95:.2e} / {max:.2e}".format(**s["loading_mae_percent"])),
+        ("wall time", f"{s['wall_time_s']:.1f} s ({s['frames_per_s']:.2f} frames/s)"),
+    ]
+    w = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
+
+
+def write_summary(run_dir: Path, frames: pd.DataFrame, summary: dict) -> None:
+    frames.to_csv(run_dir / "frames.csv", index=False)
+    flat = {k: v for k, v in summary.items() if not isinstance(v, dict)}
+    for k in ("vm_mae_pu", "loading_mae_percent"):
+        for q, x in summary[k].items():
+            flat[f"{k}_{q}"] = x
+    pd.DataFrame([flat]).to_csv(run_dir / "summary.csv", index=False)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+
+
+def write_plots(run_dir: Path, frames: pd.DataFrame, cfg) -> list[Path]:
+    """Error and cost over time (plots/). Grid figures: see the report (not yet wired)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(run_dir) / "plots"
+    out.mkdir(exist_ok=True)
+    paths = []
+    fig, axes = plt.subplots(3, 1, figsize=(10, 8), sharex=True)
+    axes[0].plot(frames["frame"], frames["request_mw"], label="request")
+    axes[0].plot(frames["frame"], frames["delivered_mw"], label="delivered")
+    axes[0].set_ylabel("MW")
+    axes[0].legend()
+    axes[1].semilogy(frames["frame"], frames["vm_mae_pu"], ".", label="voltage MAE (p.u.)")
+    axes[1].semilogy(frames["frame"], frames["loading_mae_percent"], ".", label="loading MAE (%)")
+    axes[1].legend()
+    axes[2].plot(frames["frame"], frames["cost_eur"], ".")
+    axes[2].set_ylabel("cost (EUR/h)")
+    axes[2].set_xlabel("frame")
+    fig.tight_layout()
+    paths.append(out / "over_time.png")
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+    return paths

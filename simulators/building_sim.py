@@ -1,0 +1,63 @@
+"""BuildingSim: load and PV of all buildings of the district, one entity, per frame.
+
+One ``District`` entity; its outputs are ``{building_id: value}`` dicts for the current
+frame (precomputed at init with ``BuildingProfiles.for_frames``). Time-based, one step per
+frame (mosaik time = frame index * 900 s).
+"""
+from __future__ import annotations
+
+import mosaik_api_v3
+
+from simulators import STEP_S, building_profiles, building_table, frames_of, meta_from_table
+
+ATTRS = (  # (attribute, meaning)
+    ("P_load[MW]", "consumption per building (>= 0)"),
+    ("Q_load[MVAr]", "inductive reactive consumption per building"),
+    ("P_pv[MW]", "PV generation per building (>= 0)"),
+)
+META = meta_from_table({"District": {
+    "public": True,
+    "params": ["grid", "buildings", "seed", "pv_penetration", "day_types", "slots"],
+    "attrs": [a for a, _ in ATTRS],
+}}, sim_type="time-based")
+
+
+class BuildingSim(mosaik_api_v3.Simulator):
+    def __init__(self) -> None:
+        super().__init__(META)
+        self._data = None
+        self._out: dict = {}
+
+    def init(self, sid, time_resolution=1.0, **sim_params):
+        return self.meta
+
+    def create(self, num, model, *, grid: str, buildings: str, seed: int,
+               pv_penetration: float, day_types: list[str], slots: list[int]):
+        if num != 1 or self._data is not None:
+            raise ValueError("BuildingSim holds exactly one District entity")
+        table = building_table(buildings, grid)
+        profiles = building_profiles(table, seed=seed, pv_penetration=pv_penetration)
+        self._data = profiles.for_frames(frames_of(day_types, slots))
+        self._ids = list(self._data.building_ids)
+        return [{"eid": "District", "type": model}]
+
+    def step(self, time, inputs, max_advance):
+        k = time // STEP_S
+        d = self._data
+        self._out = {
+            "P_load[MW]": dict(zip(self._ids, d.load_p_mw[k].tolist())),
+            "Q_load[MVAr]": dict(zip(self._ids, d.load_q_mvar[k].tolist())),
+            "P_pv[MW]": dict(zip(self._ids, d.pv_p_mw[k].tolist())),
+        }
+        return time + STEP_S
+
+    def get_data(self, outputs):
+        return {eid: {a: self._out[a] for a in attrs} for eid, attrs in outputs.items()}
+
+
+def main() -> None:
+    mosaik_api_v3.start_simulation(BuildingSim())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""The evaluation report: quick run, consistency of tables.json with direct recomputation,
+orderings the method predicts, over-time statistics, and the AC OPF / SLP comparison.
+Real pandapower and HiGHS throughout (one quick evaluation shared by the tests)."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from flexcore.evaluate import (ERROR_KEYS, EvalOptions, evaluate, match_columns,
+                               over_time_stats)
+
+DAY_TYPES = ("winter_workday", "summer_sunday", "transition_saturday")
+
+
+def _frames() -> pd.DataFrame:
+    """A small frames table in the co-simulation's layout (column names slightly varied)."""
+    rng = np.random.default_rng(7)
+    n = 30
+    df = pd.DataFrame({
+        "frame": np.arange(n),
+        "day_type": [DAY_TYPES[k % 3] for k in range(n)],
+        "slot": np.arange(n) % 96,
+        "status": ["optimal"] * n,
+        "request_mw": np.where(np.arange(n) % 4 == 0, 0.0, 1.8),
+        "delivered_mw": 1.8,
+        "vm_mae_pu": rng.lognormal(-12, 1, n),
+        "vm_rmse_pu": rng.lognormal(-11.5, 1, n),
+        "Loading MAE [%]": rng.lognormal(-6, 1, n),
+        "loading_rmse_percent": rng.lognormal(-5, 1, n),
+        "ac_violations": rng.integers(0, 2, n) * (rng.random(n) < 0.2),
+    })
+    df.loc[df.request_mw == 0, ["vm_mae_pu", "vm_rmse_pu", "Loading MAE [%]",
+                                "loading_rmse_percent"]] = np.nan
+    df.loc[5, "status"] = "infeasible"
+    return df
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    run = tmp_path_factory.mktemp("cosim")
+    (run / "timeseries").mkdir()
+    _frames().to_csv(run / "timeseries" / "frames.csv", index=False)
+    out = tmp_path_factory.mktemp("eval") / "report"
+    res = evaluate(out=out, quick=True, run_dir=run)
+    return res, run
+
+
+def test_quick_writes_report_tables_and_figures(quick):
+    res, _ = quick
+    d = res.run_dir
+    assert (d / "report.md").is_file() and (d / "versions.json").is_file()
+    tables = json.loads((d / "tables.json").read_text())
+    figs = tables["single_frame"]["figures"]
+    for key in ("fig5", "fig6", "fig7_fixed", "fig7_refined", "fig8_fixed", "fig8_refined"):
+        png = d / "figures" / figs[key]
+        assert png.is_file() and png.read_bytes()[:4] == b"\x89PNG"
+    text = (d / "report.md").read_text()
+    for section in ("## 1.", "## 2.", "## 3.", "## 4."):
+        assert section in text
+    assert "co-simulation results not available" not in text
+
+
+def test_table1_equals_direct_recomputation(quick):
+    from flexcore.bidgen import synthetic_bids
+    from flexcore.coordination import coordinate
+    from flexcore.district import load_building_table
+    from flexcore.dso import Linearizer
+    from flexcore.grids import load_grid
+
+    res, _ = quick
+    tables = json.loads((res.run_dir / "tables.json").read_text())
+    t1 = tables["single_frame"]
+    s = t1["setup"]
+    net = load_grid(s["grid"])
+    bids = synthetic_bids(net, seed=s["seed"], table=load_building_table())
+    lin = Linearizer(net, bids, salt=s["salt"])
+    r = coordinate(lin, bids, s["request_mw"], fractions=tuple(s["fractions"]),
+                   max_rounds=s["max_rounds"])
+    # the final round's numbers once more straight from Linearizer.validate
+    act = r.activation(bids.ids)
+    v = lin.validate(act, predicted_vm_pu=r.clearing.predicted_vm_pu,
+                     predicted_loading_percent=r.clearing.predicted_loading_percent)
+    text = (res.run_dir / "report.md").read_text()
+    for stored, direct in ((t1["fixed_points"], r.rounds[0]), (t1["after_rounds"], r.rounds[-1]),
+                           (t1["after_rounds"], v)):
+        for k in ERROR_KEYS:
+            assert stored[k] == pytest.approx(getattr(direct, k), rel=1e-9, abs=1e-12), k
+            assert f"{stored[k]:.2e}" in text
+    assert t1["after_rounds"]["cost_eur"] == pytest.approx(r.clearing.cost_eur, abs=1e-9)
+    assert f"{t1['source']['vm_mae_pu']:.2e}" == "2.30e-05" and "6.10e-03" in text
+
+
+def test_error_orderings(quick):
+    res, _ = quick
+    rows = res.tables["linearisation"]["rows"]
+
+    def row(lin, m, k):
+        return next(r for r in rows if r["linearisation"] == lin and r["m"] == m
+                    and r["rounds"] == k)
+
+    m1, m3r, dc = row("AC", 1, 0), row("AC", 3, 1), row("DC-PTDF", 1, 0)
+    assert m3r["vm_mae_pu"] < m1["vm_mae_pu"] / 100  # measured ~1.8e-6 vs ~3.5e-3
+    assert m3r["loading_mae_percent"] < m1["loading_mae_percent"]
+    # DC slopes: larger loading error than the exact AC slopes at the same point ...
+    assert dc["loading_mae_percent"] > m1["loading_mae_percent"]
+    # ... and for small steps (first-order slope error dominates) larger voltage error too;
+    # at the full 1.8 MW step the DC slope error partly cancels the curvature (see report)
+    same = res.tables["linearisation"]["same_dispatch"]
+    small = [d for d in same if d["total_mw"] <= 0.2]
+    assert small and all(d["dc_vm_mae_pu"] > 2 * d["ac_vm_mae_pu"] for d in small)
+    ac = [d["ac_vm_mae_pu"] for d in same]
+    assert ac == sorted(ac)  # the AC error grows with the step
+
+
+def test_over_time_statistics_match_the_series(quick):
+    res, run = quick
+    ot = res.tables["over_time"]
+    assert ot["available"] and ot["n_frames"] == 30
+    df = pd.read_csv(run / "timeseries" / "frames.csv")
+    cols = match_columns(df.columns)
+    assert cols["loading_mae_percent"] == "Loading MAE [%]"
+    assert cols["violations"] == "ac_violations"
+    for key in ERROR_KEYS:
+        vals = df[cols[key]].dropna().to_numpy()
+        st = ot["metrics"][key]
+        assert st["n"] == len(vals)
+        assert st["median"] == pytest.approx(np.median(vals), rel=1e-12)
+        assert st["p95"] == pytest.approx(np.quantile(vals, 0.95), rel=1e-12)
+        assert st["max"] == pytest.approx(vals.max(), rel=1e-12)
+        worst = df.loc[df[cols[key]].idxmax()]
+        assert st["worst_frame"]["day_type"] == worst["day_type"]
+        assert st["worst_frame"]["request_mw"] == worst["request_mw"]
+    assert ot["frames_with_violations"] == int((df.ac_violations > 0).sum())
+    for dt in DAY_TYPES:
+        grp = df[df.day_type == dt]
+        e = ot["by_day_type"][dt]
+        assert e["frames"] == len(grp)
+        assert e["vm_mae_pu_max"] == pytest.approx(grp.vm_mae_pu.max(), rel=1e-12)
+    text = res.report.read_text()
+    assert f"{ot['metrics']['vm_mae_pu']['p95']:.2e}" in text
+
+
+def test_over_time_without_a_table(tmp_path):
+    stats = over_time_stats(pd.DataFrame({"DayType": ["a", "b"], "vm_mae": [1e-5, 3e-5]}))
+    assert stats["metrics"]["vm_mae_pu"]["max"] == 3e-5
+    assert stats["metrics"]["vm_mae_pu"]["worst_frame"]["day_type"] == "b"
+    res = evaluate(out=tmp_path / "e", quick=True, run_dir=tmp_path,
+                   options=EvalOptions(m_values=(1,), rounds=0, sweep_rounds=0, load_levels=()))
+    assert not res.tables["over_time"]["available"]
+    assert "co-simulation results not available" in res.report.read_text()
+
+
+def test_opf_slp_milp_comparison(quick):
+    res, _ = quick
+    rows = res.tables["optimality"]
+    assert len(rows) == 1
+    r = rows[0]
+    assert r["milp_status"] == "optimal" and r["milp_ac_feasible"]
+    slp, opf = r["slp"], r["opf"]
+    assert slp["status"] == "converged" and slp["ac_feasible"]
+    for ref in (slp, opf):
+        assert ref["status"] in ("converged", "optimal", "OPFNotConverged")
+        if ref["status"] != "OPFNotConverged":
+            assert math.isfinite(ref["cost_eur"]) and isinstance(ref["ac_feasible"], bool)
+            assert ref["delivered_mw"] == pytest.approx(r["request_mw"], abs=1e-4)
+    # the MILP after refinement is exact to first order at its dispatch: it may beat the
+    # references by linearisation/solver tolerance only, and must not lose much
+    assert r["milp_cost_eur"] >= slp["cost_eur"] * (1 - 1e-4)
+    assert 0.98 <= r["cost_ratio"] <= 1.1
+    assert r["time_ratio_opf"] > 0
