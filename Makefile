@@ -14,7 +14,7 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/flexcosim grid info bergwald
+	$(BIN)/flexcosim run scenarios/bergwald.toml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
