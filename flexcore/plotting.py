@@ -80,12 +80,7 @@ def plot_grid(net, path: str | Path, *, title: str = "", color_by: str = "loadin
     ax.set_title(title or str(net.name))
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="lower right")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_pf_vs_prediction(keys, pf, predicted, path: str | Path, *, ylabel: str, title: str,
@@ -101,9 +96,14 @@ def plot_pf_vs_prediction(keys, pf, predicted, path: str | Path, *, ylabel: str,
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend()
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: str | Path, *, dpi: int = 110) -> Path:
+    """Write a figure as PNG (folders created) and close it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
