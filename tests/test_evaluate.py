@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flexcore.evaluate import (ERROR_KEYS, EvalOptions, evaluate, match_columns,
+from flexcore.evaluate import (ERROR_KEYS, EvalOptions, evaluate, match_columns, over_time,
                                over_time_stats)
 
 DAY_TYPES = ("winter_workday", "summer_sunday", "transition_saturday")
@@ -172,3 +172,25 @@ def test_opf_slp_milp_comparison(quick):
     assert r["milp_cost_eur"] >= slp["cost_eur"] * (1 - 1e-4)
     assert 0.98 <= r["cost_ratio"] <= 1.1
     assert r["time_ratio_opf"] > 0
+
+
+def test_over_time_on_a_real_cosimulation_run(tmp_path):
+    """A reduced real run (three frames of one day type, 1.8 MW at 18:00): the over-time
+    section of the report must equal statistics recomputed from the stored time series."""
+    from scenarios.config import load_config
+    from scenarios.runner import apply_overrides, run_scenario
+
+    cfg = apply_overrides(load_config("scenarios/bergwald.toml"), day_types="winter_workday",
+                          frames="28,48,72")
+    run, _ = run_scenario(cfg, out=tmp_path / "run")
+    ot = over_time(run_dir=run, eval_dir=tmp_path / "eval")
+    df = pd.read_parquet(run / "timeseries" / "frames.parquet")
+    assert ot["available"] and ot["n_frames"] == len(df) == 3
+    ok = df[df.status == "optimal"]
+    assert len(ok) >= 2
+    st = ot["metrics"]["vm_mae_pu"]
+    assert st["n"] == int(df.vm_mae_pu.notna().sum())
+    assert st["max"] == pytest.approx(df.vm_mae_pu.max(), rel=1e-12)
+    assert st["median"] == pytest.approx(df.vm_mae_pu.median(), rel=1e-12)
+    assert ot["frames_with_violations"] == int((df.ac_violations > 0).sum()) == 0
+    assert df.vm_mae_pu.max() <= 2.3e-5  # within the source's Table 1
