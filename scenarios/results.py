@@ -175,7 +175,10 @@ def write_summary(run_dir: Path, frames: pd.DataFrame, summary: dict) -> None:
 
 
 def write_plots(run_dir: Path, frames: pd.DataFrame, cfg) -> list[Path]:
-    """Error and cost over time (plots/). Grid figures: see the report (not yet wired)."""
+    """Request, errors and cost over time, and the grid at the critical frames (plots/).
+
+    The single-frame figures of the source (all flexibility active, PF vs prediction at
+    the critical elements) are in the evaluation report (``flexcosim evaluate``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -199,4 +202,39 @@ def write_plots(run_dir: Path, frames: pd.DataFrame, cfg) -> list[Path]:
     paths.append(out / "over_time.png")
     fig.savefig(paths[-1], dpi=100)
     plt.close(fig)
+    return paths + grid_state_plots(run_dir, frames, grid=cfg.grid)
+
+
+def grid_state_plots(run_dir: Path, frames: pd.DataFrame, *, grid: str) -> list[Path]:
+    """The grid's AC state (from the stored time series) at the frame with the highest
+    branch loading and at the dispatched frame with the largest request (Figure 6 style)."""
+    from flexcore.grids import load_grid
+    from flexcore.plotting import plot_grid
+
+    ts = Path(run_dir) / "timeseries"
+    vm = pd.read_parquet(ts / "voltages.parquet").set_index("frame")
+    ld = pd.read_parquet(ts / "loadings.parquet").set_index("frame")
+    net = load_grid(grid)
+    picks = {}
+    if len(ld):
+        picks["max_loading"] = int(ld.abs().max(axis=1).idxmax())
+    done = frames[frames["dispatched"].astype(bool) & (frames["request_mw"].abs() > 0)]
+    if len(done):
+        picks["largest_request"] = int(done.loc[done["request_mw"].abs().idxmax(), "frame"])
+    paths = []
+    for name, frame in picks.items():
+        if frame not in vm.index or frame not in ld.index:
+            continue
+        row = frames.loc[frames["frame"] == frame].iloc[0]
+        net.res_bus = pd.DataFrame({"vm_pu": [vm.loc[frame, str(b)] for b in net.bus.index]},
+                                   index=net.bus.index)
+        net.res_line = pd.DataFrame({"loading_percent": [abs(ld.loc[frame, f"line:{i}"])
+                                                         for i in net.line.index]},
+                                    index=net.line.index)
+        net.res_trafo = pd.DataFrame({"loading_percent": [abs(ld.loc[frame, f"trafo:{i}"])
+                                                          for i in net.trafo.index]},
+                                     index=net.trafo.index)
+        title = (f"frame {frame} ({row['day_type']}, slot {row['slot']}): request "
+                 f"{row['request_mw']:g} MW, {row['status']}")
+        paths.append(plot_grid(net, Path(run_dir) / "plots" / f"grid_{name}.png", title=title))
     return paths
