@@ -118,8 +118,6 @@ class DSOAgent(mosaik_api_v3.Simulator):
         return None
 
     def _new_frame(self, frame: int, data: dict) -> None:
-        from flexcore.bids import BidTable
-
         t0 = _time.perf_counter()
         load_p = self._vector(_merge(data, "P_load[MW]"))
         load_q = self._vector(_merge(data, "Q_load[MVAr]"))
@@ -133,8 +131,7 @@ class DSOAgent(mosaik_api_v3.Simulator):
             for o in offers:
                 k = self._col[o["bid_id"]]
                 vol[k], price[k] = o["volume_mw"], o["price_eur_per_mwh"]
-        self.lin.bids = BidTable(ids=self.ids, volume_mw=vol, price_eur_per_mwh=price,
-                                 bus=self._bus)
+        self.lin.set_bid_volumes(vol, price)
         fix = sgen_b - load_p
         moved = np.inf if self._last_fix is None else float(np.abs(fix - self._last_fix).sum())
         new_day = frame == 0 or self.frame_days[frame] != self.frame_days[frame - 1]

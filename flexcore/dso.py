@@ -182,6 +182,14 @@ class Linearizer:
                 set(km.loading_percent.values()) != set(branches):
             raise ValueError("the key map does not describe this grid's buses and branches")
 
+    def set_bid_volumes(self, volume_mw, price_eur_per_mwh=None) -> None:
+        """New volumes (and prices) for the same bids: operating points and screening use
+        them from now on (the co-simulation's bids change every frame, their ids do not)."""
+        b = self.bids
+        self.bids = BidTable(ids=b.ids, volume_mw=volume_mw,
+                             price_eur_per_mwh=b.price_eur_per_mwh if price_eur_per_mwh is None
+                             else price_eur_per_mwh, bus=b.bus)
+
     # ----------------------------------------------------------- fixed injections
     def set_base(self, *, load_p_mw=None, load_q_mvar=None, sgen_p_mw=None) -> None:
         """Set the fixed (market-independent) injections, arrays in table order."""
