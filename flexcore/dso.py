@@ -49,7 +49,7 @@ class KeyMap:
     def create(cls, net, bids: BidTable, *, salt: str | None = None, layout=None) -> "KeyMap":
         """Keys are salted hashes, sorted, so neither names nor order reveal the topology."""
         salt = secrets.token_hex(8) if salt is None else str(salt)
-        vm, _, branches = _row_layout(net) if layout is None else layout
+        vm, branches = _row_layout(net) if layout is None else layout
 
         def key(prefix: str, text: str) -> str:
             return prefix + hashlib.sha256(f"{salt}|{text}".encode()).hexdigest()[:10]
@@ -97,9 +97,9 @@ def _row_layout(net):
         pp.runpp(work)
     except pp.LoadflowNotConverged:
         raise PointNotConverged("the base-case AC power flow does not converge") from None
-    vm, _, branches = sensitivity.signed_results(work)
+    _, _, branches = sensitivity.signed_results(work)
     buses = ppinternals.extract_state(work, check=False).bus_index
-    return buses, None, list(branches)
+    return buses, list(branches)
 
 
 # --------------------------------------------------------------------------- points
@@ -165,7 +165,7 @@ class Linearizer:
                                     for b in self._flex_buses])
         self._bid_to_flex = np.searchsorted(self._flex_buses, bids.bus)
         self._recycle_ok = False
-        buses, _, branches = layout
+        buses, branches = layout
         pos_bus = {int(b): k for k, b in enumerate(buses)}
         pos_br = {br: k for k, br in enumerate(branches)}
         self._vm_rows = np.array([pos_bus[b] for b in self.keymap.vm_pu.values()], dtype=int)
@@ -177,7 +177,7 @@ class Linearizer:
         if list(km.columns) != list(self.bids.ids):
             raise ValueError("the key map's columns do not match the bid ids (same bids, same "
                              "order, are needed for a refinement of the same package)")
-        buses, _, branches = layout
+        buses, branches = layout
         if set(km.vm_pu.values()) != set(int(b) for b in buses) or \
                 set(km.loading_percent.values()) != set(branches):
             raise ValueError("the key map does not describe this grid's buses and branches")
