@@ -6,20 +6,30 @@ FPUSim`` inside one ``world.group()``)::
 
     t:0  BuildingSim, FPUSim --(load/PV, dP_base, offers)--> DSO
          DSO: set fixed injections (forecast = actual profile + unit baselines);
-              re-linearise if due (every `relinearize_every` frames, or sum|dP_fix| moved
-              more than `relinearize_threshold_mw`, or a new day); write the package
-              (folder exchange/r0, reused unchanged when not re-linearised)
+              re-linearise at every operating point if due (every `relinearize_every`
+              frames, or sum|dP_fix| moved more than `relinearize_threshold_mw` since the
+              last time, or a new day); otherwise recompute only the zero point (this
+              frame's base case, so that a zero request is exact) and reuse the others;
+              publish the package (round 0). A frame whose points all fail to
+              converge gets the verdict ``dso_failed`` at once and the run goes on.
          DSO --{kind: package, round 0, path}--> TSO ;  TSO clears --{clearing}--> DSO
     t:k  DSO: AC check of the clearing (Linearizer.validate). Accurate (voltage and loading
               MAE below tolerance) and safe, or k == refine_rounds: final verdict
               {kind: verdict, status optimal|unsafe|<clearing status>, dispatch}.
               Otherwise: refine (cleared activation as a new operating point), write
-              exchange/r{k+1}, send {kind: package, round k+1} and the TSO clears again.
+              publish {kind: package, round k+1} and the TSO clears again.
     t:k' TSO --(set-points, zero unless dispatch)--> FPUSim --(dP)--> GridSim
+
+At the final verdict of a frame with a non-zero or failed clearing the DSO also reports
+the AC state with every offered bid fully active (``report["all_active"]``, the source's
+Figure 5), so that the run folder can show what the clearing avoided.
 
 Safety: a clearing violating an AC limit after the last round gets status ``unsafe`` and
 is not dispatched unless ``dispatch_unsafe`` is set (then it is dispatched and flagged).
-Packages cross as folder paths (flexcore.package format), never pickles.
+Packages cross as folder paths (flexcore.package format: npz + JSON manifest with a
+SHA-256, never pickles) when ``exchange="files"`` (required with separate processes), or as
+the SensitivityPackage object itself in one process (``"memory"``: no file round trip).
+Either way the TSO gets only numbers and opaque keys.
 """
 from __future__ import annotations
 
@@ -29,6 +39,7 @@ from pathlib import Path
 import mosaik_api_v3
 import numpy as np
 
+from flexcore.dso import PointNotConverged
 from simulators import STEP_S, district_net, meta_from_table
 
 ATTRS_IN = (
@@ -39,7 +50,7 @@ ATTRS_IN = (
 ATTRS_OUT = (("to_tso", "package or verdict message"), ("report", "frame report (DSO side)"))
 META = meta_from_table({"DSO": {
     "public": True,
-    "params": ["grid", "catalog", "run_dir", "seed", "dso", "frame_days"],
+    "params": ["grid", "catalog", "run_dir", "seed", "dso", "frame_days", "exchange"],
     "attrs": [a for a, _ in ATTRS_IN + ATTRS_OUT],
 }}, sim_type="event-based")  # event-based: every input triggers, outputs non-persistent
 
@@ -61,7 +72,7 @@ class DSOAgent(mosaik_api_v3.Simulator):
         return self.meta
 
     def create(self, num, model, *, grid: str, catalog: list[dict], run_dir: str, seed: int,
-               dso: dict, frame_days: list[str]):
+               dso: dict, frame_days: list[str], exchange: str = "files"):
         if num != 1 or self.lin is not None:
             raise ValueError("DSOAgent holds exactly one DSO entity")
         from flexcore.bids import BidTable
@@ -86,9 +97,12 @@ class DSOAgent(mosaik_api_v3.Simulator):
         (self.dir / "dso").mkdir(parents=True, exist_ok=True)
         self.lin.keymap.save(self.dir / "dso" / "KEYMAP.json")  # private: for the validator
         self.frame_days = frame_days
+        if exchange not in ("files", "memory"):
+            raise ValueError(f"exchange must be 'files' or 'memory', got {exchange!r}")
+        self.exchange = exchange
         self._last_fix = None
         self._last_lin_frame = -10**9
-        self._base_pkg = None
+        self._points: tuple = ()
         return [{"eid": "DSO", "type": model}]
 
     # --------------------------------------------------------------- helpers
@@ -98,12 +112,16 @@ class DSOAgent(mosaik_api_v3.Simulator):
             out[self._pos[b]] = v
         return out
 
-    def _save(self, package, round_: int) -> str:
+    def _publish(self, package, frame: int, round_: int) -> dict:
+        """The package message: the object itself (in-process runs) or a folder path."""
+        msg = {"kind": "package", "frame": frame, "round": round_}
+        if self.exchange == "memory":
+            return msg | {"package": package}
         from flexcore.package import save_package
 
         path = self.dir / "exchange" / f"r{round_}"
         save_package(package, path)
-        return str(path)
+        return msg | {"path": str(path)}
 
     # ----------------------------------------------------------------- step
     def step(self, time, inputs, max_advance):
@@ -136,23 +154,42 @@ class DSOAgent(mosaik_api_v3.Simulator):
         moved = np.inf if self._last_fix is None else float(np.abs(fix - self._last_fix).sum())
         new_day = frame == 0 or self.frame_days[frame] != self.frame_days[frame - 1]
         due = (frame - self._last_lin_frame >= self.cfg["relinearize_every"] or new_day
-               or moved > self.cfg["relinearize_threshold_mw"])
+               or moved > self.cfg["relinearize_threshold_mw"] or not self._points)
         self.report = {"frame": frame, "relinearized": bool(due), "fix_moved_mw": moved,
                        "rounds": 0, "points": 0}
+        try:
+            self.pkg = self._package(due)
+        except PointNotConverged as exc:  # recorded; the frame is not cleared
+            self.pkg = None
+            self.report.update(status="dso_failed", safe=False, dispatched=False,
+                               message=str(exc), dso_time_s=_time.perf_counter() - t0)
+            self._out["to_tso"] = {"kind": "verdict", "frame": frame, "round": 0,
+                                   "dispatch": False, "status": "dso_failed", "safe": False}
+            self._out["report"] = self.report
+            return
+        if due:
+            self._last_fix, self._last_lin_frame = fix, frame
+        self.report["dso_time_s"] = _time.perf_counter() - t0
+        self._out["to_tso"] = self._publish(self.pkg, frame, 0)
+
+    def _package(self, due: bool):
+        """Round-0 package: all operating points when due, otherwise the earlier points with
+        the zero point (this frame's base case) recomputed; failed points are left out."""
         if due:
             rep = self.lin.linearize(tuple(self.cfg["operating_points"]),
                                      screen_rows=self.cfg["screening"])
-            self._base_pkg = rep.package
-            self._base_path = self._save(rep.package, 0)
-            self._last_fix, self._last_lin_frame = fix, frame
-        self.pkg = self._base_pkg
-        self.report["dso_time_s"] = _time.perf_counter() - t0
-        self._out["to_tso"] = {"kind": "package", "frame": frame, "round": 0,
-                               "path": self._base_path}
+            self._points = rep.points
+            return rep.package
+        points = [p for p in self._points if p.activation_fraction != 0.0]
+        try:
+            zero = self.lin.point(np.zeros(len(self.ids)), label="a=0", activation_fraction=0.0)
+            points.insert(0, zero)
+        except PointNotConverged:
+            self.report["message"] = "zero point did not converge: earlier points used"
+            points = list(self._points)
+        return self.lin.package(points, screen_rows=self.cfg["screening"])[0]
 
     def _on_clearing(self, frame: int, msg: dict) -> None:
-        from flexcore.dso import PointNotConverged
-
         t0 = _time.perf_counter()
         k = int(msg["round"])
         rep = self.report
@@ -181,14 +218,27 @@ class DSOAgent(mosaik_api_v3.Simulator):
                 if v.max_violation:
                     rep["worst_violation"] = v.max_violation
             else:
-                self._out["to_tso"] = {"kind": "package", "frame": frame, "round": k + 1,
-                                       "path": self._save(self.pkg, k + 1)}
+                self._out["to_tso"] = self._publish(self.pkg, frame, k + 1)
         if "to_tso" not in self._out:
             self._out["to_tso"] = verdict
             rep.update(status=verdict["status"], safe=verdict["safe"],
                        dispatched=verdict["dispatch"])
+            if msg["status"] != "optimal" or any(msg["activation_mw"].values()):
+                rep["all_active"] = self._all_active()
             self._out["report"] = rep
         rep["dso_time_s"] += _time.perf_counter() - t0
+
+    def _all_active(self) -> dict:
+        """AC state with every bid at its full volume, keyed like GridSim's outputs."""
+        try:
+            vm, lp = self.lin.power_flow(self.lin.bids.volume_mw)
+        except PointNotConverged:
+            return {"converged": False}
+        km = self.lin.keymap
+        return {"converged": True,
+                "Vm[pu]": {str(b): float(v) for b, v in zip(km.vm_pu.values(), vm)},
+                "loading[%]": {f"{e}:{i}": float(x)
+                               for (e, i), x in zip(km.loading_percent.values(), lp)}}
 
     def get_data(self, outputs):
         return {eid: {a: self._out[a] for a in attrs if a in self._out}

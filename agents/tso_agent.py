@@ -2,9 +2,10 @@
 
 Privacy boundary: this module imports no pandapower and nothing from flexcore.grids /
 gridgen / dso / sensitivity / ppinternals (a test checks ``sys.modules``). It sees only
-package folders (flexcore.package format) and bids without buses (plain dicts).
+sensitivity packages (a folder in flexcore.package format, or in one process the
+SensitivityPackage object) and bids without buses (plain dicts).
 
-Per frame (see agents.dso_agent for the whole sequence): on ``{kind: package}`` it loads
+Per frame (see agents.dso_agent for the whole sequence): on ``{kind: package}`` it takes
 the package, maps the offers onto its columns (a bid absent this frame has volume 0),
 clears with ``flexcore.market.clear`` (backend "direct") and sends the clearing (status,
 activation, predicted rows) to the DSO. On ``{kind: verdict}`` it outputs the set-points per
@@ -70,7 +71,7 @@ class TSOAgent(mosaik_api_v3.Simulator):
         from flexcore.market import clear
         from flexcore.package import load_package
 
-        package = load_package(msg["path"])
+        package = msg["package"] if "package" in msg else load_package(msg["path"])
         cols = package.columns
         get = self._offers.get
         bids = BidTable(

@@ -13,12 +13,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import mosaik
+from flexcore.cli import limit_blas_threads
 
-from scenarios.bergwald import sim_config
-from scenarios.config import load_config
-from scenarios.runner import apply_overrides, run_scenario
-from simulators import frames_of
+limit_blas_threads()  # before numpy is imported, as in ``flexcosim run``
+
+import mosaik  # noqa: E402
+
+from scenarios.bergwald import sim_config  # noqa: E402
+from scenarios.config import load_config  # noqa: E402
+from scenarios.runner import apply_overrides, run_scenario  # noqa: E402
+from simulators import frames_of  # noqa: E402
 
 
 def pf_only(cfg) -> tuple[float, int]:

@@ -25,9 +25,14 @@ from flexcore.package import (Limits, PointInfo, SensitivityPackage, load_packag
                               save_package, screen)
 
 FLEX_SGEN_NAME = "flexcosim activation"
-#: only the activation sgens' p_mw change between power flows of one Linearizer: pandapower
-#: may reuse its internal model (the internal-state check in ppinternals guards this)
-RECYCLE = {"trafo": True, "gen": False, "bus_pq": True}
+#: only loads' and sgens' p/q change between power flows of one Linearizer: pandapower may
+#: reuse its internal model and re-read the bus injections (bus_pq); the internal-state
+#: check in ppinternals guards this against the results on every linearisation
+RECYCLE = {"trafo": False, "gen": False, "bus_pq": True}
+#: runpp options of the DSO's and the grid simulator's power flows: without numba a fresh
+#: power flow costs ~7 ms more on Bergwald, a recycled one the same, and no process pays
+#: numba's ~6 s compilation at start-up
+PF_OPTIONS = {"numba": False}
 KEYMAP_FORMAT = "flexcosim-keymap"
 
 
@@ -94,7 +99,7 @@ def _row_layout(net):
     work = copy.deepcopy(net)
     work.sgen.drop(work.sgen.index[work.sgen.name == FLEX_SGEN_NAME], inplace=True)
     try:
-        pp.runpp(work)
+        pp.runpp(work, **PF_OPTIONS)
     except pp.LoadflowNotConverged:
         raise PointNotConverged("the base-case AC power flow does not converge") from None
     _, _, branches = sensitivity.signed_results(work)
@@ -124,6 +129,7 @@ class LinearizationReport:
     points_failed: tuple[str, ...]
     screening: dict | None
     time_s: float
+    points: tuple[OperatingPoint, ...] = ()
 
     def as_text(self) -> str:
         p = self.package
@@ -161,10 +167,11 @@ class Linearizer:
         self._bus_of_bid = bids.bus
         self._flex_buses = np.unique(bids.bus)
         self.net.sgen.drop(self.net.sgen.index[self.net.sgen.name == FLEX_SGEN_NAME], inplace=True)
-        self._flex_sgen = np.array([pp.create_sgen(self.net, int(b), p_mw=0.0, name=FLEX_SGEN_NAME)
-                                    for b in self._flex_buses])
+        self._flex_sgen = np.asarray(pp.create_sgens(self.net, self._flex_buses, p_mw=0.0,
+                                                     name=FLEX_SGEN_NAME))
         self._bid_to_flex = np.searchsorted(self._flex_buses, bids.bus)
         self._recycle_ok = False
+        self._solved = False  # net's results belong to the current injections
         buses, branches = layout
         pos_bus = {int(b): k for k, b in enumerate(buses)}
         pos_br = {br: k for k, br in enumerate(branches)}
@@ -193,7 +200,7 @@ class Linearizer:
     # ----------------------------------------------------------- fixed injections
     def set_base(self, *, load_p_mw=None, load_q_mvar=None, sgen_p_mw=None) -> None:
         """Set the fixed (market-independent) injections, arrays in table order."""
-        self._recycle_ok = False  # loads and sgens changed: let pandapower rebuild
+        self._solved = False
         if load_p_mw is not None:
             self.net.load["p_mw"] = np.asarray(load_p_mw, float)
         if load_q_mvar is not None:
@@ -202,13 +209,20 @@ class Linearizer:
             own = self.net.sgen.name != FLEX_SGEN_NAME
             self.net.sgen.loc[own, "p_mw"] = np.asarray(sgen_p_mw, float)
 
+    def invalidate(self) -> None:
+        """Forget that ``self.net`` holds the current power flow: call it after running
+        power flows on ``self.net`` yourself (e.g. finite differences)."""
+        self._solved = self._recycle_ok = False
+
     def _apply(self, p_flex_mw: np.ndarray) -> None:
         p_flex_mw = np.asarray(p_flex_mw, float)
         if p_flex_mw.shape != (len(self.bids),) or not np.isfinite(p_flex_mw).all():
             raise ValueError(f"activation must be {len(self.bids)} finite values")
         per_bus = np.bincount(self._bid_to_flex, weights=p_flex_mw,
                               minlength=len(self._flex_buses))
-        self.net.sgen.loc[self._flex_sgen, "p_mw"] = per_bus
+        if not np.array_equal(self.net.sgen.loc[self._flex_sgen, "p_mw"].to_numpy(), per_bus):
+            self.net.sgen.loc[self._flex_sgen, "p_mw"] = per_bus
+            self._solved = False
 
     def power_flow(self, p_flex_mw) -> tuple[np.ndarray, np.ndarray]:
         """AC result (vm_pu, signed loading_percent) in key-map row order."""
@@ -218,9 +232,13 @@ class Linearizer:
         return vm[self._vm_rows], lp[self._ld_rows]
 
     def _runpp(self, message: str) -> None:
+        """AC power flow of the current injections; skipped when the grid already holds it
+        (validating a zero activation right after the zero point costs nothing)."""
+        if self._solved:
+            return
         try:
-            pp.runpp(self.net, recycle=RECYCLE if self._recycle_ok else None)
-            self._recycle_ok = True
+            pp.runpp(self.net, recycle=RECYCLE if self._recycle_ok else None, **PF_OPTIONS)
+            self._recycle_ok = self._solved = True
         except pp.LoadflowNotConverged:
             self._recycle_ok = False  # rebuild the internal model next time
             raise PointNotConverged(message) from None
@@ -252,15 +270,22 @@ class Linearizer:
                 failed.append(label)
         if not points:
             raise PointNotConverged(f"no operating point converged (tried {list(fractions)})")
-        package = self._package(points)
-        report = None
-        if screen_rows:
-            package, rep = screen(package, lower_mw=self.bids.lower_mw, upper_mw=self.bids.upper_mw,
-                                  margin_vm_pu=margin_vm_pu,
-                                  margin_loading_percent=margin_loading_percent)
-            report = rep.as_dict()
+        package, report = self.package(points, screen_rows=screen_rows, margin_vm_pu=margin_vm_pu,
+                                       margin_loading_percent=margin_loading_percent)
         return LinearizationReport(package, tuple(p.label for p in points), tuple(failed), report,
-                                   time.perf_counter() - t0)
+                                   time.perf_counter() - t0, tuple(points))
+
+    def package(self, points, *, screen_rows: bool = False, margin_vm_pu: float = 0.005,
+                margin_loading_percent: float = 5.0) -> tuple[SensitivityPackage, dict | None]:
+        """The package of ``points`` (e.g. a fresh zero point plus older ones) and the
+        screening report (None without screening); screening uses the current bid volumes."""
+        package = self._package(list(points))
+        if not screen_rows:
+            return package, None
+        package, rep = screen(package, lower_mw=self.bids.lower_mw, upper_mw=self.bids.upper_mw,
+                              margin_vm_pu=margin_vm_pu,
+                              margin_loading_percent=margin_loading_percent)
+        return package, rep.as_dict()
 
     def _package(self, points: list[OperatingPoint]) -> SensitivityPackage:
         return SensitivityPackage(

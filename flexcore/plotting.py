@@ -70,7 +70,7 @@ def plot_grid(net, path: str | Path, *, title: str = "", color_by: str = "loadin
     for k, (hv, lv) in enumerate(zip(net.trafo.hv_bus, net.trafo.lv_bus)):
         ax.plot(*xy[pos[lv]], marker="s", ms=11, color="black", zorder=5)
         tl = net.res_trafo.loading_percent.iloc[k] if len(net.res_trafo) else np.nan
-        ax.annotate(f"T{k + 1} {tl:.0f} %", xy[pos[lv]], xytext=(6, 6),
+        ax.annotate(f"T{k + 1} {tl:.0f} %", xy[pos[lv]], xytext=(9, 9),
                     textcoords="offset points", fontsize=8,
                     color="red" if tl > limit_percent else "black")
     ax.set_aspect("equal")
@@ -84,18 +84,33 @@ def plot_grid(net, path: str | Path, *, title: str = "", color_by: str = "loadin
 
 
 def plot_pf_vs_prediction(keys, pf, predicted, path: str | Path, *, ylabel: str, title: str,
-                          limits=None) -> Path:
-    """Bar/line comparison of AC power flow and MILP prediction at critical elements (Fig. 7/8)."""
-    fig, ax = plt.subplots(figsize=(10, 4))
+                          limits=None, errors: bool = False) -> Path:
+    """Bar/line comparison of AC power flow and MILP prediction at critical elements (Fig. 7/8).
+
+    ``errors=True`` adds a lower panel with the error (prediction - AC) per element, which
+    stays readable when the two markers coincide on the upper panel's scale."""
+    pf, predicted = np.asarray(pf, float), np.asarray(predicted, float)
+    if errors:
+        fig, (ax, ax_err) = plt.subplots(2, 1, figsize=(10, 6), sharex=True,
+                                         gridspec_kw={"height_ratios": (2, 1)})
+    else:
+        fig, ax = plt.subplots(figsize=(10, 4))
     x = np.arange(len(keys))
     ax.plot(x, pf, "o", label="AC power flow", ms=7, mfc="none")
     ax.plot(x, predicted, "x", label="MILP estimate", ms=7)
     for lim in limits or ():
         ax.axhline(lim, color="red", ls="--", lw=0.8)
-    ax.set_xticks(x, keys, rotation=90, fontsize=7)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend()
+    bottom = ax
+    if errors:
+        ax_err.bar(x, predicted - pf, color="tab:orange")
+        ax_err.axhline(0.0, color="0.3", lw=0.6)
+        ax_err.set_ylabel("estimate - AC")
+        ax_err.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+        bottom = ax_err
+    bottom.set_xticks(x, keys, rotation=90, fontsize=7)
     return save_figure(fig, path)
 
 

@@ -55,6 +55,37 @@ def write_json(path: str | Path, data) -> Path:
     return path
 
 
+def drop_none(data):
+    """``data`` without None values (dict entries and list items, recursively): TOML has
+    no null."""
+    if isinstance(data, dict):
+        return {k: drop_none(v) for k, v in data.items() if v is not None}
+    if isinstance(data, (list, tuple)):
+        return [drop_none(v) for v in data if v is not None]
+    return data
+
+
+def write_toml(path: str | Path, data: dict, *, header: str = "") -> Path:
+    """Write ``data`` as TOML (tomli-w); None values are dropped (TOML has no null),
+    NumPy scalars / arrays and paths converted; ``header`` becomes leading ``#`` lines."""
+    import tomli_w
+
+    def plain(x):
+        if isinstance(x, dict):
+            return {str(k): plain(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [plain(v) for v in x]
+        if isinstance(x, (int, float, str, bool)) or x is None:
+            return x
+        return _default(x)
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = "".join(f"# {line}".rstrip() + "\n" for line in header.splitlines())
+    path.write_text(lines + tomli_w.dumps(drop_none(plain(data))))
+    return path
+
+
 def _default(obj):
     import numpy as np
 

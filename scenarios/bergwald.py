@@ -60,7 +60,7 @@ def create_scenario(world, cfg: ScenarioConfig, *, run_dir: str | Path, progress
         dso = world.start("DSOAgent").DSO(
             grid=cfg.grid, catalog=fpu_sim.catalog(), run_dir=run_dir, seed=cfg.seed,
             dso=cfg.dso.__dict__ | {"operating_points": list(cfg.dso.operating_points)},
-            frame_days=[f.day_type for f in frames])
+            frame_days=[f.day_type for f in frames], exchange=cfg.exchange)
         tso = world.start("TSOAgent").TSO(
             request_mw=[cfg.request_mw(f.slot) for f in frames], objective=cfg.objective,
             mip_rel_gap=cfg.mip_rel_gap)

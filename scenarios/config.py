@@ -5,7 +5,9 @@ Tables (all optional except ``[scenario]``; defaults in the dataclasses below)::
     [scenario]   name, seed, grid ("bergwald" | "simbench:CODE" | JSON path),
                  buildings ("bergwald" | "grid_loads" | CSV path), pv_penetration,
                  day_types (list, default all nine), slots ("all" | "64-80" | [68, 72])
-    [simulation] starter ("python" in-process | "cmd" separate processes)
+    [simulation] starter ("python" in-process | "cmd" separate processes),
+                 package_exchange ("auto" | "memory" | "files": how the DSO hands each
+                 sensitivity package to the TSO; auto = memory in-process, files with cmd)
     [request]    default_mw, csv (columns time=HH:MM, request_mw), [[request.window]]
                  start = "17:00", end = "19:00", mw = 1.8 (end exclusive, every day)
     [dso]        operating_points, relinearize_every, relinearize_threshold_mw, screening,
@@ -43,8 +45,8 @@ class RequestWindow:
 @dataclass(frozen=True)
 class DSOConfig:
     operating_points: tuple[float, ...] = (0.0, 0.5, 1.0)
-    relinearize_every: int = 1
-    relinearize_threshold_mw: float = 0.05
+    relinearize_every: int = 4
+    relinearize_threshold_mw: float = 0.5
     screening: bool = True
     refine_rounds: int = 2
     tol_vm_mae_pu: float = 2.0e-5
@@ -75,6 +77,14 @@ class ScenarioConfig:
     extra_load: tuple[tuple[int, float], ...]   # test-only (frame index, MW)
     fpu: tuple[dict, ...]
     source: str = ""
+    package_exchange: str = "auto"
+
+    @property
+    def exchange(self) -> str:
+        """The package exchange in effect: "memory" or "files"."""
+        if self.package_exchange != "auto":
+            return self.package_exchange
+        return "memory" if self.starter == "python" else "files"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -87,7 +97,7 @@ _TOP = {"scenario", "simulation", "request", "dso", "market", "results", "test",
 _KEYS = {
     "scenario": {"name", "seed", "grid", "buildings", "pv_penetration", "day_types", "slots",
                  "resolution_min"},
-    "simulation": {"starter"},
+    "simulation": {"starter", "package_exchange"},
     "request": {"default_mw", "csv", "window"},
     "dso": {"operating_points", "relinearize_every", "relinearize_threshold_mw", "screening",
             "refine_rounds", "tol_vm_mae_pu", "tol_loading_mae_percent", "dispatch_unsafe",
@@ -216,6 +226,11 @@ def parse_config(doc: dict, *, source: str = "<dict>", base_dir: Path | None = N
     starter = _get(sim, "simulation", "starter", str, "python")
     if starter not in ("python", "cmd"):
         raise ConfigError(f"[simulation] starter: expected 'python' or 'cmd', got {starter!r}")
+    exchange = _get(sim, "simulation", "package_exchange", str, "auto")
+    if exchange not in ("auto", "memory", "files") or (exchange == "memory"
+                                                        and starter == "cmd"):
+        raise ConfigError("[simulation] package_exchange: expected 'auto', 'files' or (with "
+                          f"starter 'python') 'memory', got {exchange!r}")
     req = _check_keys("request", doc.get("request", {}), _KEYS["request"])
     default_mw, profile = _request_profile(req, n_day, res, base_dir)
     d = _check_keys("dso", doc.get("dso", {}), _KEYS["dso"])
@@ -274,7 +289,7 @@ def parse_config(doc: dict, *, source: str = "<dict>", base_dir: Path | None = N
         starter=starter, request_default_mw=default_mw, request_by_slot=profile, dso=dso,
         objective=objective, mip_rel_gap=_get(mk, "market", "mip_rel_gap", float, 1e-6),
         plots=_get(rs, "results", "plots", bool, True), extra_load=tuple(extra),
-        fpu=tuple(fpu), source=source,
+        fpu=tuple(fpu), source=source, package_exchange=exchange,
     )
 
 

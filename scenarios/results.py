@@ -3,12 +3,13 @@
 The Recorder collects every frame's outputs, appends one row per finished frame to
 ``timeseries/frames.csv`` (flushed, so a crash leaves the finished frames readable) and
 writes the Parquet tables at the end (``frames``, ``bids``, ``setpoints``, ``voltages``,
-``loadings``).
+``loadings``, ``predictions`` and the ``all_active_*`` state of the DSO report).
 """
 from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import time as _time
 from pathlib import Path
@@ -26,11 +27,14 @@ FRAME_COLUMNS = (
     "ac_max_loading_percent", "p_slack_mw", "n_offers", "offered_up_mw", "offered_down_mw",
     "clipped_units", "message", "wall_time_s",
 )
+#: long format: one row per predicted row key of a dispatched frame (signed loadings)
+PREDICTION_COLUMNS = ("frame", "key", "kind", "element", "index", "predicted", "ac")
 ATTRS_IN = ("clearing", "report", "offers", "accuracy", "Vm[pu]", "loading[%]", "P_slack[MW]",
             "setpoint[MW]", "clipped")
 META = meta_from_table({"Recorder": {
     "public": True, "params": ["run_dir", "frames", "progress"],
     "attrs": list(ATTRS_IN)}}, sim_type="event-based")
+log = logging.getLogger("flexcosim.results")
 
 
 class Recorder(mosaik_api_v3.Simulator):
@@ -42,12 +46,17 @@ class Recorder(mosaik_api_v3.Simulator):
         self.setpoints: list[dict] = []
         self.vm: list[dict] = []
         self.ld: list[dict] = []
+        self.predictions: list[dict] = []
+        self.all_active_vm: list[dict] = []
+        self.all_active_ld: list[dict] = []
+        self._keymap = None
 
     def init(self, sid, time_resolution=1.0, **sim_params):
         return self.meta
 
     def create(self, num, model, *, run_dir: str, frames: list[list], progress: bool = False):
-        self.dir = Path(run_dir) / "timeseries"
+        self.run_dir = Path(run_dir)
+        self.dir = self.run_dir / "timeseries"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.frames = frames  # [day_type, slot] per frame
         self._csv = (self.dir / "frames.csv").open("w", newline="")
@@ -96,10 +105,37 @@ class Recorder(mosaik_api_v3.Simulator):
                        "activation_mw": act.get(o["bid_id"], 0.0)} for o in offers]
         self.setpoints += [{"frame": k, "unit_id": u, "setpoint_mw": x}
                            for u, x in rec.get("setpoint[MW]", {}).items()]
-        self.vm.append({"frame": k, **rec.get("Vm[pu]", {})})
-        self.ld.append({"frame": k, **rec.get("loading[%]", {})})
+        vm, ld = rec.get("Vm[pu]", {}), rec.get("loading[%]", {})
+        self.vm.append({"frame": k, **vm})
+        self.ld.append({"frame": k, **ld})
+        pv, pl = c.get("predicted_vm_pu") or {}, c.get("predicted_loading_percent") or {}
+        if c.get("dispatched") and (pv or pl):
+            self.predictions += self._prediction_rows(k, pv, pl, vm, ld)
+        aa = r.get("all_active")
+        if aa:  # AC state with every offered bid fully activated (DSO report)
+            self.all_active_vm.append({"frame": k, **aa.get("Vm[pu]", {})})
+            self.all_active_ld.append({"frame": k, **aa.get("loading[%]", {})})
         if self._bar is not None:
             self._bar.update(1)
+
+    def _prediction_rows(self, k: int, pv: dict, pl: dict, vm: dict, ld: dict) -> list[dict]:
+        """The TSO's predictions next to the AC result, keys mapped through the DSO's
+        KeyMap (``dso/KEYMAP.json``, written at the DSO agent's create, loaded once here)."""
+        if self._keymap is None:
+            from flexcore.dso import KeyMap
+
+            self._keymap = KeyMap.load(self.run_dir / "dso" / "KEYMAP.json")
+        km, nan = self._keymap, math.nan
+        rows = []
+        for key, x in pv.items():
+            b = km.vm_pu[key]
+            rows.append({"frame": k, "key": key, "kind": "vm_pu", "element": "bus", "index": b,
+                         "predicted": x, "ac": vm.get(str(b), nan)})
+        for key, x in pl.items():
+            e, i = km.loading_percent[key]
+            rows.append({"frame": k, "key": key, "kind": "loading_percent", "element": e,
+                         "index": i, "predicted": x, "ac": ld.get(f"{e}:{i}", nan)})
+        return rows
 
     def finalize(self) -> None:
         for t in sorted(self._pending):
@@ -114,6 +150,13 @@ class Recorder(mosaik_api_v3.Simulator):
             self.dir / "setpoints.parquet", index=False)
         pd.DataFrame(self.vm).to_parquet(self.dir / "voltages.parquet", index=False)
         pd.DataFrame(self.ld).to_parquet(self.dir / "loadings.parquet", index=False)
+        pred = pd.DataFrame(self.predictions, columns=list(PREDICTION_COLUMNS))
+        pred = pred.astype({"frame": "int64", "index": "int64", "predicted": "float64",
+                            "ac": "float64"})
+        pred.to_parquet(self.dir / "predictions.parquet", index=False)
+        for name, rows in (("voltages", self.all_active_vm), ("loadings", self.all_active_ld)):
+            df = pd.DataFrame(rows) if rows else pd.DataFrame({"frame": pd.Series(dtype="int64")})
+            df.to_parquet(self.dir / f"all_active_{name}.parquet", index=False)
 
 
 # --------------------------------------------------------------------------- summary
@@ -175,10 +218,19 @@ def write_summary(run_dir: Path, frames: pd.DataFrame, summary: dict) -> None:
 
 
 def write_plots(run_dir: Path, frames: pd.DataFrame, cfg) -> list[Path]:
-    """Request, errors and cost over time, and the grid at the critical frames (plots/).
+    """The run's figures in ``plots/``; returns the paths written.
 
-    The single-frame figures of the source (all flexibility active, PF vs prediction at
-    the critical elements) are in the evaluation report (``flexcosim evaluate``)."""
+    * ``over_time.png``: request and delivered power, voltage / loading MAE and cost per frame;
+    * ``grid_max_loading.png``, ``grid_largest_request.png``: the AC grid state at the frame
+      with the highest branch loading and at the dispatched frame with the largest request;
+    * the single-frame figures of the source at the critical frame (:func:`critical_frame`):
+      ``fig5_all_active.png`` (every offered bid fully activated, from the DSO report's
+      ``all_active``; skipped with a log line if that frame has none),
+      ``fig6_after_clearing.png`` (AC state after clearing, same colour scale as Figure 5),
+      ``fig7_pf_vs_prediction_vm.png`` and ``fig8_pf_vs_prediction_loading.png`` (TSO
+      prediction vs AC power flow at the critical buses and branches; need a dispatched frame).
+
+    ``flexcosim evaluate`` draws Figures 5-8 for its stand-alone single-frame study as well."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -202,7 +254,20 @@ def write_plots(run_dir: Path, frames: pd.DataFrame, cfg) -> list[Path]:
     paths.append(out / "over_time.png")
     fig.savefig(paths[-1], dpi=100)
     plt.close(fig)
-    return paths + grid_state_plots(run_dir, frames, grid=cfg.grid)
+    return (paths + grid_state_plots(run_dir, frames, grid=cfg.grid)
+            + critical_frame_plots(run_dir, frames, cfg))
+
+
+def _set_state(net, vm: pd.Series, ld: pd.Series) -> None:
+    """Put a stored AC state (a row of voltages / signed loadings, keyed like the GridSim
+    outputs) into ``net.res_*`` for :func:`flexcore.plotting.plot_grid` (magnitudes)."""
+    vm, ld = vm.astype(float), ld.astype(float).abs()
+    net.res_bus = pd.DataFrame({"vm_pu": vm.reindex([str(b) for b in net.bus.index]).to_numpy()},
+                               index=net.bus.index)
+    for e in ("line", "trafo"):
+        idx = net[e].index
+        net[f"res_{e}"] = pd.DataFrame(
+            {"loading_percent": ld.reindex([f"{e}:{i}" for i in idx]).to_numpy()}, index=idx)
 
 
 def grid_state_plots(run_dir: Path, frames: pd.DataFrame, *, grid: str) -> list[Path]:
@@ -218,7 +283,7 @@ def grid_state_plots(run_dir: Path, frames: pd.DataFrame, *, grid: str) -> list[
     picks = {}
     if len(ld):
         picks["max_loading"] = int(ld.abs().max(axis=1).idxmax())
-    done = frames[frames["dispatched"].astype(bool) & (frames["request_mw"].abs() > 0)]
+    done = frames[frames["dispatched"].eq(True) & (frames["request_mw"].abs() > 0)]
     if len(done):
         picks["largest_request"] = int(done.loc[done["request_mw"].abs().idxmax(), "frame"])
     paths = []
@@ -226,15 +291,110 @@ def grid_state_plots(run_dir: Path, frames: pd.DataFrame, *, grid: str) -> list[
         if frame not in vm.index or frame not in ld.index:
             continue
         row = frames.loc[frames["frame"] == frame].iloc[0]
-        net.res_bus = pd.DataFrame({"vm_pu": [vm.loc[frame, str(b)] for b in net.bus.index]},
-                                   index=net.bus.index)
-        net.res_line = pd.DataFrame({"loading_percent": [abs(ld.loc[frame, f"line:{i}"])
-                                                         for i in net.line.index]},
-                                    index=net.line.index)
-        net.res_trafo = pd.DataFrame({"loading_percent": [abs(ld.loc[frame, f"trafo:{i}"])
-                                                          for i in net.trafo.index]},
-                                     index=net.trafo.index)
+        _set_state(net, vm.loc[frame], ld.loc[frame])
         title = (f"frame {frame} ({row['day_type']}, slot {row['slot']}): request "
                  f"{row['request_mw']:g} MW, {row['status']}")
         paths.append(plot_grid(net, Path(run_dir) / "plots" / f"grid_{name}.png", title=title))
+    return paths
+
+
+def _num(x) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:g}"
+
+
+def critical_frame(frames: pd.DataFrame) -> int | None:
+    """The dispatched frame with the largest |request|; without one, the frame with the
+    largest |request| whatever its status; None if no frame has a request."""
+    req = frames["request_mw"].astype(float).abs()
+    pool = frames[(req > 0) & frames["dispatched"].eq(True)]
+    if pool.empty:
+        pool = frames[req > 0]
+    if pool.empty:
+        return None
+    return int(pool.loc[pool["request_mw"].astype(float).abs().idxmax(), "frame"])
+
+
+def critical_frame_plots(run_dir: Path, frames: pd.DataFrame, cfg, *, n: int = 20
+                         ) -> list[Path]:
+    """Figures 5-8 of the source at :func:`critical_frame` (see :func:`write_plots`).
+
+    Figure 7 shows the ``n`` predicted buses closest to a voltage limit in AC, Figure 8 the
+    ``n`` most loaded predicted branches (magnitudes, as the Validator compares them); both
+    with the error per element in a lower panel."""
+    import numpy as np
+
+    from flexcore.grids import load_grid
+    from flexcore.plotting import plot_grid, plot_pf_vs_prediction
+
+    run_dir = Path(run_dir)
+    ts, out = run_dir / "timeseries", run_dir / "plots"
+    frame = critical_frame(frames)
+    if frame is None:
+        log.warning("Figures 5-8 skipped: no frame has a balancing request")
+        return []
+    row = frames.loc[frames["frame"] == frame].iloc[0]
+    minutes = int(row["slot"]) * int(cfg.resolution_min)
+    where = (f"frame {frame}: {row['day_type']}, slot {row['slot']} "
+             f"({minutes // 60:02d}:{minutes % 60:02d}), request {_num(row['request_mw'])} MW")
+    lim = cfg.dso.limits
+    paths = []
+
+    def read(name: str) -> pd.DataFrame | None:
+        path = ts / name
+        return pd.read_parquet(path).set_index("frame") if path.is_file() else None
+
+    net = load_grid(cfg.grid)
+    states = {"fig5_all_active": ("Figure 5: all flexibility active", "all_active_voltages.parquet",
+                                  "all_active_loadings.parquet"),
+              "fig6_after_clearing": (f"Figure 6: after clearing ({row['status']}, delivered "
+                                      f"{_num(row['delivered_mw'])} MW)", "voltages.parquet",
+                                      "loadings.parquet")}
+    for name, (head, f_vm, f_ld) in states.items():
+        vm, ld = read(f_vm), read(f_ld)
+        if vm is None or ld is None or frame not in vm.index or frame not in ld.index:
+            why = (f"{f_vm} / {f_ld} missing" if vm is None or ld is None
+                   else f"no stored AC state for frame {frame} in {f_vm}" if len(vm)
+                   else f"no frame's DSO report carries 'all_active' ({f_vm} is empty)")
+            log.warning("%s.png skipped: %s", name, why)
+            continue
+        v, lp = vm.loc[frame].astype(float), ld.loc[frame].astype(float)
+        title = (f"{head}\n{where}\nmax loading {lp.abs().max():.1f} %, "
+                 f"voltage {v.min():.4f}-{v.max():.4f} p.u.")
+        _set_state(net, v, lp)
+        paths.append(plot_grid(net, out / f"{name}.png", title=title,
+                               limit_percent=lim["loading_max_percent"],
+                               vm_limits=(lim["vm_min_pu"], lim["vm_max_pu"])))
+    path = ts / "predictions.parquet"
+    pred = pd.read_parquet(path) if path.is_file() else None
+    pred = None if pred is None else pred[pred["frame"] == frame]
+    if pred is None or pred.empty:
+        log.warning("Figures 7/8 skipped: %s", "predictions.parquet missing" if pred is None
+                    else f"no predictions for frame {frame} (not dispatched)")
+        return paths
+    v = pred[(pred["kind"] == "vm_pu") & pred["ac"].notna()]
+    if len(v):
+        margin = np.minimum(v["ac"] - lim["vm_min_pu"], lim["vm_max_pu"] - v["ac"]).to_numpy()
+        sel = v.iloc[np.argsort(margin, kind="stable")[:n]]
+        near = [x for x in (lim["vm_min_pu"], lim["vm_max_pu"])
+                if (sel["ac"] - x).abs().min() < 0.02]  # limit lines only where they are near
+        mae = (v["predicted"] - v["ac"]).abs().mean()
+        paths.append(plot_pf_vs_prediction(
+            [f"bus {i}" for i in sel["index"]], sel["ac"], sel["predicted"],
+            out / "fig7_pf_vs_prediction_vm.png", ylabel="voltage (p.u.)", limits=near,
+            errors=True,
+            title=(f"Figure 7: TSO estimate vs AC, {len(sel)} buses closest to a voltage limit\n"
+                   f"{where}; MAE over {len(v)} predicted buses {mae:.2e} p.u.")))
+    b = pred[(pred["kind"] == "loading_percent") & pred["ac"].notna()]
+    if len(b):
+        ac, pr = b["ac"].abs(), b["predicted"].abs()
+        order = np.argsort(-ac.to_numpy(), kind="stable")[:n]
+        sel = b.iloc[order]
+        mae = (pr - ac).abs().mean()
+        paths.append(plot_pf_vs_prediction(
+            [f"{e} {i}" for e, i in zip(sel["element"], sel["index"])], ac.iloc[order],
+            pr.iloc[order], out / "fig8_pf_vs_prediction_loading.png", ylabel="loading (%)",
+            limits=(lim["loading_max_percent"],), errors=True,
+            title=(f"Figure 8: TSO estimate vs AC, {len(sel)} most loaded branches "
+                   f"(magnitudes)\n{where}; MAE over {len(b)} predicted branches "
+                   f"{mae:.2e} %")))
     return paths

@@ -27,18 +27,90 @@ def apply_overrides(cfg: ScenarioConfig, *, day_types: str | None = None,
     return dataclasses.replace(cfg, **changes)
 
 
+def _hhmm(slot: int, resolution_min: int) -> str:
+    minutes = slot * resolution_min
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def _slots_text(slots, n_day: int) -> str:
+    """``"all"`` or ranges such as ``"29,48,68-80"`` (the form parse_slots reads)."""
+    slots = sorted(slots)
+    if slots == list(range(n_day)):
+        return "all"
+    parts, start = [], slots[0]
+    for a, b in zip(slots, slots[1:] + [None]):
+        if b != a + 1:
+            parts.append(str(start) if start == a else f"{start}-{a}")
+            start = b
+    return ",".join(parts)
+
+
+#: the ScenarioConfig fields scenario_document writes (``source``: the file read, a comment)
+DOCUMENTED_FIELDS = {"name", "seed", "grid", "buildings", "pv_penetration", "day_types", "slots",
+                     "resolution_min", "starter", "package_exchange", "request_default_mw",
+                     "request_by_slot", "dso", "objective", "mip_rel_gap", "plots", "extra_load",
+                     "fpu", "source"}
+
+
+def scenario_document(cfg: ScenarioConfig) -> dict:
+    """The resolved config as a scenario TOML document (the inverse of ``parse_config``):
+    ``load_config`` of its TOML gives back ``cfg`` (up to ``source``). The request profile is
+    written as ``default_mw`` plus one ``[[request.window]]`` per run of equal other values."""
+    import warnings
+
+    from flexcore.daytypes import frames_per_day
+
+    new = sorted({f.name for f in dataclasses.fields(cfg)} - DOCUMENTED_FIELDS)
+    if new:  # a config field added without a line here: the TOML would not reproduce it
+        warnings.warn(f"config.resolved.toml leaves out the field(s) {new}", stacklevel=2)
+
+    res = cfg.resolution_min
+    n_day = frames_per_day(res)
+    windows, prof, s = [], list(cfg.request_by_slot), 0
+    while s < n_day:
+        e = s + 1
+        while e < n_day and prof[e] == prof[s]:
+            e += 1
+        if prof[s] != cfg.request_default_mw:
+            windows.append({"start": _hhmm(s, res), "end": _hhmm(e, res), "mw": prof[s]})
+        s = e
+    request = {"default_mw": cfg.request_default_mw}
+    if windows:
+        request["window"] = windows
+    doc = {
+        "scenario": {"name": cfg.name, "seed": cfg.seed, "grid": cfg.grid,
+                     "buildings": cfg.buildings, "pv_penetration": cfg.pv_penetration,
+                     "day_types": list(cfg.day_types), "slots": _slots_text(cfg.slots, n_day),
+                     "resolution_min": res},
+        "simulation": {"starter": cfg.starter, "package_exchange": cfg.package_exchange},
+        "request": request,
+        "dso": {**dataclasses.asdict(cfg.dso),
+                "operating_points": list(cfg.dso.operating_points)},
+        "market": {"objective": cfg.objective, "mip_rel_gap": cfg.mip_rel_gap},
+        "results": {"plots": cfg.plots},
+    }
+    if cfg.extra_load:
+        doc["test"] = {"extra_load": [{"frame": f, "mw": mw} for f, mw in cfg.extra_load]}
+    if cfg.fpu:
+        doc["fpu"] = [dict(u) for u in cfg.fpu]
+    return doc
+
+
 def run_scenario(cfg: ScenarioConfig, *, out: str | Path | None = None, quiet: bool = True
                  ) -> tuple[Path, dict]:
     """Run the co-simulation; returns (run folder, summary)."""
     import mosaik
     import pandas as pd
 
-    from flexcore.runs import new_run_dir, versions, write_json
+    from flexcore.runs import new_run_dir, versions, write_json, write_toml
     from scenarios.bergwald import create_scenario, sim_config
     from scenarios.results import summarize, write_summary
 
     run_dir = new_run_dir("run", out=out).resolve()
     write_json(run_dir / "config.resolved.json", cfg.to_dict())
+    write_toml(run_dir / "config.resolved.toml", scenario_document(cfg),
+               header=f"flexcosim resolved scenario (from {cfg.source or 'a dict'}); "
+                      "a runnable scenario file.\nNone values are left out (TOML has no null).")
     write_json(run_dir / "versions.json", {**versions(), "seed": cfg.seed})
     t0 = time.perf_counter()
     world = mosaik.World(sim_config(cfg.starter), debug=False)

@@ -18,6 +18,7 @@ import math
 import mosaik_api_v3
 import numpy as np
 
+from flexcore.dso import PF_OPTIONS, RECYCLE
 from simulators import STEP_S, district_net, meta_from_table
 
 ATTRS_IN = (
@@ -59,6 +60,7 @@ class GridSim(mosaik_api_v3.Simulator):
         self._pos = {b: k for k, b in enumerate(ids)}
         self._extra = {int(f): float(mw) for f, mw in (extra_load or [])}
         self._extra_idx = None
+        self._recycle_ok = False
         if self._extra:
             bus = int(self.net.trafo.lv_bus.iloc[0])
             self._extra_idx = int(pp.create_load(self.net, bus, p_mw=0.0, name="test extra load"))
@@ -94,11 +96,11 @@ class GridSim(mosaik_api_v3.Simulator):
                             sgen_p=self._vector(data, "P_pv[MW]") + self._vector(data, "dP[MW]"),
                             extra_mw=self._extra.get(time // STEP_S, 0.0))
         t0 = _time.perf_counter()
-        try:
-            pp.runpp(self.net)
-            converged = True
+        try:  # only load/sgen p, q change between frames: pandapower may reuse its model
+            pp.runpp(self.net, recycle=RECYCLE if self._recycle_ok else None, **PF_OPTIONS)
+            converged = self._recycle_ok = True
         except pp.LoadflowNotConverged:
-            converged = False
+            converged = self._recycle_ok = False
         dt = _time.perf_counter() - t0
         if converged:
             vm, lp, keys = signed_results(self.net)

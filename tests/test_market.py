@@ -152,6 +152,32 @@ def test_base_violated_row_is_reported():
     assert r.activation_mw == pytest.approx({"A": 0.2, "D": -0.2}, abs=1e-9)
 
 
+def test_zero_request_needs_no_solver_and_matches_it():
+    # points at 0 and at (1, 1), and a refinement at 0 again: "nothing" is optimal, answered
+    # from the most recent zero point without a solver; the solved MILP agrees (objective 0)
+    pkg = make_package([[0.0, 0.0], [1.0, 1.0], [0.0, 0.0]], vm=[[1.01], [1.03], [1.02]],
+                       vtdf=[[[0.01, 0.02]]] * 3)
+    table = bids([1.0, -1.0], [10.0, 30.0])
+    r = clear(pkg, table, 0.0)
+    assert (r.status, r.method, r.operating_point) == ("optimal", "zero", 2)
+    assert r.activation_mw == {"A": 0.0, "B": 0.0} and r.cost_eur == 0.0
+    assert r.predicted_vm_pu == {"V0": pytest.approx(1.02)}
+    solved = clear(pkg, table, 0.0, backend="pyomo", extra_constraints=lambda model: None)
+    assert solved.status == "optimal" and solved.method != "zero"
+    assert solved.objective == pytest.approx(0.0, abs=1e-9)
+    assert solved.activation_mw == pytest.approx(r.activation_mw, abs=1e-9)
+
+
+@pytest.mark.parametrize("backend,method", SOLVERS)
+def test_zero_request_with_negative_price_is_solved(backend, method):
+    # A pays 10 EUR/MWh to be activated, D costs 5: 0 MW net, yet x_A = 1, x_D = -1 earns 5
+    pkg = make_package([[0.0, 0.0]], columns=("A", "D"))
+    r = run(pkg, bids([1.0, -1.0], [-10.0, 5.0], ids=("A", "D")), 0.0, backend, method)
+    assert r.status == "optimal" and r.method != "zero"
+    assert r.activation_mw == pytest.approx({"A": 1.0, "D": -1.0}, abs=1e-9)
+    assert r.objective == pytest.approx(-5.0)
+
+
 # --------------------------------------------------------------------------- agreement
 def random_case(n=50, m=3, v=40, l=40, seed=0, blocks=False):
     rng = np.random.default_rng(seed)
@@ -191,6 +217,24 @@ def test_backends_agree_on_random_case(objective, blocks):
         a, b = (np.array([res.activation_mw[c] for c in pkg.columns]) for res in (ref, r))
         np.testing.assert_allclose(a, b, atol=1e-6)
     assert ref.delivered_mw == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("blocks", [False, True])
+def test_bids_without_volume_are_left_out_exactly(blocks):
+    # half the bids offer nothing this frame: their columns are fixed at 0 and dropped
+    # before HiGHS (direct) but kept in the pyomo model; both give the same optimum
+    pkg, table = random_case(seed=5, blocks=blocks)
+    vol = table.volume_mw.copy()
+    vol[::2] = 0.0
+    table = BidTable(ids=table.ids, volume_mw=vol, price_eur_per_mwh=table.price_eur_per_mwh,
+                     min_mw=np.where(vol == 0, 0.0, table.min_mw), indivisible=table.indivisible)
+    ref = clear(pkg, table, 0.1, backend="pyomo")
+    assert ref.status == "optimal"
+    for method in ("regions", "milp"):
+        r = clear(pkg, table, 0.1, method=method)
+        assert r.objective == pytest.approx(ref.objective, rel=1e-6)
+        assert all(r.activation_mw[b] == 0.0 for b in np.array(table.ids)[::2])
+        assert r.delivered_mw == pytest.approx(0.1)
 
 
 def test_prefilter_drops_rows_and_warm_start_reproduces():

@@ -110,3 +110,98 @@ def test_tso_agent_imports_no_grid_code():
             "or m.startswith(('flexcore.grids', 'flexcore.gridgen', 'flexcore.dso', "
             "'flexcore.sensitivity', 'flexcore.ppinternals'))]; print(bad); assert not bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_run_folder_figures_predictions_and_toml_config(cfg, run_a):
+    """Figures 5-8 at the critical frame, predictions.parquet consistent with the Validator's
+    errors in frames.parquet, the all-active state, and config.resolved.toml round-trips."""
+    import numpy as np
+
+    run_dir = run_a[0]
+    missing = [n for n in ("plots/fig5_all_active.png", "plots/fig6_after_clearing.png",
+                           "plots/fig7_pf_vs_prediction_vm.png",
+                           "plots/fig8_pf_vs_prediction_loading.png", "config.resolved.toml",
+                           "timeseries/predictions.parquet",
+                           "timeseries/all_active_voltages.parquet",
+                           "timeseries/all_active_loadings.parquet")
+               if not (run_dir / n).is_file()]
+    assert not missing, f"{missing} (fig5 needs the DSO report's 'all_active')"
+    f = _frames(run_a).set_index("frame")
+    pred = pd.read_parquet(run_dir / "timeseries" / "predictions.parquet")
+    done = f.index[f["dispatched"].eq(True)]
+    assert len(done) and set(pred["frame"]) == set(done)
+    for k in done:
+        p = pred[pred["frame"] == k]
+        v, b = p[p["kind"] == "vm_pu"], p[p["kind"] == "loading_percent"]
+        assert set(v["element"]) == {"bus"} and set(b["element"]) <= {"line", "trafo"}
+        assert abs((v["predicted"] - v["ac"]).abs().mean() - f.loc[k, "vm_mae_pu"]) <= 1e-12
+        assert abs((b["predicted"].abs() - b["ac"].abs()).abs().mean()
+                   - f.loc[k, "loading_mae_percent"]) <= 1e-12
+    # the AC values are the stored GridSim results of the frame
+    vm = pd.read_parquet(run_dir / "timeseries" / "voltages.parquet").set_index("frame")
+    k = int(done[0])
+    v = pred[(pred["frame"] == k) & (pred["kind"] == "vm_pu")]
+    assert np.array_equal(v["ac"].to_numpy(), vm.loc[k, v["index"].astype(str)].to_numpy())
+    # the all-active state: at least every frame with activation or a failed clearing (so
+    # the critical frame of Figures 5-8), over the same buses as voltages.parquet
+    from scenarios.results import critical_frame
+
+    aa = pd.read_parquet(run_dir / "timeseries" / "all_active_voltages.parquet")
+    need = f.index[(f["delivered_mw"].fillna(0.0).abs() > 0) | (f["status"] != "optimal")]
+    assert set(need) <= set(aa["frame"]) and critical_frame(f.reset_index()) in set(aa["frame"])
+    assert set(aa.columns) == set(vm.reset_index().columns)
+    # the resolved TOML loads back to the same config (source: the file it was read from)
+    back = load_config(run_dir / "config.resolved.toml")
+    assert dataclasses.replace(back, source=cfg.source).to_dict() == cfg.to_dict()
+
+
+def test_recorder_stores_predictions_and_all_active(tmp_path):
+    """Recorder with hand-made inputs: predictions mapped through KEYMAP.json (signed
+    loadings), all-active state only in frames whose report has it, empty tables otherwise."""
+    from flexcore.dso import KeyMap
+    from scenarios.results import Recorder
+    from simulators import STEP_S
+
+    (tmp_path / "dso").mkdir()
+    KeyMap(columns={}, vm_pu={"va": 0, "vb": 1},
+           loading_percent={"la": ("line", 0), "lb": ("trafo", 0)}).save(
+        tmp_path / "dso" / "KEYMAP.json")
+    rec = Recorder()
+    rec.init("Rec")
+    rec.create(1, "Recorder", run_dir=str(tmp_path), frames=[["winter_workday", s]
+                                                             for s in (72, 73, 74)])
+    ac = {"Vm[pu]": {"0": 1.0, "1": 0.99}, "loading[%]": {"line:0": -50.0, "trafo:0": 30.0}}
+    aa = {"Vm[pu]": {"0": 1.0, "1": 0.97}, "loading[%]": {"line:0": -120.0, "trafo:0": 60.0}}
+    clearing = {"status": "optimal", "dispatched": True, "request_mw": 1.8,
+                "predicted_vm_pu": {"va": 1.00001, "vb": 0.98998},
+                "predicted_loading_percent": {"la": -50.01, "lb": 29.99}}
+
+    def inputs(**kw):
+        return {"Recorder": {a: {"src": x} for a, x in kw.items()}}
+
+    rec.step(0, inputs(clearing=clearing, report={"all_active": aa}, **ac), None)
+    rec.step(STEP_S, inputs(clearing={"status": "optimal", "dispatched": False}, report={},
+                            **ac), None)
+    rec.step(2 * STEP_S, inputs(clearing={"status": "infeasible", "dispatched": False},
+                                report={"all_active": aa}), None)
+    rec.finalize()
+    ts = tmp_path / "timeseries"
+    pred = pd.read_parquet(ts / "predictions.parquet")
+    assert pred[["frame", "key", "kind", "element", "index"]].values.tolist() == [
+        [0, "va", "vm_pu", "bus", 0], [0, "vb", "vm_pu", "bus", 1],
+        [0, "la", "loading_percent", "line", 0], [0, "lb", "loading_percent", "trafo", 0]]
+    assert pred["predicted"].tolist() == [1.00001, 0.98998, -50.01, 29.99]
+    assert pred["ac"].tolist() == [1.0, 0.99, -50.0, 30.0]
+    aa_ld = pd.read_parquet(ts / "all_active_loadings.parquet")
+    assert aa_ld.to_dict("list") == {"frame": [0, 2], "line:0": [-120.0, -120.0],
+                                     "trafo:0": [60.0, 60.0]}
+    assert pd.read_parquet(ts / "all_active_voltages.parquet")["frame"].tolist() == [0, 2]
+    # no predictions and no all-active state anywhere: empty tables with the columns
+    empty = tmp_path / "empty"
+    rec = Recorder()
+    rec.init("Rec")
+    rec.create(1, "Recorder", run_dir=str(empty), frames=[["winter_workday", 72]])
+    rec.step(0, inputs(clearing={"status": "infeasible", "dispatched": False}), None)
+    rec.finalize()
+    assert pd.read_parquet(empty / "timeseries" / "predictions.parquet").empty
+    assert list(pd.read_parquet(empty / "timeseries" / "all_active_voltages.parquet")) == ["frame"]

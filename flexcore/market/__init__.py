@@ -10,10 +10,13 @@ from __future__ import annotations
 import time
 from typing import Callable
 
+import numpy as np
+
 from ..bids import BidTable
 from ..package import SensitivityPackage
 from .diagnose import base_violations, diagnose
-from .direct import METHODS, OBJECTIVES, align_bids, prepare, solve_direct
+from .direct import (METHODS, OBJECTIVES, align_bids, make_result, prepare, solve_direct,
+                     zero_activation_point)
 from .result import (ClearingError, ClearingFileError, ClearingResult, Diagnosis, read_clearing,
                      write_clearing)
 
@@ -54,6 +57,11 @@ def clear(package: SensitivityPackage, bids: BidTable, request_mw: float, *,
         a previous result on a package with the same columns: MIP start of the direct
         MILP (ignored by the other paths).
 
+    A zero request that activating nothing provably meets at least cost (see
+    :func:`flexcore.market.direct.zero_activation_point`) is answered without a solver
+    (``result.method == "zero"``); otherwise, e.g. when the base case already violates a
+    limit, the MILP is solved as usual (and may counter-trade).
+
     Bid ids must equal ``package.columns`` (any order; ClearingError names mismatches). An
     infeasible request is not an exception: status ``"infeasible"`` with a
     :class:`Diagnosis` (unless ``diagnose_infeasible`` is False).
@@ -66,7 +74,12 @@ def clear(package: SensitivityPackage, bids: BidTable, request_mw: float, *,
     p = prepare(package, bids, request_mw, objective=objective,
                 proximity_weight=proximity_weight, prefilter=prefilter)
     t_prep = time.perf_counter() - t0
-    if backend == "direct":
+    zero = zero_activation_point(p) if extra_constraints is None else None
+    if zero is not None:
+        result = make_result(p, status="optimal", message="request 0: nothing to activate",
+                             point=zero, x=np.zeros(p.n), objective=0.0, backend=backend,
+                             method="zero", build_time_s=0.0, solve_time_s=0.0)
+    elif backend == "direct":
         result = solve_direct(p, method=method, mip_rel_gap=mip_rel_gap,
                               time_limit_s=time_limit_s, warm_start=warm_start)
     else:
