@@ -21,7 +21,8 @@ from simulators import STEP_S, meta_from_table
 
 FRAME_COLUMNS = (
     "frame", "day_type", "slot", "status", "dispatched", "request_mw", "delivered_mw", "cost_eur",
-    "operating_point", "rounds", "relinearized", "build_time_s", "solve_time_s", "dso_time_s",
+    "operating_point", "rounds", "relinearized", "fix_moved_mw", "points", "build_time_s",
+    "solve_time_s", "dso_time_s",
     "vm_mae_pu", "vm_rmse_pu", "vm_max_err_pu", "loading_mae_percent", "loading_rmse_percent",
     "loading_max_err_percent", "ac_converged", "ac_violations", "ac_vm_min_pu", "ac_vm_max_pu",
     "ac_max_loading_percent", "p_slack_mw", "n_offers", "offered_up_mw", "offered_down_mw",
@@ -90,8 +91,9 @@ class Recorder(mosaik_api_v3.Simulator):
         row = {"frame": k, "day_type": self.frames[k][0], "slot": self.frames[k][1],
                **{x: c.get(x) for x in ("status", "dispatched", "request_mw", "delivered_mw",
                                          "cost_eur", "operating_point", "rounds",
-                                         "build_time_s", "solve_time_s", "message")},
-               "relinearized": r.get("relinearized"), "dso_time_s": r.get("dso_time_s"),
+                                         "build_time_s", "solve_time_s")},
+               "message": c.get("message") or r.get("message", ""),
+               **{x: r.get(x) for x in ("relinearized", "fix_moved_mw", "points", "dso_time_s")},
                **a, "p_slack_mw": rec.get("P_slack[MW]", math.nan), "n_offers": len(offers),
                "offered_up_mw": sum(o["volume_mw"] for o in offers if o["volume_mw"] > 0),
                "offered_down_mw": sum(o["volume_mw"] for o in offers if o["volume_mw"] < 0),

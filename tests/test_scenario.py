@@ -205,3 +205,24 @@ def test_recorder_stores_predictions_and_all_active(tmp_path):
     rec.finalize()
     assert pd.read_parquet(empty / "timeseries" / "predictions.parquet").empty
     assert list(pd.read_parquet(empty / "timeseries" / "all_active_voltages.parquet")) == ["frame"]
+
+
+@pytest.mark.parametrize("threshold_mw,expected", [(1e9, [True, False, False, False, True]),
+                                                  (0.0, [True] * 5)])
+def test_relinearisation_schedule_and_exact_zero_frames(cfg, tmp_path, threshold_mw, expected):
+    """Full re-linearisation every 4 frames, or whenever the fixed injections moved more
+    than the threshold; in between only the zero point is recomputed, so frames without a
+    request stay exact (AC = prediction) without refinement rounds."""
+    quiet = dataclasses.replace(
+        cfg, slots=tuple(range(60, 65)), plots=False,
+        dso=dataclasses.replace(cfg.dso, relinearize_every=4,
+                                relinearize_threshold_mw=threshold_mw))
+    run_dir, _ = run_scenario(quiet, out=tmp_path / "schedule")
+    f = pd.read_parquet(run_dir / "timeseries" / "frames.parquet")
+    assert (f["request_mw"] == 0).all() and (f["status"] == "optimal").all()
+    assert f["relinearized"].tolist() == expected
+    assert (f.loc[1:, "fix_moved_mw"] > 0).all()   # the injections do move between frames
+    assert (f["rounds"] == 0).all() and (f["delivered_mw"] == 0).all()
+    assert f["vm_mae_pu"].max() < 1e-12 and f["loading_mae_percent"].max() < 1e-9
+    # full points when re-linearised, else the fresh zero point plus the two older ones
+    assert (f["points"] == 3).all()
