@@ -17,19 +17,17 @@ from flexcore.cli import limit_blas_threads
 
 limit_blas_threads()  # before numpy is imported, as in ``flexcosim run``
 
-import mosaik  # noqa: E402
-
 from scenarios.bergwald import sim_config  # noqa: E402
 from scenarios.config import load_config  # noqa: E402
-from scenarios.runner import apply_overrides, run_scenario  # noqa: E402
+from scenarios.runner import apply_overrides, new_world, run_scenario  # noqa: E402
 from simulators import frames_of  # noqa: E402
 
 
 def pf_only(cfg) -> tuple[float, int]:
     frames = frames_of(cfg.day_types, cfg.slots)
     t0 = time.perf_counter()
-    world = mosaik.World({k: v for k, v in sim_config("python").items()
-                          if k in ("BuildingSim", "GridSim")})
+    world = new_world({k: v for k, v in sim_config("python").items()
+                       if k in ("BuildingSim", "GridSim")})
     district = world.start("BuildingSim").District(
         grid=cfg.grid, buildings=cfg.buildings, seed=cfg.seed, pv_penetration=cfg.pv_penetration,
         day_types=list(cfg.day_types), slots=list(cfg.slots))

@@ -96,10 +96,46 @@ def scenario_document(cfg: ScenarioConfig) -> dict:
     return doc
 
 
+def prune_cancelled_waits() -> None:
+    """Work around a mosaik 3.x slow-down that grows with the number of steps (idempotent).
+
+    ``mosaik.progress.Progress`` keeps every waiting future in a list and removes one only
+    when its time is reached. The scheduler cancels a wait for the end of the simulation
+    each time an event-based simulator is woken by new input, and those cancelled futures
+    stay in the list until the end: ~2 more per frame and simulator, each scanned on every
+    progress update, so the cost per frame grows linearly (measured: 0.20 s per frame at
+    the start of the default run, 0.35 s at its end). Dropping the cancelled futures first
+    changes nothing else, since mosaik never resolves a cancelled future.
+    """
+    from mosaik.progress import Progress
+
+    if getattr(Progress.set, "_flexcosim_prunes", False):
+        return
+    original = Progress.set
+
+    def set_(self, time):
+        self._futures = [(spec, fut) for spec, fut in self._futures if not fut.cancelled()]
+        return original(self, time)
+
+    set_._flexcosim_prunes = True
+    Progress.set = set_
+
+
+def new_world(sim_config: dict):
+    """A mosaik World without the start-up logo (``skip_greetings`` where mosaik has it)."""
+    import inspect
+
+    import mosaik
+
+    prune_cancelled_waits()
+
+    quiet = "skip_greetings" in inspect.signature(mosaik.World).parameters
+    return mosaik.World(sim_config, debug=False, **({"skip_greetings": True} if quiet else {}))
+
+
 def run_scenario(cfg: ScenarioConfig, *, out: str | Path | None = None, quiet: bool = True
                  ) -> tuple[Path, dict]:
     """Run the co-simulation; returns (run folder, summary)."""
-    import mosaik
     import pandas as pd
 
     from flexcore.runs import new_run_dir, versions, write_json, write_toml
@@ -113,7 +149,7 @@ def run_scenario(cfg: ScenarioConfig, *, out: str | Path | None = None, quiet: b
                       "a runnable scenario file.\nNone values are left out (TOML has no null).")
     write_json(run_dir / "versions.json", {**versions(), "seed": cfg.seed})
     t0 = time.perf_counter()
-    world = mosaik.World(sim_config(cfg.starter), debug=False)
+    world = new_world(sim_config(cfg.starter))
     try:
         n = create_scenario(world, cfg, run_dir=run_dir, progress=not quiet)
         world.run(until=n * 900, print_progress=False)

@@ -226,3 +226,35 @@ def test_relinearisation_schedule_and_exact_zero_frames(cfg, tmp_path, threshold
     assert f["vm_mae_pu"].max() < 1e-12 and f["loading_mae_percent"].max() < 1e-9
     # full points when re-linearised, else the fresh zero point plus the two older ones
     assert (f["points"] == 3).all()
+
+
+def test_mosaik_progress_drops_cancelled_waits():
+    """The runner's work-around (scenarios.runner.prune_cancelled_waits): cancelled waits
+    leave mosaik's Progress at the next update; live waits still fire."""
+    import asyncio
+
+    from mosaik.progress import Progress
+    from mosaik.tiered_time import TieredTime
+
+    from scenarios.runner import prune_cancelled_waits
+
+    prune_cancelled_waits()
+    prune_cancelled_waits()  # idempotent: one wrapper only
+
+    async def scenario():
+        p = Progress(TieredTime(0))
+        dead = [asyncio.ensure_future(p.has_reached(TieredTime(100))) for _ in range(5)]
+        live = asyncio.ensure_future(p.has_reached(TieredTime(2)))
+        await asyncio.sleep(0)
+        for d in dead:
+            d.cancel()
+        await asyncio.sleep(0)
+        assert len(p._futures) == 6
+        p.set(TieredTime(1))
+        assert len(p._futures) == 1 and not live.done()
+        p.set(TieredTime(2))
+        await asyncio.sleep(0)
+        return live.result(), len(p._futures)
+
+    reached, left = asyncio.run(scenario())
+    assert reached == TieredTime(2) and left == 0
