@@ -12,11 +12,11 @@ FPUSim`` inside one ``world.group()``)::
               frame's base case, so that a zero request is exact) and reuse the others;
               publish the package (round 0). A frame whose points all fail to
               converge gets the verdict ``dso_failed`` at once and the run goes on.
-         DSO --{kind: package, round 0, path}--> TSO ;  TSO clears --{clearing}--> DSO
+         DSO --{kind: package, round 0, package|path}--> TSO ;  TSO clears --{clearing}--> DSO
     t:k  DSO: AC check of the clearing (Linearizer.validate). Accurate (voltage and loading
               MAE below tolerance) and safe, or k == refine_rounds: final verdict
               {kind: verdict, status optimal|unsafe|<clearing status>, dispatch}.
-              Otherwise: refine (cleared activation as a new operating point), write
+              Otherwise: refine (cleared activation as a new operating point),
               publish {kind: package, round k+1} and the TSO clears again.
     t:k' TSO --(set-points, zero unless dispatch)--> FPUSim --(dP)--> GridSim
 

@@ -1,13 +1,15 @@
 """Co-simulation throughput: the default scenario vs a power-flow-only co-simulation.
 
 ``python bench/bench_cosim.py [--day-types a,b] [--frames 0-95]`` (default: the full default
-scenario, 9 x 96 = 864 frames). Writes results/benchmarks/cosim.json and prints it.
+scenario, 9 x 96 = 864 frames; part of `flexcosim bench`, one day type with `--quick`).
+Writes results/benchmarks/cosim.json and prints it.
 The power-flow-only run couples BuildingSim and GridSim of the same district (no FPUs, no
 agents) over the same frames.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 import time
@@ -37,28 +39,41 @@ def pf_only(cfg) -> tuple[float, int]:
     return time.perf_counter() - t0, len(frames)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--scenario", default="scenarios/bergwald.toml")
-    ap.add_argument("--day-types")
-    ap.add_argument("--frames")
-    args = ap.parse_args()
-    cfg = apply_overrides(load_config(args.scenario), day_types=args.day_types, frames=args.frames)
-    cfg = cfg.__class__(**{**cfg.__dict__, "plots": False})
+def bench(*, scenario: str = "scenarios/bergwald.toml", day_types: str | None = None,
+          frames: str | None = None) -> dict:
+    """Time the scenario (no plots) and the power-flow-only co-simulation of its frames;
+    writes results/benchmarks/cosim.json and returns its content."""
+    from flexcore.runs import versions
+
+    cfg = apply_overrides(load_config(scenario), day_types=day_types, frames=frames)
+    cfg = dataclasses.replace(cfg, plots=False)
     with tempfile.TemporaryDirectory() as tmp:
-        run_dir, summary = run_scenario(cfg, out=Path(tmp) / "run")
+        _, summary = run_scenario(cfg, out=Path(tmp) / "run")
     t_pf, n = pf_only(cfg)
     full = summary["wall_time_s"]
-    out = {"scenario": args.scenario, "frames": n, "cosim_wall_s": full,
-           "cosim_frames_per_s": n / full, "pf_only_wall_s": t_pf, "pf_only_frames_per_s": n / t_pf,
-           "ratio_cosim_to_pf_only": full / t_pf,
-           "extrapolated_864_frames_s": full / n * 864,
-           "summary": summary}
+    out = {"measured_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+           "machine": versions()["platform"], "scenario": scenario, "frames": n, "cosim_wall_s": full,
+           "cosim_frames_per_s": n / full, "pf_only_wall_s": t_pf,
+           "pf_only_frames_per_s": n / t_pf, "ratio_cosim_to_pf_only": full / t_pf,
+           "extrapolated_864_frames_s": full / n * 864, "summary": summary}
     path = Path("results/benchmarks/cosim.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1))
+    return out
+
+
+def main(argv: list[str] | None = None, *, quick: bool = False) -> int:
+    """Command line; ``quick`` (from ``flexcosim bench --quick``) times one day type."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scenario", default="scenarios/bergwald.toml")
+    ap.add_argument("--day-types", default="winter_workday" if quick else None)
+    ap.add_argument("--frames")
+    args = ap.parse_args(argv)
+    out = bench(scenario=args.scenario, day_types=args.day_types, frames=args.frames)
+    print("== co-simulation (written to results/benchmarks/cosim.json)")
     print(json.dumps({k: v for k, v in out.items() if k != "summary"}, indent=1))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -156,7 +156,7 @@ def main(*, quick: bool = False) -> int:
     except ImportError:
         print("co-simulation benchmark not available")
     else:
-        bench_cosim.main(quick=quick)
+        bench_cosim.main([], quick=quick)
     return 0
 
 

@@ -165,6 +165,8 @@ class Recorder(mosaik_api_v3.Simulator):
 def summarize(frames: pd.DataFrame, *, wall_time_s: float, frame_h: float = 0.25) -> dict:
     """Run summary: energy, cost, statuses and accuracy statistics (median/p95/max)."""
     ok = frames["status"] == "optimal"
+    req = frames["request_mw"].astype(float)
+    dlv = frames["delivered_mw"].astype(float).fillna(0.0)
 
     def stats(col: str) -> dict:
         x = frames.loc[ok, col].astype(float).dropna()
@@ -180,8 +182,11 @@ def summarize(frames: pd.DataFrame, *, wall_time_s: float, frame_h: float = 0.25
         "unsafe_frames": int((frames["status"] == "unsafe").sum()),
         "nonconverged_ac_frames": int((~frames["ac_converged"].astype(bool)).sum()),
         "ac_violation_frames": int((frames["ac_violations"].fillna(0) > 0).sum()),
-        "requested_mwh": float(frames["request_mw"].sum() * frame_h),
-        "delivered_mwh": float(frames["delivered_mw"].fillna(0).sum() * frame_h),
+        # per direction: a signed sum would let upward and downward energy cancel
+        "requested_up_mwh": float(req.clip(lower=0).sum() * frame_h),
+        "requested_down_mwh": float(-req.clip(upper=0).sum() * frame_h),
+        "delivered_up_mwh": float(dlv.clip(lower=0).sum() * frame_h),
+        "delivered_down_mwh": float(-dlv.clip(upper=0).sum() * frame_h),
         "cost_eur": float(frames["cost_eur"].fillna(0).sum() * frame_h),
         "vm_mae_pu": stats("vm_mae_pu"),
         "loading_mae_percent": stats("loading_mae_percent"),
@@ -194,7 +199,10 @@ def summary_text(s: dict) -> str:
     rows = [
         ("frames (optimal / with request)",
          f"{s['frames']} ({s['frames_cleared_optimal']} / {s['frames_with_request']})"),
-        ("requested / delivered energy", f"{s['requested_mwh']:.3f} / {s['delivered_mwh']:.3f} MWh"),
+        ("requested / delivered upward", f"{s['requested_up_mwh']:.3f} / "
+                                          f"{s['delivered_up_mwh']:.3f} MWh"),
+        ("requested / delivered downward", f"{s['requested_down_mwh']:.3f} / "
+                                            f"{s['delivered_down_mwh']:.3f} MWh"),
         ("cost", f"{s['cost_eur']:.2f} EUR"),
         ("infeasible / unsafe / AC not converged",
          f"{s['infeasible_frames']} / {s['unsafe_frames']} / {s['nonconverged_ac_frames']}"),

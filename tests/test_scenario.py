@@ -258,3 +258,22 @@ def test_mosaik_progress_drops_cancelled_waits():
 
     reached, left = asyncio.run(scenario())
     assert reached == TieredTime(2) and left == 0
+
+
+def test_summary_counts_energy_per_direction():
+    from scenarios.results import summarize
+
+    f = pd.DataFrame({
+        "status": ["optimal", "optimal", "infeasible", "optimal"],
+        "request_mw": [0.8, -0.4, 1.8, 0.0], "delivered_mw": [0.8, -0.4, None, 0.0],
+        "cost_eur": [40.0, 8.0, None, 0.0], "ac_converged": [True] * 4,
+        "ac_violations": [0, 0, 0, 0], "vm_mae_pu": [1e-9, 2e-9, None, 0.0],
+        "loading_mae_percent": [1e-6, 3e-6, None, 0.0]})
+    s = summarize(f, wall_time_s=2.0)
+    assert s["requested_up_mwh"] == pytest.approx(0.65)      # (0.8 + 1.8) * 0.25 h
+    assert s["requested_down_mwh"] == pytest.approx(0.1)
+    assert s["delivered_up_mwh"] == pytest.approx(0.2)
+    assert s["delivered_down_mwh"] == pytest.approx(0.1)
+    assert s["cost_eur"] == pytest.approx(12.0)               # EUR/h * 0.25 h
+    assert (s["frames_cleared_optimal"], s["infeasible_frames"]) == (3, 1)
+    assert s["vm_mae_pu"]["max"] == pytest.approx(2e-9)
