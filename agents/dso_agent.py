@@ -20,9 +20,10 @@ FPUSim`` inside one ``world.group()``)::
               publish {kind: package, round k+1} and the TSO clears again.
     t:k' TSO --(set-points, zero unless dispatch)--> FPUSim --(dP)--> GridSim
 
-At the final verdict of a frame with a non-zero or failed clearing the DSO also reports
-the AC state with every offered bid fully active (``report["all_active"]``, the source's
-Figure 5), so that the run folder can show what the clearing avoided.
+At the final verdict of a frame with a request the DSO also reports
+the AC state with every bid in the request's direction fully active (``report
+["all_active"]``, the source's Figure 5), so that the run folder shows what the clearing
+avoided. The request comes with the TSO's clearing message; it is the TSO's to share.
 
 Safety: a clearing violating an AC limit after the last round gets status ``unsafe`` and
 is not dispatched unless ``dispatch_unsafe`` is set (then it is dispatched and flagged).
@@ -223,15 +224,18 @@ class DSOAgent(mosaik_api_v3.Simulator):
             self._out["to_tso"] = verdict
             rep.update(status=verdict["status"], safe=verdict["safe"],
                        dispatched=verdict["dispatch"])
-            if msg["status"] != "optimal" or any(msg["activation_mw"].values()):
-                rep["all_active"] = self._all_active()
+            direction = float(np.sign(msg.get("request_mw", 0.0)))
+            if direction:
+                rep["all_active"] = self._all_active(direction)
             self._out["report"] = rep
         rep["dso_time_s"] += _time.perf_counter() - t0
 
-    def _all_active(self) -> dict:
-        """AC state with every bid at its full volume, keyed like GridSim's outputs."""
+    def _all_active(self, direction: float) -> dict:
+        """AC state with every bid in the request's direction (sign) at its full volume,
+        keyed like GridSim's outputs."""
+        vol = self.lin.bids.volume_mw
         try:
-            vm, lp = self.lin.power_flow(self.lin.bids.volume_mw)
+            vm, lp = self.lin.power_flow(np.where(np.sign(vol) == direction, vol, 0.0))
         except PointNotConverged:
             return {"converged": False}
         km = self.lin.keymap

@@ -87,6 +87,7 @@ class TSOAgent(mosaik_api_v3.Simulator):
         self._last = r
         self._out["to_dso"] = {
             "frame": frame, "round": msg["round"], "status": r.status,
+            "request_mw": self.request[frame],
             "activation_mw": {b: x for b, x in r.activation_mw.items() if x != 0.0},
             "predicted_vm_pu": r.predicted_vm_pu,
             "predicted_loading_percent": r.predicted_loading_percent}

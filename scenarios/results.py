@@ -234,8 +234,8 @@ def write_plots(run_dir: Path, frames: pd.DataFrame, cfg) -> list[Path]:
     * ``grid_max_loading.png``, ``grid_largest_request.png``: the AC grid state at the frame
       with the highest branch loading and at the dispatched frame with the largest request;
     * the single-frame figures of the source at the critical frame (:func:`critical_frame`):
-      ``fig5_all_active.png`` (every offered bid fully activated, from the DSO report's
-      ``all_active``; skipped with a log line if that frame has none),
+      ``fig5_all_active.png`` (every bid in the request's direction fully activated, from
+      the DSO report's ``all_active``; skipped with a log line if that frame has none),
       ``fig6_after_clearing.png`` (AC state after clearing, same colour scale as Figure 5),
       ``fig7_pf_vs_prediction_vm.png`` and ``fig8_pf_vs_prediction_loading.png`` (TSO
       prediction vs AC power flow at the critical buses and branches; need a dispatched frame).
