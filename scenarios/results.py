@@ -184,9 +184,9 @@ def summarize(frames: pd.DataFrame, *, wall_time_s: float, frame_h: float = 0.25
         "ac_violation_frames": int((frames["ac_violations"].fillna(0) > 0).sum()),
         # per direction: a signed sum would let upward and downward energy cancel
         "requested_up_mwh": float(req.clip(lower=0).sum() * frame_h),
-        "requested_down_mwh": float(-req.clip(upper=0).sum() * frame_h),
+        "requested_down_mwh": float(req.clip(upper=0).abs().sum() * frame_h),
         "delivered_up_mwh": float(dlv.clip(lower=0).sum() * frame_h),
-        "delivered_down_mwh": float(-dlv.clip(upper=0).sum() * frame_h),
+        "delivered_down_mwh": float(dlv.clip(upper=0).abs().sum() * frame_h),
         "cost_eur": float(frames["cost_eur"].fillna(0).sum() * frame_h),
         "vm_mae_pu": stats("vm_mae_pu"),
         "loading_mae_percent": stats("loading_mae_percent"),

@@ -285,3 +285,21 @@ def test_summary_counts_energy_per_direction():
     assert s["cost_eur"] == pytest.approx(12.0)               # EUR/h * 0.25 h
     assert (s["frames_cleared_optimal"], s["infeasible_frames"]) == (3, 1)
     assert s["vm_mae_pu"]["max"] == pytest.approx(2e-9)
+
+
+@pytest.mark.parametrize("toml,frames", [("scenarios/simbench.toml", "72-73"),
+                                         ("scenarios/custom_fpu.toml", "72-73")])
+def test_example_scenarios_run(toml, frames, tmp_path):
+    """The other shipped scenarios: a SimBench grid and a custom plug-in unit class."""
+    cfg = dataclasses.replace(apply_overrides(load_config(toml), frames=frames), plots=False)
+    run_dir, summary = run_scenario(cfg, out=tmp_path / "run")
+    f = pd.read_parquet(run_dir / "timeseries" / "frames.parquet")
+    assert len(f) == 2 * len(cfg.day_types) and (f["request_mw"] > 0).all()
+    assert summary["ac_violation_frames"] == 0 and summary["nonconverged_ac_frames"] == 0
+    ok = f[f["status"] == "optimal"]
+    assert len(ok) and (ok["delivered_mw"] - ok["request_mw"]).abs().max() < 1e-6
+    assert (ok["vm_mae_pu"] <= TABLE1_VM_MAE).all()
+    if "custom" in toml:   # the plug-in class's units were offered and activated
+        bids = pd.read_parquet(run_dir / "timeseries" / "bids.parquet")
+        mine = bids[bids["unit_id"].str.endswith(".my_unit")]
+        assert len(mine) and mine["activation_mw"].abs().sum() > 0

@@ -1,4 +1,6 @@
-"""A tiny example FPU plug-in (see docs/fpu_plugin.md): a fridge that can pause one frame."""
+"""A tiny example FPU plug-in: a fridge that can pause for one frame.
+
+See the README, "Writing a flexibility unit"; scenarios/custom_fpu.toml uses it."""
 from __future__ import annotations
 
 from flexcore.fpu.base import FlexibilityUnit
