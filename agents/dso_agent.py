@@ -93,6 +93,11 @@ class DSOAgent(mosaik_api_v3.Simulator):
         self.lin = Linearizer(net, bids, salt=f"bergwald-{seed}", limits=Limits(**dso["limits"]))
         self._sgen_pos = net.sgen.index.get_indexer(sgen_idx)
         self._n_sgen = len(net.sgen)
+        # building loads by position in the load table; other loads keep their values, as in
+        # GridSim (a SimBench grid may hold loads that are no building, or out of service)
+        self._load_pos = net.load.index.get_indexer(load_idx)
+        self._load_p0 = net.load["p_mw"].to_numpy(float).copy()
+        self._load_q0 = net.load["q_mvar"].to_numpy(float).copy()
         self.dir = Path(run_dir)
         (self.dir / "exchange").mkdir(parents=True, exist_ok=True)
         (self.dir / "dso").mkdir(parents=True, exist_ok=True)
@@ -138,8 +143,9 @@ class DSOAgent(mosaik_api_v3.Simulator):
 
     def _new_frame(self, frame: int, data: dict) -> None:
         t0 = _time.perf_counter()
-        load_p = self._vector(_merge(data, "P_load[MW]"))
-        load_q = self._vector(_merge(data, "Q_load[MVAr]"))
+        load_p, load_q = self._load_p0.copy(), self._load_q0.copy()
+        load_p[self._load_pos] = building_p = self._vector(_merge(data, "P_load[MW]"))
+        load_q[self._load_pos] = self._vector(_merge(data, "Q_load[MVAr]"))
         sgen_b = self._vector(_merge(data, "P_pv[MW]")) + self._vector(_merge(data, "dP_base[MW]"))
         sgen = np.zeros(self._n_sgen)
         sgen[self._sgen_pos] = sgen_b
@@ -151,7 +157,7 @@ class DSOAgent(mosaik_api_v3.Simulator):
                 k = self._col[o["bid_id"]]
                 vol[k], price[k] = o["volume_mw"], o["price_eur_per_mwh"]
         self.lin.set_bid_volumes(vol, price)
-        fix = sgen_b - load_p
+        fix = sgen_b - building_p
         moved = np.inf if self._last_fix is None else float(np.abs(fix - self._last_fix).sum())
         new_day = frame == 0 or self.frame_days[frame] != self.frame_days[frame - 1]
         due = (frame - self._last_lin_frame >= self.cfg["relinearize_every"] or new_day
