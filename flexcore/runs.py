@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import platform
 import sys
 from importlib import metadata
@@ -49,10 +50,23 @@ def versions() -> dict[str, str]:
 
 
 def write_json(path: str | Path, data) -> Path:
+    """Strict JSON (RFC 8259): NaN and infinities become ``null``, NumPy values plain."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1, default=_default))
+    path.write_text(json.dumps(_finite(data), indent=1, default=_default, allow_nan=False))
     return path
+
+
+def _finite(data):
+    if isinstance(data, dict):
+        return {k: _finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite(v) for v in data]
+    if hasattr(data, "tolist") and not isinstance(data, (str, bytes)):  # NumPy values
+        return _finite(data.tolist())
+    if isinstance(data, float) and not math.isfinite(data):
+        return None
+    return data
 
 
 def drop_none(data):

@@ -8,7 +8,6 @@ writes the Parquet tables at the end (``frames``, ``bids``, ``setpoints``, ``vol
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import time as _time
@@ -17,6 +16,7 @@ from pathlib import Path
 import mosaik_api_v3
 import pandas as pd
 
+from flexcore.runs import write_json
 from simulators import STEP_S, meta_from_table
 
 FRAME_COLUMNS = (
@@ -224,7 +224,7 @@ def write_summary(run_dir: Path, frames: pd.DataFrame, summary: dict) -> None:
         for q, x in summary[k].items():
             flat[f"{k}_{q}"] = x
     pd.DataFrame([flat]).to_csv(run_dir / "summary.csv", index=False)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    write_json(run_dir / "summary.json", summary)
 
 
 def write_plots(run_dir: Path, frames: pd.DataFrame, cfg) -> list[Path]:

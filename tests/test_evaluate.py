@@ -194,3 +194,14 @@ def test_over_time_on_a_real_cosimulation_run(tmp_path):
     assert st["median"] == pytest.approx(df.vm_mae_pu.median(), rel=1e-12)
     assert ot["frames_with_violations"] == int((df.ac_violations > 0).sum()) == 0
     assert df.vm_mae_pu.max() <= 2.3e-5  # within the source's Table 1
+
+
+def test_write_json_is_strict_json(tmp_path):
+    """Run folders and reports hold strict JSON: NaN / inf become null (RFC 8259)."""
+    from flexcore.runs import write_json
+
+    path = write_json(tmp_path / "t.json", {"a": math.nan, "b": [1.0, np.inf, np.float64(2.5)],
+                                             "c": np.array([np.nan, 3.0]), "d": np.int64(4)})
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"a": None, "b": [1.0, None, 2.5], "c": [None, 3.0], "d": 4}
