@@ -21,6 +21,7 @@ import sys
 import pandas as pd
 import pytest
 
+from flexcore.fpu.base import FlexibilityUnit
 from scenarios.config import ConfigError, load_config, parse_config
 from scenarios.runner import apply_overrides, run_scenario
 
@@ -325,3 +326,32 @@ def test_out_of_service_load_first_in_the_table(tmp_path):
     assert (f["status"] == "optimal").all() and summary["ac_violation_frames"] == 0
     assert (f["vm_mae_pu"] <= TABLE1_VM_MAE).all()
     assert (f["loading_mae_percent"] <= TABLE1_LOADING_MAE).all()
+
+
+class CrashingUnit(FlexibilityUnit):
+    """Test-only plug-in (``test_scenario:CrashingUnit``): a fridge whose model fails at the
+    frame with index 3, to crash a run in the middle."""
+
+    def baseline_mw(self, frame):
+        if frame.index >= 3:
+            raise RuntimeError(f"unit model failed at frame {frame.index}")
+        return -1e-4
+
+    def feasible_range_mw(self, frame):
+        return 0.0, 1e-4
+
+    def advance(self, frame, power_mw):
+        pass
+
+
+def test_crash_mid_run_leaves_finished_frames_readable(cfg, tmp_path):
+    crash = dataclasses.replace(
+        cfg, slots=tuple(range(60, 66)), plots=False,
+        fpu=cfg.fpu + ({"name": "crashing", "class": "test_scenario:CrashingUnit",
+                        "building_types": ["school"], "penetration": 1.0},))
+    with pytest.raises(Exception, match="unit model failed at frame 3"):
+        run_scenario(crash, out=tmp_path / "crash")
+    run_dir = next((tmp_path / "crash").parent.glob("crash*"))
+    f = pd.read_csv(run_dir / "timeseries" / "frames.csv")
+    assert f["frame"].tolist()[:2] == [0, 1] and len(f) <= 3
+    assert (f["status"] == "optimal").all() and f["vm_mae_pu"].notna().all()
