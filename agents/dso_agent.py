@@ -99,7 +99,6 @@ class DSOAgent(mosaik_api_v3.Simulator):
         self._load_p0 = net.load["p_mw"].to_numpy(float).copy()
         self._load_q0 = net.load["q_mvar"].to_numpy(float).copy()
         self.dir = Path(run_dir)
-        (self.dir / "exchange").mkdir(parents=True, exist_ok=True)
         (self.dir / "dso").mkdir(parents=True, exist_ok=True)
         self.lin.keymap.save(self.dir / "dso" / "KEYMAP.json")  # private: for the validator
         self.frame_days = frame_days
