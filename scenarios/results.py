@@ -114,7 +114,7 @@ class Recorder(mosaik_api_v3.Simulator):
         if c.get("dispatched") and (pv or pl):
             self.predictions += self._prediction_rows(k, pv, pl, vm, ld)
         aa = r.get("all_active")
-        if aa:  # AC state with every offered bid fully activated (DSO report)
+        if aa:  # AC state with every bid in the request's direction active (DSO report)
             self.all_active_vm.append({"frame": k, **aa.get("Vm[pu]", {})})
             self.all_active_ld.append({"frame": k, **aa.get("loading[%]", {})})
         if self._bar is not None:
