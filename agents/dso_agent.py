@@ -41,7 +41,7 @@ import mosaik_api_v3
 import numpy as np
 
 from flexcore.dso import PointNotConverged
-from simulators import STEP_S, district_net, meta_from_table
+from simulators import STEP_S, FrameSimulator, district_net, meta_from_table
 
 ATTRS_IN = (
     ("P_load[MW]", "consumption per building"), ("Q_load[MVAr]", "reactive consumption"),
@@ -63,14 +63,10 @@ def _merge(inputs: dict, attr: str) -> dict:
     return out
 
 
-class DSOAgent(mosaik_api_v3.Simulator):
+class DSOAgent(FrameSimulator):
     def __init__(self) -> None:
         super().__init__(META)
         self.lin = None
-        self._out: dict = {}
-
-    def init(self, sid, time_resolution=1.0, **sim_params):
-        return self.meta
 
     def create(self, num, model, *, grid: str, catalog: list[dict], run_dir: str, seed: int,
                dso: dict, frame_days: list[str], exchange: str = "files"):
@@ -248,10 +244,6 @@ class DSOAgent(mosaik_api_v3.Simulator):
                 "Vm[pu]": {str(b): float(v) for b, v in zip(km.vm_pu.values(), vm)},
                 "loading[%]": {f"{e}:{i}": float(x)
                                for (e, i), x in zip(km.loading_percent.values(), lp)}}
-
-    def get_data(self, outputs):
-        return {eid: {a: self._out[a] for a in attrs if a in self._out}
-                for eid, attrs in outputs.items()}
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ import math
 import mosaik_api_v3
 import numpy as np
 
-from simulators import STEP_S, meta_from_table
+from simulators import STEP_S, FrameSimulator, meta_from_table
 
 ATTRS_IN = (("offers", "bids of the frame (no buses)"), ("from_dso", "package or verdict"))
 ATTRS_OUT = (
@@ -34,14 +34,10 @@ META = meta_from_table({"TSO": {
 }}, sim_type="event-based")  # event-based: every input triggers, outputs non-persistent
 
 
-class TSOAgent(mosaik_api_v3.Simulator):
+class TSOAgent(FrameSimulator):
     def __init__(self) -> None:
         super().__init__(META)
         self.request = None
-        self._out: dict = {}
-
-    def init(self, sid, time_resolution=1.0, **sim_params):
-        return self.meta
 
     def create(self, num, model, *, request_mw: list[float], objective: str = "abs_cost",
                mip_rel_gap: float = 1e-6):
@@ -118,10 +114,6 @@ class TSOAgent(mosaik_api_v3.Simulator):
             "predicted_vm_pu": r.predicted_vm_pu if dispatch else {},
             "predicted_loading_percent": r.predicted_loading_percent if dispatch else {},
         }
-
-    def get_data(self, outputs):
-        return {eid: {a: self._out[a] for a in attrs if a in self._out}
-                for eid, attrs in outputs.items()}
 
 
 def main() -> None:

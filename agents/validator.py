@@ -13,7 +13,7 @@ import math
 import mosaik_api_v3
 import numpy as np
 
-from simulators import meta_from_table
+from simulators import FrameSimulator, meta_from_table
 
 ATTRS_IN = (("Vm[pu]", "GridSim voltages"), ("loading[%]", "GridSim signed loadings"),
             ("converged", "GridSim converged"), ("clearing", "TSO frame record"))
@@ -31,14 +31,10 @@ def _stats(e: np.ndarray) -> tuple[float, float, float]:
     return float(np.mean(np.abs(e))), float(np.sqrt(np.mean(e ** 2))), float(np.max(np.abs(e)))
 
 
-class Validator(mosaik_api_v3.Simulator):
+class Validator(FrameSimulator):
     def __init__(self) -> None:
         super().__init__(META)
         self.keymap = None
-        self._out: dict = {}
-
-    def init(self, sid, time_resolution=1.0, **sim_params):
-        return self.meta
 
     def create(self, num, model, *, keymap: str, limits: dict):
         from flexcore.dso import KeyMap
@@ -76,10 +72,6 @@ class Validator(mosaik_api_v3.Simulator):
          acc["loading_max_err_percent"]) = _stats(el)
         self._out = {"accuracy": acc}
         return None
-
-    def get_data(self, outputs):
-        return {eid: {a: self._out[a] for a in attrs if a in self._out}
-                for eid, attrs in outputs.items()}
 
 
 def main() -> None:

@@ -13,11 +13,10 @@ import math
 import time as _time
 from pathlib import Path
 
-import mosaik_api_v3
 import pandas as pd
 
 from flexcore.runs import write_json
-from simulators import STEP_S, meta_from_table
+from simulators import STEP_S, FrameSimulator, meta_from_table
 
 FRAME_COLUMNS = (
     "frame", "day_type", "slot", "status", "dispatched", "request_mw", "delivered_mw", "cost_eur",
@@ -38,7 +37,7 @@ META = meta_from_table({"Recorder": {
 log = logging.getLogger("flexcosim.results")
 
 
-class Recorder(mosaik_api_v3.Simulator):
+class Recorder(FrameSimulator):
     def __init__(self) -> None:
         super().__init__(META)
         self._pending: dict[int, dict] = {}
@@ -51,9 +50,6 @@ class Recorder(mosaik_api_v3.Simulator):
         self.all_active_vm: list[dict] = []
         self.all_active_ld: list[dict] = []
         self._keymap = None
-
-    def init(self, sid, time_resolution=1.0, **sim_params):
-        return self.meta
 
     def create(self, num, model, *, run_dir: str, frames: list[list], progress: bool = False):
         self.run_dir = Path(run_dir)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import mosaik_api_v3
 import numpy as np
 
 STEP_S = 900
@@ -15,6 +16,23 @@ STEP_S = 900
 
 #: kWh per year per kW of a SimBench load's p_mw (documented assumption, see building_table)
 SIMBENCH_KWH_PER_KW = 1000.0
+
+
+class FrameSimulator(mosaik_api_v3.Simulator):
+    """Base of every flexcosim mosaik simulator: ``init`` returns the META given to the
+    constructor, ``get_data`` serves the requested attributes from ``self._out`` (what the
+    last ``step`` produced; attributes it did not produce are left out)."""
+
+    def __init__(self, meta: dict) -> None:
+        super().__init__(meta)
+        self._out: dict = {}
+
+    def init(self, sid, time_resolution=1.0, **sim_params):
+        return self.meta
+
+    def get_data(self, outputs):
+        return {eid: {a: self._out[a] for a in attrs if a in self._out}
+                for eid, attrs in outputs.items()}
 
 
 def meta_from_table(models: dict[str, dict[str, Any]], *, sim_type: str,

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import mosaik_api_v3
 
-from simulators import STEP_S, building_profiles, building_table, frames_of, meta_from_table
+from simulators import (STEP_S, FrameSimulator, building_profiles,
+                        building_table, frames_of, meta_from_table)
 
 ATTRS = (  # (attribute, meaning)
     ("P_load[MW]", "consumption per building (>= 0)"),
@@ -22,14 +23,10 @@ META = meta_from_table({"District": {
 }}, sim_type="time-based")
 
 
-class BuildingSim(mosaik_api_v3.Simulator):
+class BuildingSim(FrameSimulator):
     def __init__(self) -> None:
         super().__init__(META)
         self._data = None
-        self._out: dict = {}
-
-    def init(self, sid, time_resolution=1.0, **sim_params):
-        return self.meta
 
     def create(self, num, model, *, grid: str, buildings: str, seed: int,
                pv_penetration: float, day_types: list[str], slots: list[int]):
@@ -50,9 +47,6 @@ class BuildingSim(mosaik_api_v3.Simulator):
             "P_pv[MW]": dict(zip(self._ids, d.pv_p_mw[k].tolist())),
         }
         return time + STEP_S
-
-    def get_data(self, outputs):
-        return {eid: {a: self._out[a] for a in attrs} for eid, attrs in outputs.items()}
 
 
 def main() -> None:

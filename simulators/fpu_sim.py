@@ -20,7 +20,8 @@ from collections import defaultdict
 
 import mosaik_api_v3
 
-from simulators import STEP_S, building_profiles, building_table, frames_of, meta_from_table
+from simulators import (STEP_S, FrameSimulator, building_profiles,
+                        building_table, frames_of, meta_from_table)
 
 DIRECTIONS = ("up", "down")
 ATTRS_OUT = (
@@ -41,15 +42,11 @@ META = meta_from_table({"Fleet": {
 }}, sim_type="hybrid", extra_methods=("catalog",))
 
 
-class FPUSim(mosaik_api_v3.Simulator):
+class FPUSim(FrameSimulator):
     def __init__(self) -> None:
         super().__init__(META)
         self.units = None
-        self._out: dict = {}
         self._offered_at = -1
-
-    def init(self, sid, time_resolution=1.0, **sim_params):
-        return self.meta
 
     def create(self, num, model, *, grid: str, buildings: str, seed: int,
                pv_penetration: float, day_types: list[str], slots: list[int],
@@ -120,10 +117,6 @@ class FPUSim(mosaik_api_v3.Simulator):
             dp[u.building_id] += p - u.profile_mw(frame)
             u.step(frame)
         self._out = {"P[MW]": power, "dP[MW]": dict(dp), "clipped": clipped}
-
-    def get_data(self, outputs):
-        return {eid: {a: self._out[a] for a in attrs if a in self._out}
-                for eid, attrs in outputs.items()}
 
 
 def main() -> None:

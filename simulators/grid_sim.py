@@ -19,7 +19,7 @@ import mosaik_api_v3
 import numpy as np
 
 from flexcore.dso import PF_OPTIONS, RECYCLE
-from simulators import STEP_S, district_net, meta_from_table
+from simulators import STEP_S, FrameSimulator, district_net, meta_from_table
 
 ATTRS_IN = (
     ("P_load[MW]", "consumption per building"),
@@ -42,14 +42,10 @@ META = meta_from_table({"Grid": {
 }}, sim_type="event-based")  # event-based: every input triggers, outputs non-persistent
 
 
-class GridSim(mosaik_api_v3.Simulator):
+class GridSim(FrameSimulator):
     def __init__(self) -> None:
         super().__init__(META)
         self.net = None
-        self._out: dict = {}
-
-    def init(self, sid, time_resolution=1.0, **sim_params):
-        return self.meta
 
     def create(self, num, model, *, grid: str, extra_load: list | None = None):
         if num != 1 or self.net is not None:
@@ -115,10 +111,6 @@ class GridSim(mosaik_api_v3.Simulator):
             self._out = {"Vm[pu]": {}, "loading[%]": {}, "P_slack[MW]": math.nan,
                          "P_loss[MW]": math.nan, "converged": False, "pf_time[s]": dt}
         return None
-
-    def get_data(self, outputs):
-        return {eid: {a: self._out[a] for a in attrs if a in self._out}
-                for eid, attrs in outputs.items()}
 
 
 def main() -> None:
