@@ -27,7 +27,7 @@ avoided. The request comes with the TSO's clearing message; it is the TSO's to s
 
 Safety: a clearing violating an AC limit after the last round gets status ``unsafe`` and
 is not dispatched unless ``dispatch_unsafe`` is set (then it is dispatched and flagged).
-Packages cross as folder paths (flexcore.package format: npz + JSON manifest with a
+Packages cross as folder paths (flexcore.exchange.package format: npz + JSON manifest with a
 SHA-256, never pickles) when ``exchange="files"`` (required with separate processes), or as
 the SensitivityPackage object itself in one process (``"memory"``: no file round trip).
 Either way the TSO gets only numbers and opaque keys.
@@ -40,8 +40,9 @@ from pathlib import Path
 import mosaik_api_v3
 import numpy as np
 
-from flexcore.dso import PointNotConverged
-from simulators import STEP_S, FrameSimulator, district_net, meta_from_table
+from flexcore.dso.linearizer import PointNotConverged
+from flexcore.grid.district_grid import district_net
+from simulators import STEP_S, FrameSimulator, meta_from_table
 
 ATTRS_IN = (
     ("P_load[MW]", "consumption per building"), ("Q_load[MVAr]", "reactive consumption"),
@@ -72,9 +73,9 @@ class DSOAgent(FrameSimulator):
                dso: dict, frame_days: list[str], exchange: str = "files"):
         if num != 1 or self.lin is not None:
             raise ValueError("DSOAgent holds exactly one DSO entity")
-        from flexcore.bids import BidTable
-        from flexcore.dso import Linearizer
-        from flexcore.package import Limits
+        from flexcore.exchange.bids import BidTable
+        from flexcore.dso.linearizer import Linearizer
+        from flexcore.exchange.package import Limits
 
         net, ids, load_idx, sgen_idx = district_net(grid)
         self._pos = {b: k for k, b in enumerate(ids)}
@@ -118,7 +119,7 @@ class DSOAgent(FrameSimulator):
         msg = {"kind": "package", "frame": frame, "round": round_}
         if self.exchange == "memory":
             return msg | {"package": package}
-        from flexcore.package import save_package
+        from flexcore.exchange.package import save_package
 
         path = self.dir / "exchange" / f"r{round_}"
         save_package(package, path)

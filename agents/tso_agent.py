@@ -1,8 +1,8 @@
 """TSOAgent: clears the balancing request against the DSO's sensitivity package.
 
-Privacy boundary: this module imports no pandapower and nothing from flexcore.grids /
+Privacy boundary: this module imports no pandapower and nothing from flexcore.grid.grids /
 gridgen / dso / sensitivity / ppinternals (a test checks ``sys.modules``). It sees only
-sensitivity packages (a folder in flexcore.package format, or in one process the
+sensitivity packages (a folder in flexcore.exchange.package format, or in one process the
 SensitivityPackage object) and bids without buses (plain dicts).
 
 Per frame (see agents.dso_agent for the whole sequence): on ``{kind: package}`` it takes
@@ -63,9 +63,9 @@ class TSOAgent(FrameSimulator):
         return None
 
     def _clear(self, frame: int, msg: dict) -> None:
-        from flexcore.bids import BidTable
+        from flexcore.exchange.bids import BidTable
         from flexcore.market import clear
-        from flexcore.package import load_package
+        from flexcore.exchange.package import load_package
 
         package = msg["package"] if "package" in msg else load_package(msg["path"])
         cols = package.columns

@@ -37,7 +37,7 @@ class Validator(FrameSimulator):
         self.keymap = None
 
     def create(self, num, model, *, keymap: str, limits: dict):
-        from flexcore.dso import KeyMap
+        from flexcore.dso.linearizer import KeyMap
 
         self.keymap = KeyMap.load(keymap)
         self._vm_key = {k: str(b) for k, b in self.keymap.vm_pu.items()}

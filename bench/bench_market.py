@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from flexcore.bids import BidTable
+from flexcore.exchange.bids import BidTable
 from flexcore.market import clear
-from flexcore.package import PointInfo, SensitivityPackage
+from flexcore.exchange.package import PointInfo, SensitivityPackage
 
 
 def synthetic_package(n_bids: int = 241, n_buses: int = 480, m: int = 3, seed: int = 0

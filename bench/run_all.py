@@ -20,13 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from flexcore import grids, runs
-from flexcore.bidgen import synthetic_bids
-from flexcore.district import load_building_table
-from flexcore.dso import Linearizer
+from flexcore import runs
+from flexcore.grid import grids
+from flexcore.study.bidgen import synthetic_bids
+from flexcore.district.buildings import load_building_table
+from flexcore.dso.linearizer import Linearizer
 from flexcore.market import clear
-from flexcore.package import save_package, screen
-from flexcore.sensitivity import finite_differences
+from flexcore.exchange.package import save_package, screen
+from flexcore.grid.sensitivity import finite_differences
 
 OUT = Path("results") / "benchmarks"
 REQUEST_MW = 1.8

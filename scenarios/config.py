@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flexcore.daytypes import DAY_TYPES, frames_per_day
+from flexcore.district.daytypes import DAY_TYPES, frames_per_day
 
 
 class ConfigError(ValueError):

@@ -120,7 +120,7 @@ class Recorder(FrameSimulator):
         """The TSO's predictions next to the AC result, keys mapped through the DSO's
         KeyMap (``dso/KEYMAP.json``, written at the DSO agent's create, loaded once here)."""
         if self._keymap is None:
-            from flexcore.dso import KeyMap
+            from flexcore.dso.linearizer import KeyMap
 
             self._keymap = KeyMap.load(self.run_dir / "dso" / "KEYMAP.json")
         km, nan = self._keymap, math.nan
@@ -279,8 +279,8 @@ def _set_state(net, vm: pd.Series, ld: pd.Series) -> None:
 def grid_state_plots(run_dir: Path, frames: pd.DataFrame, *, grid: str) -> list[Path]:
     """The grid's AC state (from the stored time series) at the frame with the highest
     branch loading and at the dispatched frame with the largest request (Figure 6 style)."""
-    from flexcore.grids import load_grid
-    from flexcore.plotting import plot_grid
+    from flexcore.grid.grids import load_grid
+    from flexcore.study.plotting import plot_grid
 
     ts = Path(run_dir) / "timeseries"
     vm = pd.read_parquet(ts / "voltages.parquet").set_index("frame")
@@ -329,8 +329,8 @@ def critical_frame_plots(run_dir: Path, frames: pd.DataFrame, cfg, *, n: int = 2
     with the error per element in a lower panel."""
     import numpy as np
 
-    from flexcore.grids import load_grid
-    from flexcore.plotting import plot_grid, plot_pf_vs_prediction
+    from flexcore.grid.grids import load_grid
+    from flexcore.study.plotting import plot_grid, plot_pf_vs_prediction
 
     run_dir = Path(run_dir)
     ts, out = run_dir / "timeseries", run_dir / "plots"

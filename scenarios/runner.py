@@ -13,7 +13,7 @@ from scenarios.config import ConfigError, ScenarioConfig, load_config, parse_slo
 def apply_overrides(cfg: ScenarioConfig, *, day_types: str | None = None,
                     frames: str | None = None) -> ScenarioConfig:
     """``--day-types a,b`` and ``--frames 64-80|68,72`` (slots within a day)."""
-    from flexcore.daytypes import DAY_TYPES, frames_per_day
+    from flexcore.district.daytypes import DAY_TYPES, frames_per_day
 
     changes = {}
     if day_types:
@@ -58,7 +58,7 @@ def scenario_document(cfg: ScenarioConfig) -> dict:
     written as ``default_mw`` plus one ``[[request.window]]`` per run of equal other values."""
     import warnings
 
-    from flexcore.daytypes import frames_per_day
+    from flexcore.district.daytypes import frames_per_day
 
     new = sorted({f.name for f in dataclasses.fields(cfg)} - DOCUMENTED_FIELDS)
     if new:  # a config field added without a line here: the TOML would not reproduce it

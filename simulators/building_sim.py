@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import mosaik_api_v3
 
-from simulators import (STEP_S, FrameSimulator, building_profiles,
-                        building_table, frames_of, meta_from_table)
+from flexcore.grid.district_grid import building_table
+from simulators import STEP_S, FrameSimulator, building_profiles, frames_of, meta_from_table
 
 ATTRS = (  # (attribute, meaning)
     ("P_load[MW]", "consumption per building (>= 0)"),

@@ -20,8 +20,8 @@ from collections import defaultdict
 
 import mosaik_api_v3
 
-from simulators import (STEP_S, FrameSimulator, building_profiles,
-                        building_table, frames_of, meta_from_table)
+from flexcore.grid.district_grid import building_table
+from simulators import STEP_S, FrameSimulator, building_profiles, frames_of, meta_from_table
 
 DIRECTIONS = ("up", "down")
 ATTRS_OUT = (

@@ -18,8 +18,9 @@ import math
 import mosaik_api_v3
 import numpy as np
 
-from flexcore.dso import PF_OPTIONS, RECYCLE
-from simulators import STEP_S, FrameSimulator, district_net, meta_from_table
+from flexcore.dso.linearizer import PF_OPTIONS, RECYCLE
+from flexcore.grid.district_grid import district_net
+from simulators import STEP_S, FrameSimulator, meta_from_table
 
 ATTRS_IN = (
     ("P_load[MW]", "consumption per building"),
@@ -84,7 +85,7 @@ class GridSim(FrameSimulator):
 
         import pandapower as pp
 
-        from flexcore.sensitivity import signed_results
+        from flexcore.grid.sensitivity import signed_results
 
         data = inputs.get("Grid", {})
         self.set_injections(load_p=self._vector(data, "P_load[MW]"),

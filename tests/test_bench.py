@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_bench_quick_writes_every_result():
     out = ROOT / "results" / "benchmarks"
-    subprocess.run([sys.executable, "-m", "flexcore.cli", "bench", "--quick"], cwd=ROOT,
+    subprocess.run([sys.executable, "-m", "scenarios.cli", "bench", "--quick"], cwd=ROOT,
                    check=True)
     sens = json.loads((out / "sensitivities.json").read_text())
     assert sens["fd_vs_jacobian_max_abs_vtdf_diff_pu_per_mw"] < 1e-3

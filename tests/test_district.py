@@ -12,10 +12,11 @@ import pandapower as pp
 import pandapower.toolbox as tb
 import pytest
 
-from flexcore import district, grids
-from flexcore.bidgen import synthetic_bids
-from flexcore.cli import main as cli_main
-from flexcore.gridgen import GridOptions, build_grid
+from flexcore.district import buildings as district
+from flexcore.grid import grids
+from flexcore.study.bidgen import synthetic_bids
+from scenarios.cli import main as cli_main
+from flexcore.grid.gridgen import GridOptions, build_grid
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +147,6 @@ def test_cli_grid_build_and_info(tmp_path, capsys):
 
 
 def test_flexcore_never_imports_mosaik():
-    code = ("import sys, flexcore, flexcore.dso, flexcore.market, flexcore.profiles, "
-            "flexcore.fpu.assign, flexcore.cli; assert 'mosaik' not in sys.modules, 'mosaik'")
+    code = ("import sys, flexcore, flexcore.dso.linearizer, flexcore.market, flexcore.district.profiles, "
+            "flexcore.fpu.assign, scenarios.cli; assert 'mosaik' not in sys.modules, 'mosaik'")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flexcore.evaluate import (ERROR_KEYS, EvalOptions, evaluate, match_columns, over_time,
+from scenarios.evaluate import (ERROR_KEYS, EvalOptions, evaluate, match_columns, over_time,
                                over_time_stats)
 
 DAY_TYPES = ("winter_workday", "summer_sunday", "transition_saturday")
@@ -65,11 +65,11 @@ def test_quick_writes_report_tables_and_figures(quick):
 
 
 def test_table1_equals_direct_recomputation(quick):
-    from flexcore.bidgen import synthetic_bids
-    from flexcore.coordination import coordinate
-    from flexcore.district import load_building_table
-    from flexcore.dso import Linearizer
-    from flexcore.grids import load_grid
+    from flexcore.study.bidgen import synthetic_bids
+    from flexcore.study.coordination import coordinate
+    from flexcore.district.buildings import load_building_table
+    from flexcore.dso.linearizer import Linearizer
+    from flexcore.grid.grids import load_grid
 
     res, _ = quick
     tables = json.loads((res.run_dir / "tables.json").read_text())

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flexcore.daytypes import make_frames
+from flexcore.district.daytypes import make_frames
 from flexcore.fpu import FlexibilityUnit, RegistryError, UnitContext, load_unit_class, parse_fpu_config
 from flexcore.fpu.assign import assign_units
 from flexcore.fpu.battery import HomeBattery
@@ -208,7 +208,7 @@ def test_registry_errors():
     with pytest.raises(RegistryError, match="NoClass"):
         load_unit_class("flexcore.fpu.battery:NoClass")
     with pytest.raises(RegistryError, match="not a FlexibilityUnit"):
-        load_unit_class("flexcore.daytypes:Frame")
+        load_unit_class("flexcore.district.daytypes:Frame")
     with pytest.raises(RegistryError, match="penetration"):
         parse_fpu_config({"fpu": [{"class": "ev", "building_types": ["duplex"], "penetration": 2}]})
     (spec,) = parse_fpu_config({"fpu": [{"class": "battery", "building_types": ["duplex"],
@@ -218,8 +218,8 @@ def test_registry_errors():
 
 
 def test_default_assignment_on_district():
-    from flexcore.district import make_bergwald
-    from flexcore.profiles import BuildingProfiles
+    from flexcore.district.buildings import make_bergwald
+    from flexcore.district.profiles import BuildingProfiles
 
     table = make_bergwald()[0]
     profiles = BuildingProfiles.from_table(table, seed=0)

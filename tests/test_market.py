@@ -9,10 +9,10 @@ import sys
 import numpy as np
 import pytest
 
-from flexcore.bids import BidTable
+from flexcore.exchange.bids import BidTable
 from flexcore.market import (ClearingError, ClearingFileError, clear, prepare, read_clearing,
                              write_clearing)
-from flexcore.package import PointInfo, SensitivityPackage
+from flexcore.exchange.package import PointInfo, SensitivityPackage
 
 SOLVERS = [("direct", "regions"), ("direct", "milp"), ("pyomo", "auto")]
 

@@ -10,10 +10,10 @@ import shutil
 import numpy as np
 import pytest
 
-from flexcore import grids
-from flexcore.bids import BidError, BidTable, read_bids, write_bids
-from flexcore.dso import KeyMap, Linearizer
-from flexcore.package import (ARRAY_NAMES, PackageError, load_package, save_package, screen)
+from flexcore.grid import grids
+from flexcore.exchange.bids import BidError, BidTable, read_bids, write_bids
+from flexcore.dso.linearizer import KeyMap, Linearizer
+from flexcore.exchange.package import (ARRAY_NAMES, PackageError, load_package, save_package, screen)
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,13 @@ import numpy as np
 import pandapower as pp
 import pytest
 
-from flexcore import grids
-from flexcore.bidgen import synthetic_bids
-from flexcore.bids import write_bids
-from flexcore.cli import main as cli_main
-from flexcore.coordination import coordinate
-from flexcore.district import load_building_table
-from flexcore.dso import Linearizer
+from flexcore.grid import grids
+from flexcore.study.bidgen import synthetic_bids
+from flexcore.exchange.bids import write_bids
+from scenarios.cli import main as cli_main
+from flexcore.study.coordination import coordinate
+from flexcore.district.buildings import load_building_table
+from flexcore.dso.linearizer import Linearizer
 from flexcore.market import read_clearing
 
 REQUEST_MW = 1.8
@@ -121,7 +121,7 @@ def test_cli_file_exchange_between_dso_and_tso(setup, tmp_path, capsys):
 def test_infeasible_request_on_the_cli_gives_a_diagnosis(setup, tmp_path, capsys):
     net, bids, lin = setup
     write_bids(bids, tmp_path / "BIDS.csv")
-    from flexcore.package import save_package
+    from flexcore.exchange.package import save_package
 
     save_package(lin.linearize((0.0, 1.0)).package, tmp_path / "pkg")
     code = cli_main(["tso", "clear", "--package", str(tmp_path / "pkg"), "--bids",
@@ -135,7 +135,7 @@ def test_infeasible_request_on_the_cli_gives_a_diagnosis(setup, tmp_path, capsys
 
 
 def test_tso_side_never_imports_the_grid_model():
-    code = ("import sys, flexcore.market, flexcore.package, flexcore.bids; "
-            "bad = [m for m in ('pandapower', 'flexcore.grids', 'flexcore.dso', 'mosaik') "
+    code = ("import sys, flexcore.market, flexcore.exchange.package, flexcore.exchange.bids; "
+            "bad = [m for m in ('pandapower', 'flexcore.grid.grids', 'flexcore.dso.linearizer', 'mosaik') "
             "if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flexcore.daytypes import DAY_TYPES, REPRESENTATIVE_DATES, day_type_of, make_frames
-from flexcore.profiles import BuildingProfiles
-from flexcore.weather import load_try, weather_at_resolution
+from flexcore.district.daytypes import DAY_TYPES, REPRESENTATIVE_DATES, day_type_of, make_frames
+from flexcore.district.profiles import BuildingProfiles
+from flexcore.district.weather import load_try, weather_at_resolution
 
 TYPES = ["single_house", "single_house", "duplex", "apartment_tower", "school",
          "community_centre", "shop"]
@@ -69,7 +69,7 @@ def test_day_types_follow_bdew(profiles):
     assert work[40:64].mean() > 5 * sunday[40:64].mean()     # G1: ~0 at the weekend
     assert work[40:64].mean() > 3 * work[:20].mean()         # daytime >> night
     # H0 shape (the type's base profile, without the per-building noise)
-    from flexcore.profiles import slp_year
+    from flexcore.district.profiles import slp_year
     h0 = slp_year(2010)["h0"]
     wd = h0.loc["2010-01-20"].to_numpy()[:48]
     su = h0.loc["2010-01-24"].to_numpy()[:48]
@@ -109,7 +109,7 @@ def test_variation_reproducible_and_individual(profiles):
 
 
 def test_district_timing():
-    district = pytest.importorskip("flexcore.district")
+    district = pytest.importorskip("flexcore.district.buildings")
     try:
         table = district.load_building_table()
     except FileNotFoundError:

@@ -108,8 +108,8 @@ def test_malformed_toml_names_the_key(tmp_path):
 
 def test_tso_agent_imports_no_grid_code():
     code = ("import sys, agents.tso_agent; bad = [m for m in sys.modules if m == 'pandapower' "
-            "or m.startswith(('flexcore.grids', 'flexcore.gridgen', 'flexcore.dso', "
-            "'flexcore.sensitivity', 'flexcore.ppinternals'))]; print(bad); assert not bad")
+            "or m.startswith(('flexcore.grid.grids', 'flexcore.grid.gridgen', 'flexcore.dso.linearizer', "
+            "'flexcore.grid.sensitivity', 'flexcore.grid.ppinternals'))]; print(bad); assert not bad")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -167,7 +167,7 @@ def test_run_folder_figures_predictions_and_toml_config(cfg, run_a):
 def test_recorder_stores_predictions_and_all_active(tmp_path):
     """Recorder with hand-made inputs: predictions mapped through KEYMAP.json (signed
     loadings), all-active state only in frames whose report has it, empty tables otherwise."""
-    from flexcore.dso import KeyMap
+    from flexcore.dso.linearizer import KeyMap
     from scenarios.results import Recorder
     from simulators import STEP_S
 
@@ -311,7 +311,7 @@ def test_out_of_service_load_first_in_the_table(tmp_path):
     DSO agent and grid simulator must map the buildings by index, not by position."""
     import pandapower as pp
 
-    from flexcore.grids import load_grid
+    from flexcore.grid.grids import load_grid
 
     net = load_grid(load_config("scenarios/simbench.toml").grid)
     pp.create_load(net, int(net.load.bus.iloc[0]), p_mw=0.05, name="retired", in_service=False)

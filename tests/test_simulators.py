@@ -7,7 +7,8 @@ import numpy as np
 import pandapower as pp
 
 from agents import dso_agent, tso_agent, validator
-from simulators import building_sim, district_net, fpu_sim, grid_sim
+from flexcore.grid.district_grid import district_net
+from simulators import building_sim, fpu_sim, grid_sim
 
 UNIT = re.compile(r"\[(MW|MVAr|pu|%|s)\]$")
 PHYSICAL = ("P_", "Q_", "Vm", "loading", "dP", "setpoint", "P[")

@@ -54,7 +54,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from ..daytypes import Frame
+from flexcore.district.daytypes import Frame
 
 MIN_OFFER_MW = 1e-6  # 1 W: smaller volumes are not offered
 _TOL_MW = 1e-9
@@ -89,7 +89,7 @@ def _zero(frame: Frame) -> float:
 
 
 def _default_temperature(frame: Frame) -> float:
-    from ..weather import temperature_c
+    from flexcore.district.weather import temperature_c
 
     return temperature_c(frame.start, frame.duration_h)
 

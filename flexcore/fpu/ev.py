@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..daytypes import Frame
+from flexcore.district.daytypes import Frame
 from .base import FlexibilityUnit, UnitContext
 
 _EPS = 1e-9

@@ -5,7 +5,7 @@ from typing import Any
 
 import numpy as np
 
-from ..daytypes import Frame
+from flexcore.district.daytypes import Frame
 from .base import FlexibilityUnit, UnitContext
 
 

@@ -12,12 +12,12 @@ from typing import Callable
 
 import numpy as np
 
-from ..bids import BidTable
-from ..package import SensitivityPackage
-from .diagnose import base_violations, diagnose
-from .direct import (METHODS, OBJECTIVES, align_bids, make_result, prepare, solve_direct,
+from flexcore.exchange.bids import BidTable
+from flexcore.exchange.package import SensitivityPackage
+from flexcore.market.diagnose import base_violations, diagnose
+from flexcore.market.direct import (METHODS, OBJECTIVES, align_bids, make_result, prepare, solve_direct,
                      zero_activation_point)
-from .result import (ClearingError, ClearingFileError, ClearingResult, Diagnosis, read_clearing,
+from flexcore.exchange.clearing import (ClearingError, ClearingFileError, ClearingResult, Diagnosis, read_clearing,
                      write_clearing)
 
 BACKENDS = ("direct", "pyomo")
@@ -83,7 +83,7 @@ def clear(package: SensitivityPackage, bids: BidTable, request_mw: float, *,
         result = solve_direct(p, method=method, mip_rel_gap=mip_rel_gap,
                               time_limit_s=time_limit_s, warm_start=warm_start)
     else:
-        from .model import build_from_prepared, extract_solution, solve_pyomo_model
+        from flexcore.market.model import build_from_prepared, extract_solution, solve_pyomo_model
 
         t1 = time.perf_counter()
         model = build_from_prepared(p)

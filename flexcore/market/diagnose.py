@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .direct import Prepared, region_program, solve_highs
-from .result import Diagnosis
+from flexcore.market.direct import Prepared, region_program, solve_highs
+from flexcore.exchange.clearing import Diagnosis
 
 _BIND_TOL = 1e-6
 

@@ -28,9 +28,9 @@ import highspy
 import numpy as np
 import scipy.sparse as sp
 
-from ..bids import BidTable
-from ..package import SensitivityPackage
-from .result import ClearingError, ClearingResult
+from flexcore.exchange.bids import BidTable
+from flexcore.exchange.package import SensitivityPackage
+from flexcore.exchange.clearing import ClearingError, ClearingResult
 
 OBJECTIVES = ("abs_cost", "signed_cost", "abs_cost_proximity")
 METHODS = ("auto", "regions", "milp")

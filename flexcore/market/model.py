@@ -25,10 +25,10 @@ from pyomo.contrib.solver.common.results import SolutionStatus, TerminationCondi
 from pyomo.contrib.solver.solvers.highs import Highs
 from pyomo.core.expr import LinearExpression
 
-from ..bids import BidTable
-from ..package import SensitivityPackage
-from .direct import Prepared, make_result, prepare
-from .result import ClearingResult
+from flexcore.exchange.bids import BidTable
+from flexcore.exchange.package import SensitivityPackage
+from flexcore.market.direct import Prepared, make_result, prepare
+from flexcore.exchange.clearing import ClearingResult
 
 
 def _lin(coefs: np.ndarray, variables: list) -> LinearExpression:

@@ -44,8 +44,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .daytypes import REFERENCE_YEAR, Frame, holidays_bw
-from .weather import ALTITUDE_M, LATITUDE, LONGITUDE, TIMEZONE, weather_at_resolution
+from flexcore.district.daytypes import REFERENCE_YEAR, Frame, holidays_bw
+from flexcore.district.weather import ALTITUDE_M, LATITUDE, LONGITUDE, TIMEZONE, weather_at_resolution
 
 STEPS_PER_HOUR = 4
 STEP_H = 0.25
@@ -239,7 +239,7 @@ class BuildingProfiles:
         pv_penetration: float = 1.0,
         year: int = REFERENCE_YEAR,
     ) -> "BuildingProfiles":
-        """Compute the year for every building of ``table`` (columns as in flexcore.district).
+        """Compute the year for every building of ``table`` (columns as in flexcore.district.buildings).
 
         ``pv_penetration`` (0..1) is the seeded share of buildings with PV; a boolean
         column ``has_pv`` in the table overrides it.

@@ -7,7 +7,7 @@ Writes a new run folder with ``report.md``, ``tables.json`` (every number of the
 1. one frame as in the source (Bergwald, P_E = 1.8 MW, points 0 / 0.5 / 1, seeded bids):
    Figures 5-8 and Table 1 for the fixed points and after refinement rounds;
 2. the error against the linearisation: m = 1, 3, 5, 9 points x 0-3 refinement rounds,
-   and the DC-PTDF / LinDistFlow baseline (:mod:`flexcore.baselines`);
+   and the DC-PTDF / LinDistFlow baseline (:mod:`flexcore.study.baselines`);
 3. over time: the per-frame error and AC-violation distribution of a co-simulation run
    (``<run>/timeseries/frames.parquet`` or ``frames.csv``; columns matched loosely, see
    :data:`FRAME_COLUMNS`);
@@ -75,10 +75,10 @@ class EvaluationResult:
 # --------------------------------------------------------------------------- setup
 def setup(options: EvalOptions):
     """(net, bids, Linearizer) of the single-frame study."""
-    from flexcore.bidgen import synthetic_bids
-    from flexcore.district import load_building_table
-    from flexcore.dso import Linearizer
-    from flexcore.grids import BERGWALD, load_grid
+    from flexcore.study.bidgen import synthetic_bids
+    from flexcore.district.buildings import load_building_table
+    from flexcore.dso.linearizer import Linearizer
+    from flexcore.grid.grids import BERGWALD, load_grid
 
     net = load_grid(options.grid)
     table = load_building_table() if options.grid.lower() == BERGWALD else None
@@ -93,9 +93,9 @@ def _errors(obj) -> dict:
 # --------------------------------------------------------------------------- section 1
 def single_frame(lin, bids, options: EvalOptions, fig_dir: Path) -> dict:
     """Table 1 (fixed points = round 0; after refinement = last round) and Figures 5-8."""
-    from flexcore.coordination import coordinate
+    from flexcore.study.coordination import coordinate
     from flexcore.market import clear
-    from flexcore.plotting import plot_grid
+    from flexcore.study.plotting import plot_grid
 
     t0 = time.perf_counter()
     res = coordinate(lin, bids, options.request_mw, fractions=options.fractions,
@@ -136,7 +136,7 @@ def single_frame(lin, bids, options: EvalOptions, fig_dir: Path) -> dict:
 
 
 def _critical_figures(lin, clearing, rep, fig_dir: Path, tag: str, n: int) -> dict:
-    from flexcore.plotting import plot_pf_vs_prediction
+    from flexcore.study.plotting import plot_pf_vs_prediction
 
     lim = lin.limits
     vk = list(rep.ac_vm_pu)
@@ -165,7 +165,7 @@ def _critical_figures(lin, clearing, rep, fig_dir: Path, tag: str, n: int) -> di
 def _round_rows(lin, bids, request_mw: float, package, *, rounds: int, t_dso: float,
                 label: str) -> list[dict]:
     """Clear, validate and refine ``rounds`` times (no early stop); cumulative times."""
-    from flexcore.dso import PointNotConverged
+    from flexcore.dso.linearizer import PointNotConverged
     from flexcore.market import clear
 
     rows, t_tso, tso_bids = [], 0.0, bids.without_bus()
@@ -198,7 +198,7 @@ def _round_rows(lin, bids, request_mw: float, package, *, rounds: int, t_dso: fl
 
 def linearisation_study(lin, bids, options: EvalOptions) -> dict:
     """Error, cost and time for m points x refinement rounds, and the DC baseline."""
-    from flexcore.baselines import dc_package
+    from flexcore.study.baselines import dc_package
 
     rows = []
     for m in options.m_values:
@@ -228,7 +228,7 @@ def linearisation_study(lin, bids, options: EvalOptions) -> dict:
 
 
 def _refined_dispatch(lin, bids, options: EvalOptions) -> np.ndarray:
-    from flexcore.coordination import coordinate
+    from flexcore.study.coordination import coordinate
 
     res = coordinate(lin, bids, options.request_mw, fractions=options.fractions,
                      max_rounds=options.rounds)
@@ -340,7 +340,7 @@ def over_time(*, run_dir=None, scenario=None, eval_dir: Path, quick: bool = Fals
         if not runner.is_file():
             return {"available": False, "reason": "scenarios/runner.py not found"}
         cosim = eval_dir / "cosim"
-        cmd = [sys.executable, "-m", "flexcore.cli", "run", str(scenario), "--out", str(cosim),
+        cmd = [sys.executable, "-m", "scenarios.cli", "run", str(scenario), "--out", str(cosim),
                "--quiet"]
         if quick:
             cmd += ["--day-types", "winter_workday", "--frames", "68-72"]
@@ -360,8 +360,8 @@ def over_time(*, run_dir=None, scenario=None, eval_dir: Path, quick: bool = Fals
 # --------------------------------------------------------------------------- section 4
 def optimality(lin, bids, options: EvalOptions) -> list[dict]:
     """MILP with refinement vs SLP vs AC OPF at each load level, side by side."""
-    from flexcore.baselines import ac_check, ac_opf, slp
-    from flexcore.coordination import coordinate
+    from flexcore.study.baselines import ac_check, ac_opf, slp
+    from flexcore.study.coordination import coordinate
 
     p0 = lin.net.load.p_mw.to_numpy(float).copy()
     q0 = lin.net.load.q_mvar.to_numpy(float).copy()

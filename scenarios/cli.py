@@ -132,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
 def _grid_build(args) -> int:
     import pandapower as pp
 
-    from flexcore import grids
-    from flexcore.gridgen import GridOptions
+    from flexcore.grid import grids
+    from flexcore.grid.gridgen import GridOptions
 
     opts = GridOptions() if args.substations is None else GridOptions(n_substations=args.substations)
     if args.simbench:
@@ -151,8 +151,10 @@ def _grid_build(args) -> int:
 
 
 def _grid_info(args) -> int:
-    from flexcore import district, grids, runs
-    from flexcore.plotting import plot_grid
+    from flexcore import runs
+    from flexcore.district import buildings as district
+    from flexcore.grid import grids
+    from flexcore.study.plotting import plot_grid
 
     net = grids.load_grid(args.grid)
     table = district.load_building_table() if str(args.grid).lower() == grids.BERGWALD else None
@@ -167,7 +169,7 @@ def _grid_info(args) -> int:
 
 # --------------------------------------------------------------------------- dso / tso
 def _dso_linearize(args) -> int:
-    from flexcore import dso
+    from flexcore.dso import linearizer as dso
 
     report = dso.linearize_cli(grid=args.grid, bids=args.bids, points=args.points,
                                screen=args.screen, out=args.out)
@@ -176,7 +178,7 @@ def _dso_linearize(args) -> int:
 
 
 def _dso_validate(args) -> int:
-    from flexcore import dso
+    from flexcore.dso import linearizer as dso
 
     report = dso.validate_cli(grid=args.grid, bids=args.bids, clearing=args.clearing,
                               keymap=args.keymap, out=args.out)
@@ -185,7 +187,7 @@ def _dso_validate(args) -> int:
 
 
 def _dso_refine(args) -> int:
-    from flexcore import dso
+    from flexcore.dso import linearizer as dso
 
     report = dso.refine_cli(grid=args.grid, bids=args.bids, package=args.package,
                             clearing=args.clearing, keymap=args.keymap, out=args.out)
@@ -194,9 +196,9 @@ def _dso_refine(args) -> int:
 
 
 def _tso_clear(args) -> int:
-    from flexcore.bids import read_bids
+    from flexcore.exchange.bids import read_bids
     from flexcore.market import clear, write_clearing
-    from flexcore.package import load_package
+    from flexcore.exchange.package import load_package
 
     package = load_package(args.package)
     bids = read_bids(args.bids).without_bus()
@@ -219,7 +221,7 @@ def _run(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from flexcore.evaluate import evaluate_cli
+    from scenarios.evaluate import evaluate_cli
 
     return evaluate_cli(args)
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandapower as pp
 
-from flexcore import ppinternals, sensitivity
-from flexcore.bids import BidTable, read_bids
-from flexcore.package import (Limits, PointInfo, SensitivityPackage, load_package,
+from flexcore.grid import ppinternals, sensitivity
+from flexcore.exchange.bids import BidTable, read_bids
+from flexcore.exchange.package import (Limits, PointInfo, SensitivityPackage, load_package,
                               save_package, screen)
 
 FLEX_SGEN_NAME = "flexcosim activation"
@@ -441,7 +441,7 @@ class ValidationReport:
 
 # --------------------------------------------------------------------------- CLI glue
 def _load_grid(path):
-    from flexcore.grids import load_grid
+    from flexcore.grid.grids import load_grid
 
     return load_grid(path)
 

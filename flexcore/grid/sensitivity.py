@@ -17,8 +17,8 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from flexcore import ppinternals
-from flexcore.ppinternals import PowerFlowState
+from flexcore.grid import ppinternals
+from flexcore.grid.ppinternals import PowerFlowState
 
 
 @dataclass(frozen=True)

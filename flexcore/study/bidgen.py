@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from flexcore.bids import BidTable
+from flexcore.exchange.bids import BidTable
 
 #: upward volume range per building type, kW
 VOLUME_KW = {

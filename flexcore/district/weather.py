@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .daytypes import REFERENCE_YEAR
+from flexcore.district.daytypes import REFERENCE_YEAR
 
 TRY_REGION = 12
 LATITUDE = 49.0

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import pandapower as pp
 
-from flexcore import district
-from flexcore.gridgen import GridOptions, build_grid
+from flexcore.district import buildings as district
+from flexcore.grid.gridgen import GridOptions, build_grid
 
 BERGWALD = "bergwald"
 
@@ -26,7 +26,7 @@ class GridError(ValueError):
 
 
 def bergwald_grid_path() -> Path:
-    return district._data_path("bergwald_grid.json")
+    return district.data_path("bergwald_grid.json")
 
 
 def build_bergwald(*, options: GridOptions | None = None) -> pp.pandapowerNet:

@@ -195,13 +195,13 @@ def _building(btype: str, x: float, y: float, street: str, rng) -> tuple:
 
 
 # ----------------------------------------------------------------------------- I/O
-def _data_path(name: str) -> Path:
+def data_path(name: str) -> Path:
     return Path(str(resources.files("flexcore") / "data" / name))
 
 
 def load_building_table(path: str | Path | None = None) -> pd.DataFrame:
     """Read a building table (CSV; the shipped Bergwald table by default), validated."""
-    path = _data_path("bergwald_buildings.csv") if path is None else Path(path)
+    path = data_path("bergwald_buildings.csv") if path is None else Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"building table not found: {path}")
     if path.suffix.lower() in (".geojson", ".json"):
@@ -212,7 +212,7 @@ def load_building_table(path: str | Path | None = None) -> pd.DataFrame:
 
 
 def load_street_table(path: str | Path | None = None) -> pd.DataFrame:
-    path = _data_path("bergwald_streets.csv") if path is None else Path(path)
+    path = data_path("bergwald_streets.csv") if path is None else Path(path)
     streets = pd.read_csv(path)
     missing = [c for c in STREET_COLUMNS if c not in streets.columns]
     if missing:
@@ -282,7 +282,7 @@ def validate_building_table(table: pd.DataFrame, *, source: str = "building tabl
 
 def write_bergwald_data(directory: str | Path | None = None) -> None:
     """Regenerate the shipped CSV files (developer helper)."""
-    directory = _data_path("") if directory is None else Path(directory)
+    directory = data_path("") if directory is None else Path(directory)
     table, streets = make_bergwald()
     table.to_csv(Path(directory) / "bergwald_buildings.csv", index=False)
     streets.to_csv(Path(directory) / "bergwald_streets.csv", index=False)

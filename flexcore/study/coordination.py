@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from flexcore.bids import BidTable
-from flexcore.dso import Linearizer, PointNotConverged, ValidationReport
+from flexcore.exchange.bids import BidTable
+from flexcore.dso.linearizer import Linearizer, PointNotConverged, ValidationReport
 from flexcore.market import ClearingResult, clear
-from flexcore.package import SensitivityPackage
+from flexcore.exchange.package import SensitivityPackage
 
 
 @dataclass(frozen=True)

@@ -33,11 +33,11 @@ import pandapower as pp
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from flexcore import ppinternals
-from flexcore.bids import BidTable
-from flexcore.dso import FLEX_SGEN_NAME, Linearizer, OperatingPoint, PointNotConverged
+from flexcore.grid import ppinternals
+from flexcore.exchange.bids import BidTable
+from flexcore.dso.linearizer import FLEX_SGEN_NAME, Linearizer, OperatingPoint, PointNotConverged
 from flexcore.market import clear
-from flexcore.package import PointInfo, SensitivityPackage
+from flexcore.exchange.package import PointInfo, SensitivityPackage
 
 #: an AC limit counts as violated only beyond these (solver tolerances, e.g. PIPS ~1e-6)
 VM_TOL_PU = 1e-5

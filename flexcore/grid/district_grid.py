@@ -1,0 +1,70 @@
+"""The district's grid as the co-simulation and the DSO use it: one load and one static
+generator per building connection point, and the building table that goes with the grid.
+
+Every simulator and agent that needs the district calls these, so all of them see the same
+grid preparation (DSO-private: this module is part of the grid layer).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+#: kWh per year per kW of a SimBench load's p_mw (documented assumption, see building_table)
+SIMBENCH_KWH_PER_KW = 1000.0
+
+
+def building_table(buildings: str, grid: str):
+    """The building table: ``"bergwald"`` (shipped), a CSV path, or ``"grid_loads"``.
+
+    ``"grid_loads"`` derives one building per in-service load of the grid (SimBench): id =
+    load name, type ``single_house``, ``annual_kwh = p_mw * 1e3 kW * SIMBENCH_KWH_PER_KW h``
+    (SimBench's p_mw is a rated value of ~2-14 kW per household), one dwelling, 140 m2 floor
+    area, 80 m2 roof (pitched); coordinates 0. The profiles then follow the usual H0 rules.
+    """
+    import pandas as pd
+
+    from flexcore.district import buildings as district
+
+    if buildings == "bergwald":
+        return district.load_building_table()
+    if buildings == "grid_loads":
+        net = district_net(grid)[0]
+        loads = net.load[net.load.in_service]
+        n = len(loads)
+        return pd.DataFrame({
+            "building_id": loads["name"].astype(str).to_numpy(),
+            "x_m": np.zeros(n), "y_m": np.zeros(n), "type": ["single_house"] * n,
+            "dwellings": np.ones(n, int), "floor_area_m2": np.full(n, 140.0),
+            "roof_area_m2": np.full(n, 80.0),
+            "annual_kwh": np.maximum(loads["p_mw"].to_numpy(float), 1e-4) * 1e3
+            * SIMBENCH_KWH_PER_KW,
+            "street": [""] * n,
+        })
+    return district.load_building_table(buildings)
+
+
+def district_net(grid: str):
+    """The DSO's grid prepared for the co-simulation (a fresh object on every call).
+
+    Every building connection point (``flexcore.grids.connection_points``) gets exactly one
+    load (its own, named by the building id) and one static generator named by the building
+    id at the same bus (created if missing). Other generators of the source grid are set to
+    0 MW: all injections come from the building profiles and the units.
+    Returns ``(net, building_ids, load_index, sgen_index)``, arrays in building order.
+    """
+    import pandapower as pp
+
+    from flexcore.grid import grids
+
+    net = grids.load_grid(grid)
+    cp = grids.connection_points(net)
+    net.sgen["p_mw"] = 0.0
+    net.sgen["q_mvar"] = 0.0
+    existing = {(str(n), int(b)): int(i) for i, n, b in
+                zip(net.sgen.index, net.sgen["name"], net.sgen["bus"])}
+    sgens = []
+    for bid, bus in zip(cp["building_id"], cp["bus"]):
+        idx = existing.get((str(bid), int(bus)))
+        if idx is None:
+            idx = int(pp.create_sgen(net, int(bus), p_mw=0.0, name=str(bid)))
+        sgens.append(idx)
+    return net, tuple(cp["building_id"]), cp["load"].to_numpy(), np.array(sgens, dtype=np.int64)
