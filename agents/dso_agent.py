@@ -75,7 +75,7 @@ class DSOAgent(FrameSimulator):
             raise ValueError("DSOAgent holds exactly one DSO entity")
         from flexcore.exchange.bids import BidTable
         from flexcore.dso.linearizer import Linearizer
-        from flexcore.exchange.package import Limits
+        from flexcore.exchange.limits import Limits
 
         net, ids, load_idx, sgen_idx = district_net(grid)
         self._pos = {b: k for k, b in enumerate(ids)}
@@ -87,7 +87,7 @@ class DSOAgent(FrameSimulator):
         bids = BidTable(ids=self.ids, volume_mw=np.zeros(len(self.ids)),
                         price_eur_per_mwh=np.zeros(len(self.ids)), bus=self._bus)
         # deterministic salt (same seed -> same keys); the key map stays with the DSO
-        self.lin = Linearizer(net, bids, salt=f"bergwald-{seed}", limits=Limits(**dso["limits"]))
+        self.lin = Linearizer(net, bids, salt=f"bergwald-{seed}", limits=Limits.from_dict(dso["limits"]))
         self._sgen_pos = net.sgen.index.get_indexer(sgen_idx)
         self._n_sgen = len(net.sgen)
         # building loads by position in the load table; other loads keep their values, as in

@@ -22,6 +22,8 @@ Tables (all optional except ``[scenario]``; defaults in the dataclasses below)::
 """
 from __future__ import annotations
 
+from flexcore.errors import FlexcosimError
+
 import csv
 import tomllib
 from dataclasses import asdict, dataclass, field
@@ -31,7 +33,7 @@ from typing import Any
 from flexcore.district.daytypes import DAY_TYPES, frames_per_day
 
 
-class ConfigError(ValueError):
+class ConfigError(FlexcosimError, ValueError):
     """The scenario is malformed; the message names the key."""
 
 

@@ -7,6 +7,8 @@ branches, which is never sent to the TSO.
 """
 from __future__ import annotations
 
+from flexcore.errors import FlexcosimError
+
 import copy
 import hashlib
 import json
@@ -21,7 +23,8 @@ import pandapower as pp
 
 from flexcore.grid import ppinternals, sensitivity
 from flexcore.exchange.bids import BidTable, read_bids
-from flexcore.exchange.package import (Limits, PointInfo, SensitivityPackage, load_package,
+from flexcore.exchange.limits import Limits
+from flexcore.exchange.package import (PointInfo, SensitivityPackage, load_package,
                               save_package, screen)
 
 FLEX_SGEN_NAME = "flexcosim activation"
@@ -36,7 +39,7 @@ PF_OPTIONS = {"numba": False}
 KEYMAP_FORMAT = "flexcosim-keymap"
 
 
-class PointNotConverged(RuntimeError):
+class PointNotConverged(FlexcosimError, RuntimeError):
     """The AC power flow at an operating point did not converge."""
 
 

@@ -18,6 +18,8 @@ This module imports neither pandapower nor mosaik: both sides use it.
 """
 from __future__ import annotations
 
+from flexcore.errors import FlexcosimError
+
 import csv
 import math
 from dataclasses import dataclass, field
@@ -29,7 +31,7 @@ REQUIRED_COLUMNS = ("id", "volume_mw", "price_eur_per_mwh")
 OPTIONAL_COLUMNS = ("bus", "min_mw", "indivisible")
 
 
-class BidError(ValueError):
+class BidError(FlexcosimError, ValueError):
     """A bid table is malformed; the message names the file, row and column."""
 
 

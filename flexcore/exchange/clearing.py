@@ -24,22 +24,27 @@
 """
 from __future__ import annotations
 
+from flexcore.errors import FlexcosimError
+
 import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 FORMAT = "flexcosim-clearing"
 VERSION = 1
 STATUSES = ("optimal", "infeasible", "time_limit", "error")
 
 
-class ClearingError(ValueError):
+class ClearingError(FlexcosimError, ValueError):
     """Bad input to the clearing (e.g. bids not matching the package columns)."""
 
 
-class ClearingFileError(ValueError):
+class ClearingFileError(FlexcosimError, ValueError):
     """A ``CLEARING.json`` file is malformed, tampered with, or of an unknown version."""
 
 
@@ -90,6 +95,16 @@ class ClearingResult:
     def ok(self) -> bool:
         """True when a dispatchable solution exists (optimal or time-limited incumbent)."""
         return self.status in ("optimal", "time_limit") and self.operating_point is not None
+
+    def activation_vector(self, columns: Sequence[str]) -> np.ndarray:
+        """The activation in the order of ``columns`` (MW; 0 for a column not activated).
+        An activation under an id that is not one of ``columns`` raises ClearingError."""
+        unknown = sorted(set(self.activation_mw) - set(columns))
+        if unknown:
+            raise ClearingError(f"clearing activates bid id(s) that are not columns of the "
+                                f"package: {unknown[:5]}")
+        get = self.activation_mw.get
+        return np.array([float(get(c, 0.0)) for c in columns])
 
     def to_json_dict(self) -> dict[str, Any]:
         """The ``CLEARING.json`` object."""

@@ -31,6 +31,9 @@ The fixed injections ``P_fix`` are not published: every formula of the clearing 
 """
 from __future__ import annotations
 
+from flexcore.errors import FlexcosimError
+from flexcore.exchange.limits import Limits, LimitsError
+
 import datetime as _dt
 import hashlib
 import io
@@ -43,32 +46,8 @@ import numpy as np
 FORMAT = "flexcosim-sensitivity-package"
 VERSION = 1
 ARRAY_NAMES = ("p_flex_mw", "vm_pu", "loading_percent", "vtdf", "ltdf")
-DEFAULT_LIMITS = {
-    "vm_min_pu": 0.95,
-    "vm_max_pu": 1.05,
-    "loading_min_percent": -100.0,
-    "loading_max_percent": 100.0,
-}
-
-
-class PackageError(ValueError):
+class PackageError(FlexcosimError, ValueError):
     """A sensitivity package is malformed, tampered with, or of an unknown version."""
-
-
-@dataclass(frozen=True)
-class Limits:
-    vm_min_pu: float = 0.95
-    vm_max_pu: float = 1.05
-    loading_min_percent: float = -100.0
-    loading_max_percent: float = 100.0
-
-    def as_dict(self) -> dict[str, float]:
-        return {
-            "vm_min_pu": self.vm_min_pu,
-            "vm_max_pu": self.vm_max_pu,
-            "loading_min_percent": self.loading_min_percent,
-            "loading_max_percent": self.loading_max_percent,
-        }
 
 
 @dataclass(frozen=True)
@@ -141,9 +120,6 @@ class SensitivityPackage:
                 raise PackageError(f"duplicate key(s) in '{label}': {dup[:5]}")
         if set(self.vm_rows) & set(self.loading_rows):
             raise PackageError("a key is used both as a voltage row and as a loading row")
-        lim = self.limits
-        if not (lim.vm_min_pu < lim.vm_max_pu and lim.loading_min_percent < lim.loading_max_percent):
-            raise PackageError(f"limits are not ordered: {lim}")
 
     # ------------------------------------------------------------- transforms
     def with_point(self, label: str, *, p_flex_mw, vm_pu, loading_percent, vtdf, ltdf,
@@ -173,6 +149,19 @@ class SensitivityPackage:
             ltdf=self.ltdf[:, loading_keep, :],
             screening=screening if screening is not None else self.screening,
         )
+
+    def predict(self, point: int, activation_mw) -> tuple[np.ndarray, np.ndarray]:
+        """The linear estimate at point ``point`` for an activation (column order):
+        ``(V_i + VTDF_i dP, L_i + LTDF_i dP)`` with ``dP = activation - P_flex,i``. The one
+        prediction function: the clearing, the refinement decision and the evaluation all
+        call it."""
+        x = np.asarray(activation_mw, float)
+        if x.shape != (self.n,):
+            raise PackageError(f"activation has shape {x.shape}, the package has {self.n} "
+                               "columns")
+        dp = x - self.p_flex_mw[point]
+        return (self.vm_pu[point] + self.vtdf[point] @ dp,
+                self.loading_percent[point] + self.ltdf[point] @ dp)
 
     def nbytes(self) -> int:
         return int(sum(getattr(self, a).nbytes for a in ARRAY_NAMES))
@@ -285,10 +274,12 @@ def load_package(directory: str | Path) -> SensitivityPackage:
     except (ValueError, OSError) as exc:
         raise PackageError(f"{apath}: cannot read arrays ({exc})") from None
     try:
-        limits = Limits(**{k: float(manifest["limits"][k]) for k in DEFAULT_LIMITS})
+        limits = Limits.from_dict(manifest["limits"], where="'limits'")
         points = tuple(PointInfo(str(p["label"]), p.get("activation_fraction"))
                        for p in manifest["points"])
-    except (KeyError, TypeError, ValueError) as exc:
+    except LimitsError as exc:
+        raise PackageError(f"{mpath}: {exc}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise PackageError(f"{mpath}: malformed 'limits' or 'points' ({exc!r})") from None
     try:
         return SensitivityPackage(

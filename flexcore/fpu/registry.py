@@ -11,6 +11,8 @@ A class is named ``"package.module:Class"`` or by a short alias (:data:`ALIASES`
 """
 from __future__ import annotations
 
+from flexcore.errors import FlexcosimError
+
 import importlib
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -28,7 +30,7 @@ ALIASES: dict[str, str] = {
 }
 
 
-class RegistryError(ValueError):
+class RegistryError(FlexcosimError, ValueError):
     """A unit class or an ``[[fpu]]`` entry cannot be loaded; the message names it."""
 
 

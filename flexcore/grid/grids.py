@@ -5,6 +5,8 @@ SimBench grids the SimBench load name).
 """
 from __future__ import annotations
 
+from flexcore.errors import FlexcosimError
+
 import copy
 import functools
 import math
@@ -21,7 +23,7 @@ from flexcore.grid.gridgen import GridOptions, build_grid
 BERGWALD = "bergwald"
 
 
-class GridError(ValueError):
+class GridError(FlexcosimError, ValueError):
     """A grid source cannot be loaded or a power flow does not converge."""
 
 

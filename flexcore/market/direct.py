@@ -514,9 +514,7 @@ def make_result(p: Prepared, *, status: str, message: str, point: int | None,
     pkg = p.package
     x = np.clip(np.asarray(x, float), p.lower, p.upper)  # remove solver noise outside the box
     x[np.abs(x) < 1e-12] = 0.0
-    dp = x - pkg.p_flex_mw[point]
-    vm = pkg.vm_pu[point] + pkg.vtdf[point] @ dp
-    ld = pkg.loading_percent[point] + pkg.ltdf[point] @ dp
+    vm, ld = pkg.predict(point, x)
     res.delivered_mw = float(x.sum())
     res.cost_eur = float(np.abs(x) @ p.bids.price_eur_per_mwh)
     res.objective = None if objective is None else float(objective)
