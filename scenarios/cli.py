@@ -169,7 +169,7 @@ def _grid_info(args) -> int:
 
 # --------------------------------------------------------------------------- dso / tso
 def _dso_linearize(args) -> int:
-    from flexcore.dso import linearizer as dso
+    from scenarios import dso_commands as dso
 
     report = dso.linearize_cli(grid=args.grid, bids=args.bids, points=args.points,
                                screen=args.screen, out=args.out)
@@ -178,7 +178,7 @@ def _dso_linearize(args) -> int:
 
 
 def _dso_validate(args) -> int:
-    from flexcore.dso import linearizer as dso
+    from scenarios import dso_commands as dso
 
     report = dso.validate_cli(grid=args.grid, bids=args.bids, clearing=args.clearing,
                               keymap=args.keymap, out=args.out)
@@ -187,7 +187,7 @@ def _dso_validate(args) -> int:
 
 
 def _dso_refine(args) -> int:
-    from flexcore.dso import linearizer as dso
+    from scenarios import dso_commands as dso
 
     report = dso.refine_cli(grid=args.grid, bids=args.bids, package=args.package,
                             clearing=args.clearing, keymap=args.keymap, out=args.out)

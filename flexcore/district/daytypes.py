@@ -60,6 +60,11 @@ class Frame:
     def end(self) -> pd.Timestamp:
         return self.start + pd.Timedelta(hours=self.duration_h)
 
+    @property
+    def timestamp(self) -> pd.Timestamp:
+        """``start`` with its fixed zone, CET = UTC+01:00 (see flexcore.district.clock)."""
+        return self.start.tz_localize("Etc/GMT-1")
+
 
 def easter_sunday(year: int) -> _dt.date:
     """Gregorian Easter Sunday (anonymous Gregorian algorithm)."""
