@@ -18,14 +18,16 @@ This module imports neither pandapower nor mosaik: both sides use it.
 """
 from __future__ import annotations
 
-from flexcore.errors import FlexcosimError
-
 import csv
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from flexcore.errors import FlexcosimError
+from flexcore.exchange.limits import BoolArray, FloatArray, IntArray
 
 REQUIRED_COLUMNS = ("id", "volume_mw", "price_eur_per_mwh")
 OPTIONAL_COLUMNS = ("bus", "min_mw", "indivisible")
@@ -40,11 +42,12 @@ class BidTable:
     """Column-oriented bid table (one entry per bid, same order everywhere)."""
 
     ids: tuple[str, ...]
-    volume_mw: np.ndarray
-    price_eur_per_mwh: np.ndarray
-    min_mw: np.ndarray = field(default=None)  # type: ignore[assignment]
-    indivisible: np.ndarray = field(default=None)  # type: ignore[assignment]
-    bus: np.ndarray | None = None
+    volume_mw: FloatArray
+    price_eur_per_mwh: FloatArray
+    # None (the default) means "all 0" / "all divisible"; always an array after __init__
+    min_mw: FloatArray = field(default=None)  # type: ignore[arg-type]
+    indivisible: BoolArray = field(default=None)  # type: ignore[arg-type]
+    bus: IntArray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.ids)
@@ -87,16 +90,18 @@ class BidTable:
         return len(self.ids)
 
     @property
-    def lower_mw(self) -> np.ndarray:
+    def lower_mw(self) -> FloatArray:
         """P_LB = min(0, P_M)."""
-        return np.minimum(0.0, self.volume_mw)
+        out: FloatArray = np.minimum(0.0, self.volume_mw)
+        return out
 
     @property
-    def upper_mw(self) -> np.ndarray:
+    def upper_mw(self) -> FloatArray:
         """P_UB = max(0, P_M)."""
-        return np.maximum(0.0, self.volume_mw)
+        out: FloatArray = np.maximum(0.0, self.volume_mw)
+        return out
 
-    def subset(self, ids: list[str] | tuple[str, ...]) -> "BidTable":
+    def subset(self, ids: Sequence[str]) -> BidTable:
         """The bids in the given order (raises naming missing ids)."""
         pos = {b: k for k, b in enumerate(self.ids)}
         missing = [i for i in ids if i not in pos]
@@ -112,7 +117,7 @@ class BidTable:
             bus=None if self.bus is None else self.bus[idx],
         )
 
-    def without_bus(self) -> "BidTable":
+    def without_bus(self) -> BidTable:
         """What the TSO may see."""
         return BidTable(
             ids=self.ids,

@@ -5,8 +5,9 @@
 ``format``, ``version``
     ``"flexcosim-clearing"``, ``1``.
 ``status``
-    ``"optimal"``, ``"infeasible"``, ``"time_limit"`` (a feasible, not proven optimal
-    solution) or ``"error"``; ``message`` explains.
+    a :class:`~flexcore.exchange.enums.ClearingStatus`: ``"optimal"``, ``"infeasible"``,
+    ``"time_limit"`` (a feasible, not proven optimal solution) or ``"error"``; ``message``
+    explains.
 ``request_mw``, ``delivered_mw``, ``cost_eur``, ``objective``
     requested and delivered balancing power (MW), cost of the activated energy per hour of
     activation (``sum_j c_j |x_j|``, EUR for one hour), solver objective value.
@@ -24,20 +25,21 @@
 """
 from __future__ import annotations
 
-from flexcore.errors import FlexcosimError
-
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from flexcore.errors import FlexcosimError
+from flexcore.exchange.enums import ClearingStatus
+from flexcore.exchange.limits import FloatArray
+
 FORMAT = "flexcosim-clearing"
 VERSION = 1
-STATUSES = ("optimal", "infeasible", "time_limit", "error")
 
 
 class ClearingError(FlexcosimError, ValueError):
@@ -71,9 +73,9 @@ class Diagnosis:
 
 @dataclass
 class ClearingResult:
-    """Outcome of :func:`flexcore.market.clear`."""
+    """Outcome of :func:`flexcore.market.clear`; ``status`` may be given as its string."""
 
-    status: str
+    status: ClearingStatus
     request_mw: float
     message: str = ""
     delivered_mw: float | None = None
@@ -91,12 +93,18 @@ class ClearingResult:
     solve_time_s: float = 0.0
     diagnosis: Diagnosis | None = None
 
+    def __post_init__(self) -> None:
+        try:
+            self.status = ClearingStatus.parse(self.status, where="ClearingResult.status")
+        except FlexcosimError as exc:
+            raise ClearingError(str(exc)) from None
+
     @property
     def ok(self) -> bool:
         """True when a dispatchable solution exists (optimal or time-limited incumbent)."""
-        return self.status in ("optimal", "time_limit") and self.operating_point is not None
+        return self.status.has_solution and self.operating_point is not None
 
-    def activation_vector(self, columns: Sequence[str]) -> np.ndarray:
+    def activation_vector(self, columns: Sequence[str]) -> FloatArray:
         """The activation in the order of ``columns`` (MW; 0 for a column not activated).
         An activation under an id that is not one of ``columns`` raises ClearingError."""
         unknown = sorted(set(self.activation_mw) - set(columns))
@@ -109,6 +117,7 @@ class ClearingResult:
     def to_json_dict(self) -> dict[str, Any]:
         """The ``CLEARING.json`` object."""
         d = asdict(self)
+        d["status"] = self.status.value  # a plain str, as in every version-1 file
         return {"format": FORMAT, "version": VERSION, **d}
 
 
@@ -121,12 +130,14 @@ def write_clearing(result: ClearingResult, path: str | Path) -> Path:
 
 
 # --------------------------------------------------------------------------- reading
-def _num(src: str, name: str, value: Any, *, optional: bool = False) -> float | None:
-    if value is None and optional:
-        return None
+def _num(src: str, name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ClearingFileError(f"{src}: field '{name}' must be a finite number, got {value!r}")
     return float(value)
+
+
+def _opt_num(src: str, name: str, value: Any) -> float | None:
+    return None if value is None else _num(src, name, value)
 
 
 def _str(src: str, name: str, value: Any, *, optional: bool = False) -> str | None:
@@ -140,7 +151,7 @@ def _str(src: str, name: str, value: Any, *, optional: bool = False) -> str | No
 def _num_map(src: str, name: str, value: Any) -> dict[str, float]:
     if not isinstance(value, dict):
         raise ClearingFileError(f"{src}: field '{name}' must be an object {{key: number}}")
-    return {str(k): _num(src, f"{name}.{k}", v) for k, v in value.items()}  # type: ignore[misc]
+    return {str(k): _num(src, f"{name}.{k}", v) for k, v in value.items()}
 
 
 def _diagnosis(src: str, d: Any) -> Diagnosis | None:
@@ -156,10 +167,10 @@ def _diagnosis(src: str, d: Any) -> Diagnosis | None:
         raise ClearingFileError(f"{src}: field 'diagnosis' is malformed ({exc})") from None
     return Diagnosis(
         message=_str(src, "diagnosis.message", d.get("message", "")) or "",
-        max_deliverable_mw=_num(src, "diagnosis.max_deliverable_mw",
-                                d.get("max_deliverable_mw"), optional=True),
-        min_deliverable_mw=_num(src, "diagnosis.min_deliverable_mw",
-                                d.get("min_deliverable_mw"), optional=True),
+        max_deliverable_mw=_opt_num(src, "diagnosis.max_deliverable_mw",
+                                    d.get("max_deliverable_mw")),
+        min_deliverable_mw=_opt_num(src, "diagnosis.min_deliverable_mw",
+                                    d.get("min_deliverable_mw")),
         binding_rows=binding, base_violated_rows=base, region_ranges=ranges,
     )
 
@@ -187,19 +198,20 @@ def read_clearing(path: str | Path) -> ClearingResult:
                 "diagnosis"):
         if key not in d:
             raise ClearingFileError(f"{src}: missing field '{key}'")
-    status = d["status"]
-    if status not in STATUSES:
-        raise ClearingFileError(f"{src}: field 'status' must be one of {STATUSES}, got {status!r}")
+    try:
+        status = ClearingStatus.parse(d["status"], where=f"{src}: field 'status'")
+    except FlexcosimError as exc:
+        raise ClearingFileError(str(exc)) from None
     op = d["operating_point"]
     if op is not None and (isinstance(op, bool) or not isinstance(op, int) or op < 0):
         raise ClearingFileError(f"{src}: field 'operating_point' must be an index >= 0 or null")
     res = ClearingResult(
         status=status,
-        request_mw=_num(src, "request_mw", d["request_mw"]),  # type: ignore[arg-type]
+        request_mw=_num(src, "request_mw", d["request_mw"]),
         message=_str(src, "message", d.get("message", "")) or "",
-        delivered_mw=_num(src, "delivered_mw", d["delivered_mw"], optional=True),
-        cost_eur=_num(src, "cost_eur", d["cost_eur"], optional=True),
-        objective=_num(src, "objective", d.get("objective"), optional=True),
+        delivered_mw=_opt_num(src, "delivered_mw", d["delivered_mw"]),
+        cost_eur=_opt_num(src, "cost_eur", d["cost_eur"]),
+        objective=_opt_num(src, "objective", d.get("objective")),
         operating_point=op,
         operating_point_label=_str(src, "operating_point_label", d["operating_point_label"],
                                    optional=True),
@@ -210,8 +222,8 @@ def read_clearing(path: str | Path) -> ClearingResult:
         backend=_str(src, "backend", d["backend"]) or "",
         method=_str(src, "method", d.get("method", "")) or "",
         objective_name=_str(src, "objective_name", d.get("objective_name", "")) or "",
-        build_time_s=_num(src, "build_time_s", d["build_time_s"]),  # type: ignore[arg-type]
-        solve_time_s=_num(src, "solve_time_s", d["solve_time_s"]),  # type: ignore[arg-type]
+        build_time_s=_num(src, "build_time_s", d["build_time_s"]),
+        solve_time_s=_num(src, "solve_time_s", d["solve_time_s"]),
         diagnosis=_diagnosis(src, d["diagnosis"]),
     )
     if res.ok:

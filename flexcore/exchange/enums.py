@@ -18,12 +18,14 @@ class _Choice(StrEnum):
     @classmethod
     def parse(cls: type[_E], value: object, *, where: str = "") -> _E:
         """The member for ``value`` (a member or its string); FlexcosimError otherwise."""
-        try:
-            return cls(value)
-        except ValueError:
-            prefix = f"{where}: " if where else ""
-            raise FlexcosimError(f"{prefix}{value!r} is not a valid {cls.__name__}; choose one "
-                                 f"of {[m.value for m in cls]}") from None
+        if isinstance(value, str):
+            try:
+                return cls(value)
+            except ValueError:
+                pass
+        prefix = f"{where}: " if where else ""
+        raise FlexcosimError(f"{prefix}{value!r} is not a valid {cls.__name__}; choose one "
+                             f"of {list(cls.values())}")
 
     @classmethod
     def values(cls) -> tuple[str, ...]:

@@ -20,7 +20,10 @@ from flexcore.errors import FlexcosimError
 
 #: an AC value counts as violating a limit only beyond this (p.u. or %): power-flow noise
 VIOLATION_TOL = 1e-9
+#: numpy array types of the exchange and the market
 FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
 
 
 class LimitsError(FlexcosimError, ValueError):
@@ -65,12 +68,12 @@ class Limits:
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
 
-    def vm_violated(self, vm_pu: FloatArray, tol: float = VIOLATION_TOL) -> npt.NDArray[np.bool_]:
+    def vm_violated(self, vm_pu: npt.ArrayLike, tol: float = VIOLATION_TOL) -> BoolArray:
         vm = np.asarray(vm_pu, float)
         return (vm < self.vm_min_pu - tol) | (vm > self.vm_max_pu + tol)
 
-    def loading_violated(self, loading_percent: FloatArray, tol: float = VIOLATION_TOL
-                         ) -> npt.NDArray[np.bool_]:
+    def loading_violated(self, loading_percent: npt.ArrayLike, tol: float = VIOLATION_TOL
+                         ) -> BoolArray:
         ld = np.asarray(loading_percent, float)
         return (ld < self.loading_min_percent - tol) | (ld > self.loading_max_percent + tol)
 
@@ -95,8 +98,8 @@ class Violation:
         return asdict(self)
 
 
-def violations(limits: Limits, *, vm_pu: FloatArray, vm_keys: Sequence[str],
-               loading_percent: FloatArray, loading_keys: Sequence[str],
+def violations(limits: Limits, *, vm_pu: npt.ArrayLike, vm_keys: Sequence[str],
+               loading_percent: npt.ArrayLike, loading_keys: Sequence[str],
                tol: float = VIOLATION_TOL) -> list[Violation]:
     """The AC values outside ``limits``, most severe first."""
     out = []
@@ -104,13 +107,13 @@ def violations(limits: Limits, *, vm_pu: FloatArray, vm_keys: Sequence[str],
     for k in np.flatnonzero(limits.vm_violated(vm, tol)):
         x = float(vm[k])
         limit = limits.vm_min_pu if x < limits.vm_min_pu else limits.vm_max_pu
-        out.append(Violation("vm_pu", str(vm_keys[k]), x, limit, abs(x - limit)))
+        out.append(Violation("vm_pu", str(vm_keys[int(k)]), x, limit, abs(x - limit)))
     ld = np.asarray(loading_percent, float)
     for k in np.flatnonzero(limits.loading_violated(ld, tol)):
         x = float(ld[k])
         limit = limits.loading_max_percent if x > limits.loading_max_percent \
             else limits.loading_min_percent
-        out.append(Violation("loading_percent", str(loading_keys[k]), x, limit,
+        out.append(Violation("loading_percent", str(loading_keys[int(k)]), x, limit,
                              abs(x - limit)))
     out.sort(key=lambda v: -v.severity)
     return out
@@ -127,7 +130,7 @@ class ErrorStats:
     max_abs: float
 
     @classmethod
-    def of(cls, errors: FloatArray | Sequence[float]) -> ErrorStats:
+    def of(cls, errors: npt.ArrayLike) -> ErrorStats:
         e = np.asarray(errors, float)
         if not e.size:
             return cls(0, math.nan, math.nan, math.nan)

@@ -31,21 +31,25 @@ The fixed injections ``P_fix`` are not published: every formula of the clearing 
 """
 from __future__ import annotations
 
-from flexcore.errors import FlexcosimError
-from flexcore.exchange.limits import Limits, LimitsError
-
 import datetime as _dt
 import hashlib
 import io
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
+
+from flexcore.errors import FlexcosimError
+from flexcore.exchange.limits import FloatArray, Limits, LimitsError
 
 FORMAT = "flexcosim-sensitivity-package"
 VERSION = 1
 ARRAY_NAMES = ("p_flex_mw", "vm_pu", "loading_percent", "vtdf", "ltdf")
+
+
 class PackageError(FlexcosimError, ValueError):
     """A sensitivity package is malformed, tampered with, or of an unknown version."""
 
@@ -64,13 +68,13 @@ class SensitivityPackage:
     vm_rows: tuple[str, ...]
     loading_rows: tuple[str, ...]
     points: tuple[PointInfo, ...]
-    p_flex_mw: np.ndarray
-    vm_pu: np.ndarray
-    loading_percent: np.ndarray
-    vtdf: np.ndarray
-    ltdf: np.ndarray
+    p_flex_mw: FloatArray
+    vm_pu: FloatArray
+    loading_percent: FloatArray
+    vtdf: FloatArray
+    ltdf: FloatArray
     limits: Limits = field(default_factory=Limits)
-    screening: dict | None = None
+    screening: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         for name in ARRAY_NAMES:
@@ -122,8 +126,9 @@ class SensitivityPackage:
             raise PackageError("a key is used both as a voltage row and as a loading row")
 
     # ------------------------------------------------------------- transforms
-    def with_point(self, label: str, *, p_flex_mw, vm_pu, loading_percent, vtdf, ltdf,
-                   activation_fraction: float | None = None) -> "SensitivityPackage":
+    def with_point(self, label: str, *, p_flex_mw: npt.ArrayLike, vm_pu: npt.ArrayLike,
+                   loading_percent: npt.ArrayLike, vtdf: npt.ArrayLike, ltdf: npt.ArrayLike,
+                   activation_fraction: float | None = None) -> SensitivityPackage:
         """A new package with one more operating point (refinement rounds)."""
         return replace(
             self,
@@ -135,8 +140,8 @@ class SensitivityPackage:
             ltdf=np.concatenate([self.ltdf, np.asarray(ltdf)[None]], axis=0),
         )
 
-    def select_rows(self, vm_keep: np.ndarray, loading_keep: np.ndarray,
-                    screening: dict | None = None) -> "SensitivityPackage":
+    def select_rows(self, vm_keep: npt.ArrayLike, loading_keep: npt.ArrayLike,
+                    screening: dict[str, Any] | None = None) -> SensitivityPackage:
         vm_keep = np.asarray(vm_keep, bool)
         loading_keep = np.asarray(loading_keep, bool)
         return replace(
@@ -150,7 +155,7 @@ class SensitivityPackage:
             screening=screening if screening is not None else self.screening,
         )
 
-    def predict(self, point: int, activation_mw) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, point: int, activation_mw: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
         """The linear estimate at point ``point`` for an activation (column order):
         ``(V_i + VTDF_i dP, L_i + LTDF_i dP)`` with ``dP = activation - P_flex,i``. The one
         prediction function: the clearing, the refinement decision and the evaluation all
@@ -177,12 +182,13 @@ class ScreeningReport:
     margin_vm_pu: float
     margin_loading_percent: float
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
-def screen(package: SensitivityPackage, *, lower_mw, upper_mw, margin_vm_pu: float = 0.005,
-           margin_loading_percent: float = 5.0) -> tuple[SensitivityPackage, ScreeningReport]:
+def screen(package: SensitivityPackage, *, lower_mw: npt.ArrayLike, upper_mw: npt.ArrayLike,
+           margin_vm_pu: float = 0.005, margin_loading_percent: float = 5.0
+           ) -> tuple[SensitivityPackage, ScreeningReport]:
     """Drop rows that cannot reach a limit for any activation within the bids' bounds.
 
     For every point i and row r the reachable range is bounded by
@@ -190,10 +196,10 @@ def screen(package: SensitivityPackage, *, lower_mw, upper_mw, margin_vm_pu: flo
     is kept if, at any point, that range widened by the margin touches a limit. A margin
     covers the linearisation error (the bound itself is exact for the linear model).
     """
-    lower_mw = np.asarray(lower_mw, float)
-    upper_mw = np.asarray(upper_mw, float)
-    reach = np.maximum(np.abs(upper_mw[None, :] - package.p_flex_mw),
-                       np.abs(lower_mw[None, :] - package.p_flex_mw))  # (m, n)
+    lo = np.asarray(lower_mw, float)
+    hi = np.asarray(upper_mw, float)
+    reach = np.maximum(np.abs(hi[None, :] - package.p_flex_mw),
+                       np.abs(lo[None, :] - package.p_flex_mw))  # (m, n)
     lim = package.limits
     dv = np.einsum("mvn,mn->mv", np.abs(package.vtdf), reach)
     dl = np.einsum("mln,mn->ml", np.abs(package.ltdf), reach)
@@ -222,7 +228,7 @@ def save_package(package: SensitivityPackage, directory: str | Path) -> Path:
     manifest = {
         "format": FORMAT,
         "version": VERSION,
-        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "columns": list(package.columns),
         "vm_rows": list(package.vm_rows),
         "loading_rows": list(package.loading_rows),

@@ -8,31 +8,45 @@ Imports neither pandapower nor mosaik, and pyomo only when ``backend="pyomo"`` i
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from flexcore.exchange.bids import BidTable
+from flexcore.exchange.clearing import (
+    ClearingError,
+    ClearingFileError,
+    ClearingResult,
+    Diagnosis,
+    read_clearing,
+    write_clearing,
+)
+from flexcore.exchange.enums import ClearingStatus, Objective
 from flexcore.exchange.package import SensitivityPackage
 from flexcore.market.diagnose import base_violations, diagnose
-from flexcore.market.direct import (METHODS, OBJECTIVES, align_bids, make_result, prepare, solve_direct,
-                     zero_activation_point)
-from flexcore.exchange.clearing import (ClearingError, ClearingFileError, ClearingResult, Diagnosis, read_clearing,
-                     write_clearing)
+from flexcore.market.direct import (
+    METHODS,
+    align_bids,
+    make_result,
+    prepare,
+    solve_direct,
+    zero_activation_point,
+)
 
 BACKENDS = ("direct", "pyomo")
 
 __all__ = [
-    "BACKENDS", "METHODS", "OBJECTIVES", "ClearingError", "ClearingFileError", "ClearingResult",
-    "Diagnosis", "align_bids", "base_violations", "clear", "diagnose", "prepare",
-    "read_clearing", "write_clearing",
+    "BACKENDS", "METHODS", "ClearingError", "ClearingFileError", "ClearingResult",
+    "ClearingStatus", "Diagnosis", "Objective", "align_bids", "base_violations", "clear",
+    "diagnose", "prepare", "read_clearing", "write_clearing",
 ]
 
 
 def clear(package: SensitivityPackage, bids: BidTable, request_mw: float, *,
-          backend: str = "direct", objective: str = "abs_cost", mip_rel_gap: float = 1e-6,
-          time_limit_s: float | None = None,
-          extra_constraints: Callable[[object], None] | None = None,
+          backend: str = "direct", objective: Objective | str = Objective.ABS_COST,
+          mip_rel_gap: float = 1e-6, time_limit_s: float | None = None,
+          extra_constraints: Callable[[Any], None] | None = None,
           proximity_weight: float = 1e-3, warm_start: ClearingResult | None = None,
           method: str = "auto", prefilter: bool = True,
           diagnose_infeasible: bool = True) -> ClearingResult:
@@ -43,9 +57,10 @@ def clear(package: SensitivityPackage, bids: BidTable, request_mw: float, *,
         pyomo components, extensible through ``extra_constraints(model)``, called before
         the solve). Both solve the same MILP and agree.
     objective
-        ``"abs_cost"`` (``sum_j c_j |x_j|``, default), ``"signed_cost"`` (the source's
-        literal ``c^T x``) or ``"abs_cost_proximity"`` (``abs_cost`` plus
-        ``proximity_weight * sum |dP_i|``, a tie-breaker towards the operating point).
+        an :class:`~flexcore.exchange.enums.Objective` or its string: ``"abs_cost"``
+        (``sum_j c_j |x_j|``, default), ``"signed_cost"`` (the source's literal ``c^T x``) or
+        ``"abs_cost_proximity"`` (``abs_cost`` plus ``proximity_weight * sum |dP_i|``, a
+        tie-breaker towards the operating point). An unknown string raises ClearingError.
     method
         direct backend only: ``"regions"`` (one problem per operating point with ``b_i = 1``:
         an LP, or a small MILP when bids have ``min_mw > 0`` or are indivisible; the best
@@ -63,7 +78,7 @@ def clear(package: SensitivityPackage, bids: BidTable, request_mw: float, *,
     limit, the MILP is solved as usual (and may counter-trade).
 
     Bid ids must equal ``package.columns`` (any order; ClearingError names mismatches). An
-    infeasible request is not an exception: status ``"infeasible"`` with a
+    infeasible request is not an exception: status ``ClearingStatus.INFEASIBLE`` with a
     :class:`Diagnosis` (unless ``diagnose_infeasible`` is False).
     """
     if backend not in BACKENDS:
@@ -76,7 +91,8 @@ def clear(package: SensitivityPackage, bids: BidTable, request_mw: float, *,
     t_prep = time.perf_counter() - t0
     zero = zero_activation_point(p) if extra_constraints is None else None
     if zero is not None:
-        result = make_result(p, status="optimal", message="request 0: nothing to activate",
+        result = make_result(p, status=ClearingStatus.OPTIMAL,
+                             message="request 0: nothing to activate",
                              point=zero, x=np.zeros(p.n), objective=0.0, backend=backend,
                              method="zero", build_time_s=0.0, solve_time_s=0.0)
     elif backend == "direct":
@@ -95,7 +111,7 @@ def clear(package: SensitivityPackage, bids: BidTable, request_mw: float, *,
         result = extract_solution(model, status=status, message=msg, build_time_s=t_build,
                                   solve_time_s=t_solve)
     result.build_time_s += t_prep
-    if result.status == "infeasible" and diagnose_infeasible:
+    if result.status == ClearingStatus.INFEASIBLE and diagnose_infeasible:
         result.diagnosis = diagnose(p, mip_rel_gap=mip_rel_gap, time_limit_s=time_limit_s)
         result.message = result.diagnosis.message
     return result

@@ -8,10 +8,13 @@ request's direction are the bottleneck.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from flexcore.market.direct import Prepared, region_program, solve_highs
 from flexcore.exchange.clearing import Diagnosis
+from flexcore.exchange.limits import IntArray
+from flexcore.market.direct import Prepared, region_program, solve_highs
 
 _BIND_TOL = 1e-6
 
@@ -35,15 +38,16 @@ def diagnose(p: Prepared, *, mip_rel_gap: float = 1e-6,
              time_limit_s: float | None = None) -> Diagnosis:
     """Deliverable range over all regions and the rows limiting it (see module docstring)."""
     direction = 1.0 if p.request_mw >= 0 else -1.0
-    ranges: list[list] = []
-    best: tuple[float, int, np.ndarray] | None = None   # (direction * total, region, row act)
-    lows, highs = [], []
+    ranges: list[list[Any]] = []
+    best: tuple[float, int, IntArray] | None = None   # (direction * total, region, bound rows)
+    lows: list[float] = []
+    highs: list[float] = []
     for i, pt in enumerate(p.package.points):
-        ext = {}
+        ext: dict[float, float | None] = {}
         for sense in (1.0, -1.0):   # +1: maximise total, -1: minimise total
             lp, nrow = region_program(p, i, cost=np.full(p.n, -sense), balance=False)
             out = solve_highs(lp, mip_rel_gap=mip_rel_gap, time_limit_s=time_limit_s)
-            if out.x is None:
+            if out.x is None or out.row_activity is None:
                 ext[sense] = None
                 continue
             total = float(out.x[:p.n].sum())
@@ -53,13 +57,15 @@ def diagnose(p: Prepared, *, mip_rel_gap: float = 1e-6,
                 act = out.row_activity[:nrow]
                 lo, hi = lp.row_lo[:nrow], lp.row_hi[:nrow]
                 scale = np.where(blk.is_vm, 1.0, 100.0)
-                at = (np.abs(act - lo) <= _BIND_TOL * scale) | (np.abs(act - hi) <= _BIND_TOL * scale)
+                tol = _BIND_TOL * scale
+                at = (np.abs(act - lo) <= tol) | (np.abs(act - hi) <= tol)
                 best = (direction * total, i, blk.rows[at])
-        ranges.append([pt.label, ext[-1.0], ext[1.0]])
-        if ext[1.0] is not None:
-            highs.append(ext[1.0])
-        if ext[-1.0] is not None:
-            lows.append(ext[-1.0])
+        hi_i, lo_i = ext[1.0], ext[-1.0]
+        ranges.append([pt.label, lo_i, hi_i])
+        if hi_i is not None:
+            highs.append(hi_i)
+        if lo_i is not None:
+            lows.append(lo_i)
     base = base_violations(p)
     d = Diagnosis(message="", base_violated_rows=base, region_ranges=ranges,
                   max_deliverable_mw=max(highs) if highs else None,

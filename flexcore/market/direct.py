@@ -23,16 +23,20 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import highspy
 import numpy as np
+import numpy.typing as npt
 import scipy.sparse as sp
 
+from flexcore.errors import FlexcosimError
 from flexcore.exchange.bids import BidTable
-from flexcore.exchange.package import SensitivityPackage
 from flexcore.exchange.clearing import ClearingError, ClearingResult
+from flexcore.exchange.enums import ClearingStatus, Objective
+from flexcore.exchange.limits import BoolArray, FloatArray, IntArray
+from flexcore.exchange.package import SensitivityPackage
 
-OBJECTIVES = ("abs_cost", "signed_cost", "abs_cost_proximity")
 METHODS = ("auto", "regions", "milp")
 INF = highspy.kHighsInf
 _ROW_TOL = 1e-9
@@ -55,12 +59,12 @@ def align_bids(package: SensitivityPackage, bids: BidTable) -> BidTable:
 class RowBlock:
     """The voltage/loading rows of one operating point kept for the model."""
 
-    rows: np.ndarray    # global row index: 0..v-1 voltage rows, v..v+l-1 loading rows
-    sens: np.ndarray    # (r, n) VTDF/LTDF rows
-    base: np.ndarray    # (r,) V_i / L_i
-    lb: np.ndarray      # (r,) lower limit
-    ub: np.ndarray      # (r,) upper limit
-    is_vm: np.ndarray   # (r,) bool
+    rows: IntArray      # global row index: 0..v-1 voltage rows, v..v+l-1 loading rows
+    sens: FloatArray    # (r, n) VTDF/LTDF rows
+    base: FloatArray    # (r,) V_i / L_i
+    lb: FloatArray      # (r,) lower limit
+    ub: FloatArray      # (r,) upper limit
+    is_vm: BoolArray    # (r,)
 
 
 @dataclass
@@ -70,15 +74,15 @@ class Prepared:
     package: SensitivityPackage
     bids: BidTable
     request_mw: float
-    objective: str
+    objective: Objective
     proximity_weight: float
-    lower: np.ndarray       # P_LB
-    upper: np.ndarray       # P_UB
-    sign: np.ndarray        # sign(P_M)
-    weight: np.ndarray      # objective coefficient of x
-    binary: np.ndarray      # indices of bids needing a binary u_j
-    min_mag: np.ndarray     # (k,) minimum |x_j| when on
-    max_mag: np.ndarray     # (k,) |P_M,j|
+    lower: FloatArray       # P_LB
+    upper: FloatArray       # P_UB
+    sign: FloatArray        # sign(P_M)
+    weight: FloatArray      # objective coefficient of x
+    binary: IntArray        # indices of bids needing a binary u_j
+    min_mag: FloatArray     # (k,) minimum |x_j| when on
+    max_mag: FloatArray     # (k,) |P_M,j|
     row_keys: tuple[str, ...]
     blocks: list[RowBlock]
 
@@ -92,35 +96,41 @@ class Prepared:
 
     @property
     def proximity(self) -> bool:
-        return self.objective == "abs_cost_proximity"
+        return self.objective == Objective.ABS_COST_PROXIMITY
 
-    def box(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+    def box(self, i: int) -> tuple[FloatArray, FloatArray]:
         """Bounds of dP_i when region i is selected."""
         pf = self.package.p_flex_mw[i]
         return self.lower - pf, self.upper - pf
 
 
-def _keep_rows(sens: np.ndarray, base: np.ndarray, lb: float, ub: float,
-               lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+def _keep_rows(sens: FloatArray, base: FloatArray, lb: float, ub: float,
+               lo: FloatArray, hi: FloatArray) -> BoolArray:
     centre, half = 0.5 * (lo + hi), 0.5 * (hi - lo)
     mid, rad = sens @ centre, np.abs(sens) @ half
     tol_u, tol_l = _ROW_TOL * (1 + abs(ub)), _ROW_TOL * (1 + abs(lb))
-    return (base + mid + rad >= ub - tol_u) | (base + mid - rad <= lb + tol_l)
+    keep: BoolArray = (base + mid + rad >= ub - tol_u) | (base + mid - rad <= lb + tol_l)
+    return keep
 
 
 def prepare(package: SensitivityPackage, bids: BidTable, request_mw: float, *,
-            objective: str = "abs_cost", proximity_weight: float = 1e-3,
+            objective: Objective | str = Objective.ABS_COST, proximity_weight: float = 1e-3,
             prefilter: bool = True) -> Prepared:
-    """Align bids, compute bounds and objective weights, keep the rows that can bind."""
-    if objective not in OBJECTIVES:
-        raise ClearingError(f"unknown objective {objective!r}; choose one of {OBJECTIVES}")
+    """Align bids, compute bounds and objective weights, keep the rows that can bind.
+
+    ``objective`` may be given as its string; an unknown one raises ClearingError naming
+    the choices."""
+    try:
+        obj = Objective.parse(objective, where="objective")
+    except FlexcosimError as exc:
+        raise ClearingError(str(exc)) from None
     if not np.isfinite(request_mw):
         raise ClearingError(f"request_mw must be finite, got {request_mw!r}")
     bids = align_bids(package, bids)
     vol = bids.volume_mw
     sign = np.sign(vol)
     price = bids.price_eur_per_mwh
-    weight = price * sign if objective != "signed_cost" else price.copy()
+    weight = price * sign if obj != Objective.SIGNED_COST else price.copy()
     need = (bids.indivisible | (bids.min_mw > 0)) & (vol != 0)
     binary = np.flatnonzero(need)
     max_mag = np.abs(vol[binary])
@@ -142,7 +152,7 @@ def prepare(package: SensitivityPackage, bids: BidTable, request_mw: float, *,
                           np.full(idx.size, ub), np.full(idx.size, is_vm)))
         blocks.append(RowBlock(*(np.concatenate([p[k] for p in parts]) for k in range(6))))
     return Prepared(
-        package=package, bids=bids, request_mw=float(request_mw), objective=objective,
+        package=package, bids=bids, request_mw=float(request_mw), objective=obj,
         proximity_weight=float(proximity_weight), lower=bids.lower_mw, upper=bids.upper_mw,
         sign=sign, weight=weight, binary=binary, min_mag=min_mag, max_mag=max_mag,
         row_keys=tuple(package.vm_rows) + tuple(package.loading_rows), blocks=blocks)
@@ -153,26 +163,41 @@ def prepare(package: SensitivityPackage, bids: BidTable, request_mw: float, *,
 class LinearProgram:
     """``min cost^T x  s.t.  row_lo <= A x <= row_hi, col_lo <= x <= col_hi``."""
 
-    cost: np.ndarray
-    col_lo: np.ndarray
-    col_hi: np.ndarray
+    cost: FloatArray
+    col_lo: FloatArray
+    col_hi: FloatArray
     a: sp.csr_matrix
-    row_lo: np.ndarray
-    row_hi: np.ndarray
-    integrality: np.ndarray  # 0 continuous, 1 integer
+    row_lo: FloatArray
+    row_hi: FloatArray
+    integrality: npt.NDArray[np.int8]  # 0 continuous, 1 integer
 
 
 @dataclass
 class HighsOutcome:
-    status: str          # optimal | infeasible | time_limit | error
+    """One HiGHS solve: ``x`` and ``row_activity`` are set when a solution exists."""
+
+    status: ClearingStatus
     message: str
-    x: np.ndarray | None
-    row_activity: np.ndarray | None
+    x: FloatArray | None
+    row_activity: FloatArray | None
     objective: float | None
     solve_time_s: float
 
 
-def _new_highs():
+@dataclass
+class Solution:
+    """The selected region and activation of a solve (before :func:`make_result`)."""
+
+    status: ClearingStatus
+    message: str
+    point: int | None
+    x: FloatArray | None
+    objective: float | None
+    build_time_s: float
+    solve_time_s: float
+
+
+def _new_highs() -> Any:
     core = getattr(highspy, "_core", None)
     h = core._Highs() if core is not None and hasattr(core, "_Highs") else highspy.Highs()
     h.setOptionValue("output_flag", False)
@@ -180,18 +205,18 @@ def _new_highs():
 
 
 def solve_highs(lp: LinearProgram, *, mip_rel_gap: float = 1e-6, time_limit_s: float | None = None,
-                start: np.ndarray | None = None, threads: int | None = None) -> HighsOutcome:
+                start: FloatArray | None = None, threads: int | None = None) -> HighsOutcome:
     """Pass ``lp`` to HiGHS in one call (row-wise CSR) and solve it."""
     t0 = time.perf_counter()
     full = lp
     lp, free = _drop_fixed_columns(lp)
     if not len(free):  # nothing to decide: feasible iff every row admits the fixed values
         ok = bool(np.all(lp.row_lo <= 1e-9) and np.all(lp.row_hi >= -1e-9))
-        x = full.col_lo.copy()
-        return (HighsOutcome("optimal", "", x, full.a @ x, float(full.cost @ x),
+        x0 = full.col_lo.copy()
+        return (HighsOutcome(ClearingStatus.OPTIMAL, "", x0, full.a @ x0, float(full.cost @ x0),
                              time.perf_counter() - t0) if ok else
-                HighsOutcome("infeasible", "infeasible (every column is fixed)", None, None,
-                             None, time.perf_counter() - t0))
+                HighsOutcome(ClearingStatus.INFEASIBLE, "infeasible (every column is fixed)",
+                             None, None, None, time.perf_counter() - t0))
     h = _new_highs()
     h.setOptionValue("mip_rel_gap", float(mip_rel_gap))
     if not lp.integrality.any():
@@ -212,17 +237,18 @@ def solve_highs(lp: LinearProgram, *, mip_rel_gap: float = 1e-6, time_limit_s: f
                 np.ascontiguousarray(lp.row_hi, float), a.indptr.astype(np.int32),
                 a.indices.astype(np.int32), a.data.astype(float), integ)
     if st == highspy.HighsStatus.kError:
-        return HighsOutcome("error", "HiGHS rejected the model (passModel)", None, None, None,
-                            time.perf_counter() - t0)
+        return HighsOutcome(ClearingStatus.ERROR, "HiGHS rejected the model (passModel)", None,
+                            None, None, time.perf_counter() - t0)
     if start is not None:
-        start = np.asarray(start, float)[free]
-        h.setSolution(ncol, np.arange(ncol, dtype=np.int32), start)
+        h.setSolution(ncol, np.arange(ncol, dtype=np.int32), np.asarray(start, float)[free])
     h.run()
     ms = h.getModelStatus()
     MS = highspy.HighsModelStatus
     info = h.getInfo()
     has_sol = info.primal_solution_status == 2  # kSolutionStatusFeasible
-    x = act = obj = None
+    x: FloatArray | None = None
+    act: FloatArray | None = None
+    obj: float | None = None
     if has_sol:
         sol = h.getSolution()
         x = full.col_lo.copy()
@@ -231,20 +257,20 @@ def solve_highs(lp: LinearProgram, *, mip_rel_gap: float = 1e-6, time_limit_s: f
         obj = float(full.cost @ x)
     dt = time.perf_counter() - t0
     if ms == MS.kOptimal:
-        return HighsOutcome("optimal", "", x, act, obj, dt)
+        return HighsOutcome(ClearingStatus.OPTIMAL, "", x, act, obj, dt)
     if ms in (MS.kInfeasible, MS.kUnboundedOrInfeasible):
-        return HighsOutcome("infeasible", "HiGHS: infeasible", None, None, None, dt)
+        return HighsOutcome(ClearingStatus.INFEASIBLE, "HiGHS: infeasible", None, None, None, dt)
     if ms == MS.kTimeLimit:
         if has_sol:
-            return HighsOutcome("time_limit", "time limit reached with a feasible solution "
-                                f"(mip gap {info.mip_gap:.3g})", x, act, obj, dt)
-        return HighsOutcome("error", "time limit reached without a feasible solution",
-                            None, None, None, dt)
-    return HighsOutcome("error", f"HiGHS model status {h.modelStatusToString(ms)}",
+            return HighsOutcome(ClearingStatus.TIME_LIMIT, "time limit reached with a feasible "
+                                f"solution (mip gap {info.mip_gap:.3g})", x, act, obj, dt)
+        return HighsOutcome(ClearingStatus.ERROR, "time limit reached without a feasible "
+                            "solution", None, None, None, dt)
+    return HighsOutcome(ClearingStatus.ERROR, f"HiGHS model status {h.modelStatusToString(ms)}",
                         None, None, None, dt)
 
 
-def _drop_fixed_columns(lp: LinearProgram) -> tuple[LinearProgram, np.ndarray]:
+def _drop_fixed_columns(lp: LinearProgram) -> tuple[LinearProgram, IntArray]:
     """``lp`` without the columns fixed by their bounds (bids without volume this frame),
     their contribution moved into the row bounds; returns it and the kept column indices."""
     free = np.flatnonzero(lp.col_hi > lp.col_lo)
@@ -258,20 +284,21 @@ def _drop_fixed_columns(lp: LinearProgram) -> tuple[LinearProgram, np.ndarray]:
                          lp.row_lo - shift, lp.row_hi - shift, lp.integrality[free]), free
 
 
-def _csr(dense: np.ndarray, ncol: int, col_offset: int = 0) -> sp.csr_matrix:
+def _csr(dense: FloatArray, ncol: int, col_offset: int = 0) -> sp.csr_matrix:
     """Dense block placed at ``col_offset`` in a CSR matrix with ``ncol`` columns."""
     r, c = dense.shape
     return sp.csr_matrix((dense.ravel(), np.tile(np.arange(c) + col_offset, r),
                           np.arange(0, r * c + 1, c)), shape=(r, ncol))
 
 
-def _coo(rows, cols, vals, shape) -> sp.csr_matrix:
+def _coo(rows: npt.ArrayLike, cols: npt.ArrayLike, vals: npt.ArrayLike,
+         shape: tuple[int, int]) -> sp.csr_matrix:
     return sp.csr_matrix((np.asarray(vals, float), (np.asarray(rows), np.asarray(cols))),
                          shape=shape)
 
 
 # --------------------------------------------------------------------------- regions
-def region_program(p: Prepared, i: int, *, cost: np.ndarray | None = None,
+def region_program(p: Prepared, i: int, *, cost: FloatArray | None = None,
                    balance: bool = True) -> tuple[LinearProgram, int]:
     """Region ``i`` (``b_i = 1``) in the activation ``x``; returns the program and the number
     of voltage/loading rows, which come first. Columns ``[x (n) | u (k) | t (n, proximity)]``.
@@ -285,8 +312,9 @@ def region_program(p: Prepared, i: int, *, cost: np.ndarray | None = None,
     shift = blk.sens @ pf
     d = pf[None, :] - np.delete(pf_all, i, axis=0)          # (m-1, n): P_i - P_j
     dense = np.vstack([blk.sens, d, np.ones((1, n))]) if balance else np.vstack([blk.sens, d])
-    lo = [blk.lb - blk.base + shift, d @ pf - 0.5 * np.einsum("jn,jn->j", d, d)]
-    hi = [blk.ub - blk.base + shift, np.full(m - 1, INF)]
+    lo: list[npt.ArrayLike] = [blk.lb - blk.base + shift,
+                               d @ pf - 0.5 * np.einsum("jn,jn->j", d, d)]
+    hi: list[npt.ArrayLike] = [blk.ub - blk.base + shift, np.full(m - 1, INF)]
     if balance:
         lo.append([p.request_mw])
         hi.append([p.request_mw])
@@ -321,10 +349,10 @@ def region_program(p: Prepared, i: int, *, cost: np.ndarray | None = None,
 
 
 def _solve_regions(p: Prepared, *, mip_rel_gap: float, time_limit_s: float | None
-                   ) -> tuple[str, str, int | None, np.ndarray | None, float | None, float, float]:
+                   ) -> Solution:
     t_build = t_solve = 0.0
-    best: tuple[float, int, np.ndarray, str] | None = None
-    errors = []
+    best: tuple[float, int, FloatArray, ClearingStatus] | None = None
+    errors: list[str] = []
     t_start = time.perf_counter()
     for i in range(p.m):
         t0 = time.perf_counter()
@@ -333,19 +361,20 @@ def _solve_regions(p: Prepared, *, mip_rel_gap: float, time_limit_s: float | Non
         left = None if time_limit_s is None else time_limit_s - (time.perf_counter() - t_start)
         out = solve_highs(lp, mip_rel_gap=mip_rel_gap, time_limit_s=left)
         t_solve += out.solve_time_s
-        if out.x is not None and out.status in ("optimal", "time_limit"):
+        if out.x is not None and out.objective is not None and out.status.has_solution:
             if best is None or out.objective < best[0] - 1e-9 * (1 + abs(best[0])):
                 best = (out.objective, i, out.x[:p.n], out.status)
-        elif out.status == "error":
+        elif out.status == ClearingStatus.ERROR:
             errors.append(f"region {i}: {out.message}")
     if best is None:
         if errors:
-            return "error", "; ".join(errors), None, None, None, t_build, t_solve
-        return "infeasible", "no operating point's region admits the request", None, None, \
-            None, t_build, t_solve
-    status = "time_limit" if (best[3] == "time_limit" or errors) else "optimal"
-    msg = "; ".join(errors)
-    return status, msg, best[1], best[2], best[0], t_build, t_solve
+            return Solution(ClearingStatus.ERROR, "; ".join(errors), None, None, None, t_build,
+                            t_solve)
+        return Solution(ClearingStatus.INFEASIBLE, "no operating point's region admits the "
+                        "request", None, None, None, t_build, t_solve)
+    status = (ClearingStatus.TIME_LIMIT if (best[3] == ClearingStatus.TIME_LIMIT or errors)
+              else ClearingStatus.OPTIMAL)
+    return Solution(status, "; ".join(errors), best[1], best[2], best[0], t_build, t_solve)
 
 
 # --------------------------------------------------------------------------- full MILP
@@ -357,7 +386,9 @@ def milp_program(p: Prepared) -> LinearProgram:
     prox = p.proximity
     ncol = mn + m + k + (mn if prox else 0)
     bcol = mn + np.arange(m)
-    mats, lo, hi = [], [], []
+    mats: list[sp.csr_matrix] = []
+    lo: list[npt.ArrayLike] = []
+    hi: list[npt.ArrayLike] = []
     # bid_lower / bid_upper (14b,c): dP_ij - lo_ij b_i >= 0, dP_ij - hi_ij b_i <= 0
     r = np.arange(mn)
     ii = np.repeat(np.arange(m), n)
@@ -382,7 +413,9 @@ def milp_program(p: Prepared) -> LinearProgram:
             lo.append(l_)
             hi.append(h_)
     # voronoi (14h): (P_i-P_j)^T (P_i-P_j)/2 b_i + (P_i-P_j)^T dP_i >= 0
-    vr, vc, vv = [], [], []
+    vr: list[IntArray] = []
+    vc: list[IntArray] = []
+    vv: list[FloatArray] = []
     row = 0
     for i in range(m):
         for j in range(m):
@@ -436,7 +469,7 @@ def milp_program(p: Prepared) -> LinearProgram:
                          np.concatenate([np.asarray(v, float) for v in hi]), integ)
 
 
-def _milp_start(p: Prepared, warm: ClearingResult | None) -> np.ndarray | None:
+def _milp_start(p: Prepared, warm: ClearingResult | None) -> FloatArray | None:
     """A MILP start vector from a previous clearing on a package with the same columns."""
     if warm is None or not warm.ok or set(warm.activation_mw) != set(p.package.columns):
         return None
@@ -458,19 +491,20 @@ def _milp_start(p: Prepared, warm: ClearingResult | None) -> np.ndarray | None:
 
 
 def _solve_milp(p: Prepared, *, mip_rel_gap: float, time_limit_s: float | None,
-                warm_start: ClearingResult | None):
+                warm_start: ClearingResult | None = None) -> Solution:
     t0 = time.perf_counter()
     lp = milp_program(p)
     start = _milp_start(p, warm_start)
     t_build = time.perf_counter() - t0
     out = solve_highs(lp, mip_rel_gap=mip_rel_gap, time_limit_s=time_limit_s, start=start)
-    if out.x is None or out.status not in ("optimal", "time_limit"):
-        return out.status, out.message or "infeasible", None, None, None, t_build, out.solve_time_s
+    if out.x is None or not out.status.has_solution:
+        return Solution(out.status, out.message or "infeasible", None, None, None, t_build,
+                        out.solve_time_s)
     m, n, mn = p.m, p.n, p.m * p.n
     b = out.x[mn:mn + m]
     i = int(np.argmax(b))
     x = p.package.p_flex_mw[i] + out.x[i * n:(i + 1) * n]
-    return out.status, out.message, i, x, out.objective, t_build, out.solve_time_s
+    return Solution(out.status, out.message, i, x, out.objective, t_build, out.solve_time_s)
 
 
 # --------------------------------------------------------------------------- zero request
@@ -502,25 +536,26 @@ def zero_activation_point(p: Prepared) -> int | None:
 
 
 # --------------------------------------------------------------------------- results
-def make_result(p: Prepared, *, status: str, message: str, point: int | None,
-                x: np.ndarray | None, objective: float | None, backend: str, method: str,
+def make_result(p: Prepared, *, status: ClearingStatus | str, message: str, point: int | None,
+                x: npt.ArrayLike | None, objective: float | None, backend: str, method: str,
                 build_time_s: float, solve_time_s: float) -> ClearingResult:
     """Assemble a ClearingResult from the selected point and activation (any backend)."""
-    res = ClearingResult(status=status, request_mw=p.request_mw, message=message,
+    res = ClearingResult(status=ClearingStatus.parse(status), request_mw=p.request_mw,
+                         message=message,
                          backend=backend, method=method, objective_name=p.objective,
                          build_time_s=build_time_s, solve_time_s=solve_time_s)
     if point is None or x is None:
         return res
     pkg = p.package
-    x = np.clip(np.asarray(x, float), p.lower, p.upper)  # remove solver noise outside the box
-    x[np.abs(x) < 1e-12] = 0.0
-    vm, ld = pkg.predict(point, x)
-    res.delivered_mw = float(x.sum())
-    res.cost_eur = float(np.abs(x) @ p.bids.price_eur_per_mwh)
+    xa = np.clip(np.asarray(x, float), p.lower, p.upper)  # solver noise outside the box
+    xa[np.abs(xa) < 1e-12] = 0.0
+    vm, ld = pkg.predict(point, xa)
+    res.delivered_mw = float(xa.sum())
+    res.cost_eur = float(np.abs(xa) @ p.bids.price_eur_per_mwh)
     res.objective = None if objective is None else float(objective)
     res.operating_point = int(point)
     res.operating_point_label = pkg.points[point].label
-    res.activation_mw = {c: float(v) for c, v in zip(pkg.columns, x)}
+    res.activation_mw = {c: float(v) for c, v in zip(pkg.columns, xa)}
     res.predicted_vm_pu = {c: float(v) for c, v in zip(pkg.vm_rows, vm)}
     res.predicted_loading_percent = {c: float(v) for c, v in zip(pkg.loading_rows, ld)}
     return res
@@ -534,9 +569,11 @@ def solve_direct(p: Prepared, *, method: str = "auto", mip_rel_gap: float = 1e-6
         raise ClearingError(f"unknown method {method!r}; choose one of {METHODS}")
     if method == "auto":
         method = "regions"
-    solver = _solve_regions if method == "regions" else _solve_milp
-    kwargs = {} if method == "regions" else {"warm_start": warm_start}
-    status, msg, i, x, obj, tb, ts = solver(p, mip_rel_gap=mip_rel_gap,
-                                            time_limit_s=time_limit_s, **kwargs)
-    return make_result(p, status=status, message=msg, point=i, x=x, objective=obj,
-                       backend="direct", method=method, build_time_s=tb, solve_time_s=ts)
+    if method == "regions":
+        s = _solve_regions(p, mip_rel_gap=mip_rel_gap, time_limit_s=time_limit_s)
+    else:
+        s = _solve_milp(p, mip_rel_gap=mip_rel_gap, time_limit_s=time_limit_s,
+                        warm_start=warm_start)
+    return make_result(p, status=s.status, message=s.message, point=s.point, x=s.x,
+                       objective=s.objective, backend="direct", method=method,
+                       build_time_s=s.build_time_s, solve_time_s=s.solve_time_s)

@@ -18,6 +18,8 @@ hook of :func:`flexcore.market.clear`). Importing this module imports pyomo; the
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pyomo.environ as pyo
@@ -26,18 +28,24 @@ from pyomo.contrib.solver.solvers.highs import Highs
 from pyomo.core.expr import LinearExpression
 
 from flexcore.exchange.bids import BidTable
+from flexcore.exchange.clearing import ClearingResult
+from flexcore.exchange.enums import ClearingStatus, Objective
+from flexcore.exchange.limits import FloatArray
 from flexcore.exchange.package import SensitivityPackage
 from flexcore.market.direct import Prepared, make_result, prepare
-from flexcore.exchange.clearing import ClearingResult
+
+#: pyomo is untyped: its models, variables and expressions are ``Any`` to mypy
+_Rule = Callable[[Any, int, str], Any]
 
 
-def _lin(coefs: np.ndarray, variables: list) -> LinearExpression:
+def _lin(coefs: FloatArray, variables: list[Any]) -> LinearExpression:
     return LinearExpression(constant=0.0, linear_coefs=[float(c) for c in coefs],
                             linear_vars=variables)
 
 
 def build_pyomo_model(package: SensitivityPackage, bids: BidTable, request_mw: float, *,
-                      objective: str = "abs_cost", proximity_weight: float = 1e-3,
+                      objective: Objective | str = Objective.ABS_COST,
+                      proximity_weight: float = 1e-3,
                       prefilter: bool = True) -> pyo.ConcreteModel:
     """The clearing MILP of METHOD.md as a pyomo ConcreteModel (not solved).
 
@@ -71,7 +79,8 @@ def build_from_prepared(p: Prepared) -> pyo.ConcreteModel:
         mo.dP[i, j] <= hi_box[i, col[j]] * mo.b[i]))
 
     # voltage / loading rows kept by the prefilter: (point, row key) -> (sens, base, lb, ub)
-    rows: dict[bool, dict[tuple[int, str], tuple]] = {True: {}, False: {}}
+    rows: dict[bool, dict[tuple[int, str], tuple[FloatArray, float, float, float]]] = {
+        True: {}, False: {}}
     for i, blk in enumerate(p.blocks):
         for r in range(len(blk.rows)):
             rows[bool(blk.is_vm[r])][(i, p.row_keys[blk.rows[r]])] = (
@@ -79,14 +88,16 @@ def build_from_prepared(p: Prepared) -> pyo.ConcreteModel:
     model.VM = pyo.Set(initialize=list(rows[True]), dimen=2, ordered=True)
     model.LD = pyo.Set(initialize=list(rows[False]), dimen=2, ordered=True)
 
-    def lower_rule(table):
-        def rule(mo, i, key):
+    Table = dict[tuple[int, str], tuple[FloatArray, float, float, float]]
+
+    def lower_rule(table: Table) -> _Rule:
+        def rule(mo: Any, i: int, key: str) -> Any:
             s, base, lb, _ = table[(i, key)]
             return lb * mo.b[i] + base * (1 - mo.b[i]) <= base + _lin(s, dpv[i])
         return rule
 
-    def upper_rule(table):
-        def rule(mo, i, key):
+    def upper_rule(table: Table) -> _Rule:
+        def rule(mo: Any, i: int, key: str) -> Any:
             s, base, _, ub = table[(i, key)]
             return base + _lin(s, dpv[i]) <= ub * mo.b[i] + base * (1 - mo.b[i])
         return rule
@@ -99,7 +110,7 @@ def build_from_prepared(p: Prepared) -> pyo.ConcreteModel:
     model.VOR = pyo.Set(initialize=[(i, j) for i in range(m) for j in range(m) if i != j],
                         dimen=2, ordered=True)
 
-    def voronoi(mo, i, j):
+    def voronoi(mo: Any, i: int, j: int) -> Any:
         d = pf[i] - pf[j]
         return 0.5 * float(d @ d) * mo.b[i] + _lin(d, dpv[i]) >= 0
     model.voronoi = pyo.Constraint(model.VOR, rule=voronoi)
@@ -135,11 +146,12 @@ def build_from_prepared(p: Prepared) -> pyo.ConcreteModel:
 
 
 def solve_pyomo_model(model: pyo.ConcreteModel, *, mip_rel_gap: float = 1e-6,
-                      time_limit_s: float | None = None) -> tuple[str, str, float]:
+                      time_limit_s: float | None = None
+                      ) -> tuple[ClearingStatus, str, float]:
     """Solve with HiGHS (pyomo.contrib.solver); returns (status, message, solve time)."""
     opt = Highs()
     if not opt.available():
-        return "error", "HiGHS is not available to pyomo", 0.0
+        return ClearingStatus.ERROR, "HiGHS is not available to pyomo", 0.0
     kwargs = {"time_limit": time_limit_s} if time_limit_s is not None else {}
     t0 = time.perf_counter()
     res = opt.solve(model, load_solutions=False, raise_exception_on_nonoptimal_result=False,
@@ -148,21 +160,26 @@ def solve_pyomo_model(model: pyo.ConcreteModel, *, mip_rel_gap: float = 1e-6,
     tc = res.termination_condition
     if tc in (TerminationCondition.provenInfeasible, TerminationCondition.locallyInfeasible,
               TerminationCondition.infeasibleOrUnbounded):
-        return "infeasible", "HiGHS: infeasible", dt
+        return ClearingStatus.INFEASIBLE, "HiGHS: infeasible", dt
     if res.solution_status in (SolutionStatus.optimal, SolutionStatus.feasible):
         res.solution_loader.load_vars()
         if tc == TerminationCondition.convergenceCriteriaSatisfied:
-            return "optimal", "", dt
-        return "time_limit", f"HiGHS stopped ({tc.name}) with a feasible solution", dt
-    return "error", f"HiGHS termination {tc.name}", dt
+            return ClearingStatus.OPTIMAL, "", dt
+        return (ClearingStatus.TIME_LIMIT, f"HiGHS stopped ({tc.name}) with a feasible solution",
+                dt)
+    return ClearingStatus.ERROR, f"HiGHS termination {tc.name}", dt
 
 
-def extract_solution(model: pyo.ConcreteModel, *, status: str, message: str = "",
+def extract_solution(model: pyo.ConcreteModel, *, status: ClearingStatus | str,
+                     message: str = "",
                      build_time_s: float = 0.0, solve_time_s: float = 0.0) -> ClearingResult:
     """ClearingResult from a solved model (selected point = largest ``b``)."""
     p: Prepared = model._flexcosim
-    point = x = obj = None
-    if status in ("optimal", "time_limit"):
+    status = ClearingStatus.parse(status, where="status")
+    point: int | None = None
+    x: FloatArray | None = None
+    obj: float | None = None
+    if status.has_solution:
         b = np.array([pyo.value(model.b[i]) for i in model.I])
         point = int(np.argmax(b))
         x = np.array([pyo.value(model.x[j]) for j in model.J])
