@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from flexcore.district.daytypes import DAY_TYPES, frames_per_day
+from flexcore.exchange.enums import Objective
 
 
 class ConfigError(FlexcosimError, ValueError):
@@ -108,7 +109,7 @@ _KEYS = {
     "results": {"plots"},
     "test": {"extra_load"},
 }
-OBJECTIVES = ("abs_cost", "signed_cost", "abs_cost_proximity")
+OBJECTIVES = Objective.values()
 
 
 def _get(table: dict, section: str, key: str, kind: type | tuple, default: Any) -> Any:

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -144,9 +142,3 @@ def test_cli_grid_build_and_info(tmp_path, capsys):
     assert "building connections  241" in text and "630 kVA" in text
     assert (tmp_path / "g.png").stat().st_size > 10_000
     assert cli_main(["grid", "info", str(tmp_path / "missing.json"), "--no-plot"]) == 2
-
-
-def test_flexcore_never_imports_mosaik():
-    code = ("import sys, flexcore, flexcore.dso.linearizer, flexcore.market, flexcore.district.profiles, "
-            "flexcore.fpu.assign, scenarios.cli; assert 'mosaik' not in sys.modules, 'mosaik'")
-    subprocess.run([sys.executable, "-c", code], check=True)

@@ -10,10 +10,10 @@ import shutil
 import numpy as np
 import pytest
 
-from flexcore.grid import grids
-from flexcore.exchange.bids import BidError, BidTable, read_bids, write_bids
 from flexcore.dso.linearizer import KeyMap, Linearizer
-from flexcore.exchange.package import (ARRAY_NAMES, PackageError, load_package, save_package, screen)
+from flexcore.exchange.bids import BidError, BidTable, read_bids, write_bids
+from flexcore.exchange.package import ARRAY_NAMES, PackageError, load_package, save_package, screen
+from flexcore.grid import grids
 
 
 @pytest.fixture(scope="module")
@@ -132,9 +132,11 @@ def test_screening_drops_only_rows_that_cannot_reach_a_limit(package, rural_line
     bids = rural_linearizer.bids
     screened, rep = screen(package, lower_mw=bids.lower_mw, upper_mw=bids.upper_mw,
                            margin_vm_pu=0.0, margin_loading_percent=0.0)
-    assert rep.vm_rows_kept + rep.loading_rows_kept < len(package.vm_rows) + len(package.loading_rows)
+    n_rows = len(package.vm_rows) + len(package.loading_rows)
+    assert rep.vm_rows_kept + rep.loading_rows_kept < n_rows
     dropped_v = [k for k, key in enumerate(package.vm_rows) if key not in screened.vm_rows]
-    dropped_l = [k for k, key in enumerate(package.loading_rows) if key not in screened.loading_rows]
+    dropped_l = [k for k, key in enumerate(package.loading_rows)
+                 if key not in screened.loading_rows]
     rng = np.random.default_rng(0)
     lim = package.limits
     for _ in range(500):  # random activations within the bids' bounds, every point

@@ -15,8 +15,6 @@ Frames: winter workday 07:15 (0.5 MW request), 12:00 (-0.5 MW) and 18:00 (1.8 MW
 from __future__ import annotations
 
 import dataclasses
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
@@ -105,12 +103,6 @@ def test_malformed_toml_names_the_key(tmp_path):
     with pytest.raises(ConfigError, match=r"bad.toml: \[scenario\] slots"):
         load_config(p)
 
-
-def test_tso_agent_imports_no_grid_code():
-    code = ("import sys, agents.tso_agent; bad = [m for m in sys.modules if m == 'pandapower' "
-            "or m.startswith(('flexcore.grid.grids', 'flexcore.grid.gridgen', 'flexcore.dso.linearizer', "
-            "'flexcore.grid.sensitivity', 'flexcore.grid.ppinternals'))]; print(bad); assert not bad")
-    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_run_folder_figures_predictions_and_toml_config(cfg, run_a):
