@@ -206,3 +206,47 @@ def test_cli_choices_come_from_the_enums():
     choices = {a.dest: a.choices for a in clear._actions if a.choices}
     assert tuple(choices["objective"]) == Objective.values()
     assert tuple(choices["backend"]) == BACKENDS
+
+
+# --------------------------------------------------------------------------- layer contracts
+def _imports(path) -> set[str]:
+    """Every module a file imports, at the top or inside functions (static, by AST)."""
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+    return names
+
+
+def _offending(files, forbidden) -> list[str]:
+    return [f"{f.relative_to(ROOT)}: {m}" for f in files for m in sorted(_imports(f))
+            if any(m == bad or m.startswith(bad + ".") for bad in forbidden)]
+
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
+
+
+def test_layer_contracts_of_the_readme():
+    """README "Layout and the privacy boundary", checked on the source of every module."""
+    py = lambda *parts: sorted(ROOT.joinpath(*parts).rglob("*.py"))  # noqa: E731
+    assert not _offending(py("flexcore"), ("mosaik", "scenarios", "agents", "simulators", "bench"))
+    tso_side = py("flexcore", "market") + py("flexcore", "exchange")
+    assert not _offending(tso_side, ("pandapower", "flexcore.grid", "flexcore.dso",
+                                     "flexcore.district", "simbench"))
+    assert not _offending([ROOT / "agents" / "tso_agent.py"],
+                          ("pandapower", "flexcore.grid", "flexcore.dso", "simbench"))
+    users_of_bench = [f for f in py("flexcore") + py("scenarios") + py("agents")
+                      + py("simulators") if _offending([f], ("bench",))]
+    assert users_of_bench == [ROOT / "scenarios" / "cli.py"]
+
+
+def test_pandapower_internals_only_in_ppinternals():
+    internals = [f.relative_to(ROOT).as_posix()
+                 for pkg in ("flexcore", "agents", "simulators", "scenarios", "bench")
+                 for f in sorted((ROOT / pkg).rglob("*.py"))
+                 if "._ppc" in f.read_text() or "_pd2ppc_lookups" in f.read_text()]
+    assert internals == ["flexcore/grid/ppinternals.py"]
