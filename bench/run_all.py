@@ -152,12 +152,9 @@ def main(*, quick: bool = False) -> int:
     bench_sensitivities(quick=quick)
     bench_package(quick=quick)
     bench_market(quick=quick)
-    try:
-        from bench import bench_cosim
-    except ImportError:
-        print("co-simulation benchmark not available")
-    else:
-        bench_cosim.main([], quick=quick)
+    from bench import bench_cosim
+
+    bench_cosim.main([], quick=quick)
     return 0
 
 

@@ -3,28 +3,38 @@
 Every error that bad input can cause is a :class:`FlexcosimError`; its message names the
 culprit (file, line, key or element). The command line turns exactly these into one line on
 stderr and exit code 2; anything else is a bug and exits 3 with its traceback
-(``scenarios/cli.py``). Each subclass lives next to the code that raises it and is
-re-exported here, so that ``from flexcore.errors import ...`` finds all of them:
+(``scenarios/cli.py``, README "Exit codes"). Programming errors stay plain exceptions.
+
+Each subclass lives next to the code that raises it; the ones in ``flexcore`` are also
+reachable here (``from flexcore.errors import BidError`` imports them lazily, so this module
+itself imports nothing):
 
 =======================  =============================================================
 class                    raised for
 =======================  =============================================================
+``InputFileError``       an input file or folder that does not exist (defined here)
+``RunFolderError``       an output folder that exists and is not empty (``flexcore.runs``)
 ``BidError``             a malformed ``BIDS.csv`` or bid table (``flexcore.exchange.bids``)
 ``PackageError``         a malformed or tampered sensitivity package
 ``ClearingError``        bad input to the clearing (bids not matching the package, ...)
 ``ClearingFileError``    a malformed or tampered ``CLEARING.json``
-``KeyMapError``          a malformed ``KEYMAP.json`` or one that does not fit the grid
-``GridError``            a grid source that cannot be loaded or used
+``LimitsError``          limits that cannot be used (``flexcore.exchange.limits``)
+``GridError``            a grid source that cannot be loaded or built (``flexcore.grid``)
 ``PointNotConverged``    an AC power flow at an operating point that does not converge
-``BuildingTableError``   a malformed building or street table
+``BuildingTableError``   a malformed building or street table (``flexcore.district``)
+``WeatherError``         a TRY weather file or year that cannot be used
+``ClockError``           a time that is not on the frame clock
 ``RegistryError``        an ``[[fpu]]`` entry or unit class that cannot be used
-``ConfigError``          a malformed scenario TOML (``scenarios/config.py``)
+``ConfigError``          a malformed scenario TOML (``scenarios/config.py``; not re-exported:
+                         flexcore never imports scenarios)
 =======================  =============================================================
 
-The subclasses also derive from :class:`ValueError` where they did before, so existing
-``except ValueError`` code keeps working.
+The subclasses also derive from the built-in they replaced (``ValueError``,
+``FileNotFoundError``, ...), so existing ``except ValueError`` code keeps working.
 """
 from __future__ import annotations
+
+import importlib
 
 
 class FlexcosimError(Exception):
@@ -32,4 +42,27 @@ class FlexcosimError(Exception):
 
 
 class InputFileError(FlexcosimError, FileNotFoundError):
-    """An input file or folder that does not exist, or an output that would overwrite one."""
+    """An input file or folder that does not exist (the message names the path)."""
+
+
+#: subclass -> the module that defines it (imported on first access, see the module doc)
+_HOMES = {
+    "RunFolderError": "flexcore.runs",
+    "BidError": "flexcore.exchange.bids",
+    "PackageError": "flexcore.exchange.package",
+    "ClearingError": "flexcore.exchange.clearing",
+    "ClearingFileError": "flexcore.exchange.clearing",
+    "LimitsError": "flexcore.exchange.limits",
+    "GridError": "flexcore.grid.gridgen",
+    "PointNotConverged": "flexcore.dso.linearizer",
+    "BuildingTableError": "flexcore.district.buildings",
+    "WeatherError": "flexcore.district.weather",
+    "ClockError": "flexcore.district.clock",
+    "RegistryError": "flexcore.fpu.registry",
+}
+
+
+def __getattr__(name: str):
+    if name in _HOMES:
+        return getattr(importlib.import_module(_HOMES[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,6 +9,12 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from flexcore.errors import FlexcosimError
+
+
+class RunFolderError(FlexcosimError, FileExistsError):
+    """An output folder that exists and is not empty (runs never overwrite each other)."""
+
 PACKAGES = ("flexcosim", "numpy", "scipy", "pandas", "pandapower", "pyomo", "highspy", "mosaik",
             "mosaik-api-v3", "demandlib", "pvlib", "hplib", "simbench", "matplotlib")
 
@@ -23,7 +29,7 @@ def new_run_dir(kind: str, *, root: str | Path | None = None, out: str | Path | 
     if out is not None:
         path = Path(out)
         if path.exists() and any(path.iterdir()):
-            raise FileExistsError(f"output folder {path} exists and is not empty; "
+            raise RunFolderError(f"output folder {path} exists and is not empty; "
                                   "runs never overwrite each other")
         path.mkdir(parents=True, exist_ok=True)
         return path
@@ -36,7 +42,7 @@ def new_run_dir(kind: str, *, root: str | Path | None = None, out: str | Path | 
             return path
         except FileExistsError:
             continue
-    raise FileExistsError(f"cannot create a fresh run folder under {root}")
+    raise RunFolderError(f"cannot create a fresh run folder under {root}")
 
 
 def versions() -> dict[str, str]:

@@ -1,4 +1,6 @@
-"""``flexcosim`` command line. Heavy imports happen inside the commands, so ``--help`` is fast.
+"""``flexcosim`` command line. Heavy imports happen inside the commands, so ``--help`` is fast
+(the parser imports only the choice lists: :class:`flexcore.exchange.enums.Objective` and
+``flexcore.market.BACKENDS``).
 
 Commands (public contracts between organisations; see README "Command line and files"):
 
@@ -7,13 +9,28 @@ Commands (public contracts between organisations; see README "Command line and f
 - ``flexcosim tso clear``                 TSO side: clears bids against a package
 - ``flexcosim run SCENARIO.toml``         the mosaik co-simulation
 - ``flexcosim evaluate`` / ``flexcosim bench``  evaluation report and benchmarks
+
+Exit codes, the same for every command (README "Exit codes"): 0 done; 1 the answer is "no"
+(a clearing not optimal, an unsafe validation, a run that dispatched an unsafe frame); 2 bad
+input (a :class:`flexcore.errors.FlexcosimError`, one line naming the culprit, or a usage
+error from argparse); 3 internal error (any other exception, with its traceback: a bug);
+130 interrupted (Ctrl-C).
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import traceback
 from pathlib import Path
+
+from flexcore.errors import FlexcosimError
+
+EXIT_OK = 0           #: done (``run``: the run completed; per-frame statuses are data)
+EXIT_NO = 1           #: the answer is "no": not optimal, unsafe, an unsafe frame dispatched
+EXIT_BAD_INPUT = 2    #: a FlexcosimError or a usage error: one line, no traceback
+EXIT_INTERNAL = 3     #: any other exception: a bug, printed with its traceback
+EXIT_INTERRUPTED = 130  #: Ctrl-C
 
 BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -41,6 +58,9 @@ def _points(text: str) -> list[float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from flexcore.exchange.enums import Objective
+    from flexcore.market import BACKENDS
+
     p = argparse.ArgumentParser(prog="flexcosim", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="group", required=True)
 
@@ -90,9 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     clr.add_argument("--package", required=True)
     clr.add_argument("--bids", required=True)
     clr.add_argument("--request-mw", type=float, required=True)
-    clr.add_argument("--objective", default="abs_cost",
-                     choices=["abs_cost", "signed_cost", "abs_cost_proximity"])
-    clr.add_argument("--backend", default="direct", choices=["direct", "pyomo"])
+    clr.add_argument("--objective", default=Objective.ABS_COST.value, choices=Objective.values())
+    clr.add_argument("--backend", default=BACKENDS[0], choices=BACKENDS)
     clr.add_argument("--out", required=True, help="CLEARING.json")
 
     # ---------------------------------------------------------------- run / evaluate / bench
@@ -112,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns its exit code (see the module doc). A usage error exits 2
+    through argparse (``SystemExit``)."""
     limit_blas_threads()
     args = build_parser().parse_args(argv)
     handler = {
@@ -121,11 +142,18 @@ def main(argv: list[str] | None = None) -> int:
         ("run", None): _run, ("evaluate", None): _evaluate, ("bench", None): _bench,
     }[(args.group, getattr(args, "cmd", None))]
     try:
-        return int(handler(args) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as exc:
-        # every error we raise on bad input names its culprit; no traceback for users
+        return int(handler(args))
+    except FlexcosimError as exc:  # bad input: the message names the culprit
         print(f"flexcosim: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("flexcosim: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception:  # anything else is a bug: never pass it off as bad input
+        traceback.print_exc()
+        print("flexcosim: internal error (a bug; the traceback above says where)",
+              file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 # --------------------------------------------------------------------------- grid
@@ -147,7 +175,7 @@ def _grid_build(args) -> int:
     pp.to_json(net, str(out))
     print(f"wrote {out}: {len(net.bus)} buses, {len(net.line)} lines, {len(net.trafo)} "
           f"transformer(s), {len(net.load)} building connections")
-    return 0
+    return EXIT_OK
 
 
 def _grid_info(args) -> int:
@@ -164,7 +192,7 @@ def _grid_info(args) -> int:
         path = Path(args.plot) if args.plot else runs.new_run_dir("grid") / "grid.png"
         plot_grid(net, path, title=f"{summary.name}: base case, line loading")
         print(f"plot: {path}")
-    return 0
+    return EXIT_OK
 
 
 # --------------------------------------------------------------------------- dso / tso
@@ -174,16 +202,16 @@ def _dso_linearize(args) -> int:
     report = dso.linearize_cli(grid=args.grid, bids=args.bids, points=args.points,
                                screen=args.screen, out=args.out)
     print(report)
-    return 0
+    return EXIT_OK
 
 
 def _dso_validate(args) -> int:
     from scenarios import dso_commands as dso
 
-    report = dso.validate_cli(grid=args.grid, bids=args.bids, clearing=args.clearing,
-                              keymap=args.keymap, out=args.out)
-    print(report)
-    return 0
+    text, safe = dso.validate_cli(grid=args.grid, bids=args.bids, clearing=args.clearing,
+                                  keymap=args.keymap, out=args.out)
+    print(text)
+    return EXIT_OK if safe else EXIT_NO
 
 
 def _dso_refine(args) -> int:
@@ -192,7 +220,7 @@ def _dso_refine(args) -> int:
     report = dso.refine_cli(grid=args.grid, bids=args.bids, package=args.package,
                             clearing=args.clearing, keymap=args.keymap, out=args.out)
     print(report)
-    return 0
+    return EXIT_OK
 
 
 def _tso_clear(args) -> int:
@@ -208,16 +236,43 @@ def _tso_clear(args) -> int:
         print(f"status optimal; delivered {result.delivered_mw:.4f} of {args.request_mw} MW; "
               f"cost {result.cost_eur:.2f} EUR/h; operating point {result.operating_point_label}; "
               f"wrote {args.out}")
-        return 0
+        return EXIT_OK
     diag = result.diagnosis.message if result.diagnosis else result.message
     print(f"status {result.status}: {diag}; wrote {args.out}")
-    return 1
+    return EXIT_NO
 
 
 def _run(args) -> int:
-    from scenarios.runner import run_cli
+    """0 when the run completed (per-frame statuses are data), 1 when it dispatched a frame
+    the DSO found unsafe (only with ``dispatch_unsafe``)."""
+    import logging
 
-    return run_cli(args)
+    import pandas as pd
+
+    from scenarios.results import summary_text
+    from scenarios.runner import apply_overrides, load_config, run_scenario
+
+    logging.getLogger("mosaik").setLevel(logging.WARNING)
+    try:
+        from loguru import logger
+    except ImportError:  # mosaik without loguru: nothing to quieten
+        pass
+    else:
+        logger.remove()
+        logger.add(sys.stderr, level="WARNING")
+    cfg = apply_overrides(load_config(args.scenario), day_types=args.day_types,
+                          frames=args.frames)
+    run_dir, summary = run_scenario(cfg, out=args.out, quiet=args.quiet)
+    print(summary_text(summary))
+    print(f"run folder: {run_dir}")
+    frames = pd.read_parquet(run_dir / "timeseries" / "frames.parquet",
+                             columns=["frame", "status", "dispatched"])
+    dispatched_unsafe = (frames["status"] == "unsafe") & frames["dispatched"].isin([True, 1])
+    unsafe = frames.loc[dispatched_unsafe, "frame"]
+    if len(unsafe):
+        print(f"dispatched {len(unsafe)} unsafe frame(s): {unsafe.tolist()[:10]}")
+        return EXIT_NO
+    return EXIT_OK
 
 
 def _evaluate(args) -> int:

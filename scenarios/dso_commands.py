@@ -33,7 +33,9 @@ def _keymap_for(path_hint: Path, explicit) -> KeyMap:
     return KeyMap.load(explicit if explicit else path_hint)
 
 
-def validate_cli(*, grid, bids, clearing, keymap, out) -> str:
+def validate_cli(*, grid, bids, clearing, keymap, out) -> tuple[str, bool]:
+    """Validate a clearing in an AC power flow; (report text, safe) — safe: converged and
+    every AC limit kept (``flexcosim dso validate`` exits 1 otherwise)."""
     from flexcore.market import read_clearing
 
     result = read_clearing(clearing)
@@ -46,7 +48,7 @@ def validate_cli(*, grid, bids, clearing, keymap, out) -> str:
     from flexcore.runs import write_json
 
     write_json(out, report.to_json())
-    return report.as_text() + f"\nreport: {out}"
+    return report.as_text() + f"\nreport: {out}", report.safe
 
 
 def refine_cli(*, grid, bids, package, clearing, keymap, out) -> str:

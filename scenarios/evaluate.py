@@ -9,39 +9,33 @@ Writes a new run folder with ``report.md``, ``tables.json`` (every number of the
 2. the error against the linearisation: m = 1, 3, 5, 9 points x 0-3 refinement rounds,
    and the DC-PTDF / LinDistFlow baseline (:mod:`flexcore.study.baselines`);
 3. over time: the per-frame error and AC-violation distribution of a co-simulation run
-   (``<run>/timeseries/frames.parquet`` or ``frames.csv``; columns matched loosely, see
-   :data:`FRAME_COLUMNS`);
+   (``<run>/timeseries/frames.parquet`` or ``frames.csv``, the table ``scenarios.results``
+   writes; the columns in :data:`OVER_TIME_COLUMNS` are read by name), run in-process with
+   :func:`scenarios.runner.run_scenario` when a scenario TOML is given;
 4. optimality and speed against AC OPF and SLP on the full model at several load levels.
 """
 from __future__ import annotations
 
 import math
-import re
-import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from flexcore.errors import FlexcosimError, InputFileError
+
 #: the source's Table 1 (one frame, m = 3), shown for comparison
 SOURCE_TABLE1 = {"vm_mae_pu": 2.3e-5, "vm_rmse_pu": 2.6e-5,
                  "loading_mae_percent": 6.1e-3, "loading_rmse_percent": 9.8e-3}
 ERROR_KEYS = ("vm_mae_pu", "vm_rmse_pu", "loading_mae_percent", "loading_rmse_percent")
-#: canonical frame column -> accepted names (compared lower-case, non-alphanumerics dropped)
-FRAME_COLUMNS = {
-    "day_type": ("day_type", "daytype", "day"),
-    "slot": ("slot", "time", "frame_in_day", "time_of_day"),
-    "status": ("status", "clearing_status"),
-    "request_mw": ("request_mw", "request", "p_e_mw", "requested_mw"),
-    "delivered_mw": ("delivered_mw", "delivered"),
-    "vm_mae_pu": ("vm_mae_pu", "vm_mae", "voltage_mae_pu", "voltage_mae"),
-    "vm_rmse_pu": ("vm_rmse_pu", "vm_rmse", "voltage_rmse_pu", "voltage_rmse"),
-    "loading_mae_percent": ("loading_mae_percent", "loading_mae", "ld_mae_percent"),
-    "loading_rmse_percent": ("loading_rmse_percent", "loading_rmse", "ld_rmse_percent"),
-    "violations": ("ac_violations", "violations", "n_violations", "violations_ac"),
-}
+#: the columns of the co-simulation's frames table (scenarios.results.FRAME_COLUMNS) read here
+OVER_TIME_COLUMNS = ("day_type", "slot", "status", "request_mw", "delivered_mw", *ERROR_KEYS,
+                     "ac_violations")
+
+
+class FramesTableError(FlexcosimError, ValueError):
+    """A frames table that lacks columns the over-time statistics read."""
 
 
 @dataclass(frozen=True)
@@ -236,28 +230,6 @@ def _refined_dispatch(lin, bids, options: EvalOptions) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- section 3
-def _norm(name: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", str(name).lower())
-
-
-def match_columns(columns) -> dict[str, str]:
-    """Canonical name -> actual column (exact alias first, then a column starting with it)."""
-    actual = {_norm(c): c for c in columns}
-    found = {}
-    for canon, aliases in FRAME_COLUMNS.items():
-        for a in aliases:
-            if _norm(a) in actual:
-                found[canon] = actual[_norm(a)]
-                break
-        else:
-            for a in aliases:
-                hit = [c for n, c in actual.items() if n.startswith(_norm(a))]
-                if hit:
-                    found[canon] = hit[0]
-                    break
-    return found
-
-
 def find_frames(run_dir: str | Path) -> Path | None:
     """``frames.parquet`` / ``frames.csv`` in ``run_dir/timeseries`` or ``run_dir`` (or the
     path itself if it is a file)."""
@@ -277,21 +249,23 @@ def read_frames(path: Path):
     return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
 
 
-def over_time_stats(frames) -> dict:
+def over_time_stats(frames, *, source: str = "frames table") -> dict:
     """Median, 95th percentile (linear interpolation) and worst frame of every per-frame
-    error, over frames where the error is finite; AC violations over all frames."""
-    cols = match_columns(frames.columns)
-    out = {"n_frames": int(len(frames)), "columns": cols, "metrics": {}, "by_day_type": {}}
+    error, over frames where the error is finite; AC violations over all frames. ``frames``
+    must have the :data:`OVER_TIME_COLUMNS` (FramesTableError naming ``source`` otherwise)."""
+    missing = [c for c in OVER_TIME_COLUMNS if c not in frames.columns]
+    if missing:
+        raise FramesTableError(f"{source}: missing column(s) {missing} (a frames table of "
+                               "flexcosim run has them)")
+    out = {"n_frames": int(len(frames)), "metrics": {}, "by_day_type": {}}
 
     def describe(row_idx) -> dict:
         row = frames.loc[row_idx]
-        return {k: (None if k not in cols else _plain(row[cols[k]]))
+        return {k: _plain(row[k])
                 for k in ("day_type", "slot", "status", "request_mw", "delivered_mw")}
 
-    for key in ERROR_KEYS + ("violations",):
-        if key not in cols:
-            continue
-        vals = frames[cols[key]].astype(float)
+    for key in ERROR_KEYS + ("ac_violations",):
+        vals = frames[key].astype(float)
         ok = vals[np.isfinite(vals)]
         if not len(ok):
             continue
@@ -299,25 +273,20 @@ def over_time_stats(frames) -> dict:
         out["metrics"][key] = {"n": int(len(ok)), "median": float(np.median(ok)),
                                "p95": float(np.percentile(ok, 95)), "max": float(ok.max()),
                                "worst_frame": {"index": _plain(worst), **describe(worst)}}
-    if "violations" in cols:
-        v = frames[cols["violations"]].astype(float).fillna(0)
-        out["frames_with_violations"] = int((v > 0).sum())
-    if "status" in cols:
-        out["status_counts"] = {str(k): int(n) for k, n in
-                                frames[cols["status"]].astype(str).value_counts().items()}
-    if "day_type" in cols:
-        for dt, grp in frames.groupby(cols["day_type"], sort=False):
-            entry = {"frames": int(len(grp))}
-            for key in ("vm_mae_pu", "loading_mae_percent"):
-                if key in cols:
-                    vals = grp[cols[key]].astype(float)
-                    vals = vals[np.isfinite(vals)]
-                    entry[f"{key}_median"] = float(np.median(vals)) if len(vals) else math.nan
-                    entry[f"{key}_max"] = float(vals.max()) if len(vals) else math.nan
-            if "violations" in cols:
-                entry["frames_with_violations"] = int(
-                    (grp[cols["violations"]].astype(float).fillna(0) > 0).sum())
-            out["by_day_type"][str(dt)] = entry
+    v = frames["ac_violations"].astype(float).fillna(0)
+    out["frames_with_violations"] = int((v > 0).sum())
+    out["status_counts"] = {str(k): int(n) for k, n in
+                            frames["status"].astype(str).value_counts().items()}
+    for dt, grp in frames.groupby("day_type", sort=False):
+        entry = {"frames": int(len(grp))}
+        for key in ("vm_mae_pu", "loading_mae_percent"):
+            vals = grp[key].astype(float)
+            vals = vals[np.isfinite(vals)]
+            entry[f"{key}_median"] = float(np.median(vals)) if len(vals) else math.nan
+            entry[f"{key}_max"] = float(vals.max()) if len(vals) else math.nan
+        entry["frames_with_violations"] = int(
+            (grp["ac_violations"].astype(float).fillna(0) > 0).sum())
+        out["by_day_type"][str(dt)] = entry
     return out
 
 
@@ -328,32 +297,25 @@ def _plain(x):
 
 
 def over_time(*, run_dir=None, scenario=None, eval_dir: Path, quick: bool = False) -> dict:
-    """Statistics of a co-simulation run: ``run_dir`` if given, else a run of ``scenario``
-    (only when ``scenarios/runner.py`` exists), else ``available = False``."""
-    source = None
+    """Statistics of a co-simulation run: ``run_dir`` if given (InputFileError if it holds
+    no frames table), else a run of the ``scenario`` TOML into ``eval_dir/cosim`` (quick:
+    frames 68-72 of the winter workday), else ``available = False``."""
     if run_dir is not None:
         source = find_frames(run_dir)
         if source is None:
-            return {"available": False, "reason": f"no frames table in {run_dir}"}
+            raise InputFileError(f"{run_dir}: no frames table (timeseries/frames.parquet or "
+                                 "frames.csv)")
     elif scenario is not None:
-        runner = Path(__file__).resolve().parent.parent / "scenarios" / "runner.py"
-        if not runner.is_file():
-            return {"available": False, "reason": "scenarios/runner.py not found"}
-        cosim = eval_dir / "cosim"
-        cmd = [sys.executable, "-m", "scenarios.cli", "run", str(scenario), "--out", str(cosim),
-               "--quiet"]
+        from scenarios.runner import apply_overrides, load_config, run_scenario
+
+        cfg = load_config(scenario)
         if quick:
-            cmd += ["--day-types", "winter_workday", "--frames", "68-72"]
-        proc = subprocess.run(cmd, capture_output=True, text=True,
-                              cwd=runner.parent.parent)
-        source = find_frames(cosim)
-        if proc.returncode != 0 or source is None:
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-            return {"available": False, "reason": f"co-simulation failed (exit "
-                                                  f"{proc.returncode}): {' | '.join(tail)}"}
+            cfg = apply_overrides(cfg, day_types="winter_workday", frames="68-72")
+        cosim, _ = run_scenario(cfg, out=eval_dir / "cosim", quiet=True)
+        source = cosim / "timeseries" / "frames.parquet"
     else:
         return {"available": False, "reason": "no run folder or scenario given"}
-    stats = over_time_stats(read_frames(source))
+    stats = over_time_stats(read_frames(source), source=str(source))
     return {"available": True, "source": str(source), **stats}
 
 
@@ -549,13 +511,10 @@ def evaluate(*, scenario=None, run_dir=None, out=None, quick: bool = False,
 
 def evaluate_cli(args) -> int:
     """``flexcosim evaluate [--scenario TOML|RUN_DIR] [--out DIR] [--quick]``."""
-    scenario = getattr(args, "scenario", None)
-    quick = bool(getattr(args, "quick", False))
-    if scenario is None and not quick:
-        default = Path(__file__).resolve().parent.parent / "scenarios" / "bergwald.toml"
-        scenario = str(default) if default.is_file() else None
-    res = evaluate(scenario=scenario, run_dir=getattr(args, "run_dir", None),
-                   out=getattr(args, "out", None), quick=quick)
+    scenario, quick = args.scenario, bool(args.quick)
+    if scenario is None and not quick:  # the full report runs the shipped scenario
+        scenario = str(Path(__file__).resolve().parent / "bergwald.toml")
+    res = evaluate(scenario=scenario, out=args.out, quick=quick)
     t1 = res.tables["single_frame"]
     print(f"Table 1 after refinement: vm MAE {_e(t1['after_rounds']['vm_mae_pu'])} p.u., "
           f"loading MAE {_e(t1['after_rounds']['loading_mae_percent'])} %")

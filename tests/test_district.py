@@ -114,10 +114,10 @@ def test_geojson_building_table(tmp_path):
 def test_bad_building_table_names_the_culprit(tmp_path):
     path = tmp_path / "b.csv"
     path.write_text("building_id,x_m,y_m,type\nA,0,0,castle\n")
-    with pytest.raises(ValueError, match="castle"):
+    with pytest.raises(district.BuildingTableError, match="castle"):
         district.load_building_table(path)
     path.write_text("building_id,x_m,y_m,type,annual_kwh\nA,0,0,single_house,nan\n")
-    with pytest.raises(ValueError, match="annual_kwh"):
+    with pytest.raises(district.BuildingTableError, match="annual_kwh"):
         district.load_building_table(path)
 
 

@@ -20,7 +20,7 @@ from flexcore.dso.linearizer import Linearizer
 from flexcore.market import read_clearing
 
 REQUEST_MW = 1.8
-#: the source's Table 1 (METHOD.md): voltages p.u., loadings %
+#: the source's Table 1 (docs/method.md): voltages p.u., loadings %
 TABLE1 = {"vm_mae": 2.3e-5, "vm_rmse": 2.6e-5, "loading_mae": 6.1e-3, "loading_rmse": 9.8e-3}
 
 
@@ -49,7 +49,7 @@ def test_all_bids_congest_but_the_clearing_does_not(setup):
     assert work.res_line.loading_percent.max() <= 100.0 + 1e-6
     assert work.res_trafo.loading_percent.max() <= 100.0 + 1e-6
     assert 0.95 - 1e-9 <= work.res_bus.vm_pu.min() and work.res_bus.vm_pu.max() <= 1.05 + 1e-9
-    # the fixed three points alone: errors of the order METHOD.md predicts for ~0.1 MW shifts
+    # the fixed three points alone: errors of the order docs/method.md predicts for ~0.1 MW shifts
     v = result.validation
     assert v.safe
     assert 1e-5 < v.vm_mae_pu < 2e-3
@@ -114,6 +114,16 @@ def test_cli_file_exchange_between_dso_and_tso(setup, tmp_path, capsys):
     report2 = json.loads((dso_dir / "REPORT2.json").read_text())
     assert report2["vm_mae_pu"] < report["vm_mae_pu"] / 10
     assert read_clearing(dso_dir / "CLEARING2.json").operating_point_label == "refine 1"
+    # the same clearing on a grid whose lines carry 40 % less: the answer is "no" (exit 1)
+    weak = pp.from_json(str(grid))
+    weak.line["max_i_ka"] *= 0.6
+    pp.to_json(weak, str(tmp_path / "WEAK.json"))
+    assert cli_main(["dso", "validate", "--grid", str(tmp_path / "WEAK.json"), "--bids",
+                     str(tmp_path / "BIDS.csv"), "--clearing", str(dso_dir / "CLEARING2.json"),
+                     "--keymap", str(dso_dir / "KEYMAP.json"),
+                     "--out", str(dso_dir / "REPORT3.json")]) == 1
+    report3 = json.loads((dso_dir / "REPORT3.json").read_text())
+    assert report3["converged"] and not report3["safe"] and report3["violations"]
 
 
 def test_infeasible_request_on_the_cli_gives_a_diagnosis(setup, tmp_path, capsys):
@@ -130,3 +140,73 @@ def test_infeasible_request_on_the_cli_gives_a_diagnosis(setup, tmp_path, capsys
     assert clearing["status"] == "infeasible"
     assert 1.8 < clearing["diagnosis"]["max_deliverable_mw"] < 10
     assert clearing["diagnosis"]["binding_rows"]
+
+
+
+# --------------------------------------------------------------------------- exit codes
+def _one_error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_exit_2_names_the_bad_input_file_in_one_line(tmp_path, capsys):
+    bad = tmp_path / "houses.csv"
+    bad.write_text("building_id,x_m,y_m,type\nA,0,0,castle\n")
+    assert cli_main(["grid", "build", "--table", str(bad), "--out", str(tmp_path / "G.json")]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert line.startswith("flexcosim: error: ") and str(bad) in line and "castle" in line
+    missing = tmp_path / "nope.csv"
+    assert cli_main(["grid", "build", "--table", str(missing), "--out",
+                     str(tmp_path / "G.json")]) == 2
+    assert str(missing) in _one_error_line(capsys.readouterr().err)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("")
+    assert cli_main(["run", "scenarios/bergwald.toml", "--out", str(tmp_path / "full")]) == 2
+    assert "not empty" in _one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("bug", [KeyError("bus"), ValueError("a bug"), FileNotFoundError("x")])
+def test_exit_3_prints_the_traceback_of_an_internal_error(monkeypatch, tmp_path, capsys, bug):
+    """A plain exception is a bug, even a ValueError/KeyError: traceback and exit 3."""
+    def broken(**_):
+        raise bug
+
+    monkeypatch.setattr(grids, "build_bergwald", broken)
+    assert cli_main(["grid", "build", "--out", str(tmp_path / "G.json")]) == 3
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "in broken" in err
+    assert type(bug).__name__ in err and "flexcosim: error:" not in err
+
+
+def test_exit_130_on_ctrl_c_without_a_traceback(monkeypatch, tmp_path, capsys):
+    def interrupted(**_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(grids, "build_bergwald", interrupted)
+    assert cli_main(["grid", "build", "--out", str(tmp_path / "G.json")]) == 130
+    assert _one_error_line(capsys.readouterr().err) == "flexcosim: interrupted"
+
+
+def test_cli_choices_come_from_the_enums():
+    from flexcore.exchange.enums import Objective
+    from flexcore.market import BACKENDS
+    from scenarios.cli import build_parser
+
+    clear = build_parser()._subparsers._group_actions[0].choices["tso"]
+    clear = clear._subparsers._group_actions[0].choices["clear"]
+    choices = {a.dest: a.choices for a in clear._actions if a.choices}
+    assert tuple(choices["objective"]) == Objective.values()
+    assert tuple(choices["backend"]) == BACKENDS
+
+
+# --------------------------------------------------------------------------- pandapower internals
+ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
+
+
+def test_pandapower_internals_only_in_ppinternals():
+    internals = [f.relative_to(ROOT).as_posix()
+                 for pkg in ("flexcore", "agents", "simulators", "scenarios", "bench")
+                 for f in sorted((ROOT / pkg).rglob("*.py"))
+                 if "._ppc" in f.read_text() or "_pd2ppc_lookups" in f.read_text()]
+    assert internals == ["flexcore/grid/ppinternals.py"], internals

@@ -109,11 +109,9 @@ def test_variation_reproducible_and_individual(profiles):
 
 
 def test_district_timing():
-    district = pytest.importorskip("flexcore.district.buildings")
-    try:
-        table = district.load_building_table()
-    except FileNotFoundError:
-        table = district.make_bergwald()[0]
+    from flexcore.district.buildings import load_building_table
+
+    table = load_building_table()
     t0 = time.perf_counter()
     bp = BuildingProfiles.from_table(table, seed=0)
     pf = bp.for_frames(make_frames())

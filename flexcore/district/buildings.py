@@ -32,6 +32,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from flexcore.errors import FlexcosimError, InputFileError
+
+
+class BuildingTableError(FlexcosimError, ValueError):
+    """A malformed building or street table (the message names the file and the column)."""
+
+
 BUILDING_TYPES = (
     "single_house",
     "duplex",
@@ -164,7 +171,7 @@ def make_bergwald(*, seed: int = 7, mix: dict[str, int] | None = None
         want = mix.get(btype, 0)
         have = plots[btype]
         if len(have) < want:
-            raise ValueError(f"street layout has {len(have)} plots for {btype}, need {want}")
+            raise BuildingTableError(f"street layout has {len(have)} plots for {btype}, need {want}")
         # keep a seeded, spatially spread subset (every k-th plot, then random fill)
         idx = np.sort(rng.choice(len(have), size=want, replace=False))
         for k in idx:
@@ -203,32 +210,49 @@ def load_building_table(path: str | Path | None = None) -> pd.DataFrame:
     """Read a building table (CSV; the shipped Bergwald table by default), validated."""
     path = data_path("bergwald_buildings.csv") if path is None else Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"building table not found: {path}")
+        raise InputFileError(f"building table not found: {path}")
     if path.suffix.lower() in (".geojson", ".json"):
         table = _read_geojson(path)
     else:
-        table = pd.read_csv(path, dtype={"building_id": str, "street": str})
+        table = _read_csv(path, dtype={"building_id": str, "street": str})
     return validate_building_table(table, source=str(path))
 
 
 def load_street_table(path: str | Path | None = None) -> pd.DataFrame:
     path = data_path("bergwald_streets.csv") if path is None else Path(path)
-    streets = pd.read_csv(path)
+    if not path.is_file():
+        raise InputFileError(f"street table not found: {path}")
+    streets = _read_csv(path)
     missing = [c for c in STREET_COLUMNS if c not in streets.columns]
     if missing:
-        raise ValueError(f"{path}: street table lacks column(s) {missing}")
+        raise BuildingTableError(f"{path}: street table lacks column(s) {missing}")
     return streets
+
+
+def _read_csv(path: Path, **kwargs) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, **kwargs)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise BuildingTableError(f"{path}: not a readable CSV table ({exc})") from None
 
 
 def _read_geojson(path: Path) -> pd.DataFrame:
     """GeoJSON points with the table's properties; lon/lat are projected to metres."""
     import json
 
-    features = json.loads(path.read_text()).get("features", [])
+    try:
+        features = json.loads(path.read_text()).get("features", [])
+    except (json.JSONDecodeError, AttributeError, UnicodeDecodeError) as exc:
+        raise BuildingTableError(f"{path}: not a GeoJSON FeatureCollection ({exc})") from None
     rows = []
-    for f in features:
-        lon, lat = f["geometry"]["coordinates"][:2]
+    for k, f in enumerate(features):
+        try:
+            lon, lat = f["geometry"]["coordinates"][:2]
+        except (KeyError, TypeError, ValueError):
+            raise BuildingTableError(f"{path}: feature {k} has no point coordinates") from None
         rows.append({**f.get("properties", {}), "lon": lon, "lat": lat})
+    if not rows:
+        raise BuildingTableError(f"{path}: no features")
     table = pd.DataFrame(rows)
     lat0 = math.radians(table["lat"].mean())
     table["x_m"] = (table["lon"] - table["lon"].mean()) * 111_320.0 * math.cos(lat0)
@@ -242,14 +266,14 @@ def validate_building_table(table: pd.DataFrame, *, source: str = "building tabl
     table = table.copy()
     for col in ("building_id", "x_m", "y_m", "type"):
         if col not in table.columns:
-            raise ValueError(f"{source}: missing column '{col}'")
+            raise BuildingTableError(f"{source}: missing column '{col}'")
     bad = sorted(set(table["type"]) - set(BUILDING_TYPES))
     if bad:
-        raise ValueError(f"{source}: unknown building type(s) {bad}; known: {BUILDING_TYPES}")
+        raise BuildingTableError(f"{source}: unknown building type(s) {bad}; known: {BUILDING_TYPES}")
     table["building_id"] = table["building_id"].astype(str)
     if table["building_id"].duplicated().any():
         dup = table.loc[table["building_id"].duplicated(), "building_id"].tolist()[:5]
-        raise ValueError(f"{source}: duplicate building_id {dup}")
+        raise BuildingTableError(f"{source}: duplicate building_id {dup}")
     if "dwellings" not in table.columns:
         table["dwellings"] = table["type"].map(
             lambda t: ARCHETYPES[t].dwellings[0])
@@ -271,10 +295,10 @@ def validate_building_table(table: pd.DataFrame, *, source: str = "building tabl
         vals = pd.to_numeric(table[col], errors="coerce")
         if vals.isna().any() or not np.isfinite(vals).all():
             row = table.loc[~np.isfinite(vals.fillna(np.nan)), "building_id"].tolist()[:3]
-            raise ValueError(f"{source}: column '{col}' is missing or not finite for {row}")
+            raise BuildingTableError(f"{source}: column '{col}' is missing or not finite for {row}")
         table[col] = vals.astype(float)
     if (table["annual_kwh"] <= 0).any():
-        raise ValueError(f"{source}: 'annual_kwh' must be positive")
+        raise BuildingTableError(f"{source}: 'annual_kwh' must be positive")
     table["dwellings"] = table["dwellings"].astype(int)
     table["street"] = table["street"].fillna("").astype(str)
     return table[list(TABLE_COLUMNS)].reset_index(drop=True)

@@ -25,6 +25,12 @@ import numpy as np
 import pandas as pd
 
 from flexcore.district.daytypes import REFERENCE_YEAR
+from flexcore.errors import FlexcosimError, InputFileError
+
+
+class WeatherError(FlexcosimError, ValueError):
+    """A TRY weather file or year that cannot be used (the message names which)."""
+
 
 TRY_REGION = 12
 LATITUDE = 49.0
@@ -40,7 +46,7 @@ def try_file(region: int = TRY_REGION) -> Path:
     base = resources.files("demandlib") / "vdi" / "resources_weather"
     path = Path(str(base / f"TRY2010_{region:02d}_Jahr.dat"))
     if not path.is_file():
-        raise FileNotFoundError(f"TRY file for region {region} not found: {path}")
+        raise InputFileError(f"TRY file for region {region} not found: {path}")
     return path
 
 
@@ -52,13 +58,13 @@ def load_try(region: int = TRY_REGION, *, year: int = REFERENCE_YEAR) -> pd.Data
     horizontal), ``ghi_w_m2`` (sum), ``wind_m_s``. Treat the result as read-only (cached).
     """
     if pd.Timestamp(year=year, month=12, day=31).dayofyear != 365:
-        raise ValueError(f"the TRY has 365 days: use a non-leap year, not {year}")
+        raise WeatherError(f"the TRY has 365 days: use a non-leap year, not {year}")
     path = try_file(region)
     lines = path.read_text(encoding="latin-1").splitlines()
     start = next(k for k, line in enumerate(lines) if line.startswith("***")) + 1
     rows = np.array([line.split() for line in lines[start:] if line.strip()], dtype=float)
     if rows.shape[0] != 8760:
-        raise ValueError(f"{path}: expected 8760 hourly rows, found {rows.shape[0]}")
+        raise WeatherError(f"{path}: expected 8760 hourly rows, found {rows.shape[0]}")
     month, day, hour = rows[:, 2].astype(int), rows[:, 3].astype(int), rows[:, 4].astype(int)
     index = pd.to_datetime(
         pd.DataFrame({"year": year, "month": month, "day": day})
@@ -74,7 +80,7 @@ def load_try(region: int = TRY_REGION, *, year: int = REFERENCE_YEAR) -> pd.Data
     )
     frame["ghi_w_m2"] = frame["bhi_w_m2"] + frame["dhi_w_m2"]
     if not frame.index.is_monotonic_increasing:
-        raise ValueError(f"{path}: rows are not in time order")
+        raise WeatherError(f"{path}: rows are not in time order")
     return frame
 
 

@@ -35,6 +35,13 @@ import numpy as np
 import pandas as pd
 import pandapower as pp
 
+from flexcore.errors import FlexcosimError
+
+
+class GridError(FlexcosimError, ValueError):
+    """A grid source cannot be loaded or built, or a power flow does not converge."""
+
+
 STREET_CABLE = "NAYY 4x150 SE"
 SMALL_HOUSE_CABLE = "NAYY 4x50 SE"
 LARGE_HOUSE_CABLE = "NAYY 4x150 SE"
@@ -76,7 +83,7 @@ def build_grid(table: pd.DataFrame, streets: pd.DataFrame | None = None, *,
     taps = _tap_buildings(graph, xy)
     sub_nodes = [_nearest_node(graph, c) for c in centres]
     if len(set(sub_nodes)) < len(sub_nodes):
-        raise ValueError("two substations snap to the same street node: use fewer substations")
+        raise GridError("two substations snap to the same street node: use fewer substations")
     tree = _feeder_tree(graph, sub_nodes, set(taps))
 
     net = pp.create_empty_network(name=name, f_hz=50.0)
@@ -166,7 +173,7 @@ def _street_graph(streets: pd.DataFrame | None, xy: np.ndarray, centres: np.ndar
             if a != b:
                 g.add_edge(a, b, length_m=math.dist(a, b))
         if not nx.is_connected(g):
-            raise ValueError("the street graph is not connected; join its parts or drop it")
+            raise GridError("the street graph is not connected; join its parts or drop it")
         return g
     # no streets: Euclidean minimum spanning tree over buildings and substation centres
     pts = [_key(*p) for p in np.vstack([xy, centres])]

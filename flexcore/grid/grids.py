@@ -5,8 +5,6 @@ SimBench grids the SimBench load name).
 """
 from __future__ import annotations
 
-from flexcore.errors import FlexcosimError
-
 import copy
 import functools
 import math
@@ -18,13 +16,10 @@ import pandas as pd
 import pandapower as pp
 
 from flexcore.district import buildings as district
-from flexcore.grid.gridgen import GridOptions, build_grid
+from flexcore.grid.gridgen import GridError, GridOptions, build_grid
+
 
 BERGWALD = "bergwald"
-
-
-class GridError(FlexcosimError, ValueError):
-    """A grid source cannot be loaded or a power flow does not converge."""
 
 
 def bergwald_grid_path() -> Path:
