@@ -168,8 +168,8 @@ def test_recorder_stores_predictions_and_all_active(tmp_path):
     """Recorder with hand-made inputs: predictions mapped through KEYMAP.json (signed
     loadings), all-active state only in frames whose report has it, empty tables otherwise."""
     from flexcore.dso.linearizer import KeyMap
+    from flexcore.district.clock import FrameClock
     from scenarios.results import Recorder
-    from simulators import STEP_S
 
     (tmp_path / "dso").mkdir()
     KeyMap(columns={}, vm_pu={"va": 0, "vb": 1},
@@ -177,8 +177,8 @@ def test_recorder_stores_predictions_and_all_active(tmp_path):
         tmp_path / "dso" / "KEYMAP.json")
     rec = Recorder()
     rec.init("Rec")
-    rec.create(1, "Recorder", run_dir=str(tmp_path), frames=[["winter_workday", s]
-                                                             for s in (72, 73, 74)])
+    clock = FrameClock.for_day_types(["winter_workday"], (72, 73, 74))
+    rec.create(1, "Recorder", run_dir=str(tmp_path), clock=clock.to_dict())
     ac = {"Vm[pu]": {"0": 1.0, "1": 0.99}, "loading[%]": {"line:0": -50.0, "trafo:0": 30.0}}
     aa = {"Vm[pu]": {"0": 1.0, "1": 0.97}, "loading[%]": {"line:0": -120.0, "trafo:0": 60.0}}
     clearing = {"status": "optimal", "dispatched": True, "request_mw": 1.8,
@@ -189,9 +189,9 @@ def test_recorder_stores_predictions_and_all_active(tmp_path):
         return {"Recorder": {a: {"src": x} for a, x in kw.items()}}
 
     rec.step(0, inputs(clearing=clearing, report={"all_active": aa}, **ac), None)
-    rec.step(STEP_S, inputs(clearing={"status": "optimal", "dispatched": False}, report={},
+    rec.step(clock.time_of(1), inputs(clearing={"status": "optimal", "dispatched": False}, report={},
                             **ac), None)
-    rec.step(2 * STEP_S, inputs(clearing={"status": "infeasible", "dispatched": False},
+    rec.step(clock.time_of(2), inputs(clearing={"status": "infeasible", "dispatched": False},
                                 report={"all_active": aa}), None)
     rec.finalize()
     ts = tmp_path / "timeseries"
@@ -209,7 +209,8 @@ def test_recorder_stores_predictions_and_all_active(tmp_path):
     empty = tmp_path / "empty"
     rec = Recorder()
     rec.init("Rec")
-    rec.create(1, "Recorder", run_dir=str(empty), frames=[["winter_workday", 72]])
+    rec.create(1, "Recorder", run_dir=str(empty),
+               clock=FrameClock.for_day_types(["winter_workday"], [72]).to_dict())
     rec.step(0, inputs(clearing={"status": "infeasible", "dispatched": False}), None)
     rec.finalize()
     assert pd.read_parquet(empty / "timeseries" / "predictions.parquet").empty
@@ -278,7 +279,7 @@ def test_summary_counts_energy_per_direction():
         "cost_eur": [40.0, 8.0, None, 0.0], "ac_converged": [True] * 4,
         "ac_violations": [0, 0, 0, 0], "vm_mae_pu": [1e-9, 2e-9, None, 0.0],
         "loading_mae_percent": [1e-6, 3e-6, None, 0.0]})
-    s = summarize(f, wall_time_s=2.0)
+    s = summarize(f, wall_time_s=2.0, frame_h=0.25)
     assert s["requested_up_mwh"] == pytest.approx(0.65)      # (0.8 + 1.8) * 0.25 h
     assert s["requested_down_mwh"] == pytest.approx(0.1)
     assert s["delivered_up_mwh"] == pytest.approx(0.2)
@@ -286,6 +287,9 @@ def test_summary_counts_energy_per_direction():
     assert s["cost_eur"] == pytest.approx(12.0)               # EUR/h * 0.25 h
     assert (s["frames_cleared_optimal"], s["infeasible_frames"]) == (3, 1)
     assert s["vm_mae_pu"]["max"] == pytest.approx(2e-9)
+    hourly = summarize(f, wall_time_s=2.0, frame_h=1.0)     # 60-min frames: 4x the energy
+    assert hourly["requested_up_mwh"] == pytest.approx(2.6)
+    assert hourly["cost_eur"] == pytest.approx(48.0)
 
 
 @pytest.mark.parametrize("toml,frames", [("scenarios/simbench.toml", "72-73"),
