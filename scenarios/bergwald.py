@@ -52,21 +52,21 @@ def create_scenario(world, cfg: ScenarioConfig, *, run_dir: str | Path, progress
     clock.until_s)``)."""
     run_dir = str(run_dir)
     clock = cfg.clock()
-    tick = clock.to_dict()
+    clock_param = clock.to_dict()
     common = dict(grid=cfg.grid, buildings=cfg.buildings, seed=cfg.seed,
-                  pv_penetration=cfg.pv_penetration, clock=tick)
+                  pv_penetration=cfg.pv_penetration, clock=clock_param)
     district = world.start("BuildingSim").District(**common)
     grid = world.start("GridSim").Grid(grid=cfg.grid, extra_load=[list(e) for e in cfg.extra_load],
-                                       clock=tick)
+                                       clock=clock_param)
     with world.group():
         fpu_sim = world.start("FPUSim")
         fleet = fpu_sim.Fleet(**common, fpu=list(cfg.fpu))
         dso = world.start("DSOAgent").DSO(
             grid=cfg.grid, catalog=fpu_sim.catalog(), run_dir=run_dir, seed=cfg.seed,
             dso=cfg.dso.__dict__ | {"operating_points": list(cfg.dso.operating_points)},
-            clock=tick, exchange=cfg.exchange)
+            clock=clock_param, exchange=cfg.exchange)
         tso = world.start("TSOAgent").TSO(
-            request_mw=[cfg.request_mw(f.slot) for f in clock.frames], clock=tick,
+            request_mw=[cfg.request_mw(f.slot) for f in clock.frames], clock=clock_param,
             objective=cfg.objective, mip_rel_gap=cfg.mip_rel_gap)
         world.connect(fleet, dso, "offers", "dP_base[MW]")
         world.connect(fleet, tso, "offers")
@@ -78,11 +78,11 @@ def create_scenario(world, cfg: ScenarioConfig, *, run_dir: str | Path, progress
     world.connect(fleet, grid, "dP[MW]")
     validator = world.start("Validator").Validator(
         keymap=str(Path(run_dir) / "dso" / "KEYMAP.json"), limits=dict(cfg.dso.limits),
-        clock=tick)
+        clock=clock_param)
     world.connect(grid, validator, "Vm[pu]", "loading[%]", "converged")
     world.connect(tso, validator, "clearing")
     rec = world.start("Recorder").Recorder(
-        run_dir=run_dir, clock=tick, progress=progress)
+        run_dir=run_dir, clock=clock_param, progress=progress)
     world.connect(tso, rec, "clearing", "setpoint[MW]")
     world.connect(dso, rec, "report")
     world.connect(fleet, rec, "offers", "clipped")

@@ -15,6 +15,7 @@ Frames: winter workday 07:15 (0.5 MW request), 12:00 (-0.5 MW) and 18:00 (1.8 MW
 from __future__ import annotations
 
 import dataclasses
+import json
 import subprocess
 import sys
 
@@ -55,6 +56,8 @@ def _frames(run):
 def test_frames_end_to_end(run_a):
     f = _frames(run_a)
     assert len(f) == 3 and f["request_mw"].tolist() == [0.5, -0.5, 1.8]
+    assert [t.isoformat() for t in f["timestamp"]] == [      # the clock's frames, +01:00
+        "2010-01-20T07:15:00+01:00", "2010-01-20T12:00:00+01:00", "2010-01-20T18:00:00+01:00"]
     ok = f[f["status"] == "optimal"]
     assert len(ok) == 3
     assert (ok["delivered_mw"] - ok["request_mw"]).abs().max() < 1e-6
@@ -359,3 +362,106 @@ def test_crash_mid_run_leaves_finished_frames_readable(cfg, tmp_path):
     f = pd.read_csv(run_dir / "timeseries" / "frames.csv")
     assert f["frame"].tolist()[:2] == [0, 1] and len(f) <= 3
     assert (f["status"] == "optimal").all() and f["vm_mae_pu"].notna().all()
+
+
+def test_frame_clock_round_trip_and_resolutions():
+    """FrameClock: JSON round trip, time <-> frame, 15 vs 60 minutes, +01:00 timestamps,
+    new days."""
+    from flexcore.district.clock import ClockError, FrameClock
+
+    q = FrameClock.for_day_types(["winter_workday", "summer_sunday"], [18, 72])
+    h = FrameClock.for_day_types(["winter_workday", "summer_sunday"], [18, 23],
+                                 resolution_min=60)
+    for c in (q, h):
+        back = FrameClock.from_dict(json.loads(json.dumps(c.to_dict())))
+        assert back == c and FrameClock.of(c.to_dict()) == c and FrameClock.of(c) is c
+        assert [c.index_at(c.time_of(k)) for k in range(len(c))] == list(range(len(c)))
+        assert c.until_s == len(c) * c.step_s
+    assert (q.step_s, q.frame_h, q.frames_per_day) == (900, 0.25, 96)
+    assert (h.step_s, h.frame_h, h.frames_per_day) == (3600, 1.0, 24)
+    # slot 18 is 04:30 at 15 min and 18:00 at 60 min; frames last one step
+    assert q.frames[0].start.strftime("%H:%M") == "04:30" and q.frames[0].duration_h == 0.25
+    assert h.frame_at(0).start.strftime("%H:%M") == "18:00" and h.frame_at(0).duration_h == 1.0
+    assert h.frame_at(3 * 3600).start == pd.Timestamp("2010-07-25 23:00")
+    ts = h.frames[2].timestamp
+    assert ts.tzinfo is not None and ts.isoformat() == "2010-07-25T18:00:00+01:00"
+    assert ts.utcoffset() == pd.Timedelta(hours=1)              # CET all year, also in July
+    t = h.table()
+    assert list(t.columns) == ["frame", "timestamp", "date", "day_type", "slot", "clock_time"]
+    assert t["clock_time"].tolist() == ["18:00", "23:00", "18:00", "23:00"]
+    assert [h.new_day(k) for k in range(4)] == [True, False, True, False]
+    for bad in (len(h) * 3600, 900, -3600):
+        with pytest.raises(ClockError):
+            h.index_at(bad)
+    with pytest.raises(ClockError):
+        h.time_of(len(h))
+    with pytest.raises(ClockError):
+        FrameClock.for_day_types(["winter_workday"], [24], resolution_min=60)
+
+
+def _hourly_config(*, slots: str):
+    """bergwald.toml at 60-min frames, winter workday, 1.8 MW requested 18:00-19:00."""
+    import tomllib
+
+    doc = tomllib.loads(open("scenarios/bergwald.toml", "rb").read().decode())
+    doc["scenario"] |= {"resolution_min": 60, "day_types": ["winter_workday"], "slots": slots}
+    doc["request"] = {"default_mw": 0.0, "window": [{"start": "18:00", "end": "19:00",
+                                                     "mw": 1.8}]}
+    doc["results"] = {"plots": False}
+    return parse_config(doc, source="hourly")
+
+
+def test_sixty_minute_cosimulation_lines_up(tmp_path):
+    """At 60 minutes every simulator sees the same frames: BuildingSim's load at the 18:00
+    frame is the 18:00-19:00 profile mean (not 04:30, slot 18 at 15 min), FPUSim's units step
+    over 1-h frames, the TSO's 18:00 request is applied in the 18:00 frame, and the summary
+    counts 1 h per frame."""
+    import numpy as np
+
+    from flexcore.district.clock import FrameClock
+    from flexcore.grid.district_grid import building_table
+    from simulators import building_profiles
+    from simulators.building_sim import BuildingSim
+    from simulators.fpu_sim import FPUSim
+
+    cfg = _hourly_config(slots="17-18")
+    clock = cfg.clock()
+    assert (clock.step_s, clock.frame_h) == (3600, 1.0)
+    assert [f.start.strftime("%H:%M") for f in clock.frames] == ["17:00", "18:00"]
+    # BuildingSim (given the clock as JSON, as a separate process gets it)
+    sim = BuildingSim()
+    sim.init("B")
+    sim.create(1, "District", grid=cfg.grid, buildings=cfg.buildings, seed=cfg.seed,
+               pv_penetration=cfg.pv_penetration, clock=json.loads(json.dumps(clock.to_dict())))
+    assert sim.step(clock.time_of(1), {}, None) == 2 * 3600
+    got = np.array(list(sim.get_data({"District": ["P_load[MW]"]})["District"]["P_load[MW]"]
+                        .values()))
+    profiles = building_profiles(building_table(cfg.buildings, cfg.grid), seed=cfg.seed,
+                                 pv_penetration=cfg.pv_penetration)
+    want = profiles.for_frames([clock.frames[1]]).load_p_mw[0]
+    np.testing.assert_array_equal(got, want)
+    quarter = FrameClock.for_day_types(["winter_workday"], [18, 72, 73, 74, 75])
+    q = profiles.for_frames(quarter.frames).load_p_mw
+    assert not np.allclose(got, q[0])                              # not 04:30
+    np.testing.assert_allclose(got, q[1:].mean(axis=0), rtol=1e-12)  # mean of 18:00..18:45
+    # FPUSim steps its units over the clock's 1-h frames
+    fpu = FPUSim()
+    fpu.init("F")
+    fpu.create(1, "Fleet", grid=cfg.grid, buildings=cfg.buildings, seed=cfg.seed,
+               pv_penetration=cfg.pv_penetration, clock=clock.to_dict(), fpu=list(cfg.fpu))
+    assert [(f.start.hour, f.duration_h) for f in fpu.frames] == [(17, 1.0), (18, 1.0)]
+    # the co-simulation: the request lands in the 18:00 frame, energies count 1 h per frame
+    run_dir, summary = run_scenario(cfg, out=tmp_path / "hourly")
+    f = _frames((run_dir, summary))
+    assert f["slot"].tolist() == [17, 18] and f["request_mw"].tolist() == [0.0, 1.8]
+    assert [t.isoformat() for t in f["timestamp"]] == ["2010-01-20T17:00:00+01:00",
+                                                       "2010-01-20T18:00:00+01:00"]
+    assert (f["status"] == "optimal").all() and f["ac_converged"].all()
+    assert f["delivered_mw"].iloc[1] == pytest.approx(1.8, abs=1e-6)
+    assert f["delivered_mw"].iloc[0] == pytest.approx(0.0, abs=1e-9)
+    assert summary["delivered_up_mwh"] == pytest.approx(f["delivered_mw"].clip(lower=0).sum()
+                                                        * 1.0)
+    assert summary["delivered_up_mwh"] == pytest.approx(1.8, abs=1e-6)
+    assert summary["cost_eur"] == pytest.approx(f["cost_eur"].sum() * 1.0)
+    csv_ts = pd.read_csv(run_dir / "frames.csv")["timestamp"].tolist()
+    assert csv_ts == ["2010-01-20T17:00:00+01:00", "2010-01-20T18:00:00+01:00"]
