@@ -42,7 +42,8 @@ import numpy as np
 
 from flexcore.dso.linearizer import PointNotConverged
 from flexcore.grid.district_grid import district_net
-from simulators import STEP_S, FrameSimulator, meta_from_table
+from flexcore.district.clock import FrameClock
+from simulators import FrameSimulator, meta_from_table
 
 ATTRS_IN = (
     ("P_load[MW]", "consumption per building"), ("Q_load[MVAr]", "reactive consumption"),
@@ -52,7 +53,7 @@ ATTRS_IN = (
 ATTRS_OUT = (("to_tso", "package or verdict message"), ("report", "frame report (DSO side)"))
 META = meta_from_table({"DSO": {
     "public": True,
-    "params": ["grid", "catalog", "run_dir", "seed", "dso", "frame_days", "exchange"],
+    "params": ["grid", "catalog", "run_dir", "seed", "dso", "clock", "exchange"],
     "attrs": [a for a, _ in ATTRS_IN + ATTRS_OUT],
 }}, sim_type="event-based")  # event-based: every input triggers, outputs non-persistent
 
@@ -70,7 +71,7 @@ class DSOAgent(FrameSimulator):
         self.lin = None
 
     def create(self, num, model, *, grid: str, catalog: list[dict], run_dir: str, seed: int,
-               dso: dict, frame_days: list[str], exchange: str = "files"):
+               dso: dict, clock: dict, exchange: str = "files"):
         if num != 1 or self.lin is not None:
             raise ValueError("DSOAgent holds exactly one DSO entity")
         from flexcore.exchange.bids import BidTable
@@ -98,7 +99,7 @@ class DSOAgent(FrameSimulator):
         self.dir = Path(run_dir)
         (self.dir / "dso").mkdir(parents=True, exist_ok=True)
         self.lin.keymap.save(self.dir / "dso" / "KEYMAP.json")  # private: for the validator
-        self.frame_days = frame_days
+        self.clock = FrameClock.of(clock)
         if exchange not in ("files", "memory"):
             raise ValueError(f"exchange must be 'files' or 'memory', got {exchange!r}")
         self.exchange = exchange
@@ -128,7 +129,7 @@ class DSOAgent(FrameSimulator):
     # ----------------------------------------------------------------- step
     def step(self, time, inputs, max_advance):
         data = inputs.get("DSO", {})
-        frame = time // STEP_S
+        frame = self.clock.index_at(time)
         self._out = {}
         if "offers" in data:
             self._new_frame(frame, data)
@@ -155,7 +156,7 @@ class DSOAgent(FrameSimulator):
         self.lin.set_bid_volumes(vol, price)
         fix = sgen_b - building_p
         moved = np.inf if self._last_fix is None else float(np.abs(fix - self._last_fix).sum())
-        new_day = frame == 0 or self.frame_days[frame] != self.frame_days[frame - 1]
+        new_day = self.clock.new_day(frame)
         due = (frame - self._last_lin_frame >= self.cfg["relinearize_every"] or new_day
                or moved > self.cfg["relinearize_threshold_mw"] or not self._points)
         self.report = {"frame": frame, "relinearized": bool(due), "fix_moved_mw": moved,

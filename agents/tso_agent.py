@@ -19,7 +19,8 @@ import math
 import mosaik_api_v3
 import numpy as np
 
-from simulators import STEP_S, FrameSimulator, meta_from_table
+from flexcore.district.clock import FrameClock
+from simulators import FrameSimulator, meta_from_table
 
 ATTRS_IN = (("offers", "bids of the frame (no buses)"), ("from_dso", "package or verdict"))
 ATTRS_OUT = (
@@ -29,7 +30,7 @@ ATTRS_OUT = (
 )
 META = meta_from_table({"TSO": {
     "public": True,
-    "params": ["request_mw", "objective", "mip_rel_gap"],
+    "params": ["request_mw", "clock", "objective", "mip_rel_gap"],
     "attrs": [a for a, _ in ATTRS_IN + ATTRS_OUT],
 }}, sim_type="event-based")  # event-based: every input triggers, outputs non-persistent
 
@@ -39,18 +40,19 @@ class TSOAgent(FrameSimulator):
         super().__init__(META)
         self.request = None
 
-    def create(self, num, model, *, request_mw: list[float], objective: str = "abs_cost",
-               mip_rel_gap: float = 1e-6):
+    def create(self, num, model, *, request_mw: list[float], clock: dict,
+               objective: str = "abs_cost", mip_rel_gap: float = 1e-6):
         if num != 1 or self.request is not None:
             raise ValueError("TSOAgent holds exactly one TSO entity")
         self.request = [float(x) for x in request_mw]
+        self.clock = FrameClock.of(clock)
         self.objective, self.gap = objective, float(mip_rel_gap)
         return [{"eid": "TSO", "type": model}]
 
     def step(self, time, inputs, max_advance):
         data = inputs.get("TSO", {})
         self._out = {}
-        frame = time // STEP_S
+        frame = self.clock.index_at(time)
         for offers in data.get("offers", {}).values():
             self._offers = {o["bid_id"]: o for o in offers}
             self._times = [0.0, 0.0]

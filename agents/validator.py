@@ -13,6 +13,7 @@ import math
 import mosaik_api_v3
 import numpy as np
 
+from flexcore.district.clock import FrameClock
 from simulators import FrameSimulator, meta_from_table
 
 ATTRS_IN = (("Vm[pu]", "GridSim voltages"), ("loading[%]", "GridSim signed loadings"),
@@ -20,7 +21,7 @@ ATTRS_IN = (("Vm[pu]", "GridSim voltages"), ("loading[%]", "GridSim signed loadi
 ATTRS_OUT = (("accuracy", "errors and AC violations of the frame"),)
 META = meta_from_table({"Validator": {
     "public": True,
-    "params": ["keymap", "limits"],
+    "params": ["keymap", "limits", "clock"],
     "attrs": [a for a, _ in ATTRS_IN + ATTRS_OUT],
 }}, sim_type="event-based")  # event-based: every input triggers, outputs non-persistent
 
@@ -36,13 +37,14 @@ class Validator(FrameSimulator):
         super().__init__(META)
         self.keymap = None
 
-    def create(self, num, model, *, keymap: str, limits: dict):
+    def create(self, num, model, *, keymap: str, limits: dict, clock: dict):
         from flexcore.dso.linearizer import KeyMap
 
         self.keymap = KeyMap.load(keymap)
         self._vm_key = {k: str(b) for k, b in self.keymap.vm_pu.items()}
         self._ld_key = {k: f"{e}:{i}" for k, (e, i) in self.keymap.loading_percent.items()}
         self.limits = limits
+        self.clock = FrameClock.of(clock)
         return [{"eid": "Validator", "type": model}]
 
     def step(self, time, inputs, max_advance):

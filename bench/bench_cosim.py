@@ -22,21 +22,20 @@ limit_blas_threads()  # before numpy is imported, as in ``flexcosim run``
 from scenarios.bergwald import sim_config  # noqa: E402
 from scenarios.config import load_config  # noqa: E402
 from scenarios.runner import apply_overrides, new_world, run_scenario  # noqa: E402
-from simulators import frames_of  # noqa: E402
 
 
 def pf_only(cfg) -> tuple[float, int]:
-    frames = frames_of(cfg.day_types, cfg.slots)
+    clock = cfg.clock()
     t0 = time.perf_counter()
     world = new_world({k: v for k, v in sim_config("python").items()
                        if k in ("BuildingSim", "GridSim")})
     district = world.start("BuildingSim").District(
         grid=cfg.grid, buildings=cfg.buildings, seed=cfg.seed, pv_penetration=cfg.pv_penetration,
-        day_types=list(cfg.day_types), slots=list(cfg.slots))
-    grid = world.start("GridSim").Grid(grid=cfg.grid)
+        clock=clock.to_dict())
+    grid = world.start("GridSim").Grid(grid=cfg.grid, clock=clock.to_dict())
     world.connect(district, grid, "P_load[MW]", "Q_load[MVAr]", "P_pv[MW]")
-    world.run(until=len(frames) * 900, print_progress=False)
-    return time.perf_counter() - t0, len(frames)
+    world.run(until=clock.until_s, print_progress=False)
+    return time.perf_counter() - t0, len(clock)
 
 
 def bench(*, scenario: str = "scenarios/bergwald.toml", day_types: str | None = None,

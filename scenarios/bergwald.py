@@ -14,15 +14,17 @@
     +-----------------------------------------------------------------+
     TSOAgent --clearing--> Validator, Recorder; DSOAgent --report--> Recorder
 
-Same-time loops use weak connections inside one group (mosaik 3). mosaik time = frame
-index * 900 s over the concatenated frames of all selected day types.
+Same-time loops use weak connections inside one group (mosaik 3). One frame clock
+(``cfg.clock()``, flexcore.district.clock) is built here and handed to every simulator and
+agent as ``clock=clock.to_dict()``: mosaik time = frame index * ``clock.step_s`` over the
+concatenated frames of all selected day types, at the scenario's resolution.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+from flexcore.district.clock import FrameClock
 from scenarios.config import ScenarioConfig
-from simulators import frames_of
 
 SIMS = {  # name -> (module, class)
     "BuildingSim": ("simulators.building_sim", "BuildingSim"),
@@ -45,25 +47,27 @@ def sim_config(starter: str) -> dict:
 
 
 def create_scenario(world, cfg: ScenarioConfig, *, run_dir: str | Path, progress: bool = False
-                    ) -> int:
-    """Start and connect all simulators; returns the number of frames (steps)."""
+                    ) -> FrameClock:
+    """Start and connect all simulators; returns the run's clock (``world.run(until=
+    clock.until_s)``)."""
     run_dir = str(run_dir)
-    frames = frames_of(cfg.day_types, cfg.slots, cfg.resolution_min)
+    clock = cfg.clock()
+    clock_param = clock.to_dict()
     common = dict(grid=cfg.grid, buildings=cfg.buildings, seed=cfg.seed,
-                  pv_penetration=cfg.pv_penetration, day_types=list(cfg.day_types),
-                  slots=list(cfg.slots))
+                  pv_penetration=cfg.pv_penetration, clock=clock_param)
     district = world.start("BuildingSim").District(**common)
-    grid = world.start("GridSim").Grid(grid=cfg.grid, extra_load=[list(e) for e in cfg.extra_load])
+    grid = world.start("GridSim").Grid(grid=cfg.grid, extra_load=[list(e) for e in cfg.extra_load],
+                                       clock=clock_param)
     with world.group():
         fpu_sim = world.start("FPUSim")
         fleet = fpu_sim.Fleet(**common, fpu=list(cfg.fpu))
         dso = world.start("DSOAgent").DSO(
             grid=cfg.grid, catalog=fpu_sim.catalog(), run_dir=run_dir, seed=cfg.seed,
             dso=cfg.dso.__dict__ | {"operating_points": list(cfg.dso.operating_points)},
-            frame_days=[f.day_type for f in frames], exchange=cfg.exchange)
+            clock=clock_param, exchange=cfg.exchange)
         tso = world.start("TSOAgent").TSO(
-            request_mw=[cfg.request_mw(f.slot) for f in frames], objective=cfg.objective,
-            mip_rel_gap=cfg.mip_rel_gap)
+            request_mw=[cfg.request_mw(f.slot) for f in clock.frames], clock=clock_param,
+            objective=cfg.objective, mip_rel_gap=cfg.mip_rel_gap)
         world.connect(fleet, dso, "offers", "dP_base[MW]")
         world.connect(fleet, tso, "offers")
         world.connect(dso, tso, ("to_tso", "from_dso"))
@@ -73,14 +77,15 @@ def create_scenario(world, cfg: ScenarioConfig, *, run_dir: str | Path, progress
     world.connect(district, grid, "P_load[MW]", "Q_load[MVAr]", "P_pv[MW]")
     world.connect(fleet, grid, "dP[MW]")
     validator = world.start("Validator").Validator(
-        keymap=str(Path(run_dir) / "dso" / "KEYMAP.json"), limits=dict(cfg.dso.limits))
+        keymap=str(Path(run_dir) / "dso" / "KEYMAP.json"), limits=dict(cfg.dso.limits),
+        clock=clock_param)
     world.connect(grid, validator, "Vm[pu]", "loading[%]", "converged")
     world.connect(tso, validator, "clearing")
     rec = world.start("Recorder").Recorder(
-        run_dir=run_dir, frames=[[f.day_type, f.slot] for f in frames], progress=progress)
+        run_dir=run_dir, clock=clock_param, progress=progress)
     world.connect(tso, rec, "clearing", "setpoint[MW]")
     world.connect(dso, rec, "report")
     world.connect(fleet, rec, "offers", "clipped")
     world.connect(validator, rec, "accuracy")
     world.connect(grid, rec, "Vm[pu]", "loading[%]", "P_slack[MW]")
-    return len(frames)
+    return clock

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flexcore.district.clock import FrameClock
 from flexcore.district.daytypes import DAY_TYPES, frames_per_day
 from flexcore.exchange.enums import Objective
 
@@ -94,6 +95,11 @@ class ScenarioConfig:
 
     def request_mw(self, slot: int) -> float:
         return self.request_by_slot[slot]
+
+    def clock(self) -> FrameClock:
+        """The run's frame clock: ``day_types`` x ``slots`` at ``resolution_min``."""
+        return FrameClock.for_day_types(self.day_types, self.slots,
+                                        resolution_min=self.resolution_min)
 
 
 _TOP = {"scenario", "simulation", "request", "dso", "market", "results", "test", "fpu"}

@@ -4,6 +4,11 @@ The Recorder collects every frame's outputs, appends one row per finished frame 
 ``timeseries/frames.csv`` (flushed, so a crash leaves the finished frames readable) and
 writes the Parquet tables at the end (``frames``, ``bids``, ``setpoints``, ``voltages``,
 ``loadings``, ``predictions`` and the ``all_active_*`` state of the DSO report).
+
+Frames are those of the scenario's :class:`~flexcore.district.clock.FrameClock` (param
+``clock``): each row carries ``frame``, ``day_type``, ``slot`` and a tz-aware ``timestamp``
+(ISO 8601 with ``+01:00`` in the CSV files). Columns ending in ``_mw`` are frame means and
+``cost_eur`` is EUR/h; :func:`summarize` turns them into MWh and EUR with ``clock.frame_h``.
 """
 from __future__ import annotations
 
@@ -16,7 +21,8 @@ from pathlib import Path
 import pandas as pd
 
 from flexcore.runs import write_json
-from simulators import STEP_S, FrameSimulator, meta_from_table
+from flexcore.district.clock import FrameClock
+from simulators import FrameSimulator, meta_from_table
 
 FRAME_COLUMNS = (
     "frame", "day_type", "slot", "status", "dispatched", "request_mw", "delivered_mw", "cost_eur",
@@ -25,14 +31,14 @@ FRAME_COLUMNS = (
     "vm_mae_pu", "vm_rmse_pu", "vm_max_err_pu", "loading_mae_percent", "loading_rmse_percent",
     "loading_max_err_percent", "ac_converged", "ac_violations", "ac_vm_min_pu", "ac_vm_max_pu",
     "ac_max_loading_percent", "p_slack_mw", "n_offers", "offered_up_mw", "offered_down_mw",
-    "clipped_units", "message", "wall_time_s",
+    "clipped_units", "message", "wall_time_s", "timestamp",
 )
 #: long format: one row per predicted row key of a dispatched frame (signed loadings)
 PREDICTION_COLUMNS = ("frame", "key", "kind", "element", "index", "predicted", "ac")
 ATTRS_IN = ("clearing", "report", "offers", "accuracy", "Vm[pu]", "loading[%]", "P_slack[MW]",
             "setpoint[MW]", "clipped")
 META = meta_from_table({"Recorder": {
-    "public": True, "params": ["run_dir", "frames", "progress"],
+    "public": True, "params": ["run_dir", "clock", "progress"],
     "attrs": list(ATTRS_IN)}}, sim_type="event-based")
 log = logging.getLogger("flexcosim.results")
 
@@ -51,11 +57,11 @@ class Recorder(FrameSimulator):
         self.all_active_ld: list[dict] = []
         self._keymap = None
 
-    def create(self, num, model, *, run_dir: str, frames: list[list], progress: bool = False):
+    def create(self, num, model, *, run_dir: str, clock: dict, progress: bool = False):
         self.run_dir = Path(run_dir)
         self.dir = self.run_dir / "timeseries"
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.frames = frames  # [day_type, slot] per frame
+        self.clock = FrameClock.of(clock)
         self._csv = (self.dir / "frames.csv").open("w", newline="")
         self._writer = csv.DictWriter(self._csv, FRAME_COLUMNS, extrasaction="ignore")
         self._writer.writeheader()
@@ -64,7 +70,7 @@ class Recorder(FrameSimulator):
         if progress:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=len(frames), unit="frame", desc="frames")
+            self._bar = tqdm(total=len(self.clock), unit="frame", desc="frames")
         self._t_last = _time.perf_counter()
         return [{"eid": "Recorder", "type": model}]
 
@@ -79,12 +85,14 @@ class Recorder(FrameSimulator):
 
     def _flush(self, time: int) -> None:
         rec = self._pending.pop(time)
-        k = time // STEP_S
+        k = self.clock.index_at(time)
+        frame = self.clock.frames[k]
         c, r, a = rec.get("clearing", {}), rec.get("report", {}), rec.get("accuracy", {})
         offers = rec.get("offers", [])
         act = c.get("activation_mw", {})
         now = _time.perf_counter()
-        row = {"frame": k, "day_type": self.frames[k][0], "slot": self.frames[k][1],
+        row = {"frame": k, "day_type": frame.day_type, "slot": frame.slot,
+               "timestamp": frame.timestamp,
                **{x: c.get(x) for x in ("status", "dispatched", "request_mw", "delivered_mw",
                                          "cost_eur", "operating_point", "rounds",
                                          "build_time_s", "solve_time_s")},
@@ -96,7 +104,7 @@ class Recorder(FrameSimulator):
                "clipped_units": len(rec.get("clipped", {})), "wall_time_s": now - self._t_last}
         self._t_last = now
         self.rows.append(row)
-        self._writer.writerow(row)
+        self._writer.writerow(row | {"timestamp": frame.timestamp.isoformat()})
         self._csv.flush()
         self.bids += [{"frame": k, "bid_id": o["bid_id"], "unit_id": o["unit_id"],
                        "volume_mw": o["volume_mw"], "price_eur_per_mwh": o["price_eur_per_mwh"],
@@ -158,8 +166,11 @@ class Recorder(FrameSimulator):
 
 
 # --------------------------------------------------------------------------- summary
-def summarize(frames: pd.DataFrame, *, wall_time_s: float, frame_h: float = 0.25) -> dict:
-    """Run summary: energy, cost, statuses and accuracy statistics (median/p95/max)."""
+def summarize(frames: pd.DataFrame, *, wall_time_s: float, frame_h: float) -> dict:
+    """Run summary: energy, cost, statuses and accuracy statistics (median/p95/max).
+
+    ``frame_h`` is the clock's frame length in hours (``FrameClock.frame_h``): energy in
+    MWh = sum of frame-mean MW x ``frame_h``, cost in EUR = sum of EUR/h x ``frame_h``."""
     ok = frames["status"] == "optimal"
     req = frames["request_mw"].astype(float)
     dlv = frames["delivered_mw"].astype(float).fillna(0.0)
@@ -214,7 +225,8 @@ def summary_text(s: dict) -> str:
 
 
 def write_summary(run_dir: Path, frames: pd.DataFrame, summary: dict) -> None:
-    frames.to_csv(run_dir / "frames.csv", index=False)
+    frames.assign(timestamp=[t.isoformat() for t in frames["timestamp"]]).to_csv(
+        run_dir / "frames.csv", index=False)
     flat = {k: v for k, v in summary.items() if not isinstance(v, dict)}
     for k in ("vm_mae_pu", "loading_mae_percent"):
         for q, x in summary[k].items():

@@ -151,14 +151,14 @@ def run_scenario(cfg: ScenarioConfig, *, out: str | Path | None = None, quiet: b
     t0 = time.perf_counter()
     world = new_world(sim_config(cfg.starter))
     try:
-        n = create_scenario(world, cfg, run_dir=run_dir, progress=not quiet)
-        world.run(until=n * 900, print_progress=False)
+        clock = create_scenario(world, cfg, run_dir=run_dir, progress=not quiet)
+        world.run(until=clock.until_s, print_progress=False)
     except BaseException:
         world.shutdown()  # stop simulator processes; finished frames stay in frames.csv
         raise
     wall = time.perf_counter() - t0
     frames = pd.read_parquet(run_dir / "timeseries" / "frames.parquet")
-    summary = summarize(frames, wall_time_s=wall)
+    summary = summarize(frames, wall_time_s=wall, frame_h=clock.frame_h)
     write_summary(run_dir, frames, summary)
     if cfg.plots:
         from scenarios.results import write_plots

@@ -3,16 +3,15 @@
 The district (building table, grid preparation) comes from
 :mod:`flexcore.grid.district_grid`, the frames from the scenario's
 :class:`flexcore.district.clock.FrameClock`, so that every simulator and agent sees the
-same district and the same time axis.
+same district and the same time axis: each simulator gets ``clock=clock.to_dict()`` (JSON,
+so it crosses process boundaries) and maps mosaik time to frames with
+``clock.index_at(time)``; the next step is ``time + clock.step_s``.
 """
 from __future__ import annotations
 
 from typing import Any
 
 import mosaik_api_v3
-
-STEP_S = 900
-"""mosaik seconds per 15-min frame: mosaik time = frame index * STEP_S."""
 
 
 class FrameSimulator(mosaik_api_v3.Simulator):
@@ -44,9 +43,3 @@ def building_profiles(table, *, seed: int, pv_penetration: float):
 
     return BuildingProfiles.from_table(table, seed=seed, pv_penetration=pv_penetration)
 
-
-def frames_of(day_types, slots, resolution_min: int = 15):
-    from flexcore.district.daytypes import make_frames
-
-    return make_frames(day_types=list(day_types), slots=list(slots),
-                       resolution_min=resolution_min)

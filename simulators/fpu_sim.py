@@ -1,6 +1,7 @@
 """FPUSim: all flexibility units of the district (any plug-in class), one ``Fleet`` entity.
 
-Per frame (mosaik time t = frame index * 900 s), hybrid simulator:
+Per frame of the scenario's clock (mosaik time t = frame index * ``clock.step_s``; the units
+step over frames of the clock's length, ``frame.duration_h``), hybrid simulator:
 
 1. self-scheduled step at t: (at the first frame of each day type: fresh, seeded units)
    outputs ``offers`` (list of ``{bid_id, unit_id, volume_mw, price_eur_per_mwh, min_mw,
@@ -20,8 +21,9 @@ from collections import defaultdict
 
 import mosaik_api_v3
 
+from flexcore.district.clock import FrameClock
 from flexcore.grid.district_grid import building_table
-from simulators import STEP_S, FrameSimulator, building_profiles, frames_of, meta_from_table
+from simulators import FrameSimulator, building_profiles, meta_from_table
 
 DIRECTIONS = ("up", "down")
 ATTRS_OUT = (
@@ -35,7 +37,7 @@ ATTRS_OUT = (
 ATTRS_IN = (("setpoint[MW]", "unit_id -> cleared activation (MW deviation)"),)
 META = meta_from_table({"Fleet": {
     "public": True,
-    "params": ["grid", "buildings", "seed", "pv_penetration", "day_types", "slots", "fpu"],
+    "params": ["grid", "buildings", "seed", "pv_penetration", "clock", "fpu"],
     "attrs": [a for a, _ in ATTRS_OUT + ATTRS_IN],
     "trigger": [a for a, _ in ATTRS_IN],
     "non-persistent": [a for a, _ in ATTRS_OUT],
@@ -49,8 +51,7 @@ class FPUSim(FrameSimulator):
         self._offered_at = -1
 
     def create(self, num, model, *, grid: str, buildings: str, seed: int,
-               pv_penetration: float, day_types: list[str], slots: list[int],
-               fpu: list[dict] | None = None):
+               pv_penetration: float, clock: dict, fpu: list[dict] | None = None):
         if num != 1 or self.units is not None:
             raise ValueError("FPUSim holds exactly one Fleet entity")
         from flexcore.fpu.assign import DEFAULT_FPU_CONFIG
@@ -60,7 +61,8 @@ class FPUSim(FrameSimulator):
         self._profiles = building_profiles(self._table, seed=seed, pv_penetration=pv_penetration)
         self._specs = parse_fpu_config({"fpu": fpu} if fpu else DEFAULT_FPU_CONFIG)
         self._seed = int(seed)
-        self.frames = frames_of(day_types, slots)
+        self.clock = FrameClock.of(clock)
+        self.frames = self.clock.frames
         self._reset()
         return [{"eid": "Fleet", "type": model}]
 
@@ -79,7 +81,7 @@ class FPUSim(FrameSimulator):
 
     # ------------------------------------------------------------------ steps
     def step(self, time, inputs, max_advance):
-        frame = self.frames[time // STEP_S]
+        frame = self.clock.frame_at(time)
         setpoints = {}
         for attrs in inputs.values():
             for values in attrs.get("setpoint[MW]", {}).values():
@@ -89,7 +91,7 @@ class FPUSim(FrameSimulator):
             self._offered_at = time
         else:
             self._dispatch(frame, setpoints)
-        return time + STEP_S
+        return time + self.clock.step_s
 
     def _offer(self, frame) -> None:
         if self._day is not None and self._day != frame.day_type:

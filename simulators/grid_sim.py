@@ -20,7 +20,8 @@ import numpy as np
 
 from flexcore.dso.linearizer import PF_OPTIONS, RECYCLE
 from flexcore.grid.district_grid import district_net
-from simulators import STEP_S, FrameSimulator, meta_from_table
+from flexcore.district.clock import FrameClock
+from simulators import FrameSimulator, meta_from_table
 
 ATTRS_IN = (
     ("P_load[MW]", "consumption per building"),
@@ -38,7 +39,7 @@ ATTRS_OUT = (
 )
 META = meta_from_table({"Grid": {
     "public": True,
-    "params": ["grid", "extra_load"],
+    "params": ["grid", "extra_load", "clock"],
     "attrs": [a for a, _ in ATTRS_IN + ATTRS_OUT],
 }}, sim_type="event-based")  # event-based: every input triggers, outputs non-persistent
 
@@ -48,7 +49,8 @@ class GridSim(FrameSimulator):
         super().__init__(META)
         self.net = None
 
-    def create(self, num, model, *, grid: str, extra_load: list | None = None):
+    def create(self, num, model, *, grid: str, extra_load: list | None = None,
+               clock: dict | None = None):
         if num != 1 or self.net is not None:
             raise ValueError("GridSim holds exactly one Grid entity")
         import pandapower as pp
@@ -56,6 +58,7 @@ class GridSim(FrameSimulator):
         self.net, ids, self._load_idx, self._sgen_idx = district_net(grid)
         self._pos = {b: k for k, b in enumerate(ids)}
         self._extra = {int(f): float(mw) for f, mw in (extra_load or [])}
+        self.clock = FrameClock.of(clock) if clock else None  # needed with extra_load
         self._extra_idx = None
         self._recycle_ok = False
         if self._extra:
@@ -91,7 +94,8 @@ class GridSim(FrameSimulator):
         self.set_injections(load_p=self._vector(data, "P_load[MW]"),
                             load_q=self._vector(data, "Q_load[MVAr]"),
                             sgen_p=self._vector(data, "P_pv[MW]") + self._vector(data, "dP[MW]"),
-                            extra_mw=self._extra.get(time // STEP_S, 0.0))
+                            extra_mw=self._extra.get(self.clock.index_at(time), 0.0)
+                            if self._extra else 0.0)
         t0 = _time.perf_counter()
         try:  # only load/sgen p, q change between frames: pandapower may reuse its model
             pp.runpp(self.net, recycle=RECYCLE if self._recycle_ok else None, **PF_OPTIONS)

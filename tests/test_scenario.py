@@ -15,6 +15,7 @@ Frames: winter workday 07:15 (0.5 MW request), 12:00 (-0.5 MW) and 18:00 (1.8 MW
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pandas as pd
 import pytest
@@ -53,6 +54,8 @@ def _frames(run):
 def test_frames_end_to_end(run_a):
     f = _frames(run_a)
     assert len(f) == 3 and f["request_mw"].tolist() == [0.5, -0.5, 1.8]
+    assert [t.isoformat() for t in f["timestamp"]] == [      # the clock's frames, +01:00
+        "2010-01-20T07:15:00+01:00", "2010-01-20T12:00:00+01:00", "2010-01-20T18:00:00+01:00"]
     ok = f[f["status"] == "optimal"]
     assert len(ok) == 3
     assert (ok["delivered_mw"] - ok["request_mw"]).abs().max() < 1e-6
@@ -160,8 +163,8 @@ def test_recorder_stores_predictions_and_all_active(tmp_path):
     """Recorder with hand-made inputs: predictions mapped through KEYMAP.json (signed
     loadings), all-active state only in frames whose report has it, empty tables otherwise."""
     from flexcore.dso.linearizer import KeyMap
+    from flexcore.district.clock import FrameClock
     from scenarios.results import Recorder
-    from simulators import STEP_S
 
     (tmp_path / "dso").mkdir()
     KeyMap(columns={}, vm_pu={"va": 0, "vb": 1},
@@ -169,8 +172,8 @@ def test_recorder_stores_predictions_and_all_active(tmp_path):
         tmp_path / "dso" / "KEYMAP.json")
     rec = Recorder()
     rec.init("Rec")
-    rec.create(1, "Recorder", run_dir=str(tmp_path), frames=[["winter_workday", s]
-                                                             for s in (72, 73, 74)])
+    clock = FrameClock.for_day_types(["winter_workday"], (72, 73, 74))
+    rec.create(1, "Recorder", run_dir=str(tmp_path), clock=clock.to_dict())
     ac = {"Vm[pu]": {"0": 1.0, "1": 0.99}, "loading[%]": {"line:0": -50.0, "trafo:0": 30.0}}
     aa = {"Vm[pu]": {"0": 1.0, "1": 0.97}, "loading[%]": {"line:0": -120.0, "trafo:0": 60.0}}
     clearing = {"status": "optimal", "dispatched": True, "request_mw": 1.8,
@@ -181,9 +184,9 @@ def test_recorder_stores_predictions_and_all_active(tmp_path):
         return {"Recorder": {a: {"src": x} for a, x in kw.items()}}
 
     rec.step(0, inputs(clearing=clearing, report={"all_active": aa}, **ac), None)
-    rec.step(STEP_S, inputs(clearing={"status": "optimal", "dispatched": False}, report={},
+    rec.step(clock.time_of(1), inputs(clearing={"status": "optimal", "dispatched": False}, report={},
                             **ac), None)
-    rec.step(2 * STEP_S, inputs(clearing={"status": "infeasible", "dispatched": False},
+    rec.step(clock.time_of(2), inputs(clearing={"status": "infeasible", "dispatched": False},
                                 report={"all_active": aa}), None)
     rec.finalize()
     ts = tmp_path / "timeseries"
@@ -201,7 +204,8 @@ def test_recorder_stores_predictions_and_all_active(tmp_path):
     empty = tmp_path / "empty"
     rec = Recorder()
     rec.init("Rec")
-    rec.create(1, "Recorder", run_dir=str(empty), frames=[["winter_workday", 72]])
+    rec.create(1, "Recorder", run_dir=str(empty),
+               clock=FrameClock.for_day_types(["winter_workday"], [72]).to_dict())
     rec.step(0, inputs(clearing={"status": "infeasible", "dispatched": False}), None)
     rec.finalize()
     assert pd.read_parquet(empty / "timeseries" / "predictions.parquet").empty
@@ -270,7 +274,7 @@ def test_summary_counts_energy_per_direction():
         "cost_eur": [40.0, 8.0, None, 0.0], "ac_converged": [True] * 4,
         "ac_violations": [0, 0, 0, 0], "vm_mae_pu": [1e-9, 2e-9, None, 0.0],
         "loading_mae_percent": [1e-6, 3e-6, None, 0.0]})
-    s = summarize(f, wall_time_s=2.0)
+    s = summarize(f, wall_time_s=2.0, frame_h=0.25)
     assert s["requested_up_mwh"] == pytest.approx(0.65)      # (0.8 + 1.8) * 0.25 h
     assert s["requested_down_mwh"] == pytest.approx(0.1)
     assert s["delivered_up_mwh"] == pytest.approx(0.2)
@@ -278,6 +282,9 @@ def test_summary_counts_energy_per_direction():
     assert s["cost_eur"] == pytest.approx(12.0)               # EUR/h * 0.25 h
     assert (s["frames_cleared_optimal"], s["infeasible_frames"]) == (3, 1)
     assert s["vm_mae_pu"]["max"] == pytest.approx(2e-9)
+    hourly = summarize(f, wall_time_s=2.0, frame_h=1.0)     # 60-min frames: 4x the energy
+    assert hourly["requested_up_mwh"] == pytest.approx(2.6)
+    assert hourly["cost_eur"] == pytest.approx(48.0)
 
 
 @pytest.mark.parametrize("toml,frames", [("scenarios/simbench.toml", "72-73"),
@@ -347,3 +354,106 @@ def test_crash_mid_run_leaves_finished_frames_readable(cfg, tmp_path):
     f = pd.read_csv(run_dir / "timeseries" / "frames.csv")
     assert f["frame"].tolist()[:2] == [0, 1] and len(f) <= 3
     assert (f["status"] == "optimal").all() and f["vm_mae_pu"].notna().all()
+
+
+def test_frame_clock_round_trip_and_resolutions():
+    """FrameClock: JSON round trip, time <-> frame, 15 vs 60 minutes, +01:00 timestamps,
+    new days."""
+    from flexcore.district.clock import ClockError, FrameClock
+
+    q = FrameClock.for_day_types(["winter_workday", "summer_sunday"], [18, 72])
+    h = FrameClock.for_day_types(["winter_workday", "summer_sunday"], [18, 23],
+                                 resolution_min=60)
+    for c in (q, h):
+        back = FrameClock.from_dict(json.loads(json.dumps(c.to_dict())))
+        assert back == c and FrameClock.of(c.to_dict()) == c and FrameClock.of(c) is c
+        assert [c.index_at(c.time_of(k)) for k in range(len(c))] == list(range(len(c)))
+        assert c.until_s == len(c) * c.step_s
+    assert (q.step_s, q.frame_h, q.frames_per_day) == (900, 0.25, 96)
+    assert (h.step_s, h.frame_h, h.frames_per_day) == (3600, 1.0, 24)
+    # slot 18 is 04:30 at 15 min and 18:00 at 60 min; frames last one step
+    assert q.frames[0].start.strftime("%H:%M") == "04:30" and q.frames[0].duration_h == 0.25
+    assert h.frame_at(0).start.strftime("%H:%M") == "18:00" and h.frame_at(0).duration_h == 1.0
+    assert h.frame_at(3 * 3600).start == pd.Timestamp("2010-07-25 23:00")
+    ts = h.frames[2].timestamp
+    assert ts.tzinfo is not None and ts.isoformat() == "2010-07-25T18:00:00+01:00"
+    assert ts.utcoffset() == pd.Timedelta(hours=1)              # CET all year, also in July
+    t = h.table()
+    assert list(t.columns) == ["frame", "timestamp", "date", "day_type", "slot", "clock_time"]
+    assert t["clock_time"].tolist() == ["18:00", "23:00", "18:00", "23:00"]
+    assert [h.new_day(k) for k in range(4)] == [True, False, True, False]
+    for bad in (len(h) * 3600, 900, -3600):
+        with pytest.raises(ClockError):
+            h.index_at(bad)
+    with pytest.raises(ClockError):
+        h.time_of(len(h))
+    with pytest.raises(ClockError):
+        FrameClock.for_day_types(["winter_workday"], [24], resolution_min=60)
+
+
+def _hourly_config(*, slots: str):
+    """bergwald.toml at 60-min frames, winter workday, 1.8 MW requested 18:00-19:00."""
+    import tomllib
+
+    doc = tomllib.loads(open("scenarios/bergwald.toml", "rb").read().decode())
+    doc["scenario"] |= {"resolution_min": 60, "day_types": ["winter_workday"], "slots": slots}
+    doc["request"] = {"default_mw": 0.0, "window": [{"start": "18:00", "end": "19:00",
+                                                     "mw": 1.8}]}
+    doc["results"] = {"plots": False}
+    return parse_config(doc, source="hourly")
+
+
+def test_sixty_minute_cosimulation_lines_up(tmp_path):
+    """At 60 minutes every simulator sees the same frames: BuildingSim's load at the 18:00
+    frame is the 18:00-19:00 profile mean (not 04:30, slot 18 at 15 min), FPUSim's units step
+    over 1-h frames, the TSO's 18:00 request is applied in the 18:00 frame, and the summary
+    counts 1 h per frame."""
+    import numpy as np
+
+    from flexcore.district.clock import FrameClock
+    from flexcore.grid.district_grid import building_table
+    from simulators import building_profiles
+    from simulators.building_sim import BuildingSim
+    from simulators.fpu_sim import FPUSim
+
+    cfg = _hourly_config(slots="17-18")
+    clock = cfg.clock()
+    assert (clock.step_s, clock.frame_h) == (3600, 1.0)
+    assert [f.start.strftime("%H:%M") for f in clock.frames] == ["17:00", "18:00"]
+    # BuildingSim (given the clock as JSON, as a separate process gets it)
+    sim = BuildingSim()
+    sim.init("B")
+    sim.create(1, "District", grid=cfg.grid, buildings=cfg.buildings, seed=cfg.seed,
+               pv_penetration=cfg.pv_penetration, clock=json.loads(json.dumps(clock.to_dict())))
+    assert sim.step(clock.time_of(1), {}, None) == 2 * 3600
+    got = np.array(list(sim.get_data({"District": ["P_load[MW]"]})["District"]["P_load[MW]"]
+                        .values()))
+    profiles = building_profiles(building_table(cfg.buildings, cfg.grid), seed=cfg.seed,
+                                 pv_penetration=cfg.pv_penetration)
+    want = profiles.for_frames([clock.frames[1]]).load_p_mw[0]
+    np.testing.assert_array_equal(got, want)
+    quarter = FrameClock.for_day_types(["winter_workday"], [18, 72, 73, 74, 75])
+    q = profiles.for_frames(quarter.frames).load_p_mw
+    assert not np.allclose(got, q[0])                              # not 04:30
+    np.testing.assert_allclose(got, q[1:].mean(axis=0), rtol=1e-12)  # mean of 18:00..18:45
+    # FPUSim steps its units over the clock's 1-h frames
+    fpu = FPUSim()
+    fpu.init("F")
+    fpu.create(1, "Fleet", grid=cfg.grid, buildings=cfg.buildings, seed=cfg.seed,
+               pv_penetration=cfg.pv_penetration, clock=clock.to_dict(), fpu=list(cfg.fpu))
+    assert [(f.start.hour, f.duration_h) for f in fpu.frames] == [(17, 1.0), (18, 1.0)]
+    # the co-simulation: the request lands in the 18:00 frame, energies count 1 h per frame
+    run_dir, summary = run_scenario(cfg, out=tmp_path / "hourly")
+    f = _frames((run_dir, summary))
+    assert f["slot"].tolist() == [17, 18] and f["request_mw"].tolist() == [0.0, 1.8]
+    assert [t.isoformat() for t in f["timestamp"]] == ["2010-01-20T17:00:00+01:00",
+                                                       "2010-01-20T18:00:00+01:00"]
+    assert (f["status"] == "optimal").all() and f["ac_converged"].all()
+    assert f["delivered_mw"].iloc[1] == pytest.approx(1.8, abs=1e-6)
+    assert f["delivered_mw"].iloc[0] == pytest.approx(0.0, abs=1e-9)
+    assert summary["delivered_up_mwh"] == pytest.approx(f["delivered_mw"].clip(lower=0).sum()
+                                                        * 1.0)
+    assert summary["delivered_up_mwh"] == pytest.approx(1.8, abs=1e-6)
+    assert summary["cost_eur"] == pytest.approx(f["cost_eur"].sum() * 1.0)
+    csv_ts = pd.read_csv(run_dir / "frames.csv")["timestamp"].tolist()
+    assert csv_ts == ["2010-01-20T17:00:00+01:00", "2010-01-20T18:00:00+01:00"]

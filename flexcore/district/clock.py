@@ -65,6 +65,11 @@ class FrameClock:
         return cls.for_day_types(data["day_types"], data.get("slots"),
                                  resolution_min=int(data["resolution_min"]))
 
+    @classmethod
+    def of(cls, clock: FrameClock | dict[str, Any]) -> FrameClock:
+        """``clock`` itself, or the clock a :meth:`to_dict` dict describes (simulator params)."""
+        return clock if isinstance(clock, FrameClock) else cls.from_dict(clock)
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able description that :meth:`from_dict` rebuilds exactly."""
         return dict(self.spec)
