@@ -8,10 +8,11 @@ FPUSim`` inside one ``world.group()``)::
          DSO: set fixed injections (forecast = actual profile + unit baselines);
               re-linearise at every operating point if due (RelinearizationSchedule: every
               `relinearize_every` frames, or sum|dP_fix| moved more than
-              `relinearize_threshold_mw` since the last time, or a new day); otherwise recompute only the zero point (this
-              frame's base case, so that a zero request is exact) and reuse the others;
-              publish the package (round 0). A frame whose points all fail to
-              converge gets the verdict ``dso_failed`` at once and the run goes on.
+              `relinearize_threshold_mw` since the last time, or a new day); otherwise
+              recompute only the zero point (this frame's base case, so that a zero
+              request is exact) and reuse the others; publish the package (round 0).
+              A frame whose points all fail to converge gets the verdict
+              ``dso_failed`` at once and the run goes on.
          DSO --PackageMessage(round 0)--> TSO ;  TSO clears --ClearingMessage--> DSO
     t:k  DSO: the round policy (flexcore.dso.refinement.RefinementSession): AC check of
               the clearing against the DSO's own prediction; accurate and safe, or

@@ -15,12 +15,22 @@ import pandapower as pp
 import pytest
 
 from flexcore.district.buildings import load_building_table
-from flexcore.dso import (Linearizer, RefinementPolicy, RefinementSession,
-                          RelinearizationSchedule, Verdict)
+from flexcore.dso import (
+    Linearizer,
+    RefinementPolicy,
+    RefinementSession,
+    RelinearizationSchedule,
+    Verdict,
+)
 from flexcore.exchange.enums import FrameVerdict
 from flexcore.exchange.limits import Limits
-from flexcore.exchange.messages import (ClearingMessage, MessageError, PackageMessage,
-                                        VerdictMessage, from_wire)
+from flexcore.exchange.messages import (
+    ClearingMessage,
+    MessageError,
+    PackageMessage,
+    VerdictMessage,
+    from_wire,
+)
 from flexcore.grid import grids
 from flexcore.grid.powerflow import PowerFlowSession
 from flexcore.market import clear

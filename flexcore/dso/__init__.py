@@ -11,11 +11,21 @@ check of a clearing, and the round policy of one frame.
 from __future__ import annotations
 
 from flexcore.dso.keymap import KEYMAP_FORMAT, KeyMap, KeyMapError
-from flexcore.dso.linearizer import (LinearizationReport, Linearizer, OperatingPoint,
-                                     PointNotConverged, RowPositions)
-from flexcore.dso.refinement import (RefinementPolicy, RefinementSession,
-                                     RelinearizationSchedule, RoundRecord, ScheduleDecision,
-                                     Verdict)
+from flexcore.dso.linearizer import (
+                                     LinearizationReport,
+                                     Linearizer,
+                                     OperatingPoint,
+                                     PointNotConverged,
+                                     RowPositions,
+)
+from flexcore.dso.refinement import (
+                                     RefinementPolicy,
+                                     RefinementSession,
+                                     RelinearizationSchedule,
+                                     RoundRecord,
+                                     ScheduleDecision,
+                                     Verdict,
+)
 from flexcore.dso.validation import ValidationReport
 
 __all__ = ["KEYMAP_FORMAT", "KeyMap", "KeyMapError", "LinearizationReport", "Linearizer",

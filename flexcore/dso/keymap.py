@@ -31,7 +31,7 @@ class KeyMap:
     salt: str = ""
 
     @classmethod
-    def create(cls, bids: BidTable, *, buses, branches, salt: str | None = None) -> "KeyMap":
+    def create(cls, bids: BidTable, *, buses, branches, salt: str | None = None) -> KeyMap:
         """Keys are salted hashes, sorted, so neither names nor order reveal the topology.
         ``buses`` and ``branches`` ((element, index) pairs) are the monitored rows."""
         salt = secrets.token_hex(8) if salt is None else str(salt)
@@ -56,7 +56,7 @@ class KeyMap:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "KeyMap":
+    def load(cls, path: str | Path) -> KeyMap:
         """Read ``KEYMAP.json``; a missing file raises FileNotFoundError, a malformed one
         :class:`KeyMapError` naming the file."""
         path = Path(path)

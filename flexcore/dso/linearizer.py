@@ -13,7 +13,6 @@ import copy
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Union
 
 import numpy as np
 import pandapower as pp
@@ -33,7 +32,7 @@ __all__ = ["FLEX_SGEN_NAME", "KEYMAP_FORMAT", "KeyMap", "KeyMapError", "Lineariz
 
 FLEX_SGEN_NAME = "flexcosim activation"
 #: an activation: MW per bid in column order, ``{bid id: MW}``, or a clearing's activation
-Activation = Union[np.ndarray, Mapping[str, float], ClearingResult]
+Activation = np.ndarray | Mapping[str, float] | ClearingResult
 
 
 class PointNotConverged(FlexcosimError, RuntimeError):

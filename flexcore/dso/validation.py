@@ -36,14 +36,14 @@ class ValidationReport:
     ac_loading_percent: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def not_converged(cls, message: str) -> "ValidationReport":
+    def not_converged(cls, message: str) -> ValidationReport:
         return cls(converged=False, message=message)
 
     @classmethod
     def compare(cls, *, limits: Limits, vm_keys: Sequence[str], vm_pu: np.ndarray,
                 loading_keys: Sequence[str], loading_percent: np.ndarray,
                 predicted_vm_pu: Mapping[str, float],
-                predicted_loading_percent: Mapping[str, float]) -> "ValidationReport":
+                predicted_loading_percent: Mapping[str, float]) -> ValidationReport:
         """The report of an AC result (every monitored row, in key order) against the
         predicted rows (a subset of them, e.g. after screening)."""
         vpos = {k: i for i, k in enumerate(vm_keys)}

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from flexcore.errors import FlexcosimError
 from flexcore.exchange.clearing import ClearingResult, clearing_from_json_dict
@@ -95,7 +95,7 @@ class VerdictMessage:
                 "message": self.message}
 
 
-Message = Union[PackageMessage, ClearingMessage, VerdictMessage]
+Message = PackageMessage | ClearingMessage | VerdictMessage
 
 
 def from_wire(d: dict[str, Any]) -> Message:
