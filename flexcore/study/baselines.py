@@ -189,7 +189,7 @@ def slp(lin: Linearizer, bids: BidTable, request_mw: float, *, max_iter: int = 1
         if res.status != "optimal":
             status, msg = res.status, res.message
             break
-        new = np.array([res.activation_mw.get(b, 0.0) for b in bids.ids])
+        new = res.activation_vector(bids.ids)
         step = float(np.max(np.abs(new - x)))
         x = new
         if step <= tol_mw:
