@@ -5,12 +5,12 @@ gridgen / dso / sensitivity / ppinternals (a test checks ``sys.modules``). It se
 sensitivity packages (a folder in flexcore.exchange.package format, or in one process the
 SensitivityPackage object) and bids without buses (plain dicts).
 
-Per frame (see agents.dso_agent for the whole sequence): on ``{kind: package}`` it takes
-the package, maps the offers onto its columns (a bid absent this frame has volume 0),
-clears with ``flexcore.market.clear`` (backend "direct") and sends the clearing (status,
-activation, predicted rows) to the DSO. On ``{kind: verdict}`` it outputs the set-points per
-unit (sum of its bids' activation; zero unless the DSO allows dispatch) and the frame's
-clearing record.
+Per frame (see agents.dso_agent for the whole sequence): on a ``PackageMessage``
+(flexcore.exchange.messages) it takes the package, maps the offers onto its columns (a bid
+absent this frame has volume 0), clears with ``flexcore.market.clear`` (backend "direct")
+and sends the ``ClearingResult`` to the DSO in a ``ClearingMessage``. On the
+``VerdictMessage`` it outputs the set-points per unit (sum of its bids' activation; zero
+unless the DSO allows dispatch) and the frame's clearing record.
 """
 from __future__ import annotations
 
@@ -49,27 +49,36 @@ class TSOAgent(FrameSimulator):
         self.objective, self.gap = objective, float(mip_rel_gap)
         return [{"eid": "TSO", "type": model}]
 
+    def _frame_of(self, time: int) -> int:
+        return self.clock.index_at(time)
+
     def step(self, time, inputs, max_advance):
+        from flexcore.exchange.messages import PackageMessage, VerdictMessage, from_wire
+
         data = inputs.get("TSO", {})
         self._out = {}
-        frame = self.clock.index_at(time)
+        frame = self._frame_of(time)
         for offers in data.get("offers", {}).values():
             self._offers = {o["bid_id"]: o for o in offers}
             self._times = [0.0, 0.0]
             self._last = None
-        for msg in data.get("from_dso", {}).values():
-            if msg["kind"] == "package":
+        for wire in data.get("from_dso", {}).values():
+            msg = from_wire(wire)
+            if isinstance(msg, PackageMessage):
                 self._clear(frame, msg)
-            else:
+            elif isinstance(msg, VerdictMessage):
                 self._dispatch(frame, msg)
+            else:
+                raise ValueError(f"TSOAgent expects package or verdict messages, got "
+                                 f"{type(msg).__name__}")
         return None
 
-    def _clear(self, frame: int, msg: dict) -> None:
+    def _clear(self, frame: int, msg) -> None:
         from flexcore.exchange.bids import BidTable
+        from flexcore.exchange.messages import ClearingMessage
         from flexcore.market import clear
-        from flexcore.exchange.package import load_package
 
-        package = msg["package"] if "package" in msg else load_package(msg["path"])
+        package = msg.load()
         cols = package.columns
         get = self._offers.get
         bids = BidTable(
@@ -83,16 +92,11 @@ class TSOAgent(FrameSimulator):
         self._times[0] += r.build_time_s
         self._times[1] += r.solve_time_s
         self._last = r
-        self._out["to_dso"] = {
-            "frame": frame, "round": msg["round"], "status": r.status,
-            "request_mw": self.request[frame],
-            "activation_mw": {b: x for b, x in r.activation_mw.items() if x != 0.0},
-            "predicted_vm_pu": r.predicted_vm_pu,
-            "predicted_loading_percent": r.predicted_loading_percent}
+        self._out["to_dso"] = ClearingMessage(frame, msg.round, r).to_wire()
 
-    def _dispatch(self, frame: int, verdict: dict) -> None:
+    def _dispatch(self, frame: int, verdict) -> None:
         r = self._last
-        dispatch = bool(verdict["dispatch"]) and r is not None and r.status == "optimal"
+        dispatch = verdict.dispatch and r is not None and r.status == "optimal"
         setpoints: dict[str, float] = {}
         if dispatch:
             for b, x in r.activation_mw.items():
@@ -102,7 +106,7 @@ class TSOAgent(FrameSimulator):
         self._out["setpoint[MW]"] = setpoints
         diag = r.diagnosis.message if (r is not None and r.diagnosis) else (r.message if r else "")
         self._out["clearing"] = {
-            "frame": frame, "status": verdict["status"], "dispatched": dispatch,
+            "frame": frame, "status": str(verdict.verdict), "dispatched": dispatch,
             "request_mw": self.request[frame],
             "delivered_mw": float(r.delivered_mw) if dispatch else 0.0,
             "cost_eur": float(r.cost_eur) if dispatch else 0.0,
@@ -110,7 +114,7 @@ class TSOAgent(FrameSimulator):
             else math.nan,
             "operating_point": (r.operating_point_label or "") if r is not None else "",
             "build_time_s": self._times[0], "solve_time_s": self._times[1],
-            "rounds": int(verdict["round"]), "message": diag,
+            "rounds": verdict.round, "message": diag,
             "activation_mw": {b: x for b, x in r.activation_mw.items() if x != 0.0}
             if dispatch else {},
             "predicted_vm_pu": r.predicted_vm_pu if dispatch else {},

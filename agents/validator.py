@@ -8,12 +8,10 @@ without a dispatched clearing get NaN errors (violations are still counted).
 """
 from __future__ import annotations
 
-import math
-
 import mosaik_api_v3
 import numpy as np
 
-from flexcore.district.clock import FrameClock
+from flexcore.exchange.limits import ErrorStats, Limits, violations
 from simulators import FrameSimulator, meta_from_table
 
 ATTRS_IN = (("Vm[pu]", "GridSim voltages"), ("loading[%]", "GridSim signed loadings"),
@@ -26,25 +24,18 @@ META = meta_from_table({"Validator": {
 }}, sim_type="event-based")  # event-based: every input triggers, outputs non-persistent
 
 
-def _stats(e: np.ndarray) -> tuple[float, float, float]:
-    if not len(e):
-        return math.nan, math.nan, math.nan
-    return float(np.mean(np.abs(e))), float(np.sqrt(np.mean(e ** 2))), float(np.max(np.abs(e)))
-
-
 class Validator(FrameSimulator):
     def __init__(self) -> None:
         super().__init__(META)
         self.keymap = None
 
-    def create(self, num, model, *, keymap: str, limits: dict, clock: dict):
-        from flexcore.dso.linearizer import KeyMap
+    def create(self, num, model, *, keymap: str, limits: dict, clock: dict | None = None):
+        from flexcore.dso.keymap import KeyMap
 
         self.keymap = KeyMap.load(keymap)
         self._vm_key = {k: str(b) for k, b in self.keymap.vm_pu.items()}
         self._ld_key = {k: f"{e}:{i}" for k, (e, i) in self.keymap.loading_percent.items()}
-        self.limits = limits
-        self.clock = FrameClock.of(clock)
+        self.limits = Limits.from_dict(limits)
         return [{"eid": "Validator", "type": model}]
 
     def step(self, time, inputs, max_advance):
@@ -52,26 +43,25 @@ class Validator(FrameSimulator):
         one = {a: next(iter(v.values())) for a, v in data.items()}
         vm, ld = one.get("Vm[pu]", {}), one.get("loading[%]", {})
         clearing = one.get("clearing", {})
-        lim = self.limits
         acc = {"ac_converged": bool(one.get("converged", False))}
         if acc["ac_converged"]:
-            v = np.array(list(vm.values()))
-            lp = np.array(list(ld.values()))
-            acc["ac_violations"] = int(((v < lim["vm_min_pu"] - 1e-9) | (v > lim["vm_max_pu"] + 1e-9)
-                                        ).sum() + ((lp > lim["loading_max_percent"] + 1e-9)
-                                                   | (lp < lim["loading_min_percent"] - 1e-9)).sum())
+            v = np.array(list(vm.values()), float)
+            lp = np.array(list(ld.values()), float)
+            acc["ac_violations"] = len(violations(self.limits, vm_pu=v, vm_keys=list(vm),
+                                                  loading_percent=lp, loading_keys=list(ld)))
             acc["ac_vm_min_pu"], acc["ac_vm_max_pu"] = float(v.min()), float(v.max())
             acc["ac_max_loading_percent"] = float(np.abs(lp).max())
         pv = clearing.get("predicted_vm_pu", {})
         pl = clearing.get("predicted_loading_percent", {})
         if acc["ac_converged"] and pv:
-            ev = np.array([x - vm[self._vm_key[k]] for k, x in pv.items()])
-            el = np.array([abs(x) - abs(ld[self._ld_key[k]]) for k, x in pl.items()])
+            ev = [x - vm[self._vm_key[k]] for k, x in pv.items()]
+            el = [abs(x) - abs(ld[self._ld_key[k]]) for k, x in pl.items()]
         else:
-            ev = el = np.zeros(0)
-        acc["vm_mae_pu"], acc["vm_rmse_pu"], acc["vm_max_err_pu"] = _stats(ev)
+            ev = el = []
+        sv, sl = ErrorStats.of(ev), ErrorStats.of(el)
+        acc["vm_mae_pu"], acc["vm_rmse_pu"], acc["vm_max_err_pu"] = sv.mae, sv.rmse, sv.max_abs
         (acc["loading_mae_percent"], acc["loading_rmse_percent"],
-         acc["loading_max_err_percent"]) = _stats(el)
+         acc["loading_max_err_percent"]) = sl.mae, sl.rmse, sl.max_abs
         self._out = {"accuracy": acc}
         return None
 

@@ -24,7 +24,7 @@ from flexcore import runs
 from flexcore.grid import grids
 from flexcore.study.bidgen import synthetic_bids
 from flexcore.district.buildings import load_building_table
-from flexcore.dso.linearizer import Linearizer
+from flexcore.dso import Linearizer
 from flexcore.market import clear
 from flexcore.exchange.package import save_package, screen
 from flexcore.grid.sensitivity import finite_differences
@@ -57,12 +57,12 @@ def bench_sensitivities(*, quick: bool = False) -> dict:
     n_points = 1 if quick else 3
     max_err_v = max_err_l = 0.0
     for a in (0.0, 0.5, 1.0)[:n_points]:
-        lin._apply(a * bids.volume_mw)
+        lin.apply(a * bids.volume_mw)
         fd_v, fd_l = finite_differences(lin.net, buses, h_mw=1e-4, central=False,
                                         tolerance_mva=1e-8)
         lin.invalidate()  # the FD power flows ran on lin.net
         pt = lin.point(a * bids.volume_mw, label="check")
-        vm_rows = lin._vm_rows
+        vm_rows = lin.row_positions.vm
         max_err_v = max(max_err_v, float(np.abs(fd_v[vm_rows] - pt.vtdf).max()))
     t_fd = (time.perf_counter() - t0) * (3 / n_points)
     res = {

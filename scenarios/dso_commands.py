@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
-from flexcore.dso.linearizer import KeyMap, Linearizer
+from flexcore.dso import KeyMap, Linearizer
 from flexcore.exchange.bids import read_bids
 from flexcore.exchange.package import load_package, save_package
 
@@ -42,9 +40,7 @@ def validate_cli(*, grid, bids, clearing, keymap, out) -> tuple[str, bool]:
     km = _keymap_for(Path(clearing).parent / "KEYMAP.json", keymap)
     table = read_bids(bids, require_bus=True)
     lin = Linearizer(_load_grid(grid), table, keymap=km)
-    act = np.array([result.activation_mw.get(b, 0.0) for b in table.ids])
-    report = lin.validate(act, predicted_vm_pu=result.predicted_vm_pu,
-                          predicted_loading_percent=result.predicted_loading_percent)
+    report = lin.validate(result)
     from flexcore.runs import write_json
 
     write_json(out, report.to_json())
@@ -59,7 +55,7 @@ def refine_cli(*, grid, bids, package, clearing, keymap, out) -> str:
     km = _keymap_for(Path(package).parent / "KEYMAP.json", keymap)
     table = read_bids(bids, require_bus=True)
     lin = Linearizer(_load_grid(grid), table, keymap=km)
-    new = lin.refine(pkg, {b: result.activation_mw.get(b, 0.0) for b in pkg.columns})
+    new = lin.refine(pkg, result)
     save_package(new, out)
     dest = Path(out).parent / "KEYMAP.json"
     if not dest.exists():

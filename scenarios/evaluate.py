@@ -114,17 +114,14 @@ def single_frame(lin, bids, options: EvalOptions, fig_dir: Path) -> dict:
     out["all_active_congested"] = over
     figs["fig5"] = plot_grid(lin.net, fig_dir / "fig5_all_active.png",
                              title="Figure 5: all flexibility activated").name
-    act = res.activation(bids.ids)
-    lin.power_flow(act)
+    lin.power_flow(res.clearing)
     figs["fig6"] = plot_grid(lin.net, fig_dir / "fig6_after_clearing.png",
                              title="Figure 6: after clearing (refined)").name
     # Figures 7/8 for the fixed-point clearing and for the final one
     fixed = clear(lin.linearize(options.fractions).package, bids.without_bus(),
                   options.request_mw)
     for tag, clearing in (("fixed", fixed), ("refined", res.clearing)):
-        x = np.array([clearing.activation_mw.get(b, 0.0) for b in bids.ids])
-        rep = lin.validate(x, predicted_vm_pu=clearing.predicted_vm_pu,
-                           predicted_loading_percent=clearing.predicted_loading_percent)
+        rep = lin.validate(clearing)
         figs.update(_critical_figures(lin, clearing, rep, fig_dir, tag, options.n_critical))
     return out
 
@@ -159,35 +156,29 @@ def _critical_figures(lin, clearing, rep, fig_dir: Path, tag: str, n: int) -> di
 def _round_rows(lin, bids, request_mw: float, package, *, rounds: int, t_dso: float,
                 label: str) -> list[dict]:
     """Clear, validate and refine ``rounds`` times (no early stop); cumulative times."""
-    from flexcore.dso.linearizer import PointNotConverged
+    from flexcore.dso.refinement import RefinementPolicy, RefinementSession, Verdict
     from flexcore.market import clear
 
+    session = RefinementSession(lin, policy=RefinementPolicy(max_rounds=rounds,
+                                                             stop_when_accurate=False))
+    step = session.open(package)
     rows, t_tso, tso_bids = [], 0.0, bids.without_bus()
-    for k in range(rounds + 1):
+    m0 = package.m
+    while True:
         t0 = time.perf_counter()
-        res = clear(package, tso_bids, request_mw)
+        res = clear(step, tso_bids, request_mw)
         t_tso += time.perf_counter() - t0
-        row = {"linearisation": label, "m": package.m - k, "rounds": k, "status": res.status,
+        step = session.on_clearing(res)
+        rec = session.records[-1]
+        t_dso += rec.dso_time_s
+        row = {"linearisation": label, "m": m0, "rounds": rec.round, "status": res.status,
                "cost_eur": math.nan, **{e: math.nan for e in ERROR_KEYS}, "violations": None}
-        if res.status != "optimal":
-            rows.append({**row, "dso_time_s": t_dso, "tso_time_s": t_tso})
-            break
-        t1 = time.perf_counter()
-        x = np.array([res.activation_mw.get(b, 0.0) for b in package.columns])
-        rep = lin.validate(x, predicted_vm_pu=res.predicted_vm_pu,
-                           predicted_loading_percent=res.predicted_loading_percent)
-        t_dso += time.perf_counter() - t1
-        rows.append({**row, "cost_eur": res.cost_eur, **_errors(rep),
-                     "violations": len(rep.violations), "dso_time_s": t_dso,
-                     "tso_time_s": t_tso})
-        if k < rounds:
-            t2 = time.perf_counter()
-            try:
-                package = lin.refine(package, x, label=f"refine {k + 1}")
-            except PointNotConverged:
-                break
-            t_dso += time.perf_counter() - t2
-    return rows
+        rep = rec.validation
+        if rep is not None:
+            row.update(cost_eur=res.cost_eur, **_errors(rep), violations=len(rep.violations))
+        rows.append({**row, "dso_time_s": t_dso, "tso_time_s": t_tso})
+        if isinstance(step, Verdict):
+            return rows
 
 
 def linearisation_study(lin, bids, options: EvalOptions) -> dict:
@@ -226,7 +217,9 @@ def _refined_dispatch(lin, bids, options: EvalOptions) -> np.ndarray:
 
     res = coordinate(lin, bids, options.request_mw, fractions=options.fractions,
                      max_rounds=options.rounds)
-    return res.activation(bids.ids) if res.clearing.status == "optimal" else np.zeros(len(bids))
+    if res.clearing.status != "optimal":
+        return np.zeros(len(bids))
+    return res.clearing.activation_vector(bids.ids)
 
 
 # --------------------------------------------------------------------------- section 3

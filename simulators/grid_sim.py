@@ -18,7 +18,6 @@ import math
 import mosaik_api_v3
 import numpy as np
 
-from flexcore.dso.linearizer import PF_OPTIONS, RECYCLE
 from flexcore.grid.district_grid import district_net
 from flexcore.district.clock import FrameClock
 from simulators import FrameSimulator, meta_from_table
@@ -55,15 +54,17 @@ class GridSim(FrameSimulator):
             raise ValueError("GridSim holds exactly one Grid entity")
         import pandapower as pp
 
+        from flexcore.grid.powerflow import PowerFlowSession
+
         self.net, ids, self._load_idx, self._sgen_idx = district_net(grid)
         self._pos = {b: k for k, b in enumerate(ids)}
         self._extra = {int(f): float(mw) for f, mw in (extra_load or [])}
         self.clock = FrameClock.of(clock) if clock else None  # needed with extra_load
         self._extra_idx = None
-        self._recycle_ok = False
         if self._extra:
             bus = int(self.net.trafo.lv_bus.iloc[0])
             self._extra_idx = int(pp.create_load(self.net, bus, p_mw=0.0, name="test extra load"))
+        self.session = PowerFlowSession(self.net)
         self._bus_keys = [str(b) for b in self.net.bus.index]
         return [{"eid": "Grid", "type": model}]
 
@@ -82,12 +83,9 @@ class GridSim(FrameSimulator):
         net.sgen.loc[self._sgen_idx, "p_mw"] = sgen_p
         if self._extra_idx is not None:
             net.load.at[self._extra_idx, "p_mw"] = extra_mw
+        self.session.changed()
 
     def step(self, time, inputs, max_advance):
-        import time as _time
-
-        import pandapower as pp
-
         from flexcore.grid.sensitivity import signed_results
 
         data = inputs.get("Grid", {})
@@ -96,13 +94,8 @@ class GridSim(FrameSimulator):
                             sgen_p=self._vector(data, "P_pv[MW]") + self._vector(data, "dP[MW]"),
                             extra_mw=self._extra.get(self.clock.index_at(time), 0.0)
                             if self._extra else 0.0)
-        t0 = _time.perf_counter()
-        try:  # only load/sgen p, q change between frames: pandapower may reuse its model
-            pp.runpp(self.net, recycle=RECYCLE if self._recycle_ok else None, **PF_OPTIONS)
-            converged = self._recycle_ok = True
-        except pp.LoadflowNotConverged:
-            converged = self._recycle_ok = False
-        dt = _time.perf_counter() - t0
+        converged = self.session.run()  # recycled: only load/sgen p, q change
+        dt = self.session.last_time_s
         if converged:
             vm, lp, keys = signed_results(self.net)
             self._out = {

@@ -1,112 +1,54 @@
-"""DSO side: operating points, the sensitivity package, refinement and AC validation.
+"""The DSO's linearisation engine: operating points, the sensitivity package, refinement
+and the AC check of a clearing.
 
 The :class:`Linearizer` holds the DSO's private grid model and the bids' connection buses.
-What leaves it is a :class:`~flexcore.package.SensitivityPackage` (numbers and opaque keys)
-and, for the DSO's own records, a :class:`KeyMap` (``KEYMAP.json``) from keys to buses and
-branches, which is never sent to the TSO.
+What leaves it is a :class:`~flexcore.exchange.package.SensitivityPackage` (numbers and
+opaque keys) and, for the DSO's own records, a :class:`~flexcore.dso.keymap.KeyMap`
+(``KEYMAP.json``) from keys to buses and branches, which is never sent to the TSO. Its
+power flows run in one :class:`~flexcore.grid.powerflow.PowerFlowSession`.
 """
 from __future__ import annotations
 
-from flexcore.errors import FlexcosimError
-
 import copy
-import hashlib
-import json
-import math
-import secrets
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pandapower as pp
 
-from flexcore.grid import ppinternals, sensitivity
+from flexcore.dso.keymap import KEYMAP_FORMAT, KeyMap, KeyMapError
+from flexcore.dso.validation import ValidationReport
+from flexcore.errors import FlexcosimError
 from flexcore.exchange.bids import BidTable
+from flexcore.exchange.clearing import ClearingResult
 from flexcore.exchange.limits import Limits
 from flexcore.exchange.package import PointInfo, SensitivityPackage, screen
+from flexcore.grid import ppinternals, sensitivity
+from flexcore.grid.powerflow import PowerFlowSession, run_fresh
+
+__all__ = ["FLEX_SGEN_NAME", "KEYMAP_FORMAT", "KeyMap", "KeyMapError", "LinearizationReport",
+           "Linearizer", "OperatingPoint", "PointNotConverged", "ValidationReport"]
 
 FLEX_SGEN_NAME = "flexcosim activation"
-#: only loads' and sgens' p/q change between power flows of one Linearizer: pandapower may
-#: reuse its internal model and re-read the bus injections (bus_pq); the internal-state
-#: check in ppinternals guards this against the results on every linearisation
-RECYCLE = {"trafo": False, "gen": False, "bus_pq": True}
-#: runpp options of the DSO's and the grid simulator's power flows: without numba a fresh
-#: power flow costs ~7 ms more on Bergwald, a recycled one the same, and no process pays
-#: numba's ~6 s compilation at start-up
-PF_OPTIONS = {"numba": False}
-KEYMAP_FORMAT = "flexcosim-keymap"
+#: an activation: MW per bid in column order, ``{bid id: MW}``, or a clearing's activation
+Activation = np.ndarray | Mapping[str, float] | ClearingResult
 
 
 class PointNotConverged(FlexcosimError, RuntimeError):
     """The AC power flow at an operating point did not converge."""
 
 
-# --------------------------------------------------------------------------- key map
-@dataclass(frozen=True)
-class KeyMap:
-    """Private map from the package's opaque keys to the DSO's grid (``KEYMAP.json``)."""
-
-    columns: dict[str, int]  # bid id -> bus
-    vm_pu: dict[str, int]  # row key -> bus
-    loading_percent: dict[str, tuple[str, int]]  # row key -> (element, index)
-    salt: str = ""
-
-    @classmethod
-    def create(cls, net, bids: BidTable, *, salt: str | None = None, layout=None) -> "KeyMap":
-        """Keys are salted hashes, sorted, so neither names nor order reveal the topology."""
-        salt = secrets.token_hex(8) if salt is None else str(salt)
-        vm, branches = _row_layout(net) if layout is None else layout
-
-        def key(prefix: str, text: str) -> str:
-            return prefix + hashlib.sha256(f"{salt}|{text}".encode()).hexdigest()[:10]
-
-        vm_keys = {key("v", f"bus:{b}"): int(b) for b in vm}
-        ld_keys = {key("l", f"{e}:{i}"): (e, int(i)) for e, i in branches}
-        return cls(columns={b: int(bus) for b, bus in zip(bids.ids, bids.bus)},
-                   vm_pu=dict(sorted(vm_keys.items())),
-                   loading_percent=dict(sorted(ld_keys.items())), salt=salt)
-
-    def to_json(self) -> dict:
-        return {"format": KEYMAP_FORMAT, "version": 1, "salt": self.salt,
-                "columns": self.columns, "vm_pu": self.vm_pu,
-                "loading_percent": {k: list(v) for k, v in self.loading_percent.items()}}
-
-    def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.write_text(json.dumps(self.to_json(), indent=1))
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> "KeyMap":
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"key map not found: {path}")
-        data = json.loads(path.read_text())
-        if data.get("format") != KEYMAP_FORMAT:
-            raise ValueError(f"{path}: not a flexcosim key map")
-        try:
-            return cls(columns={k: int(v) for k, v in data["columns"].items()},
-                       vm_pu={k: int(v) for k, v in data["vm_pu"].items()},
-                       loading_percent={k: (str(v[0]), int(v[1]))
-                                        for k, v in data["loading_percent"].items()},
-                       salt=str(data.get("salt", "")))
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise ValueError(f"{path}: malformed key map ({exc!r})") from None
-
-
-def _row_layout(net):
+def _row_layout(net) -> tuple[np.ndarray, list[tuple[str, int]]]:
     """Supplied in-service buses and branches, in the row order of :func:`sensitivity.compute`
     (taken from a base-case power flow, so that isolated parts are left out consistently)."""
     work = copy.deepcopy(net)
     work.sgen.drop(work.sgen.index[work.sgen.name == FLEX_SGEN_NAME], inplace=True)
-    try:
-        pp.runpp(work, **PF_OPTIONS)
-    except pp.LoadflowNotConverged:
-        raise PointNotConverged("the base-case AC power flow does not converge") from None
+    if not run_fresh(work):
+        raise PointNotConverged("the base-case AC power flow does not converge")
     _, _, branches = sensitivity.signed_results(work)
     buses = ppinternals.extract_state(work, check=False).bus_index
-    return buses, list(branches)
+    return buses, [(str(e), int(i)) for e, i in branches]
 
 
 # --------------------------------------------------------------------------- points
@@ -149,6 +91,15 @@ class LinearizationReport:
         return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class RowPositions:
+    """Positions of the key map's rows (key-map order) in the grid's full result vectors
+    (the row order of :func:`flexcore.grid.sensitivity.compute` / ``signed_results``)."""
+
+    vm: np.ndarray
+    loading: np.ndarray
+
+
 class Linearizer:
     """The DSO's linearisation engine over a private copy of the grid model."""
 
@@ -162,9 +113,9 @@ class Linearizer:
         self.net = copy.deepcopy(net)
         self.bids = bids
         self.limits = limits or Limits()
-        layout = _row_layout(self.net)
-        self.keymap = keymap or KeyMap.create(self.net, bids, salt=salt, layout=layout)
-        self._check_keymap(layout)
+        buses, branches = _row_layout(self.net)
+        self.keymap = keymap or KeyMap.create(bids, buses=buses, branches=branches, salt=salt)
+        self.keymap.check(bids, buses=buses, branches=branches)
         # one activation sgen per bid bus; bids on one bus add up
         self._bus_of_bid = bids.bus
         self._flex_buses = np.unique(bids.bus)
@@ -172,24 +123,15 @@ class Linearizer:
         self._flex_sgen = np.asarray(pp.create_sgens(self.net, self._flex_buses, p_mw=0.0,
                                                      name=FLEX_SGEN_NAME))
         self._bid_to_flex = np.searchsorted(self._flex_buses, bids.bus)
-        self._recycle_ok = False
-        self._solved = False  # net's results belong to the current injections
-        buses, branches = layout
+        self.session = PowerFlowSession(self.net)
         pos_bus = {int(b): k for k, b in enumerate(buses)}
         pos_br = {br: k for k, br in enumerate(branches)}
-        self._vm_rows = np.array([pos_bus[b] for b in self.keymap.vm_pu.values()], dtype=int)
-        self._ld_rows = np.array([pos_br[tuple(v)] for v in self.keymap.loading_percent.values()],
-                                 dtype=int)
-
-    def _check_keymap(self, layout) -> None:
-        km = self.keymap
-        if list(km.columns) != list(self.bids.ids):
-            raise ValueError("the key map's columns do not match the bid ids (same bids, same "
-                             "order, are needed for a refinement of the same package)")
-        buses, branches = layout
-        if set(km.vm_pu.values()) != set(int(b) for b in buses) or \
-                set(km.loading_percent.values()) != set(branches):
-            raise ValueError("the key map does not describe this grid's buses and branches")
+        self.row_positions = RowPositions(
+            vm=np.array([pos_bus[b] for b in self.keymap.vm_pu.values()], dtype=int),
+            loading=np.array([pos_br[tuple(v)] for v in self.keymap.loading_percent.values()],
+                             dtype=int))
+        self._vm_keys = tuple(self.keymap.vm_pu)
+        self._ld_keys = tuple(self.keymap.loading_percent)
 
     def set_bid_volumes(self, volume_mw, price_eur_per_mwh=None) -> None:
         """New volumes (and prices) for the same bids: operating points and screening use
@@ -199,10 +141,10 @@ class Linearizer:
                              price_eur_per_mwh=b.price_eur_per_mwh if price_eur_per_mwh is None
                              else price_eur_per_mwh, bus=b.bus)
 
-    # ----------------------------------------------------------- fixed injections
+    # ----------------------------------------------------------- injections
     def set_base(self, *, load_p_mw=None, load_q_mvar=None, sgen_p_mw=None) -> None:
         """Set the fixed (market-independent) injections, arrays in table order."""
-        self._solved = False
+        self.session.changed()
         if load_p_mw is not None:
             self.net.load["p_mw"] = np.asarray(load_p_mw, float)
         if load_q_mvar is not None:
@@ -214,46 +156,53 @@ class Linearizer:
     def invalidate(self) -> None:
         """Forget that ``self.net`` holds the current power flow: call it after running
         power flows on ``self.net`` yourself (e.g. finite differences)."""
-        self._solved = self._recycle_ok = False
+        self.session.invalidate()
 
-    def _apply(self, p_flex_mw: np.ndarray) -> None:
-        p_flex_mw = np.asarray(p_flex_mw, float)
-        if p_flex_mw.shape != (len(self.bids),) or not np.isfinite(p_flex_mw).all():
+    def activation_vector(self, activation: Activation) -> np.ndarray:
+        """MW per bid in bid order from an array, a ``{bid id: MW}`` dict (every bid) or a
+        clearing (bids it does not activate are 0)."""
+        if isinstance(activation, ClearingResult):
+            return activation.activation_vector(self.bids.ids)
+        if isinstance(activation, Mapping):
+            missing = [c for c in self.bids.ids if c not in activation]
+            if missing:
+                raise ValueError(f"activation lacks bid(s) {missing[:5]}")
+            return np.array([float(activation[c]) for c in self.bids.ids])
+        return np.asarray(activation, float)
+
+    def apply(self, activation: Activation) -> np.ndarray:
+        """Write the activation into the grid model's activation sgens (no power flow);
+        returns it as a vector in bid order."""
+        x = self.activation_vector(activation)
+        if x.shape != (len(self.bids),) or not np.isfinite(x).all():
             raise ValueError(f"activation must be {len(self.bids)} finite values")
-        per_bus = np.bincount(self._bid_to_flex, weights=p_flex_mw,
-                              minlength=len(self._flex_buses))
+        per_bus = np.bincount(self._bid_to_flex, weights=x, minlength=len(self._flex_buses))
         if not np.array_equal(self.net.sgen.loc[self._flex_sgen, "p_mw"].to_numpy(), per_bus):
             self.net.sgen.loc[self._flex_sgen, "p_mw"] = per_bus
-            self._solved = False
+            self.session.changed()
+        return x
 
-    def power_flow(self, p_flex_mw) -> tuple[np.ndarray, np.ndarray]:
-        """AC result (vm_pu, signed loading_percent) in key-map row order."""
-        self._apply(p_flex_mw)
-        self._runpp("AC power flow did not converge")
+    def _solve(self, activation: Activation, message: str) -> np.ndarray:
+        x = self.apply(activation)
+        if not self.session.run():
+            raise PointNotConverged(message)
+        return x
+
+    def power_flow(self, activation: Activation) -> tuple[np.ndarray, np.ndarray]:
+        """AC result (vm_pu, signed loading_percent) in key-map row order; raises
+        :class:`PointNotConverged`. Free when the grid already holds it."""
+        self._solve(activation, "AC power flow did not converge")
         vm, lp, _ = sensitivity.signed_results(self.net)
-        return vm[self._vm_rows], lp[self._ld_rows]
+        return vm[self.row_positions.vm], lp[self.row_positions.loading]
 
-    def _runpp(self, message: str) -> None:
-        """AC power flow of the current injections; skipped when the grid already holds it
-        (validating a zero activation right after the zero point costs nothing)."""
-        if self._solved:
-            return
-        try:
-            pp.runpp(self.net, recycle=RECYCLE if self._recycle_ok else None, **PF_OPTIONS)
-            self._recycle_ok = self._solved = True
-        except pp.LoadflowNotConverged:
-            self._recycle_ok = False  # rebuild the internal model next time
-            raise PointNotConverged(message) from None
-
-    def point(self, p_flex_mw, *, label: str, activation_fraction: float | None = None
-              ) -> OperatingPoint:
+    def point(self, activation: Activation, *, label: str,
+              activation_fraction: float | None = None) -> OperatingPoint:
         t0 = time.perf_counter()
-        self._apply(p_flex_mw)
-        self._runpp(f"AC power flow did not converge at point {label}")
+        x = self._solve(activation, f"AC power flow did not converge at point {label}")
         s = sensitivity.compute(self.net, self._bus_of_bid)
-        return OperatingPoint(label, activation_fraction, np.asarray(p_flex_mw, float),
-                              s.vm_pu[self._vm_rows], s.loading_percent[self._ld_rows],
-                              s.vtdf[self._vm_rows], s.ltdf[self._ld_rows],
+        vr, lr = self.row_positions.vm, self.row_positions.loading
+        return OperatingPoint(label, activation_fraction, x, s.vm_pu[vr],
+                              s.loading_percent[lr], s.vtdf[vr], s.ltdf[lr],
                               time.perf_counter() - t0)
 
     # --------------------------------------------------------------- package
@@ -281,18 +230,9 @@ class Linearizer:
                 margin_loading_percent: float = 5.0) -> tuple[SensitivityPackage, dict | None]:
         """The package of ``points`` (e.g. a fresh zero point plus older ones) and the
         screening report (None without screening); screening uses the current bid volumes."""
-        package = self._package(list(points))
-        if not screen_rows:
-            return package, None
-        package, rep = screen(package, lower_mw=self.bids.lower_mw, upper_mw=self.bids.upper_mw,
-                              margin_vm_pu=margin_vm_pu,
-                              margin_loading_percent=margin_loading_percent)
-        return package, rep.as_dict()
-
-    def _package(self, points: list[OperatingPoint]) -> SensitivityPackage:
-        return SensitivityPackage(
-            columns=tuple(self.bids.ids),
-            vm_rows=tuple(self.keymap.vm_pu), loading_rows=tuple(self.keymap.loading_percent),
+        points = list(points)
+        package = SensitivityPackage(
+            columns=tuple(self.bids.ids), vm_rows=self._vm_keys, loading_rows=self._ld_keys,
             points=tuple(PointInfo(p.label, p.activation_fraction) for p in points),
             p_flex_mw=np.stack([p.p_flex_mw for p in points]),
             vm_pu=np.stack([p.vm_pu for p in points]),
@@ -301,141 +241,70 @@ class Linearizer:
             ltdf=np.stack([p.ltdf for p in points]),
             limits=self.limits,
         )
+        if not screen_rows:
+            return package, None
+        package, rep = screen(package, lower_mw=self.bids.lower_mw, upper_mw=self.bids.upper_mw,
+                              margin_vm_pu=margin_vm_pu,
+                              margin_loading_percent=margin_loading_percent)
+        return package, rep.as_dict()
 
-    def refine(self, package: SensitivityPackage, activation_mw, *, label: str | None = None
-               ) -> SensitivityPackage:
-        """The package plus an operating point at the cleared activation (same rows)."""
-        activation_mw = _activation_vector(package, activation_mw)
-        pt = self.point(activation_mw, label=label or f"refine {package.m - package_base_points(package) + 1}")
-        vm_pos = {k: i for i, k in enumerate(self.keymap.vm_pu)}
-        ld_pos = {k: i for i, k in enumerate(self.keymap.loading_percent)}
+    def _package_rows(self, package: SensitivityPackage) -> tuple[np.ndarray, np.ndarray]:
+        """Positions of ``package``'s rows among the key map's rows."""
+        vm_pos = {k: i for i, k in enumerate(self._vm_keys)}
+        ld_pos = {k: i for i, k in enumerate(self._ld_keys)}
         try:
-            vi = np.array([vm_pos[k] for k in package.vm_rows], dtype=int)
-            li = np.array([ld_pos[k] for k in package.loading_rows], dtype=int)
+            return (np.array([vm_pos[k] for k in package.vm_rows], dtype=int),
+                    np.array([ld_pos[k] for k in package.loading_rows], dtype=int))
         except KeyError as exc:
             raise ValueError(f"package row {exc.args[0]} is not in the key map") from None
+
+    def refine(self, package: SensitivityPackage, activation: Activation, *,
+               label: str | None = None) -> SensitivityPackage:
+        """The package plus an operating point at the cleared activation (same rows)."""
+        if list(package.columns) != list(self.bids.ids):
+            raise ValueError("the package's columns are not this DSO's bids")
+        n_refined = sum(1 for p in package.points if p.label.startswith("refine"))
+        pt = self.point(activation, label=label or f"refine {n_refined + 1}")
+        vi, li = self._package_rows(package)
         return package.with_point(pt.label, p_flex_mw=pt.p_flex_mw, vm_pu=pt.vm_pu[vi],
                                   loading_percent=pt.loading_percent[li], vtdf=pt.vtdf[vi],
                                   ltdf=pt.ltdf[li])
 
     # ------------------------------------------------------------ validation
-    def validate(self, activation_mw, *, predicted_vm_pu: dict[str, float],
-                 predicted_loading_percent: dict[str, float]) -> "ValidationReport":
-        """AC power flow at the cleared activation, compared with the MILP's estimates."""
+    def predict(self, package: SensitivityPackage, clearing: ClearingResult
+                ) -> tuple[dict[str, float], dict[str, float]]:
+        """The DSO's own linear estimate of a clearing, from the package it published:
+        ``({vm row: p.u.}, {loading row: %})`` at the clearing's operating point."""
+        if clearing.operating_point is None:
+            raise ValueError("the clearing selected no operating point")
+        vm, ld = package.predict(clearing.operating_point,
+                                 clearing.activation_vector(package.columns))
+        return ({k: float(v) for k, v in zip(package.vm_rows, vm)},
+                {k: float(v) for k, v in zip(package.loading_rows, ld)})
+
+    def validate(self, activation: Activation, *, package: SensitivityPackage | None = None,
+                 predicted_vm_pu: Mapping[str, float] | None = None,
+                 predicted_loading_percent: Mapping[str, float] | None = None
+                 ) -> ValidationReport:
+        """AC power flow at the activation, compared with the linear estimates.
+
+        The estimates are the given ``predicted_*``; else, for a clearing, the DSO's own
+        prediction from ``package`` (the package it published) or, without one, the
+        clearing's ``predicted_*``."""
+        if predicted_vm_pu is None and predicted_loading_percent is None:
+            if not isinstance(activation, ClearingResult):
+                raise ValueError("validate() needs a clearing or predicted_vm_pu / "
+                                 "predicted_loading_percent")
+            if package is not None:
+                predicted_vm_pu, predicted_loading_percent = self.predict(package, activation)
+            else:
+                predicted_vm_pu = activation.predicted_vm_pu
+                predicted_loading_percent = activation.predicted_loading_percent
         try:
-            vm, lp = self.power_flow(activation_mw)
+            vm, lp = self.power_flow(activation)
         except PointNotConverged as exc:
-            return ValidationReport(converged=False, message=str(exc))
-        vm_keys, ld_keys = list(self.keymap.vm_pu), list(self.keymap.loading_percent)
-        vpos = {k: i for i, k in enumerate(vm_keys)}
-        lpos = {k: i for i, k in enumerate(ld_keys)}
-        unknown = [k for k in list(predicted_vm_pu) + list(predicted_loading_percent)
-                   if k not in vpos and k not in lpos]
-        if unknown:
-            raise ValueError(f"clearing names row key(s) unknown to the key map: {unknown[:5]}")
-        pv_keys = [k for k in predicted_vm_pu]
-        pl_keys = [k for k in predicted_loading_percent]
-        ev = np.array([predicted_vm_pu[k] - vm[vpos[k]] for k in pv_keys])
-        el = np.array([abs(predicted_loading_percent[k]) - abs(lp[lpos[k]]) for k in pl_keys])
-        lim = self.limits
-        viol = []
-        for k, x in zip(vm_keys, vm):
-            if x < lim.vm_min_pu - 1e-9 or x > lim.vm_max_pu + 1e-9:
-                limit = lim.vm_min_pu if x < lim.vm_min_pu else lim.vm_max_pu
-                viol.append({"kind": "vm_pu", "key": k, "value": float(x), "limit": limit,
-                             "amount": float(abs(x - limit))})
-        for k, x in zip(ld_keys, lp):
-            if x > lim.loading_max_percent + 1e-9 or x < lim.loading_min_percent - 1e-9:
-                limit = lim.loading_max_percent if x > 0 else lim.loading_min_percent
-                viol.append({"kind": "loading_percent", "key": k, "value": float(x),
-                             "limit": limit, "amount": float(abs(x - limit))})
-        viol.sort(key=lambda d: -d["amount"] / (100.0 if d["kind"] == "loading_percent" else 0.05))
-        return ValidationReport(
-            converged=True,
-            vm_mae_pu=_mae(ev), vm_rmse_pu=_rmse(ev), vm_max_abs_pu=_maxabs(ev),
-            loading_mae_percent=_mae(el), loading_rmse_percent=_rmse(el),
-            loading_max_abs_percent=_maxabs(el),
-            n_vm_rows=len(ev), n_loading_rows=len(el),
-            violations=viol,
-            max_loading_percent=float(np.abs(lp).max()) if len(lp) else 0.0,
-            vm_min_pu=float(vm.min()), vm_max_pu=float(vm.max()),
-            vm_errors={k: float(e) for k, e in zip(pv_keys, ev)},
-            loading_errors={k: float(e) for k, e in zip(pl_keys, el)},
-            ac_vm_pu={k: float(vm[vpos[k]]) for k in pv_keys},
-            ac_loading_percent={k: float(lp[lpos[k]]) for k in pl_keys},
-        )
-
-
-def package_base_points(package: SensitivityPackage) -> int:
-    return sum(1 for p in package.points if not p.label.startswith("refine"))
-
-
-def _activation_vector(package: SensitivityPackage, activation_mw) -> np.ndarray:
-    if isinstance(activation_mw, dict):
-        missing = [c for c in package.columns if c not in activation_mw]
-        if missing:
-            raise ValueError(f"activation lacks bid(s) {missing[:5]}")
-        return np.array([float(activation_mw[c]) for c in package.columns])
-    return np.asarray(activation_mw, float)
-
-
-def _mae(e):
-    return float(np.mean(np.abs(e))) if len(e) else 0.0
-
-
-def _rmse(e):
-    return float(np.sqrt(np.mean(e ** 2))) if len(e) else 0.0
-
-
-def _maxabs(e):
-    return float(np.max(np.abs(e))) if len(e) else 0.0
-
-
-@dataclass
-class ValidationReport:
-    """MILP estimate vs AC power flow (loadings compared as magnitudes, METHOD.md)."""
-
-    converged: bool
-    message: str = ""
-    vm_mae_pu: float = math.nan
-    vm_rmse_pu: float = math.nan
-    vm_max_abs_pu: float = math.nan
-    loading_mae_percent: float = math.nan
-    loading_rmse_percent: float = math.nan
-    loading_max_abs_percent: float = math.nan
-    n_vm_rows: int = 0
-    n_loading_rows: int = 0
-    violations: list = field(default_factory=list)
-    max_loading_percent: float = math.nan
-    vm_min_pu: float = math.nan
-    vm_max_pu: float = math.nan
-    vm_errors: dict = field(default_factory=dict)
-    loading_errors: dict = field(default_factory=dict)
-    ac_vm_pu: dict = field(default_factory=dict)
-    ac_loading_percent: dict = field(default_factory=dict)
-
-    @property
-    def safe(self) -> bool:
-        return self.converged and not self.violations
-
-    @property
-    def max_violation(self) -> dict | None:
-        return self.violations[0] if self.violations else None
-
-    def to_json(self) -> dict:
-        d = asdict(self)
-        d["safe"] = self.safe
-        d["max_violation"] = self.max_violation
-        return d
-
-    def as_text(self) -> str:
-        if not self.converged:
-            return f"AC power flow did not converge: {self.message}"
-        mv = self.max_violation
-        return (f"voltages: MAE {self.vm_mae_pu:.2e} p.u., RMSE {self.vm_rmse_pu:.2e} p.u. "
-                f"({self.n_vm_rows} rows)\n"
-                f"loadings: MAE {self.loading_mae_percent:.2e} %, RMSE "
-                f"{self.loading_rmse_percent:.2e} % ({self.n_loading_rows} rows)\n"
-                f"AC limits: " + ("all kept" if mv is None else
-                                  f"{len(self.violations)} violated, worst {mv['kind']} "
-                                  f"{mv['key']} = {mv['value']:.4f} (limit {mv['limit']})"))
+            return ValidationReport.not_converged(str(exc))
+        return ValidationReport.compare(
+            limits=self.limits, vm_keys=self._vm_keys, vm_pu=vm, loading_keys=self._ld_keys,
+            loading_percent=lp, predicted_vm_pu=predicted_vm_pu or {},
+            predicted_loading_percent=predicted_loading_percent or {})

@@ -185,6 +185,13 @@ def read_clearing(path: str | Path) -> ClearingResult:
         d = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ClearingFileError(f"{src}: not valid JSON ({exc})") from None
+    return clearing_from_json_dict(d, source=src)
+
+
+def clearing_from_json_dict(d: Any, *, source: str = "clearing") -> ClearingResult:
+    """A ClearingResult from the ``CLEARING.json`` object ``d`` (e.g. a message's wire
+    form), validated as :func:`read_clearing` does; ``source`` names it in errors."""
+    src = source
     if not isinstance(d, dict):
         raise ClearingFileError(f"{src}: top level must be a JSON object")
     if d.get("format") != FORMAT:

@@ -168,3 +168,27 @@ def branch_loading(state: PowerFlowState, bs: BranchSet, v: np.ndarray | None = 
     side_from = ratio_f >= ratio_t
     sign = np.where(s_f.real >= 0.0, 1.0, -1.0)
     return sign * np.where(side_from, ratio_f, ratio_t), side_from, i_f, i_t, sign
+
+
+@dataclass(frozen=True)
+class BranchParameters:
+    """Series parameters of the in-service internal branches (per unit, internal rows)."""
+
+    from_bus: np.ndarray  # internal bus rows
+    to_bus: np.ndarray
+    r_pu: np.ndarray
+    x_pu: np.ndarray
+
+
+def branch_parameters(net) -> BranchParameters:
+    """From/to bus rows and series r, x of every internal branch after ``pp.runpp(net)``."""
+    ppc = getattr(net, "_ppc", None)
+    if not ppc or "internal" not in ppc:
+        raise InternalsChanged("no AC power flow in this net (run pp.runpp first)")
+    try:
+        br = ppc["internal"]["branch"]
+    except (KeyError, TypeError) as exc:
+        raise InternalsChanged(f"pandapower internal field missing or renamed: {exc!r}") from None
+    return BranchParameters(from_bus=br[:, 0].real.astype(np.int64),
+                            to_bus=br[:, 1].real.astype(np.int64),
+                            r_pu=br[:, 2].real.astype(float), x_pu=br[:, 3].real.astype(float))

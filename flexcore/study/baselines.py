@@ -37,7 +37,7 @@ from flexcore.grid import ppinternals
 from flexcore.exchange.bids import BidTable
 from flexcore.dso.linearizer import FLEX_SGEN_NAME, Linearizer, OperatingPoint, PointNotConverged
 from flexcore.market import clear
-from flexcore.exchange.package import PointInfo, SensitivityPackage
+from flexcore.exchange.package import SensitivityPackage
 
 #: an AC limit counts as violated only beyond these (solver tolerances, e.g. PIPS ~1e-6)
 VM_TOL_PU = 1e-5
@@ -68,8 +68,8 @@ def ac_check(lin: Linearizer, activation_mw, *, vm_tol_pu: float = VM_TOL_PU,
     if not rep.converged:
         return ACCheck(False, False, 0, rep.message, *(4 * [math.nan]))
     viol = [v for v in rep.violations
-            if v["amount"] > (vm_tol_pu if v["kind"] == "vm_pu" else loading_tol_percent)]
-    worst = "" if not viol else f"{viol[0]['kind']} {viol[0]['value']:.4f} (limit {viol[0]['limit']})"
+            if v.amount > (vm_tol_pu if v.kind == "vm_pu" else loading_tol_percent)]
+    worst = "" if not viol else f"{viol[0].kind} {viol[0].value:.4f} (limit {viol[0].limit})"
     return ACCheck(True, not viol, len(viol), worst, rep.vm_min_pu, rep.vm_max_pu,
                    rep.max_loading_percent, float(lin.net.res_ext_grid.p_mw.sum()))
 
@@ -110,15 +110,7 @@ def bid_cost(bids: BidTable, activation_mw) -> float:
 # --------------------------------------------------------------------------- packages
 def package_from_points(lin: Linearizer, points: list[OperatingPoint]) -> SensitivityPackage:
     """A package from operating points in the Linearizer's key-map row order."""
-    return SensitivityPackage(
-        columns=tuple(lin.bids.ids), vm_rows=tuple(lin.keymap.vm_pu),
-        loading_rows=tuple(lin.keymap.loading_percent),
-        points=tuple(PointInfo(p.label, p.activation_fraction) for p in points),
-        p_flex_mw=np.stack([p.p_flex_mw for p in points]),
-        vm_pu=np.stack([p.vm_pu for p in points]),
-        loading_percent=np.stack([p.loading_percent for p in points]),
-        vtdf=np.stack([p.vtdf for p in points]), ltdf=np.stack([p.ltdf for p in points]),
-        limits=lin.limits)
+    return lin.package(points)[0]
 
 
 def _reduced_inverse_columns(f, t, weight, nb, ref, cols) -> np.ndarray:
@@ -145,11 +137,10 @@ def dc_package(lin: Linearizer) -> SensitivityPackage:
     zero = np.zeros(len(lin.bids))
     vm0, ld0 = lin.power_flow(zero)
     state = ppinternals.extract_state(lin.net, check=False)
-    br = lin.net._ppc["internal"]["branch"]
-    f = br[:, 0].real.astype(np.int64)
-    t = br[:, 1].real.astype(np.int64)
-    r = np.maximum(np.abs(br[:, 2].real), 1e-9)
-    x = np.maximum(np.abs(br[:, 3].real), 1e-9)
+    br = ppinternals.branch_parameters(lin.net)
+    f, t = br.from_bus, br.to_bus
+    r = np.maximum(np.abs(br.r_pu), 1e-9)
+    x = np.maximum(np.abs(br.x_pu), 1e-9)
     nb = len(state.v)
     row_of_bus = dict(zip(state.bus_index.tolist(), state.bus_row.tolist()))
     inj = np.array([row_of_bus[int(b)] for b in lin.bids.bus], dtype=np.int64)
@@ -198,7 +189,7 @@ def slp(lin: Linearizer, bids: BidTable, request_mw: float, *, max_iter: int = 1
         if res.status != "optimal":
             status, msg = res.status, res.message
             break
-        new = np.array([res.activation_mw.get(b, 0.0) for b in bids.ids])
+        new = res.activation_vector(bids.ids)
         step = float(np.max(np.abs(new - x)))
         x = new
         if step <= tol_mw:
