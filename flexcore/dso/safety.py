@@ -33,6 +33,25 @@ making it fully exact needs only optional per-point, per-row offsets in the pack
 checked in AC at the nominal limits.
 
 :func:`coordinate_safe` is the refinement loop with both (stopping rule in its docstring).
+
+Wiring into a refinement loop (``flexcore/dso/refinement.py``), per round ``k``:
+
+1. TSO side: ``clear(with_solver_margin(package), tso_bids, request_mw)`` (or the one-line
+   margin in ``flexcore.market.direct.prepare``: ``lim = package.limits`` -> limits
+   tightened by ``SOLVER_MARGIN_*``); the DSO validates at the nominal limits as today.
+2. DSO side, if the validation is unsafe and converged: *before or after*
+   ``linearizer.refine(package, x)`` (they touch different points)::
+
+       package, rep = tighten(package, point=result.operating_point,
+                              clearing_activation=x,
+                              ac_vm_pu=validation.ac_vm_pu,            # dicts are fine
+                              ac_loading_percent=validation.ac_loading_percent,
+                              limits=linearizer.limits,
+                              lower_mw=bids.lower_mw, upper_mw=bids.upper_mw)
+
+   ``package`` must be the (unmargined) package the clearing was computed from, so that
+   ``package.predict(point, x)`` equals the clearing's estimates.
+3. Keep the cheapest AC-safe clearing; give up as in :func:`coordinate_safe`.
 """
 from __future__ import annotations
 
@@ -223,6 +242,17 @@ class SafeCoordinationResult:
         return np.array([self.clearing.activation_mw.get(b, 0.0) for b in ids])
 
 
+def _round_report(k: int, result: ClearingResult, validation: ValidationReport,
+                  times: tuple[float, float], worst: str, rows_tightened: int = 0
+                  ) -> SafeRoundReport:
+    v = validation
+    return SafeRoundReport(
+        k, result.status, float(result.cost_eur if result.cost_eur is not None else math.nan),
+        result.operating_point_label or "", v.vm_mae_pu, v.vm_rmse_pu, v.loading_mae_percent,
+        v.loading_rmse_percent, len(v.violations), times[0], times[1], ac_safe=v.safe,
+        worst_violation=worst, rows_tightened=rows_tightened)
+
+
 def coordinate_safe(linearizer: Linearizer, bids: BidTable, request_mw: float, *,
                     package: SensitivityPackage | None = None, fractions=(0.0, 0.5, 1.0),
                     screen_rows: bool = False, max_rounds: int = 3,
@@ -277,8 +307,8 @@ def coordinate_safe(linearizer: Linearizer, bids: BidTable, request_mw: float, *
         result = clear(cleared_pkg, tso_bids, request_mw, **clear_options)
         t_clear = time.perf_counter() - t1
         if result.status != ClearingStatus.OPTIMAL:
-            rounds.append(SafeRoundReport(k, result.status, math.nan, "", *(4 * [math.nan]),
-                                          0, t_clear, dso_time))
+            rounds.append(SafeRoundReport(k, result.status, math.nan, "", math.nan, math.nan,
+                                          math.nan, math.nan, 0, t_clear, dso_time))
             validation = None
             verdict = FrameVerdict.parse(result.status)
             shifted = sum(t.n for t in tightenings)
@@ -292,6 +322,8 @@ def coordinate_safe(linearizer: Linearizer, bids: BidTable, request_mw: float, *
                 reason = f"clearing {result.status} in round {k}: {result.message}"
             break
         t2 = time.perf_counter()
+        cost = float(result.cost_eur if result.cost_eur is not None else math.nan)
+        point = int(result.operating_point if result.operating_point is not None else -1)
         x = result.activation_vector(package.columns)
         validation = linearizer.validate(
             x, predicted_vm_pu=result.predicted_vm_pu,
@@ -305,20 +337,17 @@ def coordinate_safe(linearizer: Linearizer, bids: BidTable, request_mw: float, *
                                       f"(limit {mv['limit']:g})"
         if not validation.converged:
             worst = "AC power flow did not converge"
-        report_args = (k, result.status, float(result.cost_eur), result.operating_point_label,
-                       validation.vm_mae_pu, validation.vm_rmse_pu,
-                       validation.loading_mae_percent, validation.loading_rmse_percent,
-                       len(validation.violations), t_clear, dso_time)
-        if safe and (best is None or result.cost_eur < best[0] - 1e-9 * (1 + abs(best[0]))):
-            best = (float(result.cost_eur), k, result, validation)
+        times = (t_clear, dso_time)
+        if safe and (best is None or cost < best[0] - 1e-9 * (1 + abs(best[0]))):
+            best = (cost, k, result, validation)
         if (safe and accurate) or k == max_rounds:
-            rounds.append(SafeRoundReport(*report_args, ac_safe=safe, worst_violation=worst))
+            rounds.append(_round_report(k, result, validation, times, worst))
             if not safe:
                 reason = (f"unsafe after {max_rounds} refinement round(s): every clearing "
                           f"violates an AC limit (last: {worst})")
             break
         if not validation.converged:
-            rounds.append(SafeRoundReport(*report_args, ac_safe=False, worst_violation=worst))
+            rounds.append(_round_report(k, result, validation, times, worst))
             reason = f"round {k}: the AC power flow at the clearing did not converge"
             break
         t3 = time.perf_counter()
@@ -326,14 +355,13 @@ def coordinate_safe(linearizer: Linearizer, bids: BidTable, request_mw: float, *
         if not safe:
             ac_vm = np.array([validation.ac_vm_pu[r] for r in package.vm_rows])
             ac_ld = np.array([validation.ac_loading_percent[r] for r in package.loading_rows])
-            package, rep = tighten(package, point=result.operating_point,
+            package, rep = tighten(package, point=point,
                                    clearing_activation=x, ac_vm_pu=ac_vm,
                                    ac_loading_percent=ac_ld, limits=nominal,
                                    lower_mw=bids.lower_mw, upper_mw=bids.upper_mw)
             tightenings.append(rep)
             n_shift = rep.n
-        rounds.append(SafeRoundReport(*report_args, ac_safe=safe, worst_violation=worst,
-                                      rows_tightened=n_shift))
+        rounds.append(_round_report(k, result, validation, times, worst, n_shift))
         try:
             package = linearizer.refine(package, x, label=f"refine {k + 1}")
         except PointNotConverged:
