@@ -6,6 +6,8 @@ the previous solution as in the co-simulation's frames:
 
 - ``pandapower``: ``pp.runpp(recycle={"trafo": False, "gen": False, "bus_pq": True},
   numba=False)`` plus ``sensitivity.signed_results`` (what GridSim and the Linearizer do);
+- ``pandapower runpp numba``: the same with pandapower's numba Newton (compiled once,
+  compilation not timed);
 - ``fast-scipy`` / ``fast-klu``: ``FastPowerFlow.run`` with the vectorised SuperLU Newton or
   lightsim2grid's KLU Newton (if installed) on the same internal model;
 - sensitivities at each solution for the bid buses (every load bus): ``sensitivity.compute``
@@ -59,7 +61,7 @@ def _timed(fn, calls):
     return {"wall_ms": statistics.median(wall) * 1e3, "cpu_ms": statistics.median(cpu) * 1e3}
 
 
-def bench_grid(name: str, calls: int, engines: list[str]) -> dict:
+def bench_grid(name: str, calls: int, engines: list[str], *, numba: bool = True) -> dict:
     import pandapower as pp
 
     from flexcore.grid import grids, sensitivity
@@ -88,6 +90,14 @@ def bench_grid(name: str, calls: int, engines: list[str]) -> dict:
         pp.runpp(work, recycle=RECYCLE, numba=False)
 
     rows["pandapower runpp (recycled)"] = _timed(pp_pf_only, calls)
+    if numba:
+        def pp_numba(k):
+            set_pp(k)
+            pp.runpp(work, recycle=RECYCLE, numba=True)
+
+        pp.runpp(work, numba=True)  # compile (not timed) and rebuild the recycled model
+        rows["pandapower runpp numba (recycled)"] = _timed(pp_numba, calls)
+        pp.runpp(work, numba=False)
     rows["pandapower runpp + signed_results"] = _timed(pp_pf, calls)
     rows["pandapower sensitivity.compute"] = _timed(
         lambda k: (pp_pf_only(k), sensitivity.compute(work, buses)), calls)
@@ -97,19 +107,19 @@ def bench_grid(name: str, calls: int, engines: list[str]) -> dict:
         t0 = time.perf_counter()
         fast = FastPowerFlow(net, engine=engine)
         init_s = time.perf_counter() - t0
-        rows[f"fast-{engine} run"] = _timed(lambda k: fast.run(*sets[k % calls]), calls)
+        rows[f"fast-{engine} run"] = _timed(lambda k, f=fast: f.run(*sets[k % calls]), calls)
         rows[f"fast-{engine} run"]["init_s"] = init_s
         iters = [fast.run(*s).iterations for s in sets]
         rows[f"fast-{engine} run"]["iterations_median"] = float(np.median(iters))
         rows[f"fast-{engine} run + sensitivities"] = _timed(
-            lambda k: (fast.run(*sets[k % calls]), fast.sensitivities(buses)), calls)
+            lambda k, f=fast: (f.run(*sets[k % calls]), f.sensitivities(buses)), calls)
         rows[f"fast-{engine} run + sensitivities"]["note"] = "includes the power flow"
     base_pf = rows["pandapower runpp + signed_results"]["cpu_ms"]
     base_sens = rows["pandapower sensitivity.compute"]["cpu_ms"]
     for label, r in rows.items():
         base = base_sens if "sensitivit" in label else base_pf
         r["speedup_cpu"] = base / r["cpu_ms"] if r["cpu_ms"] > 0 else float("nan")
-    return {"grid": name, "buses": int(len(net.bus)), "injection_buses": int(len(buses)),
+    return {"grid": name, "buses": len(net.bus), "injection_buses": len(buses),
             "calls": calls, "rows": rows}
 
 
@@ -117,6 +127,8 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--grids", nargs="+", default=list(DEFAULT_GRIDS))
     parser.add_argument("--calls", type=int, default=20)
+    parser.add_argument("--no-numba", action="store_true",
+                        help="skip pandapower's numba Newton (saves its ~6 s compilation)")
     parser.add_argument("--out", default="results/benchmarks/pf.json")
     args = parser.parse_args(argv)
     from scenarios.cli import limit_blas_threads
@@ -125,7 +137,7 @@ def main(argv=None) -> dict:
     from flexcore.grid.fastpf import klu_available
 
     engines = ["scipy"] + (["klu"] if klu_available() else [])
-    results = [bench_grid(g, args.calls, engines) for g in args.grids]
+    results = [bench_grid(g, args.calls, engines, numba=not args.no_numba) for g in args.grids]
     for res in results:
         print(f"\n{res['grid']}: {res['buses']} buses, {res['injection_buses']} sensitivity "
               f"columns, median of {res['calls']} calls")

@@ -26,7 +26,7 @@ ENGINES = ["scipy", pytest.param("klu", marks=pytest.mark.skipif(
     not klu_available(), reason="lightsim2grid not installed"))]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _grid(name: str):
     if name == "meshed":
         net = grids.load_grid("simbench:1-LV-rural3--0-sw")
@@ -197,3 +197,13 @@ def test_unknown_injection_bus_is_rejected():
     fast = FastPowerFlow(net)
     with pytest.raises(ValueError, match="not an in-service bus"):
         fast.sensitivities([10_000_000])
+
+
+def test_shared_net_sees_the_callers_topology_change():
+    net = grid("meshed")
+    fast = FastPowerFlow(net, copy_net=False)
+    assert fast.net is net
+    loop = int(net.line.index[net.line.name == "loop"][0])
+    net.line.at[loop, "in_service"] = False
+    res = fast.run(*injections(net, 31))
+    assert fast.reinit_count == 2 and res.converged and ("line", loop) not in fast.branch_keys

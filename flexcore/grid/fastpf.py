@@ -18,6 +18,15 @@ solver on arrays:
   (cached per solution) and solves all injection columns at once, as
   :func:`flexcore.grid.sensitivity.compute`, which it reproduces to rounding.
 
+Use (one object per grid model, e.g. in GridSim and behind the Linearizer's power-flow
+session)::
+
+    fast = FastPowerFlow(net, load_index=load_idx, sgen_index=sgen_idx)   # one pp.runpp
+    res = fast.run(load_p_mw, load_q_mvar, sgen_p_mw)   # arrays in load_idx/sgen_idx order
+    if res.converged:
+        res.vm_pu, res.loading_percent, res.p_slack_mw, res.p_loss_mw
+        sens = fast.sensitivities(bid_buses)   # a sensitivity.Sensitivities, same rows
+
 Results are arrays in the row order of :func:`flexcore.grid.sensitivity.signed_results`
 (``vm_pu`` of the in-service supplied buses, signed ``loading_percent`` of in-service lines
 then transformers).
@@ -41,7 +50,6 @@ Assumptions (checked where cheap; see ``tests/test_fastpf.py``):
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,9 +84,9 @@ def _klu_class():
     with warnings.catch_warnings():  # lightsim2grid 1.2 deprecates the module path, not the class
         warnings.simplefilter("ignore", DeprecationWarning)
         try:
-            from lightsim2grid.algorithm import KLUSolver  # type: ignore[import-not-found]
+            from lightsim2grid.algorithm import KLUSolver  # type: ignore[import-not-found,import-untyped,unused-ignore]
         except ImportError:
-            from lightsim2grid.solver import KLUSolver  # type: ignore[import-not-found]
+            from lightsim2grid.solver import KLUSolver  # type: ignore[import-not-found,import-untyped,unused-ignore]
     return KLUSolver
 
 
@@ -117,12 +125,16 @@ class FastPowerFlow:
     """Repeated AC power flows of one pandapower grid for new load and sgen powers.
 
     ``load_index`` / ``sgen_index``: the pandapower indices whose powers :meth:`run` takes,
-    in that order (default: every row of ``net.load`` / ``net.sgen``). The net is copied;
-    the caller's object is never modified.
+    in that order (default: every row of ``net.load`` / ``net.sgen``).
+    ``copy_net`` (default True): work on a deep copy (``self.net``), so the caller's object
+    is never modified; with False the caller's net is used (``pp.runpp`` runs on it at
+    (re-)initialisation and after a topology change), so that topology changes the caller
+    makes are seen by the next :meth:`run`. Topology changes are detected on ``self.net``.
+    ``engine``: see :data:`ENGINES`.
     """
 
     def __init__(self, net, *, load_index=None, sgen_index=None, tolerance_pu: float = 1e-10,
-                 max_iterations: int = 10, engine: str = "auto"):
+                 max_iterations: int = 10, engine: str = "auto", copy_net: bool = True):
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
         if engine == "auto":
@@ -130,7 +142,7 @@ class FastPowerFlow:
         elif engine == "klu" and not klu_available():
             raise FastPowerFlowError("engine 'klu' needs lightsim2grid (pip install lightsim2grid)")
         self.engine = engine
-        self.net = copy.deepcopy(net)
+        self.net = copy.deepcopy(net) if copy_net else net
         self.load_index = np.asarray(self.net.load.index if load_index is None else load_index,
                                      dtype=np.int64)
         self.sgen_index = np.asarray(self.net.sgen.index if sgen_index is None else sgen_index,
@@ -138,7 +150,7 @@ class FastPowerFlow:
         self.tolerance_pu = float(tolerance_pu)
         self.max_iterations = int(max_iterations)
         self.reinit_count = 0
-        self._lu = None  # (solution id, SuperLU) of the Jacobian at the converged voltages
+        self._lu: tuple[int, spla.SuperLU] | None = None  # (solution id, SuperLU) of the Jacobian at the converged voltages
         self._solution_id = 0
         self.reinit()
 
@@ -147,7 +159,7 @@ class FastPowerFlow:
         net = self.net
         parts = []
         for name in TOPOLOGY_TABLES:
-            table = net[name] if name in net else None
+            table = net.get(name)
             if table is not None and len(table):
                 parts.append(table.index.to_numpy().tobytes())
                 parts.append(table["in_service"].to_numpy(bool).tobytes())
@@ -250,14 +262,15 @@ class FastPowerFlow:
         pos_a[self.pvpq] = np.arange(npvpq)
         pos_m = np.full(nb, -1, dtype=np.int64)  # magnitude unknowns / Q rows
         pos_m[self.pq] = npvpq + np.arange(npq)
-        jr, jc, src = [], [], []
+        jr_parts, jc_parts, src_parts = [], [], []
         for block, (prow, pcol) in enumerate(((pos_a, pos_a), (pos_a, pos_m),
                                                (pos_m, pos_a), (pos_m, pos_m))):
             sel = np.flatnonzero((prow[r] >= 0) & (pcol[c] >= 0))
-            jr.append(prow[r[sel]])
-            jc.append(pcol[c[sel]])
-            src.append(block * k + sel)
-        jr, jc, src = np.concatenate(jr), np.concatenate(jc), np.concatenate(src)
+            jr_parts.append(prow[r[sel]])
+            jc_parts.append(pcol[c[sel]])
+            src_parts.append(block * k + sel)
+        jr, jc = np.concatenate(jr_parts), np.concatenate(jc_parts)
+        src = np.concatenate(src_parts)
         order = np.lexsort((jr, jc))  # CSC: by column, then row
         size = npvpq + npq
         indptr = np.zeros(size + 1, dtype=np.int64)
@@ -354,7 +367,7 @@ class FastPowerFlow:
         self.v, self.converged, self._sbus = v, True, s
         self._solution_id += 1
         vm, loading, p_loss = self._branch_results(v)
-        s_calc = v[self.ref] * np.conj((self.model.state.ybus[self.ref] @ v))
+        s_calc = v[self.ref] * np.conj(self.model.state.ybus[self.ref] @ v)
         p_slack = float((s_calc - s[self.ref]).real.sum() * self.base_mva)
         return PowerFlowResult(True, it, vm, loading, p_slack, p_loss, norm)
 
