@@ -430,7 +430,7 @@ class FastPowerFlow:
         rhs[pos[uniq[cols]], cols] = 1.0 / self.base_mva
         if self._lu is None or self._lu[0] != self._solution_id:
             self._lu = (self._solution_id, spla.splu(self.jacobian(v)))
-        x = _solve_chunked(self._lu[1], rhs)
+        x = self._lu[1].solve(rhs)
 
         # VTDF: the Vm unknowns of PQ buses (0 at slack and PV buses)
         pos_m = np.full(nb, -1, dtype=np.int64)
@@ -457,19 +457,6 @@ class FastPowerFlow:
             injection_buses=injection_buses, bus_index=self.bus_index,
             branches=self.branch_keys, vm_pu=np.abs(v[self.bus_row]),
             loading_percent=loading, vtdf=vtdf[:, inverse], ltdf=ltdf[:, inverse])
-
-
-#: SuperLU's multi-column solve slows down by 10-50x past ~100 right-hand sides (measured on
-#: Bergwald's 1016-unknown Jacobian: 241 columns at once ~230 ms, in chunks of 64 ~5 ms)
-SOLVE_CHUNK = 64
-
-
-def _solve_chunked(lu, rhs: np.ndarray) -> np.ndarray:
-    """``lu.solve(rhs)`` column block by column block (see :data:`SOLVE_CHUNK`)."""
-    if rhs.shape[1] <= SOLVE_CHUNK:
-        return lu.solve(rhs)
-    return np.hstack([lu.solve(np.ascontiguousarray(rhs[:, k:k + SOLVE_CHUNK]))
-                      for k in range(0, rhs.shape[1], SOLVE_CHUNK)])
 
 
 def _unit_conj(i: np.ndarray) -> np.ndarray:
