@@ -88,6 +88,7 @@ def test_bergwald_reproduces_the_issue(bergwald_report):
     assert r["salt_rows"].count == 509 + 508 and "bergwald-42" in r["salt_rows"].detail
     assert not r["colocated"].applicable
     assert r.passed  # no policy
+    assert tuple(s.key for s in r.scores) == A.SCORE_KEYS
     text = r.as_text()
     assert "downstream_sets" in text and "508/508" in text
     json.dumps(r.as_dict())
@@ -144,7 +145,7 @@ def test_package_without_base_values(bergwald):
 
 
 def test_normalised_row_pairs_give_the_base_values_back(bergwald):
-    net, lin, rep = bergwald
+    _, _, rep = bergwald
     pkg = rep.package
     lim = pkg.limits
     au, al = A.normalise_rows(pkg.loading_percent[0], pkg.ltdf[0],
@@ -167,8 +168,9 @@ def test_normalised_row_pairs_give_the_base_values_back(bergwald):
 
 # --------------------------------------------------------------------------- SimBench
 def test_simbench_audit_runs_and_scores(simbench):
-    net, bids, lin, rep = simbench
-    r = A.audit(rep.package, net=net, keymap=lin.keymap, order_permutations=50)
+    net, _, lin, rep = simbench
+    r = A.audit(rep.package, net=net, keymap=lin.keymap, bids=lin.bids,
+                order_permutations=50)
     assert (r["downstream_sets"].count, r["downstream_sets"].total) == (43, 43)
     assert r["row_counts"].count == 3
     assert r["colocated"].count == r["colocated"].total == 2  # 41 loads on 39 buses
@@ -202,7 +204,7 @@ def test_meshed_grid_reports_edges(simbench):
 def test_cli_glue(simbench, tmp_path):
     from scenarios.dso_audit import audit_cli
 
-    net, bids, lin, rep = simbench
+    _, _, lin, rep = simbench
     save_package(rep.package, tmp_path / "PKG")
     lin.keymap.save(tmp_path / "KEYMAP.json")
     policy = tmp_path / "policy.toml"

@@ -505,7 +505,7 @@ def _truth(net, keymap, pkg: SensitivityPackage) -> _Truth:
     for j, b in enumerate(bid_bus):
         bids_at.setdefault(int(b), []).append(j)
     simple = nx.Graph(g)
-    mult = {}
+    mult: dict[frozenset, int] = {}
     for a, b in g.edges():
         mult[frozenset((a, b))] = mult.get(frozenset((a, b)), 0) + 1
     bridges = {frozenset(e) for e in nx.bridges(simple) if mult[frozenset(e)] == 1}
@@ -620,7 +620,7 @@ def _score_own_bus(own, truth: _Truth) -> Score:
                      applicable=False)
     hit = int(np.sum(truth.vm_bus[own] == truth.bid_bus))
     return Score("own_bus", "VTDF column maximum -> own bus", hit, n,
-                 "largest |VTDF| entry per column")
+                 "largest |VTDF| per column (most upstream of the near-ties)")
 
 
 def _score_colocated(groups, truth: _Truth) -> Score:
@@ -763,6 +763,8 @@ def load_policy(policy: Mapping[str, Any] | str | Path | None) -> dict[str, Any]
         except tomllib.TOMLDecodeError as exc:
             raise ValueError(f"{path}: not valid TOML ({exc})") from None
         policy = data.get("policy", data)
+    if not isinstance(policy, Mapping):
+        raise TypeError(f"policy must be a table of max_<score> = number, got {policy!r}")
     out = dict(policy)
     for k, v in out.items():
         if not k.startswith("max_") or isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -812,11 +814,17 @@ def audit(package: SensitivityPackage | str | Path, *, net, keymap, bids=None,
           point: int = 0, order_permutations: int = 200) -> AuditReport:
     """Run every attack on the package and score it against the grid and key map.
 
-    ``bids`` is accepted for symmetry with the other DSO commands (the key map already holds
-    each bid's bus). ``salt_guesses`` are tried before :data:`DEFAULT_SALT_GUESSES`.
+    ``bids`` (a BidTable with buses, optional) is checked against the key map: the key map
+    already holds each bid's bus. ``salt_guesses`` are tried before
+    :data:`DEFAULT_SALT_GUESSES`. ``policy``: dict or TOML path (:func:`load_policy`).
     """
     pkg = package if isinstance(package, SensitivityPackage) else load_package(package)
     pol = load_policy(policy)
+    if bids is not None and bids.bus is not None:
+        wrong = [b for b, bus in zip(bids.ids, bids.bus)
+                 if b in keymap.columns and keymap.columns[b] != int(bus)]
+        if wrong:
+            raise ValueError(f"bid bus(es) differ from the key map for {wrong[:5]}")
     truth = _truth(net, keymap, pkg)
     base = has_base_values(pkg)
 
