@@ -1,0 +1,219 @@
+"""The DSO's privacy audit (flexcore.dso.audit) on real packages of real grids."""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import replace
+
+import networkx as nx
+import numpy as np
+import pandapower as pp
+import pandapower.topology as top
+import pytest
+
+from flexcore.district.buildings import load_building_table
+from flexcore.dso import audit as A
+from flexcore.dso.linearizer import KeyMap, Linearizer
+from flexcore.exchange.package import save_package
+from flexcore.grid.grids import load_grid
+from flexcore.study.bidgen import synthetic_bids
+
+SIMBENCH = "simbench:1-LV-semiurb4--0-sw"
+
+
+@pytest.fixture(scope="module")
+def bergwald():
+    net = load_grid("bergwald")
+    bids = synthetic_bids(net, seed=1, table=load_building_table())
+    lin = Linearizer(net, bids, salt="bergwald-42")  # the co-simulation's salt, seed 42
+    rep = lin.linearize((0, 0.5, 1))
+    return net, lin, rep
+
+
+@pytest.fixture(scope="module")
+def bergwald_report(bergwald):
+    net, lin, rep = bergwald
+    return A.audit(rep.package, net=net, keymap=lin.keymap)
+
+
+@pytest.fixture(scope="module")
+def simbench():
+    net = load_grid(SIMBENCH)
+    bids = synthetic_bids(net, seed=1)  # one bid per load
+    lin = Linearizer(net, bids)  # secret random salt
+    return net, bids, lin, lin.linearize((0, 0.5, 1))
+
+
+def _rekey(pkg, keymap, *, seed: int, salt: str):
+    """The package with random column ids, shuffled columns and rows re-keyed with a secret
+    salt (rows sorted by key), plus the matching key map."""
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(pkg.n)
+    ids = [f"c{rng.integers(0, 2**63):016x}" for _ in range(pkg.n)]
+    cols = [pkg.columns[k] for k in perm]
+
+    def key(prefix, old):
+        return prefix + hashlib.sha256(f"{salt}|{old}".encode()).hexdigest()[:12]
+
+    vm_new = [key("v", k) for k in pkg.vm_rows]
+    ld_new = [key("l", k) for k in pkg.loading_rows]
+    vo, lo = np.argsort(vm_new), np.argsort(ld_new)
+    new = replace(pkg, columns=tuple(ids), vm_rows=tuple(vm_new[i] for i in vo),
+                  loading_rows=tuple(ld_new[i] for i in lo),
+                  p_flex_mw=pkg.p_flex_mw[:, perm], vm_pu=pkg.vm_pu[:, vo],
+                  loading_percent=pkg.loading_percent[:, lo],
+                  vtdf=pkg.vtdf[:, vo][:, :, perm], ltdf=pkg.ltdf[:, lo][:, :, perm])
+    km = KeyMap(columns={i: keymap.columns[c] for i, c in zip(ids, cols)},
+                vm_pu={vm_new[i]: keymap.vm_pu[pkg.vm_rows[i]] for i in vo},
+                loading_percent={ld_new[i]: keymap.loading_percent[pkg.loading_rows[i]]
+                                 for i in lo}, salt=salt)
+    return new, km
+
+
+# --------------------------------------------------------------------------- Bergwald
+def test_bergwald_reproduces_the_issue(bergwald_report):
+    r = bergwald_report
+    assert (r["downstream_sets"].count, r["downstream_sets"].total) == (508, 508)
+    assert r["tree_links"].fraction == 1.0
+    assert r["transformer_areas"].count == 3 and "99/80/62" in r["transformer_areas"].detail
+    assert (r["own_bus"].count, r["own_bus"].total) == (241, 241)
+    assert (r["subtrees"].count, r["subtrees"].total) == (233, 233)
+    assert r["loads_within_10pct"].count >= 0.9 * 241
+    assert r["ratings_within_10pct"].fraction > 0.9
+    assert r["edges"].fraction > 0.85
+    assert r["id_leaks"].count == 241 and "bid-B" in r["id_leaks"].detail
+    assert r["feeder_order"].count == 1
+    assert r["row_counts"].count == 3
+    assert r["salt_rows"].count == 509 + 508 and "bergwald-42" in r["salt_rows"].detail
+    assert not r["colocated"].applicable
+    assert r.passed  # no policy
+    assert tuple(s.key for s in r.scores) == A.SCORE_KEYS
+    text = r.as_text()
+    assert "downstream_sets" in text and "508/508" in text
+    json.dumps(r.as_dict())
+
+
+def test_bergwald_screened_rows_still_give_exact_sets(bergwald):
+    net, lin, rep = bergwald
+    pkg, _ = lin.package(rep.points, screen_rows=True)
+    assert len(pkg.loading_rows) == 160
+    sets = A.attack_downstream_sets(pkg)
+    truth = A._truth(net, lin.keymap, pkg)
+    assert A._score_downstream(sets, truth).count == 160
+
+
+def test_relabelled_shuffled_package_scores_zero_on_ids_order_salt(bergwald):
+    net, lin, rep = bergwald
+    pkg, km = _rekey(rep.package, lin.keymap, seed=7, salt="secret-7f3a")
+    r = A.audit(pkg, net=net, keymap=km)
+    assert r["id_leaks"].count == 0
+    assert r["feeder_order"].count == 0
+    assert r["salt_rows"].count == 0
+    # relabelling does not hide the topology
+    assert r["downstream_sets"].count == 508 and r["own_bus"].count == 241
+
+
+def test_policy_fails_and_passes(bergwald_report, bergwald, tmp_path):
+    net, lin, rep = bergwald
+    fails = A._apply_policy(A.load_policy({"max_downstream_sets": 0, "max_buses_identified": 0,
+                                           "max_loads_within_10pct": 0}),
+                            bergwald_report.scores)
+    assert len(fails) == 3 and any("own_bus 241/241" in f for f in fails)
+    toml = tmp_path / "policy.toml"
+    toml.write_text("[policy]\nmax_downstream_sets = 0\nmax_salt_rows = 0.0\n"
+                    "max_colocated = 0\n")
+    r = A.audit(rep.package, net=net, keymap=lin.keymap, policy=toml, order_permutations=20)
+    assert not r.passed and len(r.failures) == 2
+    assert "FAILED" in r.as_text() and r.as_dict()["passed"] is False
+    assert not A._apply_policy(A.load_policy({"max_downstream_sets": 1.0}),
+                               bergwald_report.scores)
+    with pytest.raises(ValueError, match="unknown key"):
+        A.audit(rep.package, net=net, keymap=lin.keymap, policy={"max_nonsense": 0})
+
+
+def test_package_without_base_values(bergwald):
+    net, lin, rep = bergwald
+    pkg = replace(rep.package, vm_pu=np.zeros_like(rep.package.vm_pu),
+                  loading_percent=np.zeros_like(rep.package.loading_percent))
+    r = A.audit(pkg, net=net, keymap=lin.keymap, order_permutations=20)
+    assert not r.package["base_values"]
+    assert r["loads_within_10pct"].count == 0 and "absent" in r["loads_within_10pct"].detail
+    assert r["loads_vdrop_within_10pct"].count == 0
+    assert r["downstream_sets"].count == 508  # the topology attacks need no base values
+    assert r["ratings_within_10pct"].fraction > 0.9
+
+
+def test_normalised_row_pairs_give_the_base_values_back(bergwald):
+    _, _, rep = bergwald
+    pkg = rep.package
+    lim = pkg.limits
+    au, al = A.normalise_rows(pkg.loading_percent[0], pkg.ltdf[0],
+                              lower=lim.loading_min_percent, upper=lim.loading_max_percent)
+    base, sens = A.recover_from_normalised_pairs(au, al, lower=lim.loading_min_percent,
+                                                 upper=lim.loading_max_percent)
+    nz = np.abs(pkg.ltdf[0]).max(axis=1) > 1e-12
+    np.testing.assert_allclose(base[nz], pkg.loading_percent[0][nz], atol=1e-8)
+    np.testing.assert_allclose(sens[nz], pkg.ltdf[0][nz], rtol=1e-9, atol=1e-12)
+    vu, vl = A.normalise_rows(pkg.vm_pu[0], pkg.vtdf[0], lower=lim.vm_min_pu,
+                              upper=lim.vm_max_pu)
+    vbase, _ = A.recover_from_normalised_pairs(vu, vl, lower=lim.vm_min_pu,
+                                               upper=lim.vm_max_pu)
+    ok = np.isfinite(vbase)
+    np.testing.assert_allclose(vbase[ok], pkg.vm_pu[0][ok], atol=1e-9)
+    # the recovered base values feed the load attack again
+    got = replace(pkg, loading_percent=np.where(nz, base, 0.0)[None].repeat(pkg.m, 0))
+    assert len(A.attack_loads(got)) == len(A.attack_loads(pkg))
+
+
+# --------------------------------------------------------------------------- SimBench
+def test_simbench_audit_runs_and_scores(simbench):
+    net, _, lin, rep = simbench
+    r = A.audit(rep.package, net=net, keymap=lin.keymap, bids=lin.bids,
+                order_permutations=50)
+    assert (r["downstream_sets"].count, r["downstream_sets"].total) == (43, 43)
+    assert r["row_counts"].count == 3
+    assert r["colocated"].count == r["colocated"].total == 2  # 41 loads on 39 buses
+    assert r["own_bus"].fraction > 0.8
+    assert r["loads_within_10pct"].fraction > 0.7
+    assert r["id_leaks"].count == 41
+    assert r["salt_rows"].count == 0  # random salt
+
+
+def test_meshed_grid_reports_edges(simbench):
+    net, bids, _, _ = simbench
+    g = top.create_nxgraph(net)
+    lv = int(net.trafo.lv_bus.iloc[0])
+    h = g.copy()
+    h.remove_node(lv)
+    feeder = {b: k for k, c in enumerate(nx.connected_components(h)) for b in c}
+    leaves = sorted(b for b in g.nodes if g.degree(b) == 1 and b in feeder)
+    a = leaves[0]
+    b = next(x for x in leaves if feeder[x] != feeder[a])
+    meshed = copy.deepcopy(net)
+    pp.create_line(meshed, a, b, 0.1, "NAYY 4x150 SE", name="loop")
+    lin = Linearizer(meshed, bids)
+    r = A.audit(lin.linearize((0,)).package, net=meshed, keymap=lin.keymap,
+                order_permutations=50)
+    assert r["row_counts"].count == 3 and "meshed" in r["row_counts"].detail
+    ds = r["downstream_sets"]
+    assert "bridge" in ds.detail and ds.total < 44 and ds.count == ds.total
+    assert r["edges"].total == 44 and r["edges"].fraction > 0.9
+
+
+def test_cli_glue(simbench, tmp_path):
+    from scenarios.dso_audit import audit_cli
+
+    _, _, lin, rep = simbench
+    save_package(rep.package, tmp_path / "PKG")
+    lin.keymap.save(tmp_path / "KEYMAP.json")
+    policy = tmp_path / "policy.toml"
+    policy.write_text("max_downstream_sets = 0\nmax_buses_identified = 0\n")
+    text, code = audit_cli(package=tmp_path / "PKG", grid=SIMBENCH, policy=policy,
+                           json_out=tmp_path / "audit.json")
+    assert code == 1 and "FAILED" in text
+    data = json.loads((tmp_path / "audit.json").read_text())
+    assert data["scores"]["downstream_sets"]["count"] == 43 and not data["passed"]
+    text, code = audit_cli(package=tmp_path / "PKG", grid=SIMBENCH,
+                           keymap=tmp_path / "KEYMAP.json")
+    assert code == 0
