@@ -41,9 +41,8 @@ from pathlib import Path
 import mosaik_api_v3
 import numpy as np
 
-from flexcore.exchange.messages import (ClearingMessage, PackageMessage, VerdictMessage,
-                                        from_wire)
 from flexcore.district.clock import FrameClock
+from flexcore.exchange.messages import ClearingMessage, PackageMessage, VerdictMessage, from_wire
 from simulators import FrameSimulator, meta_from_table
 
 ATTRS_IN = (
@@ -75,8 +74,12 @@ class DSOAgent(FrameSimulator):
                dso: dict, clock: dict, exchange: str = "files"):
         if num != 1 or self.lin is not None:
             raise ValueError("DSOAgent holds exactly one DSO entity")
-        from flexcore.dso import (Linearizer, RefinementPolicy, RefinementSession,
-                                  RelinearizationSchedule)
+        from flexcore.dso import (
+            Linearizer,
+            RefinementPolicy,
+            RefinementSession,
+            RelinearizationSchedule,
+        )
         from flexcore.exchange.bids import BidTable
         from flexcore.exchange.limits import Limits
         from flexcore.grid.district_grid import district_net

@@ -2,7 +2,7 @@
 
 Row keys of the clearing map to buses / branches through the DSO's private KeyMap
 (``dso/KEYMAP.json`` in the run folder). Voltages are compared directly, loadings as
-magnitudes (METHOD.md "Validation"); MAE, RMSE and max error over the predicted rows.
+magnitudes (docs/method.md "Validation"); MAE, RMSE and max error over the predicted rows.
 AC limit violations are counted over every bus and branch of the GridSim result. Frames
 without a dispatched clearing get NaN errors (violations are still counted).
 """

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from flexcore.exchange.bids import BidTable
-from flexcore.market import clear
 from flexcore.exchange.package import PointInfo, SensitivityPackage
+from flexcore.market import clear
 
 
 def synthetic_package(n_bids: int = 241, n_buses: int = 480, m: int = 3, seed: int = 0

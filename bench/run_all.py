@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from flexcore import runs
-from flexcore.grid import grids
-from flexcore.study.bidgen import synthetic_bids
 from flexcore.district.buildings import load_building_table
 from flexcore.dso import Linearizer
-from flexcore.market import clear
 from flexcore.exchange.package import save_package, screen
+from flexcore.grid import grids
 from flexcore.grid.sensitivity import finite_differences
+from flexcore.market import clear
+from flexcore.study.bidgen import synthetic_bids
 
 OUT = Path("results") / "benchmarks"
 REQUEST_MW = 1.8

@@ -5,9 +5,8 @@ culprit (file, line, key or element). The command line turns exactly these into 
 stderr and exit code 2; anything else is a bug and exits 3 with its traceback
 (``scenarios/cli.py``, README "Exit codes"). Programming errors stay plain exceptions.
 
-Each subclass lives next to the code that raises it; the ones in ``flexcore`` are also
-reachable here (``from flexcore.errors import BidError`` imports them lazily, so this module
-itself imports nothing):
+Each subclass lives next to the code that raises it (this module is the lowest layer and
+imports nothing of the project):
 
 =======================  =============================================================
 class                    raised for
@@ -24,6 +23,8 @@ class                    raised for
 ``BuildingTableError``   a malformed building or street table (``flexcore.district``)
 ``WeatherError``         a TRY weather file or year that cannot be used
 ``ClockError``           a time that is not on the frame clock
+``KeyMapError``          a malformed ``KEYMAP.json`` or one that does not fit the grid
+``MessageError``         a malformed message between the DSO and TSO agents
 ``RegistryError``        an ``[[fpu]]`` entry or unit class that cannot be used
 ``ConfigError``          a malformed scenario TOML (``scenarios/config.py``; not re-exported:
                          flexcore never imports scenarios)
@@ -34,8 +35,6 @@ The subclasses also derive from the built-in they replaced (``ValueError``,
 """
 from __future__ import annotations
 
-import importlib
-
 
 class FlexcosimError(Exception):
     """Bad input or an unusable state, with a message that names the culprit (exit 2)."""
@@ -44,25 +43,3 @@ class FlexcosimError(Exception):
 class InputFileError(FlexcosimError, FileNotFoundError):
     """An input file or folder that does not exist (the message names the path)."""
 
-
-#: subclass -> the module that defines it (imported on first access, see the module doc)
-_HOMES = {
-    "RunFolderError": "flexcore.runs",
-    "BidError": "flexcore.exchange.bids",
-    "PackageError": "flexcore.exchange.package",
-    "ClearingError": "flexcore.exchange.clearing",
-    "ClearingFileError": "flexcore.exchange.clearing",
-    "LimitsError": "flexcore.exchange.limits",
-    "GridError": "flexcore.grid.gridgen",
-    "PointNotConverged": "flexcore.dso.linearizer",
-    "BuildingTableError": "flexcore.district.buildings",
-    "WeatherError": "flexcore.district.weather",
-    "ClockError": "flexcore.district.clock",
-    "RegistryError": "flexcore.fpu.registry",
-}
-
-
-def __getattr__(name: str):
-    if name in _HOMES:
-        return getattr(importlib.import_module(_HOMES[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -34,7 +34,7 @@ def new_run_dir(kind: str, *, root: str | Path | None = None, out: str | Path | 
         path.mkdir(parents=True, exist_ok=True)
         return path
     root = Path(root) if root is not None else default_results_root()
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%d-%H%M%S")
     for k in range(1000):
         path = root / (f"{stamp}-{kind}" if k == 0 else f"{stamp}-{kind}-{k}")
         try:

@@ -225,8 +225,8 @@ def _dso_refine(args) -> int:
 
 def _tso_clear(args) -> int:
     from flexcore.exchange.bids import read_bids
-    from flexcore.market import clear, write_clearing
     from flexcore.exchange.package import load_package
+    from flexcore.market import clear, write_clearing
 
     package = load_package(args.package)
     bids = read_bids(args.bids).without_bus()

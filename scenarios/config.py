@@ -22,8 +22,6 @@ Tables (all optional except ``[scenario]``; defaults in the dataclasses below)::
 """
 from __future__ import annotations
 
-from flexcore.errors import FlexcosimError
-
 import csv
 import tomllib
 from dataclasses import asdict, dataclass, field
@@ -32,6 +30,7 @@ from typing import Any
 
 from flexcore.district.clock import FrameClock
 from flexcore.district.daytypes import DAY_TYPES, frames_per_day
+from flexcore.errors import FlexcosimError
 from flexcore.exchange.enums import Objective
 
 

@@ -55,7 +55,7 @@ class EvalOptions:
     salt: str = "evaluate"
 
     @classmethod
-    def quick(cls) -> "EvalOptions":
+    def quick(cls) -> EvalOptions:
         return cls(rounds=1, m_values=(1, 3), sweep_rounds=1, load_levels=(1.0,))
 
 
@@ -69,10 +69,10 @@ class EvaluationResult:
 # --------------------------------------------------------------------------- setup
 def setup(options: EvalOptions):
     """(net, bids, Linearizer) of the single-frame study."""
-    from flexcore.study.bidgen import synthetic_bids
     from flexcore.district.buildings import load_building_table
     from flexcore.dso.linearizer import Linearizer
     from flexcore.grid.grids import BERGWALD, load_grid
+    from flexcore.study.bidgen import synthetic_bids
 
     net = load_grid(options.grid)
     table = load_building_table() if options.grid.lower() == BERGWALD else None
@@ -87,8 +87,8 @@ def _errors(obj) -> dict:
 # --------------------------------------------------------------------------- section 1
 def single_frame(lin, bids, options: EvalOptions, fig_dir: Path) -> dict:
     """Table 1 (fixed points = round 0; after refinement = last round) and Figures 5-8."""
-    from flexcore.study.coordination import coordinate
     from flexcore.market import clear
+    from flexcore.study.coordination import coordinate
     from flexcore.study.plotting import plot_grid
 
     t0 = time.perf_counter()

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from flexcore.runs import write_json
 from flexcore.district.clock import FrameClock
+from flexcore.runs import write_json
 from simulators import FrameSimulator, meta_from_table
 
 FRAME_COLUMNS = (

@@ -18,8 +18,8 @@ import math
 import mosaik_api_v3
 import numpy as np
 
-from flexcore.grid.district_grid import district_net
 from flexcore.district.clock import FrameClock
+from flexcore.grid.district_grid import district_net
 from simulators import FrameSimulator, meta_from_table
 
 ATTRS_IN = (

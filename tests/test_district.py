@@ -5,16 +5,16 @@ import copy
 import json
 
 import numpy as np
-import pandas as pd
 import pandapower as pp
 import pandapower.toolbox as tb
+import pandas as pd
 import pytest
 
 from flexcore.district import buildings as district
 from flexcore.grid import grids
+from flexcore.grid.gridgen import GridOptions, build_grid
 from flexcore.study.bidgen import synthetic_bids
 from scenarios.cli import main as cli_main
-from flexcore.grid.gridgen import GridOptions, build_grid
 
 
 @pytest.fixture(scope="module")

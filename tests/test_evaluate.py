@@ -11,8 +11,15 @@ import pandas as pd
 import pytest
 
 from flexcore.errors import InputFileError
-from scenarios.evaluate import (ERROR_KEYS, OVER_TIME_COLUMNS, EvalOptions, FramesTableError,
-                                evaluate, over_time, over_time_stats)
+from scenarios.evaluate import (
+    ERROR_KEYS,
+    OVER_TIME_COLUMNS,
+    EvalOptions,
+    FramesTableError,
+    evaluate,
+    over_time,
+    over_time_stats,
+)
 
 DAY_TYPES = ("winter_workday", "summer_sunday", "transition_saturday")
 
@@ -66,11 +73,11 @@ def test_quick_writes_report_tables_and_figures(quick):
 
 
 def test_table1_equals_direct_recomputation(quick):
-    from flexcore.study.bidgen import synthetic_bids
-    from flexcore.study.coordination import coordinate
     from flexcore.district.buildings import load_building_table
     from flexcore.dso.linearizer import Linearizer
     from flexcore.grid.grids import load_grid
+    from flexcore.study.bidgen import synthetic_bids
+    from flexcore.study.coordination import coordinate
 
     res, _ = quick
     tables = json.loads((res.run_dir / "tables.json").read_text())

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import sys
 import textwrap
 import tomllib
 
@@ -13,7 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flexcore.district.daytypes import make_frames
-from flexcore.fpu import FlexibilityUnit, RegistryError, UnitContext, load_unit_class, parse_fpu_config
+from flexcore.fpu import (
+    FlexibilityUnit,
+    RegistryError,
+    UnitContext,
+    load_unit_class,
+    parse_fpu_config,
+)
 from flexcore.fpu.assign import assign_units
 from flexcore.fpu.battery import HomeBattery
 from flexcore.fpu.ev import EVCharger

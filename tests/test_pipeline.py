@@ -10,14 +10,14 @@ import numpy as np
 import pandapower as pp
 import pytest
 
-from flexcore.grid import grids
-from flexcore.study.bidgen import synthetic_bids
-from flexcore.exchange.bids import write_bids
-from scenarios.cli import main as cli_main
-from flexcore.study.coordination import coordinate
 from flexcore.district.buildings import load_building_table
 from flexcore.dso.linearizer import Linearizer
+from flexcore.exchange.bids import write_bids
+from flexcore.grid import grids
 from flexcore.market import read_clearing
+from flexcore.study.bidgen import synthetic_bids
+from flexcore.study.coordination import coordinate
+from scenarios.cli import main as cli_main
 
 REQUEST_MW = 1.8
 #: the source's Table 1 (docs/method.md): voltages p.u., loadings %

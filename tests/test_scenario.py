@@ -162,8 +162,8 @@ def test_run_folder_figures_predictions_and_toml_config(cfg, run_a):
 def test_recorder_stores_predictions_and_all_active(tmp_path):
     """Recorder with hand-made inputs: predictions mapped through KEYMAP.json (signed
     loadings), all-active state only in frames whose report has it, empty tables otherwise."""
-    from flexcore.dso.linearizer import KeyMap
     from flexcore.district.clock import FrameClock
+    from flexcore.dso.linearizer import KeyMap
     from scenarios.results import Recorder
 
     (tmp_path / "dso").mkdir()

@@ -12,9 +12,9 @@ import numpy as np
 import pandapower as pp
 import pytest
 
-from flexcore.grid import grids, ppinternals, sensitivity
-from flexcore.exchange.bids import BidTable
 from flexcore.dso.linearizer import Linearizer
+from flexcore.exchange.bids import BidTable
+from flexcore.grid import grids, ppinternals, sensitivity
 
 H_MW = 1e-5
 #: the power flow converges to 1e-8 MVA; with h = 1e-5 MW the difference quotient carries

@@ -13,8 +13,8 @@ profiles and the TRY data.
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import pandas as pd
 

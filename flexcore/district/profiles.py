@@ -45,7 +45,13 @@ import numpy as np
 import pandas as pd
 
 from flexcore.district.daytypes import REFERENCE_YEAR, Frame, holidays_bw
-from flexcore.district.weather import ALTITUDE_M, LATITUDE, LONGITUDE, TIMEZONE, weather_at_resolution
+from flexcore.district.weather import (
+    ALTITUDE_M,
+    LATITUDE,
+    LONGITUDE,
+    TIMEZONE,
+    weather_at_resolution,
+)
 
 STEPS_PER_HOUR = 4
 STEP_H = 0.25
@@ -238,7 +244,7 @@ class BuildingProfiles:
         seed: int = 0,
         pv_penetration: float = 1.0,
         year: int = REFERENCE_YEAR,
-    ) -> "BuildingProfiles":
+    ) -> BuildingProfiles:
         """Compute the year for every building of ``table`` (columns as in flexcore.district.buildings).
 
         ``pv_penetration`` (0..1) is the seeded share of buildings with PV; a boolean

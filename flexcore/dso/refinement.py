@@ -3,7 +3,7 @@
 :class:`RefinementSession` is the one place that decides, after each clearing, whether the
 DSO refines (adds the cleared activation as an operating point and asks the TSO to clear
 again) or gives its final :class:`Verdict`. ``coordinate()`` (flexcore.study), the DSO
-agent and the evaluation all drive it (METHOD.md "Refinement"):
+agent and the evaluation all drive it (docs/method.md "Refinement rounds and the safety rule"):
 
 - a clearing that is not ``optimal`` ends the frame; its status passes through;
 - otherwise the DSO checks it in AC at the activation, against its own prediction from the

@@ -1,6 +1,6 @@
 """AC safety of the coordination: tighten the rows that AC violates, and know when to give up.
 
-Why this exists (METHOD.md "Safety"): a clearing that the linear model calls feasible can
+Why this exists (docs/method.md "Refinement rounds and the safety rule"): a clearing that the linear model calls feasible can
 violate an AC limit, and plain refinement need not repair it. The Voronoi rule selects the
 *nearest* operating point, not the most accurate one: after a refinement point is added at
 an unsafe clearing, the next clearing slides to the boundary between the old region and the

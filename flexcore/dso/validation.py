@@ -2,7 +2,7 @@
 
 Statistics are :class:`~flexcore.exchange.limits.ErrorStats` (NaN for an empty set) and
 the limit check is :func:`~flexcore.exchange.limits.violations`, as everywhere else.
-Loadings are compared as magnitudes (METHOD.md "Validation").
+Loadings are compared as magnitudes (docs/method.md "Validation").
 """
 from __future__ import annotations
 

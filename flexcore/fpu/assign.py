@@ -22,8 +22,9 @@ Unit ids are ``"<building_id>.<spec name>"``, e.g. ``"B017.battery"``.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping, Sequence
 from functools import partial
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd

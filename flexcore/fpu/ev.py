@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from flexcore.district.daytypes import Frame
+
 from .base import FlexibilityUnit, UnitContext
 
 _EPS = 1e-9

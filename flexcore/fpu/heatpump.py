@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from flexcore.district.daytypes import Frame
+
 from .base import FlexibilityUnit, UnitContext
 
 DESIGN_TEMPERATURE_C = -12.0   # DIN EN 12831 design temperature, Karlsruhe region

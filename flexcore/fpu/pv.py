@@ -6,6 +6,7 @@ from typing import Any
 import numpy as np
 
 from flexcore.district.daytypes import Frame
+
 from .base import FlexibilityUnit, UnitContext
 
 

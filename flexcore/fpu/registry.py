@@ -11,13 +11,14 @@ A class is named ``"package.module:Class"`` or by a short alias (:data:`ALIASES`
 """
 from __future__ import annotations
 
-from flexcore.errors import FlexcosimError
-
 import importlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
+
+from flexcore.errors import FlexcosimError
 
 from .base import FlexibilityUnit, UnitContext
 

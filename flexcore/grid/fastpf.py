@@ -2,7 +2,7 @@
 
 pandapower stays the model format and the reference: :class:`FastPowerFlow` runs one
 ``pp.runpp`` per topology, takes pandapower's internal model from it
-(:func:`flexcore.grid.ppinternals_fast.extract_fast_model`, checked against ``net.res_*``),
+(:func:`flexcore.grid.ppinternals.extract_fast_model`, checked against ``net.res_*``),
 and from then on repeats the power flow for new load/sgen powers with its own Newton-Raphson
 solver on arrays:
 
@@ -56,7 +56,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from flexcore.grid.ppinternals_fast import FastModel, extract_fast_model
+from flexcore.grid.ppinternals import FastModel, extract_fast_model
 from flexcore.grid.sensitivity import Sensitivities
 
 #: tables whose ``in_service`` flags define the topology (with ``switch.closed``)

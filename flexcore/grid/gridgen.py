@@ -32,8 +32,8 @@ from dataclasses import dataclass
 
 import networkx as nx
 import numpy as np
-import pandas as pd
 import pandapower as pp
+import pandas as pd
 
 from flexcore.errors import FlexcosimError
 

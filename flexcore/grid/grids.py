@@ -12,12 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pandapower as pp
+import pandas as pd
 
 from flexcore.district import buildings as district
 from flexcore.grid.gridgen import GridError, GridOptions, build_grid
-
 
 BERGWALD = "bergwald"
 

@@ -7,7 +7,7 @@ reactive power held is the right-hand side ``e_k`` in the P rows; one sparse LU
 factorisation of ``J`` then gives every column at once. Branch loadings follow by the chain
 rule through the branch currents ``I_f = Yf V`` and ``I_t = Yt V``:
 ``d|I| = Re(conj(I) dI) / |I|``, on the side that pandapower reports (the larger ratio),
-signed by the direction of active power (METHOD.md). Units: p.u. per MW and percent per MW.
+signed by the direction of active power (docs/method.md). Units: p.u. per MW and percent per MW.
 """
 from __future__ import annotations
 

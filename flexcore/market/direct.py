@@ -1,6 +1,6 @@
 """The clearing MILP as sparse matrices, solved by HiGHS through highspy (no modelling layer).
 
-Two exact formulations of METHOD.md "The clearing MILP":
+Two exact formulations of docs/method.md "The clearing MILP as implemented":
 
 ``"milp"``
     the full MILP (14a-j) with one binary ``b_i`` per operating point, variables

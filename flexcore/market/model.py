@@ -47,7 +47,7 @@ def build_pyomo_model(package: SensitivityPackage, bids: BidTable, request_mw: f
                       objective: Objective | str = Objective.ABS_COST,
                       proximity_weight: float = 1e-3,
                       prefilter: bool = True) -> pyo.ConcreteModel:
-    """The clearing MILP of METHOD.md as a pyomo ConcreteModel (not solved).
+    """The clearing MILP of docs/method.md as a pyomo ConcreteModel (not solved).
 
     Solve it with :func:`solve_pyomo_model`, read it with :func:`extract_solution`.
     ``prefilter`` drops voltage/loading rows that cannot bind (exact for the linear model);

@@ -10,7 +10,7 @@
   resistance-weighted Laplacian; exact for a radial grid). Reactive power is held.
 - :func:`ac_opf`: pandapower's AC OPF (PIPS) on the full grid. Bids become controllable
   sgens with linear costs; the total activation is fixed to ``P_E`` by pinning the external
-  grid's active power and iterating for the change in losses (STACK.md). The external
+  grid's active power and iterating for the change in losses (docs/stack.md). The external
   grid's bus voltage is pinned to its set point: PIPS otherwise treats it as free within
   the bus limits, which lets it lower the whole grid's voltage.
 - :func:`slp`: sequential linear programming on the full AC model: linearise at the current
@@ -33,11 +33,11 @@ import pandapower as pp
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from flexcore.grid import ppinternals
-from flexcore.exchange.bids import BidTable
 from flexcore.dso.linearizer import FLEX_SGEN_NAME, Linearizer, OperatingPoint, PointNotConverged
-from flexcore.market import clear
+from flexcore.exchange.bids import BidTable
 from flexcore.exchange.package import SensitivityPackage
+from flexcore.grid import ppinternals
+from flexcore.market import clear
 
 #: an AC limit counts as violated only beyond these (solver tolerances, e.g. PIPS ~1e-6)
 VM_TOL_PU = 1e-5

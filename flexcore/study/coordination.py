@@ -1,4 +1,4 @@
-"""One frame of DSO-TSO coordination: linearise, clear, check in AC, refine (METHOD.md).
+"""One frame of DSO-TSO coordination: linearise, clear, check in AC, refine (docs/method.md).
 
 Only packages and clearings cross between the two parties here, exactly as in the CLI
 exchange (``dso linearize`` -> ``tso clear`` -> ``dso validate`` / ``dso refine``):

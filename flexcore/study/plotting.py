@@ -4,14 +4,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-
 # a non-interactive backend: plots are written to files, also on machines without a screen
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.collections import LineCollection  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.collections import LineCollection
 
 
 def bus_xy(net) -> np.ndarray:
