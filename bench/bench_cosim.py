@@ -51,7 +51,8 @@ def bench(*, scenario: str = "scenarios/bergwald.toml", day_types: str | None = 
     t_pf, n = pf_only(cfg)
     full = summary["wall_time_s"]
     out = {"measured_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
-           "machine": versions()["platform"], "scenario": scenario, "frames": n, "cosim_wall_s": full,
+           "machine": versions()["platform"], "scenario": scenario, "frames": n,
+           "cosim_wall_s": full,
            "cosim_frames_per_s": n / full, "pf_only_wall_s": t_pf,
            "pf_only_frames_per_s": n / t_pf, "ratio_cosim_to_pf_only": full / t_pf,
            "extrapolated_864_frames_s": full / n * 864, "summary": summary}

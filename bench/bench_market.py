@@ -16,6 +16,7 @@ import json
 import platform
 import statistics
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -100,11 +101,11 @@ def main() -> None:
         pkg, bids = synthetic_package(args.bids, args.buses, m)
         rows = len(pkg.vm_rows) + len(pkg.loading_rows)
         cases = {
-            "direct/regions": lambda: clear(pkg, bids, args.request, method="regions"),
-            "direct/milp": lambda: clear(pkg, bids, args.request, method="milp"),
-            "direct/milp-noprefilter": lambda: clear(pkg, bids, args.request, method="milp",
-                                                     prefilter=False),
-            "pyomo": lambda: clear(pkg, bids, args.request, backend="pyomo"),
+            "direct/regions": partial(clear, pkg, bids, args.request, method="regions"),
+            "direct/milp": partial(clear, pkg, bids, args.request, method="milp"),
+            "direct/milp-noprefilter": partial(clear, pkg, bids, args.request, method="milp",
+                                               prefilter=False),
+            "pyomo": partial(clear, pkg, bids, args.request, backend="pyomo"),
         }
         for name, fn in cases.items():
             t, res = _time(fn, 1 if "pyomo" in name or "noprefilter" in name else args.repeat)

@@ -16,6 +16,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +65,8 @@ def bench_sensitivities(*, quick: bool = False) -> dict:
         pt = lin.point(a * bids.volume_mw, label="check")
         vm_rows = lin.row_positions.vm
         max_err_v = max(max_err_v, float(np.abs(fd_v[vm_rows] - pt.vtdf).max()))
+        loading_rows = lin.row_positions.loading
+        max_err_l = max(max_err_l, float(np.abs(fd_l[loading_rows] - pt.ltdf).max()))
     t_fd = (time.perf_counter() - t0) * (3 / n_points)
     res = {
         "grid": "bergwald", "columns": int(len(bids)), "points": 3,
@@ -71,6 +74,7 @@ def bench_sensitivities(*, quick: bool = False) -> dict:
         "finite_differences_extrapolated_from_points": n_points,
         "speedup": t_fd / t_jac,
         "fd_vs_jacobian_max_abs_vtdf_diff_pu_per_mw": max_err_v,
+        "fd_vs_jacobian_max_abs_ltdf_diff_percent_per_mw": max_err_l,
     }
     _report("sensitivities", res)
     return res
@@ -107,7 +111,7 @@ def bench_market(*, quick: bool = False) -> dict:
             for backend in ("direct", "pyomo"):
                 if backend == "pyomo" and quick and m > 3:
                     continue
-                t, r = _median_time(lambda: clear(p, tso_bids, REQUEST_MW, backend=backend),
+                t, r = _median_time(partial(clear, p, tso_bids, REQUEST_MW, backend=backend),
                                     1 if backend == "pyomo" else (3 if quick else 5))
                 row[f"{backend}_status"] = r.status
                 row[f"{backend}_build_s"] = r.build_time_s

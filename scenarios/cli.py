@@ -51,7 +51,8 @@ def _points(text: str) -> list[float]:
     try:
         pts = [float(t) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--points must be comma-separated numbers, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"--points must be comma-separated numbers, got {text!r}") from None
     if not pts:
         raise argparse.ArgumentTypeError("--points needs at least one activation fraction")
     return pts
@@ -70,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = gsub.add_parser("build", help="write the DSO's grid model as pandapower JSON")
     src = b.add_mutually_exclusive_group()
     src.add_argument("--table", help="building table (CSV or GeoJSON); default: shipped Bergwald")
-    src.add_argument("--simbench", metavar="CODE", help="a SimBench LV code, e.g. 1-LV-rural3--0-no_sw")
+    src.add_argument("--simbench", metavar="CODE",
+                     help="a SimBench LV code, e.g. 1-LV-rural3--0-no_sw")
     b.add_argument("--streets", help="street table CSV (street,x1_m,y1_m,x2_m,y2_m) for --table")
     b.add_argument("--substations", type=int, default=None, help="number of 630 kVA substations")
     b.add_argument("--out", required=True, help="GRID.json to write")
@@ -84,11 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = dso.add_subparsers(dest="cmd", required=True)
     lin = dsub.add_parser("linearize", help="publish a sensitivity package for a bid set")
     lin.add_argument("--grid", required=True)
-    lin.add_argument("--bids", required=True, help="BIDS.csv with id,bus,volume_mw,price_eur_per_mwh")
+    lin.add_argument("--bids", required=True,
+                     help="BIDS.csv with id,bus,volume_mw,price_eur_per_mwh")
     lin.add_argument("--points", type=_points, default=[0.0, 0.5, 1.0],
                      help="activation fractions of the operating points (default 0,0.5,1)")
     lin.add_argument("--screen", action="store_true", help="drop rows that cannot reach a limit")
-    lin.add_argument("--out", required=True, help="package folder (KEYMAP.json is written beside it)")
+    lin.add_argument("--out", required=True,
+                     help="package folder (KEYMAP.json is written beside it)")
     val = dsub.add_parser("validate", help="apply a clearing in an AC power flow and compare")
     val.add_argument("--grid", required=True)
     val.add_argument("--bids", required=True)
@@ -163,7 +167,8 @@ def _grid_build(args) -> int:
     from flexcore.grid import grids
     from flexcore.grid.gridgen import GridOptions
 
-    opts = GridOptions() if args.substations is None else GridOptions(n_substations=args.substations)
+    opts = (GridOptions() if args.substations is None
+            else GridOptions(n_substations=args.substations))
     if args.simbench:
         net = grids.load_simbench(args.simbench)
     elif args.table:

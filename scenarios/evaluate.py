@@ -352,7 +352,8 @@ def optimality(lin, bids, options: EvalOptions) -> list[dict]:
                 [r for r in (s, o) if r.ok]
             if refs:
                 best = min(refs, key=lambda r: r.cost_eur)
-                row.update(best_reference=best.method, cost_ratio=res.clearing.cost_eur / best.cost_eur)
+                row.update(best_reference=best.method,
+                           cost_ratio=res.clearing.cost_eur / best.cost_eur)
             row["time_ratio_opf"] = t_milp / o.time_s if o.time_s > 0 else math.nan
             row["time_ratio_slp"] = t_milp / s.time_s if s.time_s > 0 else math.nan
             rows.append(row)

@@ -100,7 +100,8 @@ def test_custom_table_without_streets_builds_a_radial_grid(tmp_path):
 
 
 def test_geojson_building_table(tmp_path):
-    feats = [{"type": "Feature", "geometry": {"type": "Point", "coordinates": [8.40 + k * 3e-4, 49.0]},
+    feats = [{"type": "Feature",
+              "geometry": {"type": "Point", "coordinates": [8.40 + k * 3e-4, 49.0]},
               "properties": {"building_id": f"G{k}", "type": "single_house"}} for k in range(4)]
     path = tmp_path / "b.geojson"
     path.write_text(json.dumps({"type": "FeatureCollection", "features": feats}))

@@ -103,7 +103,8 @@ def test_cli_file_exchange_between_dso_and_tso(setup, tmp_path, capsys):
     report = json.loads((dso_dir / "REPORT.json").read_text())
     assert report["converged"] and report["safe"] and report["vm_mae_pu"] < 2e-3
     assert cli_main(["dso", "refine", "--grid", str(grid), "--bids", str(tmp_path / "BIDS.csv"),
-                     "--package", str(dso_dir / "pkg"), "--clearing", str(dso_dir / "CLEARING.json"),
+                     "--package", str(dso_dir / "pkg"),
+                     "--clearing", str(dso_dir / "CLEARING.json"),
                      "--out", str(dso_dir / "pkg2")]) == 0
     assert cli_main(["tso", "clear", "--package", str(dso_dir / "pkg2"), "--bids",
                      str(tmp_path / "BIDS.csv"), "--request-mw", "1.8",

@@ -61,7 +61,8 @@ def test_frames_end_to_end(run_a):
     assert (ok["delivered_mw"] - ok["request_mw"]).abs().max() < 1e-6
     assert f["ac_converged"].all() and (f["ac_violations"] == 0).all()
     assert f["ac_max_loading_percent"].max() <= 100 + AC_TOL_PERCENT
-    assert (f["ac_vm_min_pu"] >= 0.95 - AC_TOL_PU).all() and (f["ac_vm_max_pu"] <= 1.05 + AC_TOL_PU).all()
+    assert (f["ac_vm_min_pu"] >= 0.95 - AC_TOL_PU).all()
+    assert (f["ac_vm_max_pu"] <= 1.05 + AC_TOL_PU).all()
     assert (ok["vm_mae_pu"] <= TABLE1_VM_MAE).all()
     assert (ok["loading_mae_percent"] <= TABLE1_LOADING_MAE).all()
     # set-points add up to the delivered balancing power
@@ -184,8 +185,8 @@ def test_recorder_stores_predictions_and_all_active(tmp_path):
         return {"Recorder": {a: {"src": x} for a, x in kw.items()}}
 
     rec.step(0, inputs(clearing=clearing, report={"all_active": aa}, **ac), None)
-    rec.step(clock.time_of(1), inputs(clearing={"status": "optimal", "dispatched": False}, report={},
-                            **ac), None)
+    rec.step(clock.time_of(1),
+             inputs(clearing={"status": "optimal", "dispatched": False}, report={}, **ac), None)
     rec.step(clock.time_of(2), inputs(clearing={"status": "infeasible", "dispatched": False},
                                 report={"all_active": aa}), None)
     rec.finalize()

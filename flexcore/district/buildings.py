@@ -156,7 +156,7 @@ def make_bergwald(*, seed: int = 7, mix: dict[str, int] | None = None
         elif kind == "public":
             plots["school"].append((280.0, 90.0, name, 0.0))
             plots["community_centre"].append((205.0, 150.0, name, 0.0))
-            for x, y, tan in _walk(line, 24.0, 200.0):
+            for x, y, _tan in _walk(line, 24.0, 200.0):
                 plots["single_house"].append((x - 14.0, y, name, 0.0))
         else:
             width = ARCHETYPES[kind].plot_width_m
@@ -171,7 +171,8 @@ def make_bergwald(*, seed: int = 7, mix: dict[str, int] | None = None
         want = mix.get(btype, 0)
         have = plots[btype]
         if len(have) < want:
-            raise BuildingTableError(f"street layout has {len(have)} plots for {btype}, need {want}")
+            raise BuildingTableError(
+                f"street layout has {len(have)} plots for {btype}, need {want}")
         # keep a seeded, spatially spread subset (every k-th plot, then random fill)
         idx = np.sort(rng.choice(len(have), size=want, replace=False))
         for k in idx:
@@ -269,7 +270,8 @@ def validate_building_table(table: pd.DataFrame, *, source: str = "building tabl
             raise BuildingTableError(f"{source}: missing column '{col}'")
     bad = sorted(set(table["type"]) - set(BUILDING_TYPES))
     if bad:
-        raise BuildingTableError(f"{source}: unknown building type(s) {bad}; known: {BUILDING_TYPES}")
+        raise BuildingTableError(
+            f"{source}: unknown building type(s) {bad}; known: {BUILDING_TYPES}")
     table["building_id"] = table["building_id"].astype(str)
     if table["building_id"].duplicated().any():
         dup = table.loc[table["building_id"].duplicated(), "building_id"].tolist()[:5]

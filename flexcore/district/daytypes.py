@@ -83,7 +83,8 @@ def holidays_bw(year: int) -> list[_dt.date]:
     """Public holidays in Baden-Wuerttemberg (treated as Sundays by BDEW)."""
     easter = easter_sunday(year)
     fixed = [(1, 1), (1, 6), (5, 1), (10, 3), (11, 1), (12, 25), (12, 26)]
-    moving = [-2, 1, 39, 50, 60]  # Good Friday, Easter Monday, Ascension, Whit Monday, Corpus Christi
+    # Good Friday, Easter Monday, Ascension, Whit Monday, Corpus Christi
+    moving = [-2, 1, 39, 50, 60]
     days = [_dt.date(year, m, d) for m, d in fixed]
     days += [easter + _dt.timedelta(days=k) for k in moving]
     return sorted(days)
@@ -118,7 +119,8 @@ def frames_per_day(resolution_min: int) -> int:
 def _check_resolution(resolution_min: int) -> None:
     if resolution_min not in ALLOWED_RESOLUTIONS_MIN:
         raise ValueError(
-            f"frame resolution must be one of {ALLOWED_RESOLUTIONS_MIN} minutes, got {resolution_min!r}"
+            f"frame resolution must be one of {ALLOWED_RESOLUTIONS_MIN} minutes, "
+            f"got {resolution_min!r}"
         )
 
 

@@ -28,10 +28,11 @@ plane-of-array irradiance by Hay-Davies (albedo 0.2), Faiman cell temperature,
 PVWatts DC (gamma -0.37 %/K) with 5 % system losses, PVWatts inverter (96 %). Size:
 ``kWp = roof_area_m2 * usable share * kWp per m2`` with pitched roofs 40-60 % usable
 (drawn per building) at 0.20 kWp/m2, flat roofs 50 % at 0.15 kWp/m2 (rows with spacing).
-Orientation per building (seeded): pitched roofs azimuth uniform 120-240 deg (the better roof side), tilt 25-45
-deg; flat roofs south 180 +- 20 deg at 15 deg tilt; quantised to 10 deg azimuth and 5 deg
-tilt so the PV year is computed once per orientation (cached). Which buildings have PV:
-a boolean column ``has_pv`` if present, else a seeded random share ``pv_penetration``.
+Orientation per building (seeded): pitched roofs azimuth uniform 120-240 deg (the better roof
+side), tilt 25-45 deg; flat roofs south 180 +- 20 deg at 15 deg tilt; quantised to 10 deg
+azimuth and 5 deg tilt so the PV year is computed once per orientation (cached). Which
+buildings have PV: a boolean column ``has_pv`` if present, else a seeded random share
+``pv_penetration``.
 """
 from __future__ import annotations
 
@@ -110,7 +111,8 @@ def _slp_array(name: str, year: int) -> np.ndarray:
 def _building_shape(building_id: str, btype: str, seed: int, year: int) -> np.ndarray:
     """Normalised (sum 1) yearly 15-min load shape of one building with its variation."""
     if btype not in SLP_BY_TYPE:
-        raise ValueError(f"building {building_id}: unknown type {btype!r}; known {sorted(SLP_BY_TYPE)}")
+        raise ValueError(
+            f"building {building_id}: unknown type {btype!r}; known {sorted(SLP_BY_TYPE)}")
     from scipy.signal import lfilter
 
     base = _slp_array(SLP_BY_TYPE[btype], year)
@@ -245,7 +247,9 @@ class BuildingProfiles:
         pv_penetration: float = 1.0,
         year: int = REFERENCE_YEAR,
     ) -> BuildingProfiles:
-        """Compute the year for every building of ``table`` (columns as in flexcore.district.buildings).
+        """Compute the year for every building of ``table``.
+
+        Columns of ``table`` as in flexcore.district.buildings.
 
         ``pv_penetration`` (0..1) is the seeded share of buildings with PV; a boolean
         column ``has_pv`` in the table overrides it.

@@ -1,12 +1,12 @@
 """AC safety of the coordination: tighten the rows that AC violates, and know when to give up.
 
-Why this exists (docs/method.md "Refinement rounds and the safety rule"): a clearing that the linear model calls feasible can
-violate an AC limit, and plain refinement need not repair it. The Voronoi rule selects the
-*nearest* operating point, not the most accurate one: after a refinement point is added at
-an unsafe clearing, the next clearing slides to the boundary between the old region and the
-new one and keeps using the old, optimistic linearisation there (SimBench
-``1-LV-semiurb4--0-sw``, request -0.11 MW: three rounds at the a=0.5 region's edge, each
-~7 % over on one line). Two remedies, both package transforms that keep the format:
+Why this exists (docs/method.md "Refinement rounds and the safety rule"): a clearing that the
+linear model calls feasible can violate an AC limit, and plain refinement need not repair it.
+The Voronoi rule selects the *nearest* operating point, not the most accurate one: after a
+refinement point is added at an unsafe clearing, the next clearing slides to the boundary
+between the old region and the new one and keeps using the old, optimistic linearisation there
+(SimBench ``1-LV-semiurb4--0-sw``, request -0.11 MW: three rounds at the a=0.5 region's edge,
+each ~7 % over on one line). Two remedies, both package transforms that keep the format:
 
 :func:`tighten`
     shifts the base value of every row that AC violates at the selected operating point by

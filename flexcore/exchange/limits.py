@@ -1,7 +1,8 @@
 """Operating limits, and the checks and error statistics that every side uses.
 
 One :class:`Limits` describes the voltage band and the signed loading band (sign
-conventions of docs/method.md: loadings in percent of the rating, signed by the direction of active power).
+conventions of docs/method.md: loadings in percent of the rating, signed by the direction of
+active power).
 :func:`violations` ranks the AC values outside them; :class:`ErrorStats` is the MAE / RMSE /
 max of a set of prediction errors. The linearizer's validation, the validator agent and the
 clearing's diagnosis all use these, so "violated" and "MAE" mean one thing everywhere.

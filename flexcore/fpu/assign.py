@@ -41,7 +41,8 @@ DEFAULT_FPU_CONFIG: dict[str, list[dict[str, Any]]] = {
         {"class": "ev", "penetration": {"single_house": 0.4, "duplex": 0.4, "townhouse": 0.4,
                                         "apartment_tower": 0.5},
          "params": {"power_kw": 11.0}},
-        {"class": "heat_pump", "penetration": {"single_house": 0.3, "duplex": 0.2, "townhouse": 0.2}},
+        {"class": "heat_pump",
+         "penetration": {"single_house": 0.3, "duplex": 0.2, "townhouse": 0.2}},
         {"class": "pv_curtailment", "building_types": list(_HOUSES) + [
             "apartment_tower", "school", "community_centre", "shop"], "penetration": 1.0},
         {"class": "flexible_load", "building_types": [
@@ -78,7 +79,8 @@ def assign_units(
     """
     if config is None:
         config = DEFAULT_FPU_CONFIG
-    specs = list(config) if (isinstance(config, Sequence) and all(isinstance(s, UnitSpec) for s in config)) \
+    specs = list(config) if (isinstance(config, Sequence)
+                             and all(isinstance(s, UnitSpec) for s in config)) \
         else parse_fpu_config(config)
     rows = table.to_dict("records")
     has_pv = np.zeros(len(rows), bool)

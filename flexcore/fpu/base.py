@@ -131,7 +131,8 @@ class FlexibilityUnit(ABC):
         **params: Any,
     ) -> None:
         if params:
-            raise TypeError(f"{type(self).__name__} {unit_id}: unknown parameter(s) {sorted(params)}")
+            raise TypeError(
+                f"{type(self).__name__} {unit_id}: unknown parameter(s) {sorted(params)}")
         self.unit_id = str(unit_id)
         self.building_id = str(building_id)
         self.rng = rng

@@ -32,7 +32,8 @@ class HomeBattery(FlexibilityUnit):
         super().__init__(unit_id, building_id, rng=rng, context=context, **params)
         if not 0.0 <= soc_min <= soc_init <= soc_max <= 1.0:
             raise ValueError(f"{unit_id}: need 0 <= soc_min <= soc_init <= soc_max <= 1")
-        if capacity_kwh <= 0 or power_kw < 0 or not (0 < eta_charge <= 1 and 0 < eta_discharge <= 1):
+        if (capacity_kwh <= 0 or power_kw < 0
+                or not (0 < eta_charge <= 1 and 0 < eta_discharge <= 1)):
             raise ValueError(f"{unit_id}: capacity > 0, power >= 0, efficiencies in (0, 1]")
         self.capacity_kwh = float(capacity_kwh)
         self.power_kw = float(power_kw)

@@ -37,7 +37,8 @@ class FlexibleLoad(FlexibilityUnit):
         super().__init__(unit_id, building_id, rng=rng, context=context, **params)
         if not 0.0 <= share <= 1.0 or payback_h <= 0 or max_backlog_h < 0:
             raise ValueError(f"{unit_id}: 0 <= share <= 1, payback_h > 0, max_backlog_h >= 0")
-        annual = annual_kwh if annual_kwh is not None else self.context.building.get("annual_kwh", 0.0)
+        annual = (annual_kwh if annual_kwh is not None
+                  else self.context.building.get("annual_kwh", 0.0))
         mean_flex_kw = share * float(annual) / 8760.0
         self.share = float(share)
         self.max_backlog_kwh = max_backlog_h * mean_flex_kw
@@ -74,7 +75,8 @@ class FlexibleLoad(FlexibilityUnit):
     def advance(self, frame: Frame, power_mw: float) -> None:
         consumed_kw = max(0.0, -power_mw * 1000.0)
         self.backlog_kwh += (self._flex_kw(frame) - consumed_kw) * frame.duration_h
-        self.backlog_kwh = float(np.clip(self.backlog_kwh, -self.max_backlog_kwh, self.max_backlog_kwh))
+        self.backlog_kwh = float(np.clip(self.backlog_kwh, -self.max_backlog_kwh,
+                                         self.max_backlog_kwh))
 
     def state(self) -> dict[str, float]:
         return {"backlog_kwh": self.backlog_kwh}

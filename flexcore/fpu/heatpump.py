@@ -73,7 +73,8 @@ class HeatPump(FlexibilityUnit):
             raise ValueError(f"{unit_id}: need t_min <= t_set <= t_max")
         area = floor_area_m2 if floor_area_m2 is not None else self.context.building.get(
             "floor_area_m2", 140.0)
-        self.h_kw_per_k = specific_heat_load_w_m2 * float(area) / (t_set - DESIGN_TEMPERATURE_C) / 1000.0
+        self.h_kw_per_k = (specific_heat_load_w_m2 * float(area)
+                           / (t_set - DESIGN_TEMPERATURE_C) / 1000.0)
         self.tau_h = float(tau_h)
         self.gains_k = float(gains_k)
         self.t_set, self.t_min, self.t_max = float(t_set), float(t_min), float(t_max)

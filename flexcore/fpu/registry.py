@@ -45,12 +45,15 @@ def load_unit_class(spec: str) -> type[FlexibilityUnit]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise RegistryError(f"unit class {spec!r}: cannot import module {module_name!r} ({exc})") from exc
+        raise RegistryError(
+            f"unit class {spec!r}: cannot import module {module_name!r} ({exc})") from exc
     cls = getattr(module, class_name, None)
     if cls is None:
-        raise RegistryError(f"unit class {spec!r}: module {module_name!r} has no attribute {class_name!r}")
+        raise RegistryError(
+            f"unit class {spec!r}: module {module_name!r} has no attribute {class_name!r}")
     if not (isinstance(cls, type) and issubclass(cls, FlexibilityUnit)):
-        raise RegistryError(f"unit class {spec!r}: {class_name!r} is not a FlexibilityUnit subclass")
+        raise RegistryError(
+            f"unit class {spec!r}: {class_name!r} is not a FlexibilityUnit subclass")
     return cls
 
 
@@ -94,7 +97,8 @@ def parse_fpu_config(config: Mapping[str, Any] | Sequence[Mapping[str, Any]]) ->
                 penetration = {t: v for t, v in penetration.items() if t in set(types)}
         else:
             if types is None:
-                raise RegistryError(f"{where}: give 'building_types' or a per-type 'penetration' table")
+                raise RegistryError(
+                    f"{where}: give 'building_types' or a per-type 'penetration' table")
             penetration = {str(t): float(pen) for t in types}
         bad = {t: v for t, v in penetration.items() if not 0.0 <= v <= 1.0}
         if bad:

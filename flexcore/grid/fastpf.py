@@ -150,7 +150,8 @@ class FastPowerFlow:
         self.tolerance_pu = float(tolerance_pu)
         self.max_iterations = int(max_iterations)
         self.reinit_count = 0
-        self._lu: tuple[int, spla.SuperLU] | None = None  # (solution id, SuperLU) of the Jacobian at the converged voltages
+        # (solution id, SuperLU) of the Jacobian at the converged voltages
+        self._lu: tuple[int, spla.SuperLU] | None = None
         self._solution_id = 0
         self.reinit()
 
@@ -209,8 +210,10 @@ class FastPowerFlow:
         self._yt = st.yt[rows].tocsr()
         self._f_bus = np.concatenate([bs.from_bus for bs in st.branches]) if st.branches else rows
         self._t_bus = np.concatenate(model.branch_to_bus) if st.branches else rows
-        cat = (lambda name: np.concatenate([getattr(bs, name) for bs in st.branches])
-               if st.branches else np.zeros(0))
+        def cat(name):
+            return (np.concatenate([getattr(bs, name) for bs in st.branches])
+                    if st.branches else np.zeros(0))
+
         self._k_from = cat("from_base_ka") / cat("from_rating_ka") * 100.0
         self._k_to = cat("to_base_ka") / cat("to_rating_ka") * 100.0
         self._pattern = self._jacobian_pattern(st.ybus)

@@ -143,7 +143,8 @@ def is_radial(net: pp.pandapowerNet) -> bool:
     import pandapower.topology as top
 
     graph = top.create_nxgraph(net, respect_switches=True, multi=True)
-    return nx.is_forest(nx.Graph(graph)) and graph.number_of_edges() == nx.Graph(graph).number_of_edges()
+    return (nx.is_forest(nx.Graph(graph))
+            and graph.number_of_edges() == nx.Graph(graph).number_of_edges())
 
 
 def summarize(net: pp.pandapowerNet, *, table: pd.DataFrame | None = None) -> GridSummary:
@@ -164,6 +165,7 @@ def summarize(net: pp.pandapowerNet, *, table: pd.DataFrame | None = None) -> Gr
         load_mw=float(net.load.p_mw[net.load.in_service].sum()),
         vm_min_pu=float(net.res_bus.vm_pu[lv].min()), vm_max_pu=float(net.res_bus.vm_pu[lv].max()),
         max_line_loading_percent=float(net.res_line.loading_percent.max()),
-        max_trafo_loading_percent=float(net.res_trafo.loading_percent.max()) if len(net.trafo) else 0.0,
+        max_trafo_loading_percent=(float(net.res_trafo.loading_percent.max())
+                                   if len(net.trafo) else 0.0),
         radial=is_radial(net),
     )

@@ -68,7 +68,8 @@ def compute(net, injection_buses, *, check: bool = True) -> Sensitivities:
     try:
         inj_rows = np.array([row_of_bus[b] for b in injection_buses.tolist()], dtype=np.int64)
     except KeyError as exc:
-        raise ValueError(f"injection bus {exc.args[0]} is not an in-service bus of the grid") from None
+        raise ValueError(
+            f"injection bus {exc.args[0]} is not an in-service bus of the grid") from None
     pvpq = np.r_[state.pv, state.pq]
     npvpq, npq = len(pvpq), len(state.pq)
     pos_pvpq = np.full(nb, -1, dtype=np.int64)

@@ -228,7 +228,8 @@ def opf_net(lin: Linearizer, bids: BidTable):
                            max_p_mw=max(0.0, vol), min_q_mvar=0.0, max_q_mvar=0.0,
                            controllable=True, name="opf bid")
         # |x| pricing: cost c*x for upward bids, -c*x for downward (x <= 0)
-        pp.create_poly_cost(net, s, "sgen", cp1_eur_per_mw=float(price) * (1.0 if vol >= 0 else -1.0))
+        pp.create_poly_cost(net, s, "sgen",
+                            cp1_eur_per_mw=float(price) * (1.0 if vol >= 0 else -1.0))
         sgens.append(s)
     return net, np.array(sgens)
 
@@ -248,7 +249,8 @@ def ac_opf(lin: Linearizer, bids: BidTable, request_mw: float, *, max_iter: int 
     else:
         target = float(ext_grid_guess_mw)
     status, msg, x, k = "max_iterations", "", np.zeros(len(bids)), 0
-    for k in range(1, max_iter + 1):
+    while k < max_iter:
+        k += 1
         net.ext_grid["min_p_mw"] = target - 1e-6
         net.ext_grid["max_p_mw"] = target + 1e-6
         try:

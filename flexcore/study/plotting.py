@@ -66,7 +66,7 @@ def plot_grid(net, path: str | Path, *, title: str = "", color_by: str = "loadin
         if bad.any():
             ax.scatter(xy[bad, 0], xy[bad, 1], s=40, facecolors="none", edgecolors="red",
                        zorder=4, label="voltage limit violated")
-    for k, (hv, lv) in enumerate(zip(net.trafo.hv_bus, net.trafo.lv_bus)):
+    for k, (_hv, lv) in enumerate(zip(net.trafo.hv_bus, net.trafo.lv_bus)):
         ax.plot(*xy[pos[lv]], marker="s", ms=11, color="black", zorder=5)
         tl = net.res_trafo.loading_percent.iloc[k] if len(net.res_trafo) else np.nan
         ax.annotate(f"T{k + 1} {tl:.0f} %", xy[pos[lv]], xytext=(9, 9),
