@@ -57,7 +57,7 @@ from scipy.cluster.hierarchy import linkage
 from scipy.sparse.csgraph import shortest_path
 from scipy.spatial.distance import squareform
 
-from flexcore.exchange.package import SensitivityPackage, load_package
+from flexcore.exchange.package import SensitivityPackage, load_full_package
 
 #: salts an attacker tries without being told: empty, the ones in the public code
 #: (scenarios/evaluate.py, bench/run_all.py) and the co-simulation's ``bergwald-{seed}``
@@ -818,7 +818,7 @@ def audit(package: SensitivityPackage | str | Path, *, net, keymap, bids=None,
     already holds each bid's bus. ``salt_guesses`` are tried before
     :data:`DEFAULT_SALT_GUESSES`. ``policy``: dict or TOML path (:func:`load_policy`).
     """
-    pkg = package if isinstance(package, SensitivityPackage) else load_package(package)
+    pkg = package if isinstance(package, SensitivityPackage) else load_full_package(package)
     pol = load_policy(policy)
     if bids is not None and bids.bus is not None:
         wrong = [b for b, bus in zip(bids.ids, bids.bus)

@@ -22,21 +22,39 @@
     how it was solved.
 ``diagnosis``
     ``null`` or an object (see :class:`Diagnosis`), set when the request is infeasible.
+
+The file is strict JSON (duplicate keys, NaN and Infinity are refused). A signed clearing
+has a detached signature record ``CLEARING.json.sig`` beside it (see
+:mod:`flexcore.exchange.signing`, purpose ``"flexcosim-clearing"``) over the SHA-256 of the
+canonical JSON of the object (sorted keys, no whitespace), so re-indenting the file keeps
+the signature valid and any change of a value breaks it.
 """
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from flexcore.errors import FlexcosimError
 from flexcore.exchange.enums import ClearingStatus
 from flexcore.exchange.limits import FloatArray
+from flexcore.exchange.signing import (
+    StrictJSONError,
+    TrustSpec,
+    canonical_json,
+    check_signature_file,
+    loads_strict,
+    sha256_hex,
+    sign_digest,
+    write_record,
+)
 
 FORMAT = "flexcosim-clearing"
 VERSION = 1
@@ -121,11 +139,27 @@ class ClearingResult:
         return {"format": FORMAT, "version": VERSION, **d}
 
 
-def write_clearing(result: ClearingResult, path: str | Path) -> Path:
-    """Write ``result`` as ``CLEARING.json`` (parent directories are created)."""
+def signature_path(path: str | Path) -> Path:
+    """The detached signature of a clearing file: ``CLEARING.json`` -> ``CLEARING.json.sig``."""
+    path = Path(path)
+    return path.with_name(path.name + ".sig")
+
+
+def write_clearing(result: ClearingResult, path: str | Path, *,
+                   signing_key: str | os.PathLike[str] | Ed25519PrivateKey | None = None
+                   ) -> Path:
+    """Write ``result`` as ``CLEARING.json`` (parent directories are created) and, with a
+    signing key, its signature ``CLEARING.json.sig`` (a stale one is removed otherwise)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result.to_json_dict(), indent=1, allow_nan=False))
+    d = result.to_json_dict()
+    path.write_text(json.dumps(d, indent=1, allow_nan=False))
+    sig = signature_path(path)
+    if signing_key is not None:
+        write_record(sign_digest(sha256_hex(canonical_json(d)), signing_key, purpose=FORMAT),
+                     sig)
+    elif sig.exists():
+        sig.unlink()
     return path
 
 
@@ -175,16 +209,24 @@ def _diagnosis(src: str, d: Any) -> Diagnosis | None:
     )
 
 
-def read_clearing(path: str | Path) -> ClearingResult:
-    """Read and validate ``CLEARING.json``; problems raise ClearingFileError naming the field."""
+def read_clearing(path: str | Path, *, trust: Iterable[TrustSpec] = (),
+                  require_signature: bool = False) -> ClearingResult:
+    """Read and validate ``CLEARING.json``; problems raise ClearingFileError naming the field.
+    A signature ``CLEARING.json.sig`` is checked when present; with ``trust`` (the TSO's
+    public keys) it must exist and be by one of them; ``require_signature`` makes it
+    mandatory (raises :class:`~flexcore.exchange.signing.SignatureError`)."""
     path = Path(path)
     src = str(path)
     if not path.is_file():
         raise ClearingFileError(f"clearing file not found: {path}")
     try:
-        d = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ClearingFileError(f"{src}: not valid JSON ({exc})") from None
+        d = loads_strict(path.read_bytes(), source=src)
+    except StrictJSONError as exc:
+        raise ClearingFileError(str(exc)) from None
+    if isinstance(d, dict):
+        check_signature_file(signature_path(path), sha256_hex(canonical_json(d)),
+                             purpose=FORMAT, trust=trust,
+                             require_signature=require_signature, what=f"clearing {path}")
     return clearing_from_json_dict(d, source=src)
 
 

@@ -22,7 +22,7 @@ from typing import Any
 from flexcore.errors import FlexcosimError
 from flexcore.exchange.clearing import ClearingResult, clearing_from_json_dict
 from flexcore.exchange.enums import FrameVerdict
-from flexcore.exchange.package import SensitivityPackage, load_package
+from flexcore.exchange.package import SensitivityPackage, load_full_package
 
 
 class MessageError(FlexcosimError, ValueError):
@@ -54,7 +54,7 @@ class PackageMessage:
         if self.package is not None:
             return self.package
         assert self.path is not None
-        return load_package(Path(self.path))
+        return load_full_package(Path(self.path))
 
     def to_wire(self) -> dict[str, Any]:
         d: dict[str, Any] = {"kind": "package", "frame": self.frame, "round": self.round}

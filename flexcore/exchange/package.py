@@ -32,18 +32,36 @@ The fixed injections ``P_fix`` are not published: every formula of the clearing 
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
+import importlib
 import io
 import json
+import math
+import os
+import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from flexcore.errors import FlexcosimError
+from flexcore.exchange.bids import BidTable
+from flexcore.exchange.clearing import ClearingError
 from flexcore.exchange.limits import FloatArray, Limits, LimitsError
+from flexcore.exchange.signing import (
+    StrictJSONError,
+    TrustSpec,
+    canonical_json,
+    check_signature_file,
+    finite_json,
+    loads_strict,
+    sha256_hex,
+    sign_digest,
+    write_record,
+)
 
 FORMAT = "flexcosim-sensitivity-package"
 VERSION = 1
@@ -217,85 +235,365 @@ def screen(package: SensitivityPackage, *, lower_mw: npt.ArrayLike, upper_mw: np
 
 
 # --------------------------------------------------------------------------- file I/O
-def save_package(package: SensitivityPackage, directory: str | Path) -> Path:
-    """Write ``manifest.json`` + ``arrays.npz`` into ``directory`` (created)."""
+MANIFEST = "manifest.json"
+ARRAYS = "arrays.npz"
+SIGNATURE = "SIGNATURE.json"
+#: default cap on the arrays of one package (declared sizes, checked before reading)
+MAX_BYTES = 512 * 2**20
+MAX_MANIFEST_BYTES = 64 * 2**20
+_F8 = np.dtype("<f8")
+_V1_KEYS = {"format", "version", "created_utc", "columns", "vm_rows", "loading_rows", "points",
+            "limits", "screening", "shapes", "arrays_sha256", "package_sha256"}
+_V2_KEYS = {"format", "version", "created_utc", "content", "shapes", "arrays_sha256",
+            "package_sha256"}
+
+
+class Format2Package(Protocol):
+    """What this module needs of a format-2 ``HardenedPackage``
+    (:mod:`flexcore.exchange.hardened`)."""
+
+    def manifest_fields(self) -> dict[str, Any]: ...
+
+    def arrays(self) -> dict[str, FloatArray]: ...
+
+
+AnyPackage = SensitivityPackage | Format2Package
+
+
+def _hardened_class() -> Any:
+    """``flexcore.exchange.hardened.HardenedPackage`` (imported late: format 2 lives there)."""
+    try:
+        return importlib.import_module("flexcore.exchange.hardened").HardenedPackage
+    except ImportError:  # pragma: no cover - only before the format-2 module exists
+        raise PackageError("this installation cannot read package version 2 "
+                           "(flexcore.exchange.hardened missing)") from None
+
+
+def package_digest(manifest: dict[str, Any]) -> str:
+    """SHA-256 over the canonical JSON of the manifest without ``package_sha256``; the
+    manifest holds ``arrays_sha256``, so the digest covers manifest and arrays."""
+    return sha256_hex(canonical_json({k: v for k, v in manifest.items()
+                                      if k != "package_sha256"}))
+
+
+def save_package(package: AnyPackage, directory: str | Path, *,
+                 signing_key: str | os.PathLike[str] | Ed25519PrivateKey | None = None
+                 ) -> Path:
+    """Write ``manifest.json`` + ``arrays.npz`` (+ ``SIGNATURE.json`` with a key) into
+    ``directory`` (created); a format-1 :class:`SensitivityPackage` as version 1, a
+    format-2 package as version 2."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    if isinstance(package, SensitivityPackage):
+        arrays = {name: getattr(package, name) for name in ARRAY_NAMES}
+        body: dict[str, Any] = {
+            "version": 1,
+            "columns": list(package.columns),
+            "vm_rows": list(package.vm_rows),
+            "loading_rows": list(package.loading_rows),
+            "points": [{"label": p.label, "activation_fraction": p.activation_fraction}
+                       for p in package.points],
+            "limits": package.limits.as_dict(),
+            "screening": package.screening,
+        }
+    else:
+        arrays = dict(package.arrays())
+        body = {"version": 2, "content": package.manifest_fields()}
+    arrays = {k: np.ascontiguousarray(v, dtype=_F8) for k, v in arrays.items()}
     buf = io.BytesIO()
-    np.savez(buf, **{name: getattr(package, name) for name in ARRAY_NAMES})
+    np.savez(buf, **arrays)
     data = buf.getvalue()
-    (directory / "arrays.npz").write_bytes(data)
-    manifest = {
-        "format": FORMAT,
-        "version": VERSION,
-        "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "columns": list(package.columns),
-        "vm_rows": list(package.vm_rows),
-        "loading_rows": list(package.loading_rows),
-        "points": [{"label": p.label, "activation_fraction": p.activation_fraction}
-                   for p in package.points],
-        "limits": package.limits.as_dict(),
-        "screening": package.screening,
-        "shapes": {name: list(getattr(package, name).shape) for name in ARRAY_NAMES},
-        "arrays_sha256": hashlib.sha256(data).hexdigest(),
-    }
-    (directory / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    manifest = {"format": FORMAT,
+                "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+                **body,
+                "shapes": {name: list(a.shape) for name, a in arrays.items()},
+                "arrays_sha256": sha256_hex(data)}
+    if not finite_json(manifest):
+        raise PackageError("the package's manifest fields hold a non-finite number")
+    manifest["package_sha256"] = package_digest(manifest)
+    (directory / ARRAYS).write_bytes(data)
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=1, allow_nan=False))
+    sig = directory / SIGNATURE
+    if signing_key is not None:
+        write_record(sign_digest(manifest["package_sha256"], signing_key, purpose=FORMAT), sig)
+    elif sig.exists():
+        sig.unlink()  # a stale signature of an earlier package in this folder
     return directory
 
 
-def load_package(directory: str | Path) -> SensitivityPackage:
-    """Read and validate a package; every problem raises PackageError naming it."""
+# ---------------------------------------------------------------- strict manifest schema
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _str_list(src: str, key: str, v: Any) -> tuple[str, ...]:
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise PackageError(f"{src}: field '{key}' must be a list of strings")
+    return tuple(v)
+
+
+def _points(src: str, v: Any) -> tuple[PointInfo, ...]:
+    if not isinstance(v, list):
+        raise PackageError(f"{src}: field 'points' must be a list")
+    out = []
+    for i, p in enumerate(v):
+        if not isinstance(p, dict) or set(p) != {"label", "activation_fraction"}:
+            raise PackageError(f"{src}: points[{i}] must be an object with exactly 'label' "
+                               "and 'activation_fraction'")
+        a = p["activation_fraction"]
+        if not isinstance(p["label"], str) or not (a is None or _is_num(a)):
+            raise PackageError(f"{src}: points[{i}]: 'label' must be a string and "
+                               f"'activation_fraction' a finite number or null, got {p!r}")
+        out.append(PointInfo(p["label"], None if a is None else float(a)))
+    return tuple(out)
+
+
+def _limits(src: str, v: Any) -> Limits:
+    names = set(Limits().as_dict())
+    if not isinstance(v, dict) or set(v) != names:
+        raise PackageError(f"{src}: field 'limits' must be an object with exactly "
+                           f"{sorted(names)}")
+    for k, x in v.items():
+        if not _is_num(x):
+            raise PackageError(f"{src}: limits.{k} must be a finite number, got {x!r}")
+    try:
+        return Limits.from_dict(v, where="'limits'")
+    except LimitsError as exc:
+        raise PackageError(f"{src}: {exc}") from None
+
+
+def _shapes(src: str, v: Any) -> dict[str, tuple[int, ...]]:
+    if not isinstance(v, dict):
+        raise PackageError(f"{src}: field 'shapes' must be an object")
+    out = {}
+    for k, s in v.items():
+        if not isinstance(s, list) or not all(_is_int(d) and d >= 0 for d in s):
+            raise PackageError(f"{src}: shapes.{k} must be a list of integers >= 0, got {s!r}")
+        out[k] = tuple(s)
+    return out
+
+
+def _v1_expected(m: dict[str, Any], src: str) -> dict[str, tuple[int, ...]]:
+    mm, n = len(m["points"]), len(m["columns"])
+    v, l = len(m["vm_rows"]), len(m["loading_rows"])
+    return {"p_flex_mw": (mm, n), "vm_pu": (mm, v), "loading_percent": (mm, l),
+            "vtdf": (mm, v, n), "ltdf": (mm, l, n)}
+
+
+def _read_manifest(mpath: Path) -> dict[str, Any]:
+    size = mpath.stat().st_size
+    if size > MAX_MANIFEST_BYTES:
+        raise PackageError(f"{mpath}: {size} bytes, above the cap of {MAX_MANIFEST_BYTES}")
+    try:
+        manifest = loads_strict(mpath.read_bytes(), source=str(mpath))
+    except StrictJSONError as exc:
+        raise PackageError(str(exc)) from None
+    if not isinstance(manifest, dict):
+        raise PackageError(f"{mpath}: top level must be a JSON object")
+    return manifest
+
+
+def _check_npz(data: bytes, declared: dict[str, tuple[int, ...]], apath: Path,
+               max_bytes: int) -> None:
+    """Every ``.npy`` header in the zip, before any array is read: exactly the declared
+    names, dtype ``<f8``, the declared shapes, data sizes matching, total under the cap."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            infos = zf.infolist()
+            names = [i.filename for i in infos]
+            want = sorted(f"{k}.npy" for k in declared)
+            if sorted(names) != want:
+                raise PackageError(f"{apath}: holds members {sorted(names)[:8]}, the manifest "
+                                   f"declares {want}")
+            total = 0
+            for info in infos:
+                name = info.filename[:-4]
+                with zf.open(info) as fh:
+                    version = np.lib.format.read_magic(fh)
+                    if version == (1, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+                    elif version == (2, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+                    else:
+                        raise PackageError(f"{apath}: array '{name}' has .npy version "
+                                           f"{version}, expected 1.0 or 2.0")
+                    header_len = fh.tell()
+                if dtype != _F8:
+                    raise PackageError(f"{apath}: array '{name}' has dtype {dtype.str!r}, "
+                                       "only float64 ('<f8') is allowed")
+                nbytes = 8 * math.prod(shape)
+                total += nbytes
+                if total > max_bytes:
+                    raise PackageError(f"{apath}: array '{name}' declares shape {shape} "
+                                       f"({nbytes} bytes): the arrays exceed the cap of "
+                                       f"{max_bytes} bytes")
+                if tuple(shape) != declared[name]:
+                    raise PackageError(f"{apath}: array '{name}' has shape {tuple(shape)}, the "
+                                       f"manifest declares {declared[name]}")
+                if info.file_size - header_len != nbytes:
+                    raise PackageError(f"{apath}: array '{name}' holds "
+                                       f"{info.file_size - header_len} data bytes, its header "
+                                       f"declares {nbytes}")
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+        raise PackageError(f"{apath}: not a readable .npz ({exc})") from None
+
+
+def load_package(directory: str | Path, *, allow_full: bool = False,
+                 trust: Iterable[TrustSpec] = (), require_signature: bool = False,
+                 max_bytes: int = MAX_BYTES) -> AnyPackage:
+    """Read and check a package folder; every problem raises a :class:`PackageError` (or a
+    :class:`~flexcore.exchange.signing.SignatureError`) naming the file and field.
+
+    Order: manifest (size cap, strict JSON, schema, declared shapes and the size cap),
+    package digest (manifest + arrays), signature (``SIGNATURE.json``; with ``trust`` it
+    must be by one of those keys; ``trust`` or ``require_signature`` make it mandatory),
+    ``.npy`` headers (dtype ``<f8``, shapes), and only then the arrays. Version 1 (the full
+    model) is refused unless ``allow_full``; a version-1 folder written before digests
+    existed (no ``package_sha256``) is read only with ``allow_full`` and without a signature
+    requirement (its arrays' SHA-256 is still checked).
+    """
     directory = Path(directory)
-    mpath, apath = directory / "manifest.json", directory / "arrays.npz"
+    mpath, apath = directory / MANIFEST, directory / ARRAYS
     for p in (mpath, apath):
         if not p.is_file():
             raise PackageError(f"package file missing: {p}")
-    try:
-        manifest = json.loads(mpath.read_text())
-    except json.JSONDecodeError as exc:
-        raise PackageError(f"{mpath}: not valid JSON ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise PackageError(f"{mpath}: 'format' is not {FORMAT!r}")
-    if manifest.get("version") != VERSION:
-        raise PackageError(
-            f"{mpath}: unsupported package version {manifest.get('version')!r} "
-            f"(this reader knows version {VERSION})"
-        )
-    for key in ("columns", "vm_rows", "loading_rows", "points", "limits", "arrays_sha256"):
-        if key not in manifest:
-            raise PackageError(f"{mpath}: missing field '{key}'")
+    src = str(mpath)
+    manifest = _read_manifest(mpath)
+    if manifest.get("format") != FORMAT:
+        raise PackageError(f"{src}: 'format' is not {FORMAT!r}")
+    version = manifest.get("version")
+    if not _is_int(version) or version not in (1, 2):
+        raise PackageError(f"{src}: unsupported package version {version!r} (this reader "
+                           "knows versions 1 and 2)")
+    if version == 1 and not allow_full:
+        raise PackageError(f"{src}: version 1 is the DSO's full linear model; refused "
+                           "(research only: --allow-full-package / allow_full=True)")
+    keys = _V1_KEYS if version == 1 else _V2_KEYS
+    legacy = version == 1 and "package_sha256" not in manifest
+    required = keys - {"package_sha256"} if legacy else keys
+    missing = sorted(required - set(manifest))
+    unknown = sorted(set(manifest) - keys)
+    if missing or unknown:
+        raise PackageError(f"{src}: missing field(s) {missing}, unknown field(s) {unknown}")
+    for key in ("arrays_sha256", "package_sha256", "created_utc"):
+        if key in manifest and not isinstance(manifest[key], str):
+            raise PackageError(f"{src}: field '{key}' must be a string")
+    declared = _shapes(src, manifest["shapes"])
+    if version == 1:
+        for key in ("columns", "vm_rows", "loading_rows"):
+            _str_list(src, key, manifest[key])
+        points = _points(src, manifest["points"])
+        limits = _limits(src, manifest["limits"])
+        if manifest["screening"] is not None and not isinstance(manifest["screening"], dict):
+            raise PackageError(f"{src}: field 'screening' must be an object or null")
+        expected = _v1_expected(manifest, src)
+    else:
+        if not isinstance(manifest["content"], dict):
+            raise PackageError(f"{src}: field 'content' must be an object")
+        try:
+            expected = dict(_hardened_class().expected_shapes(manifest["content"]))
+        except PackageError as exc:
+            raise PackageError(f"{src}: {exc}") from None
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise PackageError(f"{src}: malformed 'content' ({exc!r})") from None
+    if declared != expected:
+        raise PackageError(f"{src}: field 'shapes' is {declared}, the manifest's fields give "
+                           f"{expected}")
+    total = sum(8 * math.prod(s) for s in declared.values())
+    if total > max_bytes:
+        raise PackageError(f"{src}: the declared arrays need {total} bytes, above the cap of "
+                           f"{max_bytes} bytes")
+    if legacy:
+        if require_signature or list(trust):
+            raise PackageError(f"{src}: an old version-1 folder without 'package_sha256' "
+                               "cannot carry a signature")
+    else:
+        digest = package_digest(manifest)
+        if digest != manifest["package_sha256"]:
+            raise PackageError(f"{src}: digest mismatch (manifest says "
+                               f"{manifest['package_sha256'][:12]}..., content is "
+                               f"{digest[:12]}...): the package was modified after publishing")
+        check_signature_file(directory / SIGNATURE, digest, purpose=FORMAT, trust=trust,
+                             require_signature=require_signature, what=f"package {directory}")
+    asize = apath.stat().st_size
+    if asize > max_bytes + MAX_MANIFEST_BYTES:
+        raise PackageError(f"{apath}: {asize} bytes, above the cap of {max_bytes} bytes")
     data = apath.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != manifest["arrays_sha256"]:
+    adigest = sha256_hex(data)
+    if adigest != manifest["arrays_sha256"]:
         raise PackageError(
             f"{apath}: checksum mismatch (manifest says {manifest['arrays_sha256'][:12]}..., "
-            f"file is {digest[:12]}...): the arrays were modified after publishing"
-        )
+            f"file is {adigest[:12]}...): the arrays were modified after publishing")
+    _check_npz(data, declared, apath, max_bytes)
     try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            missing = [a for a in ARRAY_NAMES if a not in npz.files]
-            if missing:
-                raise PackageError(f"{apath}: missing array(s) {missing}")
-            arrays = {a: np.array(npz[a], dtype=float) for a in ARRAY_NAMES}
-    except (ValueError, OSError) as exc:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            arrays = {}
+            for name in declared:
+                with zf.open(f"{name}.npy") as fh:
+                    arrays[name] = np.lib.format.read_array(fh, allow_pickle=False)
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
         raise PackageError(f"{apath}: cannot read arrays ({exc})") from None
     try:
-        limits = Limits.from_dict(manifest["limits"], where="'limits'")
-        points = tuple(PointInfo(str(p["label"]), p.get("activation_fraction"))
-                       for p in manifest["points"])
-    except LimitsError as exc:
-        raise PackageError(f"{mpath}: {exc}") from None
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise PackageError(f"{mpath}: malformed 'limits' or 'points' ({exc!r})") from None
-    try:
+        if version == 2:
+            return cast(Format2Package,
+                        _hardened_class().from_parts(manifest["content"], arrays))
         return SensitivityPackage(
-            columns=tuple(manifest["columns"]),
-            vm_rows=tuple(manifest["vm_rows"]),
-            loading_rows=tuple(manifest["loading_rows"]),
-            points=points,
-            limits=limits,
-            screening=manifest.get("screening"),
-            **arrays,
-        )
+            columns=tuple(manifest["columns"]), vm_rows=tuple(manifest["vm_rows"]),
+            loading_rows=tuple(manifest["loading_rows"]), points=points, limits=limits,
+            screening=manifest["screening"], **arrays)
     except PackageError as exc:
         raise PackageError(f"{directory}: {exc}") from None
+
+
+def load_full_package(directory: str | Path, **options: Any) -> SensitivityPackage:
+    """:func:`load_package` of a version-1 folder (the DSO reading its own full package);
+    a version-2 folder raises PackageError."""
+    pkg = load_package(directory, allow_full=True, **options)
+    if not isinstance(pkg, SensitivityPackage):
+        raise PackageError(f"{directory}: a version-2 package, the full (version 1) one is "
+                           "needed here")
+    return pkg
+
+
+# --------------------------------------------------------------------------- bids
+def check_bids(package: AnyPackage, bids: BidTable) -> None:
+    """ClearingError naming the bid unless ``bids`` are the bids the package was linearised
+    for: the same ids in column order, ``p_flex_mw[i] == a * volume`` (1e-9 relative) at every
+    point with an activation fraction a, and every point within the bids' bounds."""
+    columns = tuple(package.columns) if isinstance(package, SensitivityPackage) \
+        else tuple(package.manifest_fields()["columns"])
+    p_flex = package.p_flex_mw if isinstance(package, SensitivityPackage) \
+        else package.arrays()["p_flex_mw"]
+    points = package.points if isinstance(package, SensitivityPackage) \
+        else tuple(PointInfo(str(p["label"]), p.get("activation_fraction"))
+                   for p in package.manifest_fields()["points"])
+    if set(bids.ids) != set(columns) or len(bids.ids) != len(columns):
+        extra = sorted(set(bids.ids) - set(columns))
+        lacking = sorted(set(columns) - set(bids.ids))
+        raise ClearingError(f"the bids do not match the package: bid(s) not in the package "
+                            f"{extra[:5]}, package column(s) without a bid {lacking[:5]}")
+    order = [bids.ids.index(c) for c in columns]
+    vol = bids.volume_mw[order]
+    lo, hi = bids.lower_mw[order], bids.upper_mw[order]
+    for i, pt in enumerate(points):
+        p = p_flex[i]
+        if pt.activation_fraction is not None:
+            want = pt.activation_fraction * vol
+            bad = np.flatnonzero(np.abs(p - want) > 1e-9 * np.maximum(np.abs(want), 1e-3))
+            if bad.size:
+                j = int(bad[0])
+                raise ClearingError(
+                    f"bid {columns[j]!r}: volume {vol[j]} MW does not match the package "
+                    f"(point {pt.label!r}: {p[j]} MW at fraction {pt.activation_fraction}, "
+                    f"i.e. volume {p[j] / pt.activation_fraction if pt.activation_fraction else 0} "
+                    "MW); the package was linearised for other bids")
+        tol = 1e-9 * np.maximum(np.abs(vol), 1e-3)
+        bad = np.flatnonzero((p < lo - tol) | (p > hi + tol))
+        if bad.size:
+            j = int(bad[0])
+            raise ClearingError(f"bid {columns[j]!r}: point {pt.label!r} activates {p[j]} MW, "
+                                f"outside the bid's bounds [{lo[j]}, {hi[j]}] MW")
