@@ -9,6 +9,7 @@ Commands (public contracts between organisations; see README "Command line and f
 - ``flexcosim tso clear``                 TSO side: clears bids against a package
 - ``flexcosim run SCENARIO.toml``         the mosaik co-simulation
 - ``flexcosim evaluate`` / ``flexcosim bench``  evaluation report and benchmarks
+- ``flexcosim keygen --out KEY``          an Ed25519 key pair for signing exchange files
 
 Exit codes, the same for every command (README "Exit codes"): 0 done; 1 the answer is "no"
 (a clearing not optimal, an unsafe validation, a run that dispatched an unsafe frame); 2 bad
@@ -58,6 +59,19 @@ def _points(text: str) -> list[float]:
     return pts
 
 
+def _sign_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sign", metavar="KEY", help="sign the output with this private key "
+                        "(flexcosim keygen)")
+
+
+def _trust_flags(parser: argparse.ArgumentParser, sender: str) -> None:
+    parser.add_argument("--trust", metavar="PUBKEY", action="append", default=[],
+                        help=f"accept only input signed by this public key of the {sender} "
+                        "(repeatable; implies --require-signature)")
+    parser.add_argument("--require-signature", action="store_true",
+                        help="refuse unsigned input")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from flexcore.exchange.enums import Objective
     from flexcore.market import BACKENDS
@@ -92,20 +106,30 @@ def build_parser() -> argparse.ArgumentParser:
                      help="activation fractions of the operating points (default 0,0.5,1)")
     lin.add_argument("--screen", action="store_true", help="drop rows that cannot reach a limit")
     lin.add_argument("--out", required=True,
-                     help="package folder (KEYMAP.json is written beside it)")
+                     help="package folder (the private key map is written beside it)")
+    lin.add_argument("--keymap", help="private key map to write (default: OUT.keymap.json "
+                     "beside the package folder; never inside it)")
+    lin.add_argument("--force", action="store_true", help="overwrite an existing key map")
+    _sign_flag(lin)
     val = dsub.add_parser("validate", help="apply a clearing in an AC power flow and compare")
     val.add_argument("--grid", required=True)
     val.add_argument("--bids", required=True)
     val.add_argument("--clearing", required=True)
-    val.add_argument("--keymap", help="KEYMAP.json (default: next to the clearing's package)")
+    val.add_argument("--keymap", help="the package's key map (default: the one "
+                     "*.keymap.json beside the clearing)")
     val.add_argument("--out", required=True, help="REPORT.json")
+    _trust_flags(val, "TSO")
     ref = dsub.add_parser("refine", help="add the cleared activation as an operating point")
     ref.add_argument("--grid", required=True)
     ref.add_argument("--bids", required=True)
     ref.add_argument("--package", required=True)
     ref.add_argument("--clearing", required=True)
-    ref.add_argument("--keymap", help="KEYMAP.json (default: beside --package)")
-    ref.add_argument("--out", required=True)
+    ref.add_argument("--keymap", help="key map of --package (default: PACKAGE.keymap.json)")
+    ref.add_argument("--out", required=True, help="new package folder (its key map is "
+                     "written beside it as OUT.keymap.json)")
+    ref.add_argument("--force", action="store_true", help="overwrite an existing key map")
+    _sign_flag(ref)
+    _trust_flags(ref, "TSO")
 
     # ---------------------------------------------------------------- tso
     tso = sub.add_parser("tso", help="TSO side: clear balancing bids")
@@ -117,6 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
     clr.add_argument("--objective", default=Objective.ABS_COST.value, choices=Objective.values())
     clr.add_argument("--backend", default=BACKENDS[0], choices=BACKENDS)
     clr.add_argument("--out", required=True, help="CLEARING.json")
+    clr.add_argument("--allow-full-package", action="store_true",
+                     help="accept a version-1 (full model) package: research only")
+    _sign_flag(clr)
+    _trust_flags(clr, "DSO")
+
+    # ---------------------------------------------------------------- keygen
+    kg = sub.add_parser("keygen", help="make an Ed25519 key pair: KEY (private, mode 0600) "
+                        "and KEY.pub")
+    kg.add_argument("--out", required=True, help="private key file to write (KEY.pub beside)")
 
     # ---------------------------------------------------------------- run / evaluate / bench
     run = sub.add_parser("run", help="run a co-simulation scenario")
@@ -144,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         ("dso", "linearize"): _dso_linearize, ("dso", "validate"): _dso_validate,
         ("dso", "refine"): _dso_refine, ("tso", "clear"): _tso_clear,
         ("run", None): _run, ("evaluate", None): _evaluate, ("bench", None): _bench,
+        ("keygen", None): _keygen,
     }[(args.group, getattr(args, "cmd", None))]
     try:
         return int(handler(args))
@@ -205,7 +239,8 @@ def _dso_linearize(args) -> int:
     from scenarios import dso_commands as dso
 
     report = dso.linearize_cli(grid=args.grid, bids=args.bids, points=args.points,
-                               screen=args.screen, out=args.out)
+                               screen=args.screen, out=args.out, keymap=args.keymap,
+                               force=args.force, sign=args.sign)
     print(report)
     return EXIT_OK
 
@@ -214,7 +249,8 @@ def _dso_validate(args) -> int:
     from scenarios import dso_commands as dso
 
     text, safe = dso.validate_cli(grid=args.grid, bids=args.bids, clearing=args.clearing,
-                                  keymap=args.keymap, out=args.out)
+                                  keymap=args.keymap, out=args.out, trust=args.trust,
+                                  require_signature=args.require_signature)
     print(text)
     return EXIT_OK if safe else EXIT_NO
 
@@ -223,20 +259,24 @@ def _dso_refine(args) -> int:
     from scenarios import dso_commands as dso
 
     report = dso.refine_cli(grid=args.grid, bids=args.bids, package=args.package,
-                            clearing=args.clearing, keymap=args.keymap, out=args.out)
+                            clearing=args.clearing, keymap=args.keymap, out=args.out,
+                            sign=args.sign, trust=args.trust,
+                            require_signature=args.require_signature, force=args.force)
     print(report)
     return EXIT_OK
 
 
 def _tso_clear(args) -> int:
     from flexcore.exchange.bids import read_bids
-    from flexcore.exchange.package import load_package
+    from flexcore.exchange.package import check_bids, load_package
     from flexcore.market import clear, write_clearing
 
-    package = load_package(args.package)
+    package = load_package(args.package, allow_full=args.allow_full_package, trust=args.trust,
+                           require_signature=args.require_signature)
     bids = read_bids(args.bids).without_bus()
+    check_bids(package, bids)  # the bids the DSO linearised, not others
     result = clear(package, bids, args.request_mw, backend=args.backend, objective=args.objective)
-    write_clearing(result, args.out)
+    write_clearing(result, args.out, signing_key=args.sign)
     if result.status == "optimal":
         print(f"status optimal; delivered {result.delivered_mw:.4f} of {args.request_mw} MW; "
               f"cost {result.cost_eur:.2f} EUR/h; operating point {result.operating_point_label}; "
@@ -245,6 +285,15 @@ def _tso_clear(args) -> int:
     diag = result.diagnosis.message if result.diagnosis else result.message
     print(f"status {result.status}: {diag}; wrote {args.out}")
     return EXIT_NO
+
+
+def _keygen(args) -> int:
+    from flexcore.exchange.signing import generate_keypair, key_id, load_public_key
+
+    priv, pub = generate_keypair(args.out)
+    print(f"private key (keep it, mode 0600): {priv}\npublic key (hand it to the other "
+          f"side): {pub}\nkey id {key_id(load_public_key(pub))}")
+    return EXIT_OK
 
 
 def _run(args) -> int:

@@ -12,7 +12,14 @@ import pytest
 
 from flexcore.dso.linearizer import KeyMap, Linearizer
 from flexcore.exchange.bids import BidError, BidTable, read_bids, write_bids
-from flexcore.exchange.package import ARRAY_NAMES, PackageError, load_package, save_package, screen
+from flexcore.exchange.package import (
+    ARRAY_NAMES,
+    PackageError,
+    load_package,
+    package_digest,
+    save_package,
+    screen,
+)
 from flexcore.grid import grids
 
 
@@ -31,8 +38,14 @@ def package(rural_linearizer):
     return rural_linearizer.linearize((0.0, 0.5, 1.0)).package
 
 
+def _reseal(folder, manifest):
+    """Write a tampered manifest like an attacker who recomputes the (unkeyed) digest."""
+    manifest["package_sha256"] = package_digest(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
 def _rewrite_arrays(folder, **changes):
-    """Tamper like an attacker who also fixes the checksum."""
+    """Tamper like an attacker who also fixes the checksums."""
     with np.load(folder / "arrays.npz") as npz:
         arrays = {k: npz[k] for k in npz.files}
     arrays.update(changes)
@@ -41,12 +54,12 @@ def _rewrite_arrays(folder, **changes):
     (folder / "arrays.npz").write_bytes(buf.getvalue())
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["arrays_sha256"] = hashlib.sha256(buf.getvalue()).hexdigest()
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+    _reseal(folder, manifest)
 
 
 def test_round_trip_is_exact(package, tmp_path):
     save_package(package, tmp_path / "pkg")
-    back = load_package(tmp_path / "pkg")
+    back = load_package(tmp_path / "pkg", allow_full=True)
     for name in ARRAY_NAMES:
         assert np.array_equal(getattr(back, name), getattr(package, name))
     assert back.columns == package.columns and back.vm_rows == package.vm_rows
@@ -55,7 +68,7 @@ def test_round_trip_is_exact(package, tmp_path):
 
 @pytest.mark.parametrize("tamper, message", [
     ("bytes", "checksum mismatch"),
-    ("version", "unsupported package version 2"),
+    ("version", "unsupported package version 3"),
     ("format", "'format'"),
     ("nan", "non-finite value"),
     ("shape", "array 'vtdf' has shape"),
@@ -71,7 +84,7 @@ def test_tampered_package_is_rejected_naming_the_problem(package, tmp_path, tamp
         data[len(data) // 2] ^= 0xFF
         (folder / "arrays.npz").write_bytes(bytes(data))
     elif tamper == "version":
-        manifest["version"] = 2
+        manifest["version"] = 3
     elif tamper == "format":
         manifest["format"] = "something-else"
     elif tamper == "nan":
@@ -84,6 +97,7 @@ def test_tampered_package_is_rejected_naming_the_problem(package, tmp_path, tamp
         manifest = json.loads((folder / "manifest.json").read_text())
     elif tamper == "duplicate":
         manifest["vm_rows"][1] = manifest["vm_rows"][0]
+        _reseal(folder, manifest)
     elif tamper == "missing":
         (folder / "arrays.npz").unlink()
     if tamper == "json":
@@ -91,7 +105,7 @@ def test_tampered_package_is_rejected_naming_the_problem(package, tmp_path, tamp
     elif tamper != "missing":
         (folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(PackageError, match=re.escape(message)):
-        load_package(folder)
+        load_package(folder, allow_full=True)
 
 
 def test_package_contains_no_topology(package, rural_linearizer, tmp_path):
@@ -99,7 +113,7 @@ def test_package_contains_no_topology(package, rural_linearizer, tmp_path):
     manifest = json.loads((folder / "manifest.json").read_text())
     assert set(manifest) == {"format", "version", "created_utc", "columns", "vm_rows",
                              "loading_rows", "points", "limits", "screening", "shapes",
-                             "arrays_sha256"}
+                             "arrays_sha256", "package_sha256"}
     with np.load(folder / "arrays.npz", allow_pickle=False) as npz:
         assert sorted(npz.files) == sorted(ARRAY_NAMES)
         assert all(npz[k].dtype == np.float64 for k in npz.files)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,9 +51,17 @@ class KeyMap:
                 "columns": self.columns, "vm_pu": self.vm_pu,
                 "loading_percent": {k: list(v) for k, v in self.loading_percent.items()}}
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write the key map (mode 0600: it is private); an existing file raises
+        :class:`KeyMapError` unless ``overwrite`` (it may belong to another package)."""
         path = Path(path)
-        path.write_text(json.dumps(self.to_json(), indent=1))
+        if path.exists() and not overwrite:
+            raise KeyMapError(f"{path}: exists; refusing to overwrite a key map (it may "
+                              "belong to another package; use --force / overwrite=True)")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps(self.to_json(), indent=1))
         return path
 
     @classmethod

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from flexcore.errors import FlexcosimError
@@ -131,6 +132,24 @@ class ClearingResult:
                                 f"package: {unknown[:5]}")
         get = self.activation_mw.get
         return np.array([float(get(c, 0.0)) for c in columns])
+
+    def check_activation(self, ids: Sequence[str], lower_mw: npt.ArrayLike,
+                         upper_mw: npt.ArrayLike, *, tol_mw: float = 1e-9) -> FloatArray:
+        """The activation in the order of ``ids``; ClearingError naming the bid for an id
+        that is not a bid or an activation outside ``[lower_mw, upper_mw]`` (+- tol_mw)."""
+        unknown = sorted(set(self.activation_mw) - set(ids))
+        if unknown:
+            lost = sum(abs(self.activation_mw[u]) for u in unknown)
+            raise ClearingError(f"the clearing activates unknown bid id(s) {unknown[:5]} "
+                                f"({lost:.6g} MW): not bids of this bid table")
+        x = self.activation_vector(ids)
+        lo, hi = np.asarray(lower_mw, float), np.asarray(upper_mw, float)
+        bad = np.flatnonzero(~np.isfinite(x) | (x < lo - tol_mw) | (x > hi + tol_mw))
+        if bad.size:
+            j = int(bad[0])
+            raise ClearingError(f"the clearing activates bid {ids[j]!r} with {x[j]} MW, outside "
+                                f"its bounds [{lo[j]}, {hi[j]}] MW")
+        return x
 
     def to_json_dict(self) -> dict[str, Any]:
         """The ``CLEARING.json`` object."""
