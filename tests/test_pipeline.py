@@ -79,15 +79,16 @@ def test_cli_file_exchange_between_dso_and_tso(setup, tmp_path, capsys):
     dso_dir, tso_dir = tmp_path / "dso", tmp_path / "tso"
     assert cli_main(["dso", "linearize", "--grid", str(grid), "--bids", str(tmp_path / "BIDS.csv"),
                      "--points", "0,0.5,1", "--screen", "--out", str(dso_dir / "pkg")]) == 0
-    keymap = json.loads((dso_dir / "KEYMAP.json").read_text())
+    keymap = json.loads((dso_dir / "pkg.keymap.json").read_text())
     assert set(keymap["columns"]) == set(bids.ids)
-    # the TSO gets the package folder and the bids; no KEYMAP, no grid
+    assert not list((dso_dir / "pkg").glob("*keymap*"))  # the key map stays beside the folder
+    # the TSO gets the package folder and the bids; no key map, no grid
     tso_dir.mkdir()
     import shutil
 
     shutil.copytree(dso_dir / "pkg", tso_dir / "pkg")
     assert cli_main(["tso", "clear", "--package", str(tso_dir / "pkg"), "--bids",
-                     str(tmp_path / "BIDS.csv"), "--request-mw", "1.8",
+                     str(tmp_path / "BIDS.csv"), "--request-mw", "1.8", "--allow-full-package",
                      "--out", str(tso_dir / "CLEARING.json")]) == 0
     clearing = json.loads((tso_dir / "CLEARING.json").read_text())
     for key in ("status", "request_mw", "cost_eur", "operating_point", "activation_mw",
@@ -99,7 +100,7 @@ def test_cli_file_exchange_between_dso_and_tso(setup, tmp_path, capsys):
     shutil.copy(tso_dir / "CLEARING.json", dso_dir / "CLEARING.json")
     assert cli_main(["dso", "validate", "--grid", str(grid), "--bids", str(tmp_path / "BIDS.csv"),
                      "--clearing", str(dso_dir / "CLEARING.json"), "--keymap",
-                     str(dso_dir / "KEYMAP.json"), "--out", str(dso_dir / "REPORT.json")]) == 0
+                     str(dso_dir / "pkg.keymap.json"), "--out", str(dso_dir / "REPORT.json")]) == 0
     report = json.loads((dso_dir / "REPORT.json").read_text())
     assert report["converged"] and report["safe"] and report["vm_mae_pu"] < 2e-3
     assert cli_main(["dso", "refine", "--grid", str(grid), "--bids", str(tmp_path / "BIDS.csv"),
@@ -107,11 +108,11 @@ def test_cli_file_exchange_between_dso_and_tso(setup, tmp_path, capsys):
                      "--clearing", str(dso_dir / "CLEARING.json"),
                      "--out", str(dso_dir / "pkg2")]) == 0
     assert cli_main(["tso", "clear", "--package", str(dso_dir / "pkg2"), "--bids",
-                     str(tmp_path / "BIDS.csv"), "--request-mw", "1.8",
+                     str(tmp_path / "BIDS.csv"), "--request-mw", "1.8", "--allow-full-package",
                      "--out", str(dso_dir / "CLEARING2.json")]) == 0
     assert cli_main(["dso", "validate", "--grid", str(grid), "--bids", str(tmp_path / "BIDS.csv"),
                      "--clearing", str(dso_dir / "CLEARING2.json"), "--keymap",
-                     str(dso_dir / "KEYMAP.json"), "--out", str(dso_dir / "REPORT2.json")]) == 0
+                     str(dso_dir / "pkg.keymap.json"), "--out", str(dso_dir / "REPORT2.json")]) == 0
     report2 = json.loads((dso_dir / "REPORT2.json").read_text())
     assert report2["vm_mae_pu"] < report["vm_mae_pu"] / 10
     assert read_clearing(dso_dir / "CLEARING2.json").operating_point_label == "refine 1"
@@ -121,7 +122,7 @@ def test_cli_file_exchange_between_dso_and_tso(setup, tmp_path, capsys):
     pp.to_json(weak, str(tmp_path / "WEAK.json"))
     assert cli_main(["dso", "validate", "--grid", str(tmp_path / "WEAK.json"), "--bids",
                      str(tmp_path / "BIDS.csv"), "--clearing", str(dso_dir / "CLEARING2.json"),
-                     "--keymap", str(dso_dir / "KEYMAP.json"),
+                     "--keymap", str(dso_dir / "pkg.keymap.json"),
                      "--out", str(dso_dir / "REPORT3.json")]) == 1
     report3 = json.loads((dso_dir / "REPORT3.json").read_text())
     assert report3["converged"] and not report3["safe"] and report3["violations"]
@@ -134,8 +135,8 @@ def test_infeasible_request_on_the_cli_gives_a_diagnosis(setup, tmp_path, capsys
 
     save_package(lin.linearize((0.0, 1.0)).package, tmp_path / "pkg")
     code = cli_main(["tso", "clear", "--package", str(tmp_path / "pkg"), "--bids",
-                     str(tmp_path / "BIDS.csv"), "--request-mw", "10", "--out",
-                     str(tmp_path / "C.json")])
+                     str(tmp_path / "BIDS.csv"), "--request-mw", "10", "--allow-full-package",
+                     "--out", str(tmp_path / "C.json")])
     assert code == 1
     clearing = json.loads((tmp_path / "C.json").read_text())
     assert clearing["status"] == "infeasible"
