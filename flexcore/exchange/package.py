@@ -252,6 +252,15 @@ class Format2Package(Protocol):
     """What this module needs of a format-2 ``HardenedPackage``
     (:mod:`flexcore.exchange.hardened`)."""
 
+    @property
+    def columns(self) -> tuple[str, ...]: ...
+
+    @property
+    def points(self) -> tuple[PointInfo, ...]: ...
+
+    @property
+    def p_flex_mw(self) -> FloatArray: ...
+
     def manifest_fields(self) -> dict[str, Any]: ...
 
     def arrays(self) -> dict[str, FloatArray]: ...
@@ -564,13 +573,7 @@ def check_bids(package: AnyPackage, bids: BidTable) -> None:
     """ClearingError naming the bid unless ``bids`` are the bids the package was linearised
     for: the same ids in column order, ``p_flex_mw[i] == a * volume`` (1e-9 relative) at every
     point with an activation fraction a, and every point within the bids' bounds."""
-    columns = tuple(package.columns) if isinstance(package, SensitivityPackage) \
-        else tuple(package.manifest_fields()["columns"])
-    p_flex = package.p_flex_mw if isinstance(package, SensitivityPackage) \
-        else package.arrays()["p_flex_mw"]
-    points = package.points if isinstance(package, SensitivityPackage) \
-        else tuple(PointInfo(str(p["label"]), p.get("activation_fraction"))
-                   for p in package.manifest_fields()["points"])
+    columns, points, p_flex = tuple(package.columns), package.points, package.p_flex_mw
     if set(bids.ids) != set(columns) or len(bids.ids) != len(columns):
         extra = sorted(set(bids.ids) - set(columns))
         lacking = sorted(set(columns) - set(bids.ids))
