@@ -3,14 +3,24 @@
 It holds numbers and opaque keys, never topology. This module imports neither pandapower
 nor mosaik, so the TSO side can read and validate packages without the grid code.
 
-File format ``flexcosim-sensitivity-package``, version 1 (a directory):
+File format ``flexcosim-sensitivity-package`` (a directory), versions 1 (the full linear
+model, research only: read with ``allow_full=True``) and 2 (the hardened package of
+:mod:`flexcore.exchange.hardened`, the default):
 
 ``manifest.json``
-    ``format``, ``version``, ``created_utc``, ``columns`` (column keys, one per bid: the
-    bid ids), ``vm_rows`` and ``loading_rows`` (opaque row keys), ``points`` (one object
-    per operating point: ``label``, ``activation_fraction`` or ``null``), ``limits``
-    (``vm_min_pu``, ``vm_max_pu``, ``loading_min_percent``, ``loading_max_percent``),
-    ``screening`` (``null`` or what was dropped), ``arrays_sha256`` and ``shapes``.
+    strict JSON (duplicate keys, NaN, Infinity refused; no bool where a number is due; no
+    unknown field). Both versions: ``format``, ``version``, ``created_utc``, ``shapes``
+    (``{array: [dims]}``, must equal what the other fields give), ``arrays_sha256``
+    (SHA-256 of ``arrays.npz``) and ``package_sha256``: SHA-256 of the canonical JSON
+    (:func:`flexcore.exchange.signing.canonical_json`) of the manifest without this field,
+    so it covers the manifest and, through ``arrays_sha256``, the arrays. Version 1 adds
+    ``columns`` (the bid ids), ``vm_rows`` and ``loading_rows`` (opaque row keys),
+    ``points`` (``label``, ``activation_fraction`` or ``null``), ``limits`` (``vm_min_pu``,
+    ``vm_max_pu``, ``loading_min_percent``, ``loading_max_percent``) and ``screening``;
+    version 2 adds ``content`` (``HardenedPackage.manifest_fields()``).
+``SIGNATURE.json`` (optional)
+    an Ed25519 signature record over ``package_sha256`` (purpose
+    ``"flexcosim-sensitivity-package"``, :mod:`flexcore.exchange.signing`).
 ``arrays.npz``
     plain (non-pickled) float64 arrays, m = points, n = columns, v = vm rows,
     l = loading rows:
@@ -25,6 +35,11 @@ File format ``flexcosim-sensitivity-package``, version 1 (a directory):
     ``vtdf``           (m, v, n) dV/dP at point i, p.u. per MW
     ``ltdf``           (m, l, n) dL/dP at point i, percent per MW
     ================== ========= ==============================================
+
+Version 2 arrays: ``HardenedPackage.arrays()`` (``p_flex_mw``, ``a_<i>``, ``rhs_<i>``, or
+``lower_mw``/``upper_mw``). Every array is little-endian float64; the loader reads the
+``.npy`` headers inside the zip and checks dtype, shape and a size cap (:data:`MAX_BYTES`)
+before it reads any array.
 
 The fixed injections ``P_fix`` are not published: every formula of the clearing uses
 ``P_i - P_j = P_flex,i - P_flex,j``, so they cancel out and stay private.
