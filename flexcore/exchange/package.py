@@ -481,6 +481,7 @@ def load_package(directory: str | Path, *, allow_full: bool = False,
     requirement (its arrays' SHA-256 is still checked).
     """
     directory = Path(directory)
+    trust = list(trust)
     mpath, apath = directory / MANIFEST, directory / ARRAYS
     for p in (mpath, apath):
         if not p.is_file():
@@ -532,7 +533,7 @@ def load_package(directory: str | Path, *, allow_full: bool = False,
         raise PackageError(f"{src}: the declared arrays need {total} bytes, above the cap of "
                            f"{max_bytes} bytes")
     if legacy:
-        if require_signature or list(trust):
+        if require_signature or trust:
             raise PackageError(f"{src}: an old version-1 folder without 'package_sha256' "
                                "cannot carry a signature")
     else:
@@ -606,9 +607,9 @@ def check_bids(package: AnyPackage, bids: BidTable) -> None:
                 j = int(bad[0])
                 raise ClearingError(
                     f"bid {columns[j]!r}: volume {vol[j]} MW does not match the package "
-                    f"(point {pt.label!r}: {p[j]} MW at fraction {pt.activation_fraction}, "
-                    f"i.e. volume {p[j] / pt.activation_fraction if pt.activation_fraction else 0} "
-                    "MW); the package was linearised for other bids")
+                    f"(point {pt.label!r} activates {p[j]} MW, not {want[j]} = "
+                    f"{pt.activation_fraction} x {vol[j]} MW): the package was linearised "
+                    "for other bids")
         tol = 1e-9 * np.maximum(np.abs(vol), 1e-3)
         bad = np.flatnonzero((p < lo - tol) | (p > hi + tol))
         if bad.size:
