@@ -16,12 +16,9 @@ from flexcore.grid.grids import load_grid
 def audit_cli(*, package, grid, keymap=None, policy=None, json_out=None,
               salt_guesses=()) -> tuple[str, int]:
     """Audit the package folder ``package`` against ``grid`` (name or JSON path) and the key
-    map (default: ``<package>.keymap.json`` beside the package folder). Returns (text, exit
-    code)."""
-    from scenarios.dso_commands import keymap_path_for
-
+    map (default: ``KEYMAP.json`` next to the package folder). Returns (text, exit code)."""
     package = Path(package)
-    km_path = Path(keymap) if keymap else keymap_path_for(package)
+    km_path = Path(keymap) if keymap else package.parent / "KEYMAP.json"
     km = KeyMap.load(km_path)
     report = audit(package, net=load_grid(grid), keymap=km, salt_guesses=tuple(salt_guesses),
                    policy=policy)
