@@ -159,6 +159,7 @@ def parse_slots(text: str | list | None, n_day: int, *, key: str = "[scenario] s
     if text is None or text == "all":
         return tuple(range(n_day))
     items: list[int] = []
+    bad_range = ""
     shown = _show(text)
     if isinstance(text, list) and not all(isinstance(x, int) and not isinstance(x, bool)
                                           for x in text):
@@ -173,14 +174,17 @@ def parse_slots(text: str | list | None, n_day: int, *, key: str = "[scenario] s
                 part = part.strip()
                 if "-" in part:
                     a, b = (int(v) for v in part.split("-", 1))
-                    if not 0 <= a <= b < n_day:
-                        raise ConfigError(f"{key}: range {part!r} must lie in 0..{n_day - 1}")
+                    if not 0 <= a <= b < n_day:  # before building it: "0-99999999999"
+                        bad_range = part
+                        break
                     items += list(range(a, b + 1))
                 elif part:
                     items.append(int(part))
     except ValueError:
         raise ConfigError(f"{key}: expected 'all', 'A-B', 'a,b,c' or a list of ints, got {shown}"
                           ) from None
+    if bad_range:
+        raise ConfigError(f"{key}: range {_show(bad_range)} must lie in 0..{n_day - 1}")
     bad = [s for s in items if not 0 <= s < n_day]
     if bad or not items:
         raise ConfigError(f"{key}: slots must be in 0..{n_day - 1}, got {shown}")

@@ -211,6 +211,9 @@ def _parse_bids(path: Path, text: str, *, require_bus: bool) -> BidTable:
             bid = row.get("id", "")
             if not bid:
                 raise BidError(f"{path}:{lineno}: empty 'id'")
+            if not bid.isprintable():
+                raise BidError(f"{path}:{lineno}: 'id' {bid[:40]!r} contains control "
+                               "characters")
             if bid in first_line:
                 raise BidError(f"{path}:{lineno}: duplicate bid id {bid!r} (first on line "
                                f"{first_line[bid]})")
