@@ -260,6 +260,30 @@ def _request_profile(req: dict, n_day: int, res: int, base_dir: Path) -> tuple[f
     return default, tuple(prof)
 
 
+def _check_fpu_types(k: int, entry: Any) -> None:
+    """The TOML types of one ``[[fpu]]`` table (the registry checks the meaning): class and
+    name strings, building_types a list of strings, penetration a finite number or a table of
+    them, params a table."""
+    where = f"fpu #{k + 1}"
+    if not isinstance(entry, dict):
+        raise ConfigError(f"[[fpu]] #{k + 1}: expected a table, got {_show(entry)}")
+    for key in ("class", "name"):
+        if key in entry:
+            _get(entry, where, key, str, "")
+    types = entry.get("building_types", [])
+    if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
+        raise ConfigError(f"[{where}] building_types: expected a list of strings, got "
+                          f"{_show(types)}")
+    pen = entry.get("penetration", 1.0)
+    if isinstance(pen, dict):
+        for t in pen:
+            _get(pen, f"{where} penetration", t, float, 0.0)
+    else:
+        _get(entry, where, "penetration", float, 1.0)
+    if "params" in entry:
+        _get(entry, where, "params", dict, {})
+
+
 def parse_config(doc: dict, *, source: str = "<dict>", base_dir: Path | None = None
                  ) -> ScenarioConfig:
     """Validate a loaded TOML document."""
@@ -346,8 +370,7 @@ def parse_config(doc: dict, *, source: str = "<dict>", base_dir: Path | None = N
     if not isinstance(fpu, list):
         raise ConfigError("fpu: expected [[fpu]] tables")
     for k, entry in enumerate(fpu):
-        if not isinstance(entry, dict):
-            raise ConfigError(f"[[fpu]] #{k + 1}: expected a table, got {_show(entry)}")
+        _check_fpu_types(k, entry)
     if fpu:  # check the classes and keys now (clear errors before any simulator starts)
         from flexcore.fpu.registry import RegistryError, parse_fpu_config
 
