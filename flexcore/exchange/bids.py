@@ -198,7 +198,12 @@ def _parse_bids(path: Path, text: str, *, require_bus: bool) -> BidTable:
     if unknown or repeated:
         what = f"unknown column(s) {unknown[:10]}" if unknown else f"repeated column(s) {repeated}"
         raise BidError(f"{path}:1: {what}; allowed: {list(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)}")
-    ids, vol, price, mins, ind, bus = [], [], [], [], [], []
+    ids: list[str] = []
+    vol: list[float] = []
+    price: list[float] = []
+    mins: list[float] = []
+    ind: list[bool] = []
+    bus: list[int] = []
     first_line: dict[str, int] = {}
     try:
         for raw in reader:

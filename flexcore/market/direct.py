@@ -275,7 +275,7 @@ def solve_highs(lp: LinearProgram, *, mip_rel_gap: float = 1e-6, time_limit_s: f
         why = f"unbounded (HiGHS status {name}): a column without a bound"
     elif ms in (MS.kIterationLimit, MS.kSolutionLimit, MS.kMemoryLimit):
         why = f"solver limit reached (HiGHS status {name})"
-    elif ms in (MS.kInterrupt, MS.kHighsInterrupt):
+    elif ms in (MS.kInterrupt, getattr(MS, "kHighsInterrupt", MS.kInterrupt)):
         why = f"interrupted (HiGHS status {name})"
     elif ms in (MS.kLoadError, MS.kModelError, MS.kModelEmpty):
         why = f"model rejected (HiGHS status {name})"
