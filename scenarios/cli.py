@@ -7,7 +7,7 @@ Commands (public contracts between organisations; see README "Command line and f
 - ``flexcosim grid build|info``           the DSO's grid model
 - ``flexcosim dso linearize|validate|refine``  DSO side: sensitivity package, AC validation
 - ``flexcosim tso clear``                 TSO side: clears bids against a package
-- ``flexcosim run SCENARIO.toml``         the mosaik co-simulation
+- ``flexcosim run SCENARIO.toml``         the mosaik co-simulation (``--check``: validate only)
 - ``flexcosim evaluate`` / ``flexcosim bench``  evaluation report and benchmarks
 - ``flexcosim keygen --out KEY``          an Ed25519 key pair for signing exchange files
 
@@ -158,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--frames", help="frame indices within a day, e.g. 64-80 or 68,72")
     run.add_argument("--out", help="run folder (default: a new folder under results/)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--check", action="store_true",
+                     help="only validate the scenario (TOML, grid, buildings, unit classes): "
+                          "print 'ok' and exit 0, or one error line and exit 2")
     ev = sub.add_parser("evaluate", help="evaluation report (Table 1, Figures 5-8, over time)")
     ev.add_argument("--scenario", default=None)
     ev.add_argument("--out", default=None)
@@ -303,8 +306,16 @@ def _run(args) -> int:
 
     import pandas as pd
 
+    from scenarios.runner import apply_overrides, check_scenario, load_config
+
+    if args.check:
+        cfg = apply_overrides(load_config(args.scenario), day_types=args.day_types,
+                              frames=args.frames)
+        print(check_scenario(cfg))
+        return EXIT_OK
+
     from scenarios.results import summary_text
-    from scenarios.runner import apply_overrides, load_config, run_scenario
+    from scenarios.runner import run_scenario
 
     logging.getLogger("mosaik").setLevel(logging.WARNING)
     try:

@@ -23,6 +23,8 @@ Tables (all optional except ``[scenario]``; defaults in the dataclasses below)::
 from __future__ import annotations
 
 import csv
+import io
+import math
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +34,7 @@ from flexcore.district.clock import FrameClock
 from flexcore.district.daytypes import DAY_TYPES, frames_per_day
 from flexcore.errors import FlexcosimError
 from flexcore.exchange.enums import Objective
+from flexcore.exchange.limits import Limits, LimitsError
 
 
 class ConfigError(FlexcosimError, ValueError):
@@ -124,8 +127,21 @@ def _get(table: dict, section: str, key: str, kind: type | tuple, default: Any) 
         value = float(value)
     if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
         names = "/".join(k.__name__ for k in kinds)
-        raise ConfigError(f"[{section}] {key}: expected {names}, got {value!r}")
+        raise ConfigError(f"[{section}] {key}: expected {names}, got {_show(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"[{section}] {key}: must be a finite number, got {value!r}")
     return value
+
+
+def _show(value: Any) -> str:
+    """``repr`` of a value, shortened for a one-line message."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _at_least(section: str, key: str, value: float, low: float) -> None:
+    if value < low:
+        raise ConfigError(f"[{section}] {key}: must be >= {low:g}, got {value!r}")
 
 
 def _check_keys(section: str, table: Any, allowed: set[str]) -> dict:
@@ -143,33 +159,50 @@ def parse_slots(text: str | list | None, n_day: int, *, key: str = "[scenario] s
     if text is None or text == "all":
         return tuple(range(n_day))
     items: list[int] = []
+    bad_range = ""
+    shown = _show(text)
+    if isinstance(text, list) and not all(isinstance(x, int) and not isinstance(x, bool)
+                                          for x in text):
+        raise ConfigError(f"{key}: expected a list of ints, got {shown}")
+    if not isinstance(text, (list, str)):
+        raise ConfigError(f"{key}: expected 'all', 'A-B', 'a,b,c' or a list of ints, got {shown}")
     try:
         if isinstance(text, list):
-            items = [int(x) for x in text]
+            items = list(text)
         else:
-            for part in str(text).split(","):
+            for part in text.split(","):
                 part = part.strip()
                 if "-" in part:
-                    a, b = part.split("-", 1)
-                    items += list(range(int(a), int(b) + 1))
+                    a, b = (int(v) for v in part.split("-", 1))
+                    if not 0 <= a <= b < n_day:  # before building it: "0-99999999999"
+                        bad_range = part
+                        break
+                    items += list(range(a, b + 1))
                 elif part:
                     items.append(int(part))
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key}: expected 'all', 'A-B', 'a,b,c' or a list of ints, got {text!r}"
+    except ValueError:
+        raise ConfigError(f"{key}: expected 'all', 'A-B', 'a,b,c' or a list of ints, got {shown}"
                           ) from None
+    if bad_range:
+        raise ConfigError(f"{key}: range {_show(bad_range)} must lie in 0..{n_day - 1}")
     bad = [s for s in items if not 0 <= s < n_day]
     if bad or not items:
-        raise ConfigError(f"{key}: slots must be in 0..{n_day - 1}, got {text!r}")
+        raise ConfigError(f"{key}: slots must be in 0..{n_day - 1}, got {shown}")
     return tuple(sorted(set(items)))
 
 
 def _hhmm(text: Any, key: str, resolution_min: int) -> int:
+    if not isinstance(text, str):
+        raise ConfigError(f"{key}: expected 'HH:MM', got {_show(text)}")
     try:
-        h, m = str(text).split(":")
+        h, m = text.split(":")
+        if not (h.strip().isdigit() and m.strip().isdigit() and len(h.strip()) <= 2
+                and len(m.strip()) <= 2):
+            raise ValueError(text)
         minutes = int(h) * 60 + int(m)
     except ValueError:
-        raise ConfigError(f"{key}: expected 'HH:MM', got {text!r}") from None
-    if minutes % resolution_min or not 0 <= minutes <= 24 * 60:
+        raise ConfigError(f"{key}: expected 'HH:MM', got {_show(text)}") from None
+    if minutes % resolution_min or not 0 <= minutes <= 24 * 60 or int(m) >= 60:
         raise ConfigError(f"{key}: {text!r} is not on the {resolution_min}-min grid of a day")
     return minutes // resolution_min
 
@@ -182,20 +215,38 @@ def _request_profile(req: dict, n_day: int, res: int, base_dir: Path) -> tuple[f
         path = path if path.is_absolute() else base_dir / path
         if not path.is_file():
             raise ConfigError(f"[request] csv: file not found: {path}")
-        with path.open(newline="") as fh:
-            for lineno, row in enumerate(csv.DictReader(fh), start=2):
+        data = path.read_bytes()
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            line = data[:exc.start].count(b"\n") + 1
+            raise ConfigError(f"[request] csv {path}:{line}: not UTF-8 text") from None
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        try:
+            for row in reader:
+                lineno = reader.line_num
                 try:
-                    prof[_hhmm(row["time"], f"[request] csv {path}:{lineno} time", res)] = \
-                        float(row["request_mw"])
-                except (KeyError, ValueError, IndexError):
+                    slot = _hhmm(row.get("time"), f"[request] csv {path}:{lineno} time", res)
+                    value = float(row.get("request_mw") or "")
+                except ValueError:
                     raise ConfigError(f"[request] csv {path}:{lineno}: need columns time "
                                       "(HH:MM) and request_mw (number)") from None
+                if not math.isfinite(value):
+                    raise ConfigError(f"[request] csv {path}:{lineno}: request_mw must be "
+                                      f"finite, got {row.get('request_mw')!r}")
+                if slot >= n_day:
+                    raise ConfigError(f"[request] csv {path}:{lineno}: time "
+                                      f"{row.get('time')!r} is the end of the day, not a frame")
+                prof[slot] = value
+        except csv.Error as exc:
+            raise ConfigError(f"[request] csv {path}:{reader.line_num}: not a readable CSV "
+                              f"row ({exc})") from None
     windows = req.get("window", [])
     if not isinstance(windows, list):
         raise ConfigError("[request] window: expected [[request.window]] tables")
     for k, w in enumerate(windows):
         where = f"[[request.window]] #{k + 1}"
-        _check_keys(where.strip("[]"), w, {"start", "end", "mw"})
+        _check_keys(f"request.window #{k + 1}", w, {"start", "end", "mw"})
         for key in ("start", "end", "mw"):
             if key not in w:
                 raise ConfigError(f"{where}: missing key '{key}'")
@@ -203,10 +254,34 @@ def _request_profile(req: dict, n_day: int, res: int, base_dir: Path) -> tuple[f
         b = _hhmm(w["end"], f"{where} end", res)
         if b <= a:
             raise ConfigError(f"{where}: end {w['end']!r} must be after start {w['start']!r}")
-        mw = _get(w, where.strip("[]"), "mw", float, 0.0)
+        mw = _get(w, f"request.window #{k + 1}", "mw", float, 0.0)
         for s in range(a, min(b, n_day)):
             prof[s] = mw
     return default, tuple(prof)
+
+
+def _check_fpu_types(k: int, entry: Any) -> None:
+    """The TOML types of one ``[[fpu]]`` table (the registry checks the meaning): class and
+    name strings, building_types a list of strings, penetration a finite number or a table of
+    them, params a table."""
+    where = f"fpu #{k + 1}"
+    if not isinstance(entry, dict):
+        raise ConfigError(f"[[fpu]] #{k + 1}: expected a table, got {_show(entry)}")
+    for key in ("class", "name"):
+        if key in entry:
+            _get(entry, where, key, str, "")
+    types = entry.get("building_types", [])
+    if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
+        raise ConfigError(f"[{where}] building_types: expected a list of strings, got "
+                          f"{_show(types)}")
+    pen = entry.get("penetration", 1.0)
+    if isinstance(pen, dict):
+        for t in pen:
+            _get(pen, f"{where} penetration", t, float, 0.0)
+    else:
+        _get(entry, where, "penetration", float, 1.0)
+    if "params" in entry:
+        _get(entry, where, "params", dict, {})
 
 
 def parse_config(doc: dict, *, source: str = "<dict>", base_dir: Path | None = None
@@ -223,7 +298,7 @@ def parse_config(doc: dict, *, source: str = "<dict>", base_dir: Path | None = N
     except ValueError as exc:
         raise ConfigError(f"[scenario] resolution_min: {exc}") from None
     day_types = tuple(_get(sc, "scenario", "day_types", list, list(DAY_TYPES)))
-    bad = [d for d in day_types if d not in DAY_TYPES]
+    bad = [d for d in day_types if not isinstance(d, str) or d not in DAY_TYPES]
     if bad or not day_types:
         raise ConfigError(f"[scenario] day_types: unknown {bad}; valid: {list(DAY_TYPES)}")
     slots = parse_slots(sc.get("slots", "all"), n_day)
@@ -243,13 +318,18 @@ def parse_config(doc: dict, *, source: str = "<dict>", base_dir: Path | None = N
     default_mw, profile = _request_profile(req, n_day, res, base_dir)
     d = _check_keys("dso", doc.get("dso", {}), _KEYS["dso"])
     base = DSOConfig()
-    limits = dict(base.limits)
-    lim = _check_keys("dso.limits", d.get("limits", {}), set(limits))
+    lim = _check_keys("dso.limits", d.get("limits", {}), set(base.limits))
     for k in lim:
-        limits[k] = _get(lim, "dso.limits", k, float, limits[k])
+        _get(lim, "dso.limits", k, float, 0.0)  # names the key of a non-number or NaN/inf
+    try:
+        limits = Limits.from_dict(lim, where="[dso.limits]").as_dict()
+    except LimitsError as exc:
+        raise ConfigError(str(exc)) from None
     pts = _get(d, "dso", "operating_points", list, list(base.operating_points))
-    if not pts or not all(isinstance(x, (int, float)) and 0.0 <= x <= 1.0 for x in pts):
-        raise ConfigError(f"[dso] operating_points: expected fractions in [0, 1], got {pts!r}")
+    if not pts or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                          and 0.0 <= x <= 1.0 for x in pts):
+        raise ConfigError("[dso] operating_points: expected fractions in [0, 1], got "
+                          f"{_show(pts)}")
     dso = DSOConfig(
         operating_points=tuple(float(x) for x in pts),
         relinearize_every=_get(d, "dso", "relinearize_every", int, base.relinearize_every),
@@ -267,10 +347,17 @@ def parse_config(doc: dict, *, source: str = "<dict>", base_dir: Path | None = N
         raise ConfigError(f"[dso] relinearize_every: must be >= 1, got {dso.relinearize_every}")
     if dso.refine_rounds < 0:
         raise ConfigError(f"[dso] refine_rounds: must be >= 0, got {dso.refine_rounds}")
+    _at_least("dso", "relinearize_threshold_mw", dso.relinearize_threshold_mw, 0.0)
+    _at_least("dso", "tol_vm_mae_pu", dso.tol_vm_mae_pu, 0.0)
+    _at_least("dso", "tol_loading_mae_percent", dso.tol_loading_mae_percent, 0.0)
     mk = _check_keys("market", doc.get("market", {}), _KEYS["market"])
     objective = _get(mk, "market", "objective", str, "abs_cost")
     if objective not in OBJECTIVES:
-        raise ConfigError(f"[market] objective: expected one of {OBJECTIVES}, got {objective!r}")
+        raise ConfigError(f"[market] objective: expected one of {OBJECTIVES}, got "
+                          f"{_show(objective)}")
+    gap = _get(mk, "market", "mip_rel_gap", float, 1e-6)
+    if not 0.0 <= gap < 1.0:
+        raise ConfigError(f"[market] mip_rel_gap: must be in [0, 1), got {gap!r}")
     rs = _check_keys("results", doc.get("results", {}), _KEYS["results"])
     ts = _check_keys("test", doc.get("test", {}), _KEYS["test"])
     extra = []
@@ -278,9 +365,12 @@ def parse_config(doc: dict, *, source: str = "<dict>", base_dir: Path | None = N
         _check_keys(f"test.extra_load #{k + 1}", e, {"frame", "mw"})
         extra.append((_get(e, f"test.extra_load #{k + 1}", "frame", int, 0),
                       _get(e, f"test.extra_load #{k + 1}", "mw", float, 0.0)))
+        _at_least(f"test.extra_load #{k + 1}", "frame", extra[-1][0], 0)
     fpu = doc.get("fpu", [])
     if not isinstance(fpu, list):
         raise ConfigError("fpu: expected [[fpu]] tables")
+    for k, entry in enumerate(fpu):
+        _check_fpu_types(k, entry)
     if fpu:  # check the classes and keys now (clear errors before any simulator starts)
         from flexcore.fpu.registry import RegistryError, parse_fpu_config
 
@@ -288,14 +378,16 @@ def parse_config(doc: dict, *, source: str = "<dict>", base_dir: Path | None = N
             parse_fpu_config({"fpu": fpu})
         except RegistryError as exc:
             raise ConfigError(str(exc)) from None
+    seed = _get(sc, "scenario", "seed", int, 0)
+    _at_least("scenario", "seed", seed, 0)
     return ScenarioConfig(
         name=_get(sc, "scenario", "name", str, "scenario"),
-        seed=_get(sc, "scenario", "seed", int, 0),
+        seed=seed,
         grid=_get(sc, "scenario", "grid", str, "bergwald"),
         buildings=_get(sc, "scenario", "buildings", str, "bergwald"),
         pv_penetration=pv, day_types=day_types, slots=slots, resolution_min=res,
         starter=starter, request_default_mw=default_mw, request_by_slot=profile, dso=dso,
-        objective=objective, mip_rel_gap=_get(mk, "market", "mip_rel_gap", float, 1e-6),
+        objective=objective, mip_rel_gap=gap,
         plots=_get(rs, "results", "plots", bool, True), extra_load=tuple(extra),
         fpu=tuple(fpu), source=source, package_exchange=exchange,
     )
@@ -307,7 +399,9 @@ def load_config(path: str | Path) -> ScenarioConfig:
     if not path.is_file():
         raise ConfigError(f"scenario file not found: {path}")
     try:
-        doc = tomllib.loads(path.read_text())
+        doc = tomllib.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte offset {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
     try:

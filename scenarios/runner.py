@@ -95,6 +95,23 @@ def scenario_document(cfg: ScenarioConfig) -> dict:
     return doc
 
 
+def check_scenario(cfg: ScenarioConfig) -> str:
+    """``flexcosim run --check``: what a run needs before any simulator starts, without
+    running: the grid and its connection points, the building table, the unit classes (the
+    TOML itself was validated by ``load_config``). Returns a one-line summary; bad input
+    raises a :class:`~flexcore.errors.FlexcosimError` naming it."""
+    from flexcore.fpu.registry import parse_fpu_config
+    from flexcore.grid.district_grid import building_table, district_net
+
+    net, building_ids = district_net(cfg.grid)[:2]
+    table = building_table(cfg.buildings, cfg.grid)
+    specs = parse_fpu_config({"fpu": list(cfg.fpu)})
+    return (f"ok: {cfg.source or cfg.name}: grid {cfg.grid} ({len(net.bus)} buses, "
+            f"{len(building_ids)} connection points), {len(table)} buildings, "
+            f"{len(specs)} unit class(es), {len(cfg.day_types)} day type(s) x "
+            f"{len(cfg.slots)} frame(s)")
+
+
 def prune_cancelled_waits() -> None:
     """Work around a mosaik 3.x slow-down that grows with the number of steps (idempotent).
 

@@ -326,3 +326,36 @@ def test_clearing_json_round_trip_and_tampering(tmp_path):
     (tmp_path / "junk.json").write_text("{not json")
     with pytest.raises(ClearingFileError, match="not valid JSON"):
         read_clearing(tmp_path / "junk.json")
+
+
+def test_highs_numerical_trouble_is_an_error_not_a_time_limit():
+    """HiGHS treats |cost| >= 1e20 as infinite and returns model status Unknown: that is
+    named as numerical difficulties, never as a time limit (none was set)."""
+    import scipy.sparse as sp
+
+    from flexcore.market.direct import LinearProgram, solve_highs
+
+    def lp(cost_a):  # min cost_a x_a + x_b, x_a + x_b = 1.5, 0 <= x <= 1
+        return LinearProgram(np.array([cost_a, 1.0]), np.zeros(2), np.ones(2),
+                             sp.csr_matrix(np.ones((1, 2))), np.array([1.5]), np.array([1.5]),
+                             np.zeros(2, np.int8))
+
+    ok = solve_highs(lp(2.0))
+    assert ok.status == ClearingStatus.OPTIMAL and not ok.time_limit_hit
+    assert ok.x == pytest.approx([0.5, 1.0]) and ok.objective == pytest.approx(2.0)
+    bad = solve_highs(lp(1e300))
+    assert bad.status == ClearingStatus.ERROR and not bad.time_limit_hit
+    assert "numerical difficulties (HiGHS status Unknown)" in bad.message
+    assert bad.x is None
+
+
+def test_price_at_the_cap_clears_exactly():
+    """1e6 EUR/MWh (the plausibility cap) still solves: request 1 MW from A (1e6 EUR/MWh,
+    1 MW) and B (1 EUR/MWh, 0.6 MW): B full, A 0.4 MW, cost 0.6 + 4e5 EUR/h."""
+    bids = BidTable(ids=("A", "B"), volume_mw=np.array([1.0, 0.6]),
+                    price_eur_per_mwh=np.array([1e6, 1.0]))
+    for backend, method in SOLVERS:
+        res = clear(make_package([[0.0, 0.0]]), bids, 1.0, backend=backend, method=method)
+        assert res.status == ClearingStatus.OPTIMAL, (backend, res.message)
+        assert res.activation_mw == pytest.approx({"A": 0.4, "B": 0.6}, abs=1e-7)
+        assert res.cost_eur == pytest.approx(400000.6, rel=1e-9)

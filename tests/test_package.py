@@ -186,3 +186,61 @@ def test_bid_file_errors_name_the_culprit(tmp_path):
     with pytest.raises(BidError, match="bus"):
         read_bids(path, require_bus=True)
     shutil.rmtree(tmp_path)
+
+
+def test_bid_file_encodings_duplicates_and_caps(tmp_path):
+    from flexcore.exchange.bids import MAX_BIDS
+
+    plain = "id,volume_mw,price_eur_per_mwh\na,0.5,30\nb,-0.25,40\n"
+    path = tmp_path / "BIDS.csv"
+    path.write_bytes(plain.encode())
+    ref = read_bids(path)
+    path.write_bytes(b"\xef\xbb\xbf" + plain.encode())  # what spreadsheet programs write
+    bom = read_bids(path)
+    assert bom.ids == ("a", "b") and np.array_equal(bom.volume_mw, ref.volume_mw)
+    path.write_bytes((plain + "c\xe9,0.1,3\n").encode("latin-1"))
+    with pytest.raises(BidError, match=r"BIDS.csv:4: not UTF-8 text \(byte 0xe9"):
+        read_bids(path)
+    path.write_text(plain + "c,0.1,3\na,0.1,3\n")
+    with pytest.raises(BidError, match=r"BIDS.csv:5: duplicate bid id 'a' \(first on line 2\)"):
+        read_bids(path)
+    # the caps: at the cap accepted, beyond it refused with the line
+    path.write_text("id,volume_mw,price_eur_per_mwh\na,-1000,1e6\n")
+    assert read_bids(path).volume_mw[0] == -1000.0
+    for row, msg in (("a,1000.5,3", "'volume_mw' = 1000.5"), ("a,1,-2e6", "'price_eur_per_mwh'")):
+        path.write_text("id,volume_mw,price_eur_per_mwh\n" + row + "\n")
+        with pytest.raises(BidError, match=f"BIDS.csv:2: column {msg}.*plausibility cap"):
+            read_bids(path)
+    with pytest.raises(BidError, match="plausibility cap"):
+        BidTable(ids=("a",), volume_mw=np.array([1e9]), price_eur_per_mwh=np.array([1.0]))
+    rows = "".join(f"x{k},0.001,1\n" for k in range(MAX_BIDS))
+    path.write_text("id,volume_mw,price_eur_per_mwh\n" + rows)
+    assert len(read_bids(path)) == MAX_BIDS
+    path.write_text("id,volume_mw,price_eur_per_mwh\n" + rows + "y,0.001,1\n")
+    with pytest.raises(BidError, match=f"BIDS.csv:{MAX_BIDS + 2}: more than {MAX_BIDS} bids"):
+        read_bids(path)
+    path.write_text("id,volume_mw,price_eur_per_mwh,min_MW\na,0.5,30,0.1\n")
+    with pytest.raises(BidError, match=r"unknown column\(s\) \['min_MW'\]"):
+        read_bids(path)
+
+
+def test_linearizer_names_bids_beyond_the_transformers():
+    """Bergwald is fed by three 0.63 MVA transformers: a 2 MW bid cannot be carried, a 1.8 MW
+    one passes this check (pandapower's own table gives the capacity)."""
+    from flexcore.dso.linearizer import Linearizer, feeding_capacity_mva
+    from flexcore.grid.grids import load_grid
+
+    net = load_grid("bergwald")
+    assert feeding_capacity_mva(net) == pytest.approx(float(net.trafo.sn_mva.sum()))
+    assert feeding_capacity_mva(net) == pytest.approx(1.89)
+    bus = int(net.load.bus.iloc[0])
+    big = BidTable(ids=("ok", "big"), volume_mw=np.array([0.01, -2.0]),
+                   price_eur_per_mwh=np.array([1.0, 1.0]), bus=np.array([bus, bus]))
+    with pytest.raises(BidError, match=rf"bid 'big' at bus {bus}: \|volume_mw\| = 2 MW "
+                                       r"exceeds the 1.89 MVA"):
+        Linearizer(net, big)
+    lin = Linearizer(net, big.subset(["ok"]))
+    with pytest.raises(BidError, match="bid 'ok'"):
+        lin.set_bid_volumes(np.array([1.9]))
+    lin.set_bid_volumes(np.array([1.8]))
+    assert lin.bids.volume_mw[0] == 1.8

@@ -458,3 +458,53 @@ def test_sixty_minute_cosimulation_lines_up(tmp_path):
     assert summary["cost_eur"] == pytest.approx(f["cost_eur"].sum() * 1.0)
     csv_ts = pd.read_csv(run_dir / "frames.csv")["timestamp"].tolist()
     assert csv_ts == ["2010-01-20T17:00:00+01:00", "2010-01-20T18:00:00+01:00"]
+
+
+def test_scenario_values_checked_at_parse_time(tmp_path):
+    """Everything a run would trip over later is refused by parse_config, naming the key."""
+    sc = {"scenario": {}}
+    cases = [
+        ({"dso": {"limits": {"vm_min_pu": 1.05, "vm_max_pu": 0.95}}},
+         r"\[dso.limits\]: limits: vm_min_pu \(1.05\) must be below vm_max_pu \(0.95\)"),
+        ({"dso": {"limits": {"loading_max_percent": float("inf")}}},
+         r"\[dso.limits\] loading_max_percent: must be a finite number"),
+        ({"request": {"window": [{"start": "18:00", "end": "19:00", "mw": float("nan")}]}},
+         r"\[request.window #1\] mw: must be a finite number, got nan"),
+        ({"request": {"default_mw": float("-inf")}}, r"\[request\] default_mw: must be a finite"),
+        ({"scenario": {"seed": -1}}, r"\[scenario\] seed: must be >= 0, got -1"),
+        ({"scenario": {"slots": "0-99999999999"}}, r"range '0-99999999999' must lie in 0..95"),
+        ({"market": {"mip_rel_gap": 1.5}}, r"\[market\] mip_rel_gap: must be in \[0, 1\)"),
+        ({"dso": {"tol_vm_mae_pu": -1.0}}, r"\[dso\] tol_vm_mae_pu: must be >= 0"),
+        ({"fpu": [{"class": "battery", "building_types": ["duplex"], "penetration": "x"}]},
+         r"\[fpu #1\] penetration: expected float"),
+    ]
+    for extra, msg in cases:
+        with pytest.raises(ConfigError, match=msg):
+            parse_config({**sc, **extra})
+    ok = parse_config({**sc, "dso": {"limits": {"vm_min_pu": 0.9}}})
+    assert ok.dso.limits == {"vm_min_pu": 0.9, "vm_max_pu": 1.05, "loading_min_percent": -100.0,
+                             "loading_max_percent": 100.0}
+    req = tmp_path / "req.csv"
+    req.write_text("time,request_mw\n18:00,1.5\n18:15,nan\n")
+    with pytest.raises(ConfigError, match=r"req.csv:3: request_mw must be finite"):
+        parse_config({**sc, "request": {"csv": "req.csv"}}, base_dir=tmp_path)
+    req.write_text("time,request_mw\n18:00,1.5\n")
+    prof = parse_config({**sc, "request": {"csv": "req.csv"}}, base_dir=tmp_path)
+    assert prof.request_mw(72) == 1.5 and prof.request_mw(73) == 0.0
+
+
+def test_run_check_validates_without_running(tmp_path, capsys):
+    from scenarios.cli import main
+
+    good = tmp_path / "good.toml"
+    good.write_text('[scenario]\ngrid = "simbench:1-LV-semiurb4--0-no_sw"\n'
+                    'buildings = "grid_loads"\nslots = "72"\n')
+    assert main(["run", "--check", str(good)]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("ok: ") and "44 buses, 41 connection points" in out and not err
+    assert not list(tmp_path.glob("*/")), "--check must not create a run folder"
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[scenario]\ngrid = "missing.json"\n')
+    assert main(["run", "--check", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "grid source not found: 'missing.json'" in err

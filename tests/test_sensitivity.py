@@ -128,9 +128,11 @@ def test_operating_points_are_real_power_flows(rural):
 
 
 def test_non_converging_point_is_reported_and_left_out(rural):
-    loads = rural.load
-    bids = BidTable(ids=("huge",), volume_mw=np.array([-50.0]), price_eur_per_mwh=np.array([1.0]),
-                    bus=loads.bus.to_numpy()[:1])
+    # 400 bids of -0.125 MW on one bus (each below the 0.16 MVA transformer, the DSO's
+    # per-bid plausibility check; together -50 MW)
+    loads, n = rural.load, 400
+    bids = BidTable(ids=tuple(f"h{k}" for k in range(n)), volume_mw=np.full(n, -0.125),
+                    price_eur_per_mwh=np.ones(n), bus=np.repeat(loads.bus.to_numpy()[:1], n))
     lin = Linearizer(rural, bids, salt="test")
     rep = lin.linearize((0.0, 0.5, 1.0))
     assert rep.points_ok == ("a=0",)

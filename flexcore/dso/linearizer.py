@@ -20,7 +20,7 @@ import pandapower as pp
 from flexcore.dso.keymap import KEYMAP_FORMAT, KeyMap, KeyMapError
 from flexcore.dso.validation import ValidationReport
 from flexcore.errors import FlexcosimError
-from flexcore.exchange.bids import BidTable
+from flexcore.exchange.bids import BidError, BidTable
 from flexcore.exchange.clearing import ClearingResult
 from flexcore.exchange.limits import Limits
 from flexcore.exchange.package import PointInfo, SensitivityPackage, screen
@@ -37,6 +37,42 @@ Activation = np.ndarray | Mapping[str, float] | ClearingResult
 
 class PointNotConverged(FlexcosimError, RuntimeError):
     """The AC power flow at an operating point did not converge."""
+
+
+#: refuse a linearisation whose sensitivities need more than this per operating point
+#: (float64 VTDF + LTDF: rows x bids x 8 bytes; Bergwald with 20,000 bids: 0.16 GB)
+MAX_POINT_BYTES = 1 << 30
+
+
+def feeding_capacity_mva(net) -> float | None:
+    """Sum of the ratings of the in-service transformers (two- and three-winding, highest
+    winding): no activation can exceed what they carry. None for a grid without one."""
+    total = float(net.trafo.sn_mva[net.trafo.in_service].sum()) if len(net.trafo) else 0.0
+    if "trafo3w" in net and len(net.trafo3w):
+        total += float(net.trafo3w.sn_hv_mva[net.trafo3w.in_service].sum())
+    return total if total > 0 else None
+
+
+def check_bid_plausibility(net, bids: BidTable, *, n_rows: int | None = None) -> None:
+    """A bid larger than the transformers feeding the grid cannot be delivered (its AC power
+    flow would not converge): name it. Also refuse, naming the estimate, a package whose
+    sensitivities alone would need more than :data:`MAX_POINT_BYTES` per point."""
+    cap = feeding_capacity_mva(net)
+    if cap is not None:
+        big = np.flatnonzero(np.abs(bids.volume_mw) > cap)
+        if big.size:
+            k = int(big[0])
+            where = "" if bids.bus is None else f" at bus {int(bids.bus[k])}"
+            raise BidError(f"bid {bids.ids[k]!r}{where}: |volume_mw| = "
+                           f"{abs(bids.volume_mw[k]):.6g} MW exceeds the {cap:.6g} MVA of the "
+                           "transformers feeding the grid")
+    if n_rows is not None:
+        need = 8 * n_rows * len(bids)
+        if need > MAX_POINT_BYTES:
+            raise BidError(f"{len(bids)} bids x {n_rows} grid rows need {need / 1e9:.2f} GB of "
+                           f"sensitivities per operating point, above the cap of "
+                           f"{MAX_POINT_BYTES / 1e9:.2f} GB (flexcore.dso.linearizer."
+                           "MAX_POINT_BYTES): split the bids into several packages")
 
 
 def _row_layout(net) -> tuple[np.ndarray, list[tuple[str, int]]]:
@@ -106,14 +142,18 @@ class Linearizer:
     def __init__(self, net, bids: BidTable, *, keymap: KeyMap | None = None,
                  salt: str | None = None, limits: Limits | None = None):
         if bids.bus is None:
-            raise ValueError("the DSO needs each bid's 'bus' column")
+            raise BidError("the DSO needs each bid's 'bus' column")
         missing = sorted(set(bids.bus.tolist()) - set(net.bus.index.tolist()))
         if missing:
-            raise ValueError(f"bid bus(es) {missing[:5]} are not buses of the grid")
+            first = [b for b, bus in zip(bids.ids, bids.bus.tolist()) if bus in set(missing)]
+            raise BidError(f"bid bus(es) {missing[:5]} are not buses of the grid (bid(s) "
+                           f"{first[:5]})")
+        check_bid_plausibility(net, bids)
         self.net = copy.deepcopy(net)
         self.bids = bids
         self.limits = limits or Limits()
         buses, branches = _row_layout(self.net)
+        check_bid_plausibility(net, bids, n_rows=len(buses) + len(branches))
         self.keymap = keymap or KeyMap.create(bids, buses=buses, branches=branches, salt=salt)
         self.keymap.check(bids, buses=buses, branches=branches)
         # one activation sgen per bid bus; bids on one bus add up
@@ -137,9 +177,11 @@ class Linearizer:
         """New volumes (and prices) for the same bids: operating points and screening use
         them from now on (the co-simulation's bids change every frame, their ids do not)."""
         b = self.bids
-        self.bids = BidTable(ids=b.ids, volume_mw=volume_mw,
-                             price_eur_per_mwh=b.price_eur_per_mwh if price_eur_per_mwh is None
-                             else price_eur_per_mwh, bus=b.bus)
+        bids = BidTable(ids=b.ids, volume_mw=volume_mw,
+                        price_eur_per_mwh=b.price_eur_per_mwh if price_eur_per_mwh is None
+                        else price_eur_per_mwh, bus=b.bus)
+        check_bid_plausibility(self.net, bids)
+        self.bids = bids
 
     # ----------------------------------------------------------- injections
     def set_base(self, *, load_p_mw=None, load_q_mvar=None, sgen_p_mw=None) -> None:

@@ -14,12 +14,20 @@ column               required meaning
 ``indivisible``      no       true/false: all-or-nothing bid
 ==================== ======== =====================================================
 
+Plausibility caps (both sides; a value beyond them is a unit or typing error, not a bid):
+``|volume_mw| <= MAX_ABS_VOLUME_MW`` (1,000 MW), ``|price_eur_per_mwh| <=
+MAX_ABS_PRICE_EUR_PER_MWH`` (1e6 EUR/MWh), at most ``MAX_BIDS`` (20,000) bids per table and
+package, and a ``BIDS.csv`` of at most ``MAX_FILE_BYTES`` (64 MiB). The file is UTF-8 (a
+byte-order mark, as spreadsheet programs write it, is accepted).
+
 This module imports neither pandapower nor mosaik: both sides use it.
 """
 from __future__ import annotations
 
 import csv
+import io
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +39,15 @@ from flexcore.exchange.limits import BoolArray, FloatArray, IntArray
 
 REQUIRED_COLUMNS = ("id", "volume_mw", "price_eur_per_mwh")
 OPTIONAL_COLUMNS = ("bus", "min_mw", "indivisible")
+
+#: plausibility cap on a bid's volume (MW): an LV/MV flexibility bid is far below it
+MAX_ABS_VOLUME_MW = 1_000.0
+#: plausibility cap on a bid's price (EUR/MWh); beyond it the MILP's numerics break down
+MAX_ABS_PRICE_EUR_PER_MWH = 1.0e6
+#: bids per table and per sensitivity package (the package grows with rows x bids x points)
+MAX_BIDS = 20_000
+#: largest BIDS.csv read (bytes): ~MAX_BIDS rows of up to 3 kB
+MAX_FILE_BYTES = 64 * 1024 * 1024
 
 
 class BidError(FlexcosimError, ValueError):
@@ -65,8 +82,12 @@ class BidTable:
 
     # ------------------------------------------------------------------ checks
     def validate(self, source: str = "bids") -> None:
-        if len(set(self.ids)) != len(self.ids):
-            dup = sorted({i for i in self.ids if self.ids.count(i) > 1})
+        if len(self.ids) > MAX_BIDS:
+            raise BidError(f"{source}: {len(self.ids)} bids exceed the cap of {MAX_BIDS} bids "
+                           "per table (flexcore.exchange.bids.MAX_BIDS)")
+        counts = Counter(self.ids)
+        if len(counts) != len(self.ids):
+            dup = sorted(i for i, c in counts.items() if c > 1)
             raise BidError(f"{source}: duplicate bid id(s) {dup[:5]}")
         for name in ("volume_mw", "price_eur_per_mwh", "min_mw"):
             arr = getattr(self, name)
@@ -76,6 +97,15 @@ class BidTable:
                     f"{source}: column '{name}' is not finite for bid id(s) "
                     f"{[self.ids[k] for k in bad[:5]]}"
                 )
+        for name, cap, unit in (("volume_mw", MAX_ABS_VOLUME_MW, "MW"),
+                                ("min_mw", MAX_ABS_VOLUME_MW, "MW"),
+                                ("price_eur_per_mwh", MAX_ABS_PRICE_EUR_PER_MWH, "EUR/MWh")):
+            arr = getattr(self, name)
+            bad = np.flatnonzero(np.abs(arr) > cap)
+            if bad.size:
+                k = int(bad[0])
+                raise BidError(f"{source}: bid {self.ids[k]!r}: |{name}| = {abs(arr[k]):.6g} "
+                               f"exceeds the plausibility cap of {cap:g} {unit}")
         bad = np.flatnonzero(self.min_mw < 0)
         if bad.size:
             raise BidError(f"{source}: 'min_mw' must be >= 0 (bid {self.ids[bad[0]]})")
@@ -137,39 +167,90 @@ def read_bids(path: str | Path, *, require_bus: bool = False) -> BidTable:
     path = Path(path)
     if not path.is_file():
         raise BidError(f"bid file not found: {path}")
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        missing = [c for c in REQUIRED_COLUMNS if c not in header]
-        if require_bus and "bus" not in header:
-            missing.append("bus")
-        if missing:
-            raise BidError(f"{path}: missing column(s) {missing}; header is {header}")
-        ids, vol, price, mins, ind, bus = [], [], [], [], [], []
-        for lineno, raw in enumerate(reader, start=2):
-            row = {k.strip(): (v or "").strip() for k, v in raw.items() if k is not None}
-            ids.append(row["id"])
-            if not row["id"]:
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise BidError(f"{path}: {size} bytes exceed the cap of {MAX_FILE_BYTES} bytes for a "
+                       f"bid file (at most {MAX_BIDS} bids; flexcore.exchange.bids.MAX_BIDS)")
+    raw_bytes = path.read_bytes()
+    try:
+        text = raw_bytes.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw_bytes[:exc.start].count(b"\n") + 1
+        raise BidError(f"{path}:{line}: not UTF-8 text (byte 0x{raw_bytes[exc.start]:02x} at "
+                       f"offset {exc.start}); save the file as UTF-8 CSV") from None
+    return _parse_bids(path, text, require_bus=require_bus)
+
+
+def _parse_bids(path: Path, text: str, *, require_bus: bool) -> BidTable:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        fieldnames = reader.fieldnames
+    except csv.Error as exc:
+        raise BidError(f"{path}:1: not a readable CSV header ({exc})") from None
+    header = [h.strip() for h in (fieldnames or [])]
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if require_bus and "bus" not in header:
+        missing.append("bus")
+    if missing:
+        raise BidError(f"{path}: missing column(s) {missing}; header is {header[:10]}")
+    unknown = [h for h in header if h and h not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
+    repeated = sorted({h for h in header if header.count(h) > 1})
+    if unknown or repeated:
+        what = f"unknown column(s) {unknown[:10]}" if unknown else f"repeated column(s) {repeated}"
+        raise BidError(f"{path}:1: {what}; allowed: {list(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)}")
+    ids: list[str] = []
+    vol: list[float] = []
+    price: list[float] = []
+    mins: list[float] = []
+    ind: list[bool] = []
+    bus: list[int] = []
+    first_line: dict[str, int] = {}
+    try:
+        for raw in reader:
+            lineno = reader.line_num
+            if len(ids) >= MAX_BIDS:
+                raise BidError(f"{path}:{lineno}: more than {MAX_BIDS} bids, the cap per bid "
+                               "file and package (flexcore.exchange.bids.MAX_BIDS)")
+            row = {k.strip(): (v or "").strip() for k, v in raw.items()
+                   if isinstance(k, str) and isinstance(v, str)}
+            bid = row.get("id", "")
+            if not bid:
                 raise BidError(f"{path}:{lineno}: empty 'id'")
-            vol.append(_float(path, lineno, "volume_mw", row["volume_mw"]))
-            price.append(_float(path, lineno, "price_eur_per_mwh", row["price_eur_per_mwh"]))
-            mins.append(_float(path, lineno, "min_mw", row.get("min_mw") or "0"))
+            if not bid.isprintable():
+                raise BidError(f"{path}:{lineno}: 'id' {bid[:40]!r} contains control "
+                               "characters")
+            if bid in first_line:
+                raise BidError(f"{path}:{lineno}: duplicate bid id {bid!r} (first on line "
+                               f"{first_line[bid]})")
+            first_line[bid] = lineno
+            ids.append(bid)
+            vol.append(_float(path, lineno, "volume_mw", row.get("volume_mw", ""),
+                              cap=MAX_ABS_VOLUME_MW, unit="MW"))
+            price.append(_float(path, lineno, "price_eur_per_mwh",
+                                row.get("price_eur_per_mwh", ""),
+                                cap=MAX_ABS_PRICE_EUR_PER_MWH, unit="EUR/MWh"))
+            mins.append(_float(path, lineno, "min_mw", row.get("min_mw") or "0",
+                               cap=MAX_ABS_VOLUME_MW, unit="MW"))
             flag = (row.get("indivisible") or "").lower()
             if flag not in _TRUE | _FALSE:
-                raise BidError(f"{path}:{lineno}: 'indivisible' must be true/false, got {flag!r}")
+                raise BidError(f"{path}:{lineno}: 'indivisible' must be true/false, got "
+                               f"{flag[:40]!r}")
             ind.append(flag in _TRUE)
             if "bus" in header:
                 try:
-                    bus.append(int(row["bus"]))
+                    bus.append(int(row.get("bus", "")))
                 except ValueError:
-                    raise BidError(
-                        f"{path}:{lineno}: 'bus' must be an integer bus index, got {row['bus']!r}"
-                    ) from None
+                    raise BidError(f"{path}:{lineno}: 'bus' must be an integer bus index, got "
+                                   f"{row.get('bus', '')[:40]!r}") from None
+                if not -2**63 <= bus[-1] < 2**63:
+                    raise BidError(f"{path}:{lineno}: 'bus' {bus[-1]} is not a bus index")
+    except csv.Error as exc:
+        raise BidError(f"{path}:{reader.line_num}: not a readable CSV row ({exc})") from None
     table = BidTable(
         ids=tuple(ids),
-        volume_mw=np.array(vol),
-        price_eur_per_mwh=np.array(price),
-        min_mw=np.array(mins),
+        volume_mw=np.array(vol, dtype=float),
+        price_eur_per_mwh=np.array(price, dtype=float),
+        min_mw=np.array(mins, dtype=float),
         indivisible=np.array(ind, bool),
         bus=np.array(bus, dtype=np.int64) if "bus" in header else None,
     )
@@ -177,13 +258,17 @@ def read_bids(path: str | Path, *, require_bus: bool = False) -> BidTable:
     return table
 
 
-def _float(path: Path, lineno: int, col: str, text: str) -> float:
+def _float(path: Path, lineno: int, col: str, text: str, *, cap: float, unit: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise BidError(f"{path}:{lineno}: column '{col}' is not a number: {text!r}") from None
+        raise BidError(f"{path}:{lineno}: column '{col}' is not a number: {text[:40]!r}"
+                       ) from None
     if not math.isfinite(value):
-        raise BidError(f"{path}:{lineno}: column '{col}' is not finite: {text!r}")
+        raise BidError(f"{path}:{lineno}: column '{col}' is not finite: {text[:40]!r}")
+    if abs(value) > cap:
+        raise BidError(f"{path}:{lineno}: column '{col}' = {value:.6g} is outside the "
+                       f"plausibility cap |{col}| <= {cap:g} {unit}")
     return value
 
 

@@ -182,6 +182,8 @@ class HighsOutcome:
     row_activity: FloatArray | None
     objective: float | None
     solve_time_s: float
+    #: HiGHS stopped at its time limit (kTimeLimit), with or without a solution
+    time_limit_hit: bool = False
 
 
 @dataclass
@@ -263,11 +265,24 @@ def solve_highs(lp: LinearProgram, *, mip_rel_gap: float = 1e-6, time_limit_s: f
     if ms == MS.kTimeLimit:
         if has_sol:
             return HighsOutcome(ClearingStatus.TIME_LIMIT, "time limit reached with a feasible "
-                                f"solution (mip gap {info.mip_gap:.3g})", x, act, obj, dt)
+                                f"solution (mip gap {info.mip_gap:.3g})", x, act, obj, dt,
+                                time_limit_hit=True)
         return HighsOutcome(ClearingStatus.ERROR, "time limit reached without a feasible "
-                            "solution", None, None, None, dt)
-    return HighsOutcome(ClearingStatus.ERROR, f"HiGHS model status {h.modelStatusToString(ms)}",
-                        None, None, None, dt)
+                            "solution", None, None, None, dt, time_limit_hit=True)
+    # every other status is a failure, never a time limit: name what HiGHS said
+    name = h.modelStatusToString(ms)
+    if ms == MS.kUnbounded:
+        why = f"unbounded (HiGHS status {name}): a column without a bound"
+    elif ms in (MS.kIterationLimit, MS.kSolutionLimit, MS.kMemoryLimit):
+        why = f"solver limit reached (HiGHS status {name})"
+    elif ms in (MS.kInterrupt, getattr(MS, "kHighsInterrupt", MS.kInterrupt)):
+        why = f"interrupted (HiGHS status {name})"
+    elif ms in (MS.kLoadError, MS.kModelError, MS.kModelEmpty):
+        why = f"model rejected (HiGHS status {name})"
+    else:  # kUnknown, kSolveError, kPresolveError, kPostsolveError, kNotset, ...
+        why = (f"numerical difficulties (HiGHS status {name}): check the magnitudes of "
+               "prices, volumes and sensitivities")
+    return HighsOutcome(ClearingStatus.ERROR, why, None, None, None, dt)
 
 
 def _drop_fixed_columns(lp: LinearProgram) -> tuple[LinearProgram, IntArray]:
@@ -353,6 +368,7 @@ def _solve_regions(p: Prepared, *, mip_rel_gap: float, time_limit_s: float | Non
     t_build = t_solve = 0.0
     best: tuple[float, int, FloatArray, ClearingStatus] | None = None
     errors: list[str] = []
+    timed_out = False
     t_start = time.perf_counter()
     for i in range(p.m):
         t0 = time.perf_counter()
@@ -364,6 +380,9 @@ def _solve_regions(p: Prepared, *, mip_rel_gap: float, time_limit_s: float | Non
         if out.x is not None and out.objective is not None and out.status.has_solution:
             if best is None or out.objective < best[0] - 1e-9 * (1 + abs(best[0])):
                 best = (out.objective, i, out.x[:p.n], out.status)
+        elif out.time_limit_hit:
+            timed_out = True
+            errors.append(f"region {i}: {out.message}")
         elif out.status == ClearingStatus.ERROR:
             errors.append(f"region {i}: {out.message}")
     if best is None:
@@ -372,8 +391,12 @@ def _solve_regions(p: Prepared, *, mip_rel_gap: float, time_limit_s: float | Non
                             t_solve)
         return Solution(ClearingStatus.INFEASIBLE, "no operating point's region admits the "
                         "request", None, None, None, t_build, t_solve)
-    status = (ClearingStatus.TIME_LIMIT if (best[3] == ClearingStatus.TIME_LIMIT or errors)
-              else ClearingStatus.OPTIMAL)
+    # a region that failed may hold a better activation: the best one found is not proven
+    # optimal, and a failure is not a time limit (only HiGHS's kTimeLimit is)
+    if best[3] == ClearingStatus.TIME_LIMIT or timed_out:
+        status = ClearingStatus.TIME_LIMIT
+    else:
+        status = ClearingStatus.ERROR if errors else ClearingStatus.OPTIMAL
     return Solution(status, "; ".join(errors), best[1], best[2], best[0], t_build, t_solve)
 
 
