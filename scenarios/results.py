@@ -240,8 +240,10 @@ class Recorder(FrameSimulator):
         self._t_part = _time.perf_counter()
 
     def close_on_error(self) -> None:
-        """After an interrupt or a crash: finished frames into parts, files closed."""
+        """After an interrupt or a crash: finished frames into parts, files closed; the
+        ``finalize`` that mosaik's shutdown calls next then writes nothing."""
         _OPEN.discard(self)
+        self._closed = True
         self.write_parts()
         self._csv.close()
         self._flags_csv.close()
@@ -268,6 +270,8 @@ class Recorder(FrameSimulator):
         return rows
 
     def finalize(self) -> None:
+        if getattr(self, "_closed", False):
+            return
         _OPEN.discard(self)
         for t in sorted(self._pending):
             self._flush(t)

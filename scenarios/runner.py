@@ -141,6 +141,14 @@ def new_world(sim_config: dict):
                         debug=False, **extra)
 
 
+def _quiet_exception_handler(loop, context: dict) -> None:
+    """asyncio exception handler after an interrupted run: to the debug log only."""
+    import logging
+
+    logging.getLogger("flexcosim.runner").debug("after the interruption: %s",
+                                                context.get("message"))
+
+
 def run_scenario(cfg: ScenarioConfig, *, out: str | Path | None = None, quiet: bool = True
                  ) -> tuple[Path, dict]:
     """Run the co-simulation; returns (run folder, summary)."""
@@ -163,8 +171,10 @@ def run_scenario(cfg: ScenarioConfig, *, out: str | Path | None = None, quiet: b
         world.run(until=clock.until_s, print_progress=False)
     except BaseException:
         # finished frames into Parquet parts (frames.csv has them already), then stop the
-        # simulator processes
+        # simulator processes; mosaik's tasks left pending or failed by the interruption
+        # are dropped without asyncio's "Task was destroyed but it is pending!" noise
         close_open_recorders()
+        world.loop.set_exception_handler(_quiet_exception_handler)
         world.shutdown()
         raise
     wall = time.perf_counter() - t0

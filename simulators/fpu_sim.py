@@ -20,8 +20,6 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-import mosaik_api_v3
-
 from flexcore.district.clock import FrameClock
 from flexcore.fpu.base import contract_violation
 from flexcore.grid.district_grid import building_table
@@ -163,7 +161,9 @@ def _neutral_power_mw(unit, frame) -> float:
 
 
 def main() -> None:
-    mosaik_api_v3.start_simulation(FPUSim())
+    from simulators import start_simulation
+
+    start_simulation(FPUSim())
 
 
 if __name__ == "__main__":
