@@ -323,7 +323,7 @@ def summarize(frames: pd.DataFrame, *, wall_time_s: float, frame_h: float,
         return {"median": float(x.median()), "p95": float(x.quantile(0.95)), "max": float(x.max())}
 
     def count(col: str) -> int:
-        return int(frames[col].fillna(0).astype(bool).sum()) if col in frames else 0
+        return int(sum(bool(x) for x in frames[col] if pd.notna(x))) if col in frames else 0
 
     flags = unit_flags if unit_flags is not None else pd.DataFrame(
         columns=list(UNIT_FLAG_COLUMNS))

@@ -59,13 +59,13 @@ def end_with_parent(*, poll_s: float = 1.0) -> None:
     * SIGINT is ignored: Ctrl-C in a terminal reaches the whole process group; the runner
       stops the children itself (no KeyboardInterrupt traceback from each child);
     * Linux: ``prctl(PR_SET_PDEATHSIG, SIGTERM)``, the kernel sends SIGTERM when the parent
-      dies (SIGTERM is set to exit quietly with status 143);
+      dies (SIGTERM keeps its default action: the process ends at once, even inside a long
+      computation in C, quietly);
     * everywhere: a daemon thread that ends the process when the parent pid changes
       (the process was re-parented), checked every ``poll_s`` seconds.
     """
     parent = os.getppid()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(128 + signum))
     if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL(None, use_errno=True)
