@@ -38,7 +38,6 @@ from __future__ import annotations
 import time as _time
 from pathlib import Path
 
-import mosaik_api_v3
 import numpy as np
 
 from flexcore.district.clock import FrameClock
@@ -253,7 +252,9 @@ class DSOAgent(FrameSimulator):
 
 
 def main() -> None:
-    mosaik_api_v3.start_simulation(DSOAgent())
+    from simulators import start_simulation
+
+    start_simulation(DSOAgent())
 
 
 if __name__ == "__main__":

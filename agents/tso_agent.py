@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 
-import mosaik_api_v3
 import numpy as np
 
 from flexcore.district.clock import FrameClock
@@ -123,7 +122,9 @@ class TSOAgent(FrameSimulator):
 
 
 def main() -> None:
-    mosaik_api_v3.start_simulation(TSOAgent())
+    from simulators import start_simulation
+
+    start_simulation(TSOAgent())
 
 
 if __name__ == "__main__":

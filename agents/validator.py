@@ -8,7 +8,6 @@ without a dispatched clearing get NaN errors (violations are still counted).
 """
 from __future__ import annotations
 
-import mosaik_api_v3
 import numpy as np
 
 from flexcore.exchange.limits import ErrorStats, Limits, violations
@@ -67,7 +66,9 @@ class Validator(FrameSimulator):
 
 
 def main() -> None:
-    mosaik_api_v3.start_simulation(Validator())
+    from simulators import start_simulation
+
+    start_simulation(Validator())
 
 
 if __name__ == "__main__":

@@ -82,10 +82,11 @@ def create_scenario(world, cfg: ScenarioConfig, *, run_dir: str | Path, progress
     world.connect(grid, validator, "Vm[pu]", "loading[%]", "converged")
     world.connect(tso, validator, "clearing")
     rec = world.start("Recorder").Recorder(
-        run_dir=run_dir, clock=clock_param, progress=progress)
+        run_dir=run_dir, clock=clock_param, progress=progress, tol_vm_mae_pu=cfg.dso.tol_vm_mae_pu,
+        tol_loading_mae_percent=cfg.dso.tol_loading_mae_percent)
     world.connect(tso, rec, "clearing", "setpoint[MW]")
     world.connect(dso, rec, "report")
-    world.connect(fleet, rec, "offers", "clipped")
+    world.connect(fleet, rec, "offers", "clipped", "flagged")
     world.connect(validator, rec, "accuracy")
     world.connect(grid, rec, "Vm[pu]", "loading[%]", "P_slack[MW]")
     return clock

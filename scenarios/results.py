@@ -2,8 +2,23 @@
 
 The Recorder collects every frame's outputs, appends one row per finished frame to
 ``timeseries/frames.csv`` (flushed, so a crash leaves the finished frames readable) and
-writes the Parquet tables at the end (``frames``, ``bids``, ``setpoints``, ``voltages``,
-``loadings``, ``predictions`` and the ``all_active_*`` state of the DSO report).
+writes the Parquet tables (``frames``, ``bids``, ``setpoints``, ``voltages``,
+``loadings``, ``predictions`` and the ``all_active_*`` state of the DSO report):
+
+* while running, in parts: every :data:`PART_FRAMES` finished frames or :data:`PART_S`
+  seconds, ``timeseries/<table>/part-00000.parquet``, ``part-00001.parquet``, ... (written
+  to a hidden temporary name and renamed, so a kill never leaves a broken part); after a
+  kill ``pandas.read_parquet("timeseries/<table>")`` reads the finished parts as one table;
+* at the normal end, one file per table, ``timeseries/<table>.parquet`` (the part folders
+  are then removed).
+
+Units that broke the plug-in contract (flagged and neutralised by FPUSim) and set-points
+clipped to a unit's feasible range are listed in ``timeseries/unit_flags.csv`` (``frame,
+unit_id, kind, reason``, ``kind`` = ``flagged`` | ``clipped``, appended and flushed every
+frame); the frame's ``message`` names the flagged units. A dispatched frame whose AC
+accuracy (voltage or loading MAE) ends above the scenario's tolerance (params
+``tol_vm_mae_pu``, ``tol_loading_mae_percent``) gets ``above_tolerance = True`` and a
+message; :func:`summarize` counts both.
 
 Frames are those of the scenario's :class:`~flexcore.district.clock.FrameClock` (param
 ``clock``): each row carries ``frame``, ``day_type``, ``slot`` and a tz-aware ``timestamp``
@@ -15,7 +30,10 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import os
+import shutil
 import time as _time
+import weakref
 from pathlib import Path
 
 import pandas as pd
@@ -31,14 +49,35 @@ FRAME_COLUMNS = (
     "vm_mae_pu", "vm_rmse_pu", "vm_max_err_pu", "loading_mae_percent", "loading_rmse_percent",
     "loading_max_err_percent", "ac_converged", "ac_violations", "ac_vm_min_pu", "ac_vm_max_pu",
     "ac_max_loading_percent", "p_slack_mw", "n_offers", "offered_up_mw", "offered_down_mw",
-    "clipped_units", "message", "wall_time_s", "timestamp",
+    "clipped_units", "flagged_units", "above_tolerance", "message", "wall_time_s", "timestamp",
 )
+#: dtypes of the frames table in the Parquet parts (the same schema in every part)
+_FRAME_KINDS = {
+    "frame": "Int64", "slot": "Int64", "rounds": "Int64", "points": "Int64",
+    "ac_violations": "Int64", "n_offers": "Int64", "clipped_units": "Int64",
+    "flagged_units": "Int64", "dispatched": "boolean", "relinearized": "boolean",
+    "ac_converged": "boolean", "above_tolerance": "boolean", "day_type": "string",
+    "status": "string", "operating_point": "string", "message": "string", "timestamp": None}
+#: fixed dtypes of the other tables' parts (tables not listed: ``frame`` + float columns)
+_TABLE_KINDS = {
+    "bids": {"frame": "int64", "bid_id": "string", "unit_id": "string", "volume_mw": "float64",
+             "price_eur_per_mwh": "float64", "activation_mw": "float64"},
+    "setpoints": {"frame": "int64", "unit_id": "string", "setpoint_mw": "float64"},
+    "predictions": {"frame": "int64", "key": "string", "kind": "string", "element": "string",
+                    "index": "int64", "predicted": "float64", "ac": "float64"},
+}
+PART_FRAMES = 16   #: a Parquet part at least every this many finished frames ...
+PART_S = 5.0       #: ... or this many seconds
+UNIT_FLAG_COLUMNS = ("frame", "unit_id", "kind", "reason")
+#: recorders of this process that have not finished (flushed on an interrupt or a crash)
+_OPEN: weakref.WeakSet = weakref.WeakSet()
 #: long format: one row per predicted row key of a dispatched frame (signed loadings)
 PREDICTION_COLUMNS = ("frame", "key", "kind", "element", "index", "predicted", "ac")
 ATTRS_IN = ("clearing", "report", "offers", "accuracy", "Vm[pu]", "loading[%]", "P_slack[MW]",
-            "setpoint[MW]", "clipped")
+            "setpoint[MW]", "clipped", "flagged")
 META = meta_from_table({"Recorder": {
-    "public": True, "params": ["run_dir", "clock", "progress"],
+    "public": True, "params": ["run_dir", "clock", "progress", "tol_vm_mae_pu",
+                               "tol_loading_mae_percent"],
     "attrs": list(ATTRS_IN)}}, sim_type="event-based")
 log = logging.getLogger("flexcosim.results")
 
@@ -56,16 +95,28 @@ class Recorder(FrameSimulator):
         self.all_active_vm: list[dict] = []
         self.all_active_ld: list[dict] = []
         self._keymap = None
+        self._written: dict[str, int] = {}   # table -> rows already in parts
+        self._parts: dict[str, int] = {}     # table -> parts written
+        self._part_cols: dict[str, list[str]] = {}
+        self._t_part = _time.perf_counter()
 
-    def create(self, num, model, *, run_dir: str, clock: dict, progress: bool = False):
+    def create(self, num, model, *, run_dir: str, clock: dict, progress: bool = False,
+               tol_vm_mae_pu: float = math.inf, tol_loading_mae_percent: float = math.inf):
         self.run_dir = Path(run_dir)
         self.dir = self.run_dir / "timeseries"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.clock = FrameClock.of(clock)
+        self.tol_vm_mae_pu = float(tol_vm_mae_pu)
+        self.tol_loading_mae_percent = float(tol_loading_mae_percent)
         self._csv = (self.dir / "frames.csv").open("w", newline="")
         self._writer = csv.DictWriter(self._csv, FRAME_COLUMNS, extrasaction="ignore")
         self._writer.writeheader()
         self._csv.flush()
+        self._flags_csv = (self.dir / "unit_flags.csv").open("w", newline="")
+        self._flags = csv.writer(self._flags_csv)
+        self._flags.writerow(UNIT_FLAG_COLUMNS)
+        self._flags_csv.flush()
+        _OPEN.add(self)
         self._bar = None
         if progress:
             from tqdm import tqdm
@@ -91,21 +142,32 @@ class Recorder(FrameSimulator):
         offers = rec.get("offers", [])
         act = c.get("activation_mw", {})
         now = _time.perf_counter()
+        flagged, clipped = rec.get("flagged", {}), rec.get("clipped", {})
+        above = self._above_tolerance(c, a)
+        notes = [m for m in (c.get("message") or r.get("message", ""), above) if m]
+        if flagged:
+            shown = "; ".join(f"{u} ({why})" for u, why in sorted(flagged.items())[:3])
+            more = f" and {len(flagged) - 3} more" if len(flagged) > 3 else ""
+            notes.append(f"{len(flagged)} unit(s) flagged and kept at baseline: {shown}{more}")
         row = {"frame": k, "day_type": frame.day_type, "slot": frame.slot,
                "timestamp": frame.timestamp,
                **{x: c.get(x) for x in ("status", "dispatched", "request_mw", "delivered_mw",
                                          "cost_eur", "operating_point", "rounds",
                                          "build_time_s", "solve_time_s")},
-               "message": c.get("message") or r.get("message", ""),
+               "message": "; ".join(notes), "above_tolerance": bool(above),
                **{x: r.get(x) for x in ("relinearized", "fix_moved_mw", "points", "dso_time_s")},
                **a, "p_slack_mw": rec.get("P_slack[MW]", math.nan), "n_offers": len(offers),
                "offered_up_mw": sum(o["volume_mw"] for o in offers if o["volume_mw"] > 0),
                "offered_down_mw": sum(o["volume_mw"] for o in offers if o["volume_mw"] < 0),
-               "clipped_units": len(rec.get("clipped", {})), "wall_time_s": now - self._t_last}
+               "clipped_units": len(clipped), "flagged_units": len(flagged),
+               "wall_time_s": now - self._t_last}
         self._t_last = now
         self.rows.append(row)
         self._writer.writerow(row | {"timestamp": frame.timestamp.isoformat()})
         self._csv.flush()
+        for kind, units in (("flagged", flagged), ("clipped", clipped)):
+            self._flags.writerows([k, u, kind, why] for u, why in sorted(units.items()))
+        self._flags_csv.flush()
         self.bids += [{"frame": k, "bid_id": o["bid_id"], "unit_id": o["unit_id"],
                        "volume_mw": o["volume_mw"], "price_eur_per_mwh": o["price_eur_per_mwh"],
                        "activation_mw": act.get(o["bid_id"], 0.0)} for o in offers]
@@ -123,6 +185,70 @@ class Recorder(FrameSimulator):
             self.all_active_ld.append({"frame": k, **aa.get("loading[%]", {})})
         if self._bar is not None:
             self._bar.update(1)
+        since = len(self.rows) - self._written.get("frames", 0)
+        if since >= PART_FRAMES or (since and _time.perf_counter() - self._t_part >= PART_S):
+            self.write_parts()
+
+    def _above_tolerance(self, c: dict, a: dict) -> str:
+        """Message if a dispatched frame's AC accuracy ends above the tolerance, else ""."""
+        if not c.get("dispatched"):
+            return ""
+        out = []
+        for col, tol, unit in (("vm_mae_pu", self.tol_vm_mae_pu, "p.u."),
+                               ("loading_mae_percent", self.tol_loading_mae_percent, "%")):
+            x = a.get(col)
+            if x is not None and math.isfinite(float(x)) and float(x) > tol:
+                out.append(f"{col.rsplit('_', 1)[0].replace('_', ' ')} {float(x):.2e} {unit} > "
+                           f"tolerance {tol:.2e}")
+        return ("dispatched above the accuracy tolerance: " + ", ".join(out)) if out else ""
+
+    def _tables(self) -> dict[str, list[dict]]:
+        return {"frames": self.rows, "bids": self.bids, "setpoints": self.setpoints,
+                "voltages": self.vm, "loadings": self.ld, "predictions": self.predictions,
+                "all_active_voltages": self.all_active_vm,
+                "all_active_loadings": self.all_active_ld}
+
+    def _typed(self, name: str, rows: list[dict]) -> pd.DataFrame:
+        """The rows as a DataFrame with the same columns and dtypes in every part."""
+        df = pd.DataFrame(rows)
+        if name == "frames":
+            df = df.reindex(columns=list(FRAME_COLUMNS))
+            kinds = {c: _FRAME_KINDS.get(c, "float64") for c in FRAME_COLUMNS}
+        elif name in _TABLE_KINDS:
+            kinds = _TABLE_KINDS[name]
+            df = df.reindex(columns=list(kinds))
+        else:
+            cols = self._part_cols.setdefault(name, ["frame"] + sorted(
+                (c for c in df.columns if c != "frame"), key=str))
+            df = df.reindex(columns=cols)
+            kinds = {c: "int64" if c == "frame" else "float64" for c in cols}
+        return df.astype({c: k for c, k in kinds.items() if k is not None})
+
+    def write_parts(self) -> None:
+        """Write the finished frames not yet in a part (every table), atomically."""
+        for name, rows in self._tables().items():
+            start = self._written.get(name, 0)
+            if len(rows) <= start:
+                continue
+            folder = self.dir / name
+            folder.mkdir(exist_ok=True)
+            n = self._parts.get(name, 0)
+            tmp = folder / f".part-{n:05d}.parquet.tmp"   # hidden: datasets skip it
+            self._typed(name, rows[start:]).to_parquet(tmp, index=False)
+            os.replace(tmp, folder / f"part-{n:05d}.parquet")
+            self._parts[name], self._written[name] = n + 1, len(rows)
+        self._t_part = _time.perf_counter()
+
+    def close_on_error(self) -> None:
+        """After an interrupt or a crash: finished frames into parts, files closed; the
+        ``finalize`` that mosaik's shutdown calls next then writes nothing."""
+        _OPEN.discard(self)
+        self._closed = True
+        self.write_parts()
+        self._csv.close()
+        self._flags_csv.close()
+        if self._bar is not None:
+            self._bar.close()
 
     def _prediction_rows(self, k: int, pv: dict, pl: dict, vm: dict, ld: dict) -> list[dict]:
         """The TSO's predictions next to the AC result, keys mapped through the DSO's
@@ -144,9 +270,13 @@ class Recorder(FrameSimulator):
         return rows
 
     def finalize(self) -> None:
+        if getattr(self, "_closed", False):
+            return
+        _OPEN.discard(self)
         for t in sorted(self._pending):
             self._flush(t)
         self._csv.close()
+        self._flags_csv.close()
         if self._bar is not None:
             self._bar.close()
         frames = pd.DataFrame(self.rows, columns=list(FRAME_COLUMNS))
@@ -163,14 +293,25 @@ class Recorder(FrameSimulator):
         for name, rows in (("voltages", self.all_active_vm), ("loadings", self.all_active_ld)):
             df = pd.DataFrame(rows) if rows else pd.DataFrame({"frame": pd.Series(dtype="int64")})
             df.to_parquet(self.dir / f"all_active_{name}.parquet", index=False)
+        for name in self._tables():  # the whole tables are written: parts no longer needed
+            shutil.rmtree(self.dir / name, ignore_errors=True)
+
+
+def close_open_recorders() -> None:
+    """Write the finished frames of every unfinished Recorder of this process into Parquet
+    parts (the runner calls it when a run is interrupted or crashes)."""
+    for rec in list(_OPEN):
+        rec.close_on_error()
 
 
 # --------------------------------------------------------------------------- summary
-def summarize(frames: pd.DataFrame, *, wall_time_s: float, frame_h: float) -> dict:
+def summarize(frames: pd.DataFrame, *, wall_time_s: float, frame_h: float,
+              unit_flags: pd.DataFrame | None = None) -> dict:
     """Run summary: energy, cost, statuses and accuracy statistics (median/p95/max).
 
     ``frame_h`` is the clock's frame length in hours (``FrameClock.frame_h``): energy in
-    MWh = sum of frame-mean MW x ``frame_h``, cost in EUR = sum of EUR/h x ``frame_h``."""
+    MWh = sum of frame-mean MW x ``frame_h``, cost in EUR = sum of EUR/h x ``frame_h``.
+    ``unit_flags``: the run's ``timeseries/unit_flags.csv`` (flagged and clipped units)."""
     ok = frames["status"] == "optimal"
     req = frames["request_mw"].astype(float)
     dlv = frames["delivered_mw"].astype(float).fillna(0.0)
@@ -181,6 +322,13 @@ def summarize(frames: pd.DataFrame, *, wall_time_s: float, frame_h: float) -> di
             return {"median": math.nan, "p95": math.nan, "max": math.nan}
         return {"median": float(x.median()), "p95": float(x.quantile(0.95)), "max": float(x.max())}
 
+    def count(col: str) -> int:
+        return int(sum(bool(x) for x in frames[col] if pd.notna(x))) if col in frames else 0
+
+    flags = unit_flags if unit_flags is not None else pd.DataFrame(
+        columns=list(UNIT_FLAG_COLUMNS))
+    flagged = flags[flags["kind"] == "flagged"]
+    first = flagged.drop_duplicates("unit_id")
     return {
         "frames": int(len(frames)),
         "frames_cleared_optimal": int(ok.sum()),
@@ -197,6 +345,14 @@ def summarize(frames: pd.DataFrame, *, wall_time_s: float, frame_h: float) -> di
         "cost_eur": float(frames["cost_eur"].fillna(0).sum() * frame_h),
         "vm_mae_pu": stats("vm_mae_pu"),
         "loading_mae_percent": stats("loading_mae_percent"),
+        "frames_above_tolerance": count("above_tolerance"),
+        "flagged_units": int(first["unit_id"].nunique()),
+        "flagged_unit_frames": int(len(flagged)),
+        "flagged_frames": count("flagged_units"),
+        "flagged_examples": [f"{u} ({why})" for u, why in
+                             zip(first["unit_id"][:3], first["reason"][:3])],
+        "clipped_units": int(flags.loc[flags["kind"] == "clipped", "unit_id"].nunique()),
+        "clipped_unit_frames": int((flags["kind"] == "clipped").sum()),
         "wall_time_s": float(wall_time_s),
         "frames_per_s": float(len(frames) / wall_time_s) if wall_time_s > 0 else math.nan,
     }
@@ -218,8 +374,14 @@ def summary_text(s: dict) -> str:
          "{median:.2e} / {p95:.2e} / {max:.2e}".format(**s["vm_mae_pu"])),
         ("loading MAE % median/p95/max",
          "{median:.2e} / {p95:.2e} / {max:.2e}".format(**s["loading_mae_percent"])),
+        ("frames dispatched above accuracy tol.", str(s.get("frames_above_tolerance", 0))),
+        ("units flagged (contract) / frames", f"{s.get('flagged_units', 0)} / "
+                                              f"{s.get('flagged_frames', 0)}"),
+        ("units clipped / unit-frames", f"{s.get('clipped_units', 0)} / "
+                                        f"{s.get('clipped_unit_frames', 0)}"),
         ("wall time", f"{s['wall_time_s']:.1f} s ({s['frames_per_s']:.2f} frames/s)"),
     ]
+    rows[-1:-1] = [("  flagged", x) for x in s.get("flagged_examples", [])]
     w = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
 
@@ -227,7 +389,7 @@ def summary_text(s: dict) -> str:
 def write_summary(run_dir: Path, frames: pd.DataFrame, summary: dict) -> None:
     frames.assign(timestamp=[t.isoformat() for t in frames["timestamp"]]).to_csv(
         run_dir / "frames.csv", index=False)
-    flat = {k: v for k, v in summary.items() if not isinstance(v, dict)}
+    flat = {k: v for k, v in summary.items() if not isinstance(v, (dict, list))}
     for k in ("vm_mae_pu", "loading_mae_percent"):
         for q, x in summary[k].items():
             flat[f"{k}_{q}"] = x

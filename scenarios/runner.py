@@ -137,16 +137,33 @@ def prune_cancelled_waits() -> None:
     Progress.set = set_
 
 
+#: how long a simulator may take to connect to mosaik and to answer ``init`` (mosaik's
+#: ``start_timeout``, default 10 s): a ``cmd`` child imports pandapower, pyomo, ... and took
+#: 10-11 s on a loaded machine
+START_TIMEOUT_S = 120.0
+
+
 def new_world(sim_config: dict):
-    """A mosaik World without the start-up logo (``skip_greetings`` where mosaik has it)."""
+    """A mosaik World without the start-up logo (``skip_greetings`` where mosaik has it)
+    and with a start timeout of :data:`START_TIMEOUT_S` for the simulator processes."""
     import inspect
 
     import mosaik
 
     prune_cancelled_waits()
 
-    quiet = "skip_greetings" in inspect.signature(mosaik.World).parameters
-    return mosaik.World(sim_config, debug=False, **({"skip_greetings": True} if quiet else {}))
+    params = inspect.signature(mosaik.World).parameters
+    extra = {"skip_greetings": True} if "skip_greetings" in params else {}
+    return mosaik.World(sim_config, mosaik_config={"start_timeout": START_TIMEOUT_S},
+                        debug=False, **extra)
+
+
+def _quiet_exception_handler(loop, context: dict) -> None:
+    """asyncio exception handler after an interrupted run: to the debug log only."""
+    import logging
+
+    logging.getLogger("flexcosim.runner").debug("after the interruption: %s",
+                                                context.get("message"))
 
 
 def run_scenario(cfg: ScenarioConfig, *, out: str | Path | None = None, quiet: bool = True
@@ -156,7 +173,7 @@ def run_scenario(cfg: ScenarioConfig, *, out: str | Path | None = None, quiet: b
 
     from flexcore.runs import new_run_dir, versions, write_json, write_toml
     from scenarios.bergwald import create_scenario, sim_config
-    from scenarios.results import summarize, write_summary
+    from scenarios.results import close_open_recorders, summarize, write_summary
 
     run_dir = new_run_dir("run", out=out).resolve()
     write_json(run_dir / "config.resolved.json", cfg.to_dict())
@@ -170,11 +187,17 @@ def run_scenario(cfg: ScenarioConfig, *, out: str | Path | None = None, quiet: b
         clock = create_scenario(world, cfg, run_dir=run_dir, progress=not quiet)
         world.run(until=clock.until_s, print_progress=False)
     except BaseException:
-        world.shutdown()  # stop simulator processes; finished frames stay in frames.csv
+        # finished frames into Parquet parts (frames.csv has them already), then stop the
+        # simulator processes; mosaik's tasks left pending or failed by the interruption
+        # are dropped without asyncio's "Task was destroyed but it is pending!" noise
+        close_open_recorders()
+        world.loop.set_exception_handler(_quiet_exception_handler)
+        world.shutdown()
         raise
     wall = time.perf_counter() - t0
     frames = pd.read_parquet(run_dir / "timeseries" / "frames.parquet")
-    summary = summarize(frames, wall_time_s=wall, frame_h=clock.frame_h)
+    flags = pd.read_csv(run_dir / "timeseries" / "unit_flags.csv")
+    summary = summarize(frames, wall_time_s=wall, frame_h=clock.frame_h, unit_flags=flags)
     write_summary(run_dir, frames, summary)
     if cfg.plots:
         from scenarios.results import write_plots

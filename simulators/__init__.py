@@ -9,9 +9,16 @@ so it crosses process boundaries) and maps mosaik time to frames with
 """
 from __future__ import annotations
 
+import ctypes
+import os
+import signal
+import sys
+import threading
 from typing import Any
 
 import mosaik_api_v3
+
+PR_SET_PDEATHSIG = 1  #: prctl option (linux/prctl.h)
 
 
 class FrameSimulator(mosaik_api_v3.Simulator):
@@ -43,3 +50,48 @@ def building_profiles(table, *, seed: int, pv_penetration: float):
 
     return BuildingProfiles.from_table(table, seed=seed, pv_penetration=pv_penetration)
 
+
+
+def end_with_parent(*, poll_s: float = 1.0) -> None:
+    """Make a simulator process (``starter = "cmd"``) end when its parent (the mosaik
+    runner) ends, even on SIGKILL, and leave Ctrl-C to the parent.
+
+    * SIGINT is ignored: Ctrl-C in a terminal reaches the whole process group; the runner
+      stops the children itself (no KeyboardInterrupt traceback from each child);
+    * Linux: ``prctl(PR_SET_PDEATHSIG, SIGTERM)``, the kernel sends SIGTERM when the parent
+      dies (SIGTERM keeps its default action: the process ends at once, even inside a long
+      computation in C, quietly);
+    * everywhere: a daemon thread that ends the process when the parent pid changes
+      (the process was re-parented), checked every ``poll_s`` seconds.
+    """
+    parent = os.getppid()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # the watchdog below still applies
+    if os.getppid() != parent or parent == 1:  # the parent died before prctl took effect
+        os._exit(1)
+
+    def watch() -> None:
+        stop = threading.Event()
+        while not stop.wait(poll_s):
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="end-with-parent", daemon=True).start()
+
+
+def start_simulation(sim: mosaik_api_v3.Simulator) -> None:
+    """``main()`` of every simulator module: :func:`end_with_parent`, mosaik-api's loguru
+    output from INFO to WARNING (no "tries to connect" lines), then mosaik's
+    ``start_simulation``."""
+    end_with_parent()
+    from loguru import logger  # mosaik-api's logger
+
+    logger.enable("mosaik_api_v3")
+    logger.remove()
+    logger.add(sys.stderr, level="WARNING")
+    mosaik_api_v3.start_simulation(sim, configure_logging=False)

@@ -7,8 +7,6 @@ resolution (15 or 60 min: profile means over the frame).
 """
 from __future__ import annotations
 
-import mosaik_api_v3
-
 from flexcore.district.clock import FrameClock
 from flexcore.grid.district_grid import building_table
 from simulators import FrameSimulator, building_profiles, meta_from_table
@@ -53,7 +51,9 @@ class BuildingSim(FrameSimulator):
 
 
 def main() -> None:
-    mosaik_api_v3.start_simulation(BuildingSim())
+    from simulators import start_simulation
+
+    start_simulation(BuildingSim())
 
 
 if __name__ == "__main__":

@@ -17,11 +17,11 @@ building (the DSO needs it for its linearizer; the TSO for bid -> unit).
 """
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 
-import mosaik_api_v3
-
 from flexcore.district.clock import FrameClock
+from flexcore.fpu.base import contract_violation
 from flexcore.grid.district_grid import building_table
 from simulators import FrameSimulator, building_profiles, meta_from_table
 
@@ -33,6 +33,8 @@ ATTRS_OUT = (
     ("P[MW]", "actual injection per unit after dispatch"),
     ("dP[MW]", "sum of (power - profile) per building after dispatch"),
     ("clipped", "unit_id -> reason for set-points clipped to the feasible range"),
+    ("flagged", "unit_id -> reason: units that broke the plug-in contract in the frame "
+                "(neutralised: no offers, kept at baseline)"),
 )
 ATTRS_IN = (("setpoint[MW]", "unit_id -> cleared activation (MW deviation)"),)
 META = meta_from_table({"Fleet": {
@@ -98,19 +100,36 @@ class FPUSim(FrameSimulator):
             self._reset()
         self._day = frame.day_type
         offers, base, dbase = [], {}, defaultdict(float)
+        self._flagged = {}
         for u in self.units:
-            for o in u.offers(frame):
-                offers.append({"bid_id": f"{u.unit_id}:{o.direction}", "unit_id": u.unit_id,
-                               "volume_mw": o.volume_mw, "price_eur_per_mwh": o.price_eur_per_mwh,
-                               "min_mw": o.min_mw, "indivisible": o.indivisible})
-            b = u.baseline_mw(frame)
+            reason = contract_violation(u, frame)
+            if reason:  # flag and neutralise: no offers, baseline (or profile) injection
+                self._flagged[u.unit_id] = reason
+            else:
+                for o in u.offers(frame):
+                    offers.append({"bid_id": f"{u.unit_id}:{o.direction}",
+                                   "unit_id": u.unit_id, "volume_mw": o.volume_mw,
+                                   "price_eur_per_mwh": o.price_eur_per_mwh,
+                                   "min_mw": o.min_mw, "indivisible": o.indivisible})
+            if reason:
+                b, prof = _neutral_power_mw(u, frame), _neutral_profile_mw(u, frame)
+            else:
+                b, prof = u.baseline_mw(frame), u.profile_mw(frame)
             base[u.unit_id] = b
-            dbase[u.building_id] += b - u.profile_mw(frame)
-        self._out = {"offers": offers, "P_base[MW]": base, "dP_base[MW]": dict(dbase)}
+            dbase[u.building_id] += b - prof
+        self._out = {"offers": offers, "P_base[MW]": base, "dP_base[MW]": dict(dbase),
+                     "flagged": dict(self._flagged)}
 
     def _dispatch(self, frame, setpoints: dict[str, float]) -> None:
         power, dp, clipped = {}, defaultdict(float), {}
+        flagged = getattr(self, "_flagged", {})
         for u in self.units:
+            if u.unit_id in flagged:  # neutralised: no activation, state advanced at baseline
+                p = _neutral_power_mw(u, frame)
+                power[u.unit_id] = p
+                dp[u.building_id] += p - _neutral_profile_mw(u, frame)
+                u.advance(frame, p)
+                continue
             d = u.dispatch(frame, float(setpoints.get(u.unit_id, 0.0)))
             if d.clipped:
                 clipped[u.unit_id] = d.reason
@@ -118,11 +137,33 @@ class FPUSim(FrameSimulator):
             power[u.unit_id] = p
             dp[u.building_id] += p - u.profile_mw(frame)
             u.step(frame)
-        self._out = {"P[MW]": power, "dP[MW]": dict(dp), "clipped": clipped}
+        self._out = {"P[MW]": power, "dP[MW]": dict(dp), "clipped": clipped,
+                     "flagged": dict(flagged)}
+
+
+def _finite_or(x, default: float) -> float:
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return default
+    return x if math.isfinite(x) else default
+
+
+def _neutral_profile_mw(unit, frame) -> float:
+    """A flagged unit's profile part (0 if not a finite number)."""
+    return _finite_or(unit.profile_mw(frame), 0.0)
+
+
+def _neutral_power_mw(unit, frame) -> float:
+    """A flagged unit's power: its baseline if finite, else its profile part (the
+    building then injects exactly its profile)."""
+    return _finite_or(unit.baseline_mw(frame), _neutral_profile_mw(unit, frame))
 
 
 def main() -> None:
-    mosaik_api_v3.start_simulation(FPUSim())
+    from simulators import start_simulation
+
+    start_simulation(FPUSim())
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 
-import mosaik_api_v3
 import numpy as np
 
 from flexcore.district.clock import FrameClock
@@ -112,7 +111,9 @@ class GridSim(FrameSimulator):
 
 
 def main() -> None:
-    mosaik_api_v3.start_simulation(GridSim())
+    from simulators import start_simulation
+
+    start_simulation(GridSim())
 
 
 if __name__ == "__main__":

@@ -243,3 +243,137 @@ def test_default_assignment_on_district():
     for frame, minimum in ((evening, 1.5), (noon, 1.5)):
         total = sum(abs(o.volume_mw) for u in units for o in u.offers(frame))
         assert total > minimum, (frame.start, total)
+
+
+# ------------------------------------------------------------------ contract checks
+class _Ok(FlexibilityUnit):
+    def baseline_mw(self, frame):
+        return -0.001
+
+    def feasible_range_mw(self, frame):
+        return -0.001, 0.001
+
+    def advance(self, frame, power_mw):
+        pass
+
+
+class WrongRange(_Ok):             # forgot the frame argument
+    def feasible_range_mw(self):
+        return -0.001, 0.001
+
+
+class WrongAdvance(_Ok):           # advance without the power
+    def advance(self, frame):
+        pass
+
+
+class WrongInit(_Ok):              # rng positional, no context
+    def __init__(self, unit_id, building_id, rng):
+        super().__init__(unit_id, building_id, rng=rng)
+
+
+class StaticProfile(_Ok):
+    @staticmethod
+    def profile_mw(frame):
+        return 0.0
+
+
+class Unfinished(FlexibilityUnit):  # advance not implemented
+    def baseline_mw(self, frame):
+        return 0.0
+
+    def feasible_range_mw(self, frame):
+        return 0.0, 0.0
+
+
+class Swapped(_Ok):                # (up, down): the finding of the swapped tuple
+    def feasible_range_mw(self, frame):
+        return 0.002, -0.001
+
+
+class NanBaseline(_Ok):
+    def baseline_mw(self, frame):
+        return math.nan
+
+
+@pytest.mark.parametrize("name,method", [
+    ("WrongRange", r"feasible_range_mw\(self\) does not match the contract "
+                   r"feasible_range_mw\(frame\)"),
+    ("WrongAdvance", r"advance\(self, frame\) does not match the contract "
+                     r"advance\(frame, power_mw\)"),
+    ("WrongInit", r"__init__\(self, unit_id, building_id, rng\) does not match the contract "
+                  r"__init__\(unit_id, building_id, \*, rng, context\)"),
+    ("StaticProfile", r"profile_mw must be a plain method"),
+    ("Unfinished", r"does not implement \['advance'\]"),
+])
+def test_registry_checks_the_contract_when_loading(name, method):
+    """A wrong plug-in stops at load time (scenario parse), naming class and method."""
+    with pytest.raises(RegistryError, match=rf"unit class 'test_fpu:{name}': {method}"):
+        load_unit_class(f"test_fpu:{name}")
+    with pytest.raises(RegistryError, match=f"test_fpu:{name}"):
+        parse_fpu_config({"fpu": [{"class": f"test_fpu:{name}", "penetration": 1.0,
+                                   "building_types": ["shop"]}]})
+    assert load_unit_class("test_fpu:Swapped") is Swapped   # its signatures are right
+
+
+def test_penetration_with_unknown_building_type_is_rejected():
+    with pytest.raises(RegistryError, match=r"#1 \(battery\): unknown building type\(s\) "
+                                            r"\['castle'\]; valid: \['single_house'"):
+        parse_fpu_config({"fpu": [{"class": "battery", "penetration": {"castle": 0.5}}]})
+    with pytest.raises(RegistryError, match=r"#2 \(ev\): unknown building type\(s\) \['hut'\]"):
+        parse_fpu_config({"fpu": [{"class": "battery", "building_types": ["duplex"]},
+                                  {"class": "ev", "building_types": ["duplex", "hut"]}]})
+
+
+def test_contract_violation_names_the_broken_part():
+    from flexcore.fpu.base import contract_violation
+
+    rng = np.random.default_rng(0)
+    frame = DAY[0]
+    assert contract_violation(_Ok("u", "B", rng=rng), frame) == ""
+    assert contract_violation(HomeBattery("b", "B", rng=rng), frame) == ""
+    assert contract_violation(Swapped("u", "B", rng=rng), frame) == (
+        "feasible_range_mw returned (0.002, -0.001): needs down <= 0 <= up")
+    assert contract_violation(NanBaseline("u", "B", rng=rng), frame) == (
+        "baseline_mw is nan, not a finite number")
+
+
+def test_fpu_sim_flags_and_neutralises_a_unit_that_breaks_the_contract():
+    """FPUSim with a swapped-range unit on every school: the schools' units offer nothing,
+    stay exactly at their baseline after a dispatch, and are reported with the reason; the
+    other units behave as before (same offers as a fleet without the broken units)."""
+    from flexcore.district.clock import FrameClock
+    from simulators.fpu_sim import FPUSim
+
+    clock = FrameClock.for_day_types(["winter_workday"], (72, 73))
+    broken = {"name": "broken", "class": "test_fpu:Swapped", "building_types": ["school"],
+              "penetration": 1.0}
+    base = [{"class": "battery", "building_types": ["single_house"], "penetration": 0.3}]
+
+    def sim(fpu):
+        s = FPUSim()
+        s.init("FPUSim-0")
+        s.create(1, "Fleet", grid="bergwald", buildings="bergwald", seed=0,
+                 pv_penetration=0.6, clock=clock.to_dict(), fpu=fpu)
+        return s
+
+    good, bad = sim(base), sim(base + [broken])
+    ids = sorted(u.unit_id for u in bad.units if u.unit_id.endswith(".broken"))
+    assert ids
+    for t in (0, clock.step_s):
+        good.step(t, {}, None)
+        bad.step(t, {}, None)
+        out = bad.get_data({"Fleet": ["offers", "flagged", "P_base[MW]"]})["Fleet"]
+        assert sorted(out["flagged"]) == ids
+        assert set(out["flagged"].values()) == {
+            "feasible_range_mw returned (0.002, -0.001): needs down <= 0 <= up"}
+        assert out["offers"] == good.get_data({"Fleet": ["offers"]})["Fleet"]["offers"]
+        sp = {o["unit_id"]: o["volume_mw"] for o in out["offers"][:5]}
+        sp[ids[0]] = 0.002                          # a set-point for a flagged unit: ignored
+        good.step(t, {"Fleet": {"setpoint[MW]": {"TSO": sp}}}, None)
+        bad.step(t, {"Fleet": {"setpoint[MW]": {"TSO": sp}}}, None)
+        res = bad.get_data({"Fleet": ["P[MW]", "clipped", "flagged", "dP[MW]"]})["Fleet"]
+        assert {u: res["P[MW]"][u] for u in ids} == {u: -0.001 for u in ids}   # baseline
+        assert not set(res["clipped"]) & set(ids) and sorted(res["flagged"]) == ids
+        ref = good.get_data({"Fleet": ["P[MW]", "dP[MW]"]})["Fleet"]
+        assert {u: p for u, p in res["P[MW]"].items() if u not in ids} == ref["P[MW]"]

@@ -508,3 +508,118 @@ def test_run_check_validates_without_running(tmp_path, capsys):
     assert main(["run", "--check", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "grid source not found: 'missing.json'" in err
+
+
+# ------------------------------------------------- units, accuracy flags, Parquet parts
+def test_recorder_flags_units_and_inaccurate_frames_and_writes_parts(tmp_path):
+    """Hand-made inputs: a dispatched frame with loading MAE 2.8e-2 % (tolerance 5e-3) is
+    flagged with a message, flagged units are named in the message and in unit_flags.csv,
+    the finished frames are in Parquet parts readable as one dataset before the end, and
+    the normal end writes the usual single files (parts removed)."""
+    from flexcore.district.clock import FrameClock
+    from scenarios import results
+    from scenarios.results import Recorder, summarize, summary_text
+
+    clock = FrameClock.for_day_types(["winter_workday"], (72, 73, 74, 75))
+    rec = Recorder()
+    rec.init("Rec")
+    rec.create(1, "Recorder", run_dir=str(tmp_path), clock=clock.to_dict(),
+               tol_vm_mae_pu=2e-5, tol_loading_mae_percent=5e-3)
+    ac = {"Vm[pu]": {"0": 1.0, "1": 0.99}, "loading[%]": {"line:0": -50.0, "trafo:0": 30.0}}
+    ok = {"status": "optimal", "dispatched": True, "request_mw": 1.8, "delivered_mw": 1.8,
+          "cost_eur": 10.0}
+
+    def inputs(**kw):
+        return {"Recorder": {a: {"src": x} for a, x in kw.items()}}
+
+    rec.step(0, inputs(clearing=ok, accuracy={"vm_mae_pu": 1e-6, "loading_mae_percent": 2.8e-2},
+                       flagged={"B1.x": "feasible_range_mw returned (0.1, -0.1): needs down "
+                                        "<= 0 <= up"},
+                       clipped={"B2.battery": "above the upward limit 0.005 MW"},
+                       offers=[{"bid_id": "b", "unit_id": "B2.battery", "volume_mw": 0.005,
+                                "price_eur_per_mwh": 1.0}], **ac), None)
+    rec.step(clock.time_of(1), inputs(clearing=ok, accuracy={"vm_mae_pu": 1e-6,
+                                                             "loading_mae_percent": 1e-3},
+                                      **ac), None)
+    rec.step(clock.time_of(2), inputs(clearing=ok, **ac), None)   # frame 1 finished
+    rec.write_parts()
+    ts = tmp_path / "timeseries"
+    part = pd.read_parquet(ts / "frames")          # the folder of parts, as one dataset
+    assert part["frame"].tolist() == [0, 1]
+    assert part["above_tolerance"].tolist() == [True, False]
+    assert "loading mae 2.80e-02 % > tolerance 5.00e-03" in part["message"][0]
+    assert "1 unit(s) flagged and kept at baseline: B1.x (feasible_range_mw" in part["message"][0]
+    assert pd.read_parquet(ts / "voltages")["frame"].tolist() == [0, 1]
+    assert pd.read_parquet(ts / "bids")["bid_id"].tolist() == ["b"]
+    rec.step(clock.time_of(3), inputs(clearing=ok, **ac), None)   # frame 2 finished
+    rec.write_parts()                              # a second part, same schema
+    assert pd.read_parquet(ts / "frames")["frame"].tolist() == [0, 1, 2]
+    assert sorted(p.name for p in (ts / "frames").iterdir()) == [
+        "part-00000.parquet", "part-00001.parquet"]
+    rec.finalize()
+    assert not (ts / "frames").exists()
+    frames = pd.read_parquet(ts / "frames.parquet")
+    assert frames["flagged_units"].tolist() == [1, 0, 0, 0]
+    flags = pd.read_csv(ts / "unit_flags.csv")
+    assert flags[["frame", "unit_id", "kind"]].values.tolist() == [
+        [0, "B1.x", "flagged"], [0, "B2.battery", "clipped"]]
+    s = summarize(frames, wall_time_s=1.0, frame_h=0.25, unit_flags=flags)
+    assert (s["frames_above_tolerance"], s["flagged_units"], s["flagged_frames"],
+            s["clipped_units"], s["clipped_unit_frames"]) == (1, 1, 1, 1, 1)
+    text = summary_text(s)
+    assert "frames dispatched above accuracy tol.   1" in text
+    assert "units flagged (contract) / frames       1 / 1" in text
+    assert "B1.x (feasible_range_mw returned (0.1, -0.1)" in text
+    assert not list(results._OPEN)
+
+
+class SwappedRangeUnit(FlexibilityUnit):
+    """Breaks the contract: feasible range returned as (up, down)."""
+
+    def baseline_mw(self, frame):
+        return -0.002
+
+    def feasible_range_mw(self, frame):
+        return 0.002, -0.002
+
+    def advance(self, frame, power_mw):
+        pass
+
+
+def test_units_breaking_the_contract_are_flagged_and_kept_at_baseline(cfg, run_a, tmp_path):
+    """The finding: swapped feasible ranges drifted 108 units off their baseline every
+    frame. Now they are neutralised: same accuracy as the normal run (Table 1), every such
+    unit named, the console summary counts them."""
+    from scenarios.results import summary_text
+
+    bad = dataclasses.replace(
+        cfg, slots=(29, 72), plots=False,
+        fpu=cfg.fpu + ({"name": "swapped", "class": "test_scenario:SwappedRangeUnit",
+                        "building_types": ["single_house", "shop"], "penetration": 1.0},))
+    run_dir, summary = run_scenario(bad, out=tmp_path / "sw")
+    f = _frames((run_dir, summary))
+    flags = pd.read_csv(run_dir / "timeseries" / "unit_flags.csv")
+    flagged = flags[flags["kind"] == "flagged"]
+    assert flagged["unit_id"].str.endswith(".swapped").all()
+    n = flagged["unit_id"].nunique()
+    assert n > 20 and len(flagged) == 2 * n
+    assert summary["flagged_units"] == n and summary["flagged_frames"] == 2
+    assert f["flagged_units"].tolist() == [n, n]
+    assert f["message"].str.contains(f"{n} unit\\(s\\) flagged and kept at baseline").all()
+    assert (f["status"] == "optimal").all()
+    assert (f["vm_mae_pu"] <= TABLE1_VM_MAE).all()
+    assert (f["loading_mae_percent"] <= TABLE1_LOADING_MAE).all()
+    assert f"units flagged (contract) / frames       {n} / 2" in summary_text(summary)
+
+
+def test_wrong_plugin_signature_stops_at_parse_time_with_one_line(tmp_path, capsys):
+    from scenarios.cli import main
+
+    toml = tmp_path / "s.toml"
+    toml.write_text('[scenario]\nname = "x"\n[[fpu]]\nclass = "test_fpu:WrongAdvance"\n'
+                    'building_types = ["shop"]\n')
+    assert main(["run", str(toml), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("flexcosim: error: ")
+    assert "unit class 'test_fpu:WrongAdvance': advance(self, frame) does not match" in err[0]
+    assert not (tmp_path / "run").exists()

@@ -40,6 +40,11 @@ The base class implements the rest of the contract from these:
 - :meth:`power_mw` = ``baseline_mw + applied activation`` (activation 0 if not dispatched).
 - :meth:`step`: calls :meth:`advance` with :meth:`power_mw` and forgets the activation.
 
+Every frame the simulator checks the contract with :func:`contract_violation` (finite
+numbers, ``down <= 0 <= up``); a unit that breaks it is *flagged and neutralised* for the
+frame: it offers nothing and stays at its baseline (or its profile if the baseline is not
+finite), and its id and the reason are recorded.
+
 Grid accounting: :meth:`profile_mw` is the part of the baseline already contained in the
 building's load/PV profile (0 for add-on devices such as batteries, EVs, heat pumps; the
 PV feed-in for PV curtailment; the shiftable load for a flexible load). A building's
@@ -204,3 +209,28 @@ class FlexibilityUnit(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.unit_id!r}, building={self.building_id!r})"
+
+
+def contract_violation(unit: FlexibilityUnit, frame: Frame) -> str:
+    """Why ``unit`` breaks the plug-in contract in ``frame`` ("" if it does not): the
+    feasible range must be two finite numbers with ``down <= 0 <= up``, the baseline and
+    the profile part finite numbers. Exceptions raised by the unit propagate."""
+    values: dict[str, Any] = {"baseline_mw": unit.baseline_mw(frame),
+                              "profile_mw": unit.profile_mw(frame)}
+    rng = unit.feasible_range_mw(frame)
+    try:
+        down, up = rng
+    except (TypeError, ValueError):
+        return f"feasible_range_mw returned {rng!r}, not a (down, up) pair"
+    values |= {"feasible_range_mw down": down, "feasible_range_mw up": up}
+    for what, x in values.items():
+        try:
+            ok = math.isfinite(float(x))
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            return f"{what} is {x!r}, not a finite number"
+    if not float(down) <= _TOL_MW or not float(up) >= -_TOL_MW:
+        return f"feasible_range_mw returned ({float(down):.6g}, {float(up):.6g}): " \
+               "needs down <= 0 <= up"
+    return ""

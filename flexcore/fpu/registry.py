@@ -12,12 +12,14 @@ A class is named ``"package.module:Class"`` or by a short alias (:data:`ALIASES`
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from flexcore.district.buildings import BUILDING_TYPES
 from flexcore.errors import FlexcosimError
 
 from .base import FlexibilityUnit, UnitContext
@@ -33,6 +35,55 @@ ALIASES: dict[str, str] = {
 
 class RegistryError(FlexcosimError, ValueError):
     """A unit class or an ``[[fpu]]`` entry cannot be loaded; the message names it."""
+
+
+#: the plug-in contract's methods -> the arguments they are called with (after ``self``);
+#: ``(name, args, required)``: a class must provide the required ones (not abstract)
+CONTRACT: tuple[tuple[str, tuple[str, ...], bool], ...] = (
+    ("baseline_mw", ("frame",), True),
+    ("feasible_range_mw", ("frame",), True),
+    ("advance", ("frame", "power_mw"), True),
+    ("state", (), False),
+    ("profile_mw", ("frame",), False),
+    ("offers", ("frame",), False),
+)
+
+
+def check_unit_class(cls: type, spec: str = "") -> None:
+    """Check a plug-in class against the contract before any unit is built: every method
+    present, callable and accepting the documented arguments (``inspect.signature``), the
+    abstract ones implemented, the constructor accepting ``(unit_id, building_id, *, rng,
+    context)``. Raises :class:`RegistryError` naming the class and the method."""
+    name = spec or f"{cls.__module__}:{cls.__qualname__}"
+    abstract = sorted(getattr(cls, "__abstractmethods__", ()))
+    if abstract:
+        raise RegistryError(f"unit class {name!r}: does not implement {abstract}")
+    for method, args, _required in CONTRACT:
+        fn = inspect.getattr_static(cls, method, None)
+        if isinstance(fn, (staticmethod, classmethod)):
+            raise RegistryError(f"unit class {name!r}: {method} must be a plain method "
+                                f"{method}(self, {', '.join(args)})")
+        fn = getattr(cls, method, None)
+        if not callable(fn):
+            raise RegistryError(f"unit class {name!r}: {method} is not a method")
+        _check_call(name, method, fn, ("self",) + args, {})
+    _check_call(name, "__init__", cls.__init__, ("self", "unit_id", "building_id"),
+                {"rng": None, "context": None})
+
+
+def _check_call(name: str, method: str, fn: Any, args: tuple[str, ...],
+                kwargs: dict[str, Any]) -> None:
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # builtins without a signature: nothing to check
+        return
+    try:
+        sig.bind(*args, **kwargs)
+    except TypeError as exc:
+        documented = ", ".join(args[1:]) + "".join(f", *, {k}" if i == 0 else f", {k}"
+                                                   for i, k in enumerate(kwargs))
+        raise RegistryError(f"unit class {name!r}: {method}{sig} does not match the "
+                            f"contract {method}({documented}) ({exc})") from None
 
 
 def load_unit_class(spec: str) -> type[FlexibilityUnit]:
@@ -54,6 +105,7 @@ def load_unit_class(spec: str) -> type[FlexibilityUnit]:
     if not (isinstance(cls, type) and issubclass(cls, FlexibilityUnit)):
         raise RegistryError(
             f"unit class {spec!r}: {class_name!r} is not a FlexibilityUnit subclass")
+    check_unit_class(cls, spec)
     return cls
 
 
@@ -100,6 +152,11 @@ def parse_fpu_config(config: Mapping[str, Any] | Sequence[Mapping[str, Any]]) ->
                 raise RegistryError(
                     f"{where}: give 'building_types' or a per-type 'penetration' table")
             penetration = {str(t): float(pen) for t in types}
+        named = set(penetration) | {str(t) for t in types or ()}
+        unknown_types = sorted(named - set(BUILDING_TYPES))
+        if unknown_types:
+            raise RegistryError(f"{where} ({path}): unknown building type(s) {unknown_types}; "
+                                f"valid: {list(BUILDING_TYPES)}")
         bad = {t: v for t, v in penetration.items() if not 0.0 <= v <= 1.0}
         if bad:
             raise RegistryError(f"{where}: penetration must be in [0, 1], got {bad}")
