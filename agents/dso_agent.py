@@ -74,63 +74,36 @@ class DSOAgent(FrameSimulator):
                dso: dict, clock: dict, exchange: str = "files"):
         if num != 1 or self.lin is not None:
             raise ValueError("DSOAgent holds exactly one DSO entity")
-        from flexcore.dso import (
-            Linearizer,
-            RefinementPolicy,
-            RefinementSession,
-            RelinearizationSchedule,
-        )
-        from flexcore.exchange.bids import BidTable
+        from flexcore.dso import Linearizer, RefinementPolicy, RefinementSession
+        from flexcore.dso import RelinearizationSchedule as Schedule
+        from flexcore.dso.frame import PublicationAudit, catalog_bids
         from flexcore.exchange.limits import Limits
-        from flexcore.grid.district_grid import district_net
+        from flexcore.grid.district_grid import BuildingInjections, district_net
 
         if exchange not in ("files", "memory"):
             raise ValueError(f"exchange must be 'files' or 'memory', got {exchange!r}")
-        net, ids, load_idx, sgen_idx = district_net(grid)
-        self._pos = {b: k for k, b in enumerate(ids)}
-        bus_of_building = dict(zip(ids, net.load.loc[load_idx, "bus"].to_numpy().tolist()))
-        self.ids = tuple(c["bid_id"] for c in catalog)
-        self._col = {b: k for k, b in enumerate(self.ids)}
-        bids = BidTable(ids=self.ids, volume_mw=np.zeros(len(self.ids)),
-                        price_eur_per_mwh=np.zeros(len(self.ids)),
-                        bus=np.array([bus_of_building[c["building_id"]] for c in catalog],
-                                     np.int64))
+        net, *buildings = district_net(grid)
+        self.inj = BuildingInjections(net, *buildings)
         # deterministic salt (same seed -> same keys); the key map stays with the DSO
-        self.lin = Linearizer(net, bids, salt=f"bergwald-{seed}",
-                              limits=Limits.from_dict(dso["limits"]))
+        self.lin = Linearizer(net, catalog_bids(catalog, self.inj.bus_of),
+                              salt=f"bergwald-{seed}", limits=Limits.from_dict(dso["limits"]))
         self.cfg, self.exchange, self.clock = dso, exchange, FrameClock.of(clock)
         self.session = RefinementSession(self.lin, policy=RefinementPolicy(
             max_rounds=dso["refine_rounds"], tol_vm_mae_pu=dso["tol_vm_mae_pu"],
             tol_loading_mae_percent=dso["tol_loading_mae_percent"],
             dispatch_unsafe=dso["dispatch_unsafe"]))
-        self.schedule = RelinearizationSchedule(dso["relinearize_every"],
-                                                dso["relinearize_threshold_mw"])
-        # building loads and sgens by position in their tables; other loads keep their
-        # values, as in GridSim (a SimBench grid may hold loads that are no building)
-        self._sgen_pos, self._n_sgen = net.sgen.index.get_indexer(sgen_idx), len(net.sgen)
-        self._load_pos = net.load.index.get_indexer(load_idx)
-        self._load_p0 = net.load["p_mw"].to_numpy(float).copy()
-        self._load_q0 = net.load["q_mvar"].to_numpy(float).copy()
+        self.schedule = Schedule(dso["relinearize_every"], dso["relinearize_threshold_mw"])
+        self.audit = PublicationAudit(self.lin)
         self.dir = Path(run_dir)
         (self.dir / "dso").mkdir(parents=True, exist_ok=True)
         self.lin.keymap.save(self.dir / "dso" / "KEYMAP.json")  # private: for the validator
         self._points: tuple = ()
         return [{"eid": "DSO", "type": model}]
 
-    def _frame_of(self, time: int) -> int:
-        return self.clock.index_at(time)
-
-    def _new_day(self, frame: int) -> bool:
-        return self.clock.new_day(frame)
-
-    def _vector(self, values: dict) -> np.ndarray:
-        out = np.zeros(len(self._pos))
-        for b, v in values.items():
-            out[self._pos[b]] = v
-        return out
-
     def _publish(self, package, frame: int, round_: int) -> dict:
         """The package message: the object itself (in-process runs) or a folder path."""
+        if round_ == 0:
+            self.audit.published(frame, self.clock.frames[frame].day_type, package)
         if self.exchange == "memory":
             return PackageMessage(frame, round_, package=package).to_wire()
         from flexcore.exchange.package import save_package
@@ -138,10 +111,9 @@ class DSOAgent(FrameSimulator):
         path = save_package(package, self.dir / "exchange" / f"r{round_}")
         return PackageMessage(frame, round_, path=str(path)).to_wire()
 
-    # ----------------------------------------------------------------- step
     def step(self, time, inputs, max_advance):
         data = inputs.get("DSO", {})
-        frame = self._frame_of(time)
+        frame = self.clock.index_at(time)
         self._out = {}
         if "offers" in data:
             self._new_frame(frame, data)
@@ -154,61 +126,43 @@ class DSOAgent(FrameSimulator):
 
     def _new_frame(self, frame: int, data: dict) -> None:
         from flexcore.dso import PointNotConverged
+        from flexcore.dso.frame import offer_arrays, round0_package
 
         t0 = _time.perf_counter()
-        load_p, load_q = self._load_p0.copy(), self._load_q0.copy()
-        load_p[self._load_pos] = building_p = self._vector(_merge(data, "P_load[MW]"))
-        load_q[self._load_pos] = self._vector(_merge(data, "Q_load[MVAr]"))
-        sgen_b = self._vector(_merge(data, "P_pv[MW]")) + self._vector(_merge(data, "dP_base[MW]"))
-        sgen = np.zeros(self._n_sgen)
-        sgen[self._sgen_pos] = sgen_b
-        self.lin.set_base(load_p_mw=load_p, load_q_mvar=load_q, sgen_p_mw=sgen)
-        vol, price = np.zeros(len(self.ids)), np.zeros(len(self.ids))
-        for offers in data["offers"].values():
-            for o in offers:
-                k = self._col[o["bid_id"]]
-                vol[k], price[k] = o["volume_mw"], o["price_eur_per_mwh"]
-        self.lin.set_bid_volumes(vol, price)
-        fix = sgen_b - building_p
-        plan = self.schedule.decide(frame, fix, new_day=self._new_day(frame))
-        due = plan.due
-        self.report = {"frame": frame, "relinearized": bool(due), "fix_moved_mw": plan.moved_mw,
-                       "rounds": 0, "points": 0}
+        inj = self.inj.apply(p_load_mw=_merge(data, "P_load[MW]"),
+                             q_load_mvar=_merge(data, "Q_load[MVAr]"),
+                             p_pv_mw=_merge(data, "P_pv[MW]"),
+                             dp_base_mw=_merge(data, "dP_base[MW]"))
+        self.lin.set_base(load_p_mw=inj.load_p_mw, load_q_mvar=inj.load_q_mvar,
+                          sgen_p_mw=inj.sgen_p_mw)
+        offers = [o for batch in data["offers"].values() for o in batch]
+        self.lin.set_bid_volumes(*offer_arrays(self.lin.bids.ids, offers))
+        plan = self.schedule.decide(frame, inj.fix_mw, new_day=self.clock.new_day(frame))
+        self.report = {"frame": frame, "relinearized": bool(plan.due),
+                       "fix_moved_mw": plan.moved_mw, "rounds": 0, "points": 0}
         try:
-            package = self._package(due)
+            r0 = round0_package(self.lin, self._points, due=plan.due,
+                                operating_points=self.cfg["operating_points"],
+                                screening=self.cfg["screening"])
         except PointNotConverged as exc:  # recorded; the frame is not cleared
-            v = self.session.failed(str(exc))
             self.report.update(dso_time_s=_time.perf_counter() - t0)
-            self._verdict(frame, v)
+            self._verdict(frame, self.session.failed(str(exc)))
             return
-        if due:
-            self.schedule.done(frame, fix)
+        self._points = r0.points
+        if r0.message:
+            self.report["message"] = r0.message
+        if plan.due:
+            self.schedule.done(frame, inj.fix_mw)
         self.report["dso_time_s"] = _time.perf_counter() - t0
-        self._out["to_tso"] = self._publish(self.session.open(package), frame, 0)
-
-    def _package(self, due: bool):
-        """Round-0 package: all operating points when due, otherwise the earlier points with
-        the zero point (this frame's base case) recomputed; failed points are left out."""
-        from flexcore.dso import PointNotConverged
-
-        if due:
-            rep = self.lin.linearize(tuple(self.cfg["operating_points"]),
-                                     screen_rows=self.cfg["screening"])
-            self._points = rep.points
-            return rep.package
-        points = [p for p in self._points if p.activation_fraction != 0.0]
-        try:
-            points.insert(0, self.lin.point(np.zeros(len(self.ids)), label="a=0",
-                                            activation_fraction=0.0))
-        except PointNotConverged:
-            self.report["message"] = "zero point did not converge: earlier points used"
-            points = list(self._points)
-        return self.lin.package(points, screen_rows=self.cfg["screening"])[0]
+        self._out["to_tso"] = self._publish(self.session.open(r0.package), frame, 0)
 
     def _on_clearing(self, frame: int, msg: ClearingMessage) -> None:
         from flexcore.dso import Verdict
+        from flexcore.dso.frame import all_active_state
 
         t0 = _time.perf_counter()
+        if msg.round == 0:
+            self.audit.cleared(frame, msg.clearing.request_mw)
         self.report.update(rounds=msg.round, points=self.session.package.m)
         step = self.session.on_clearing(msg.clearing)
         v = self.session.records[-1].validation
@@ -221,7 +175,7 @@ class DSOAgent(FrameSimulator):
                 self.report["worst_violation"] = v.max_violation
             direction = float(np.sign(msg.clearing.request_mw))
             if direction:
-                self.report["all_active"] = self._all_active(direction)
+                self.report["all_active"] = all_active_state(self.lin, direction)
             self._verdict(frame, step)
         else:
             self._out["to_tso"] = self._publish(step, frame, msg.round + 1)
@@ -235,21 +189,11 @@ class DSOAgent(FrameSimulator):
             self.report["message"] = v.message
         self._out["report"] = self.report
 
-    def _all_active(self, direction: float) -> dict:
-        """AC state with every bid in the request's direction (sign) at its full volume,
-        keyed like GridSim's outputs."""
-        from flexcore.dso import PointNotConverged
+    def finalize(self) -> None:
+        """The run folder's ``dso/audit.json``: the audit of the published packages."""
+        from flexcore.runs import write_json
 
-        vol = self.lin.bids.volume_mw
-        try:
-            vm, lp = self.lin.power_flow(np.where(np.sign(vol) == direction, vol, 0.0))
-        except PointNotConverged:
-            return {"converged": False}
-        km = self.lin.keymap
-        return {"converged": True,
-                "Vm[pu]": {str(b): float(v) for b, v in zip(km.vm_pu.values(), vm)},
-                "loading[%]": {f"{e}:{i}": float(x)
-                               for (e, i), x in zip(km.loading_percent.values(), lp)}}
+        write_json(self.dir / "dso" / "audit.json", self.audit.result())
 
 
 def main() -> None:
