@@ -208,3 +208,50 @@ def test_publication_audit_sees_colocated_units(dso):
         int(np.sum(bus == b)) for b in np.unique(bus) if np.sum(bus == b) > 1)
     assert res["audit_time_s"] > 0
     assert A.SCORE_KEYS == tuple(rec["scores"])
+
+
+def test_dso_frames_one_frame_with_the_market(fleet):
+    """A whole frame without mosaik: DsoFrames opens it, flexcore.market clears, the DSO
+    answers until its verdict; the verdict's AC state is pandapower's at the activation."""
+    from flexcore.dso.frame import DsoFrames
+    from flexcore.market import clear
+    from scenarios.config import load_config
+
+    sim, offers = fleet
+    cfg = load_config("scenarios/bergwald.toml").dso
+    dso_cfg = cfg.__dict__ | {"operating_points": list(cfg.operating_points)}
+    net, *buildings = district_net("bergwald")
+    inj = BuildingInjections(net, *buildings)
+    lin = Linearizer(net, catalog_bids(sim.catalog(), inj.bus_of), salt="t")
+    frames = DsoFrames(lin, inj, dso_cfg, FrameClock.for_day_types(("winter_workday",),
+                                                                   (70, 71, 72)))
+    ids = inj.building_ids
+    inputs = dict(p_load_mw=dict.fromkeys(ids, 0.003), q_load_mvar=dict.fromkeys(ids, 0.0005),
+                  p_pv_mw={}, dp_base_mw={})
+    step = frames.open_frame(0, **inputs, offers=offers)
+    assert step.round == 0 and step.verdict is None and frames.report["relinearized"]
+    while step.verdict is None:
+        r = clear(step.package, lin.bids.without_bus(), 0.5)
+        step = frames.on_clearing(0, step.round, r)
+    rep = step.report
+    assert rep["status"] == "optimal" and rep["dispatched"] and rep["safe"]
+    assert abs(r.delivered_mw - 0.5) < 1e-6
+    assert rep["dso_vm_mae_pu"] < 1e-4 and rep["ac_converged"]
+    assert rep["all_active"]["converged"]
+    # oracle for the AC check: pandapower at the cleared activation
+    ref = copy.deepcopy(lin.net)
+    ref.sgen.loc[ref.sgen.name == FLEX_SGEN_NAME, "p_mw"] = 0.0
+    for b, x in r.activation_mw.items():
+        if x:
+            pp.create_sgen(ref, int(lin.bids.bus[lin.bids.ids.index(b)]), p_mw=float(x))
+    pp.runpp(ref)
+    v = frames.session.records[-1].validation
+    assert v.converged and not v.violations
+    assert ref.res_bus.vm_pu.min() >= lin.limits.vm_min_pu - 1e-9
+    # a frame whose points do not converge: dso_failed at once, the next frame goes on
+    bad = frames.open_frame(1, **(inputs | {"p_load_mw": dict.fromkeys(ids, 5.0)}),
+                            offers=offers)
+    assert bad.verdict is not None and bad.report["status"] == "dso_failed"
+    assert not bad.report["dispatched"]
+    again = frames.open_frame(2, **inputs, offers=offers)
+    assert again.verdict is None and again.package is not None
