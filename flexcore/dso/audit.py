@@ -913,6 +913,8 @@ def audit(package: SensitivityPackage | str | Path, *, net, keymap, bids=None,
 def _screen_note(screening: dict | None) -> str:
     if not screening:
         return ""
+    if "vm_rows_kept" not in screening:  # format 2: counts under its own names
+        return ", ".join(f"{k} {v}" for k, v in screening.items())
     return (f"{screening.get('vm_rows_kept')}/{screening.get('vm_rows_total')} voltage, "
             f"{screening.get('loading_rows_kept')}/{screening.get('loading_rows_total')} "
             "loading rows kept")
@@ -971,7 +973,9 @@ def _audit_rows(pkg: Any, net, truth: _Truth, pol: dict[str, Any], *,
                    "no row keys published")]
     scores_t = tuple(scores)
     privacy = getattr(pkg, "privacy", "exact")
-    info = {"m": m, "n": n, "v": 0, "l": 0, "rows": nrows, "format": 2,
+    points = getattr(pkg, "points", None)  # an envelope publishes points but no rows
+    info = {"m": len(points) if points is not None else m, "n": n, "v": 0, "l": 0,
+            "rows": nrows, "format": 2,
             "privacy": str(privacy), "base_values": False,
             "screening": _screen_note(getattr(pkg, "screening", None))}
     return AuditReport(package=info, scores=scores_t, policy=pol,
