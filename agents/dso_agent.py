@@ -1,44 +1,24 @@
-"""DSOAgent: the DSO's side of every frame. Holds the only grid model among the agents.
+"""DSOAgent: the DSO's side of every frame; mosaik glue over :class:`flexcore.dso.frame.
+DsoFrames` (which holds the only grid model among the agents and documents the DSO's work).
 
 Message sequence inside one frame (mosaik time t; tiers t:0, t:1, ... of the same-time loop
-formed by ``FPUSim -> DSOAgent -> TSOAgent -(weak)-> DSOAgent`` and ``TSOAgent -(weak)->
-FPUSim`` inside one ``world.group()``)::
+``FPUSim -> DSOAgent -> TSOAgent -(weak)-> DSOAgent`` and ``TSOAgent -(weak)-> FPUSim``
+inside one ``world.group()``)::
 
-    t:0  BuildingSim, FPUSim --(load/PV, dP_base, offers)--> DSO
-         DSO: set fixed injections (forecast = actual profile + unit baselines);
-              re-linearise at every operating point if due (RelinearizationSchedule: every
-              `relinearize_every` frames, or sum|dP_fix| moved more than
-              `relinearize_threshold_mw` since the last time, or a new day); otherwise
-              recompute only the zero point (this frame's base case, so that a zero
-              request is exact) and reuse the others; publish the package (round 0).
-              A frame whose points all fail to converge gets the verdict
-              ``dso_failed`` at once and the run goes on.
+    t:0  BuildingSim, FPUSim --(load/PV, dP_base, offers)--> DSO: round-0 package
          DSO --PackageMessage(round 0)--> TSO ;  TSO clears --ClearingMessage--> DSO
-    t:k  DSO: the round policy (flexcore.dso.refinement.RefinementSession): AC check of
-              the clearing against the DSO's own prediction; accurate and safe, or
-              k == refine_rounds: final VerdictMessage (optimal|unsafe|<clearing status>,
-              dispatch). Otherwise: refine (cleared activation as a new operating point),
-              publish PackageMessage(round k+1) and the TSO clears again.
-    t:k' TSO --(set-points, zero unless dispatch)--> FPUSim --(dP)--> GridSim
+    t:k  DSO: AC check; final VerdictMessage (optimal|unsafe|dso_failed|<clearing status>,
+         dispatch) and the frame report, or PackageMessage(round k+1) and the TSO clears again
+    t:k' TSO --(set-points by bid pseudonym, none unless dispatch)--> FPUSim --(dP)--> GridSim
 
-At the final verdict of a frame with a request the DSO also reports
-the AC state with every bid in the request's direction fully active (``report
-["all_active"]``, the source's Figure 5), so that the run folder shows what the clearing
-avoided. The request comes with the TSO's clearing; it is the TSO's to share.
-
-Safety: a clearing violating an AC limit after the last round gets status ``unsafe`` and
-is not dispatched unless ``dispatch_unsafe`` is set (then it is dispatched and flagged).
-Packages cross as folder paths (flexcore.exchange.package format: npz + JSON manifest with a
-SHA-256, never pickles) when ``exchange="files"`` (required with separate processes), or as
-the SensitivityPackage object itself in one process (``"memory"``: no file round trip).
-Either way the TSO gets only numbers and opaque keys.
+Packages cross as folder paths (flexcore.exchange.package format, never pickles) when
+``exchange="files"`` (required with separate processes), or as the package object itself
+in one process (``"memory"``). Either way the TSO gets only numbers and opaque keys. At the
+end of the run ``dso/audit.json`` holds the privacy audit of the published packages.
 """
 from __future__ import annotations
 
-import time as _time
 from pathlib import Path
-
-import numpy as np
 
 from flexcore.district.clock import FrameClock
 from flexcore.exchange.messages import ClearingMessage, PackageMessage, VerdictMessage, from_wire
@@ -67,69 +47,36 @@ def _merge(inputs: dict, attr: str) -> dict:
 class DSOAgent(FrameSimulator):
     def __init__(self) -> None:
         super().__init__(META)
-        self.lin = None
+        self.frames = None
 
     def create(self, num, model, *, grid: str, catalog: list[dict], run_dir: str, seed: int,
                dso: dict, clock: dict, exchange: str = "files"):
-        if num != 1 or self.lin is not None:
+        if num != 1 or self.frames is not None:
             raise ValueError("DSOAgent holds exactly one DSO entity")
-        from flexcore.dso import (
-            Linearizer,
-            RefinementPolicy,
-            RefinementSession,
-            RelinearizationSchedule,
-        )
-        from flexcore.exchange.bids import BidTable
+        from flexcore.dso import Linearizer
+        from flexcore.dso.frame import DsoFrames, catalog_bids
         from flexcore.exchange.limits import Limits
-        from flexcore.grid.district_grid import district_net
+        from flexcore.grid.district_grid import BuildingInjections, district_net
 
         if exchange not in ("files", "memory"):
             raise ValueError(f"exchange must be 'files' or 'memory', got {exchange!r}")
-        net, ids, load_idx, sgen_idx = district_net(grid)
-        self._pos = {b: k for k, b in enumerate(ids)}
-        bus_of_building = dict(zip(ids, net.load.loc[load_idx, "bus"].to_numpy().tolist()))
-        self.ids = tuple(c["bid_id"] for c in catalog)
-        self._col = {b: k for k, b in enumerate(self.ids)}
-        bids = BidTable(ids=self.ids, volume_mw=np.zeros(len(self.ids)),
-                        price_eur_per_mwh=np.zeros(len(self.ids)),
-                        bus=np.array([bus_of_building[c["building_id"]] for c in catalog],
-                                     np.int64))
+        net, *buildings = district_net(grid)
+        inj = BuildingInjections(net, *buildings)
         # deterministic salt (same seed -> same keys); the key map stays with the DSO
-        self.lin = Linearizer(net, bids, salt=f"bergwald-{seed}",
-                              limits=Limits.from_dict(dso["limits"]))
-        self.cfg, self.exchange, self.clock = dso, exchange, FrameClock.of(clock)
-        self.session = RefinementSession(self.lin, policy=RefinementPolicy(
-            max_rounds=dso["refine_rounds"], tol_vm_mae_pu=dso["tol_vm_mae_pu"],
-            tol_loading_mae_percent=dso["tol_loading_mae_percent"],
-            dispatch_unsafe=dso["dispatch_unsafe"]))
-        self.schedule = RelinearizationSchedule(dso["relinearize_every"],
-                                                dso["relinearize_threshold_mw"])
-        # building loads and sgens by position in their tables; other loads keep their
-        # values, as in GridSim (a SimBench grid may hold loads that are no building)
-        self._sgen_pos, self._n_sgen = net.sgen.index.get_indexer(sgen_idx), len(net.sgen)
-        self._load_pos = net.load.index.get_indexer(load_idx)
-        self._load_p0 = net.load["p_mw"].to_numpy(float).copy()
-        self._load_q0 = net.load["q_mvar"].to_numpy(float).copy()
+        lin = Linearizer(net, catalog_bids(catalog, inj.bus_of), salt=f"bergwald-{seed}",
+                         limits=Limits.from_dict(dso["limits"]))
+        self.clock, self.exchange = FrameClock.of(clock), exchange
+        self.frames = DsoFrames(lin, inj, dso, self.clock)
         self.dir = Path(run_dir)
         (self.dir / "dso").mkdir(parents=True, exist_ok=True)
-        self.lin.keymap.save(self.dir / "dso" / "KEYMAP.json")  # private: for the validator
-        self._points: tuple = ()
+        lin.keymap.save(self.dir / "dso" / "KEYMAP.json")  # private: for the validator
         return [{"eid": "DSO", "type": model}]
 
-    def _frame_of(self, time: int) -> int:
-        return self.clock.index_at(time)
-
-    def _new_day(self, frame: int) -> bool:
-        return self.clock.new_day(frame)
-
-    def _vector(self, values: dict) -> np.ndarray:
-        out = np.zeros(len(self._pos))
-        for b, v in values.items():
-            out[self._pos[b]] = v
-        return out
-
     def _publish(self, package, frame: int, round_: int) -> dict:
-        """The package message: the object itself (in-process runs) or a folder path."""
+        """The package message: the object itself (in-process runs) or a folder path. Round-0
+        packages are audited as published (``dso/audit.json``)."""
+        if round_ == 0:
+            self.frames.audit.published(frame, self.clock.frames[frame].day_type, package)
         if self.exchange == "memory":
             return PackageMessage(frame, round_, package=package).to_wire()
         from flexcore.exchange.package import save_package
@@ -137,118 +84,37 @@ class DSOAgent(FrameSimulator):
         path = save_package(package, self.dir / "exchange" / f"r{round_}")
         return PackageMessage(frame, round_, path=str(path)).to_wire()
 
-    # ----------------------------------------------------------------- step
     def step(self, time, inputs, max_advance):
         data = inputs.get("DSO", {})
-        frame = self._frame_of(time)
+        frame = self.clock.index_at(time)
         self._out = {}
         if "offers" in data:
-            self._new_frame(frame, data)
+            self._send(frame, self.frames.open_frame(
+                frame, p_load_mw=_merge(data, "P_load[MW]"),
+                q_load_mvar=_merge(data, "Q_load[MVAr]"), p_pv_mw=_merge(data, "P_pv[MW]"),
+                dp_base_mw=_merge(data, "dP_base[MW]"),
+                offers=[o for batch in data["offers"].values() for o in batch]))
         for wire in data.get("from_tso", {}).values():
             msg = from_wire(wire)
             if not isinstance(msg, ClearingMessage):
                 raise ValueError(f"DSOAgent expects clearing messages, got {type(msg).__name__}")
-            self._on_clearing(frame, msg)
+            self._send(frame, self.frames.on_clearing(frame, msg.round, msg.clearing))
         return None
 
-    def _new_frame(self, frame: int, data: dict) -> None:
-        from flexcore.dso import PointNotConverged
-
-        t0 = _time.perf_counter()
-        load_p, load_q = self._load_p0.copy(), self._load_q0.copy()
-        load_p[self._load_pos] = building_p = self._vector(_merge(data, "P_load[MW]"))
-        load_q[self._load_pos] = self._vector(_merge(data, "Q_load[MVAr]"))
-        sgen_b = self._vector(_merge(data, "P_pv[MW]")) + self._vector(_merge(data, "dP_base[MW]"))
-        sgen = np.zeros(self._n_sgen)
-        sgen[self._sgen_pos] = sgen_b
-        self.lin.set_base(load_p_mw=load_p, load_q_mvar=load_q, sgen_p_mw=sgen)
-        vol, price = np.zeros(len(self.ids)), np.zeros(len(self.ids))
-        for offers in data["offers"].values():
-            for o in offers:
-                k = self._col[o["bid_id"]]
-                vol[k], price[k] = o["volume_mw"], o["price_eur_per_mwh"]
-        self.lin.set_bid_volumes(vol, price)
-        fix = sgen_b - building_p
-        plan = self.schedule.decide(frame, fix, new_day=self._new_day(frame))
-        due = plan.due
-        self.report = {"frame": frame, "relinearized": bool(due), "fix_moved_mw": plan.moved_mw,
-                       "rounds": 0, "points": 0}
-        try:
-            package = self._package(due)
-        except PointNotConverged as exc:  # recorded; the frame is not cleared
-            v = self.session.failed(str(exc))
-            self.report.update(dso_time_s=_time.perf_counter() - t0)
-            self._verdict(frame, v)
+    def _send(self, frame: int, step) -> None:
+        if step.verdict is None:
+            self._out["to_tso"] = self._publish(step.package, frame, step.round)
             return
-        if due:
-            self.schedule.done(frame, fix)
-        self.report["dso_time_s"] = _time.perf_counter() - t0
-        self._out["to_tso"] = self._publish(self.session.open(package), frame, 0)
-
-    def _package(self, due: bool):
-        """Round-0 package: all operating points when due, otherwise the earlier points with
-        the zero point (this frame's base case) recomputed; failed points are left out."""
-        from flexcore.dso import PointNotConverged
-
-        if due:
-            rep = self.lin.linearize(tuple(self.cfg["operating_points"]),
-                                     screen_rows=self.cfg["screening"])
-            self._points = rep.points
-            return rep.package
-        points = [p for p in self._points if p.activation_fraction != 0.0]
-        try:
-            points.insert(0, self.lin.point(np.zeros(len(self.ids)), label="a=0",
-                                            activation_fraction=0.0))
-        except PointNotConverged:
-            self.report["message"] = "zero point did not converge: earlier points used"
-            points = list(self._points)
-        return self.lin.package(points, screen_rows=self.cfg["screening"])[0]
-
-    def _on_clearing(self, frame: int, msg: ClearingMessage) -> None:
-        from flexcore.dso import Verdict
-
-        t0 = _time.perf_counter()
-        self.report.update(rounds=msg.round, points=self.session.package.m)
-        step = self.session.on_clearing(msg.clearing)
-        v = self.session.records[-1].validation
-        if v is not None:
-            self.report.update(dso_vm_mae_pu=v.vm_mae_pu,
-                               dso_loading_mae_percent=v.loading_mae_percent,
-                               dso_violations=len(v.violations), ac_converged=v.converged)
-        if isinstance(step, Verdict):
-            if v is not None and v.max_violation:
-                self.report["worst_violation"] = v.max_violation
-            direction = float(np.sign(msg.clearing.request_mw))
-            if direction:
-                self.report["all_active"] = self._all_active(direction)
-            self._verdict(frame, step)
-        else:
-            self._out["to_tso"] = self._publish(step, frame, msg.round + 1)
-        self.report["dso_time_s"] += _time.perf_counter() - t0
-
-    def _verdict(self, frame: int, v) -> None:
+        v = step.verdict
         self._out["to_tso"] = VerdictMessage(frame, v.rounds, v.verdict, safe=v.safe,
                                              dispatch=v.dispatch, message=v.message).to_wire()
-        self.report.update(status=str(v.verdict), safe=v.safe, dispatched=v.dispatch)
-        if v.message:
-            self.report["message"] = v.message
-        self._out["report"] = self.report
+        self._out["report"] = step.report
 
-    def _all_active(self, direction: float) -> dict:
-        """AC state with every bid in the request's direction (sign) at its full volume,
-        keyed like GridSim's outputs."""
-        from flexcore.dso import PointNotConverged
+    def finalize(self) -> None:
+        """The run folder's ``dso/audit.json``: the audit of the published packages."""
+        from flexcore.runs import write_json
 
-        vol = self.lin.bids.volume_mw
-        try:
-            vm, lp = self.lin.power_flow(np.where(np.sign(vol) == direction, vol, 0.0))
-        except PointNotConverged:
-            return {"converged": False}
-        km = self.lin.keymap
-        return {"converged": True,
-                "Vm[pu]": {str(b): float(v) for b, v in zip(km.vm_pu.values(), vm)},
-                "loading[%]": {f"{e}:{i}": float(x)
-                               for (e, i), x in zip(km.loading_percent.values(), lp)}}
+        write_json(self.dir / "dso" / "audit.json", self.frames.audit.result())
 
 
 def main() -> None:

@@ -3,14 +3,17 @@
 Privacy boundary: this module imports no pandapower and nothing from flexcore.grid.grids /
 gridgen / dso / sensitivity / ppinternals (a test checks ``sys.modules``). It sees only
 sensitivity packages (a folder in flexcore.exchange.package format, or in one process the
-SensitivityPackage object) and bids without buses (plain dicts).
+SensitivityPackage object) and bids without buses (plain dicts). Bidders are pseudonymous:
+a bid is a per-run pseudonym with a volume, a price, a minimum and an indivisibility flag,
+no unit, building or bus (simulators.fpu_sim issues them; README "What the TSO may know
+about bidders").
 
 Per frame (see agents.dso_agent for the whole sequence): on a ``PackageMessage``
 (flexcore.exchange.messages) it takes the package, maps the offers onto its columns (a bid
 absent this frame has volume 0), clears with ``flexcore.market.clear`` (backend "direct")
 and sends the ``ClearingResult`` to the DSO in a ``ClearingMessage``. On the
-``VerdictMessage`` it outputs the set-points per unit (sum of its bids' activation; zero
-unless the DSO allows dispatch) and the frame's clearing record.
+``VerdictMessage`` it outputs the set-points per bid pseudonym (the non-zero activations;
+none unless the DSO allows dispatch) and the frame's clearing record.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from simulators import FrameSimulator, meta_from_table
 ATTRS_IN = (("offers", "bids of the frame (no buses)"), ("from_dso", "package or verdict"))
 ATTRS_OUT = (
     ("to_dso", "clearing message"),
-    ("setpoint[MW]", "unit_id -> activation (MW deviation)"),
+    ("setpoint[MW]", "bid pseudonym -> activation (MW deviation)"),
     ("clearing", "frame record: status, request, delivered, cost, predictions"),
 )
 META = meta_from_table({"TSO": {
@@ -98,10 +101,8 @@ class TSOAgent(FrameSimulator):
         dispatch = verdict.dispatch and r is not None and r.status == "optimal"
         setpoints: dict[str, float] = {}
         if dispatch:
-            for b, x in r.activation_mw.items():
-                if x != 0.0 and b in self._offers:
-                    u = self._offers[b]["unit_id"]
-                    setpoints[u] = setpoints.get(u, 0.0) + x
+            setpoints = {b: x for b, x in r.activation_mw.items()
+                         if x != 0.0 and b in self._offers}
         self._out["setpoint[MW]"] = setpoints
         diag = r.diagnosis.message if (r is not None and r.diagnosis) else (r.message if r else "")
         self._out["clearing"] = {

@@ -14,6 +14,10 @@
     +-----------------------------------------------------------------+
     TSOAgent --clearing--> Validator, Recorder; DSOAgent --report--> Recorder
 
+Bids travel under per-run pseudonyms issued by FPUSim (the aggregator): the DSO gets the
+map pseudonym -> building (``fpu_sim.catalog()``), the Recorder the map pseudonym -> unit
+(``fpu_sim.unit_map()``, the private run folder); the TSO only pseudonyms, volumes, prices.
+
 Same-time loops use weak connections inside one group (mosaik 3). One frame clock
 (``cfg.clock()``, flexcore.district.clock) is built here and handed to every simulator and
 agent as ``clock=clock.to_dict()``: mosaik time = frame index * ``clock.step_s`` over the
@@ -83,7 +87,8 @@ def create_scenario(world, cfg: ScenarioConfig, *, run_dir: str | Path, progress
     world.connect(tso, validator, "clearing")
     rec = world.start("Recorder").Recorder(
         run_dir=run_dir, clock=clock_param, progress=progress, tol_vm_mae_pu=cfg.dso.tol_vm_mae_pu,
-        tol_loading_mae_percent=cfg.dso.tol_loading_mae_percent)
+        tol_loading_mae_percent=cfg.dso.tol_loading_mae_percent,
+        bid_units=fpu_sim.unit_map())
     world.connect(tso, rec, "clearing", "setpoint[MW]")
     world.connect(dso, rec, "report")
     world.connect(fleet, rec, "offers", "clipped", "flagged")

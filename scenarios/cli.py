@@ -5,7 +5,8 @@
 Commands (public contracts between organisations; see README "Command line and files"):
 
 - ``flexcosim grid build|info``           the DSO's grid model
-- ``flexcosim dso linearize|validate|refine``  DSO side: sensitivity package, AC validation
+- ``flexcosim dso linearize|validate|refine|audit``  DSO side: sensitivity package, AC
+  validation, privacy audit
 - ``flexcosim tso clear``                 TSO side: clears bids against a package
 - ``flexcosim run SCENARIO.toml``         the mosaik co-simulation (``--check``: validate only)
 - ``flexcosim evaluate`` / ``flexcosim bench``  evaluation report and benchmarks
@@ -130,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     ref.add_argument("--force", action="store_true", help="overwrite an existing key map")
     _sign_flag(ref)
     _trust_flags(ref, "TSO")
+    aud = dsub.add_parser("audit", help="play the attacker on a package before publishing it")
+    aud.add_argument("--package", required=True, help="package folder")
+    aud.add_argument("--grid", required=True, help="GRID.json, 'bergwald' or 'simbench:CODE'")
+    aud.add_argument("--keymap", help="key map of --package (default: PACKAGE.keymap.json)")
+    aud.add_argument("--policy", help="POLICY.toml (max_<score> = limit); exit 1 when it fails")
+    aud.add_argument("--json", dest="json_out", help="write the report as JSON")
 
     # ---------------------------------------------------------------- tso
     tso = sub.add_parser("tso", help="TSO side: clear balancing bids")
@@ -178,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     handler = {
         ("grid", "build"): _grid_build, ("grid", "info"): _grid_info,
         ("dso", "linearize"): _dso_linearize, ("dso", "validate"): _dso_validate,
-        ("dso", "refine"): _dso_refine, ("tso", "clear"): _tso_clear,
+        ("dso", "refine"): _dso_refine, ("dso", "audit"): _dso_audit,
+        ("tso", "clear"): _tso_clear,
         ("run", None): _run, ("evaluate", None): _evaluate, ("bench", None): _bench,
         ("keygen", None): _keygen,
     }[(args.group, getattr(args, "cmd", None))]
@@ -267,6 +275,15 @@ def _dso_refine(args) -> int:
                             require_signature=args.require_signature, force=args.force)
     print(report)
     return EXIT_OK
+
+
+def _dso_audit(args) -> int:
+    from scenarios.dso_audit import audit_cli
+
+    text, code = audit_cli(package=args.package, grid=args.grid, keymap=args.keymap,
+                           policy=args.policy, json_out=args.json_out)
+    print(text)
+    return code
 
 
 def _tso_clear(args) -> int:

@@ -24,6 +24,11 @@ Frames are those of the scenario's :class:`~flexcore.district.clock.FrameClock` 
 ``clock``): each row carries ``frame``, ``day_type``, ``slot`` and a tz-aware ``timestamp``
 (ISO 8601 with ``+01:00`` in the CSV files). Columns ending in ``_mw`` are frame means and
 ``cost_eur`` is EUR/h; :func:`summarize` turns them into MWh and EUR with ``clock.frame_h``.
+
+Bids and set-points cross the co-simulation by per-run pseudonym (simulators.fpu_sim); the
+Recorder gets the private map pseudonym -> unit (param ``bid_units``), writes it to
+``dso/bid_pseudonyms.json`` and keeps ``unit_id`` in ``bids.parquet`` and the unit-level
+``setpoints.parquet``, so results stay usable per unit.
 """
 from __future__ import annotations
 
@@ -77,7 +82,7 @@ ATTRS_IN = ("clearing", "report", "offers", "accuracy", "Vm[pu]", "loading[%]", 
             "setpoint[MW]", "clipped", "flagged")
 META = meta_from_table({"Recorder": {
     "public": True, "params": ["run_dir", "clock", "progress", "tol_vm_mae_pu",
-                               "tol_loading_mae_percent"],
+                               "tol_loading_mae_percent", "bid_units"],
     "attrs": list(ATTRS_IN)}}, sim_type="event-based")
 log = logging.getLogger("flexcosim.results")
 
@@ -101,8 +106,12 @@ class Recorder(FrameSimulator):
         self._t_part = _time.perf_counter()
 
     def create(self, num, model, *, run_dir: str, clock: dict, progress: bool = False,
-               tol_vm_mae_pu: float = math.inf, tol_loading_mae_percent: float = math.inf):
+               tol_vm_mae_pu: float = math.inf, tol_loading_mae_percent: float = math.inf,
+               bid_units: dict[str, dict] | None = None):
         self.run_dir = Path(run_dir)
+        self._units = dict(bid_units or {})
+        if self._units:
+            write_json(self.run_dir / "dso" / "bid_pseudonyms.json", self._units)
         self.dir = self.run_dir / "timeseries"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.clock = FrameClock.of(clock)
@@ -168,11 +177,15 @@ class Recorder(FrameSimulator):
         for kind, units in (("flagged", flagged), ("clipped", clipped)):
             self._flags.writerows([k, u, kind, why] for u, why in sorted(units.items()))
         self._flags_csv.flush()
-        self.bids += [{"frame": k, "bid_id": o["bid_id"], "unit_id": o["unit_id"],
+        unit = self._unit_of
+        self.bids += [{"frame": k, "bid_id": o["bid_id"], "unit_id": unit(o["bid_id"]),
                        "volume_mw": o["volume_mw"], "price_eur_per_mwh": o["price_eur_per_mwh"],
                        "activation_mw": act.get(o["bid_id"], 0.0)} for o in offers]
+        per_unit: dict[str, float] = {}  # the sum of each unit's bids, as FPUSim dispatches
+        for b, x in rec.get("setpoint[MW]", {}).items():
+            per_unit[unit(b)] = per_unit.get(unit(b), 0.0) + x
         self.setpoints += [{"frame": k, "unit_id": u, "setpoint_mw": x}
-                           for u, x in rec.get("setpoint[MW]", {}).items()]
+                           for u, x in per_unit.items()]
         vm, ld = rec.get("Vm[pu]", {}), rec.get("loading[%]", {})
         self.vm.append({"frame": k, **vm})
         self.ld.append({"frame": k, **ld})
@@ -249,6 +262,11 @@ class Recorder(FrameSimulator):
         self._flags_csv.close()
         if self._bar is not None:
             self._bar.close()
+
+    def _unit_of(self, bid: str) -> str:
+        """The unit behind a bid pseudonym (the pseudonym itself without a map)."""
+        entry = self._units.get(bid)
+        return str(entry["unit_id"]) if entry else bid
 
     def _prediction_rows(self, k: int, pv: dict, pl: dict, vm: dict, ld: dict) -> list[dict]:
         """The TSO's predictions next to the AC result, keys mapped through the DSO's

@@ -4,20 +4,30 @@ Per frame of the scenario's clock (mosaik time t = frame index * ``clock.step_s`
 step over frames of the clock's length, ``frame.duration_h``), hybrid simulator:
 
 1. self-scheduled step at t: (at the first frame of each day type: fresh, seeded units)
-   outputs ``offers`` (list of ``{bid_id, unit_id, volume_mw, price_eur_per_mwh, min_mw,
-   indivisible}``; bid ids are stable: ``"<unit_id>:up"`` / ``"<unit_id>:down"``),
-   ``P_base[MW]`` per unit and ``dP_base[MW]`` per building (sum of baseline - profile).
-2. triggered step at the same time t by ``setpoint[MW]`` ({unit_id: MW deviation}):
-   dispatches (clipping reported in ``clipped``), outputs the actual ``P[MW]`` per unit and
-   ``dP[MW]`` per building (sum of power - profile: the grid adds it to the building's
-   profile net injection), then steps the units.
+   outputs ``offers`` (list of ``{bid_id, volume_mw, price_eur_per_mwh, min_mw,
+   indivisible}``; ``bid_id`` is the bid's pseudonym, see below), ``P_base[MW]`` per unit and
+   ``dP_base[MW]`` per building (sum of baseline - profile).
+2. triggered step at the same time t by ``setpoint[MW]`` ({bid pseudonym: MW deviation}):
+   dispatches (each unit gets the sum of its bids' set-points; clipping reported in
+   ``clipped``), outputs the actual ``P[MW]`` per unit and ``dP[MW]`` per building (sum of
+   power - profile: the grid adds it to the building's profile net injection), then steps
+   the units.
 
-The extra method ``catalog()`` lists every stable bid of the fleet with its unit and
-building (the DSO needs it for its linearizer; the TSO for bid -> unit).
+Bidder privacy: this simulator is the aggregator. Inside it a bid is ``"<unit_id>:up"`` /
+``"<unit_id>:down"``; outside it only a per-run pseudonym ``b<16 hex>`` = HMAC-SHA256 of
+that id under a secret drawn from :mod:`secrets` at create (not derived from the seed: two
+runs with the same seed give the same numbers under different ids). The TSO sees pseudonyms
+with volumes and prices and sends set-points back by pseudonym; the extra methods give the
+private maps: ``catalog()`` bid pseudonym -> building (the DSO's, for its linearizer) and
+``unit_map()`` bid pseudonym -> unit id and direction (the run folder's, for unit-level
+results).
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import math
+import secrets
 from collections import defaultdict
 
 from flexcore.district.clock import FrameClock
@@ -27,7 +37,7 @@ from simulators import FrameSimulator, building_profiles, meta_from_table
 
 DIRECTIONS = ("up", "down")
 ATTRS_OUT = (
-    ("offers", "bids of the frame (list of dicts, stable ids)"),
+    ("offers", "bids of the frame (list of dicts, per-run bid pseudonyms)"),
     ("P_base[MW]", "baseline injection per unit"),
     ("dP_base[MW]", "sum of (baseline - profile) per building: part of the fixed injections"),
     ("P[MW]", "actual injection per unit after dispatch"),
@@ -36,14 +46,14 @@ ATTRS_OUT = (
     ("flagged", "unit_id -> reason: units that broke the plug-in contract in the frame "
                 "(neutralised: no offers, kept at baseline)"),
 )
-ATTRS_IN = (("setpoint[MW]", "unit_id -> cleared activation (MW deviation)"),)
+ATTRS_IN = (("setpoint[MW]", "bid pseudonym -> cleared activation (MW deviation)"),)
 META = meta_from_table({"Fleet": {
     "public": True,
     "params": ["grid", "buildings", "seed", "pv_penetration", "clock", "fpu"],
     "attrs": [a for a, _ in ATTRS_OUT + ATTRS_IN],
     "trigger": [a for a, _ in ATTRS_IN],
     "non-persistent": [a for a, _ in ATTRS_OUT],
-}}, sim_type="hybrid", extra_methods=("catalog",))
+}}, sim_type="hybrid", extra_methods=("catalog", "unit_map"))
 
 
 class FPUSim(FrameSimulator):
@@ -63,9 +73,15 @@ class FPUSim(FrameSimulator):
         self._profiles = building_profiles(self._table, seed=seed, pv_penetration=pv_penetration)
         self._specs = parse_fpu_config({"fpu": fpu} if fpu else DEFAULT_FPU_CONFIG)
         self._seed = int(seed)
+        self._secret = secrets.token_bytes(32)  # per run; never derived from the seed
         self.clock = FrameClock.of(clock)
         self.frames = self.clock.frames
         self._reset()
+        # the maps stay fixed for the run: a day type's fresh units keep their ids
+        self._pseudo = {f"{u.unit_id}:{d}": self._pseudonym(f"{u.unit_id}:{d}")
+                        for u in self.units for d in DIRECTIONS}
+        self._unit_of = {self._pseudo[f"{u.unit_id}:{d}"]: u.unit_id
+                         for u in self.units for d in DIRECTIONS}
         return [{"eid": "Fleet", "type": model}]
 
     def _reset(self) -> None:
@@ -75,11 +91,35 @@ class FPUSim(FrameSimulator):
                                   seed=self._seed)
         self._day = None
 
+    def _pseudonym(self, bid: str) -> str:
+        return "b" + hmac.new(self._secret, bid.encode(), hashlib.sha256).hexdigest()[:16]
+
     def catalog(self) -> list[dict]:
-        """Every stable bid of the fleet: ``{bid_id, unit_id, building_id, direction}``."""
-        return [{"bid_id": f"{u.unit_id}:{d}", "unit_id": u.unit_id,
-                 "building_id": u.building_id, "direction": d}
+        """The DSO's private map: every bid of the fleet as ``{bid_id, building_id}`` (bid
+        pseudonyms, in unit order)."""
+        return [{"bid_id": self._pseudo[f"{u.unit_id}:{d}"], "building_id": u.building_id}
                 for u in self.units for d in DIRECTIONS]
+
+    def unit_map(self) -> dict[str, dict]:
+        """The run folder's private map: bid pseudonym -> ``{unit_id, building_id,
+        direction}``."""
+        return {self._pseudo[f"{u.unit_id}:{d}"]: {"unit_id": u.unit_id,
+                                                   "building_id": u.building_id,
+                                                   "direction": d}
+                for u in self.units for d in DIRECTIONS}
+
+    def _public(self, offers: list[dict]) -> list[dict]:
+        """Offers as they leave the aggregator: pseudonym, no unit id."""
+        return [{k: v for k, v in o.items() if k != "unit_id"}
+                | {"bid_id": self._pseudo[o["bid_id"]]} for o in offers]
+
+    def _unit_setpoints(self, setpoints: dict[str, float]) -> dict[str, float]:
+        """Set-points by bid pseudonym -> by unit id (the sum of the unit's bids)."""
+        out: dict[str, float] = {}
+        for b, x in setpoints.items():
+            u = self._unit_of[b]
+            out[u] = out.get(u, 0.0) + x
+        return out
 
     # ------------------------------------------------------------------ steps
     def step(self, time, inputs, max_advance):
@@ -90,9 +130,10 @@ class FPUSim(FrameSimulator):
                 setpoints.update(values)
         if self._offered_at != time:
             self._offer(frame)
+            self._out["offers"] = self._public(self._out["offers"])
             self._offered_at = time
         else:
-            self._dispatch(frame, setpoints)
+            self._dispatch(frame, self._unit_setpoints(setpoints))
         return time + self.clock.step_s
 
     def _offer(self, frame) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import networkx as nx
 import numpy as np
@@ -206,7 +206,7 @@ def test_cli_glue(simbench, tmp_path):
 
     _, _, lin, rep = simbench
     save_package(rep.package, tmp_path / "PKG")
-    lin.keymap.save(tmp_path / "KEYMAP.json")
+    lin.keymap.save(tmp_path / "PKG.keymap.json")
     policy = tmp_path / "policy.toml"
     policy.write_text("max_downstream_sets = 0\nmax_buses_identified = 0\n")
     text, code = audit_cli(package=tmp_path / "PKG", grid=SIMBENCH, policy=policy,
@@ -215,5 +215,94 @@ def test_cli_glue(simbench, tmp_path):
     data = json.loads((tmp_path / "audit.json").read_text())
     assert data["scores"]["downstream_sets"]["count"] == 43 and not data["passed"]
     text, code = audit_cli(package=tmp_path / "PKG", grid=SIMBENCH,
-                           keymap=tmp_path / "KEYMAP.json")
+                           keymap=tmp_path / "PKG.keymap.json")
     assert code == 0
+
+
+# --------------------------------------------------------------------------- format 2
+@dataclass(frozen=True)
+class _Rows:
+    """A hand-made format-2 package: only columns, p_flex_mw and per-point rows a x <= rhs."""
+
+    columns: tuple
+    p_flex_mw: np.ndarray
+    rows_a: tuple
+    rows_rhs: tuple
+
+
+def _normalised(pkg, *, seed: int) -> _Rows:
+    """Both sides of every voltage and loading row, normalised (a x <= 1 on dP, scaled to unit
+    length), rows of a point mixed and shuffled, columns shuffled."""
+    rng = np.random.default_rng(seed)
+    lim = pkg.limits
+    perm = rng.permutation(pkg.n)
+    rows_a, rows_rhs = [], []
+    for i in range(pkg.m):
+        vu, vl = A.normalise_rows(pkg.vm_pu[i], pkg.vtdf[i], lower=lim.vm_min_pu,
+                                  upper=lim.vm_max_pu)
+        lu, ll = A.normalise_rows(pkg.loading_percent[i], pkg.ltdf[i],
+                                  lower=lim.loading_min_percent,
+                                  upper=lim.loading_max_percent)
+        a = np.vstack([vu, vl, lu, ll])[:, perm]
+        nrm = np.linalg.norm(a, axis=1)
+        keep = nrm > 0
+        a = a[keep] / nrm[keep, None]
+        rhs = 1.0 / nrm[keep]
+        order = rng.permutation(len(a))
+        rows_a.append(a[order])
+        rows_rhs.append(rhs[order])
+    return _Rows(columns=tuple(pkg.columns[k] for k in perm), p_flex_mw=pkg.p_flex_mw[:, perm],
+                 rows_a=tuple(rows_a), rows_rhs=tuple(rows_rhs))
+
+
+def test_format2_rows_only_package(simbench):
+    net, _, lin, rep = simbench
+    full = A.audit(rep.package, net=net, keymap=lin.keymap, order_permutations=50)
+    hard = _normalised(rep.package, seed=3)
+    assert A.rows_only(hard) and not A.has_base_values(hard)
+    r = A.audit(hard, net=net, keymap=lin.keymap, order_permutations=50)
+    for key in ("edges", "own_bus", "subtrees", "loads_within_10pct",
+                "loads_vdrop_within_10pct", "ratings_within_10pct", "row_counts", "salt_rows"):
+        assert not r[key].applicable, key
+    # the topology still leaks: every true downstream set comes out of some published row
+    true_sets = {t for t in A._truth(net, lin.keymap, rep.package).downstream if t}
+    assert r["downstream_sets"].total == len(true_sets) == 43
+    assert r["downstream_sets"].count == 43
+    # co-location too: the same pairs as from the format-1 columns (41 loads on 39 buses)
+    assert (r["colocated"].count, r["colocated"].total) == (full["colocated"].count, 2)
+    assert r["id_leaks"].count == 41  # the ids are the same; only hardening can hide them
+    assert r.package["rows"] == [len(a) for a in hard.rows_a] and r.package["format"] == 2
+    text = r.as_text()
+    assert "format 2" in text and "n/a" in text
+    json.dumps(r.as_dict())
+    # an envelope (no rows) gives nothing to the set and column attacks
+    env = replace(hard, rows_a=tuple(np.zeros((0, len(hard.columns))) for _ in hard.rows_a),
+                  rows_rhs=tuple(np.zeros(0) for _ in hard.rows_a))
+    e = A.audit(env, net=net, keymap=lin.keymap, order_permutations=20)
+    assert e["downstream_sets"].count == 0 and e["colocated"].count == 0
+    # a policy on an n/a score passes
+    pol = A.audit(hard, net=net, keymap=lin.keymap, order_permutations=20,
+                  policy={"max_own_bus": 0, "max_salt_rows": 0})
+    assert pol.passed
+
+
+def test_cli_dso_audit_exit_codes(simbench, tmp_path, capsys):
+    from scenarios.cli import main
+
+    _, _, lin, rep = simbench
+    save_package(rep.package, tmp_path / "PKG")
+    lin.keymap.save(tmp_path / "PKG.keymap.json")
+    args = ["dso", "audit", "--package", str(tmp_path / "PKG"), "--grid", SIMBENCH]
+    assert main(args + ["--policy", "scenarios/audit_policy.toml",
+                        "--json", str(tmp_path / "a.json")]) == 1  # ids name the loads
+    out = capsys.readouterr().out
+    assert "policy: FAILED" in out and "max_id_leaks" in out
+    assert json.loads((tmp_path / "a.json").read_text())["scores"]["id_leaks"]["count"] == 41
+    assert main(args) == 0
+    bad = tmp_path / "bad.toml"
+    bad.write_text("max_nonsense = 1\n")
+    assert main(args + ["--policy", str(bad)]) == 2
+    assert main(args + ["--policy", str(tmp_path / "missing.toml")]) == 2
+    assert main(args + ["--keymap", str(tmp_path / "nope.json")]) == 2
+    err = capsys.readouterr().err
+    assert "max_nonsense" in err and "missing.toml" in err and "nope.json" in err

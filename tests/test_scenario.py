@@ -623,3 +623,32 @@ def test_wrong_plugin_signature_stops_at_parse_time_with_one_line(tmp_path, caps
     assert len(err) == 1 and err[0].startswith("flexcosim: error: ")
     assert "unit class 'test_fpu:WrongAdvance': advance(self, frame) does not match" in err[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_bidders_are_pseudonymous_and_published_packages_audited(run_a):
+    """Offers and set-points cross by per-run pseudonym; the run folder keeps the map to
+    units and the audit of the packages the DSO published (dso/audit.json)."""
+    import re
+
+    run_dir = run_a[0]
+    units = json.loads((run_dir / "dso" / "bid_pseudonyms.json").read_text())
+    bids = pd.read_parquet(run_dir / "timeseries" / "bids.parquet")
+    assert bids["bid_id"].str.fullmatch(r"b[0-9a-f]{16}").all()
+    assert (bids["unit_id"] == bids["bid_id"].map(lambda b: units[b]["unit_id"])).all()
+    assert not any(re.search(r"B\d{3}", b) for b in units)  # no building id in a pseudonym
+    sp = pd.read_parquet(run_dir / "timeseries" / "setpoints.parquet")
+    assert set(sp["unit_id"]) <= {u["unit_id"] for u in units.values()}
+    # the unit set-points are the sums of their bids' activations
+    act = bids.groupby(["frame", "unit_id"])["activation_mw"].sum()
+    act = act[act != 0.0]
+    got = sp.set_index(["frame", "unit_id"])["setpoint_mw"].sort_index()
+    pd.testing.assert_series_equal(got, act.sort_index(), check_names=False, atol=1e-12)
+    audit = json.loads((run_dir / "dso" / "audit.json").read_text())["audits"]
+    assert set(audit) == {"first_winter_workday", "largest_request"}
+    assert audit["first_winter_workday"]["frame"] == 0
+    assert (audit["largest_request"]["frame"], audit["largest_request"]["request_mw"]) == (2, 1.8)
+    col = audit["largest_request"]["scores"]["colocated"]
+    # several units per building: their bids have identical columns, and the audit says so
+    per_building = pd.Series([u["building_id"] for u in units.values()]).value_counts()
+    pairs = int((per_building * (per_building - 1) // 2).sum())
+    assert col["count"] == col["total"] == pairs > 0

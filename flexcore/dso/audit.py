@@ -57,7 +57,13 @@ from scipy.cluster.hierarchy import linkage
 from scipy.sparse.csgraph import shortest_path
 from scipy.spatial.distance import squareform
 
-from flexcore.exchange.package import SensitivityPackage, load_full_package
+from flexcore.errors import FlexcosimError, InputFileError
+from flexcore.exchange.package import SensitivityPackage, load_package
+
+
+class AuditError(FlexcosimError, ValueError):
+    """A policy or key map the audit cannot use (the message names the key or file)."""
+
 
 #: salts an attacker tries without being told: empty, the ones in the public code
 #: (scenarios/evaluate.py, bench/run_all.py) and the co-simulation's ``bergwald-{seed}``
@@ -118,8 +124,13 @@ class AuditReport:
 
     def as_text(self) -> str:
         p = self.package
-        head = (f"package: {p['n']} columns, {p['v']} voltage rows, {p['l']} loading rows, "
-                f"{p['m']} point(s); base values {'published' if p['base_values'] else 'absent'}"
+        if "rows" in p:  # format 2
+            shape = (f"package (format 2, {p['privacy']}): {p['n']} columns, "
+                     f"{'/'.join(map(str, p['rows'])) or 'no'} rows per point (mixed)")
+        else:
+            shape = (f"package: {p['n']} columns, {p['v']} voltage rows, {p['l']} loading rows")
+        head = (f"{shape}, {p['m']} point(s); base values "
+                f"{'published' if p['base_values'] else 'absent'}"
                 + (f"; screened ({p['screening']})" if p.get("screening") else ""))
         rows = [("attack", "score", "leaked", "detail")]
         for s in self.scores:
@@ -142,16 +153,38 @@ class AuditReport:
 
 
 # =========================================================================== attacks
-def has_base_values(pkg: SensitivityPackage) -> bool:
-    """False for a package whose base values are absent (all zero)."""
+def rows_only(pkg: Any) -> bool:
+    """True for format 2 (``flexcore.exchange.hardened.HardenedPackage`` or any object with
+    ``columns``, ``p_flex_mw`` and per-point row matrices ``rows_a``): rows ``a x <= rhs``
+    with voltage and loading rows mixed, no base values, no row keys."""
+    return not isinstance(pkg, SensitivityPackage)
+
+
+def has_base_values(pkg: Any) -> bool:
+    """False for a package whose base values are absent (all zero, or format 2)."""
+    if rows_only(pkg):
+        return False
     return bool(np.any(pkg.loading_percent != 0) or np.any(pkg.vm_pu != 0))
+
+
+def has_voltage_rows(pkg: Any) -> bool:
+    """True when the package publishes voltage rows apart from loading rows (format 1)."""
+    return not rows_only(pkg) and len(pkg.vm_rows) > 0
+
+
+def _branch_rows(pkg: Any, point: int) -> np.ndarray:
+    """The rows an attacker reads as branch rows: LTDF (format 1) or every published row of
+    the point (format 2: voltage rows mixed in)."""
+    if rows_only(pkg):
+        return np.asarray(pkg.rows_a[point], float).reshape(-1, len(pkg.columns))
+    return np.asarray(pkg.ltdf[point])
 
 
 def attack_downstream_sets(pkg: SensitivityPackage, *, point: int = 0, threshold: float = 0.5,
                            floor: float = 1e-9) -> list[frozenset[int]]:
     """Per loading row, the columns whose |LTDF| is at least ``threshold`` x the row's
     largest (empty for an all-zero row)."""
-    a = np.abs(pkg.ltdf[point])
+    a = np.abs(_branch_rows(pkg, point))
     out = []
     for row in a:
         top = row.max() if row.size else 0.0
@@ -178,8 +211,8 @@ def attack_own_bus(pkg: SensitivityPackage, *, point: int = 0, tie_rtol: float =
     within ``tie_rtol`` of the maximum the one with the smallest row sum (the most upstream)
     is taken. The tolerance covers the AC excess of the downstream buses (~1 % in a SimBench
     LV grid: 21/41 buses found at 1e-3, 38/41 at 2e-2; Bergwald 241/241 either way)."""
-    if not len(pkg.vm_rows):
-        return np.full(pkg.n, -1)
+    if not has_voltage_rows(pkg):
+        return np.full(len(pkg.columns), -1)
     vt = np.abs(pkg.vtdf[point])
     rowsum = vt.sum(axis=1)
     top = vt.max(axis=0)
@@ -193,7 +226,12 @@ def attack_own_bus(pkg: SensitivityPackage, *, point: int = 0, tie_rtol: float =
 def attack_colocated(pkg: SensitivityPackage, *, point: int = 0, rtol: float = 1e-9
                      ) -> list[list[int]]:
     """Groups (size >= 2) of columns with identical VTDF and LTDF columns."""
-    cols = np.vstack([pkg.vtdf[point], pkg.ltdf[point]]).T  # (n, v + l)
+    if rows_only(pkg):
+        cols = _branch_rows(pkg, point).T  # (n, r): rows mixed, normalised
+    else:
+        cols = np.vstack([pkg.vtdf[point], pkg.ltdf[point]]).T  # (n, v + l)
+    if not cols.shape[1]:  # no rows (an envelope): nothing to compare
+        return []
     scale = np.abs(cols).max() or 1.0
     q = np.round(cols / (scale * rtol * 10)).astype(np.int64)
     _, inv = np.unique(q, axis=0, return_inverse=True)
@@ -213,8 +251,8 @@ def shared_path_matrix(pkg: SensitivityPackage, own_rows: np.ndarray | None = No
 
 def attack_subtrees(pkg: SensitivityPackage, *, point: int = 0) -> set[frozenset[int]]:
     """Single-linkage clusters of the columns on the shared-path matrix (all merge sets)."""
-    n = pkg.n
-    if n < 2 or not len(pkg.vm_rows):
+    n = len(pkg.columns)
+    if n < 2 or not has_voltage_rows(pkg):
         return set()
     s = shared_path_matrix(pkg, point=point)
     d = s.max() - s
@@ -230,7 +268,10 @@ def attack_edges(pkg: SensitivityPackage, *, point: int = 0, tie_rtol: float = 1
                  ) -> list[tuple[tuple[int, int] | None, list[tuple[int, int]]]]:
     """Per loading row, the voltage-row pair (a, b) whose VTDF difference is most nearly
     parallel to the LTDF row, and all pairs tied with it (a chain without branching bids
-    cannot be told apart). Ties are broken by the smallest ``|VTDF_a - VTDF_b|``."""
+    cannot be told apart). Ties are broken by the smallest ``|VTDF_a - VTDF_b|``. Empty
+    without separate voltage rows (format 2)."""
+    if not has_voltage_rows(pkg):
+        return []
     vt = pkg.vtdf[point]
     g = vt @ vt.T
     dg = np.diag(g)
@@ -303,7 +344,7 @@ def attack_loads_voltage_drop(pkg: SensitivityPackage,
     branch: ``(V_parent - V_own) / (VTDF_own,j - VTDF_parent,j)``. The service branch is a
     single-bid LTDF row; its far end is the voltage row x for which ``VTDF_own - VTDF_x`` is
     most nearly parallel to the row (the incidence attack restricted to the own bus)."""
-    if not has_base_values(pkg) or not len(pkg.vm_rows):
+    if not has_base_values(pkg) or not has_voltage_rows(pkg):
         return {}
     sets = attack_downstream_sets(pkg, point=point) if sets is None else sets
     vt = pkg.vtdf[point]
@@ -353,7 +394,10 @@ def attack_ratings(pkg: SensitivityPackage, sets: Sequence[frozenset[int]] | Non
                    point: int = 0, catalogue: np.ndarray | None = None) -> dict[int, float]:
     """Loading row -> guessed equivalent rating (MVA) ``100 / |LTDF_rj|`` at the row's
     largest entry (a downstream bid: dI/dP ~ 1 / (sqrt(3) V)), snapped to the catalogue
-    when one entry lies within 12 %. Works without base values."""
+    when one entry lies within 12 %. Works without base values, not on normalised rows
+    (format 2: the row scale is gone)."""
+    if rows_only(pkg):
+        return {}
     sets = attack_downstream_sets(pkg, point=point) if sets is None else sets
     cat = rating_catalogue() if catalogue is None else np.asarray(catalogue, float)
     out = {}
@@ -424,7 +468,10 @@ def _key(prefix: str, salt: str, text: str) -> str:
 def attack_salt(pkg: SensitivityPackage, guesses: Iterable[str] = DEFAULT_SALT_GUESSES, *,
                 max_index: int | None = None) -> tuple[str | None, dict[str, str]]:
     """Try each salt: rebuild the row keys of bus / branch indices 0..max_index. Returns the
-    salt that rebuilds most keys and row key -> ``"bus:<b>"`` / ``"<element>:<i>"``."""
+    salt that rebuilds most keys and row key -> ``"bus:<b>"`` / ``"<element>:<i>"``.
+    Nothing to rebuild in format 2 (no row keys)."""
+    if rows_only(pkg):
+        return None, {}
     vm_rows, ld_rows = set(pkg.vm_rows), set(pkg.loading_rows)
     if max_index is None:
         max_index = max(2048, 4 * (len(vm_rows) + len(ld_rows)))
@@ -469,12 +516,16 @@ class _Truth:
     n_branches: int
 
 
-def _truth(net, keymap, pkg: SensitivityPackage) -> _Truth:
+def _truth(net, keymap, pkg: Any) -> _Truth:
+    """The DSO's truth for the package's rows; for format 2 (no row keys) over every bus and
+    branch of the key map."""
+    vm_keys = list(keymap.vm_pu) if rows_only(pkg) else list(pkg.vm_rows)
+    ld_keys = list(keymap.loading_percent) if rows_only(pkg) else list(pkg.loading_rows)
     missing = [c for c in pkg.columns if c not in keymap.columns]
-    missing += [k for k in pkg.vm_rows if k not in keymap.vm_pu]
-    missing += [k for k in pkg.loading_rows if k not in keymap.loading_percent]
+    missing += [k for k in vm_keys if k not in keymap.vm_pu]
+    missing += [k for k in ld_keys if k not in keymap.loading_percent]
     if missing:
-        raise ValueError(f"the key map does not describe this package (unknown key(s) "
+        raise AuditError(f"the key map does not describe this package (unknown key(s) "
                          f"{missing[:5]})")
     g = nx.MultiGraph()
     buses = sorted(set(keymap.vm_pu.values()))
@@ -509,7 +560,7 @@ def _truth(net, keymap, pkg: SensitivityPackage) -> _Truth:
     for a, b in g.edges():
         mult[frozenset((a, b))] = mult.get(frozenset((a, b)), 0) + 1
     bridges = {frozenset(e) for e in nx.bridges(simple) if mult[frozenset(e)] == 1}
-    branches = [keymap.loading_percent[k] for k in pkg.loading_rows]
+    branches = [keymap.loading_percent[k] for k in ld_keys]
     ends = [ends_of(e, i) for e, i in branches]
     downstream: list[frozenset[int] | None] = []
     cache: dict[frozenset, frozenset[int]] = {}
@@ -530,7 +581,7 @@ def _truth(net, keymap, pkg: SensitivityPackage) -> _Truth:
     radial = nx.is_forest(simple) and n_edges == simple.number_of_edges() \
         and nx.number_connected_components(simple) == max(1, len(sources))
     return _Truth(graph=g, sources=sources, bid_bus=bid_bus,
-                  vm_bus=np.array([keymap.vm_pu[k] for k in pkg.vm_rows], dtype=np.int64),
+                  vm_bus=np.array([keymap.vm_pu[k] for k in vm_keys], dtype=np.int64),
                   branches=branches, ends=ends, downstream=downstream, radial=radial,
                   n_buses=len(buses), n_branches=len(all_branches))
 
@@ -647,7 +698,7 @@ def _load_score(key, attack, est: dict[int, float], true: np.ndarray, base: bool
     if not base:
         return Score(key, attack, 0, n, "base values absent: cannot run "
                      "(normalised rows with both sides published: see "
-                     "recover_from_normalised_pairs)")
+                     "recover_from_normalised_pairs)", applicable=False)
     if not est:
         return Score(key, attack, 0, n, "no estimate")
     js = np.array(sorted(est))
@@ -757,23 +808,23 @@ def load_policy(policy: Mapping[str, Any] | str | Path | None) -> dict[str, Any]
     if isinstance(policy, (str, Path)):
         path = Path(policy)
         if not path.is_file():
-            raise FileNotFoundError(f"policy file not found: {path}")
+            raise InputFileError(f"policy file not found: {path}")
         try:
             data = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as exc:
-            raise ValueError(f"{path}: not valid TOML ({exc})") from None
+            raise AuditError(f"{path}: not valid TOML ({exc})") from None
         policy = data.get("policy", data)
     if not isinstance(policy, Mapping):
-        raise TypeError(f"policy must be a table of max_<score> = number, got {policy!r}")
+        raise AuditError(f"policy must be a table of max_<score> = number, got {policy!r}")
     out = dict(policy)
     for k, v in out.items():
         if not k.startswith("max_") or isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise ValueError(f"policy: {k!r} = {v!r}; expected max_<score> = number")
+            raise AuditError(f"policy: {k!r} = {v!r}; expected max_<score> = number")
         if k[4:] not in SCORE_KEYS and k[4:] not in POLICY_ALIASES:
-            raise ValueError(f"policy: unknown key {k!r}; known: "
+            raise AuditError(f"policy: unknown key {k!r}; known: "
                              f"{sorted('max_' + s for s in SCORE_KEYS + tuple(POLICY_ALIASES))}")
         if v < 0:
-            raise ValueError(f"policy: {k} must be >= 0, got {v!r}")
+            raise AuditError(f"policy: {k} must be >= 0, got {v!r}")
     return out
 
 
@@ -791,7 +842,7 @@ def _apply_policy(policy: dict[str, Any], scores: tuple[Score, ...]) -> tuple[st
     known.update({a: known[k] for a, k in POLICY_ALIASES.items() if k in known})
     unknown = sorted(k for k in policy if k[4:] not in known)
     if unknown:
-        raise ValueError(f"policy: unknown key(s) {unknown}; known: "
+        raise AuditError(f"policy: unknown key(s) {unknown}; known: "
                          f"{sorted('max_' + k for k in known)}")
     fails = []
     for k, limit in policy.items():
@@ -818,14 +869,16 @@ def audit(package: SensitivityPackage | str | Path, *, net, keymap, bids=None,
     already holds each bid's bus. ``salt_guesses`` are tried before
     :data:`DEFAULT_SALT_GUESSES`. ``policy``: dict or TOML path (:func:`load_policy`).
     """
-    pkg = package if isinstance(package, SensitivityPackage) else load_full_package(package)
+    pkg = _load(package) if isinstance(package, (str, Path)) else package
     pol = load_policy(policy)
     if bids is not None and bids.bus is not None:
         wrong = [b for b, bus in zip(bids.ids, bids.bus)
                  if b in keymap.columns and keymap.columns[b] != int(bus)]
         if wrong:
-            raise ValueError(f"bid bus(es) differ from the key map for {wrong[:5]}")
+            raise AuditError(f"bid bus(es) differ from the key map for {wrong[:5]}")
     truth = _truth(net, keymap, pkg)
+    if rows_only(pkg):
+        return _audit_rows(pkg, net, truth, pol, order_permutations=order_permutations)
     base = has_base_values(pkg)
 
     sets = attack_downstream_sets(pkg, point=point)
@@ -860,6 +913,75 @@ def audit(package: SensitivityPackage | str | Path, *, net, keymap, bids=None,
 def _screen_note(screening: dict | None) -> str:
     if not screening:
         return ""
+    if "vm_rows_kept" not in screening:  # format 2: counts under its own names
+        return ", ".join(f"{k} {v}" for k, v in screening.items())
     return (f"{screening.get('vm_rows_kept')}/{screening.get('vm_rows_total')} voltage, "
             f"{screening.get('loading_rows_kept')}/{screening.get('loading_rows_total')} "
             "loading rows kept")
+
+
+def _load(path: str | Path) -> Any:
+    """The DSO reads its own packages of either format (format 1 behind ``allow_full``)."""
+    return load_package(path, allow_full=True)
+
+
+def _na(key: str, attack: str, total: int, why: str) -> Score:
+    return Score(key, attack, 0, total, why, applicable=False)
+
+
+def _audit_rows(pkg: Any, net, truth: _Truth, pol: dict[str, Any], *,
+                order_permutations: int) -> AuditReport:
+    """Format 2: the attacks that need separate voltage rows, base values, the row scale or
+    row keys report "not applicable"; the set attacks run on every published row of every
+    point (voltage rows mixed in) and are scored set by set (there is no row to compare:
+    a true downstream set counts as recovered when some published row yields it)."""
+    m = len(pkg.rows_a)
+    sets: list[frozenset[int]] = []
+    groups: list[list[int]] = []
+    for i in range(m):
+        sets += attack_downstream_sets(pkg, point=i)
+        groups += attack_colocated(pkg, point=i)
+    guessed = {s for s in sets if s}
+    true_sets = {t for t in truth.downstream if t}
+    hit = len(true_sets & guessed)
+    n, nrows = len(pkg.columns), [int(np.shape(a)[0]) for a in pkg.rows_a]
+    no_v = "format 2: voltage rows are not told apart from loading rows"
+    scores = [Score("downstream_sets", "published rows -> downstream bid sets", hit,
+                    len(true_sets), f"{len(guessed - true_sets)} other set(s) guessed "
+                    f"from {sum(nrows)} rows of {m} point(s)", applicable=bool(true_sets)),
+              *_score_tree(sorted(guessed, key=len), truth),
+              _na("edges", "LTDF ~ VTDF difference -> branch incidence", len(truth.ends), no_v),
+              _na("own_bus", "VTDF column maximum -> own bus", n, no_v),
+              _score_colocated(_merge_groups(groups, n), truth),
+              _na("subtrees", "single-linkage on shared path -> multi-bid subtrees",
+                  len(true_sets), no_v)]
+    base_na = "base values absent: cannot run"
+    scores += [_na("loads_within_10pct", "|L| / |LTDF| on single-bid rows -> loads", n, base_na),
+               _na("loads_vdrop_within_10pct", "voltage drop / VTDF difference -> loads", n,
+                   base_na),
+               _na("ratings_within_10pct", "100/|LTDF| + catalogue -> branch ratings",
+                   len(truth.branches), "rows normalised: the row scale is gone"),
+               _score_ids(attack_id_tokens(pkg), pkg, net, truth),
+               _score_order(truth, permutations=order_permutations),
+               _na("row_counts", "row counts -> bus/branch counts, radial", 3,
+                   f"rows mixed: {'/'.join(map(str, nrows)) or '0'} published per point"),
+               _na("salt_rows", "guessed key salt -> row keys as bus/branch ids", 0,
+                   "no row keys published")]
+    scores_t = tuple(scores)
+    privacy = getattr(pkg, "privacy", "exact")
+    points = getattr(pkg, "points", None)  # an envelope publishes points but no rows
+    info = {"m": len(points) if points is not None else m, "n": n, "v": 0, "l": 0,
+            "rows": nrows, "format": 2,
+            "privacy": str(privacy), "base_values": False,
+            "screening": _screen_note(getattr(pkg, "screening", None))}
+    return AuditReport(package=info, scores=scores_t, policy=pol,
+                       failures=_apply_policy(pol, scores_t))
+
+
+def _merge_groups(groups: Sequence[Sequence[int]], n: int) -> list[list[int]]:
+    """Union of column groups found at several points (connected components)."""
+    g = nx.Graph()
+    g.add_nodes_from(range(n))
+    for grp in groups:
+        g.add_edges_from(zip(grp[:-1], grp[1:]))
+    return [sorted(c) for c in nx.connected_components(g) if len(c) > 1]

@@ -6,6 +6,9 @@ grid preparation (DSO-private: this module is part of the grid layer).
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+
 import numpy as np
 
 #: kWh per year per kW of a SimBench load's p_mw (documented assumption, see building_table)
@@ -68,3 +71,58 @@ def district_net(grid: str):
             idx = int(pp.create_sgen(net, int(bus), p_mw=0.0, name=str(bid)))
         sgens.append(idx)
     return net, tuple(cp["building_id"]), cp["load"].to_numpy(), np.array(sgens, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class Injections:
+    """One frame's fixed injections: the load and sgen columns of the whole tables (by
+    position) and, per building, ``fix_mw`` = generation (PV + unit baselines) - load."""
+
+    load_p_mw: np.ndarray
+    load_q_mvar: np.ndarray
+    sgen_p_mw: np.ndarray
+    fix_mw: np.ndarray
+
+
+class BuildingInjections:
+    """Building inputs (MW per building id) -> the grid's fixed injections.
+
+    Building loads and sgens are found by position in their tables (``district_net``'s
+    indices); other loads keep the values they have in ``net`` (a SimBench grid may hold
+    loads that are no building), other sgens get 0 MW, as in GridSim.
+    """
+
+    def __init__(self, net, building_ids, load_idx, sgen_idx) -> None:
+        self.building_ids = tuple(building_ids)
+        self._pos = {b: k for k, b in enumerate(self.building_ids)}
+        self._load_pos = net.load.index.get_indexer(load_idx)
+        self._sgen_pos = net.sgen.index.get_indexer(sgen_idx)
+        self._n_sgen = len(net.sgen)
+        self._load_p0 = net.load["p_mw"].to_numpy(float).copy()
+        self._load_q0 = net.load["q_mvar"].to_numpy(float).copy()
+        buses = net.load.loc[load_idx, "bus"].to_numpy().tolist()
+        self.bus_of = dict(zip(self.building_ids, (int(b) for b in buses)))
+
+    def vector(self, values: Mapping[str, float]) -> np.ndarray:
+        """Building id -> MW as an array in building order (absent buildings 0)."""
+        out = np.zeros(len(self._pos))
+        for b, v in values.items():
+            if b not in self._pos:
+                from flexcore.grid.gridgen import GridError
+
+                raise GridError(f"unknown building id {b!r}: not a connection point of the "
+                                "grid")
+            out[self._pos[b]] = v
+        return out
+
+    def apply(self, *, p_load_mw: Mapping[str, float], q_load_mvar: Mapping[str, float],
+              p_pv_mw: Mapping[str, float], dp_base_mw: Mapping[str, float]) -> Injections:
+        """The frame's injections: building loads, and per building sgen = PV + dP_base."""
+        load_p, load_q = self._load_p0.copy(), self._load_q0.copy()
+        load_p[self._load_pos] = building_p = self.vector(p_load_mw)
+        load_q[self._load_pos] = self.vector(q_load_mvar)
+        sgen_b = self.vector(p_pv_mw) + self.vector(dp_base_mw)
+        sgen = np.zeros(self._n_sgen)
+        sgen[self._sgen_pos] = sgen_b
+        return Injections(load_p_mw=load_p, load_q_mvar=load_q, sgen_p_mw=sgen,
+                          fix_mw=sgen_b - building_p)

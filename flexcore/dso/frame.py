@@ -1,0 +1,257 @@
+"""The DSO's work in one co-simulation frame, without mosaik (agents/dso_agent.py is glue).
+
+- :func:`catalog_bids`: the bid catalog (bid pseudonym -> building) as a BidTable with buses;
+- :func:`offer_arrays`: a frame's offers as volume and price arrays in column order;
+- :func:`round0_package`: the round-0 package, all operating points or only the zero point
+  recomputed;
+- :func:`all_active_state`: the AC state with every bid of one direction fully active;
+- :class:`PublicationAudit`: the privacy audit of the packages the DSO published in a run;
+- :class:`DsoFrames`: all of it for every frame of a run (open a frame, answer a clearing).
+"""
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from flexcore.dso.linearizer import Linearizer, OperatingPoint, PointNotConverged
+from flexcore.dso.refinement import (
+    RefinementPolicy,
+    RefinementSession,
+    RelinearizationSchedule,
+    Verdict,
+)
+from flexcore.exchange.bids import BidError, BidTable
+
+
+def catalog_bids(catalog: Sequence[Mapping[str, Any]], bus_of_building: Mapping[str, int]
+                 ) -> BidTable:
+    """The catalog ``[{bid_id, building_id}, ...]`` as a BidTable (volumes and prices 0,
+    each bid at its building's bus), in catalog order."""
+    unknown = [c["building_id"] for c in catalog if c["building_id"] not in bus_of_building]
+    if unknown:
+        raise BidError(f"bid catalog: unknown building id(s) {unknown[:5]}")
+    n = len(catalog)
+    return BidTable(ids=tuple(c["bid_id"] for c in catalog), volume_mw=np.zeros(n),
+                    price_eur_per_mwh=np.zeros(n),
+                    bus=np.array([bus_of_building[c["building_id"]] for c in catalog],
+                                 np.int64))
+
+
+def offer_arrays(columns: Sequence[str], offers: Iterable[Mapping[str, Any]]
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(volume_mw, price_eur_per_mwh) in column order; a bid not offered has volume 0."""
+    col = {b: k for k, b in enumerate(columns)}
+    vol, price = np.zeros(len(columns)), np.zeros(len(columns))
+    for o in offers:
+        if o["bid_id"] not in col:
+            raise BidError(f"offer for bid {o['bid_id']!r}, which is not in the catalog")
+        k = col[o["bid_id"]]
+        vol[k], price[k] = o["volume_mw"], o["price_eur_per_mwh"]
+    return vol, price
+
+
+@dataclass(frozen=True)
+class Round0:
+    """The round-0 package of a frame, the operating points it was built from (kept for the
+    next frames when ``due``) and a note for the frame report."""
+
+    package: Any
+    points: tuple[OperatingPoint, ...]
+    message: str = ""
+
+
+def round0_package(lin: Linearizer, points: Sequence[OperatingPoint], *, due: bool,
+                   operating_points: Sequence[float], screening: bool) -> Round0:
+    """All operating points when ``due``; otherwise the earlier ``points`` with the zero
+    point (this frame's base case) recomputed, so that a zero request is exact. A zero
+    point that does not converge leaves the earlier points in use. Raises
+    :class:`PointNotConverged` when every point of a due linearisation fails."""
+    if due:
+        rep = lin.linearize(tuple(operating_points), screen_rows=screening)
+        return Round0(rep.package, tuple(rep.points))
+    kept = [p for p in points if p.activation_fraction != 0.0]
+    message = ""
+    try:
+        kept.insert(0, lin.point(np.zeros(len(lin.bids.ids)), label="a=0",
+                                 activation_fraction=0.0))
+    except PointNotConverged:
+        message = "zero point did not converge: earlier points used"
+        kept = list(points)
+    return Round0(lin.package(kept, screen_rows=screening)[0], tuple(points), message)
+
+
+def all_active_state(lin: Linearizer, direction: float) -> dict[str, Any]:
+    """AC state with every bid in the request's direction (sign) at its full volume, keyed
+    like GridSim's outputs (``Vm[pu]`` by bus, ``loading[%]`` by ``element:index``)."""
+    vol = lin.bids.volume_mw
+    try:
+        vm, lp = lin.power_flow(np.where(np.sign(vol) == direction, vol, 0.0))
+    except PointNotConverged:
+        return {"converged": False}
+    km = lin.keymap
+    return {"converged": True,
+            "Vm[pu]": {str(b): float(v) for b, v in zip(km.vm_pu.values(), vm)},
+            "loading[%]": {f"{e}:{i}": float(x)
+                           for (e, i), x in zip(km.loading_percent.values(), lp)}}
+
+
+class PublicationAudit:
+    """The privacy audit (:func:`flexcore.dso.audit.audit`) of packages the DSO published in
+    a run: the first round-0 package of each day type (audited when published) and the
+    round-0 package of the frame with the largest |request| (audited at :meth:`result`,
+    against a copy of the grid in that frame's state). Measured: ~2.5 s for a Bergwald package
+    with one bid per building (241 columns), ~4-6 s for the co-simulation's (1068 columns,
+    3 points; 1.5 s of it once per process for the rating catalogue).
+    """
+
+    def __init__(self, lin: Linearizer, *, order_permutations: int = 100) -> None:
+        self.lin = lin
+        self.order_permutations = int(order_permutations)
+        self.audits: dict[str, dict[str, Any]] = {}
+        self._day_types: set[str] = set()
+        self._last: tuple[int, Any] | None = None
+        self._largest: tuple[int, float, Any, Any] | None = None
+        self.time_s = 0.0
+
+    def published(self, frame: int, day_type: str, package: Any) -> None:
+        """A round-0 package was published in ``frame``."""
+        self._last = (frame, package)
+        if day_type not in self._day_types:
+            self._day_types.add(day_type)
+            self.audits[f"first_{day_type}"] = self._audit(frame, package, self.lin.net)
+
+    def cleared(self, frame: int, request_mw: float) -> None:
+        """The TSO cleared ``frame`` for ``request_mw`` (call at round 0)."""
+        if self._last is None or self._last[0] != frame or not request_mw:
+            return
+        if self._largest is None or abs(request_mw) > abs(self._largest[1]):
+            self._largest = (frame, float(request_mw), self._last[1], copy.deepcopy(self.lin.net))
+
+    def result(self) -> dict[str, Any]:
+        """``{audits: {name: record}, audit_time_s}``; each record holds the frame, the
+        package shape, the scores, and the co-location figures (groups of identical
+        columns)."""
+        if self._largest is not None and "largest_request" not in self.audits:
+            frame, req, package, net = self._largest
+            self.audits["largest_request"] = self._audit(frame, package, net) | {
+                "request_mw": req}
+        return {"audits": self.audits, "audit_time_s": self.time_s}
+
+    def _audit(self, frame: int, package: Any, net: Any) -> dict[str, Any]:
+        from flexcore.dso.audit import attack_colocated, audit, rows_only
+
+        t0 = time.perf_counter()
+        report = audit(package, net=net, keymap=self.lin.keymap,
+                       order_permutations=self.order_permutations)
+        m = len(package.rows_a) if rows_only(package) else package.m
+        groups: list[list[int]] = []
+        for i in range(m):
+            groups += attack_colocated(package, point=i)
+        sizes = sorted({len(g) for g in groups}, reverse=True)
+        dt = time.perf_counter() - t0
+        self.time_s += dt
+        return {"frame": frame, **report.as_dict(), "audit_time_s": dt,
+                "colocation": {"groups": len({tuple(g) for g in groups}),
+                               "bids_in_groups": len({j for g in groups for j in g}),
+                               "largest_group": sizes[0] if sizes else 0}}
+
+
+@dataclass(frozen=True)
+class FrameStep:
+    """What the DSO sends next in a frame: a package for round ``round`` or, at the end of
+    the frame, the verdict with the frame report."""
+
+    round: int
+    package: Any = None
+    verdict: Verdict | None = None
+    report: dict[str, Any] | None = None
+
+
+class DsoFrames:
+    """The DSO's side of every co-simulation frame (agents/dso_agent.py sends the messages).
+
+    ``open_frame``: fixed injections from the building inputs (forecast = actual profile +
+    unit baselines), bid volumes from the offers, the round-0 package (all points when the
+    :class:`RelinearizationSchedule` says so, otherwise only the zero point recomputed); a
+    frame whose points all fail to converge gets the verdict ``dso_failed`` at once.
+    ``on_clearing``: the :class:`RefinementSession` round policy; at the final verdict of a
+    frame with a request the report also holds the AC state with every bid in the request's
+    direction fully active (``report["all_active"]``; the request comes with the TSO's
+    clearing, it is the TSO's to share). Safety: a clearing violating an AC limit after the
+    last round gets status ``unsafe`` and is not dispatched unless ``dispatch_unsafe`` is set
+    (then it is dispatched and flagged). ``cfg`` is the scenario's ``[dso]`` table.
+    """
+
+    def __init__(self, lin: Linearizer, inj: Any, cfg: Mapping[str, Any], clock: Any) -> None:
+        self.lin, self.inj, self.cfg, self.clock = lin, inj, cfg, clock
+        self.session = RefinementSession(lin, policy=RefinementPolicy(
+            max_rounds=cfg["refine_rounds"], tol_vm_mae_pu=cfg["tol_vm_mae_pu"],
+            tol_loading_mae_percent=cfg["tol_loading_mae_percent"],
+            dispatch_unsafe=cfg["dispatch_unsafe"]))
+        self.schedule = RelinearizationSchedule(cfg["relinearize_every"],
+                                                cfg["relinearize_threshold_mw"])
+        self.audit = PublicationAudit(lin)
+        self.points: tuple[OperatingPoint, ...] = ()
+        self.report: dict[str, Any] = {}
+
+    def open_frame(self, frame: int, *, p_load_mw: Mapping[str, float],
+                   q_load_mvar: Mapping[str, float], p_pv_mw: Mapping[str, float],
+                   dp_base_mw: Mapping[str, float], offers: Iterable[Mapping[str, Any]]
+                   ) -> FrameStep:
+        t0 = time.perf_counter()
+        inj = self.inj.apply(p_load_mw=p_load_mw, q_load_mvar=q_load_mvar, p_pv_mw=p_pv_mw,
+                             dp_base_mw=dp_base_mw)
+        self.lin.set_base(load_p_mw=inj.load_p_mw, load_q_mvar=inj.load_q_mvar,
+                          sgen_p_mw=inj.sgen_p_mw)
+        self.lin.set_bid_volumes(*offer_arrays(self.lin.bids.ids, offers))
+        plan = self.schedule.decide(frame, inj.fix_mw, new_day=self.clock.new_day(frame))
+        self.report = {"frame": frame, "relinearized": bool(plan.due),
+                       "fix_moved_mw": plan.moved_mw, "rounds": 0, "points": 0}
+        try:
+            r0 = round0_package(self.lin, self.points, due=plan.due,
+                                operating_points=self.cfg["operating_points"],
+                                screening=self.cfg["screening"])
+        except PointNotConverged as exc:  # recorded; the frame is not cleared
+            self.report["dso_time_s"] = time.perf_counter() - t0
+            return self._final(0, self.session.failed(str(exc)))
+        self.points = r0.points
+        if r0.message:
+            self.report["message"] = r0.message
+        if plan.due:
+            self.schedule.done(frame, inj.fix_mw)
+        self.report["dso_time_s"] = time.perf_counter() - t0
+        return FrameStep(0, package=self.session.open(r0.package))
+
+    def on_clearing(self, frame: int, round_: int, clearing: Any) -> FrameStep:
+        t0 = time.perf_counter()
+        if round_ == 0:
+            self.audit.cleared(frame, clearing.request_mw)
+        self.report.update(rounds=round_, points=self.session.package.m)
+        step = self.session.on_clearing(clearing)
+        v = self.session.records[-1].validation
+        if v is not None:
+            self.report.update(dso_vm_mae_pu=v.vm_mae_pu,
+                               dso_loading_mae_percent=v.loading_mae_percent,
+                               dso_violations=len(v.violations), ac_converged=v.converged)
+        if isinstance(step, Verdict):
+            if v is not None and v.max_violation:
+                self.report["worst_violation"] = v.max_violation
+            direction = float(np.sign(clearing.request_mw))
+            if direction:
+                self.report["all_active"] = all_active_state(self.lin, direction)
+            out = self._final(round_, step)
+        else:
+            out = FrameStep(round_ + 1, package=step)
+        self.report["dso_time_s"] += time.perf_counter() - t0
+        return out
+
+    def _final(self, round_: int, v: Verdict) -> FrameStep:
+        self.report.update(status=str(v.verdict), safe=v.safe, dispatched=v.dispatch)
+        if v.message:
+            self.report["message"] = v.message
+        return FrameStep(round_, verdict=v, report=self.report)
