@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flexcore.dso import KeyMap, Linearizer
+from flexcore.dso import KeyMap, Linearizer, PointNotConverged
 from flexcore.exchange.bids import read_bids
 from flexcore.exchange.package import load_package, save_package
 
@@ -18,13 +18,21 @@ def _load_grid(path):
 def linearize_cli(*, grid, bids, points, screen, out) -> str:
     net = _load_grid(grid)
     table = read_bids(bids, require_bus=True)
-    lin = Linearizer(net, table)
-    rep = lin.linearize(points, screen_rows=screen)
+    try:
+        lin = Linearizer(net, table)
+        rep = lin.linearize(points, screen_rows=screen)
+    except PointNotConverged as exc:  # name the grid: the message alone does not
+        raise PointNotConverged(f"{grid}: {exc}") from None
     out = Path(out)
     save_package(rep.package, out)
     keymap_path = out.parent / "KEYMAP.json"
     lin.keymap.save(keymap_path)
-    return rep.as_text() + f"\npackage: {out}\nprivate key map (keep it): {keymap_path}"
+    islands = ""
+    if lin.isolated_buses:
+        b = lin.isolated_buses
+        islands = (f"\nisolated buses (cut off from every source, left out of the package): "
+                   f"{len(b)}: {', '.join(map(str, b[:20]))}{' ...' if len(b) > 20 else ''}")
+    return rep.as_text() + islands + f"\npackage: {out}\nprivate key map (keep it): {keymap_path}"
 
 
 def _keymap_for(path_hint: Path, explicit) -> KeyMap:

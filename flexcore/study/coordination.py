@@ -73,7 +73,8 @@ def coordinate(linearizer: Linearizer, bids: BidTable, request_mw: float, *,
         max_rounds=max_rounds, tol_vm_mae_pu=tol_vm_mae_pu,
         tol_loading_mae_percent=tol_loading_mae_percent, stop_when_accurate=stop_when_accurate))
     step = session.open(package)
-    tso_bids = bids.without_bus()
+    # bids on isolated buses are undeliverable: the DSO fixes them to 0 for the TSO
+    tso_bids = linearizer.deliverable_bids(bids).without_bus()
     rounds: list[RoundReport] = []
     dso_time = time.perf_counter() - t0
     while True:
