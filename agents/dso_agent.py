@@ -169,11 +169,17 @@ class DSOAgent(FrameSimulator):
                 k = self._col[o["bid_id"]]
                 vol[k], price[k] = o["volume_mw"], o["price_eur_per_mwh"]
         self.lin.set_bid_volumes(vol, price)
+        islands = [b for b, _ in self.lin.undeliverable if vol[self._col[b]] != 0.0]
         fix = sgen_b - building_p
         plan = self.schedule.decide(frame, fix, new_day=self._new_day(frame))
         due = plan.due
         self.report = {"frame": frame, "relinearized": bool(due), "fix_moved_mw": plan.moved_mw,
                        "rounds": 0, "points": 0}
+        if islands:  # named in frames.csv's message (see _verdict)
+            self._islands = (f"{len(islands)} undeliverable bid(s) on isolated buses: "
+                             + ", ".join(islands[:10]))
+        else:
+            self._islands = ""
         try:
             package = self._package(due)
         except PointNotConverged as exc:  # recorded; the frame is not cleared
@@ -231,8 +237,9 @@ class DSOAgent(FrameSimulator):
         self._out["to_tso"] = VerdictMessage(frame, v.rounds, v.verdict, safe=v.safe,
                                              dispatch=v.dispatch, message=v.message).to_wire()
         self.report.update(status=str(v.verdict), safe=v.safe, dispatched=v.dispatch)
-        if v.message:
-            self.report["message"] = v.message
+        msg = "; ".join(m for m in (v.message, getattr(self, "_islands", "")) if m)
+        if msg:
+            self.report["message"] = msg
         self._out["report"] = self.report
 
     def _all_active(self, direction: float) -> dict:

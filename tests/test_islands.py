@@ -150,3 +150,22 @@ def test_bad_input_case(case, tmp_path, capsys):
     assert len(lines) == 1 and lines[0].startswith("flexcosim: error:"), err
     assert spec["message"] in lines[0]
     assert "Traceback" not in err
+
+
+def test_session_refuses_a_clearing_of_undeliverable_bids():
+    """A TSO that clears the full bids (it cannot know the island) picks the cheap island
+    bids: the DSO refuses that clearing instead of dispatching a delivery that cannot come."""
+    from flexcore.dso import RefinementSession
+    from flexcore.exchange.enums import FrameVerdict
+    from flexcore.market import clear
+
+    net = _feeder(island="line")
+    bids = _bids(net)
+    lin = Linearizer(net, bids, salt="islands")
+    session = RefinementSession(lin)
+    published = session.open(lin.linearize((0.0, 1.0)).package)
+    res = clear(published, bids.without_bus(), 0.03)
+    assert res.status == "optimal" and res.activation_mw["b5"] == pytest.approx(0.02)
+    v = session.on_clearing(res)
+    assert v.verdict == FrameVerdict.UNSAFE and not v.dispatch
+    assert "undeliverable bid(s) on isolated buses (b5, b6)" in v.message

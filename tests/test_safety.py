@@ -121,3 +121,24 @@ def test_bergwald_behaves_as_before():
     default = coordinate(lin, bids, 1.8, package=pkg, max_rounds=2)
     assert default.safe and default.selected_round == len(before.rounds) - 1
     assert default.clearing.cost_eur == pytest.approx(before.clearing.cost_eur, rel=1e-4)
+
+
+@pytest.mark.parametrize("request_mw", [-0.08, -0.1, -0.107, 0.3])
+def test_safe_wherever_the_ac_opf_is_feasible_else_refused(semiurb4, request_mw):
+    """The rule's contract against the independent oracle: where pandapower's AC OPF finds
+    an activation, coordinate() dispatches an AC-safe one within 1 % of its cost; where it
+    finds none, the DSO refuses (never dispatches an unsafe clearing)."""
+    lin, bids = semiurb4
+    res = coordinate(lin, bids, request_mw, max_rounds=3)
+    opf = ac_opf(lin, bids, request_mw)
+    if opf.ok:
+        assert res.safe and res.verdict.dispatch
+        assert res.clearing.delivered_mw == pytest.approx(request_mw, abs=1e-9)
+        assert abs(res.clearing.cost_eur - opf.cost_eur) <= 0.01 * opf.cost_eur
+        # the dispatched clearing is checked in AC again, on a fresh power flow
+        vm, ld = lin.power_flow(res.activation(bids.ids))
+        assert vm.min() >= 0.95 - 1e-9 and vm.max() <= 1.05 + 1e-9
+        assert np.abs(ld).max() <= 100.0 + 1e-9
+    else:
+        assert not res.safe and not res.verdict.dispatch and res.verdict.message
+    assert request_mw != -0.107 or not opf.ok  # the sweep covers the refusal side too

@@ -16,12 +16,13 @@ agent and the evaluation all drive it (docs/method.md "Refinement rounds and the
 - the frame ends when a clearing is safe and accurate [``stop_when_accurate``], after round
   ``max_rounds``, when a clearing is not ``optimal``, when the AC power flow at a clearing
   does not converge, or when the refined point does not converge;
-- the outcome: the cheapest AC-safe clearing of all rounds [``keep_cheapest_safe``; else
-  the last one if safe] is dispatched (verdict ``optimal``, ``rounds`` = its round: the
-  TSO dispatches that round's clearing). Without an AC-safe round the DSO refuses, with the
-  reason in the message: the last clearing's status if it is not optimal (``infeasible``:
-  the linear model, with the observed AC mismatches shifted in, admits no activation), else
-  ``unsafe`` (dispatched only with ``dispatch_unsafe``).
+- the outcome: the last clearing if it is AC-safe (as without the rule); else the cheapest
+  AC-safe clearing of the earlier rounds [``keep_cheapest_safe``] (verdict ``optimal``,
+  ``rounds`` = its round: the TSO dispatches that round's clearing). Without an AC-safe
+  round the DSO refuses, with the reason in the message: the last clearing's status if it
+  is not optimal (``infeasible``: the linear model, with the observed AC mismatches shifted
+  in, admits no activation), else ``unsafe`` (dispatched only with ``dispatch_unsafe``); a
+  clearing that activates an undeliverable bid (isolated bus) is refused as ``unsafe``.
 
 :class:`RelinearizationSchedule` decides per frame whether every operating point is
 recomputed or only the zero point.
@@ -55,7 +56,8 @@ class RefinementPolicy:
     tighten_unsafe: bool = True
     #: publish packages with limits tightened by the solver margin (with_solver_margin)
     solver_margin: bool = True
-    #: dispatch the cheapest AC-safe round (else the last round, if it is safe)
+    #: when the last round is not AC-safe (unsafe, not optimal, not converged), dispatch the
+    #: cheapest earlier AC-safe round instead of refusing (a safe last round is dispatched)
     keep_cheapest_safe: bool = True
 
     def __post_init__(self) -> None:
@@ -149,15 +151,22 @@ class RefinementSession:
             return self._end(Verdict(status, safe=False, dispatch=False, validation=None,
                                      rounds=k, clearing=clearing,
                                      message=why or f"clearing status {status}"))
+        off = [b for b, _ in self.lin.undeliverable
+               if abs(clearing.activation_mw.get(b, 0.0)) > 1e-9]
+        if off:  # bids on isolated buses deliver nothing: never dispatch such a clearing
+            self.records.append(RoundRecord(k, clearing, None, False, self._refine_time_s))
+            return self._end(Verdict(
+                FrameVerdict.UNSAFE, safe=False, dispatch=False, validation=None, rounds=k,
+                clearing=clearing, message=f"the clearing activates {len(off)} undeliverable "
+                f"bid(s) on isolated buses ({', '.join(off[:5])}): their volume must be 0"))
         v = self.lin.validate(clearing, package=self.package)
         accurate = v.accurate(tol_vm_mae_pu=pol.tol_vm_mae_pu,
                               tol_loading_mae_percent=pol.tol_loading_mae_percent)
         dso_time = self._refine_time_s + time.perf_counter() - t0
         if v.safe:
             cost = float(clearing.cost_eur if clearing.cost_eur is not None else math.nan)
-            if (self._best is None or not pol.keep_cheapest_safe
-                    or cost < self._best[0] - 1e-9 * (1.0 + abs(self._best[0]))):
-                self._best = (cost, k, clearing, v)
+            if self._best is None or cost <= self._best[0] + 1e-9 * (1.0 + abs(self._best[0])):
+                self._best = (cost, k, clearing, v)  # ties: the later (more refined) round
         final = ((pol.stop_when_accurate and accurate and v.safe) or k >= pol.max_rounds
                  or not v.converged)
         note = ""
@@ -184,14 +193,14 @@ class RefinementSession:
                 return self.published()
         else:
             self.records.append(RoundRecord(k, clearing, v, accurate, dso_time))
-        if self._best is not None and (pol.keep_cheapest_safe or v.safe):
+        if v.safe:  # the last round is AC-safe: dispatch it (its model is the most refined)
+            return self._end(Verdict(FrameVerdict.OPTIMAL, safe=True, dispatch=True,
+                                     validation=v, rounds=k, clearing=clearing, message=note))
+        if self._best is not None and pol.keep_cheapest_safe:
             _, kb, cb, vb = self._best
-            msg = note
-            if kb != k:
-                msg = "; ".join(m for m in (
-                    f"dispatched round {kb}, the cheapest AC-safe clearing (last round {k}: "
-                    + ("AC-safe, dearer)" if v.safe else _unsafe_message(v, k) + ")"), note)
-                    if m)
+            msg = "; ".join(m for m in (
+                f"dispatched round {kb}, the cheapest AC-safe clearing (last round {k}: "
+                f"{_unsafe_message(v, k)})", note) if m)
             return self._end(Verdict(FrameVerdict.OPTIMAL, safe=True, dispatch=True,
                                      validation=vb, rounds=kb, clearing=cb, message=msg))
         dispatch = pol.dispatch_unsafe
@@ -204,7 +213,7 @@ class RefinementSession:
     def _end(self, verdict: Verdict) -> Verdict:
         """The final verdict; a refused frame falls back to an earlier AC-safe round."""
         if not verdict.dispatch and verdict.verdict != FrameVerdict.UNSAFE \
-                and self._best is not None:
+                and self._best is not None and self.policy.keep_cheapest_safe:
             _, kb, cb, vb = self._best
             verdict = Verdict(FrameVerdict.OPTIMAL, safe=True, dispatch=True, validation=vb,
                               rounds=kb, clearing=cb,
