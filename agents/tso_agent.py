@@ -41,6 +41,7 @@ class TSOAgent(FrameSimulator):
     def __init__(self) -> None:
         super().__init__(META)
         self.request = None
+        self._by_round: dict = {}  # clearing per round of the current frame
 
     def create(self, num, model, *, request_mw: list[float], clock: dict,
                objective: str = "abs_cost", mip_rel_gap: float = 1e-6):
@@ -64,6 +65,7 @@ class TSOAgent(FrameSimulator):
             self._offers = {o["bid_id"]: o for o in offers}
             self._times = [0.0, 0.0]
             self._last = None
+            self._by_round: dict = {}
         for wire in data.get("from_dso", {}).values():
             msg = from_wire(wire)
             if isinstance(msg, PackageMessage):
@@ -93,11 +95,12 @@ class TSOAgent(FrameSimulator):
                   mip_rel_gap=self.gap)
         self._times[0] += r.build_time_s
         self._times[1] += r.solve_time_s
-        self._last = r
+        self._last = self._by_round[msg.round] = r
         self._out["to_dso"] = ClearingMessage(frame, msg.round, r).to_wire()
 
     def _dispatch(self, frame: int, verdict) -> None:
-        r = self._last
+        # the DSO may dispatch an earlier round (the cheapest AC-safe one): the verdict says which
+        r = self._by_round.get(verdict.round, self._last)
         dispatch = verdict.dispatch and r is not None and r.status == "optimal"
         setpoints: dict[str, float] = {}
         if dispatch:

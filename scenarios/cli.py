@@ -236,7 +236,7 @@ def _grid_info(args) -> int:
 
     net = grids.load_grid(args.grid)
     table = district.load_building_table() if str(args.grid).lower() == grids.BERGWALD else None
-    summary = grids.summarize(net, table=table)
+    summary = grids.summarize(net, table=table, source=args.grid)
     print(summary.as_text())
     if not args.no_plot:
         path = Path(args.plot) if args.plot else runs.new_run_dir("grid") / "grid.png"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flexcore.dso import KeyMap, KeyMapError, Linearizer
+from flexcore.dso import KeyMap, KeyMapError, Linearizer, PointNotConverged
 from flexcore.exchange.bids import read_bids
 from flexcore.exchange.package import load_full_package, save_package
 
@@ -45,13 +45,21 @@ def linearize_cli(*, grid, bids, points, screen, out, keymap=None, force=False,
     net = _load_grid(grid)
     table = read_bids(bids, require_bus=True)
     keymap_path = _keymap_target(out, keymap, force=force)
-    lin = Linearizer(net, table)
-    rep = lin.linearize(points, screen_rows=screen)
+    try:
+        lin = Linearizer(net, table)
+        rep = lin.linearize(points, screen_rows=screen)
+    except PointNotConverged as exc:  # name the grid: the message alone does not
+        raise PointNotConverged(f"{grid}: {exc}") from None
     out = Path(out)
     save_package(rep.package, out, signing_key=sign)
     lin.keymap.save(keymap_path, overwrite=force)
     signed = " (signed)" if sign else ""
-    return (rep.as_text() + f"\npackage{signed}: {out}\nprivate key map (keep it): "
+    islands = ""
+    if lin.isolated_buses:
+        b = lin.isolated_buses
+        islands = (f"\nisolated buses (cut off from every source, left out of the package): "
+                   f"{len(b)}: {', '.join(map(str, b[:20]))}{' ...' if len(b) > 20 else ''}")
+    return (rep.as_text() + islands + f"\npackage{signed}: {out}\nprivate key map (keep it): "
             f"{keymap_path}")
 
 

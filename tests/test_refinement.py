@@ -233,3 +233,18 @@ def test_power_flow_session_recycles_skips_and_reports_non_convergence(setup):
     assert session.run()
     pp.runpp(ref)
     np.testing.assert_allclose(net.res_bus.vm_pu, ref.res_bus.vm_pu, atol=1e-9)
+
+
+def test_session_dispatches_the_cheapest_safe_round_and_refuses_with_a_reason(setup):
+    """Hand-checkable policy: with a tiny voltage band every clearing is unsafe, so the
+    session refuses (no dispatch) with the AC reason; the rows it tightened are recorded."""
+    net, bids, lin, pkg = setup
+    tight = Linearizer(net, bids, salt="refine-test",
+                       limits=Limits(vm_min_pu=0.999, vm_max_pu=1.001))
+    session, v = _drive(tight, bids, tight.linearize((0.0, 0.5, 1.0)).package, REQUEST_MW,
+                        RefinementPolicy(max_rounds=1))
+    assert not v.dispatch and not v.safe
+    assert v.message
+    # the published package carries the solver margin; the DSO's own one does not
+    assert session.published().limits.vm_min_pu == pytest.approx(0.999 + 1e-6)
+    assert session.package.limits.vm_min_pu == 0.999

@@ -279,6 +279,10 @@ def validate_building_table(table: pd.DataFrame, *, source: str = "building tabl
     if "dwellings" not in table.columns:
         table["dwellings"] = table["type"].map(
             lambda t: ARCHETYPES[t].dwellings[0])
+    dw = pd.to_numeric(table["dwellings"], errors="coerce")
+    if not (np.isfinite(dw) & (dw >= 0)).all():  # before annual_kwh is derived from it
+        row = table.loc[~(np.isfinite(dw) & (dw >= 0)), "building_id"].tolist()[:3]
+        raise BuildingTableError(f"{source}: 'dwellings' must be a number >= 0 for {row}")
     if "floor_area_m2" not in table.columns:
         table["floor_area_m2"] = [
             np.mean(ARCHETYPES[t].floor_area_per_dwelling_m2) * max(d, 1)

@@ -208,10 +208,16 @@ class DsoFrames:
                              dp_base_mw=dp_base_mw)
         self.lin.set_base(load_p_mw=inj.load_p_mw, load_q_mvar=inj.load_q_mvar,
                           sgen_p_mw=inj.sgen_p_mw)
-        self.lin.set_bid_volumes(*offer_arrays(self.lin.bids.ids, offers))
+        volume_mw, price = offer_arrays(self.lin.bids.ids, offers)
+        self._offered_mw = volume_mw
+        self.lin.set_bid_volumes(volume_mw, price)
         plan = self.schedule.decide(frame, inj.fix_mw, new_day=self.clock.new_day(frame))
         self.report = {"frame": frame, "relinearized": bool(plan.due),
                        "fix_moved_mw": plan.moved_mw, "rounds": 0, "points": 0}
+        offered = {b for b, x in zip(self.lin.bids.ids, self._offered_mw) if x != 0.0}
+        islands = [b for b, _ in self.lin.undeliverable if b in offered]
+        self._islands = (f"{len(islands)} undeliverable bid(s) on isolated buses: "
+                         + ", ".join(islands[:10])) if islands else ""
         try:
             r0 = round0_package(self.lin, self.points, due=plan.due,
                                 operating_points=self.cfg["operating_points"],
@@ -252,6 +258,7 @@ class DsoFrames:
 
     def _final(self, round_: int, v: Verdict) -> FrameStep:
         self.report.update(status=str(v.verdict), safe=v.safe, dispatched=v.dispatch)
-        if v.message:
-            self.report["message"] = v.message
+        message = "; ".join(m for m in (v.message, getattr(self, "_islands", "")) if m)
+        if message:
+            self.report["message"] = message
         return FrameStep(round_, verdict=v, report=self.report)

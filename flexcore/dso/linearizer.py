@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandapower as pp
@@ -110,10 +110,17 @@ class LinearizationReport:
     screening: dict | None
     time_s: float
     points: tuple[OperatingPoint, ...] = ()
+    #: ``(bid id, bus)`` of bids on buses cut off from every source (an island)
+    undeliverable: tuple[tuple[str, int], ...] = ()
 
     def as_text(self) -> str:
         p = self.package
         lines = [f"operating points: {', '.join(self.points_ok)}"]
+        if self.undeliverable:
+            lines.append(f"undeliverable (bus isolated from the supply, column fixed to 0): "
+                         f"{len(self.undeliverable)} bid(s) "
+                         + ", ".join(f"{b} (bus {bus})" for b, bus in self.undeliverable[:20])
+                         + (" ..." if len(self.undeliverable) > 20 else ""))
         if self.points_failed:
             lines.append(f"left out (AC power flow did not converge): "
                          f"{', '.join(self.points_failed)}")
@@ -156,6 +163,11 @@ class Linearizer:
         check_bid_plausibility(net, bids, n_rows=len(buses) + len(branches))
         self.keymap = keymap or KeyMap.create(bids, buses=buses, branches=branches, salt=salt)
         self.keymap.check(bids, buses=buses, branches=branches)
+        self._supplied_bid = np.isin(bids.bus, buses)
+        if not self._supplied_bid.all():
+            bids = replace(bids, volume_mw=np.where(self._supplied_bid, bids.volume_mw, 0.0),
+                           min_mw=np.where(self._supplied_bid, bids.min_mw, 0.0))
+            self.bids = bids
         # one activation sgen per bid bus; bids on one bus add up
         self._bus_of_bid = bids.bus
         self._flex_buses = np.unique(bids.bus)
@@ -164,6 +176,16 @@ class Linearizer:
                                                      name=FLEX_SGEN_NAME))
         self._bid_to_flex = np.searchsorted(self._flex_buses, bids.bus)
         self.session = PowerFlowSession(self.net)
+        # bids on buses cut off from every source (an island behind an open switch or an
+        # out-of-service line) cannot be delivered: their columns are 0 at every point and
+        # their volume is fixed to 0 (``undeliverable_mask``); the TSO must not clear them
+        self.supplied_buses = np.asarray(buses, dtype=np.int64)
+        self.undeliverable_mask = ~self._supplied_bid
+        self.undeliverable = tuple((str(b), int(bus)) for b, bus, off in
+                                   zip(bids.ids, bids.bus, self.undeliverable_mask) if off)
+        self.isolated_buses = tuple(int(b) for b in np.setdiff1d(
+            net.bus.index[net.bus.in_service.to_numpy(bool)].to_numpy(np.int64),
+            self.supplied_buses))
         pos_bus = {int(b): k for k, b in enumerate(buses)}
         pos_br = {br: k for k, br in enumerate(branches)}
         self.row_positions = RowPositions(
@@ -173,10 +195,21 @@ class Linearizer:
         self._vm_keys = tuple(self.keymap.vm_pu)
         self._ld_keys = tuple(self.keymap.loading_percent)
 
+    def deliverable_bids(self, bids: BidTable) -> BidTable:
+        """``bids`` (same ids) with the volume of undeliverable bids set to 0: what the
+        DSO lets the TSO clear."""
+        if not self.undeliverable:
+            return bids
+        off = {b for b, _ in self.undeliverable}
+        vol = np.where([c in off for c in bids.ids], 0.0, bids.volume_mw)
+        return replace(bids, volume_mw=vol, min_mw=np.where(vol == 0.0, 0.0, bids.min_mw))
+
     def set_bid_volumes(self, volume_mw, price_eur_per_mwh=None) -> None:
         """New volumes (and prices) for the same bids: operating points and screening use
-        them from now on (the co-simulation's bids change every frame, their ids do not)."""
+        them from now on (the co-simulation's bids change every frame, their ids do not);
+        undeliverable bids keep volume 0."""
         b = self.bids
+        volume_mw = np.where(self.undeliverable_mask, 0.0, np.asarray(volume_mw, float))
         bids = BidTable(ids=b.ids, volume_mw=volume_mw,
                         price_eur_per_mwh=b.price_eur_per_mwh if price_eur_per_mwh is None
                         else price_eur_per_mwh, bus=b.bus)
@@ -241,11 +274,14 @@ class Linearizer:
               activation_fraction: float | None = None) -> OperatingPoint:
         t0 = time.perf_counter()
         x = self._solve(activation, f"AC power flow did not converge at point {label}")
-        s = sensitivity.compute(self.net, self._bus_of_bid)
+        ok = self._supplied_bid
+        s = sensitivity.compute(self.net, self._bus_of_bid[ok])
         vr, lr = self.row_positions.vm, self.row_positions.loading
+        vtdf = np.zeros((len(vr), len(ok)))
+        ltdf = np.zeros((len(lr), len(ok)))
+        vtdf[:, ok], ltdf[:, ok] = s.vtdf[vr], s.ltdf[lr]
         return OperatingPoint(label, activation_fraction, x, s.vm_pu[vr],
-                              s.loading_percent[lr], s.vtdf[vr], s.ltdf[lr],
-                              time.perf_counter() - t0)
+                              s.loading_percent[lr], vtdf, ltdf, time.perf_counter() - t0)
 
     # --------------------------------------------------------------- package
     def linearize(self, fractions=(0.0, 0.5, 1.0), *, screen_rows: bool = False,
@@ -266,7 +302,7 @@ class Linearizer:
         package, report = self.package(points, screen_rows=screen_rows, margin_vm_pu=margin_vm_pu,
                                        margin_loading_percent=margin_loading_percent)
         return LinearizationReport(package, tuple(p.label for p in points), tuple(failed), report,
-                                   time.perf_counter() - t0, tuple(points))
+                                   time.perf_counter() - t0, tuple(points), self.undeliverable)
 
     def package(self, points, *, screen_rows: bool = False, margin_vm_pu: float = 0.005,
                 margin_loading_percent: float = 5.0) -> tuple[SensitivityPackage, dict | None]:

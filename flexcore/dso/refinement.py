@@ -5,13 +5,24 @@ DSO refines (adds the cleared activation as an operating point and asks the TSO 
 again) or gives its final :class:`Verdict`. ``coordinate()`` (flexcore.study), the DSO
 agent and the evaluation all drive it (docs/method.md "Refinement rounds and the safety rule"):
 
-- a clearing that is not ``optimal`` ends the frame; its status passes through;
-- otherwise the DSO checks it in AC at the activation, against its own prediction from the
-  package it published. *Accurate*: the AC power flow converged and the voltage and
-  loading MAE are within the tolerances;
-- final when (accurate and AC-safe) [only with ``stop_when_accurate``], or at round
-  ``max_rounds``, or when the refined point does not converge; the verdict is ``optimal``
-  if AC-safe, else ``unsafe`` (dispatched only with ``dispatch_unsafe``).
+- the TSO clears against the published package, whose limits carry the solver margin
+  (``solver_margin``, :func:`flexcore.dso.safety.with_solver_margin`); the DSO checks each
+  optimal clearing in AC at the *nominal* limits, against its own prediction from the
+  (unmargined) package. *Accurate*: the AC power flow converged and the voltage and loading
+  MAE are within the tolerances;
+- an unsafe, converged clearing: the rows AC violates are shifted by the observed mismatch
+  at the selected operating point (``tighten_unsafe``, :func:`flexcore.dso.safety.tighten`)
+  and a refinement point is added at the clearing; a safe, inaccurate one is only refined;
+- the frame ends when a clearing is safe and accurate [``stop_when_accurate``], after round
+  ``max_rounds``, when a clearing is not ``optimal``, when the AC power flow at a clearing
+  does not converge, or when the refined point does not converge;
+- the outcome: the last clearing if it is AC-safe (as without the rule); else the cheapest
+  AC-safe clearing of the earlier rounds [``keep_cheapest_safe``] (verdict ``optimal``,
+  ``rounds`` = its round: the TSO dispatches that round's clearing). Without an AC-safe
+  round the DSO refuses, with the reason in the message: the last clearing's status if it
+  is not optimal (``infeasible``: the linear model, with the observed AC mismatches shifted
+  in, admits no activation), else ``unsafe`` (dispatched only with ``dispatch_unsafe``); a
+  clearing that activates an undeliverable bid (isolated bus) is refused as ``unsafe``.
 
 :class:`RelinearizationSchedule` decides per frame whether every operating point is
 recomputed or only the zero point.
@@ -25,6 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from flexcore.dso.linearizer import Linearizer, PointNotConverged
+from flexcore.dso.safety import TighteningReport, tighten, with_solver_margin
 from flexcore.dso.validation import ValidationReport
 from flexcore.exchange.clearing import ClearingResult
 from flexcore.exchange.enums import ClearingStatus, FrameVerdict
@@ -40,6 +52,13 @@ class RefinementPolicy:
     tol_loading_mae_percent: float = 5e-3
     dispatch_unsafe: bool = False
     stop_when_accurate: bool = True
+    #: shift the rows AC violates by the observed mismatch (flexcore.dso.safety.tighten)
+    tighten_unsafe: bool = True
+    #: publish packages with limits tightened by the solver margin (with_solver_margin)
+    solver_margin: bool = True
+    #: when the last round is not AC-safe (unsafe, not optimal, not converged), dispatch the
+    #: cheapest earlier AC-safe round instead of refusing (a safe last round is dispatched)
+    keep_cheapest_safe: bool = True
 
     def __post_init__(self) -> None:
         if self.max_rounds < 0:
@@ -56,6 +75,7 @@ class RoundRecord:
     validation: ValidationReport | None
     accurate: bool
     dso_time_s: float
+    rows_tightened: int = 0  # rows shifted after this round (tighten_unsafe)
 
 
 @dataclass(frozen=True)
@@ -74,8 +94,11 @@ class Verdict:
 class RefinementSession:
     """The round policy of one frame over the DSO's :class:`Linearizer`.
 
-    ``open(package)`` starts round 0; ``on_clearing(clearing)`` returns the next package
-    (round k+1) or the final :class:`Verdict`. ``records`` keeps every round."""
+    ``open(package)`` starts round 0 and returns the package to publish; ``on_clearing``
+    returns the next package to publish (round k+1) or the final :class:`Verdict`.
+    ``package`` is the DSO's own (unmargined, tightened) package of the current round,
+    ``records`` keeps every round, ``tightenings`` every :func:`~flexcore.dso.safety.tighten`
+    report."""
 
     def __init__(self, linearizer: Linearizer, *, policy: RefinementPolicy | None = None
                  ) -> None:
@@ -84,14 +107,25 @@ class RefinementSession:
         self.package: SensitivityPackage | None = None
         self.round = 0
         self.records: list[RoundRecord] = []
+        self.tightenings: list[TighteningReport] = []
         self.verdict: Verdict | None = None
         self._refine_time_s = 0.0
+        self._best: tuple[float, int, ClearingResult, ValidationReport] | None = None
+
+    def published(self, package: SensitivityPackage | None = None) -> SensitivityPackage:
+        """What the TSO clears against: ``package`` (default: the current one) with the
+        solver margin when the policy says so."""
+        pkg = self.package if package is None else package
+        if pkg is None:
+            raise RuntimeError("no open round (call open(package) first)")
+        return with_solver_margin(pkg) if self.policy.solver_margin else pkg
 
     def open(self, package: SensitivityPackage) -> SensitivityPackage:
-        """Start the frame with ``package`` (round 0); returns it for publishing."""
+        """Start the frame with ``package`` (round 0); returns the package to publish."""
         self.package, self.round, self.records, self.verdict = package, 0, [], None
+        self.tightenings, self._best = [], None
         self._refine_time_s = 0.0
-        return package
+        return self.published()
 
     @staticmethod
     def failed(message: str) -> Verdict:
@@ -100,7 +134,7 @@ class RefinementSession:
                        rounds=0, message=message or "no operating point converged")
 
     def on_clearing(self, clearing: ClearingResult) -> SensitivityPackage | Verdict:
-        """The next package (round k+1), or the final verdict."""
+        """The next package to publish (round k+1), or the final verdict."""
         if self.package is None or self.verdict is not None:
             raise RuntimeError("on_clearing() needs an open round (call open(package) first)")
         pol, k = self.policy, self.round
@@ -109,37 +143,82 @@ class RefinementSession:
             self.records.append(RoundRecord(k, clearing, None, False, self._refine_time_s))
             status = FrameVerdict.parse(clearing.status)
             why = clearing.diagnosis.message if clearing.diagnosis else clearing.message
-            return self._final(Verdict(status, safe=False, dispatch=False, validation=None,
-                                       rounds=k, clearing=clearing,
-                                       message=why or f"clearing status {status}"))
+            shifted = sum(t.n for t in self.tightenings)
+            if status == FrameVerdict.INFEASIBLE and shifted:
+                why = (f"infeasible in round {k}: the linear model with the observed AC "
+                       f"mismatches ({shifted} row shift(s) so far) admits no activation for "
+                       f"the request; market: {why or 'infeasible'}")
+            return self._end(Verdict(status, safe=False, dispatch=False, validation=None,
+                                     rounds=k, clearing=clearing,
+                                     message=why or f"clearing status {status}"))
+        off = [b for b, _ in self.lin.undeliverable
+               if abs(clearing.activation_mw.get(b, 0.0)) > 1e-9]
+        if off:  # bids on isolated buses deliver nothing: never dispatch such a clearing
+            self.records.append(RoundRecord(k, clearing, None, False, self._refine_time_s))
+            return self._end(Verdict(
+                FrameVerdict.UNSAFE, safe=False, dispatch=False, validation=None, rounds=k,
+                clearing=clearing, message=f"the clearing activates {len(off)} undeliverable "
+                f"bid(s) on isolated buses ({', '.join(off[:5])}): their volume must be 0"))
         v = self.lin.validate(clearing, package=self.package)
         accurate = v.accurate(tol_vm_mae_pu=pol.tol_vm_mae_pu,
                               tol_loading_mae_percent=pol.tol_loading_mae_percent)
-        self.records.append(RoundRecord(k, clearing, v, accurate,
-                                        self._refine_time_s + time.perf_counter() - t0))
-        final = (pol.stop_when_accurate and accurate and v.safe) or k >= pol.max_rounds
+        dso_time = self._refine_time_s + time.perf_counter() - t0
+        if v.safe:
+            cost = float(clearing.cost_eur if clearing.cost_eur is not None else math.nan)
+            if self._best is None or cost <= self._best[0] + 1e-9 * (1.0 + abs(self._best[0])):
+                self._best = (cost, k, clearing, v)  # ties: the later (more refined) round
+        final = ((pol.stop_when_accurate and accurate and v.safe) or k >= pol.max_rounds
+                 or not v.converged)
         note = ""
         if not final:
             t1 = time.perf_counter()
+            x = clearing.activation_vector(self.package.columns)
+            package, n_shift = self.package, 0
+            if not v.safe and pol.tighten_unsafe and clearing.operating_point is not None:
+                package, rep = tighten(
+                    package, point=int(clearing.operating_point), clearing_activation=x,
+                    ac_vm_pu=v.ac_vm_pu, ac_loading_percent=v.ac_loading_percent,
+                    limits=self.lin.limits, lower_mw=self.lin.bids.lower_mw,
+                    upper_mw=self.lin.bids.upper_mw)
+                self.tightenings.append(rep)
+                n_shift = rep.n
+            self.records.append(RoundRecord(k, clearing, v, accurate, dso_time, n_shift))
             try:
-                self.package = self.lin.refine(self.package, clearing, label=f"refine {k + 1}")
+                self.package = self.lin.refine(package, x, label=f"refine {k + 1}")
             except PointNotConverged as exc:
                 final, note = True, f"refinement stopped: {exc}"
             else:
                 self._refine_time_s = time.perf_counter() - t1
                 self.round = k + 1
-                return self.package
-        verdict = FrameVerdict.OPTIMAL if v.safe else FrameVerdict.UNSAFE
-        dispatch = v.safe or pol.dispatch_unsafe
-        message = note
-        if not v.safe:
-            message = "; ".join(m for m in (_unsafe_message(v, k), note) if m)
-            if dispatch:
-                message += " (dispatched: dispatch_unsafe)"
-        return self._final(Verdict(verdict, safe=v.safe, dispatch=dispatch, validation=v,
-                                   rounds=k, clearing=clearing, message=message))
+                return self.published()
+        else:
+            self.records.append(RoundRecord(k, clearing, v, accurate, dso_time))
+        if v.safe:  # the last round is AC-safe: dispatch it (its model is the most refined)
+            return self._end(Verdict(FrameVerdict.OPTIMAL, safe=True, dispatch=True,
+                                     validation=v, rounds=k, clearing=clearing, message=note))
+        if self._best is not None and pol.keep_cheapest_safe:
+            _, kb, cb, vb = self._best
+            msg = "; ".join(m for m in (
+                f"dispatched round {kb}, the cheapest AC-safe clearing (last round {k}: "
+                f"{_unsafe_message(v, k)})", note) if m)
+            return self._end(Verdict(FrameVerdict.OPTIMAL, safe=True, dispatch=True,
+                                     validation=vb, rounds=kb, clearing=cb, message=msg))
+        dispatch = pol.dispatch_unsafe
+        message = "; ".join(m for m in (_unsafe_message(v, k), note) if m)
+        if dispatch:
+            message += " (dispatched: dispatch_unsafe)"
+        return self._end(Verdict(FrameVerdict.UNSAFE, safe=False, dispatch=dispatch,
+                                 validation=v, rounds=k, clearing=clearing, message=message))
 
-    def _final(self, verdict: Verdict) -> Verdict:
+    def _end(self, verdict: Verdict) -> Verdict:
+        """The final verdict; a refused frame falls back to an earlier AC-safe round."""
+        if not verdict.dispatch and verdict.verdict != FrameVerdict.UNSAFE \
+                and self._best is not None and self.policy.keep_cheapest_safe:
+            _, kb, cb, vb = self._best
+            verdict = Verdict(FrameVerdict.OPTIMAL, safe=True, dispatch=True, validation=vb,
+                              rounds=kb, clearing=cb,
+                              message=f"dispatched round {kb}, the cheapest AC-safe clearing "
+                                      f"(round {self.round}: {verdict.message})")
         self.verdict = verdict
         return verdict
 

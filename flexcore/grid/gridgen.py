@@ -73,9 +73,20 @@ def diversity(n: int, g_inf: float) -> float:
 
 
 def build_grid(table: pd.DataFrame, streets: pd.DataFrame | None = None, *,
-               options: GridOptions | None = None, name: str = "district") -> pp.pandapowerNet:
-    """Radial LV grid for a validated building table (see module docstring)."""
+               options: GridOptions | None = None, name: str = "district",
+               source: str | None = None) -> pp.pandapowerNet:
+    """Radial LV grid for a validated building table (see module docstring); ``source``
+    (default ``name``) names the table in errors."""
     opt = options or GridOptions()
+    src = source or name
+    if not len(table):
+        raise GridError(f"{src}: the building table has no buildings")
+    if opt.n_substations < 1:
+        raise GridError(f"{src}: the number of substations must be >= 1, "
+                        f"got {opt.n_substations}")
+    if len(table) < opt.n_substations:
+        raise GridError(f"{src}: {len(table)} building(s) for {opt.n_substations} substations: "
+                        "use --substations <= the number of buildings")
     xy = table[["x_m", "y_m"]].to_numpy(float)
     weights = table["annual_kwh"].to_numpy(float)
     centres = _substation_centres(xy, weights, opt.n_substations, opt.seed)

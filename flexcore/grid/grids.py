@@ -36,7 +36,8 @@ def build_from_table(table_path: str | Path, streets_path: str | Path | None = N
                      options: GridOptions | None = None) -> pp.pandapowerNet:
     table = district.load_building_table(table_path)
     streets = district.load_street_table(streets_path) if streets_path else None
-    return build_grid(table, streets, options=options, name=Path(table_path).stem)
+    return build_grid(table, streets, options=options, name=Path(table_path).stem,
+                      source=str(table_path))
 
 
 @functools.lru_cache(maxsize=8)
@@ -74,13 +75,96 @@ def load_grid(source: str | Path) -> pp.pandapowerNet:
             net = pp.from_json(str(path))
         except Exception as exc:  # pandapower raises many kinds for a broken file
             raise GridError(f"{path}: not a readable pandapower JSON grid ({exc})") from None
-        if not len(net.bus):
-            raise GridError(f"{path}: the grid has no buses")
+        validate_grid(net, path)
         return net
     if text.startswith("1-LV-"):
         return load_simbench(text)
     raise GridError(f"grid source not found: {text!r} (a JSON path, 'bergwald' or "
                     "'simbench:1-LV-...')")
+
+
+def _bad(table: pd.DataFrame, columns, *, positive: bool) -> list[int]:
+    """Indices of in-service rows with a non-finite (or, with ``positive``, <= 0) value."""
+    rows = table[table.in_service.astype(bool)] if "in_service" in table else table
+    bad = np.zeros(len(rows), bool)
+    for c in columns:
+        if c not in rows:
+            continue
+        v = pd.to_numeric(rows[c], errors="coerce").to_numpy(float)
+        bad |= ~np.isfinite(v) | ((v <= 0) if positive else False)
+    return rows.index[bad].tolist()
+
+
+def validate_grid(net: pp.pandapowerNet, source: str | Path) -> None:
+    """Check a grid before any power flow; raises :class:`GridError` naming ``source`` and
+    the element (table and index) for what pandapower would turn into a traceback or a
+    silent NaN: no buses, no in-service ``ext_grid``, a bus without voltage level, elements
+    at buses that do not exist, a line with non-finite or non-positive length or impedance,
+    a transformer with bad ratings or short-circuit voltages. Islands (buses cut off from
+    every ``ext_grid``) are allowed: they are left out of the model and reported."""
+    where = str(source)
+    if not len(net.bus):
+        raise GridError(f"{where}: the grid has no buses")
+    bad = _bad(net.bus, ["vn_kv"], positive=True)
+    if bad:
+        raise GridError(f"{where}: bus {bad[0]} has no valid voltage level vn_kv "
+                        f"({len(bad)} bus(es) in all)")
+    ext = net.ext_grid[net.ext_grid.in_service.astype(bool)] if len(net.ext_grid) else \
+        net.ext_grid
+    if not len(ext):
+        raise GridError(f"{where}: the grid has no in-service ext_grid (no reference bus: "
+                        "add the upstream grid connection)")
+    buses = set(net.bus.index.tolist())
+    for table, cols in (("ext_grid", ("bus",)), ("load", ("bus",)), ("sgen", ("bus",)),
+                        ("line", ("from_bus", "to_bus")), ("trafo", ("hv_bus", "lv_bus")),
+                        ("switch", ("bus",))):
+        t = net[table] if table in net else None
+        if t is None or not len(t):
+            continue
+        for c in cols:
+            unknown = ~t[c].isin(buses)
+            if unknown.any():
+                i = t.index[unknown.to_numpy()][0]
+                raise GridError(f"{where}: {table} {i} refers to {c} {t.at[i, c]}, which is "
+                                "not a bus of the grid")
+    checks = (
+        ("line", ["length_km", "max_i_ka"], True, "length_km or max_i_ka"),
+        ("line", ["r_ohm_per_km", "x_ohm_per_km", "c_nf_per_km"], False,
+         "r/x/c per km"),
+        ("trafo", ["sn_mva", "vn_hv_kv", "vn_lv_kv", "vk_percent"], True,
+         "sn_mva, vn_hv_kv, vn_lv_kv or vk_percent"),
+        ("trafo", ["vkr_percent", "pfe_kw", "i0_percent"], False,
+         "vkr_percent, pfe_kw or i0_percent"),
+    )
+    for table, cols, positive, what in checks:
+        if table not in net or not len(net[table]):
+            continue
+        bad = _bad(net[table], cols, positive=positive)
+        if bad:
+            kind = "non-finite or non-positive" if positive else "non-finite"
+            raise GridError(f"{where}: {table} {bad[0]} has a {kind} {what} "
+                            f"({len(bad)} {table}(s) in all)")
+    if len(net.line):
+        on = net.line[net.line.in_service.astype(bool)]
+        z = np.hypot(on.r_ohm_per_km.to_numpy(float), on.x_ohm_per_km.to_numpy(float))
+        if (z <= 0).any():
+            i = on.index[z <= 0][0]
+            raise GridError(f"{where}: line {i} has zero impedance (r_ohm_per_km = "
+                            "x_ohm_per_km = 0): use a bus-bus switch instead")
+    if len(net.trafo):
+        t = net.trafo[net.trafo.in_service.astype(bool)]
+        over = t.vkr_percent.to_numpy(float) > t.vk_percent.to_numpy(float)
+        if over.any():
+            raise GridError(f"{where}: trafo {t.index[over][0]} has vkr_percent > vk_percent")
+
+
+def isolated_buses(net: pp.pandapowerNet) -> list[int]:
+    """In-service buses with no path to an in-service ``ext_grid`` (switches respected):
+    an island behind an open switch or an out-of-service line. They are left out of the
+    power flow and of every package; bids on them are undeliverable."""
+    import pandapower.topology as top
+
+    return sorted(int(b) for b in top.unsupplied_buses(net, respect_switches=True))
 
 
 def connection_points(net: pp.pandapowerNet) -> pd.DataFrame:
@@ -91,12 +175,12 @@ def connection_points(net: pp.pandapowerNet) -> pd.DataFrame:
                          "load": loads.index.to_numpy(np.int64)})
 
 
-def run_power_flow(net: pp.pandapowerNet, **kwargs) -> None:
+def run_power_flow(net: pp.pandapowerNet, *, name: str = "grid", **kwargs) -> None:
     """AC power flow; raises GridError (not pandapower's exception) if it does not converge."""
     try:
         pp.runpp(net, **kwargs)
     except pp.LoadflowNotConverged:
-        raise GridError("AC power flow did not converge") from None
+        raise GridError(f"{name}: the base-case AC power flow did not converge") from None
 
 
 # --------------------------------------------------------------------------- summary
@@ -117,6 +201,7 @@ class GridSummary:
     max_line_loading_percent: float = math.nan
     max_trafo_loading_percent: float = math.nan
     radial: bool = True
+    isolated: tuple[int, ...] = ()  # in-service buses cut off from every source
 
     def as_text(self) -> str:
         rows = [
@@ -133,9 +218,17 @@ class GridSummary:
             ("peak line loading", f"{self.max_line_loading_percent:.1f} %"),
             ("peak trafo loading", f"{self.max_trafo_loading_percent:.1f} %"),
             ("radial", "yes" if self.radial else "no"),
+            ("isolated buses", _island_text(self.isolated)),
         ]
         width = max(len(r[0]) for r in rows)
         return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def _island_text(buses: tuple[int, ...]) -> str:
+    if not buses:
+        return "none"
+    head = ", ".join(str(b) for b in buses[:20]) + (" ..." if len(buses) > 20 else "")
+    return f"{len(buses)} (out of the model, bids there undeliverable): {head}"
 
 
 def is_radial(net: pp.pandapowerNet) -> bool:
@@ -143,13 +236,17 @@ def is_radial(net: pp.pandapowerNet) -> bool:
     import pandapower.topology as top
 
     graph = top.create_nxgraph(net, respect_switches=True, multi=True)
+    if not nx.is_connected(nx.Graph(graph)):  # islands: radial is a property of one tree
+        return False
     return (nx.is_forest(nx.Graph(graph))
             and graph.number_of_edges() == nx.Graph(graph).number_of_edges())
 
 
-def summarize(net: pp.pandapowerNet, *, table: pd.DataFrame | None = None) -> GridSummary:
-    """Summary with one AC power flow of the base case."""
-    run_power_flow(net)
+def summarize(net: pp.pandapowerNet, *, table: pd.DataFrame | None = None,
+              source: str | Path | None = None) -> GridSummary:
+    """Summary with one AC power flow of the base case (``source`` names the grid in
+    errors)."""
+    run_power_flow(net, name=str(source or net.name or "grid"))
     cp = connection_points(net)
     by_type: dict[str, int] = {}
     if table is not None:
@@ -164,6 +261,7 @@ def summarize(net: pp.pandapowerNet, *, table: pd.DataFrame | None = None) -> Gr
         connections=len(cp), buildings_by_type=by_type,
         load_mw=float(net.load.p_mw[net.load.in_service].sum()),
         vm_min_pu=float(net.res_bus.vm_pu[lv].min()), vm_max_pu=float(net.res_bus.vm_pu[lv].max()),
+        isolated=tuple(isolated_buses(net)),
         max_line_loading_percent=float(net.res_line.loading_percent.max()),
         max_trafo_loading_percent=(float(net.res_trafo.loading_percent.max())
                                    if len(net.trafo) else 0.0),

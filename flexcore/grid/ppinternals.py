@@ -12,8 +12,11 @@ Facts relied on (pandapower 3.x, see docs/stack.md):
   ``ref``, ``pv``, ``pq``, ``bus``, ``branch``, ``baseMVA``;
 - ``net._pd2ppc_lookups["bus"]`` maps pandapower bus index -> internal bus row;
 - ``net._pd2ppc_lookups["branch"]`` gives ``{"line": (start, stop), "trafo": ...}`` row
-  ranges of the full ``_ppc["branch"]``; out-of-service branches are dropped from the
-  internal system, so rows are remapped through the in-service status column.
+  ranges of the full ``_ppc["branch"]``; ``_ppc["internal"]["branch_is"]`` marks the rows
+  kept in the internal system: out-of-service branches *and* branches that touch an
+  isolated bus (an island behind an open switch or an out-of-service line) are dropped, so
+  rows are remapped through that mask (a running count of the status column alone is wrong
+  as soon as the grid has an island).
 
 For the fast power flow (:func:`extract_fast_model`, :mod:`flexcore.grid.fastpf`):
 - ``_ppc["internal"]["bus"]`` columns ``PD``/``QD`` hold the constant-power load of each
@@ -87,6 +90,7 @@ def extract_state(net, *, check: bool = True, atol: float = 1e-6) -> PowerFlowSt
         bus_lookup = np.asarray(net._pd2ppc_lookups["bus"])
         branch_ranges = net._pd2ppc_lookups["branch"]
         full_branch = ppc["branch"]
+        branch_is = np.asarray(internal["branch_is"], dtype=bool)
         int_bus = internal["bus"]
     except (KeyError, AttributeError, TypeError) as exc:
         raise InternalsChanged(f"pandapower internal field missing or renamed: {exc!r}") from None
@@ -102,7 +106,14 @@ def extract_state(net, *, check: bool = True, atol: float = 1e-6) -> PowerFlowSt
     if not np.isfinite(net.res_bus.loc[in_service, "vm_pu"].to_numpy(float)).all():
         raise InternalsChanged("bus lookup maps an unsupplied bus into the internal system")
 
-    status = full_branch[:, BR_STATUS].real > 0
+    # the internal branch table holds exactly the rows of ``branch_is``: in service *and*
+    # connected to supplied buses at both ends (branches into an island are dropped too)
+    if branch_is.shape != (len(full_branch),) or branch_is.sum() != len(internal["branch"]):
+        raise InternalsChanged(f"branch_is marks {int(branch_is.sum())} of {len(branch_is)} "
+                               f"rows, the internal branch table has {len(internal['branch'])}")
+    status = branch_is & (full_branch[:, BR_STATUS].real > 0)
+    if status.sum() != branch_is.sum():
+        raise InternalsChanged("branch_is marks a branch whose status column is out of service")
     internal_row_of_full = np.cumsum(status) - 1
     base_kv = int_bus[:, BASE_KV].real
     f_bus = np.asarray(internal["branch"][:, 0].real, dtype=np.int64)
