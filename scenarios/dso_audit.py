@@ -17,7 +17,8 @@ from flexcore.grid.grids import load_grid
 def audit_cli(*, package, grid, keymap=None, policy=None, json_out=None,
               salt_guesses=()) -> tuple[str, int]:
     """Audit the package folder ``package`` against ``grid`` (name or JSON path) and the key
-    map (default: ``<package>.keymap.json`` next to the package folder, as ``dso linearize`` writes it). Returns (text, exit code)."""
+    map (default: ``<package>.keymap.json`` next to the package folder, as ``dso linearize``
+    writes it). Returns (text, exit code)."""
     package = Path(package)
     km_path = Path(keymap) if keymap else package.parent / f"{package.name}.keymap.json"
     if not km_path.is_file():
