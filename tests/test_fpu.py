@@ -357,6 +357,17 @@ def test_fpu_sim_flags_and_neutralises_a_unit_that_breaks_the_contract():
                  pv_penetration=0.6, clock=clock.to_dict(), fpu=fpu)
         return s
 
+    def named_bid(s, pseudonym):
+        u = s.unit_map()[pseudonym]
+        return f"{u['unit_id']}:{u['direction']}"
+
+    def named(s, offers):
+        return [{**o, "bid_id": named_bid(s, o["bid_id"])} for o in offers]
+
+    def pseudo(s, setpoints):
+        back = {named_bid(s, p): p for p in s.unit_map()}
+        return {back[b]: x for b, x in setpoints.items() if b in back}
+
     good, bad = sim(base), sim(base + [broken])
     ids = sorted(u.unit_id for u in bad.units if u.unit_id.endswith(".broken"))
     assert ids
@@ -367,11 +378,14 @@ def test_fpu_sim_flags_and_neutralises_a_unit_that_breaks_the_contract():
         assert sorted(out["flagged"]) == ids
         assert set(out["flagged"].values()) == {
             "feasible_range_mw returned (0.002, -0.001): needs down <= 0 <= up"}
-        assert out["offers"] == good.get_data({"Fleet": ["offers"]})["Fleet"]["offers"]
-        sp = {o["unit_id"]: o["volume_mw"] for o in out["offers"][:5]}
-        sp[ids[0]] = 0.002                          # a set-point for a flagged unit: ignored
-        good.step(t, {"Fleet": {"setpoint[MW]": {"TSO": sp}}}, None)
-        bad.step(t, {"Fleet": {"setpoint[MW]": {"TSO": sp}}}, None)
+        # bid ids are per-run pseudonyms: compare the offers under the private unit names
+        assert named(bad, out["offers"]) == named(
+            good, good.get_data({"Fleet": ["offers"]})["Fleet"]["offers"])
+        sp = {named_bid(good, o["bid_id"]): o["volume_mw"]
+              for o in good.get_data({"Fleet": ["offers"]})["Fleet"]["offers"][:5]}
+        sp[f"{ids[0]}:up"] = 0.002                  # a set-point for a flagged unit: ignored
+        good.step(t, {"Fleet": {"setpoint[MW]": {"TSO": pseudo(good, sp)}}}, None)
+        bad.step(t, {"Fleet": {"setpoint[MW]": {"TSO": pseudo(bad, sp)}}}, None)
         res = bad.get_data({"Fleet": ["P[MW]", "clipped", "flagged", "dP[MW]"]})["Fleet"]
         assert {u: res["P[MW]"][u] for u in ids} == {u: -0.001 for u in ids}   # baseline
         assert not set(res["clipped"]) & set(ids) and sorted(res["flagged"]) == ids
