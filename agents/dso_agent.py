@@ -130,7 +130,14 @@ class DSOAgent(FrameSimulator):
         return out
 
     def _publish(self, package, frame: int, round_: int) -> dict:
-        """The package message: the object itself (in-process runs) or a folder path."""
+        """The package message: the object itself (in-process runs) or a folder path. With
+        ``[dso] privacy = "exact"`` (default) the DSO keeps ``package`` (format 1) and
+        publishes its hardened form (format 2, flexcore.dso.privacy.harden)."""
+        if self.cfg.get("privacy", "exact") == "exact":
+            from flexcore.dso.privacy import harden
+
+            box = self.lin.bids.subset(package.columns)
+            package, _ = harden(package, lower_mw=box.lower_mw, upper_mw=box.upper_mw)
         if self.exchange == "memory":
             return PackageMessage(frame, round_, package=package).to_wire()
         from flexcore.exchange.package import save_package
@@ -217,6 +224,9 @@ class DSOAgent(FrameSimulator):
                                dso_loading_mae_percent=v.loading_mae_percent,
                                dso_violations=len(v.violations), ac_converged=v.converged)
         if isinstance(step, Verdict):
+            if msg.clearing.ok:  # the DSO's own predictions (format 2 clearings carry none)
+                pv, pl = self.lin.predict(self.session.package, msg.clearing)
+                self.report.update(predicted_vm_pu=pv, predicted_loading_percent=pl)
             if v is not None and v.max_violation:
                 self.report["worst_violation"] = v.max_violation
             direction = float(np.sign(msg.clearing.request_mw))

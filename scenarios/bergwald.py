@@ -81,6 +81,7 @@ def create_scenario(world, cfg: ScenarioConfig, *, run_dir: str | Path, progress
         clock=clock_param)
     world.connect(grid, validator, "Vm[pu]", "loading[%]", "converged")
     world.connect(tso, validator, "clearing")
+    world.connect(dso, validator, "report")   # the DSO's predictions (package format 2)
     rec = world.start("Recorder").Recorder(
         run_dir=run_dir, clock=clock_param, progress=progress)
     world.connect(tso, rec, "clearing", "setpoint[MW]")

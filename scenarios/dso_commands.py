@@ -15,16 +15,43 @@ def _load_grid(path):
     return load_grid(path)
 
 
-def linearize_cli(*, grid, bids, points, screen, out) -> str:
+def linearize_cli(*, grid, bids, points, screen, out, privacy="exact") -> str:
+    """Linearise and publish: ``privacy`` "exact" (format 2, default), "envelope" or
+    "full" (format 1, research)."""
+    from flexcore.exchange.enums import PrivacyLevel
+
+    level = PrivacyLevel.parse(privacy, where="--privacy")
     net = _load_grid(grid)
     table = read_bids(bids, require_bus=True)
     lin = Linearizer(net, table)
     rep = lin.linearize(points, screen_rows=screen)
     out = Path(out)
-    save_package(rep.package, out)
+    published = rep.package
+    note = ""
+    if level == PrivacyLevel.EXACT:
+        from flexcore.dso.privacy import harden
+
+        b = table.subset(rep.package.columns)
+        published, hkey = harden(rep.package, lower_mw=b.lower_mw, upper_mw=b.upper_mw)
+        note = f"\nformat 2 (exact): {hkey.report}"
+    elif level == PrivacyLevel.ENVELOPE:
+        import importlib
+
+        # flexcore.dso.envelope (the envelope engineer's module)
+        envelope = importlib.import_module("flexcore.dso.envelope").envelope
+        published = envelope(rep.package, lower_mw=table.subset(rep.package.columns).lower_mw,
+                             upper_mw=table.subset(rep.package.columns).upper_mw)
+        note = "\nformat 2 (envelope)"
+    save_package(published, out)
     keymap_path = out.parent / "KEYMAP.json"
     lin.keymap.save(keymap_path)
-    return rep.as_text() + f"\npackage: {out}\nprivate key map (keep it): {keymap_path}"
+    text = rep.as_text() + note + f"\npackage: {out}\nprivate key map (keep it): {keymap_path}"
+    if level != PrivacyLevel.FULL:
+        # the DSO's own format-1 package: predictions, validation and refinement use it
+        private = out.parent / "PRIVATE-PACKAGE"
+        save_package(rep.package, private)
+        text += f"\nprivate format-1 package (keep it): {private}"
+    return text
 
 
 def _keymap_for(path_hint: Path, explicit) -> KeyMap:
