@@ -388,3 +388,17 @@ def test_audit_on_format_2(case, request):
         assert rep2["loads_within_10pct"].count <= len(behind)
     print(f"\n{case} format 1:\n{full.as_text()}\n{case} format 2 (point {point}):\n"
           f"{rep.as_text()}\nscreening {hard.screening}")
+
+
+# --------------------------------------------------------------------------- configuration
+def test_scenario_privacy_option_is_validated_at_parse_time():
+    from scenarios.cli import build_parser
+    from scenarios.config import ConfigError, parse_config
+
+    assert parse_config({"scenario": {}}).dso.privacy == "exact"
+    assert parse_config({"scenario": {}, "dso": {"privacy": "full"}}).dso.privacy == "full"
+    with pytest.raises(ConfigError, match=r"\[dso\] privacy.*'exact'.*'secret'"):
+        parse_config({"scenario": {}, "dso": {"privacy": "secret"}})
+    args = build_parser().parse_args(["dso", "linearize", "--grid", "g", "--bids", "b",
+                                      "--out", "o"])
+    assert args.privacy == "exact"
