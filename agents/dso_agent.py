@@ -73,8 +73,10 @@ class DSOAgent(FrameSimulator):
         return [{"eid": "DSO", "type": model}]
 
     def _publish(self, package, frame: int, round_: int) -> dict:
-        """The package message: the object itself (in-process runs) or a folder path. Round-0
-        packages are audited as published (``dso/audit.json``)."""
+        """The package message: the object itself (in-process runs) or a folder path, in the
+        form ``[dso] privacy`` asks for (flexcore.dso.frame.publishable: the hardened format
+        2 for "exact"); round-0 packages are audited as published (``dso/audit.json``)."""
+        package = self.frames.publishable(package)
         if round_ == 0:
             self.frames.audit.published(frame, self.clock.frames[frame].day_type, package)
         if self.exchange == "memory":

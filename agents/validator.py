@@ -14,7 +14,8 @@ from flexcore.exchange.limits import ErrorStats, Limits, violations
 from simulators import FrameSimulator, meta_from_table
 
 ATTRS_IN = (("Vm[pu]", "GridSim voltages"), ("loading[%]", "GridSim signed loadings"),
-            ("converged", "GridSim converged"), ("clearing", "TSO frame record"))
+            ("converged", "GridSim converged"), ("clearing", "TSO frame record"),
+            ("report", "DSO frame report (its own predictions, package format 2)"))
 ATTRS_OUT = (("accuracy", "errors and AC violations of the frame"),)
 META = meta_from_table({"Validator": {
     "public": True,
@@ -50,8 +51,10 @@ class Validator(FrameSimulator):
                                                   loading_percent=lp, loading_keys=list(ld)))
             acc["ac_vm_min_pu"], acc["ac_vm_max_pu"] = float(v.min()), float(v.max())
             acc["ac_max_loading_percent"] = float(np.abs(lp).max())
-        pv = clearing.get("predicted_vm_pu", {})
-        pl = clearing.get("predicted_loading_percent", {})
+        report = one.get("report", {})  # format 2: predictions are the DSO's
+        pv = clearing.get("predicted_vm_pu") or report.get("predicted_vm_pu", {})
+        pl = (clearing.get("predicted_loading_percent")
+              or report.get("predicted_loading_percent", {}))
         if acc["ac_converged"] and pv:
             ev = [x - vm[self._vm_key[k]] for k, x in pv.items()]
             el = [abs(x) - abs(ld[self._ld_key[k]]) for k, x in pl.items()]

@@ -85,6 +85,7 @@ def create_scenario(world, cfg: ScenarioConfig, *, run_dir: str | Path, progress
         clock=clock_param)
     world.connect(grid, validator, "Vm[pu]", "loading[%]", "converged")
     world.connect(tso, validator, "clearing")
+    world.connect(dso, validator, "report")   # the DSO's predictions (package format 2)
     rec = world.start("Recorder").Recorder(
         run_dir=run_dir, clock=clock_param, progress=progress, tol_vm_mae_pu=cfg.dso.tol_vm_mae_pu,
         tol_loading_mae_percent=cfg.dso.tol_loading_mae_percent,

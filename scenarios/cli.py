@@ -106,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     lin.add_argument("--points", type=_points, default=[0.0, 0.5, 1.0],
                      help="activation fractions of the operating points (default 0,0.5,1)")
     lin.add_argument("--screen", action="store_true", help="drop rows that cannot reach a limit")
+    lin.add_argument("--privacy", choices=("full", "exact", "envelope"), default="exact",
+                     help="what the package reveals: 'exact' (default, package format 2: "
+                          "only normalised rows that can bind, same optimum), 'envelope' "
+                          "(per-bid activation ranges only) or 'full' (format 1, research)")
     lin.add_argument("--out", required=True,
                      help="package folder (the private key map is written beside it)")
     lin.add_argument("--keymap", help="private key map to write (default: OUT.keymap.json "
@@ -251,7 +255,7 @@ def _dso_linearize(args) -> int:
 
     report = dso.linearize_cli(grid=args.grid, bids=args.bids, points=args.points,
                                screen=args.screen, out=args.out, keymap=args.keymap,
-                               force=args.force, sign=args.sign)
+                               force=args.force, sign=args.sign, privacy=args.privacy)
     print(report)
     return EXIT_OK
 

@@ -12,6 +12,9 @@ Tables (all optional except ``[scenario]``; defaults in the dataclasses below)::
                  start = "17:00", end = "19:00", mw = 1.8 (end exclusive, every day)
     [dso]        operating_points, relinearize_every, relinearize_threshold_mw, screening,
                  refine_rounds, tol_vm_mae_pu, tol_loading_mae_percent, dispatch_unsafe,
+                 privacy ("full" default in the co-simulation: format 1, see README |
+                 "exact": format 2 |
+                 "envelope"),
                  [dso.limits] vm_min_pu, vm_max_pu, loading_min_percent, loading_max_percent
     [market]     objective, mip_rel_gap
     [results]    plots (bool)
@@ -33,7 +36,7 @@ from typing import Any
 from flexcore.district.clock import FrameClock
 from flexcore.district.daytypes import DAY_TYPES, frames_per_day
 from flexcore.errors import FlexcosimError
-from flexcore.exchange.enums import Objective
+from flexcore.exchange.enums import Objective, PrivacyLevel
 from flexcore.exchange.limits import Limits, LimitsError
 
 
@@ -58,6 +61,7 @@ class DSOConfig:
     tol_vm_mae_pu: float = 2.0e-5
     tol_loading_mae_percent: float = 5.0e-3
     dispatch_unsafe: bool = False
+    privacy: str = "full"     # what the DSO publishes: full (format 1) | exact (format 2) | envelope
     limits: dict = field(default_factory=lambda: {"vm_min_pu": 0.95, "vm_max_pu": 1.05,
                                                   "loading_min_percent": -100.0,
                                                   "loading_max_percent": 100.0})
@@ -112,7 +116,7 @@ _KEYS = {
     "request": {"default_mw", "csv", "window"},
     "dso": {"operating_points", "relinearize_every", "relinearize_threshold_mw", "screening",
             "refine_rounds", "tol_vm_mae_pu", "tol_loading_mae_percent", "dispatch_unsafe",
-            "limits"},
+            "privacy", "limits"},
     "market": {"objective", "mip_rel_gap"},
     "results": {"plots"},
     "test": {"extra_load"},
@@ -341,8 +345,12 @@ def parse_config(doc: dict, *, source: str = "<dict>", base_dir: Path | None = N
         tol_loading_mae_percent=_get(d, "dso", "tol_loading_mae_percent", float,
                                      base.tol_loading_mae_percent),
         dispatch_unsafe=_get(d, "dso", "dispatch_unsafe", bool, base.dispatch_unsafe),
+        privacy=_get(d, "dso", "privacy", str, base.privacy),
         limits=limits,
     )
+    if dso.privacy not in PrivacyLevel.values():
+        raise ConfigError(f"[dso] privacy: expected one of {list(PrivacyLevel.values())}, got "
+                          f"{dso.privacy!r}")
     if dso.relinearize_every < 1:
         raise ConfigError(f"[dso] relinearize_every: must be >= 1, got {dso.relinearize_every}")
     if dso.refine_rounds < 0:

@@ -40,8 +40,49 @@ def _keymap_target(package_dir, keymap, *, force: bool) -> Path:
     return path
 
 
+def private_package_for(keymap_path) -> Path:
+    """The DSO's private format-1 package that goes with a key map ``PKG.keymap.json``:
+    the folder ``PKG.private`` beside it (predictions, validation and refinement of a
+    format-2 exchange use it; it is never sent)."""
+    p = Path(keymap_path)
+    name = p.name.removesuffix(".keymap.json")
+    return p.with_name(f"{name}.private")
+
+
+def _publish(package, *, level, bids) -> tuple[object, str]:
+    """The package as published at ``level``: format 1 itself ("full"), or its hardened
+    (format 2) or envelope form. Returns (published package, note)."""
+    from flexcore.exchange.enums import PrivacyLevel
+
+    box = bids.subset(package.columns)
+    if level == PrivacyLevel.EXACT:
+        from flexcore.dso.privacy import harden
+
+        published, hkey = harden(package, lower_mw=box.lower_mw, upper_mw=box.upper_mw)
+        return published, f"\nformat 2 (exact): {hkey.report}"
+    if level == PrivacyLevel.ENVELOPE:
+        from flexcore.dso.envelope import envelope
+
+        return envelope(package, box), "\nformat 2 (envelope)"
+    return package, ""
+
+
+def _write_private(package, keymap_path: Path, *, force: bool) -> Path:
+    path = private_package_for(keymap_path)
+    if path.exists() and any(path.iterdir()) and not force:
+        raise KeyMapError(f"{path}: exists; refusing to overwrite the DSO's private package "
+                          "(use --force)")
+    return save_package(package, path)
+
+
 def linearize_cli(*, grid, bids, points, screen, out, keymap=None, force=False,
-                  sign=None) -> str:
+                  sign=None, privacy="exact") -> str:
+    """Linearise and publish: ``privacy`` "exact" (format 2, default), "envelope" or
+    "full" (format 1, research). The key map and, for format 2, the DSO's private format-1
+    package are written beside the package folder, never inside it."""
+    from flexcore.exchange.enums import PrivacyLevel
+
+    level = PrivacyLevel.parse(privacy, where="--privacy")
     net = _load_grid(grid)
     table = read_bids(bids, require_bus=True)
     keymap_path = _keymap_target(out, keymap, force=force)
@@ -51,20 +92,20 @@ def linearize_cli(*, grid, bids, points, screen, out, keymap=None, force=False,
     except PointNotConverged as exc:  # name the grid: the message alone does not
         raise PointNotConverged(f"{grid}: {exc}") from None
     out = Path(out)
-    save_package(rep.package, out, signing_key=sign)
+    published, note = _publish(rep.package, level=level, bids=table)
+    save_package(published, out, signing_key=sign)
     lin.keymap.save(keymap_path, overwrite=force)
-    signed = " (signed)" if sign else ""
-    islands = ""
+    text = rep.as_text() + note
     if lin.isolated_buses:
         b = lin.isolated_buses
-        islands = (f"\nisolated buses (cut off from every source, left out of the package): "
-                   f"{len(b)}: {', '.join(map(str, b[:20]))}{' ...' if len(b) > 20 else ''}")
-    return (rep.as_text() + islands + f"\npackage{signed}: {out}\nprivate key map (keep it): "
-            f"{keymap_path}")
-
-
-def _read_keymap(explicit, default: Path) -> KeyMap:
-    return KeyMap.load(explicit if explicit else default)
+        text += (f"\nisolated buses (cut off from every source, left out of the package): "
+                 f"{len(b)}: {', '.join(map(str, b[:20]))}{' ...' if len(b) > 20 else ''}")
+    text += f"\npackage{' (signed)' if sign else ''}: {out}\nprivate key map (keep it): " \
+        f"{keymap_path}"
+    if level != PrivacyLevel.FULL:
+        private = _write_private(rep.package, keymap_path, force=force)
+        text += f"\nprivate format-1 package (keep it): {private}"
+    return text
 
 
 def _clearing_keymap(clearing: Path) -> Path:
@@ -87,9 +128,13 @@ def validate_cli(*, grid, bids, clearing, keymap, out, trust=(),
     result = read_clearing(clearing, trust=trust, require_signature=require_signature)
     table = read_bids(bids, require_bus=True)
     result.check_activation(table.ids, table.lower_mw, table.upper_mw)
-    km = KeyMap.load(keymap) if keymap else KeyMap.load(_clearing_keymap(Path(clearing)))
+    km_path = Path(keymap) if keymap else _clearing_keymap(Path(clearing))
+    km = KeyMap.load(km_path)
     lin = Linearizer(_load_grid(grid), table, keymap=km)
-    report = lin.validate(result)
+    private = private_package_for(km_path)
+    # format 2: the DSO predicts from its private package; format 1: the clearing's own
+    report = lin.validate(result, package=load_full_package(private) if private.is_dir()
+                          else None)
     from flexcore.runs import write_json
 
     write_json(out, report.to_json())
@@ -98,16 +143,27 @@ def validate_cli(*, grid, bids, clearing, keymap, out, trust=(),
 
 def refine_cli(*, grid, bids, package, clearing, keymap, out, sign=None, trust=(),
                require_signature=False, force=False) -> str:
+    from flexcore.exchange.enums import PrivacyLevel
+    from flexcore.exchange.package import load_package
     from flexcore.market import read_clearing
 
-    pkg = load_full_package(package)
+    km_path = Path(keymap) if keymap else keymap_path_for(package)
+    private = private_package_for(km_path)
+    published = load_package(package, allow_full=True)
+    level = PrivacyLevel(getattr(published, "privacy", PrivacyLevel.FULL))
+    pkg = load_full_package(private if private.is_dir() else package)
     result = read_clearing(clearing, trust=trust, require_signature=require_signature)
     table = read_bids(bids, require_bus=True)
     result.check_activation(table.ids, table.lower_mw, table.upper_mw)
-    km = _read_keymap(keymap, keymap_path_for(package))
+    km = KeyMap.load(km_path)
     dest = _keymap_target(out, None, force=force)
     lin = Linearizer(_load_grid(grid), table, keymap=km)
     new = lin.refine(pkg, result)
-    save_package(new, out, signing_key=sign)
+    out = Path(out)
+    again, _ = _publish(new, level=level, bids=table)
+    save_package(again, out, signing_key=sign)
     km.save(dest, overwrite=force)
-    return f"package with {new.m} operating points: {out}\nprivate key map (keep it): {dest}"
+    text = f"package with {new.m} operating points: {out}\nprivate key map (keep it): {dest}"
+    if level != PrivacyLevel.FULL:
+        text += f"\nprivate format-1 package (keep it): {_write_private(new, dest, force=force)}"
+    return text

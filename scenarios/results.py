@@ -189,7 +189,9 @@ class Recorder(FrameSimulator):
         vm, ld = rec.get("Vm[pu]", {}), rec.get("loading[%]", {})
         self.vm.append({"frame": k, **vm})
         self.ld.append({"frame": k, **ld})
-        pv, pl = c.get("predicted_vm_pu") or {}, c.get("predicted_loading_percent") or {}
+        # format 2: the TSO's clearing has no predictions, the DSO report carries its own
+        pv = c.get("predicted_vm_pu") or r.get("predicted_vm_pu") or {}
+        pl = c.get("predicted_loading_percent") or r.get("predicted_loading_percent") or {}
         if c.get("dispatched") and (pv or pl):
             self.predictions += self._prediction_rows(k, pv, pl, vm, ld)
         aa = r.get("all_active")

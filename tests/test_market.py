@@ -359,3 +359,29 @@ def test_price_at_the_cap_clears_exactly():
         assert res.status == ClearingStatus.OPTIMAL, (backend, res.message)
         assert res.activation_mw == pytest.approx({"A": 0.4, "B": 0.6}, abs=1e-7)
         assert res.cost_eur == pytest.approx(400000.6, rel=1e-9)
+
+
+# --------------------------------------------------------------------------- format 2
+@pytest.mark.parametrize("backend,method", SOLVERS)
+def test_hardened_package_rows_on_the_activation(backend, method):
+    """Format 2 written by hand: 2 x_A <= 1 (x_A <= 0.5) at P0 = (0, 0); P1 = (1, 1) is
+    excluded. Same optimum as the format-1 line of test_binding_loading_row_forces_...,
+    no predictions."""
+    from flexcore.exchange.hardened import HardenedPackage
+
+    pkg = HardenedPackage(privacy="exact", columns=("B", "A"),
+                          points=(PointInfo("p0"), PointInfo("p1")),
+                          p_flex_mw=[[0.0, 0.0], [1.0, 1.0]],
+                          rows_a=(np.array([[0.0, 2.0]]), np.zeros((0, 2))),
+                          rows_rhs=(np.array([1.0]), np.zeros(0)), excluded=(1,))
+    table = bids([1.0, 1.0], [10.0, 20.0])
+    r = run(pkg, table, 0.9, backend, method)
+    assert (r.status, r.operating_point_label) == ("optimal", "p0")
+    assert r.activation_mw == pytest.approx({"A": 0.5, "B": 0.4}, abs=1e-9)
+    assert r.cost_eur == pytest.approx(13.0)
+    assert r.predicted_vm_pu == {} and r.predicted_loading_percent == {}
+    # 1.2 MW lies only in region 1 (x_A + x_B > 1), which is excluded
+    r = run(pkg, table, 1.2, backend, method)
+    assert r.status == "infeasible"
+    assert r.diagnosis.max_deliverable_mw == pytest.approx(1.0)
+    assert r.diagnosis.region_ranges[1] == ["p1", None, None]

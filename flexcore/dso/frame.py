@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from flexcore.dso.linearizer import Linearizer, OperatingPoint, PointNotConverged
+from flexcore.dso.privacy import harden
 from flexcore.dso.refinement import (
     RefinementPolicy,
     RefinementSession,
@@ -26,6 +27,7 @@ from flexcore.dso.refinement import (
     Verdict,
 )
 from flexcore.exchange.bids import BidError, BidTable
+from flexcore.exchange.enums import PrivacyLevel
 
 
 def catalog_bids(catalog: Sequence[Mapping[str, Any]], bus_of_building: Mapping[str, int]
@@ -245,6 +247,9 @@ class DsoFrames:
                                dso_loading_mae_percent=v.loading_mae_percent,
                                dso_violations=len(v.violations), ac_converged=v.converged)
         if isinstance(step, Verdict):
+            if clearing.ok:  # the DSO's own predictions (format-2 clearings carry none)
+                pv, pl = self.lin.predict(self.session.package, clearing)
+                self.report.update(predicted_vm_pu=pv, predicted_loading_percent=pl)
             if v is not None and v.max_violation:
                 self.report["worst_violation"] = v.max_violation
             direction = float(np.sign(clearing.request_mw))
@@ -255,6 +260,20 @@ class DsoFrames:
             out = FrameStep(round_ + 1, package=step)
         self.report["dso_time_s"] += time.perf_counter() - t0
         return out
+
+    def publishable(self, package: Any) -> Any:
+        """What the DSO sends for its private format-1 ``package``: itself with ``[dso]
+        privacy = "full"`` (research), else its hardened form (format 2, exact); the DSO
+        keeps ``package`` for predictions, validation and refinement."""
+        level = PrivacyLevel(self.cfg.get("privacy", PrivacyLevel.FULL))
+        if level == PrivacyLevel.FULL:
+            return package
+        box = self.lin.bids.subset(package.columns)
+        if level == PrivacyLevel.ENVELOPE:
+            from flexcore.dso.envelope import envelope
+
+            return envelope(package, box)
+        return harden(package, lower_mw=box.lower_mw, upper_mw=box.upper_mw)[0]
 
     def _final(self, round_: int, v: Verdict) -> FrameStep:
         self.report.update(status=str(v.verdict), safe=v.safe, dispatched=v.dispatch)

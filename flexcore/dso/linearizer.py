@@ -367,14 +367,19 @@ class Linearizer:
         """AC power flow at the activation, compared with the linear estimates.
 
         The estimates are the given ``predicted_*``; else, for a clearing, the DSO's own
-        prediction from ``package`` (the package it published) or, without one, the
-        clearing's ``predicted_*``."""
+        prediction from ``package`` (its private format-1 package, the one it published or
+        hardened) or, without one, the clearing's ``predicted_*``. A format-2 clearing
+        carries no predictions: without ``package`` it raises ValueError."""
         if predicted_vm_pu is None and predicted_loading_percent is None:
             if not isinstance(activation, ClearingResult):
                 raise ValueError("validate() needs a clearing or predicted_vm_pu / "
                                  "predicted_loading_percent")
             if package is not None:
                 predicted_vm_pu, predicted_loading_percent = self.predict(package, activation)
+            elif activation.ok and not (activation.predicted_vm_pu
+                                        or activation.predicted_loading_percent):
+                raise ValueError("the clearing carries no predictions (package format 2): "
+                                 "pass package=<the DSO's private format-1 package>")
             else:
                 predicted_vm_pu = activation.predicted_vm_pu
                 predicted_loading_percent = activation.predicted_loading_percent

@@ -68,3 +68,16 @@ class Objective(_Choice):
     ABS_COST = "abs_cost"                      #: sum_j c_j |x_j| (default)
     SIGNED_COST = "signed_cost"                #: the source's literal c^T x
     ABS_COST_PROXIMITY = "abs_cost_proximity"  #: abs_cost + w * sum |dP_i|
+
+
+class PrivacyLevel(_Choice):
+    """What a published sensitivity package reveals (docs/method.md, "Privacy").
+
+    ``full``: format 1, base values, limits and keyed rows (research only); ``exact``:
+    format 2, normalised constraint rows ``a x <= rhs`` that can bind, same optimum;
+    ``envelope``: format 2, per-bid activation ranges only.
+    """
+
+    FULL = "full"
+    EXACT = "exact"
+    ENVELOPE = "envelope"

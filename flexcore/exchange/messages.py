@@ -22,7 +22,8 @@ from typing import Any
 from flexcore.errors import FlexcosimError
 from flexcore.exchange.clearing import ClearingResult, clearing_from_json_dict
 from flexcore.exchange.enums import FrameVerdict
-from flexcore.exchange.package import SensitivityPackage, load_full_package
+from flexcore.exchange.hardened import HardenedPackage
+from flexcore.exchange.package import SensitivityPackage, load_package
 
 
 class MessageError(FlexcosimError, ValueError):
@@ -42,19 +43,20 @@ class PackageMessage:
 
     frame: int
     round: int
-    package: SensitivityPackage | None = None
+    package: SensitivityPackage | HardenedPackage | None = None
     path: str | None = None
 
     def __post_init__(self) -> None:
         if (self.package is None) == (self.path is None):
             raise MessageError("a package message carries either the package or its path")
 
-    def load(self) -> SensitivityPackage:
+    def load(self) -> SensitivityPackage | HardenedPackage:
         """The package (read and checked from the folder when sent as a path)."""
         if self.package is not None:
             return self.package
         assert self.path is not None
-        return load_full_package(Path(self.path))
+        # the run's own exchange folder: whatever the scenario's [dso] privacy publishes
+        return load_package(Path(self.path), allow_full=True)
 
     def to_wire(self) -> dict[str, Any]:
         d: dict[str, Any] = {"kind": "package", "frame": self.frame, "round": self.round}
@@ -106,8 +108,9 @@ def from_wire(d: dict[str, Any]) -> Message:
     frame, round_ = _int(d, "frame"), _int(d, "round")
     if kind == "package":
         pkg = d.get("package")
-        if pkg is not None and not isinstance(pkg, SensitivityPackage):
-            raise MessageError("message field 'package' is not a SensitivityPackage")
+        if pkg is not None and not isinstance(pkg, (SensitivityPackage, HardenedPackage)):
+            raise MessageError("message field 'package' is not a SensitivityPackage or "
+                               "HardenedPackage")
         path = d.get("path")
         if path is not None and not isinstance(path, str):
             raise MessageError("message field 'path' must be a string")

@@ -7,6 +7,7 @@ Imports neither pandapower nor mosaik, and pyomo only when ``backend="pyomo"`` i
 """
 from __future__ import annotations
 
+import importlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -22,7 +23,8 @@ from flexcore.exchange.clearing import (
     read_clearing,
     write_clearing,
 )
-from flexcore.exchange.enums import ClearingStatus, Objective
+from flexcore.exchange.enums import ClearingStatus, Objective, PrivacyLevel
+from flexcore.exchange.hardened import HardenedPackage
 from flexcore.exchange.package import SensitivityPackage
 from flexcore.market.diagnose import base_violations, diagnose
 from flexcore.market.direct import (
@@ -43,7 +45,7 @@ __all__ = [
 ]
 
 
-def clear(package: SensitivityPackage, bids: BidTable, request_mw: float, *,
+def clear(package: SensitivityPackage | HardenedPackage, bids: BidTable, request_mw: float, *,
           backend: str = "direct", objective: Objective | str = Objective.ABS_COST,
           mip_rel_gap: float = 1e-6, time_limit_s: float | None = None,
           extra_constraints: Callable[[Any], None] | None = None,
@@ -77,6 +79,11 @@ def clear(package: SensitivityPackage, bids: BidTable, request_mw: float, *,
     (``result.method == "zero"``); otherwise, e.g. when the base case already violates a
     limit, the MILP is solved as usual (and may counter-trade).
 
+    ``package`` is a format-1 :class:`SensitivityPackage` (research) or a format-2
+    :class:`HardenedPackage`; a format-2 result carries the activation and the selected
+    region but no predictions (the DSO computes them from its private package). An envelope
+    package goes to :func:`flexcore.market.envelope.clear_envelope`.
+
     Bid ids must equal ``package.columns`` (any order; ClearingError names mismatches). An
     infeasible request is not an exception: status ``ClearingStatus.INFEASIBLE`` with a
     :class:`Diagnosis` (unless ``diagnose_infeasible`` is False).
@@ -85,6 +92,13 @@ def clear(package: SensitivityPackage, bids: BidTable, request_mw: float, *,
         raise ClearingError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
     if extra_constraints is not None and backend != "pyomo":
         raise ClearingError("extra_constraints needs backend='pyomo'")
+    if isinstance(package, HardenedPackage) and package.privacy == PrivacyLevel.ENVELOPE:
+        # flexcore.market.envelope (the envelope clearing) is imported only for envelopes
+        envelope = importlib.import_module("flexcore.market.envelope")
+        env_result: ClearingResult = envelope.clear_envelope(
+            package, bids, request_mw, objective=objective, mip_rel_gap=mip_rel_gap,
+            time_limit_s=time_limit_s)
+        return env_result
     t0 = time.perf_counter()
     p = prepare(package, bids, request_mw, objective=objective,
                 proximity_weight=proximity_weight, prefilter=prefilter)

@@ -4,7 +4,9 @@ For every operating point's region the clearing constraints without the balance 
 solved twice (maximise and minimise total activation ``sum_j x_j``); an LP per region, or a
 small MILP when bids are semi-continuous/indivisible. The union over regions is what the
 TSO can get; the rows at their limit in the solution that reaches the extreme in the
-request's direction are the bottleneck.
+request's direction are the bottleneck. For a format-2 package the rows are named by the
+published row index, ``"<point label>#<k>"`` (row ``k`` of ``a_<i>``): the TSO knows no
+more, the DSO maps them back with its hardening key.
 """
 from __future__ import annotations
 
@@ -14,21 +16,31 @@ import numpy as np
 
 from flexcore.exchange.clearing import Diagnosis
 from flexcore.exchange.limits import IntArray
+from flexcore.exchange.package import SensitivityPackage
 from flexcore.market.direct import Prepared, region_program, solve_highs
 
 _BIND_TOL = 1e-6
 
 
 def base_violations(p: Prepared, tol: float = 1e-9) -> dict[str, list[str]]:
-    """``{point label: [row keys]}`` whose base value already violates a limit."""
-    pkg, lim = p.package, p.package.limits
+    """``{point label: [row keys]}`` whose value at the point itself (``dP = 0``) already
+    violates a limit. A row the prefilter dropped is inside its limits over the whole bid
+    box; a point outside the box is checked on every row of a format-1 package."""
+    pkg = p.package
     out: dict[str, list[str]] = {}
     for i, pt in enumerate(pkg.points):
-        vm, ld = pkg.vm_pu[i], pkg.loading_percent[i]
-        bad_v = (vm < lim.vm_min_pu - tol) | (vm > lim.vm_max_pu + tol)
-        bad_l = ((ld < lim.loading_min_percent - tol) | (ld > lim.loading_max_percent + tol))
-        keys = [pkg.vm_rows[k] for k in np.flatnonzero(bad_v)]
-        keys += [pkg.loading_rows[k] for k in np.flatnonzero(bad_l)]
+        if isinstance(pkg, SensitivityPackage):
+            lim = pkg.limits
+            vm, ld = pkg.vm_pu[i], pkg.loading_percent[i]
+            bad_v = (vm < lim.vm_min_pu - tol) | (vm > lim.vm_max_pu + tol)
+            bad_l = ((ld < lim.loading_min_percent - tol)
+                     | (ld > lim.loading_max_percent + tol))
+            keys = [pkg.vm_rows[k] for k in np.flatnonzero(bad_v)]
+            keys += [pkg.loading_rows[k] for k in np.flatnonzero(bad_l)]
+        else:
+            blk = p.blocks[i]
+            bad = (blk.base < blk.lb - tol) | (blk.base > blk.ub + tol)
+            keys = [p.row_keys[k] for k in blk.rows[bad]]
         if keys:
             out[pt.label] = keys
     return out
@@ -43,6 +55,9 @@ def diagnose(p: Prepared, *, mip_rel_gap: float = 1e-6,
     lows: list[float] = []
     highs: list[float] = []
     for i, pt in enumerate(p.package.points):
+        if i in p.excluded:
+            ranges.append([pt.label, None, None])
+            continue
         ext: dict[float, float | None] = {}
         for sense in (1.0, -1.0):   # +1: maximise total, -1: minimise total
             lp, nrow = region_program(p, i, cost=np.full(p.n, -sense), balance=False)
@@ -56,7 +71,8 @@ def diagnose(p: Prepared, *, mip_rel_gap: float = 1e-6,
                 blk = p.blocks[i]
                 act = out.row_activity[:nrow]
                 lo, hi = lp.row_lo[:nrow], lp.row_hi[:nrow]
-                scale = np.where(blk.is_vm, 1.0, 100.0)
+                # p.u. rows, percent rows; format-2 rows are normalised (rhs in {-1,0,1})
+                scale = np.where(blk.is_vm | p.hardened, 1.0, 100.0)
                 tol = _BIND_TOL * scale
                 at = (np.abs(act - lo) <= tol) | (np.abs(act - hi) <= tol)
                 best = (direction * total, i, blk.rows[at])

@@ -18,6 +18,12 @@ Rows that cannot bind are dropped before building (``prefilter``): for point ``i
 P_flex,i`` is ``S_r c +- |S_r| h`` (centre ``c``, half width ``h``); a row whose whole range
 stays inside its limits is redundant for the linear model, also in the LP relaxation, so the
 optimum is unchanged.
+
+A format-2 package (:class:`~flexcore.exchange.hardened.HardenedPackage`, privacy
+``"exact"``) enters as one RowBlock per point with ``sens = a``, ``base = 0``,
+``lb = -inf`` and ``ub = rhs - a · P_flex,i`` in the ``dP`` variables (``a x <= rhs`` on
+the activation); its excluded points are never selected (``b_i = 0``) and its clearings
+carry no predictions (they are the DSO's, from its private format-1 package).
 """
 from __future__ import annotations
 
@@ -33,9 +39,13 @@ import scipy.sparse as sp
 from flexcore.errors import FlexcosimError
 from flexcore.exchange.bids import BidTable
 from flexcore.exchange.clearing import ClearingError, ClearingResult
-from flexcore.exchange.enums import ClearingStatus, Objective
+from flexcore.exchange.enums import ClearingStatus, Objective, PrivacyLevel
+from flexcore.exchange.hardened import HardenedPackage
 from flexcore.exchange.limits import BoolArray, FloatArray, IntArray
 from flexcore.exchange.package import SensitivityPackage
+
+#: what the market clears: format 1 (research, ``allow_full``) or format 2
+AnyPackage = SensitivityPackage | HardenedPackage
 
 METHODS = ("auto", "regions", "milp")
 INF = highspy.kHighsInf
@@ -43,7 +53,7 @@ _ROW_TOL = 1e-9
 
 
 # --------------------------------------------------------------------------- preparation
-def align_bids(package: SensitivityPackage, bids: BidTable) -> BidTable:
+def align_bids(package: AnyPackage, bids: BidTable) -> BidTable:
     """The bids reordered like ``package.columns``; raises ClearingError naming mismatches."""
     have, want = set(bids.ids), set(package.columns)
     missing = [c for c in package.columns if c not in have]
@@ -59,11 +69,11 @@ def align_bids(package: SensitivityPackage, bids: BidTable) -> BidTable:
 class RowBlock:
     """The voltage/loading rows of one operating point kept for the model."""
 
-    rows: IntArray      # global row index: 0..v-1 voltage rows, v..v+l-1 loading rows
-    sens: FloatArray    # (r, n) VTDF/LTDF rows
-    base: FloatArray    # (r,) V_i / L_i
-    lb: FloatArray      # (r,) lower limit
-    ub: FloatArray      # (r,) upper limit
+    rows: IntArray      # global row index (into Prepared.row_keys)
+    sens: FloatArray    # (r, n) VTDF/LTDF rows (format 2: the published a)
+    base: FloatArray    # (r,) V_i / L_i (format 2: 0)
+    lb: FloatArray      # (r,) lower limit (format 2: -inf)
+    ub: FloatArray      # (r,) upper limit (format 2: rhs - a · P_flex,i)
     is_vm: BoolArray    # (r,)
 
 
@@ -71,7 +81,7 @@ class RowBlock:
 class Prepared:
     """Numeric data of one clearing, columns ordered like ``package.columns``."""
 
-    package: SensitivityPackage
+    package: AnyPackage
     bids: BidTable
     request_mw: float
     objective: Objective
@@ -85,6 +95,11 @@ class Prepared:
     max_mag: FloatArray     # (k,) |P_M,j|
     row_keys: tuple[str, ...]
     blocks: list[RowBlock]
+    excluded: tuple[int, ...] = ()   # points whose region is never selected
+
+    @property
+    def hardened(self) -> bool:
+        return isinstance(self.package, HardenedPackage)
 
     @property
     def m(self) -> int:
@@ -104,16 +119,41 @@ class Prepared:
         return self.lower - pf, self.upper - pf
 
 
-def _keep_rows(sens: FloatArray, base: FloatArray, lb: float, ub: float,
-               lo: FloatArray, hi: FloatArray) -> BoolArray:
+def _keep_rows(sens: FloatArray, base: FloatArray, lb: float | FloatArray,
+               ub: float | FloatArray, lo: FloatArray, hi: FloatArray) -> BoolArray:
+    """Rows whose exact range over the box ``lo <= dP <= hi`` touches a (finite) limit."""
     centre, half = 0.5 * (lo + hi), 0.5 * (hi - lo)
     mid, rad = sens @ centre, np.abs(sens) @ half
-    tol_u, tol_l = _ROW_TOL * (1 + abs(ub)), _ROW_TOL * (1 + abs(lb))
-    keep: BoolArray = (base + mid + rad >= ub - tol_u) | (base + mid - rad <= lb + tol_l)
+    ub_a = np.broadcast_to(np.asarray(ub, float), base.shape)
+    lb_a = np.broadcast_to(np.asarray(lb, float), base.shape)
+    fin_u, fin_l = np.isfinite(ub_a), np.isfinite(lb_a)
+    tol_u = _ROW_TOL * (1 + np.abs(np.where(fin_u, ub_a, 0.0)))
+    tol_l = _ROW_TOL * (1 + np.abs(np.where(fin_l, lb_a, 0.0)))
+    keep: BoolArray = ((fin_u & (base + mid + rad >= np.where(fin_u, ub_a, 0.0) - tol_u))
+                       | (fin_l & (base + mid - rad <= np.where(fin_l, lb_a, 0.0) + tol_l)))
     return keep
 
 
-def prepare(package: SensitivityPackage, bids: BidTable, request_mw: float, *,
+def _hardened_blocks(package: HardenedPackage, bids: BidTable, *, prefilter: bool
+                     ) -> tuple[list[RowBlock], tuple[str, ...]]:
+    """Format 2: published rows ``a x <= rhs`` as blocks in dP; keys ``"<label>#<k>"``."""
+    blocks, keys = [], []
+    offset = 0
+    for i, (a, rhs) in enumerate(zip(package.rows_a, package.rows_rhs)):
+        pf = package.p_flex_mw[i]
+        r = len(rhs)
+        base, lb, ub = np.zeros(r), np.full(r, -INF), rhs - a @ pf
+        keep = (_keep_rows(a, base, lb, ub, bids.lower_mw - pf, bids.upper_mw - pf)
+                if prefilter else np.ones(r, bool))
+        idx = np.flatnonzero(keep)
+        blocks.append(RowBlock(idx + offset, a[idx], base[idx], lb[idx], ub[idx],
+                               np.zeros(idx.size, bool)))
+        keys += [f"{package.points[i].label}#{k}" for k in range(r)]
+        offset += r
+    return blocks, tuple(keys)
+
+
+def prepare(package: AnyPackage, bids: BidTable, request_mw: float, *,
             objective: Objective | str = Objective.ABS_COST, proximity_weight: float = 1e-3,
             prefilter: bool = True) -> Prepared:
     """Align bids, compute bounds and objective weights, keep the rows that can bind.
@@ -135,6 +175,16 @@ def prepare(package: SensitivityPackage, bids: BidTable, request_mw: float, *,
     binary = np.flatnonzero(need)
     max_mag = np.abs(vol[binary])
     min_mag = np.where(bids.indivisible[binary], max_mag, bids.min_mw[binary])
+    common: dict[str, Any] = dict(
+        package=package, bids=bids, request_mw=float(request_mw), objective=obj,
+        proximity_weight=float(proximity_weight), lower=bids.lower_mw, upper=bids.upper_mw,
+        sign=sign, weight=weight, binary=binary, min_mag=min_mag, max_mag=max_mag)
+    if isinstance(package, HardenedPackage):
+        if package.privacy == PrivacyLevel.ENVELOPE:
+            raise ClearingError("an envelope package is cleared by "
+                                "flexcore.market.envelope.clear_envelope (clear() dispatches)")
+        hblocks, keys = _hardened_blocks(package, bids, prefilter=prefilter)
+        return Prepared(**common, row_keys=keys, blocks=hblocks, excluded=package.excluded)
     lim = package.limits
     v = len(package.vm_rows)
     blocks = []
@@ -151,11 +201,8 @@ def prepare(package: SensitivityPackage, bids: BidTable, request_mw: float, *,
             parts.append((idx + offset, sens[idx], base[idx], np.full(idx.size, lb),
                           np.full(idx.size, ub), np.full(idx.size, is_vm)))
         blocks.append(RowBlock(*(np.concatenate([p[k] for p in parts]) for k in range(6))))
-    return Prepared(
-        package=package, bids=bids, request_mw=float(request_mw), objective=obj,
-        proximity_weight=float(proximity_weight), lower=bids.lower_mw, upper=bids.upper_mw,
-        sign=sign, weight=weight, binary=binary, min_mag=min_mag, max_mag=max_mag,
-        row_keys=tuple(package.vm_rows) + tuple(package.loading_rows), blocks=blocks)
+    return Prepared(**common, row_keys=tuple(package.vm_rows) + tuple(package.loading_rows),
+                    blocks=blocks)
 
 
 # --------------------------------------------------------------------------- HiGHS
@@ -371,6 +418,8 @@ def _solve_regions(p: Prepared, *, mip_rel_gap: float, time_limit_s: float | Non
     timed_out = False
     t_start = time.perf_counter()
     for i in range(p.m):
+        if i in p.excluded:
+            continue
         t0 = time.perf_counter()
         lp, _ = region_program(p, i)
         t_build += time.perf_counter() - t0
@@ -424,12 +473,15 @@ def milp_program(p: Prepared) -> LinearProgram:
         hi.append(h_)
     # voltage/loading (14d-g): S dP_i - (ub - base) b_i <= 0, S dP_i - (lb - base) b_i >= 0
     for i, blk in enumerate(p.blocks):
-        nr = len(blk.rows)
-        if not nr:
-            continue
-        for rhs, l_, h_ in ((blk.ub - blk.base, np.full(nr, -INF), np.zeros(nr)),
-                            (blk.lb - blk.base, np.zeros(nr), np.full(nr, INF))):
-            dense = np.hstack([blk.sens, -rhs[:, None]])
+        for bound, upper_side in ((blk.ub, True), (blk.lb, False)):
+            fin = np.isfinite(bound)     # format 2 has no lower sides
+            nr = int(fin.sum())
+            if not nr:
+                continue
+            rhs = bound[fin] - blk.base[fin]
+            l_, h_ = ((np.full(nr, -INF), np.zeros(nr)) if upper_side
+                      else (np.zeros(nr), np.full(nr, INF)))
+            dense = np.hstack([blk.sens[fin], -rhs[:, None]])
             cols = np.r_[np.arange(n) + i * n, mn + i]
             mats.append(sp.csr_matrix((dense.ravel(), np.tile(cols, nr),
                                        np.arange(0, nr * (n + 1) + 1, n + 1)), shape=(nr, ncol)))
@@ -486,6 +538,7 @@ def milp_program(p: Prepared) -> LinearProgram:
                  np.full(mn if prox else 0, p.proximity_weight)]
     col_lo = np.r_[np.minimum(box_lo, 0), np.zeros(m + k), np.zeros(mn if prox else 0)]
     col_hi = np.r_[np.maximum(box_hi, 0), np.ones(m + k), np.full(mn if prox else 0, INF)]
+    col_hi[mn + np.asarray(p.excluded, dtype=int)] = 0.0     # excluded regions: b_i = 0
     integ = np.r_[np.zeros(mn), np.ones(m + k), np.zeros(mn if prox else 0)].astype(np.int8)
     return LinearProgram(cost, col_lo, col_hi, sp.vstack(mats, format="csr"),
                          np.concatenate([np.asarray(v, float) for v in lo]),
@@ -500,6 +553,8 @@ def _milp_start(p: Prepared, warm: ClearingResult | None) -> FloatArray | None:
     if warm.operating_point_label not in labels:
         return None
     i = labels.index(warm.operating_point_label)
+    if i in p.excluded:
+        return None
     m, n, k, mn = p.m, p.n, len(p.binary), p.m * p.n
     x = np.array([warm.activation_mw[c] for c in p.package.columns])
     x = np.clip(x, p.lower, p.upper)
@@ -540,20 +595,20 @@ def zero_activation_point(p: Prepared) -> int | None:
     (then ``x = 0`` lies in its Voronoi region and ``dP_i = 0``) with every voltage and
     loading of that point inside its limits. Most co-simulation frames have no request; they
     need no solver. Of several such points the most recent one (a refinement at zero
-    activation supersedes the base point) is returned.
+    activation supersedes the base point) is returned. The rows are those of the prepared
+    blocks: a row the prefilter dropped stays inside its limits over the whole box, which
+    holds ``x = 0``; for format 2, ``a · 0 <= rhs`` means ``rhs >= 0``.
     """
     if p.request_mw != 0.0 or not (np.all(p.lower <= 0.0) and np.all(p.upper >= 0.0)):
         return None
     if np.any(p.weight * p.lower < 0.0) or np.any(p.weight * p.upper < 0.0):
         return None
-    pkg, lim = p.package, p.package.limits
+    pkg = p.package
     for i in range(pkg.m - 1, -1, -1):
-        if np.any(pkg.p_flex_mw[i] != 0.0):
+        if i in p.excluded or np.any(pkg.p_flex_mw[i] != 0.0):
             continue
-        vm, ld = pkg.vm_pu[i], pkg.loading_percent[i]
-        if (np.all(vm >= lim.vm_min_pu) and np.all(vm <= lim.vm_max_pu)
-                and np.all(ld >= lim.loading_min_percent)
-                and np.all(ld <= lim.loading_max_percent)):
+        blk = p.blocks[i]
+        if np.all(blk.base >= blk.lb) and np.all(blk.base <= blk.ub):
             return i
     return None
 
@@ -572,13 +627,15 @@ def make_result(p: Prepared, *, status: ClearingStatus | str, message: str, poin
     pkg = p.package
     xa = np.clip(np.asarray(x, float), p.lower, p.upper)  # solver noise outside the box
     xa[np.abs(xa) < 1e-12] = 0.0
-    vm, ld = pkg.predict(point, xa)
     res.delivered_mw = float(xa.sum())
     res.cost_eur = float(np.abs(xa) @ p.bids.price_eur_per_mwh)
     res.objective = None if objective is None else float(objective)
     res.operating_point = int(point)
     res.operating_point_label = pkg.points[point].label
     res.activation_mw = {c: float(v) for c, v in zip(pkg.columns, xa)}
+    if isinstance(pkg, HardenedPackage):
+        return res    # format 2: the predictions are the DSO's (SensitivityPackage.predict)
+    vm, ld = pkg.predict(point, xa)
     res.predicted_vm_pu = {c: float(v) for c, v in zip(pkg.vm_rows, vm)}
     res.predicted_loading_percent = {c: float(v) for c, v in zip(pkg.loading_rows, ld)}
     return res

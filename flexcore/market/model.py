@@ -31,8 +31,7 @@ from flexcore.exchange.bids import BidTable
 from flexcore.exchange.clearing import ClearingResult
 from flexcore.exchange.enums import ClearingStatus, Objective
 from flexcore.exchange.limits import FloatArray
-from flexcore.exchange.package import SensitivityPackage
-from flexcore.market.direct import Prepared, make_result, prepare
+from flexcore.market.direct import AnyPackage, Prepared, make_result, prepare
 
 #: pyomo is untyped: its models, variables and expressions are ``Any`` to mypy
 _Rule = Callable[[Any, int, str], Any]
@@ -43,7 +42,7 @@ def _lin(coefs: FloatArray, variables: list[Any]) -> LinearExpression:
                             linear_vars=variables)
 
 
-def build_pyomo_model(package: SensitivityPackage, bids: BidTable, request_mw: float, *,
+def build_pyomo_model(package: AnyPackage, bids: BidTable, request_mw: float, *,
                       objective: Objective | str = Objective.ABS_COST,
                       proximity_weight: float = 1e-3,
                       prefilter: bool = True) -> pyo.ConcreteModel:
@@ -71,6 +70,8 @@ def build_from_prepared(p: Prepared) -> pyo.ConcreteModel:
     model.dP = pyo.Var(model.I, model.J, bounds=lambda _, i, j: (
         min(lo_box[i, col[j]], 0.0), max(hi_box[i, col[j]], 0.0)))
     model.b = pyo.Var(model.I, within=pyo.Binary)
+    for i in p.excluded:        # a region infeasible on its own (format 2): never selected
+        model.b[i].fix(0)
     dpv = [[model.dP[i, j] for j in ids] for i in range(m)]
 
     model.bid_lower = pyo.Constraint(model.I, model.J, rule=lambda mo, i, j: (
@@ -93,12 +94,16 @@ def build_from_prepared(p: Prepared) -> pyo.ConcreteModel:
     def lower_rule(table: Table) -> _Rule:
         def rule(mo: Any, i: int, key: str) -> Any:
             s, base, lb, _ = table[(i, key)]
+            if not np.isfinite(lb):     # format 2 publishes upper sides only
+                return pyo.Constraint.Skip
             return lb * mo.b[i] + base * (1 - mo.b[i]) <= base + _lin(s, dpv[i])
         return rule
 
     def upper_rule(table: Table) -> _Rule:
         def rule(mo: Any, i: int, key: str) -> Any:
             s, base, _, ub = table[(i, key)]
+            if not np.isfinite(ub):
+                return pyo.Constraint.Skip
             return base + _lin(s, dpv[i]) <= ub * mo.b[i] + base * (1 - mo.b[i])
         return rule
 
