@@ -14,7 +14,9 @@ deliverable request ``q_max`` is the diagnosis of the format-1 package
 - envelope cost: ``flexcore.market.envelope.clear_envelope`` on the envelope package of
   each variant (point, weighting), every clearing also run in AC;
 - cost of privacy = envelope cost / exact cost - 1; the envelope's deliverable maximum is
-  the sum of its upward ranges.
+  the sum of its upward ranges. Where the exact clearing stays AC-unsafe after its
+  refinement rounds (``safe`` false in the JSON), a safe exact clearing would cost at least
+  as much: the cost of privacy there is an overestimate.
 
 Also: the envelopes' AC corner checks, and the privacy audit (``flexcore.dso.audit.audit``)
 of the format-1 package vs the envelope (``flexcore.dso.envelope.audit_view``), plus the
@@ -43,7 +45,7 @@ from flexcore.market.envelope import clear_envelope
 from flexcore.study.bidgen import synthetic_bids
 from flexcore.study.coordination import coordinate
 
-FRACTIONS = tuple(k / 10 for k in range(1, 11))
+FRACTIONS = tuple(sorted([k / 10 for k in range(1, 11)] + [0.75]))
 #: (name, point index in the a = 0 / 0.5 / 1 package, weighting, price exponent)
 VARIANTS = (
     ("a=0.5 price^2 (default)", 1, "price", 2.0),
@@ -177,9 +179,10 @@ def table(out: dict[str, Any]) -> str:
     lines = [f"exact maximum deliverable {q:.3f} MW (AC-safe after refinement: "
              f"{out['exact_max_safe']})", ""]
     head = "request    " + " ".join(f"{r['fraction']:>6.0%}" for r in out["exact"])
+    safe = "AC-safe    " + " ".join(f"{'yes' if r['safe'] else 'NO':>6}" for r in out["exact"])
     lines += [head, "MW         " + " ".join(f"{r['request_mw']:6.3f}" for r in out["exact"]),
               "exact EUR  " + " ".join(f"{r['cost_eur']:6.1f}" if r["cost_eur"] is not None
-                                       else "     -" for r in out["exact"]), ""]
+                                       else "     -" for r in out["exact"]), safe, ""]
     lines.append("cost of privacy (envelope cost / exact cost - 1); max deliverable; AC")
     for v in out["envelopes"]:
         cells = " ".join(f"{_pct(r['cost_of_privacy']):>6}" for r in v["requests"])
