@@ -14,13 +14,16 @@ Box condition (docs/method.md): a box ``[lo, hi]`` satisfies ``a x <= b`` everyw
 Rows: at operating point ``i`` the linear model is ``V = V_i + VTDF_i (x - P_i)`` (loadings
 alike), i.e. ``vm_min <= (V_i - VTDF_i P_i) + VTDF_i x <= vm_max``, both sides of every
 published row, at every point listed in ``point``. Default: the point with activation
-fraction 0.5 (else the first point). The box spans from ``x = 0`` to its far corners and the
-linearisation error grows with the square of the distance to the point, so the centre of
-the bid box errs least at both ends; measured on Bergwald (``bench/bench_privacy.py``): at
-a = 0.5 every checked corner is AC-safe without tightening and the envelope keeps 93 % of
-the exact maximum deliverable request, at a = 0 only 82 % (and with ``price_exponent = 1``
-its upper corner overloads a line by 1.2 % in AC: one tightening round), and requiring all
-three points together keeps 80 %.
+fraction 0.5 (else the first point), falling back to the point with fraction 0 (exact at
+``x = 0``) when the first one's model puts ``x = 0`` past a limit. When the base case
+itself violates a limit no envelope containing 0 exists (EnvelopeError names the row).
+The box spans from ``x = 0`` to its far corners and the linearisation error grows with
+the square of the distance to the point, so the centre of the bid box errs least at both
+ends; measured on Bergwald (``bench/bench_privacy.py``): at a = 0.5 every checked corner
+is AC-safe without tightening and the envelope keeps 93 % of the exact maximum deliverable
+request, at a = 0 only 82 % (and with ``price_exponent = 1`` its upper corner overloads a
+line by 1.2 % in AC: one tightening round), and requiring all three points together keeps
+80 %.
 
 Weighting (which envelope among the many feasible ones; measured in
 ``bench/bench_privacy.py``):
@@ -29,6 +32,9 @@ Weighting (which envelope among the many feasible ones; measured in
     LP ``max sum_j (p_max / p_j)^k r_j``: total range weighted by cheapness. ``k`` trades
     range for cost: on Bergwald k = 1 keeps 96 % of the exact maximum deliverable request
     at a cost of privacy <= 5.0 %, k = 2 keeps 93 % at <= 3.9 %, k = 3 only 80 %.
+    ``min_share`` (default 0) adds ``sum_j r_j >= min_share * R*``, ``R*`` the
+    ``"total"`` envelope's range: a floor on the deliverable maximum, the weighting decides
+    among the envelopes above it (single frame: 95 % kept at <= 4.7 % cost of privacy).
 ``"merit"``
     lexicographic merit order: the cheapest bid gets the largest range the rows allow, then
     the next cheapest, ... With nonnegative coefficients the lexicographic optimum is the
@@ -142,10 +148,13 @@ def envelope_rows(package: SensitivityPackage, points: Sequence[int]) -> Envelop
 
 
 def box_ranges(rows: EnvelopeRows, bids: BidTable, *, weighting: str = "price",
-               price_exponent: float = 2.0, shift_up: np.ndarray | None = None,
-               shift_down: np.ndarray | None = None
+               price_exponent: float = 2.0, min_share: float = 0.0,
+               shift_up: np.ndarray | None = None, shift_down: np.ndarray | None = None
                ) -> np.ndarray:
     """The range ``r_j >= 0`` (MW magnitude) of every bid (bids in package column order).
+
+    ``min_share`` (LP weightings): the total range is at least this share of the largest
+    total range (the ``"total"`` envelope's), the weighting decides among those.
 
     ``shift_up`` / ``shift_down`` (>= 0, per row) tighten the upper / lower limits."""
     if weighting not in WEIGHTINGS:
@@ -182,9 +191,15 @@ def box_ranges(rows: EnvelopeRows, bids: BidTable, *, weighting: str = "price",
     w = {"price": (price.max() / price) ** price_exponent, "total": np.ones(len(cap)),
          "share": 1.0 / np.maximum(cap, 1e-12)}[weighting]
     n = len(cap)
-    lp = LinearProgram(cost=-w, col_lo=np.zeros(n), col_hi=cap, a=sp.csr_matrix(coef),
-                       row_lo=np.full(len(rhs), -np.inf), row_hi=rhs,
-                       integrality=np.zeros(n, np.int8))
+    a, row_lo, row_hi = sp.csr_matrix(coef), np.full(len(rhs), -np.inf), rhs
+    if min_share > 0.0 and weighting != "total":
+        # keep min_share of the largest total range (the "total" envelope), then weight
+        best = box_ranges(rows, bids, weighting="total", shift_up=shift_up,
+                          shift_down=shift_down).sum()
+        a = sp.vstack([a, sp.csr_matrix(np.ones((1, n)))], format="csr")
+        row_lo, row_hi = np.r_[row_lo, min_share * best], np.r_[row_hi, np.inf]
+    lp = LinearProgram(cost=-w, col_lo=np.zeros(n), col_hi=cap, a=a, row_lo=row_lo,
+                       row_hi=row_hi, integrality=np.zeros(n, np.int8))
     out = solve_highs(lp)
     if out.x is None:
         raise EnvelopeError(f"envelope LP failed: {out.status} {out.message}")
@@ -198,14 +213,31 @@ def box_ranges(rows: EnvelopeRows, bids: BidTable, *, weighting: str = "price",
 
 
 def envelope_with_report(package: SensitivityPackage, bids: BidTable, *,
-                         price_exponent: float = 2.0,
+                         price_exponent: float = 2.0, min_share: float = 0.0,
                          point: int | Sequence[int] | None = None, weighting: str = "price",
                          linearizer: Linearizer | None = None, random_corners: int = 8,
                          max_rounds: int = 6, rng: np.random.Generator | None = None
                          ) -> tuple[HardenedPackage, EnvelopeReport]:
     """The envelope package and the DSO-private report (module docstring)."""
-    points = ((default_point(package),) if point is None else (point,)
-              if isinstance(point, int) else tuple(int(p) for p in point))
+    if point is None:
+        first = default_point(package)
+        try:
+            return envelope_with_report(package, bids, point=first, weighting=weighting,
+                                        price_exponent=price_exponent, min_share=min_share,
+                                        linearizer=linearizer,
+                                        random_corners=random_corners, max_rounds=max_rounds,
+                                        rng=rng)
+        except EnvelopeError:
+            zero = zero_point(package)
+            if zero is None or zero == first:
+                raise
+            # the a = 0.5 model puts x = 0 past a limit (PV-heavy frames): use the base point
+            return envelope_with_report(package, bids, point=zero, weighting=weighting,
+                                        price_exponent=price_exponent, min_share=min_share,
+                                        linearizer=linearizer,
+                                        random_corners=random_corners, max_rounds=max_rounds,
+                                        rng=rng)
+    points = (point,) if isinstance(point, int) else tuple(int(p) for p in point)
     bids = align_bids(package, bids)
     rows = envelope_rows(package, points)
     rng = rng if rng is not None else np.random.default_rng(0)
@@ -215,7 +247,7 @@ def envelope_with_report(package: SensitivityPackage, bids: BidTable, *,
     sign = np.sign(bids.volume_mw)
     while True:
         r = box_ranges(rows, bids, weighting=weighting, price_exponent=price_exponent,
-                       shift_up=shift_up,
+                       min_share=min_share, shift_up=shift_up,
                        shift_down=shift_down)
         lower, upper = np.minimum(sign * r, 0.0), np.maximum(sign * r, 0.0)
         if linearizer is None:
@@ -254,6 +286,14 @@ def default_point(package: SensitivityPackage) -> int:
     return 0
 
 
+def zero_point(package: SensitivityPackage) -> int | None:
+    """The point with activation fraction 0 (the frame's base case), if any."""
+    for i, pt in enumerate(package.points):
+        if pt.activation_fraction == 0.0:
+            return i
+    return None
+
+
 def audit_view(package: HardenedPackage, *, vm_key: str, loading_key: str
                ) -> SensitivityPackage:
     """An envelope as a format-1 package for :func:`flexcore.dso.audit.audit`: the columns
@@ -271,13 +311,14 @@ def audit_view(package: HardenedPackage, *, vm_key: str, loading_key: str
 
 def envelope(package: SensitivityPackage, bids: BidTable, *,
              point: int | Sequence[int] | None = None, price_exponent: float = 2.0,
+             min_share: float = 0.0,
              weighting: str = "price", linearizer: Linearizer | None = None,
              random_corners: int = 8, max_rounds: int = 6,
              rng: np.random.Generator | None = None) -> HardenedPackage:
     """The envelope package (privacy ``"envelope"``, ``lower_mw``/``upper_mw``, no rows);
     see :func:`envelope_with_report`."""
     return envelope_with_report(package, bids, point=point, weighting=weighting,
-                                price_exponent=price_exponent,
+                                price_exponent=price_exponent, min_share=min_share,
                                 linearizer=linearizer, random_corners=random_corners,
                                 max_rounds=max_rounds, rng=rng)[0]
 
