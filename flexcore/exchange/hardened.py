@@ -24,6 +24,7 @@ This module imports neither pandapower nor mosaik and is mypy-strict.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -200,7 +201,7 @@ class HardenedPackage:
         return shapes
 
     @classmethod
-    def from_parts(cls, fields: dict[str, Any], arrays: dict[str, npt.ArrayLike]
+    def from_parts(cls, fields: dict[str, Any], arrays: Mapping[str, npt.ArrayLike]
                    ) -> HardenedPackage:
         """The package from manifest fields and arrays; PackageError names the culprit."""
         shapes = cls.expected_shapes(fields)

@@ -47,7 +47,6 @@ The fixed injections ``P_fix`` are not published: every formula of the clearing 
 from __future__ import annotations
 
 import datetime as _dt
-import importlib
 import io
 import json
 import math
@@ -56,7 +55,7 @@ import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -77,6 +76,9 @@ from flexcore.exchange.signing import (
     sign_digest,
     write_record,
 )
+
+if TYPE_CHECKING:
+    from flexcore.exchange.hardened import HardenedPackage
 
 FORMAT = "flexcosim-sensitivity-package"
 VERSION = 1
@@ -263,34 +265,16 @@ _V2_KEYS = {"format", "version", "created_utc", "content", "shapes", "arrays_sha
             "package_sha256"}
 
 
-class Format2Package(Protocol):
-    """What this module needs of a format-2 ``HardenedPackage``
-    (:mod:`flexcore.exchange.hardened`)."""
-
-    @property
-    def columns(self) -> tuple[str, ...]: ...
-
-    @property
-    def points(self) -> tuple[PointInfo, ...]: ...
-
-    @property
-    def p_flex_mw(self) -> FloatArray: ...
-
-    def manifest_fields(self) -> dict[str, Any]: ...
-
-    def arrays(self) -> dict[str, FloatArray]: ...
+#: a package of either version: format 1 (the full linear model) or format 2 (hardened)
+AnyPackage: TypeAlias = "SensitivityPackage | HardenedPackage"
 
 
-AnyPackage = SensitivityPackage | Format2Package
+def _hardened_class() -> type[HardenedPackage]:
+    """The format-2 class, imported late: :mod:`flexcore.exchange.hardened` builds on this
+    module (PackageError, PointInfo)."""
+    from flexcore.exchange.hardened import HardenedPackage
 
-
-def _hardened_class() -> Any:
-    """``flexcore.exchange.hardened.HardenedPackage`` (imported late: format 2 lives there)."""
-    try:
-        return importlib.import_module("flexcore.exchange.hardened").HardenedPackage
-    except ImportError:  # pragma: no cover - only before the format-2 module exists
-        raise PackageError("this installation cannot read package version 2 "
-                           "(flexcore.exchange.hardened missing)") from None
+    return HardenedPackage
 
 
 def package_digest(manifest: dict[str, Any]) -> str:
@@ -564,8 +548,7 @@ def load_package(directory: str | Path, *, allow_full: bool = False,
         raise PackageError(f"{apath}: cannot read arrays ({exc})") from None
     try:
         if version == 2:
-            return cast(Format2Package,
-                        _hardened_class().from_parts(manifest["content"], arrays))
+            return _hardened_class().from_parts(manifest["content"], arrays)
         return SensitivityPackage(
             columns=tuple(manifest["columns"]), vm_rows=tuple(manifest["vm_rows"]),
             loading_rows=tuple(manifest["loading_rows"]), points=points, limits=limits,

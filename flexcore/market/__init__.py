@@ -7,7 +7,6 @@ Imports neither pandapower nor mosaik, and pyomo only when ``backend="pyomo"`` i
 """
 from __future__ import annotations
 
-import importlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -35,6 +34,7 @@ from flexcore.market.direct import (
     solve_direct,
     zero_activation_point,
 )
+from flexcore.market.envelope import clear_envelope
 
 BACKENDS = ("direct", "pyomo")
 
@@ -93,12 +93,7 @@ def clear(package: SensitivityPackage | HardenedPackage, bids: BidTable, request
     if extra_constraints is not None and backend != "pyomo":
         raise ClearingError("extra_constraints needs backend='pyomo'")
     if isinstance(package, HardenedPackage) and package.privacy == PrivacyLevel.ENVELOPE:
-        # flexcore.market.envelope (the envelope clearing) is imported only for envelopes
-        envelope = importlib.import_module("flexcore.market.envelope")
-        env_result: ClearingResult = envelope.clear_envelope(
-            package, bids, request_mw, objective=objective, mip_rel_gap=mip_rel_gap,
-            time_limit_s=time_limit_s)
-        return env_result
+        return clear_envelope(package, bids, request_mw, objective=objective)
     t0 = time.perf_counter()
     p = prepare(package, bids, request_mw, objective=objective,
                 proximity_weight=proximity_weight, prefilter=prefilter)

@@ -45,8 +45,14 @@ def write_small_package(*, case: Path, tmp: Path) -> None:
     net = small_grid()
     bids = tmp / "bids_ok.csv"
     bids.write_text(BIDS_HEADER + "a,2,0.02,30\nb,3,0.03,40\nc,4,-0.02,50\n")
-    lin = Linearizer(net, read_bids(bids, require_bus=True))
-    save_package(lin.linearize([0.0, 0.5, 1.0]).package, tmp / "pkg")
+    from flexcore.dso.privacy import harden
+
+    table = read_bids(bids, require_bus=True)
+    lin = Linearizer(net, table)
+    full = lin.linearize([0.0, 0.5, 1.0]).package
+    box = table.subset(full.columns)
+    # what the TSO receives by default: package format 2
+    save_package(harden(full, lower_mw=box.lower_mw, upper_mw=box.upper_mw)[0], tmp / "pkg")
     write_small_grid(case=case, tmp=tmp)
 
 

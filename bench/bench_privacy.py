@@ -1,0 +1,305 @@
+"""The cost of privacy: envelope packages vs the exact (format-1) clearing, single frame.
+
+``python bench/bench_privacy.py [--quick]`` (``--quick``: the default envelope only).
+Writes results/benchmarks/privacy.json and prints a table.
+
+Study (the source's single frame): Bergwald, ``synthetic_bids(load_grid("bergwald"), seed=1,
+table=load_building_table())``, operating points a = 0 / 0.5 / 1. The exact maximum
+deliverable request ``q_max`` is the diagnosis of the format-1 package
+(``flexcore.market.diagnose``), confirmed AC-safe by the refinement loop. For requests of
+10 % ... 100 % of ``q_max``:
+
+- exact cost: ``flexcore.study.coordination.coordinate`` (format-1 clearing with refinement
+  rounds, AC-checked);
+- envelope cost: ``flexcore.market.envelope.clear_envelope`` on the envelope package of
+  each variant (point, weighting), every clearing also run in AC;
+- cost of privacy = envelope cost / exact cost - 1; the envelope's deliverable maximum is
+  the sum of its upward ranges. Where the exact clearing stays AC-unsafe after its
+  refinement rounds (``safe`` false in the JSON), a safe exact clearing would cost at least
+  as much: the cost of privacy there is an overestimate.
+
+Also: the envelopes' AC corner checks, and the privacy audit (``flexcore.dso.audit.audit``)
+of the format-1 package vs the envelope (``flexcore.dso.envelope.audit_view``), plus the
+one thing the envelope itself reveals: which bids are capped below their volume.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flexcore.district.buildings import load_building_table
+from flexcore.dso.audit import audit
+from flexcore.dso.envelope import EnvelopeError, audit_view, envelope_with_report
+from flexcore.dso.linearizer import Linearizer
+from flexcore.exchange.limits import VIOLATION_TOL
+from flexcore.grid.grids import load_grid
+from flexcore.market.diagnose import diagnose
+from flexcore.market.direct import prepare
+from flexcore.market.envelope import clear_envelope
+from flexcore.study.bidgen import synthetic_bids
+from flexcore.study.coordination import coordinate
+
+FRACTIONS = tuple(sorted([k / 10 for k in range(1, 11)] + [0.75]))
+#: (name, point index in the a = 0 / 0.5 / 1 package, weighting, price exponent, min share)
+VARIANTS = (
+    ("a=0.5 price^2 (default)", 1, "price", 2.0),
+    ("a=0.5 price^2 share>=95%", 1, "price", 2.0, 0.95),
+    ("a=0.5 price^1", 1, "price", 1.0),
+    ("a=0.5 price^3", 1, "price", 3.0),
+    ("a=0.5 merit order", 1, "merit", 2.0),
+    ("a=0.5 total MW", 1, "total", 2.0),
+    ("a=0.5 equal share", 1, "share", 2.0),
+    ("a=0 price^2", 0, "price", 2.0),
+    ("all points price^2", (0, 1, 2), "price", 2.0),
+)
+SEED = 1
+
+
+def study() -> dict[str, Any]:
+    """The grid, bids, DSO linearizer and format-1 package of the single-frame study."""
+    net = load_grid("bergwald")
+    bids = synthetic_bids(net, seed=SEED, table=load_building_table())
+    lin = Linearizer(net, bids, salt="bench-privacy")
+    pkg = lin.linearize((0.0, 0.5, 1.0)).package
+    q_max = diagnose(prepare(pkg, bids.without_bus(), 1e3)).max_deliverable_mw
+    return {"net": net, "bids": bids, "linearizer": lin, "package": pkg, "q_max_mw": q_max}
+
+
+def ac_safe(lin: Linearizer, x: np.ndarray) -> bool:
+    """AC power flow at activation ``x`` keeps every voltage and loading limit."""
+    vm, ld = lin.power_flow(x)
+    lim = lin.limits
+    return bool(np.all(vm >= lim.vm_min_pu - VIOLATION_TOL)
+                and np.all(vm <= lim.vm_max_pu + VIOLATION_TOL)
+                and np.all(ld >= lim.loading_min_percent - VIOLATION_TOL)
+                and np.all(ld <= lim.loading_max_percent + VIOLATION_TOL))
+
+
+def exact_costs(s: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for f in FRACTIONS:
+        q = f * s["q_max_mw"]
+        r = coordinate(s["linearizer"], s["bids"], q, package=s["package"])
+        out.append({"fraction": f, "request_mw": q, "status": str(r.clearing.status),
+                    "safe": r.safe, "rounds": len(r.rounds),
+                    "cost_eur": r.clearing.cost_eur if r.clearing.ok else None})
+    return out
+
+
+def run_variant(s: dict[str, Any], exact: list[dict[str, Any]], name: str, point: Any,
+                weighting: str, k: float, min_share: float = 0.0) -> dict[str, Any]:
+    lin, bids, pkg = s["linearizer"], s["bids"], s["package"]
+    t0 = time.perf_counter()
+    hp, rep = envelope_with_report(pkg, bids, point=point, weighting=weighting,
+                                   price_exponent=k, min_share=min_share, linearizer=lin,
+                                   rng=np.random.default_rng(SEED))
+    t_env = time.perf_counter() - t0
+    rows = []
+    tso_bids = bids.without_bus()
+    for e in exact:
+        c = clear_envelope(hp, tso_bids, e["request_mw"])
+        cost = c.cost_eur if c.ok else None
+        safe = ac_safe(lin, c.activation_vector(bids.ids)) if c.ok else None
+        cop = (cost / e["cost_eur"] - 1.0) if cost is not None and e["cost_eur"] else None
+        rows.append({"fraction": e["fraction"], "request_mw": e["request_mw"],
+                     "status": str(c.status), "cost_eur": cost, "cost_of_privacy": cop,
+                     "ac_safe": safe})
+    corners = rep.corners
+    vol = np.abs(bids.subset(hp.columns).volume_mw)
+    span = np.maximum(hp.upper_mw, -hp.lower_mw) if hp.upper_mw is not None \
+        and hp.lower_mw is not None else np.zeros(hp.n)
+    return {
+        "name": name, "points": list(rep.points), "weighting": weighting,
+        "price_exponent": k, "min_share": min_share, "time_s": t_env,
+        "deliverable_max_mw": rep.upper_total_mw,
+        "deliverable_fraction_of_exact": rep.upper_total_mw / s["q_max_mw"],
+        "ac_rounds": rep.rounds, "ac_tightened_rows": rep.tightened_rows,
+        "ac_corners_checked": len(corners),
+        "ac_corner_violations": sum(c.violations for c in corners),
+        "ac_corner_violations_final_round": sum(c.violations for c in corners
+                                                if c.round == rep.rounds),
+        "ac_safe": rep.ac_safe,
+        "ac_corner_max_error_vm_pu": max(c.max_abs_error_vm_pu for c in corners),
+        "ac_corner_max_error_loading_percent": max(c.max_abs_error_loading_percent
+                                                   for c in corners),
+        "bids_capped_below_volume": int(np.sum(span < vol - 1e-9)),
+        "bids_zero_range": int(np.sum(span <= 1e-12)),
+        "requests": rows,
+        "max_cost_of_privacy_up_to_75pct": _max([r["cost_of_privacy"] for r in rows
+                                                 if r["fraction"] <= 0.75 + 1e-9]),
+        "clearings_ac_unsafe": sum(1 for r in rows if r["ac_safe"] is False),
+        "_package": hp,
+    }
+
+
+def _max(values: list[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return max(vals) if len(vals) == len(values) and vals else None
+
+
+def day(s: dict[str, Any], *, day_type: str = "summer_workday", min_share: float = 0.0,
+        fractions: tuple[float, ...] = (0.25, 0.5, 0.75)) -> dict[str, Any]:
+    """The default envelope (with ``min_share``) over the hourly frames of one day type:
+    the buildings' load and PV profiles (``flexcore.district.profiles``) as the fixed
+    injections, the same bids; per frame the exact maximum, the envelope's share of it and
+    the cost of privacy at ``fractions`` of it. Not a mosaik co-simulation: the frames are
+    independent (no unit state), as in the DSO agent's per-frame package."""
+    from flexcore.district.daytypes import make_frames
+    from flexcore.district.profiles import BuildingProfiles
+
+    lin, bids = s["linearizer"], s["bids"]
+    net = s["net"]
+    prof = BuildingProfiles.from_table(load_building_table(), seed=SEED)
+    frames = make_frames(day_types=[day_type], resolution_min=60)
+    pf = prof.for_frames(frames)
+    pos = {b: k for k, b in enumerate(pf.building_ids)}
+    li = np.array([pos[str(b)] for b in net.load.name])
+    si = np.array([pos[str(b)] for b in net.sgen.name])
+    rows = []
+    try:
+        for t, fr in enumerate(frames):
+            lin.set_base(load_p_mw=pf.load_p_mw[t, li], load_q_mvar=pf.load_q_mvar[t, li],
+                         sgen_p_mw=pf.pv_p_mw[t, si])
+            pkg = lin.linearize((0.0, 0.5, 1.0)).package
+            q_max = diagnose(prepare(pkg, bids.without_bus(), 1e3)).max_deliverable_mw
+            try:
+                hp, rep = envelope_with_report(pkg, bids, linearizer=lin, min_share=min_share,
+                                               rng=np.random.default_rng(SEED))
+            except EnvelopeError as exc:   # the base case itself violates a limit
+                rows.append({"frame": str(fr.start), "exact_max_mw": q_max,
+                             "envelope_error": str(exc), "envelope_fraction": None,
+                             "requests": []})
+                continue
+            row: dict[str, Any] = {
+                "frame": str(fr.start), "pv_mw": float(pf.pv_p_mw[t].sum()),
+                "load_mw": float(pf.load_p_mw[t].sum()), "exact_max_mw": q_max,
+                "envelope_max_mw": rep.upper_total_mw, "point": list(rep.points),
+                "envelope_fraction": rep.upper_total_mw / q_max if q_max else None,
+                "ac_rounds": rep.rounds, "ac_corner_violations": sum(
+                    c.violations for c in rep.corners), "ac_safe": rep.ac_safe, "requests": []}
+            for f in fractions:
+                exact = coordinate(lin, bids, f * q_max, package=pkg)
+                env = clear_envelope(hp, bids.without_bus(), f * q_max)
+                ok = exact.clearing.ok and env.ok
+                row["requests"].append({
+                    "fraction": f, "exact_safe": exact.safe,
+                    "exact_cost_eur": exact.clearing.cost_eur,
+                    "envelope_cost_eur": env.cost_eur,
+                    "envelope_ac_safe": ac_safe(lin, env.activation_vector(bids.ids))
+                    if env.ok else None,
+                    "cost_of_privacy": env.cost_eur / exact.clearing.cost_eur - 1.0
+                    if ok and exact.clearing.cost_eur else None})
+            rows.append(row)
+    finally:
+        lin.set_base(load_p_mw=net.load.p_mw.to_numpy(float),
+                     load_q_mvar=net.load.q_mvar.to_numpy(float),
+                     sgen_p_mw=net.sgen.p_mw.to_numpy(float))
+    cops = [r["cost_of_privacy"] for x in rows for r in x["requests"]]
+    fracs = [x["envelope_fraction"] for x in rows if x["envelope_fraction"] is not None]
+    known = [c for c in cops if c is not None]
+    return {"day_type": day_type, "min_share": min_share, "frames": rows,
+            "min_envelope_fraction": min(fracs) if fracs else None,
+            "median_envelope_fraction": float(np.median(fracs)) if fracs else None,
+            "max_cost_of_privacy": max(known) if known else None,
+            "envelope_infeasible_requests": len(cops) - len(known),
+            "envelope_clearings_ac_unsafe": sum(1 for x in rows for r in x["requests"]
+                                                if r["envelope_ac_safe"] is False),
+            "exact_clearings_ac_unsafe": sum(1 for x in rows for r in x["requests"]
+                                             if not r["exact_safe"])}
+
+
+def audits(s: dict[str, Any], hp: Any) -> dict[str, Any]:
+    pkg, lin = s["package"], s["linearizer"]
+    full = audit(pkg, net=s["net"], keymap=lin.keymap, bids=s["bids"])
+    env = audit(audit_view(hp, vm_key=pkg.vm_rows[0], loading_key=pkg.loading_rows[0]),
+                net=s["net"], keymap=lin.keymap, bids=s["bids"])
+    return {"format1": {sc.key: sc.fraction for sc in full.scores},
+            "envelope": {sc.key: sc.fraction for sc in env.scores}}
+
+
+def bench(*, quick: bool = False) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    s = study()
+    exact = exact_costs(s)
+    variants = [run_variant(s, exact, *v) for v in (VARIANTS[:1] if quick else VARIANTS)]
+    aud = audits(s, variants[0]["_package"])
+    days = [] if quick else [day(s, min_share=ms) for ms in (0.0, 0.95)]
+    for v in variants:
+        del v["_package"]
+    out = {"measured_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+           "study": f"bergwald, synthetic_bids seed={SEED}, points 0/0.5/1",
+           "exact_max_deliverable_mw": s["q_max_mw"],
+           "exact_max_safe": exact[-1]["safe"], "exact": exact, "envelopes": variants,
+           "audit": aud, "days": days, "wall_s": time.perf_counter() - t0}
+    path = Path("results/benchmarks/privacy.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1))
+    return out
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:5.1f}%"
+
+
+def table(out: dict[str, Any]) -> str:
+    q = out["exact_max_deliverable_mw"]
+    lines = [f"exact maximum deliverable {q:.3f} MW (AC-safe after refinement: "
+             f"{out['exact_max_safe']})", ""]
+    head = "request    " + " ".join(f"{r['fraction']:>6.0%}" for r in out["exact"])
+    safe = "AC-safe    " + " ".join(f"{'yes' if r['safe'] else 'NO':>6}" for r in out["exact"])
+    lines += [head, "MW         " + " ".join(f"{r['request_mw']:6.3f}" for r in out["exact"]),
+              "exact EUR  " + " ".join(f"{r['cost_eur']:6.1f}" if r["cost_eur"] is not None
+                                       else "     -" for r in out["exact"]), safe, ""]
+    lines.append("cost of privacy (envelope cost / exact cost - 1); max deliverable; AC")
+    for v in out["envelopes"]:
+        cells = " ".join(f"{_pct(r['cost_of_privacy']):>6}" for r in v["requests"])
+        lines.append(f"{v['name']:<24} max {v['deliverable_max_mw']:.3f} MW "
+                     f"({v['deliverable_fraction_of_exact']:.1%}), corners "
+                     f"{v['ac_corners_checked']} checked, {v['ac_corner_violations']} "
+                     f"violation(s), {v['ac_rounds']} tightening round(s), unsafe "
+                     f"clearings {v['clearings_ac_unsafe']}, capped bids "
+                     f"{v['bids_capped_below_volume']}")
+        lines.append(f"{'':<11}" + cells)
+    lines += ["", f"{'audit score':<26} {'format 1':>9} {'envelope':>9}"]
+    for key, frac in out["audit"]["format1"].items():
+        env = out["audit"]["envelope"].get(key)
+        lines.append(f"{key:<26} {_pct(frac):>9} {_pct(env):>9}")
+    for d in out.get("days", []):
+        lines += ["", f"day {d['day_type']} (hourly frames), min_share {d['min_share']}: "
+                  "exact max MW, envelope share, "
+                  "cost of privacy at " + "/".join(f"{r['fraction']:.0%}" for r in
+                                                   d["frames"][0]["requests"])]
+        for x in d["frames"]:
+            if "envelope_error" in x:
+                lines.append(f"{x['frame'][11:16]}  no envelope: {x['envelope_error']}")
+                continue
+            lines.append(f"{x['frame'][11:16]}  pv {x['pv_mw']:.3f}  max {x['exact_max_mw']:.3f}"
+                         f"  env {_pct(x['envelope_fraction'])}  point {x['point']}  AC rounds "
+                         f"{x['ac_rounds']}  "
+                         + " ".join(_pct(r["cost_of_privacy"]) for r in x["requests"]))
+        lines.append(f"envelope share min {_pct(d['min_envelope_fraction'])} median "
+                     f"{_pct(d['median_envelope_fraction'])}, max cost of privacy "
+                     f"{_pct(d['max_cost_of_privacy'])} ({d['envelope_infeasible_requests']} "
+                     "request(s) beyond the envelope), envelope clearings AC-unsafe "
+                     f"{d['envelope_clearings_ac_unsafe']}, exact clearings AC-unsafe "
+                     f"{d['exact_clearings_ac_unsafe']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None, *, quick: bool = False) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args(argv)
+    out = bench(quick=quick or args.quick)
+    print(table(out))
+    return out
+
+
+if __name__ == "__main__":
+    main()
