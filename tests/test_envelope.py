@@ -5,6 +5,7 @@ refinement for the cost of privacy, a hand-solved 3-bid clearing."""
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import highspy
 import numpy as np
@@ -18,7 +19,7 @@ from flexcore.dso.envelope import (
     envelope_with_report,
 )
 from flexcore.dso.linearizer import Linearizer
-from flexcore.exchange.bids import BidTable
+from flexcore.exchange.bids import BidTable, read_bids
 from flexcore.exchange.clearing import ClearingError
 from flexcore.exchange.enums import ClearingStatus, PrivacyLevel
 from flexcore.exchange.hardened import HardenedPackage
@@ -30,7 +31,6 @@ from flexcore.market.direct import prepare
 from flexcore.market.envelope import clear_envelope
 from flexcore.study.bidgen import synthetic_bids
 from flexcore.study.coordination import coordinate
-from tests.test_safety import SEMIURB4_MIXED
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +47,8 @@ def bergwald():
 @pytest.fixture(scope="module")
 def semiurb4():
     net = load_grid("simbench:1-LV-semiurb4--0-sw")
-    bus, vol, price = (np.array(c) for c in zip(*SEMIURB4_MIXED))
-    bids = BidTable(ids=tuple(f"b{k:03d}" for k in range(len(bus))), volume_mw=vol.astype(float),
-                    price_eur_per_mwh=price.astype(float), bus=bus.astype(int))
+    bids = read_bids(Path(__file__).resolve().parent / "cases" / "semiurb4_mixed_bids.csv",
+                     require_bus=True)
     lin = Linearizer(net, bids, salt="test-envelope")
     return lin, bids, lin.linearize((0.0, 0.5, 1.0)).package
 
