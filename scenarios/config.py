@@ -62,9 +62,7 @@ class DSOConfig:
     tol_loading_mae_percent: float = 5.0e-3
     dispatch_unsafe: bool = False
     privacy: str = "full"  # what the DSO publishes: full (format 1), exact (2), envelope
-    limits: dict = field(default_factory=lambda: {"vm_min_pu": 0.95, "vm_max_pu": 1.05,
-                                                  "loading_min_percent": -100.0,
-                                                  "loading_max_percent": 100.0})
+    limits: dict = field(default_factory=lambda: Limits().as_dict())  # flexcore's defaults
 
 
 @dataclass(frozen=True)

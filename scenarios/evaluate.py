@@ -204,8 +204,7 @@ def linearisation_study(lin, bids, options: EvalOptions) -> dict:
         vm, ld = lin.power_flow(x)
         entry = {"dispatch": f"{scale:g} x refined optimum", "total_mw": float(x.sum())}
         for name, pkg in (("ac", ac1), ("dc", dc)):
-            pv = pkg.vm_pu[0] + pkg.vtdf[0] @ x
-            pl = pkg.loading_percent[0] + pkg.ltdf[0] @ x
+            pv, pl = pkg.predict(0, x)
             entry[f"{name}_vm_mae_pu"] = float(np.mean(np.abs(pv - vm)))
             entry[f"{name}_loading_mae_percent"] = float(np.mean(np.abs(np.abs(pl) - np.abs(ld))))
         same.append(entry)

@@ -34,7 +34,7 @@ import numpy.typing as npt
 from flexcore.errors import FlexcosimError
 from flexcore.exchange.enums import PrivacyLevel
 from flexcore.exchange.limits import FloatArray
-from flexcore.exchange.package import PackageError, PointInfo
+from flexcore.exchange.points import PackageError, PointInfo
 
 VERSION = 2
 RHS_VALUES = (-1.0, 0.0, 1.0)

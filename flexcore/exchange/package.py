@@ -55,16 +55,17 @@ import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import Any, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from flexcore.errors import FlexcosimError
 from flexcore.exchange.bids import BidTable
 from flexcore.exchange.clearing import ClearingError
+from flexcore.exchange.hardened import HardenedPackage
 from flexcore.exchange.limits import FloatArray, Limits, LimitsError
+from flexcore.exchange.points import PackageError, PointInfo
 from flexcore.exchange.signing import (
     StrictJSONError,
     TrustSpec,
@@ -77,22 +78,9 @@ from flexcore.exchange.signing import (
     write_record,
 )
 
-if TYPE_CHECKING:
-    from flexcore.exchange.hardened import HardenedPackage
-
 FORMAT = "flexcosim-sensitivity-package"
 VERSION = 1
 ARRAY_NAMES = ("p_flex_mw", "vm_pu", "loading_percent", "vtdf", "ltdf")
-
-
-class PackageError(FlexcosimError, ValueError):
-    """A sensitivity package is malformed, tampered with, or of an unknown version."""
-
-
-@dataclass(frozen=True)
-class PointInfo:
-    label: str
-    activation_fraction: float | None = None
 
 
 @dataclass(frozen=True)
@@ -267,14 +255,6 @@ _V2_KEYS = {"format", "version", "created_utc", "content", "shapes", "arrays_sha
 
 #: a package of either version: format 1 (the full linear model) or format 2 (hardened)
 AnyPackage: TypeAlias = "SensitivityPackage | HardenedPackage"
-
-
-def _hardened_class() -> type[HardenedPackage]:
-    """The format-2 class, imported late: :mod:`flexcore.exchange.hardened` builds on this
-    module (PackageError, PointInfo)."""
-    from flexcore.exchange.hardened import HardenedPackage
-
-    return HardenedPackage
 
 
 def package_digest(manifest: dict[str, Any]) -> str:
@@ -504,7 +484,7 @@ def load_package(directory: str | Path, *, allow_full: bool = False,
         if not isinstance(manifest["content"], dict):
             raise PackageError(f"{src}: field 'content' must be an object")
         try:
-            expected = dict(_hardened_class().expected_shapes(manifest["content"]))
+            expected = dict(HardenedPackage.expected_shapes(manifest["content"]))
         except PackageError as exc:
             raise PackageError(f"{src}: {exc}") from None
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -548,7 +528,7 @@ def load_package(directory: str | Path, *, allow_full: bool = False,
         raise PackageError(f"{apath}: cannot read arrays ({exc})") from None
     try:
         if version == 2:
-            return _hardened_class().from_parts(manifest["content"], arrays)
+            return HardenedPackage.from_parts(manifest["content"], arrays)
         return SensitivityPackage(
             columns=tuple(manifest["columns"]), vm_rows=tuple(manifest["vm_rows"]),
             loading_rows=tuple(manifest["loading_rows"]), points=points, limits=limits,

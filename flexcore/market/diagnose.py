@@ -30,11 +30,8 @@ def base_violations(p: Prepared, tol: float = 1e-9) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for i, pt in enumerate(pkg.points):
         if isinstance(pkg, SensitivityPackage):
-            lim = pkg.limits
-            vm, ld = pkg.vm_pu[i], pkg.loading_percent[i]
-            bad_v = (vm < lim.vm_min_pu - tol) | (vm > lim.vm_max_pu + tol)
-            bad_l = ((ld < lim.loading_min_percent - tol)
-                     | (ld > lim.loading_max_percent + tol))
+            bad_v = pkg.limits.vm_violated(pkg.vm_pu[i], tol)
+            bad_l = pkg.limits.loading_violated(pkg.loading_percent[i], tol)
             keys = [pkg.vm_rows[k] for k in np.flatnonzero(bad_v)]
             keys += [pkg.loading_rows[k] for k in np.flatnonzero(bad_l)]
         else:
