@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from scenarios.cli import limit_blas_threads
+from flexcore.runs import limit_blas_threads
 
 limit_blas_threads()  # before numpy is imported, as in ``flexcosim run``
 

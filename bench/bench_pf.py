@@ -131,7 +131,7 @@ def main(argv=None) -> dict:
                         help="skip pandapower's numba Newton (saves its ~6 s compilation)")
     parser.add_argument("--out", default="results/benchmarks/pf.json")
     args = parser.parse_args(argv)
-    from scenarios.cli import limit_blas_threads
+    from flexcore.runs import limit_blas_threads
 
     limit_blas_threads()
     from flexcore.grid.fastpf import klu_available

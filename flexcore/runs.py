@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+import os
 import platform
 import sys
 from importlib import metadata
@@ -116,3 +117,18 @@ def _default(obj):
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def limit_blas_threads() -> None:
+    """One BLAS thread unless the environment says otherwise; call before numpy is imported.
+
+    The sensitivity engine does many small sparse solves. With OpenBLAS's default threads
+    they slow down ~10x as soon as another busy process shares the cores (measured on the
+    2-core machines: 23 ms -> 270 ms per Bergwald linearisation point), which is the normal
+    case for a co-simulation with separate simulator processes. Child processes inherit it.
+    """
+    for var in BLAS_THREAD_VARS:
+        os.environ.setdefault(var, "1")

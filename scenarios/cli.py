@@ -21,33 +21,18 @@ error from argparse); 3 internal error (any other exception, with its traceback:
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import traceback
 from pathlib import Path
 
 from flexcore.errors import FlexcosimError
+from flexcore.runs import limit_blas_threads
 
 EXIT_OK = 0           #: done (``run``: the run completed; per-frame statuses are data)
 EXIT_NO = 1           #: the answer is "no": not optimal, unsafe, an unsafe frame dispatched
 EXIT_BAD_INPUT = 2    #: a FlexcosimError or a usage error: one line, no traceback
 EXIT_INTERNAL = 3     #: any other exception: a bug, printed with its traceback
 EXIT_INTERRUPTED = 130  #: Ctrl-C
-
-BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-def limit_blas_threads() -> None:
-    """One BLAS thread unless the environment says otherwise; call before numpy is imported.
-
-    The sensitivity engine does many small sparse solves. With OpenBLAS's default threads
-    they slow down ~10x as soon as another busy process shares the cores (measured on the
-    2-core machines: 23 ms -> 270 ms per Bergwald linearisation point), which is the normal
-    case for a co-simulation with separate simulator processes. Child processes inherit it.
-    """
-    for var in BLAS_THREAD_VARS:
-        os.environ.setdefault(var, "1")
-
 
 def _points(text: str) -> list[float]:
     try:

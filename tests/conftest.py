@@ -1,4 +1,4 @@
 """Test-wide setup: the same single-threaded BLAS as ``flexcosim`` (see scenarios.cli)."""
-from scenarios.cli import limit_blas_threads
+from flexcore.runs import limit_blas_threads
 
 limit_blas_threads()
