@@ -62,3 +62,15 @@ assert "pandapower" not in sys.modules, "agents.tso_agent loaded pandapower"
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_no_import_cycle():
+    """No module imports itself through others, lazy imports inside functions included
+    (grimp builds the graph import-linter checks the layers on)."""
+    import grimp
+
+    graph = grimp.build_graph("flexcore", "scenarios", "agents", "simulators", "bench")
+    cycles = sorted({tuple(sorted((m, i))) for m in graph.modules
+                     for i in graph.find_modules_directly_imported_by(m)
+                     if graph.chain_exists(importer=i, imported=m)})
+    assert not cycles, cycles
