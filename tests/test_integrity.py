@@ -67,7 +67,7 @@ def base(tmp_path_factory):
     assert cli(["keygen", "--out", str(d / "dso.key")]) == 0
     assert cli(["keygen", "--out", str(d / "tso.key")]) == 0
     assert cli(["dso", "linearize", "--grid", GRID, "--bids", str(d / "BIDS.csv"),
-                "--out", str(d / "pkg"), "--sign", str(d / "dso.key")]) == 0
+                "--out", str(d / "pkg"), "--sign", str(d / "dso.key"), "--privacy", "full"]) == 0
     assert cli(["tso", "clear", "--package", str(d / "pkg"), "--bids", str(d / "BIDS.csv"),
                 "--request-mw", REQUEST, "--allow-full-package", "--trust",
                 str(d / "dso.key.pub"), "--sign", str(d / "tso.key"),

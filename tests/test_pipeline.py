@@ -87,15 +87,17 @@ def test_cli_file_exchange_between_dso_and_tso(setup, tmp_path, capsys):
     import shutil
 
     shutil.copytree(dso_dir / "pkg", tso_dir / "pkg")
+    assert not list(tso_dir.glob("pkg/*private*"))  # the DSO's format-1 package stays home
     assert cli_main(["tso", "clear", "--package", str(tso_dir / "pkg"), "--bids",
-                     str(tmp_path / "BIDS.csv"), "--request-mw", "1.8", "--allow-full-package",
+                     str(tmp_path / "BIDS.csv"), "--request-mw", "1.8",
                      "--out", str(tso_dir / "CLEARING.json")]) == 0
     clearing = json.loads((tso_dir / "CLEARING.json").read_text())
     for key in ("status", "request_mw", "cost_eur", "operating_point", "activation_mw",
                 "predicted_vm_pu", "predicted_loading_percent"):
         assert key in clearing
     assert clearing["status"] == "optimal" and clearing["request_mw"] == 1.8
-    assert set(clearing["predicted_vm_pu"]) <= set(keymap["vm_pu"])
+    # format 2 (the default): no base values, so the TSO predicts nothing; the DSO does
+    assert clearing["predicted_vm_pu"] == {} and clearing["predicted_loading_percent"] == {}
     # back at the DSO: validate, then refine and clear again
     shutil.copy(tso_dir / "CLEARING.json", dso_dir / "CLEARING.json")
     assert cli_main(["dso", "validate", "--grid", str(grid), "--bids", str(tmp_path / "BIDS.csv"),
@@ -108,11 +110,11 @@ def test_cli_file_exchange_between_dso_and_tso(setup, tmp_path, capsys):
                      "--clearing", str(dso_dir / "CLEARING.json"),
                      "--out", str(dso_dir / "pkg2")]) == 0
     assert cli_main(["tso", "clear", "--package", str(dso_dir / "pkg2"), "--bids",
-                     str(tmp_path / "BIDS.csv"), "--request-mw", "1.8", "--allow-full-package",
+                     str(tmp_path / "BIDS.csv"), "--request-mw", "1.8",
                      "--out", str(dso_dir / "CLEARING2.json")]) == 0
     assert cli_main(["dso", "validate", "--grid", str(grid), "--bids", str(tmp_path / "BIDS.csv"),
                      "--clearing", str(dso_dir / "CLEARING2.json"), "--keymap",
-                     str(dso_dir / "pkg.keymap.json"), "--out", str(dso_dir / "REPORT2.json")]) == 0
+                     str(dso_dir / "pkg2.keymap.json"), "--out", str(dso_dir / "REPORT2.json")]) == 0
     report2 = json.loads((dso_dir / "REPORT2.json").read_text())
     assert report2["vm_mae_pu"] < report["vm_mae_pu"] / 10
     assert read_clearing(dso_dir / "CLEARING2.json").operating_point_label == "refine 1"
@@ -122,7 +124,7 @@ def test_cli_file_exchange_between_dso_and_tso(setup, tmp_path, capsys):
     pp.to_json(weak, str(tmp_path / "WEAK.json"))
     assert cli_main(["dso", "validate", "--grid", str(tmp_path / "WEAK.json"), "--bids",
                      str(tmp_path / "BIDS.csv"), "--clearing", str(dso_dir / "CLEARING2.json"),
-                     "--keymap", str(dso_dir / "pkg.keymap.json"),
+                     "--keymap", str(dso_dir / "pkg2.keymap.json"),
                      "--out", str(dso_dir / "REPORT3.json")]) == 1
     report3 = json.loads((dso_dir / "REPORT3.json").read_text())
     assert report3["converged"] and not report3["safe"] and report3["violations"]
