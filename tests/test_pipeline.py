@@ -114,7 +114,8 @@ def test_cli_file_exchange_between_dso_and_tso(setup, tmp_path, capsys):
                      "--out", str(dso_dir / "CLEARING2.json")]) == 0
     assert cli_main(["dso", "validate", "--grid", str(grid), "--bids", str(tmp_path / "BIDS.csv"),
                      "--clearing", str(dso_dir / "CLEARING2.json"), "--keymap",
-                     str(dso_dir / "pkg2.keymap.json"), "--out", str(dso_dir / "REPORT2.json")]) == 0
+                     str(dso_dir / "pkg2.keymap.json"),
+                     "--out", str(dso_dir / "REPORT2.json")]) == 0
     report2 = json.loads((dso_dir / "REPORT2.json").read_text())
     assert report2["vm_mae_pu"] < report["vm_mae_pu"] / 10
     assert read_clearing(dso_dir / "CLEARING2.json").operating_point_label == "refine 1"
