@@ -1,15 +1,11 @@
 """The DSO's privacy audit (flexcore.dso.audit) on real packages of real grids."""
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from dataclasses import dataclass, replace
 
-import networkx as nx
 import numpy as np
-import pandapower as pp
-import pandapower.topology as top
 import pytest
 
 from flexcore.district.buildings import load_building_table
@@ -18,6 +14,7 @@ from flexcore.dso.linearizer import KeyMap, Linearizer
 from flexcore.exchange.package import save_package
 from flexcore.grid.grids import load_grid
 from flexcore.study.bidgen import synthetic_bids
+from tests.grid_helpers import meshed as grid_meshed
 
 SIMBENCH = "simbench:1-LV-semiurb4--0-sw"
 
@@ -182,16 +179,7 @@ def test_simbench_audit_runs_and_scores(simbench):
 
 def test_meshed_grid_reports_edges(simbench):
     net, bids, _, _ = simbench
-    g = top.create_nxgraph(net)
-    lv = int(net.trafo.lv_bus.iloc[0])
-    h = g.copy()
-    h.remove_node(lv)
-    feeder = {b: k for k, c in enumerate(nx.connected_components(h)) for b in c}
-    leaves = sorted(b for b in g.nodes if g.degree(b) == 1 and b in feeder)
-    a = leaves[0]
-    b = next(x for x in leaves if feeder[x] != feeder[a])
-    meshed = copy.deepcopy(net)
-    pp.create_line(meshed, a, b, 0.1, "NAYY 4x150 SE", name="loop")
+    meshed = grid_meshed(net)
     lin = Linearizer(meshed, bids)
     r = A.audit(lin.linearize((0,)).package, net=meshed, keymap=lin.keymap,
                 order_permutations=50)

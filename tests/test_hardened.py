@@ -6,13 +6,9 @@ solved cases, and the independent attacker of flexcore.dso.audit scored against 
 """
 from __future__ import annotations
 
-import copy
 import json
 
-import networkx as nx
 import numpy as np
-import pandapower as pp
-import pandapower.topology as top
 import pytest
 
 from flexcore.district.buildings import load_building_table
@@ -28,6 +24,7 @@ from flexcore.exchange.package import PackageError, PointInfo, SensitivityPackag
 from flexcore.grid.grids import load_grid
 from flexcore.market import clear
 from flexcore.study.bidgen import synthetic_bids
+from tests.grid_helpers import meshed as grid_meshed
 
 SIMBENCH = "simbench:1-LV-semiurb4--0-sw"
 REL = 1e-7
@@ -37,21 +34,6 @@ def _harden(pkg: SensitivityPackage, bids: BidTable, seed: int = 0):
     b = bids.subset(pkg.columns)
     return harden(pkg, lower_mw=b.lower_mw, upper_mw=b.upper_mw,
                   rng=np.random.default_rng(seed))
-
-
-def _meshed(net):
-    """The SimBench grid with a loop closed between leaves of two different feeders."""
-    g = top.create_nxgraph(net)
-    lv = int(net.trafo.lv_bus.iloc[0])
-    h = g.copy()
-    h.remove_node(lv)
-    feeder = {b: k for k, c in enumerate(nx.connected_components(h)) for b in c}
-    leaves = sorted(b for b in g.nodes if g.degree(b) == 1 and b in feeder)
-    a = leaves[0]
-    b = next(x for x in leaves if feeder[x] != feeder[a])
-    meshed = copy.deepcopy(net)
-    pp.create_line(meshed, a, b, 0.1, "NAYY 4x150 SE", name="loop")
-    return meshed
 
 
 def _case(net, bids):
@@ -83,7 +65,7 @@ def simbench():
 
 @pytest.fixture(scope="module")
 def meshed():
-    net = _meshed(load_grid(SIMBENCH))
+    net = grid_meshed(load_grid(SIMBENCH))
     return _case(net, _stressed_bids(net))
 
 
