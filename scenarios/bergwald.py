@@ -50,12 +50,32 @@ def sim_config(starter: str) -> dict:
     return cfg
 
 
+def run_clock(cfg: ScenarioConfig) -> tuple[FrameClock, list[int]]:
+    """The clock every simulator runs on and the indices of its warm-up frames.
+
+    Warm-up (``cfg.warmup_frames`` = N): the N slots before the first asked-for slot are
+    added to the clock and computed like any frame (requests, clearing, dispatch, power
+    flow), but the Recorder records nothing for them. Day-type runs reset the units at the
+    start of every day type, so the warm-up is run before the first slot of each day type
+    and cannot reach before midnight: N is cut to the first slot (N >= first slot gives the
+    states of a run from midnight)."""
+    asked = cfg.clock()
+    n = min(int(getattr(cfg, "warmup_frames", 0)), min(cfg.slots))
+    if n <= 0:
+        return asked, []
+    first = min(cfg.slots)
+    warm = set(range(first - n, first))
+    clock = FrameClock.for_day_types(cfg.day_types, sorted(warm | set(cfg.slots)),
+                                     resolution_min=cfg.resolution_min)
+    return clock, [f.index for f in clock.frames if f.slot in warm]
+
+
 def create_scenario(world, cfg: ScenarioConfig, *, run_dir: str | Path, progress: bool = False
                     ) -> FrameClock:
     """Start and connect all simulators; returns the run's clock (``world.run(until=
-    clock.until_s)``)."""
+    clock.until_s)``; with warm-up frames, :func:`run_clock`)."""
     run_dir = str(run_dir)
-    clock = cfg.clock()
+    clock, warmup = run_clock(cfg)
     clock_param = clock.to_dict()
     common = dict(grid=cfg.grid, buildings=cfg.buildings, seed=cfg.seed,
                   pv_penetration=cfg.pv_penetration, clock=clock_param)
@@ -89,10 +109,10 @@ def create_scenario(world, cfg: ScenarioConfig, *, run_dir: str | Path, progress
     rec = world.start("Recorder").Recorder(
         run_dir=run_dir, clock=clock_param, progress=progress, tol_vm_mae_pu=cfg.dso.tol_vm_mae_pu,
         tol_loading_mae_percent=cfg.dso.tol_loading_mae_percent,
-        bid_units=fpu_sim.unit_map())
+        bid_units=fpu_sim.unit_map(), grid=cfg.grid, warmup=warmup)
     world.connect(tso, rec, "clearing", "setpoint[MW]")
     world.connect(dso, rec, "report")
-    world.connect(fleet, rec, "offers", "clipped", "flagged")
+    world.connect(fleet, rec, "offers", "clipped", "flagged", "units")
     world.connect(validator, rec, "accuracy")
     world.connect(grid, rec, "Vm[pu]", "loading[%]", "P_slack[MW]")
     return clock

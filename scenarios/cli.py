@@ -153,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--day-types", help="comma-separated subset of day types")
     run.add_argument("--frames", help="frame indices within a day, e.g. 64-80 or 68,72")
     run.add_argument("--out", help="run folder (default: a new folder under results/)")
+    run.add_argument("--warmup-frames", type=int, metavar="N", default=None,
+                     help="run N frames before the first slot of each day type without "
+                          "recording them (default: [scenario] warmup_frames, 0)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument("--check", action="store_true",
                      help="only validate the scenario (TOML, grid, buildings, unit classes): "
@@ -310,13 +313,11 @@ def _run(args) -> int:
     the DSO found unsafe (only with ``dispatch_unsafe``)."""
     import logging
 
-    import pandas as pd
-
     from scenarios.runner import apply_overrides, check_scenario, load_config
 
     if args.check:
         cfg = apply_overrides(load_config(args.scenario), day_types=args.day_types,
-                              frames=args.frames)
+                              frames=args.frames, warmup_frames=args.warmup_frames)
         print(check_scenario(cfg))
         return EXIT_OK
 
@@ -332,12 +333,13 @@ def _run(args) -> int:
         logger.remove()
         logger.add(sys.stderr, level="WARNING")
     cfg = apply_overrides(load_config(args.scenario), day_types=args.day_types,
-                          frames=args.frames)
+                          frames=args.frames, warmup_frames=args.warmup_frames)
     run_dir, summary = run_scenario(cfg, out=args.out, quiet=args.quiet)
     print(summary_text(summary))
     print(f"run folder: {run_dir}")
-    frames = pd.read_parquet(run_dir / "timeseries" / "frames.parquet",
-                             columns=["frame", "status", "dispatched"])
+    from scenarios.results import read_table
+
+    frames = read_table(run_dir, "frames")
     dispatched_unsafe = (frames["status"] == "unsafe") & frames["dispatched"].isin([True, 1])
     unsafe = frames.loc[dispatched_unsafe, "frame"]
     if len(unsafe):

@@ -4,7 +4,9 @@ Tables (all optional except ``[scenario]``; defaults in the dataclasses below)::
 
     [scenario]   name, seed, grid ("bergwald" | "simbench:CODE" | JSON path),
                  buildings ("bergwald" | "grid_loads" | CSV path), pv_penetration,
-                 day_types (list, default all nine), slots ("all" | "64-80" | [68, 72])
+                 day_types (list, default all nine), slots ("all" | "64-80" | [68, 72]),
+                 warmup_frames (int >= 0, default 0: frames computed before the first
+                 slot of each day type and not recorded; scenarios.bergwald.run_clock)
     [simulation] starter ("python" in-process | "cmd" separate processes),
                  package_exchange ("auto" | "memory" | "files": how the DSO hands each
                  sensitivity package to the TSO; auto = memory in-process, files with cmd)
@@ -86,6 +88,9 @@ class ScenarioConfig:
     fpu: tuple[dict, ...]
     source: str = ""
     package_exchange: str = "auto"
+    #: frames run before the first slot of each day type and not recorded (see
+    #: scenarios.bergwald.run_clock); 0: the units start fresh at the first recorded frame
+    warmup_frames: int = 0
 
     @property
     def exchange(self) -> str:
@@ -109,7 +114,7 @@ class ScenarioConfig:
 _TOP = {"scenario", "simulation", "request", "dso", "market", "results", "test", "fpu"}
 _KEYS = {
     "scenario": {"name", "seed", "grid", "buildings", "pv_penetration", "day_types", "slots",
-                 "resolution_min"},
+                 "resolution_min", "warmup_frames"},
     "simulation": {"starter", "package_exchange"},
     "request": {"default_mw", "csv", "window"},
     "dso": {"operating_points", "relinearize_every", "relinearize_threshold_mw", "screening",
@@ -386,6 +391,8 @@ def parse_config(doc: dict, *, source: str = "<dict>", base_dir: Path | None = N
             raise ConfigError(str(exc)) from None
     seed = _get(sc, "scenario", "seed", int, 0)
     _at_least("scenario", "seed", seed, 0)
+    warmup = check_warmup_frames(_get(sc, "scenario", "warmup_frames", int, 0),
+                                 key="[scenario] warmup_frames")
     return ScenarioConfig(
         name=_get(sc, "scenario", "name", str, "scenario"),
         seed=seed,
@@ -395,8 +402,22 @@ def parse_config(doc: dict, *, source: str = "<dict>", base_dir: Path | None = N
         starter=starter, request_default_mw=default_mw, request_by_slot=profile, dso=dso,
         objective=objective, mip_rel_gap=gap,
         plots=_get(rs, "results", "plots", bool, True), extra_load=tuple(extra),
-        fpu=tuple(fpu), source=source, package_exchange=exchange,
+        fpu=tuple(fpu), source=source, package_exchange=exchange, warmup_frames=warmup,
     )
+
+
+#: the largest warm-up accepted (a year of 15-min frames; the warm-up is cut to the first
+#: slot anyway in day-type runs)
+MAX_WARMUP_FRAMES = 366 * 96
+
+
+def check_warmup_frames(value: int, *, key: str) -> int:
+    """``warmup_frames`` (TOML key or ``--warmup-frames``): an int in 0..MAX_WARMUP_FRAMES."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{key}: expected int, got {_show(value)}")
+    if not 0 <= value <= MAX_WARMUP_FRAMES:
+        raise ConfigError(f"{key}: must be in 0..{MAX_WARMUP_FRAMES}, got {value}")
+    return value
 
 
 def load_config(path: str | Path) -> ScenarioConfig:

@@ -1,16 +1,32 @@
-"""Run-folder writing: an in-process mosaik Recorder and the final summary.
+"""Run-folder writing: an in-process mosaik Recorder, the element table, the crash-safe
+table format and its reader, and the final summary.
 
-The Recorder collects every frame's outputs, appends one row per finished frame to
-``timeseries/frames.csv`` (flushed, so a crash leaves the finished frames readable) and
-writes the Parquet tables (``frames``, ``bids``, ``setpoints``, ``voltages``,
-``loadings``, ``predictions`` and the ``all_active_*`` state of the DSO report):
+Tables (``results/README.md`` lists every column; the README is copied into every run
+folder): ``frames`` (one row per recorded frame), ``units`` (one row per flexibility unit
+and frame), ``bids``, ``setpoints``, ``voltages``, ``loadings``, ``predictions`` and the
+``all_active_*`` state of the DSO report. Bus and branch results are LONG tables with the
+integer ``element_id`` of ``elements.parquet`` (:func:`element_table`, the DSO's private map
+from element ids to pandapower indices, buildings, feeders and transformers)::
 
-* while running, in parts: every :data:`PART_FRAMES` finished frames or :data:`PART_S`
-  seconds, ``timeseries/<table>/part-00000.parquet``, ``part-00001.parquet``, ... (written
-  to a hidden temporary name and renamed, so a kill never leaves a broken part); after a
-  kill ``pandas.read_parquet("timeseries/<table>")`` reads the finished parts as one table;
-* at the normal end, one file per table, ``timeseries/<table>.parquet`` (the part folders
-  are then removed).
+    voltages, all_active_voltages:  frame:int64, element_id:int64, vm_pu:float64
+    loadings, all_active_loadings:  frame:int64, element_id:int64, loading_percent:float64
+
+one row per element of the kind (NaN where the power flow gave no value), rows ordered by
+``frame`` then ``element_id``.
+
+Crash safety, per frame: while running every table is an Arrow IPC stream file
+``timeseries/<table>.arrows`` with one record batch per finished frame, written straight to
+the operating system (``pyarrow.OSFile``, no user-space buffer); the frame's row goes into
+``frames.arrows`` and ``timeseries/frames.csv`` (flushed) only after every other table's
+batch of that frame, so a frame listed in ``frames.csv`` has all its rows on disk even
+after SIGKILL. :func:`read_table` reads the complete batches of a stream and ignores a torn
+tail. At the normal end each stream is converted to ``timeseries/<table>.parquet`` in row
+groups (never the whole year in memory) and removed. ``read_table(run_dir, name)`` reads
+either form.
+
+Warm-up: the Recorder gets the run-clock indices of the warm-up frames (param ``warmup``)
+and records nothing for them; the tables' ``frame`` counts the recorded frames only (0, 1,
+...), so a run with and without warm-up has the same frame numbers.
 
 Units that broke the plug-in contract (flagged and neutralised by FPUSim) and set-points
 clipped to a unit's feasible range are listed in ``timeseries/unit_flags.csv`` (``frame,
@@ -18,17 +34,17 @@ unit_id, kind, reason``, ``kind`` = ``flagged`` | ``clipped``, appended and flus
 frame); the frame's ``message`` names the flagged units. A dispatched frame whose AC
 accuracy (voltage or loading MAE) ends above the scenario's tolerance (params
 ``tol_vm_mae_pu``, ``tol_loading_mae_percent``) gets ``above_tolerance = True`` and a
-message; :func:`summarize` counts both.
+message; every frame that is not optimal-and-dispatched says why in ``message``.
 
 Frames are those of the scenario's :class:`~flexcore.district.clock.FrameClock` (param
 ``clock``): each row carries ``frame``, ``day_type``, ``slot`` and a tz-aware ``timestamp``
 (ISO 8601 with ``+01:00`` in the CSV files). Columns ending in ``_mw`` are frame means and
-``cost_eur`` is EUR/h; :func:`summarize` turns them into MWh and EUR with ``clock.frame_h``.
+``cost_eur_per_h`` a rate; :func:`summarize` turns them into MWh and EUR with
+``clock.frame_h``.
 
 Bids and set-points cross the co-simulation by per-run pseudonym (simulators.fpu_sim); the
 Recorder gets the private map pseudonym -> unit (param ``bid_units``), writes it to
-``dso/bid_pseudonyms.json`` and keeps ``unit_id`` in ``bids.parquet`` and the unit-level
-``setpoints.parquet``, so results stay usable per unit.
+``dso/bid_pseudonyms.json`` and keeps ``unit_id`` in ``bids`` and the unit-level tables.
 """
 from __future__ import annotations
 
@@ -36,78 +52,273 @@ import csv
 import logging
 import math
 import os
-import shutil
 import time as _time
 import weakref
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
 
-from flexcore.district.clock import FrameClock
+from flexcore.district.clock import TIMEZONE, FrameClock
+from flexcore.errors import InputFileError
 from flexcore.runs import write_json
 from simulators import FrameSimulator, meta_from_table
 
 FRAME_COLUMNS = (
-    "frame", "day_type", "slot", "status", "dispatched", "request_mw", "delivered_mw", "cost_eur",
-    "operating_point", "rounds", "relinearized", "fix_moved_mw", "points", "build_time_s",
-    "solve_time_s", "dso_time_s",
+    "frame", "day_type", "slot", "status", "dispatched", "request_mw", "delivered_mw",
+    "cost_eur_per_h", "operating_point", "rounds", "relinearized", "fix_moved_mw", "points",
+    "build_time_s", "solve_time_s", "dso_time_s",
     "vm_mae_pu", "vm_rmse_pu", "vm_max_err_pu", "loading_mae_percent", "loading_rmse_percent",
-    "loading_max_err_percent", "ac_converged", "ac_violations", "ac_vm_min_pu", "ac_vm_max_pu",
-    "ac_max_loading_percent", "p_slack_mw", "n_offers", "offered_up_mw", "offered_down_mw",
+    "loading_max_err_percent", "ac_converged", "ac_violations", "vm_min_pu", "vm_max_pu",
+    "loading_max_percent", "p_slack_mw", "n_offers", "offered_up_mw", "offered_down_mw",
     "clipped_units", "flagged_units", "above_tolerance", "message", "wall_time_s", "timestamp",
 )
-#: dtypes of the frames table in the Parquet parts (the same schema in every part)
-_FRAME_KINDS = {
-    "frame": "Int64", "slot": "Int64", "rounds": "Int64", "points": "Int64",
-    "ac_violations": "Int64", "n_offers": "Int64", "clipped_units": "Int64",
-    "flagged_units": "Int64", "dispatched": "boolean", "relinearized": "boolean",
-    "ac_converged": "boolean", "above_tolerance": "boolean", "day_type": "string",
-    "status": "string", "operating_point": "string", "message": "string", "timestamp": None}
-#: fixed dtypes of the other tables' parts (tables not listed: ``frame`` + float columns)
-_TABLE_KINDS = {
-    "bids": {"frame": "int64", "bid_id": "string", "unit_id": "string", "volume_mw": "float64",
-             "price_eur_per_mwh": "float64", "activation_mw": "float64"},
-    "setpoints": {"frame": "int64", "unit_id": "string", "setpoint_mw": "float64"},
-    "predictions": {"frame": "int64", "key": "string", "kind": "string", "element": "string",
-                    "index": "int64", "predicted": "float64", "ac": "float64"},
+_INT, _BOOL, _STR, _F = pa.int64(), pa.bool_(), pa.string(), pa.float64()
+_FRAME_TYPES = {
+    **dict.fromkeys(("frame", "slot", "rounds", "points", "ac_violations", "n_offers",
+                     "clipped_units", "flagged_units"), _INT),
+    **dict.fromkeys(("dispatched", "relinearized", "ac_converged", "above_tolerance"), _BOOL),
+    **dict.fromkeys(("day_type", "status", "operating_point", "message"), _STR),
+    "timestamp": pa.timestamp("ns", tz=TIMEZONE)}
+#: the unit table's fixed columns (then one ``state_<key>`` float column per key of the
+#: units' ``state()`` dicts, fixed by the first recorded frame)
+UNIT_COLUMNS = {"frame": _INT, "unit_id": _STR, "building": _STR, "class": _STR,
+                "baseline_mw": _F, "offered_up_mw": _F, "offered_down_mw": _F,
+                "requested_mw": _F, "applied_mw": _F, "p_mw": _F, "profile_mw": _F,
+                "clipped": _BOOL, "clip_reason": _STR, "flagged": _BOOL}
+_VM = {"frame": _INT, "element_id": _INT, "vm_pu": _F}
+_LD = {"frame": _INT, "element_id": _INT, "loading_percent": _F}
+#: every table of ``timeseries/``: name -> column types (``units``: plus its state columns)
+SCHEMAS: dict[str, dict[str, pa.DataType]] = {
+    "frames": {c: _FRAME_TYPES.get(c, _F) for c in FRAME_COLUMNS},
+    "units": UNIT_COLUMNS,
+    "bids": {"frame": _INT, "bid_id": _STR, "unit_id": _STR, "volume_mw": _F,
+             "price_eur_per_mwh": _F, "activation_mw": _F},
+    "setpoints": {"frame": _INT, "unit_id": _STR, "setpoint_mw": _F},
+    "voltages": _VM, "loadings": _LD,
+    "predictions": {"frame": _INT, "element_id": _INT, "key": _STR, "kind": _STR,
+                    "predicted": _F, "ac": _F},
+    "all_active_voltages": _VM, "all_active_loadings": _LD,
 }
-PART_FRAMES = 16   #: a Parquet part at least every this many finished frames ...
-PART_S = 5.0       #: ... or this many seconds
+TABLES = tuple(SCHEMAS)
+STREAM_SUFFIX = ".arrows"  #: Arrow IPC stream files while running (or after a kill)
+_IPC = ipc.IpcWriteOptions(compression="zstd")
+PARQUET_ROWS = 1 << 20     #: rows per Parquet row group when a stream is converted
 UNIT_FLAG_COLUMNS = ("frame", "unit_id", "kind", "reason")
-#: recorders of this process that have not finished (flushed on an interrupt or a crash)
+#: recorders of this process that have not finished (closed on an interrupt or a crash)
 _OPEN: weakref.WeakSet = weakref.WeakSet()
-#: long format: one row per predicted row key of a dispatched frame (signed loadings)
-PREDICTION_COLUMNS = ("frame", "key", "kind", "element", "index", "predicted", "ac")
 ATTRS_IN = ("clearing", "report", "offers", "accuracy", "Vm[pu]", "loading[%]", "P_slack[MW]",
-            "setpoint[MW]", "clipped", "flagged")
+            "setpoint[MW]", "clipped", "flagged", "units")
 META = meta_from_table({"Recorder": {
     "public": True, "params": ["run_dir", "clock", "progress", "tol_vm_mae_pu",
-                               "tol_loading_mae_percent", "bid_units"],
+                               "tol_loading_mae_percent", "bid_units", "grid", "warmup"],
     "attrs": list(ATTRS_IN)}}, sim_type="event-based")
 log = logging.getLogger("flexcosim.results")
 
 
+# --------------------------------------------------------------------------- elements
+def element_table(grid: str) -> pd.DataFrame:
+    """One row per bus, line and transformer of the co-simulation's grid
+    (``flexcore.grid.district_grid.district_net``), the map behind every ``element_id``:
+
+    ``element_id`` (0.. : buses, then lines, then transformers, each in pandapower index
+    order), ``kind`` (``bus`` / ``line`` / ``trafo``), ``pp_index`` (the pandapower index),
+    ``name``, ``vn_kv`` (buses; a branch: its from / HV side), ``from_element_id`` /
+    ``to_element_id`` (branches: the element ids of their end buses, HV / LV side for
+    transformers), ``buildings`` (list of building ids connected at the bus, or at either
+    end of the branch), ``transformer`` (pandapower index of the transformer supplying the
+    element: the one whose LV side the element's island of lines reaches; a transformer
+    itself; NA upstream of every transformer) and ``feeder`` (pandapower index of the line
+    leaving the transformer's LV busbar towards the element; NA for busbars, transformers
+    and the upstream grid)."""
+    import networkx as nx
+    import pandapower.topology as top
+
+    from flexcore.grid.district_grid import district_net
+
+    net, building_ids = district_net(grid)[:2]
+    at_bus: dict[int, list[str]] = {}
+    for bid, load in zip(building_ids, district_net_loads(net, building_ids)):
+        at_bus.setdefault(int(net.load.at[load, "bus"]), []).append(str(bid))
+    graph = top.create_nxgraph(net, include_trafos=False, include_trafo3ws=False)
+    trafo_of: dict[int, int] = {}
+    feeder_of: dict[int, int] = {}
+    for t, lv in zip(net.trafo.index, net.trafo.lv_bus):
+        lv = int(lv)
+        if lv not in graph or lv in trafo_of:
+            continue
+        for b in nx.node_connected_component(graph, lv):
+            trafo_of.setdefault(int(b), int(t))
+        rest = graph.copy()
+        rest.remove_node(lv)
+        for _, nb, key in graph.edges(lv, keys=True):
+            if key[0] != "line" or nb in feeder_of:
+                continue
+            for b in nx.node_connected_component(rest, nb):
+                feeder_of.setdefault(int(b), int(key[1]))
+    bus_id = {int(b): k for k, b in enumerate(net.bus.index)}
+    rows = [{"kind": "bus", "pp_index": int(b), "name": str(net.bus.at[b, "name"]),
+             "vn_kv": float(net.bus.at[b, "vn_kv"]), "from_element_id": pd.NA,
+             "to_element_id": pd.NA, "buildings": at_bus.get(int(b), []),
+             "transformer": trafo_of.get(int(b), pd.NA), "feeder": feeder_of.get(int(b), pd.NA)}
+            for b in net.bus.index]
+    for kind, a, z in (("line", "from_bus", "to_bus"), ("trafo", "hv_bus", "lv_bus")):
+        for i, fb, tb in zip(net[kind].index, net[kind][a], net[kind][z]):
+            fb, tb = int(fb), int(tb)
+            if kind == "trafo":
+                trafo, feeder = int(i), pd.NA
+            else:
+                trafo = trafo_of.get(fb, trafo_of.get(tb, pd.NA))
+                feeder = feeder_of.get(tb, feeder_of.get(fb, pd.NA))
+            rows.append({"kind": kind, "pp_index": int(i), "name": str(net[kind].at[i, "name"]),
+                         "vn_kv": float(net.bus.at[fb, "vn_kv"]),
+                         "from_element_id": bus_id[fb], "to_element_id": bus_id[tb],
+                         "buildings": at_bus.get(fb, []) + at_bus.get(tb, []),
+                         "transformer": trafo, "feeder": feeder})
+    df = pd.DataFrame(rows)
+    df.insert(0, "element_id", np.arange(len(df), dtype=np.int64))
+    return df.astype({"from_element_id": "Int64", "to_element_id": "Int64",
+                      "transformer": "Int64", "feeder": "Int64"})
+
+
+def district_net_loads(net, building_ids) -> list[int]:
+    """The load index of each building of ``district_net`` (its load is named by the id)."""
+    by_name = {str(n): int(i) for i, n in zip(net.load.index, net.load["name"])
+               if net.load.at[i, "in_service"]}
+    return [by_name[str(b)] for b in building_ids]
+
+
+def element_keys(elements: pd.DataFrame) -> tuple[dict[str, int], dict[str, int]]:
+    """The GridSim output keys -> element id: buses (``str(bus index)``) and branches
+    (``"line:<i>"`` / ``"trafo:<i>"``, simulators.grid_sim)."""
+    bus, branch = {}, {}
+    for eid, kind, i in zip(elements["element_id"], elements["kind"], elements["pp_index"]):
+        if kind == "bus":
+            bus[str(i)] = int(eid)
+        else:
+            branch[f"{kind}:{i}"] = int(eid)
+    return bus, branch
+
+
+# --------------------------------------------------------------------------- storage
+class _Stream:
+    """One table being written: an Arrow IPC stream file, one record batch per frame,
+    each batch handed to the operating system at once (``pyarrow.OSFile`` is unbuffered)."""
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self.path, self.schema = path, schema
+        self._sink = pa.OSFile(str(path), "wb")
+        self._writer = ipc.new_stream(self._sink, schema, options=_IPC)
+
+    def write(self, columns: dict) -> None:
+        self._writer.write_batch(pa.RecordBatch.from_pydict(columns, schema=self.schema))
+
+    def close(self) -> None:
+        if not self._sink.closed:
+            self._writer.close()
+            self._sink.close()
+
+
+def _stream_batches(path: Path):
+    """(schema, complete record batches) of a stream file; a torn tail (a batch cut off by a
+    kill) ends the iteration quietly. ``(None, [])`` if not even the schema is complete."""
+    with pa.OSFile(str(path), "rb") as src:
+        data = src.read()
+    try:
+        reader = ipc.open_stream(pa.BufferReader(data))
+    except (pa.ArrowInvalid, OSError):
+        return None, []
+    batches = []
+    while True:
+        try:
+            batches.append(reader.read_next_batch())
+        except StopIteration:
+            break
+        except (pa.ArrowInvalid, OSError):  # the batch a kill cut off
+            break
+    return reader.schema, batches
+
+
+def _stream_to_parquet(src: Path, dst: Path, schema: pa.Schema) -> None:
+    """Convert a stream file into a Parquet file in row groups of :data:`PARQUET_ROWS`
+    (through a temporary name, then renamed)."""
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    with pa.OSFile(str(src), "rb") as f, pq.ParquetWriter(str(tmp), schema) as out:
+        reader = ipc.open_stream(f)
+        buf, n = [], 0
+        for batch in reader:
+            buf.append(batch)
+            n += batch.num_rows
+            if n >= PARQUET_ROWS:
+                out.write_table(pa.Table.from_batches(buf, schema=schema))
+                buf, n = [], 0
+        if buf:
+            out.write_table(pa.Table.from_batches(buf, schema=schema))
+    os.replace(tmp, dst)
+
+
+def read_table(run_dir: str | Path, name: str) -> pd.DataFrame:
+    """A table of a run folder as a DataFrame, for finished and for killed runs.
+
+    ``name``: one of :data:`TABLES` (``frames``, ``units``, ``bids``, ``setpoints``,
+    ``voltages``, ``loadings``, ``predictions``, ``all_active_voltages``,
+    ``all_active_loadings``) or ``elements``. A finished run is read from
+    ``timeseries/<name>.parquet``; a killed or interrupted one from
+    ``timeseries/<name>.arrows`` (its complete record batches, restricted to the frames of
+    the frames stream, so every table holds the same finished frames). InputFileError if
+    the run folder has no such table."""
+    run_dir = Path(run_dir)
+    if name == "elements":
+        path = run_dir / "elements.parquet"
+        if not path.is_file():
+            raise InputFileError(f"{run_dir}: no elements.parquet")
+        return pd.read_parquet(path)
+    if name not in SCHEMAS:
+        raise ValueError(f"unknown table {name!r}; tables: {['elements', *TABLES]}")
+    ts = run_dir / "timeseries"
+    if (ts / f"{name}.parquet").is_file():
+        return pd.read_parquet(ts / f"{name}.parquet")
+    stream = ts / f"{name}{STREAM_SUFFIX}"
+    if not stream.is_file():
+        if (ts / name).is_dir():  # run folders of earlier versions: Parquet parts
+            return pd.read_parquet(ts / name)
+        raise InputFileError(f"{run_dir}: no table {name!r} (timeseries/{name}.parquet or "
+                             f"{name}{STREAM_SUFFIX})")
+    schema, batches = _stream_batches(stream)
+    if schema is None:
+        schema = _schema(name, ())
+    df = pa.Table.from_batches(batches, schema=schema).to_pandas()
+    if name != "frames" and (ts / f"frames{STREAM_SUFFIX}").is_file():
+        _, fb = _stream_batches(ts / f"frames{STREAM_SUFFIX}")
+        done = {int(x) for b in fb for x in b.column(0).to_pylist()}
+        df = df[df["frame"].isin(done)].reset_index(drop=True)
+    return df
+
+
+def _schema(name: str, state_keys) -> pa.Schema:
+    cols = dict(SCHEMAS[name])
+    if name == "units":
+        cols |= {f"state_{k}": _F for k in state_keys}
+    return pa.schema(list(cols.items()))
+
+
+# --------------------------------------------------------------------------- recorder
 class Recorder(FrameSimulator):
     def __init__(self) -> None:
         super().__init__(META)
         self._pending: dict[int, dict] = {}
-        self.rows: list[dict] = []
-        self.bids: list[dict] = []
-        self.setpoints: list[dict] = []
-        self.vm: list[dict] = []
-        self.ld: list[dict] = []
-        self.predictions: list[dict] = []
-        self.all_active_vm: list[dict] = []
-        self.all_active_ld: list[dict] = []
+        self._streams: dict[str, _Stream] = {}
+        self._state_keys: tuple[str, ...] | None = None
         self._keymap = None
-        self._written: dict[str, int] = {}   # table -> rows already in parts
-        self._parts: dict[str, int] = {}     # table -> parts written
-        self._part_cols: dict[str, list[str]] = {}
-        self._t_part = _time.perf_counter()
+        self.n_recorded = 0
 
     def create(self, num, model, *, run_dir: str, clock: dict, progress: bool = False,
                tol_vm_mae_pu: float = math.inf, tol_loading_mae_percent: float = math.inf,
-               bid_units: dict[str, dict] | None = None):
+               bid_units: dict[str, dict] | None = None, grid: str | None = None,
+               warmup: list[int] | None = None):
         self.run_dir = Path(run_dir)
         self._units = dict(bid_units or {})
         if self._units:
@@ -115,8 +326,21 @@ class Recorder(FrameSimulator):
         self.dir = self.run_dir / "timeseries"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.clock = FrameClock.of(clock)
+        skip = {int(k) for k in (warmup or ())}
+        self._frame_no = {k: r for r, k in enumerate(
+            k for k in range(len(self.clock)) if k not in skip)}
         self.tol_vm_mae_pu = float(tol_vm_mae_pu)
         self.tol_loading_mae_percent = float(tol_loading_mae_percent)
+        self._elements = None
+        if grid is not None:
+            self._elements = element_table(grid)
+            self._elements.to_parquet(self.run_dir / "elements.parquet", index=False)
+            self._bus_pos, self._branch_pos = element_keys(self._elements)
+            kinds = self._elements["kind"].to_numpy()
+            self._bus_ids = self._elements["element_id"].to_numpy()[kinds == "bus"]
+            self._branch_ids = self._elements["element_id"].to_numpy()[kinds != "bus"]
+            first_branch = int(self._branch_ids[0]) if len(self._branch_ids) else 0
+            self._branch_pos = {k: e - first_branch for k, e in self._branch_pos.items()}
         self._csv = (self.dir / "frames.csv").open("w", newline="")
         self._writer = csv.DictWriter(self._csv, FRAME_COLUMNS, extrasaction="ignore")
         self._writer.writeheader()
@@ -132,6 +356,7 @@ class Recorder(FrameSimulator):
 
             self._bar = tqdm(total=len(self.clock), unit="frame", desc="frames")
         self._t_last = _time.perf_counter()
+        self.write_time_s = 0.0   # time spent in _flush (recording overhead), for benchmarks
         return [{"eid": "Recorder", "type": model}]
 
     def step(self, time, inputs, max_advance):
@@ -143,66 +368,119 @@ class Recorder(FrameSimulator):
                 rec[attr] = v
         return None
 
+    # ------------------------------------------------------------------ one frame
+    def _write(self, name: str, columns: dict) -> None:
+        stream = self._streams.get(name)
+        if stream is None:
+            keys = self._state_keys or ()
+            stream = self._streams[name] = _Stream(self.dir / f"{name}{STREAM_SUFFIX}",
+                                                   _schema(name, keys))
+        stream.write(columns)
+
     def _flush(self, time: int) -> None:
         rec = self._pending.pop(time)
+        t_in = _time.perf_counter()
         k = self.clock.index_at(time)
+        if self._bar is not None:
+            self._bar.update(1)
+        if k not in self._frame_no:  # a warm-up frame: computed, not recorded
+            self._t_last = _time.perf_counter()
+            return
+        n = self._frame_no[k]
         frame = self.clock.frames[k]
         c, r, a = rec.get("clearing", {}), rec.get("report", {}), rec.get("accuracy", {})
         offers = rec.get("offers", [])
         act = c.get("activation_mw", {})
-        now = _time.perf_counter()
         flagged, clipped = rec.get("flagged", {}), rec.get("clipped", {})
         above = self._above_tolerance(c, a)
-        notes = [m for m in (c.get("message") or r.get("message", ""), above) if m]
-        if flagged:
-            shown = "; ".join(f"{u} ({why})" for u, why in sorted(flagged.items())[:3])
-            more = f" and {len(flagged) - 3} more" if len(flagged) > 3 else ""
-            notes.append(f"{len(flagged)} unit(s) flagged and kept at baseline: {shown}{more}")
-        row = {"frame": k, "day_type": frame.day_type, "slot": frame.slot,
-               "timestamp": frame.timestamp,
-               **{x: c.get(x) for x in ("status", "dispatched", "request_mw", "delivered_mw",
-                                         "cost_eur", "operating_point", "rounds",
-                                         "build_time_s", "solve_time_s")},
-               "message": "; ".join(notes), "above_tolerance": bool(above),
-               **{x: r.get(x) for x in ("relinearized", "fix_moved_mw", "points", "dso_time_s")},
-               **a, "p_slack_mw": rec.get("P_slack[MW]", math.nan), "n_offers": len(offers),
-               "offered_up_mw": sum(o["volume_mw"] for o in offers if o["volume_mw"] > 0),
-               "offered_down_mw": sum(o["volume_mw"] for o in offers if o["volume_mw"] < 0),
-               "clipped_units": len(clipped), "flagged_units": len(flagged),
-               "wall_time_s": now - self._t_last}
-        self._t_last = now
-        self.rows.append(row)
-        self._writer.writerow(row | {"timestamp": frame.timestamp.isoformat()})
-        self._csv.flush()
-        for kind, units in (("flagged", flagged), ("clipped", clipped)):
-            self._flags.writerows([k, u, kind, why] for u, why in sorted(units.items()))
-        self._flags_csv.flush()
         unit = self._unit_of
-        self.bids += [{"frame": k, "bid_id": o["bid_id"], "unit_id": unit(o["bid_id"]),
-                       "volume_mw": o["volume_mw"], "price_eur_per_mwh": o["price_eur_per_mwh"],
-                       "activation_mw": act.get(o["bid_id"], 0.0)} for o in offers]
+        # every other table first, the frame's row last (frames.arrows, then frames.csv)
+        self._write("bids", {
+            "frame": [n] * len(offers), "bid_id": [o["bid_id"] for o in offers],
+            "unit_id": [unit(o["bid_id"]) for o in offers],
+            "volume_mw": [o["volume_mw"] for o in offers],
+            "price_eur_per_mwh": [o["price_eur_per_mwh"] for o in offers],
+            "activation_mw": [act.get(o["bid_id"], 0.0) for o in offers]})
         per_unit: dict[str, float] = {}  # the sum of each unit's bids, as FPUSim dispatches
         for b, x in rec.get("setpoint[MW]", {}).items():
             per_unit[unit(b)] = per_unit.get(unit(b), 0.0) + x
-        self.setpoints += [{"frame": k, "unit_id": u, "setpoint_mw": x}
-                           for u, x in per_unit.items()]
+        self._write("setpoints", {"frame": [n] * len(per_unit), "unit_id": list(per_unit),
+                                  "setpoint_mw": list(per_unit.values())})
+        if "units" in rec:
+            self._write_units(n, rec["units"])
         vm, ld = rec.get("Vm[pu]", {}), rec.get("loading[%]", {})
-        self.vm.append({"frame": k, **vm})
-        self.ld.append({"frame": k, **ld})
+        extremes = self._write_state(n, vm, ld, "")
         # format 2: the TSO's clearing has no predictions, the DSO report carries its own
         pv = c.get("predicted_vm_pu") or r.get("predicted_vm_pu") or {}
         pl = c.get("predicted_loading_percent") or r.get("predicted_loading_percent") or {}
         if c.get("dispatched") and (pv or pl):
-            self.predictions += self._prediction_rows(k, pv, pl, vm, ld)
+            self._write("predictions", self._prediction_columns(n, pv, pl, vm, ld))
         aa = r.get("all_active")
         if aa:  # AC state with every bid in the request's direction active (DSO report)
-            self.all_active_vm.append({"frame": k, **aa.get("Vm[pu]", {})})
-            self.all_active_ld.append({"frame": k, **aa.get("loading[%]", {})})
-        if self._bar is not None:
-            self._bar.update(1)
-        since = len(self.rows) - self._written.get("frames", 0)
-        if since >= PART_FRAMES or (since and _time.perf_counter() - self._t_part >= PART_S):
-            self.write_parts()
+            self._write_state(n, aa.get("Vm[pu]", {}), aa.get("loading[%]", {}), "all_active_")
+        row = {"frame": n, "day_type": frame.day_type, "slot": frame.slot,
+               "timestamp": frame.timestamp,
+               **{x: c.get(x) for x in ("status", "dispatched", "request_mw", "delivered_mw",
+                                         "operating_point", "rounds", "build_time_s",
+                                         "solve_time_s")},
+               "cost_eur_per_h": c.get("cost_eur"),
+               "message": frame_message(c, r, a, above=above, flagged=flagged),
+               "above_tolerance": bool(above),
+               **{x: r.get(x) for x in ("relinearized", "fix_moved_mw", "points", "dso_time_s")},
+               **a, **extremes, "p_slack_mw": rec.get("P_slack[MW]", math.nan),
+               "n_offers": len(offers),
+               "offered_up_mw": sum(o["volume_mw"] for o in offers if o["volume_mw"] > 0),
+               "offered_down_mw": sum(o["volume_mw"] for o in offers if o["volume_mw"] < 0),
+               "clipped_units": len(clipped), "flagged_units": len(flagged)}
+        now = _time.perf_counter()
+        row["wall_time_s"] = now - self._t_last
+        self._t_last = now
+        self._write("frames", {col: [row.get(col)] for col in FRAME_COLUMNS})
+        for kind, units in (("flagged", flagged), ("clipped", clipped)):
+            self._flags.writerows([n, u, kind, why] for u, why in sorted(units.items()))
+        self._flags_csv.flush()
+        self._writer.writerow(row | {"timestamp": frame.timestamp.isoformat()})
+        self._csv.flush()
+        self.n_recorded += 1
+        self.write_time_s += _time.perf_counter() - t_in
+
+    def _write_units(self, n: int, units: dict) -> None:
+        """The fleet's per-unit record of the frame (simulators.fpu_sim ``units``: columns
+        of equal length, ``state``: key -> values) as one batch of the unit table."""
+        state = units.get("state", {})
+        if self._state_keys is None:  # the first recorded frame fixes the state columns
+            self._state_keys = tuple(sorted(state))
+        extra = sorted(set(state) - set(self._state_keys))
+        if extra and not getattr(self, "_warned_state", False):
+            log.warning("unit state key(s) %s appeared after the first frame: not recorded",
+                        extra)
+            self._warned_state = True
+        m = len(units.get("unit_id", ()))
+        cols = {c: units.get(c, [None] * m) for c in UNIT_COLUMNS if c != "frame"}
+        cols["frame"] = [n] * m
+        for key in self._state_keys:
+            cols[f"state_{key}"] = state.get(key, [None] * m)
+        self._write("units", cols)
+
+    def _write_state(self, n: int, vm: dict, ld: dict, prefix: str) -> dict:
+        """A frame's AC state (GridSim keys) as the long voltage / loading tables, one row
+        per element (NaN where there is no value); returns the frame's extremes."""
+        if self._elements is None:
+            return {}
+        v = np.full(len(self._bus_ids), np.nan)
+        for key, x in vm.items():
+            v[self._bus_pos[key]] = x
+        lp = np.full(len(self._branch_ids), np.nan)
+        for key, x in ld.items():
+            lp[self._branch_pos[key]] = x
+        self._write(f"{prefix}voltages", {"frame": np.full(len(v), n), "element_id":
+                                          self._bus_ids, "vm_pu": v})
+        self._write(f"{prefix}loadings", {"frame": np.full(len(lp), n), "element_id":
+                                          self._branch_ids, "loading_percent": lp})
+        ok_v, ok_l = v[np.isfinite(v)], np.abs(lp[np.isfinite(lp)])
+        return {"vm_min_pu": float(ok_v.min()) if len(ok_v) else math.nan,
+                "vm_max_pu": float(ok_v.max()) if len(ok_v) else math.nan,
+                "loading_max_percent": float(ok_l.max()) if len(ok_l) else math.nan}
 
     def _above_tolerance(self, c: dict, a: dict) -> str:
         """Message if a dispatched frame's AC accuracy ends above the tolerance, else ""."""
@@ -217,109 +495,113 @@ class Recorder(FrameSimulator):
                            f"tolerance {tol:.2e}")
         return ("dispatched above the accuracy tolerance: " + ", ".join(out)) if out else ""
 
-    def _tables(self) -> dict[str, list[dict]]:
-        return {"frames": self.rows, "bids": self.bids, "setpoints": self.setpoints,
-                "voltages": self.vm, "loadings": self.ld, "predictions": self.predictions,
-                "all_active_voltages": self.all_active_vm,
-                "all_active_loadings": self.all_active_ld}
-
-    def _typed(self, name: str, rows: list[dict]) -> pd.DataFrame:
-        """The rows as a DataFrame with the same columns and dtypes in every part."""
-        df = pd.DataFrame(rows)
-        if name == "frames":
-            df = df.reindex(columns=list(FRAME_COLUMNS))
-            kinds = {c: _FRAME_KINDS.get(c, "float64") for c in FRAME_COLUMNS}
-        elif name in _TABLE_KINDS:
-            kinds = _TABLE_KINDS[name]
-            df = df.reindex(columns=list(kinds))
-        else:
-            cols = self._part_cols.setdefault(name, ["frame"] + sorted(
-                (c for c in df.columns if c != "frame"), key=str))
-            df = df.reindex(columns=cols)
-            kinds = {c: "int64" if c == "frame" else "float64" for c in cols}
-        return df.astype({c: k for c, k in kinds.items() if k is not None})
-
-    def write_parts(self) -> None:
-        """Write the finished frames not yet in a part (every table), atomically."""
-        for name, rows in self._tables().items():
-            start = self._written.get(name, 0)
-            if len(rows) <= start:
-                continue
-            folder = self.dir / name
-            folder.mkdir(exist_ok=True)
-            n = self._parts.get(name, 0)
-            tmp = folder / f".part-{n:05d}.parquet.tmp"   # hidden: datasets skip it
-            self._typed(name, rows[start:]).to_parquet(tmp, index=False)
-            os.replace(tmp, folder / f"part-{n:05d}.parquet")
-            self._parts[name], self._written[name] = n + 1, len(rows)
-        self._t_part = _time.perf_counter()
-
-    def close_on_error(self) -> None:
-        """After an interrupt or a crash: finished frames into parts, files closed; the
-        ``finalize`` that mosaik's shutdown calls next then writes nothing."""
-        _OPEN.discard(self)
-        self._closed = True
-        self.write_parts()
-        self._csv.close()
-        self._flags_csv.close()
-        if self._bar is not None:
-            self._bar.close()
-
     def _unit_of(self, bid: str) -> str:
         """The unit behind a bid pseudonym (the pseudonym itself without a map)."""
         entry = self._units.get(bid)
         return str(entry["unit_id"]) if entry else bid
 
-    def _prediction_rows(self, k: int, pv: dict, pl: dict, vm: dict, ld: dict) -> list[dict]:
+    def _prediction_columns(self, n: int, pv: dict, pl: dict, vm: dict, ld: dict) -> dict:
         """The TSO's predictions next to the AC result, keys mapped through the DSO's
-        KeyMap (``dso/KEYMAP.json``, written at the DSO agent's create, loaded once here)."""
+        KeyMap (``dso/KEYMAP.json``, written at the DSO agent's create, loaded once here)
+        to element ids; rows ordered by element id."""
         if self._keymap is None:
             from flexcore.dso.linearizer import KeyMap
 
             self._keymap = KeyMap.load(self.run_dir / "dso" / "KEYMAP.json")
         km, nan = self._keymap, math.nan
+        bus_id = self._bus_id_of
         rows = []
         for key, x in pv.items():
-            b = km.vm_pu[key]
-            rows.append({"frame": k, "key": key, "kind": "vm_pu", "element": "bus", "index": b,
-                         "predicted": x, "ac": vm.get(str(b), nan)})
+            b = str(km.vm_pu[key])
+            rows.append((bus_id(b), key, "vm_pu", x, vm.get(b, nan)))
         for key, x in pl.items():
             e, i = km.loading_percent[key]
-            rows.append({"frame": k, "key": key, "kind": "loading_percent", "element": e,
-                         "index": i, "predicted": x, "ac": ld.get(f"{e}:{i}", nan)})
-        return rows
+            br = f"{e}:{i}"
+            rows.append((self._branch_id_of(br), key, "loading_percent", x, ld.get(br, nan)))
+        rows.sort(key=lambda t: t[0])
+        return {"frame": [n] * len(rows), "element_id": [t[0] for t in rows],
+                "key": [t[1] for t in rows], "kind": [t[2] for t in rows],
+                "predicted": [t[3] for t in rows], "ac": [t[4] for t in rows]}
 
-    def finalize(self) -> None:
-        if getattr(self, "_closed", False):
-            return
+    def _bus_id_of(self, key: str) -> int:
+        return int(self._bus_ids[self._bus_pos[key]])
+
+    def _branch_id_of(self, key: str) -> int:
+        return int(self._branch_ids[self._branch_pos[key]])
+
+    # ------------------------------------------------------------------ the end
+    def _close_files(self) -> None:
         _OPEN.discard(self)
-        for t in sorted(self._pending):
-            self._flush(t)
+        self._closed = True
+        for s in self._streams.values():
+            s.close()
         self._csv.close()
         self._flags_csv.close()
         if self._bar is not None:
             self._bar.close()
-        frames = pd.DataFrame(self.rows, columns=list(FRAME_COLUMNS))
-        frames.to_parquet(self.dir / "frames.parquet", index=False)
-        pd.DataFrame(self.bids).to_parquet(self.dir / "bids.parquet", index=False)
-        pd.DataFrame(self.setpoints, columns=["frame", "unit_id", "setpoint_mw"]).to_parquet(
-            self.dir / "setpoints.parquet", index=False)
-        pd.DataFrame(self.vm).to_parquet(self.dir / "voltages.parquet", index=False)
-        pd.DataFrame(self.ld).to_parquet(self.dir / "loadings.parquet", index=False)
-        pred = pd.DataFrame(self.predictions, columns=list(PREDICTION_COLUMNS))
-        pred = pred.astype({"frame": "int64", "index": "int64", "predicted": "float64",
-                            "ac": "float64"})
-        pred.to_parquet(self.dir / "predictions.parquet", index=False)
-        for name, rows in (("voltages", self.all_active_vm), ("loadings", self.all_active_ld)):
-            df = pd.DataFrame(rows) if rows else pd.DataFrame({"frame": pd.Series(dtype="int64")})
-            df.to_parquet(self.dir / f"all_active_{name}.parquet", index=False)
-        for name in self._tables():  # the whole tables are written: parts no longer needed
-            shutil.rmtree(self.dir / name, ignore_errors=True)
+
+    def close_on_error(self) -> None:
+        """After an interrupt or a crash: the streams closed as they are (every finished
+        frame is in them; :func:`read_table` reads them); the ``finalize`` that mosaik's
+        shutdown calls next then writes nothing."""
+        self._close_files()
+
+    def finalize(self) -> None:
+        """The normal end: every stream converted to ``timeseries/<table>.parquet`` (tables
+        without rows as empty Parquet files with their columns), the streams removed."""
+        if getattr(self, "_closed", False):
+            return
+        for t in sorted(self._pending):
+            self._flush(t)
+        self._close_files()
+        for name in TABLES:
+            stream = self._streams.get(name)
+            dst = self.dir / f"{name}.parquet"
+            if stream is None:
+                pq.write_table(_schema(name, self._state_keys or ()).empty_table(), dst)
+                continue
+            _stream_to_parquet(stream.path, dst, stream.schema)
+            stream.path.unlink()
+
+
+def frame_message(c: dict, r: dict, a: dict, *, above: str = "", flagged: dict | None = None
+                  ) -> str:
+    """Why a frame is what it is: non-empty for every frame that is not optimal and
+    dispatched (no clearing record, no request, unsafe after N rounds, infeasible, ...),
+    plus notes that apply to any frame (accuracy above tolerance, flagged units, AC power
+    flow not converged, the DSO's or the clearing's own message)."""
+    status, dispatched = c.get("status"), bool(c.get("dispatched"))
+    request = c.get("request_mw")
+    own = c.get("message") or r.get("message", "")
+    notes = []
+    if not c:
+        notes.append("no clearing record for this frame")
+    elif status == "optimal" and dispatched:
+        if request is not None and float(request) == 0.0 and not own:
+            notes.append("no request")
+    elif status == "unsafe":
+        what = "dispatched anyway (dispatch_unsafe)" if dispatched else "not dispatched"
+        notes.append(f"unsafe in AC after {c.get('rounds', 0)} refinement round(s): {what}")
+    elif request is not None and float(request) == 0.0 and status == "optimal":
+        notes.append("no request")
+    else:
+        notes.append(f"{status}: not dispatched" if not dispatched else f"{status}: dispatched")
+    if own:
+        notes.append(own)
+    if above:
+        notes.append(above)
+    if a and a.get("ac_converged") is False:
+        notes.append("AC power flow did not converge")
+    if flagged:
+        shown = "; ".join(f"{u} ({why})" for u, why in sorted(flagged.items())[:3])
+        more = f" and {len(flagged) - 3} more" if len(flagged) > 3 else ""
+        notes.append(f"{len(flagged)} unit(s) flagged and kept at baseline: {shown}{more}")
+    return "; ".join(notes)
 
 
 def close_open_recorders() -> None:
-    """Write the finished frames of every unfinished Recorder of this process into Parquet
-    parts (the runner calls it when a run is interrupted or crashes)."""
+    """Close every unfinished Recorder of this process (the runner calls it when a run is
+    interrupted or crashes): the finished frames stay readable with :func:`read_table`."""
     for rec in list(_OPEN):
         rec.close_on_error()
 
@@ -362,7 +644,7 @@ def summarize(frames: pd.DataFrame, *, wall_time_s: float, frame_h: float,
         "requested_down_mwh": float(req.clip(upper=0).abs().sum() * frame_h),
         "delivered_up_mwh": float(dlv.clip(lower=0).sum() * frame_h),
         "delivered_down_mwh": float(dlv.clip(upper=0).abs().sum() * frame_h),
-        "cost_eur": float(frames["cost_eur"].fillna(0).sum() * frame_h),
+        "cost_eur": float(frames["cost_eur_per_h"].fillna(0).sum() * frame_h),
         "vm_mae_pu": stats("vm_mae_pu"),
         "loading_mae_percent": stats("loading_mae_percent"),
         "frames_above_tolerance": count("above_tolerance"),
@@ -399,6 +681,7 @@ def summary_text(s: dict) -> str:
                                               f"{s.get('flagged_frames', 0)}"),
         ("units clipped / unit-frames", f"{s.get('clipped_units', 0)} / "
                                         f"{s.get('clipped_unit_frames', 0)}"),
+        ("warm-up frames (run, not recorded)", str(s.get("warmup_frames", 0))),
         ("wall time", f"{s['wall_time_s']:.1f} s ({s['frames_per_s']:.2f} frames/s)"),
     ]
     rows[-1:-1] = [("  flagged", x) for x in s.get("flagged_examples", [])]
@@ -447,7 +730,7 @@ def write_plots(run_dir: Path, frames: pd.DataFrame, cfg) -> list[Path]:
     axes[1].semilogy(frames["frame"], frames["vm_mae_pu"], ".", label="voltage MAE (p.u.)")
     axes[1].semilogy(frames["frame"], frames["loading_mae_percent"], ".", label="loading MAE (%)")
     axes[1].legend()
-    axes[2].plot(frames["frame"], frames["cost_eur"], ".")
+    axes[2].plot(frames["frame"], frames["cost_eur_per_h"], ".")
     axes[2].set_ylabel("cost (EUR/h)")
     axes[2].set_xlabel("frame")
     fig.tight_layout()
@@ -458,16 +741,26 @@ def write_plots(run_dir: Path, frames: pd.DataFrame, cfg) -> list[Path]:
             + critical_frame_plots(run_dir, frames, cfg))
 
 
-def _set_state(net, vm: pd.Series, ld: pd.Series) -> None:
-    """Put a stored AC state (a row of voltages / signed loadings, keyed like the GridSim
-    outputs) into ``net.res_*`` for :func:`flexcore.plotting.plot_grid` (magnitudes)."""
-    vm, ld = vm.astype(float), ld.astype(float).abs()
-    net.res_bus = pd.DataFrame({"vm_pu": vm.reindex([str(b) for b in net.bus.index]).to_numpy()},
+def element_values(table: pd.DataFrame, frame: int, elements: pd.DataFrame) -> pd.DataFrame:
+    """One frame of a long voltage / loading table joined with the element table: columns
+    ``element_id``, the table's value column, ``kind`` and ``pp_index``."""
+    rows = table[table["frame"] == frame].drop(columns="frame")
+    return rows.merge(elements[["element_id", "kind", "pp_index"]], on="element_id",
+                      how="left", validate="one_to_one")
+
+
+def _set_state(net, vm: pd.DataFrame, ld: pd.DataFrame) -> None:
+    """Put a stored AC state (one frame of the long voltage / loading tables joined with
+    the element table, :func:`element_values`) into ``net.res_*`` for
+    :func:`flexcore.study.plotting.plot_grid` (loading magnitudes)."""
+    bus = vm.set_index("pp_index")["vm_pu"].astype(float)
+    net.res_bus = pd.DataFrame({"vm_pu": bus.reindex(net.bus.index).to_numpy()},
                                index=net.bus.index)
     for e in ("line", "trafo"):
         idx = net[e].index
-        net[f"res_{e}"] = pd.DataFrame(
-            {"loading_percent": ld.reindex([f"{e}:{i}" for i in idx]).to_numpy()}, index=idx)
+        x = ld[ld["kind"] == e].set_index("pp_index")["loading_percent"].astype(float).abs()
+        net[f"res_{e}"] = pd.DataFrame({"loading_percent": x.reindex(idx).to_numpy()},
+                                       index=idx)
 
 
 def grid_state_plots(run_dir: Path, frames: pd.DataFrame, *, grid: str) -> list[Path]:
@@ -476,22 +769,22 @@ def grid_state_plots(run_dir: Path, frames: pd.DataFrame, *, grid: str) -> list[
     from flexcore.grid.grids import load_grid
     from flexcore.study.plotting import plot_grid
 
-    ts = Path(run_dir) / "timeseries"
-    vm = pd.read_parquet(ts / "voltages.parquet").set_index("frame")
-    ld = pd.read_parquet(ts / "loadings.parquet").set_index("frame")
+    vm, ld = read_table(run_dir, "voltages"), read_table(run_dir, "loadings")
+    elements = read_table(run_dir, "elements")
     net = load_grid(grid)
     picks = {}
-    if len(ld):
-        picks["max_loading"] = int(ld.abs().max(axis=1).idxmax())
+    if ld["loading_percent"].notna().any():
+        picks["max_loading"] = int(ld.loc[ld["loading_percent"].abs().idxmax(), "frame"])
     done = frames[frames["dispatched"].eq(True) & (frames["request_mw"].abs() > 0)]
     if len(done):
         picks["largest_request"] = int(done.loc[done["request_mw"].abs().idxmax(), "frame"])
     paths = []
     for name, frame in picks.items():
-        if frame not in vm.index or frame not in ld.index:
+        v, lp = element_values(vm, frame, elements), element_values(ld, frame, elements)
+        if v.empty or lp.empty:
             continue
         row = frames.loc[frames["frame"] == frame].iloc[0]
-        _set_state(net, vm.loc[frame], ld.loc[frame])
+        _set_state(net, v, lp)
         title = (f"frame {frame} ({row['day_type']}, slot {row['slot']}): request "
                  f"{row['request_mw']:g} MW, {row['status']}")
         paths.append(plot_grid(net, Path(run_dir) / "plots" / f"grid_{name}.png", title=title))
@@ -527,7 +820,7 @@ def critical_frame_plots(run_dir: Path, frames: pd.DataFrame, cfg, *, n: int = 2
     from flexcore.study.plotting import plot_grid, plot_pf_vs_prediction
 
     run_dir = Path(run_dir)
-    ts, out = run_dir / "timeseries", run_dir / "plots"
+    out = run_dir / "plots"
     frame = critical_frame(frames)
     if frame is None:
         log.warning("Figures 5-8 skipped: no frame has a balancing request")
@@ -540,35 +833,40 @@ def critical_frame_plots(run_dir: Path, frames: pd.DataFrame, cfg, *, n: int = 2
     paths = []
 
     def read(name: str) -> pd.DataFrame | None:
-        path = ts / name
-        return pd.read_parquet(path).set_index("frame") if path.is_file() else None
+        try:
+            return read_table(run_dir, name)
+        except InputFileError:
+            return None
 
+    elements = read_table(run_dir, "elements")
     net = load_grid(cfg.grid)
-    states = {"fig5_all_active": ("Figure 5: all flexibility active", "all_active_voltages.parquet",
-                                  "all_active_loadings.parquet"),
+    states = {"fig5_all_active": ("Figure 5: all flexibility active", "all_active_voltages",
+                                  "all_active_loadings"),
               "fig6_after_clearing": (f"Figure 6: after clearing ({row['status']}, delivered "
-                                      f"{_num(row['delivered_mw'])} MW)", "voltages.parquet",
-                                      "loadings.parquet")}
+                                      f"{_num(row['delivered_mw'])} MW)", "voltages",
+                                      "loadings")}
     for name, (head, f_vm, f_ld) in states.items():
         vm, ld = read(f_vm), read(f_ld)
-        if vm is None or ld is None or frame not in vm.index or frame not in ld.index:
+        v = None if vm is None else element_values(vm, frame, elements)
+        lp = None if ld is None else element_values(ld, frame, elements)
+        if v is None or lp is None or v.empty or lp.empty:
             why = (f"{f_vm} / {f_ld} missing" if vm is None or ld is None
                    else f"no stored AC state for frame {frame} in {f_vm}" if len(vm)
                    else f"no frame's DSO report carries 'all_active' ({f_vm} is empty)")
             log.warning("%s.png skipped: %s", name, why)
             continue
-        v, lp = vm.loc[frame].astype(float), ld.loc[frame].astype(float)
-        title = (f"{head}\n{where}\nmax loading {lp.abs().max():.1f} %, "
-                 f"voltage {v.min():.4f}-{v.max():.4f} p.u.")
+        title = (f"{head}\n{where}\nmax loading {lp['loading_percent'].abs().max():.1f} %, "
+                 f"voltage {v['vm_pu'].min():.4f}-{v['vm_pu'].max():.4f} p.u.")
         _set_state(net, v, lp)
         paths.append(plot_grid(net, out / f"{name}.png", title=title,
                                limit_percent=lim["loading_max_percent"],
                                vm_limits=(lim["vm_min_pu"], lim["vm_max_pu"])))
-    path = ts / "predictions.parquet"
-    pred = pd.read_parquet(path) if path.is_file() else None
-    pred = None if pred is None else pred[pred["frame"] == frame]
+    pred = read("predictions")
+    pred = None if pred is None else pred[pred["frame"] == frame].merge(
+        elements[["element_id", "kind", "pp_index"]].rename(columns={"kind": "element"}),
+        on="element_id", how="left")
     if pred is None or pred.empty:
-        log.warning("Figures 7/8 skipped: %s", "predictions.parquet missing" if pred is None
+        log.warning("Figures 7/8 skipped: %s", "predictions table missing" if pred is None
                     else f"no predictions for frame {frame} (not dispatched)")
         return paths
     v = pred[(pred["kind"] == "vm_pu") & pred["ac"].notna()]
@@ -579,7 +877,7 @@ def critical_frame_plots(run_dir: Path, frames: pd.DataFrame, cfg, *, n: int = 2
                 if (sel["ac"] - x).abs().min() < 0.02]  # limit lines only where they are near
         mae = (v["predicted"] - v["ac"]).abs().mean()
         paths.append(plot_pf_vs_prediction(
-            [f"bus {i}" for i in sel["index"]], sel["ac"], sel["predicted"],
+            [f"bus {i}" for i in sel["pp_index"]], sel["ac"], sel["predicted"],
             out / "fig7_pf_vs_prediction_vm.png", ylabel="voltage (p.u.)", limits=near,
             errors=True,
             title=(f"Figure 7: TSO estimate vs AC, {len(sel)} buses closest to a voltage limit\n"
@@ -591,7 +889,7 @@ def critical_frame_plots(run_dir: Path, frames: pd.DataFrame, cfg, *, n: int = 2
         sel = b.iloc[order]
         mae = (pr - ac).abs().mean()
         paths.append(plot_pf_vs_prediction(
-            [f"{e} {i}" for e, i in zip(sel["element"], sel["index"])], ac.iloc[order],
+            [f"{e} {i}" for e, i in zip(sel["element"], sel["pp_index"])], ac.iloc[order],
             pr.iloc[order], out / "fig8_pf_vs_prediction_loading.png", ylabel="loading (%)",
             limits=(lim["loading_max_percent"],), errors=True,
             title=(f"Figure 8: TSO estimate vs AC, {len(sel)} most loaded branches "

@@ -10,8 +10,10 @@ from scenarios.config import ConfigError, ScenarioConfig, load_config, parse_slo
 
 
 def apply_overrides(cfg: ScenarioConfig, *, day_types: str | None = None,
-                    frames: str | None = None) -> ScenarioConfig:
-    """``--day-types a,b`` and ``--frames 64-80|68,72`` (slots within a day)."""
+                    frames: str | None = None, warmup_frames: int | None = None
+                    ) -> ScenarioConfig:
+    """``--day-types a,b``, ``--frames 64-80|68,72`` (slots within a day) and
+    ``--warmup-frames N``."""
     from flexcore.district.daytypes import DAY_TYPES, frames_per_day
 
     changes = {}
@@ -23,6 +25,10 @@ def apply_overrides(cfg: ScenarioConfig, *, day_types: str | None = None,
         changes["day_types"] = dts
     if frames:
         changes["slots"] = parse_slots(frames, frames_per_day(cfg.resolution_min), key="--frames")
+    if warmup_frames is not None:
+        from scenarios.config import check_warmup_frames
+
+        changes["warmup_frames"] = check_warmup_frames(warmup_frames, key="--warmup-frames")
     return dataclasses.replace(cfg, **changes)
 
 
@@ -48,7 +54,7 @@ def _slots_text(slots, n_day: int) -> str:
 DOCUMENTED_FIELDS = {"name", "seed", "grid", "buildings", "pv_penetration", "day_types", "slots",
                      "resolution_min", "starter", "package_exchange", "request_default_mw",
                      "request_by_slot", "dso", "objective", "mip_rel_gap", "plots", "extra_load",
-                     "fpu", "source"}
+                     "fpu", "source", "warmup_frames"}
 
 
 def scenario_document(cfg: ScenarioConfig) -> dict:
@@ -80,7 +86,7 @@ def scenario_document(cfg: ScenarioConfig) -> dict:
         "scenario": {"name": cfg.name, "seed": cfg.seed, "grid": cfg.grid,
                      "buildings": cfg.buildings, "pv_penetration": cfg.pv_penetration,
                      "day_types": list(cfg.day_types), "slots": _slots_text(cfg.slots, n_day),
-                     "resolution_min": res},
+                     "resolution_min": res, "warmup_frames": cfg.warmup_frames},
         "simulation": {"starter": cfg.starter, "package_exchange": cfg.package_exchange},
         "request": request,
         "dso": {**dataclasses.asdict(cfg.dso),
@@ -166,6 +172,19 @@ def _quiet_exception_handler(loop, context: dict) -> None:
                                                 context.get("message"))
 
 
+#: the run-folder documentation copied into every run folder (a source checkout has it)
+RESULTS_README = Path(__file__).resolve().parents[1] / "results" / "README.md"
+
+
+def copy_results_readme(run_dir: Path) -> None:
+    """``results/README.md`` (what every file and column of a run folder means) into the
+    run folder, so the folder explains itself; skipped where the file is not shipped."""
+    import shutil
+
+    if RESULTS_README.is_file():
+        shutil.copyfile(RESULTS_README, run_dir / "README.md")
+
+
 def run_scenario(cfg: ScenarioConfig, *, out: str | Path | None = None, quiet: bool = True
                  ) -> tuple[Path, dict]:
     """Run the co-simulation; returns (run folder, summary)."""
@@ -173,7 +192,7 @@ def run_scenario(cfg: ScenarioConfig, *, out: str | Path | None = None, quiet: b
 
     from flexcore.runs import new_run_dir, versions, write_json, write_toml
     from scenarios.bergwald import create_scenario, sim_config
-    from scenarios.results import close_open_recorders, summarize, write_summary
+    from scenarios.results import close_open_recorders, read_table, summarize, write_summary
 
     run_dir = new_run_dir("run", out=out).resolve()
     write_json(run_dir / "config.resolved.json", cfg.to_dict())
@@ -181,6 +200,7 @@ def run_scenario(cfg: ScenarioConfig, *, out: str | Path | None = None, quiet: b
                header=f"flexcosim resolved scenario (from {cfg.source or 'a dict'}); "
                       "a runnable scenario file.\nNone values are left out (TOML has no null).")
     write_json(run_dir / "versions.json", {**versions(), "seed": cfg.seed})
+    copy_results_readme(run_dir)
     t0 = time.perf_counter()
     world = new_world(sim_config(cfg.starter))
     try:
@@ -195,9 +215,10 @@ def run_scenario(cfg: ScenarioConfig, *, out: str | Path | None = None, quiet: b
         world.shutdown()
         raise
     wall = time.perf_counter() - t0
-    frames = pd.read_parquet(run_dir / "timeseries" / "frames.parquet")
+    frames = read_table(run_dir, "frames")
     flags = pd.read_csv(run_dir / "timeseries" / "unit_flags.csv")
     summary = summarize(frames, wall_time_s=wall, frame_h=clock.frame_h, unit_flags=flags)
+    summary["warmup_frames"] = len(clock) - len(frames)
     write_summary(run_dir, frames, summary)
     if cfg.plots:
         from scenarios.results import write_plots
@@ -221,7 +242,7 @@ def run_cli(args) -> int:
     except ImportError:
         pass
     cfg = apply_overrides(load_config(args.scenario), day_types=args.day_types,
-                          frames=args.frames)
+                          frames=args.frames, warmup_frames=getattr(args, "warmup_frames", None))
     run_dir, summary = run_scenario(cfg, out=args.out, quiet=args.quiet)
     print(summary_text(summary))
     print(f"run folder: {run_dir}")

@@ -11,7 +11,9 @@ step over frames of the clock's length, ``frame.duration_h``), hybrid simulator:
    dispatches (each unit gets the sum of its bids' set-points; clipping reported in
    ``clipped``), outputs the actual ``P[MW]`` per unit and ``dP[MW]`` per building (sum of
    power - profile: the grid adds it to the building's profile net injection), then steps
-   the units.
+   the units; ``units`` is the per-unit record of the frame (baseline, offers, requested
+   and applied activation, clipping, ``state()`` after the step; :func:`unit_records`),
+   which the Recorder writes as the run folder's unit table.
 
 Bidder privacy: this simulator is the aggregator. Inside it a bid is ``"<unit_id>:up"`` /
 ``"<unit_id>:down"``; outside it only a per-run pseudonym ``b<16 hex>`` = HMAC-SHA256 of
@@ -31,7 +33,7 @@ import secrets
 from collections import defaultdict
 
 from flexcore.district.clock import FrameClock
-from flexcore.fpu.base import contract_violation
+from flexcore.fpu.base import FlexibilityUnit, contract_violation
 from flexcore.grid.district_grid import building_table
 from simulators import FrameSimulator, building_profiles, meta_from_table
 
@@ -45,6 +47,7 @@ ATTRS_OUT = (
     ("clipped", "unit_id -> reason for set-points clipped to the feasible range"),
     ("flagged", "unit_id -> reason: units that broke the plug-in contract in the frame "
                 "(neutralised: no offers, kept at baseline)"),
+    ("units", "per-unit record of the frame after dispatch (columns, see unit_records)"),
 )
 ATTRS_IN = (("setpoint[MW]", "bid pseudonym -> cleared activation (MW deviation)"),)
 META = meta_from_table({"Fleet": {
@@ -160,9 +163,10 @@ class FPUSim(FrameSimulator):
             dbase[u.building_id] += b - prof
         self._out = {"offers": offers, "P_base[MW]": base, "dP_base[MW]": dict(dbase),
                      "flagged": dict(self._flagged)}
+        self._base, self._offered = base, offered_by_unit(offers)
 
     def _dispatch(self, frame, setpoints: dict[str, float]) -> None:
-        power, dp, clipped = {}, defaultdict(float), {}
+        power, dp, clipped, applied = {}, defaultdict(float), {}, {}
         flagged = getattr(self, "_flagged", {})
         for u in self.units:
             if u.unit_id in flagged:  # neutralised: no activation, state advanced at baseline
@@ -174,12 +178,78 @@ class FPUSim(FrameSimulator):
             d = u.dispatch(frame, float(setpoints.get(u.unit_id, 0.0)))
             if d.clipped:
                 clipped[u.unit_id] = d.reason
+            applied[u.unit_id] = d.applied_mw
             p = u.power_mw(frame)
             power[u.unit_id] = p
             dp[u.building_id] += p - u.profile_mw(frame)
             u.step(frame)
         self._out = {"P[MW]": power, "dP[MW]": dict(dp), "clipped": clipped,
-                     "flagged": dict(flagged)}
+                     "flagged": dict(flagged),
+                     "units": unit_records(self.units, frame, base=getattr(self, "_base", {}),
+                                           offered=getattr(self, "_offered", {}),
+                                           setpoints=setpoints, applied=applied, power=power,
+                                           clipped=clipped, flagged=flagged)}
+
+
+def offered_by_unit(offers: list[dict]) -> dict[str, tuple[float, float]]:
+    """unit id -> (offered upward MW >= 0, offered downward MW <= 0), summed over its bids."""
+    out: dict[str, tuple[float, float]] = {}
+    for o in offers:
+        up, down = out.get(o["unit_id"], (0.0, 0.0))
+        v = float(o["volume_mw"])
+        out[o["unit_id"]] = (up + v, down) if v > 0 else (up, down + v)
+    return out
+
+
+def unit_class(unit) -> str:
+    """A unit's class for the unit table: its registry alias (``battery``, ``ev``,
+    ``heat_pump``, ...) or, for a plug-in without its own alias, the class name."""
+    alias = str(getattr(unit, "alias", "") or "")
+    return alias if alias and alias != FlexibilityUnit.alias else type(unit).__name__
+
+
+def _state_number(x) -> float | None:
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def unit_records(units, frame, *, base: dict, offered: dict, setpoints: dict, applied: dict,
+                 power: dict, clipped: dict, flagged: dict) -> dict:
+    """The fleet's per-unit record of a dispatched frame (the ``units`` output), as columns
+    of equal length: ``unit_id, building, class, baseline_mw, offered_up_mw,
+    offered_down_mw, requested_mw`` (the set-point sent, sum of the unit's bids),
+    ``applied_mw`` (the activation the unit applied, after clipping; 0 for a flagged
+    unit), ``p_mw`` (actual injection = baseline + applied), ``profile_mw`` (the part of it
+    already in the building profile: the grid sees ``p_mw - profile_mw`` on top of the
+    profile), ``clipped``, ``clip_reason``, ``flagged``; and ``state``: key -> values of
+    the units' ``state()`` after the frame (None where a unit has no such key or a value
+    is not a finite number)."""
+    cols: dict = {k: [] for k in ("unit_id", "building", "class", "baseline_mw",
+                                  "offered_up_mw", "offered_down_mw", "requested_mw",
+                                  "applied_mw", "p_mw", "profile_mw", "clipped",
+                                  "clip_reason", "flagged")}
+    states = []
+    for u in units:
+        uid = u.unit_id
+        up, down = offered.get(uid, (0.0, 0.0))
+        bad = uid in flagged
+        prof = _neutral_profile_mw(u, frame) if bad else u.profile_mw(frame)
+        for key, x in (("unit_id", uid), ("building", u.building_id), ("class", unit_class(u)),
+                       ("baseline_mw", float(base.get(uid, power[uid]))),
+                       ("offered_up_mw", up), ("offered_down_mw", down),
+                       ("requested_mw", float(setpoints.get(uid, 0.0))),
+                       ("applied_mw", float(applied.get(uid, 0.0))), ("p_mw", power[uid]),
+                       ("profile_mw", float(prof)), ("clipped", uid in clipped),
+                       ("clip_reason", clipped.get(uid, "")), ("flagged", bad)):
+            cols[key].append(x)
+        states.append(u.state() or {})
+    keys = sorted({k for st in states for k in st})
+    cols["state"] = {k: [_state_number(st[k]) if k in st else None for st in states]
+                     for k in keys}
+    return cols
 
 
 def _finite_or(x, default: float) -> float:
