@@ -3,8 +3,10 @@ time series of its finished frames, and leaves no simulator process behind.
 
 Each test starts ``python -m scenarios.cli run`` as a real subprocess (its own session, as a
 shell would start it) on a short winter-workday scenario, waits until the Recorder has
-written a Parquet part with finished frames plus at least one more finished frame, then
-signals it. Children are found through ``/proc`` (Linux).
+recorded a few finished frames (``timeseries/frames.csv``), then signals it. After the kill
+every frame listed in ``frames.csv`` has its rows in every table, read with
+``scenarios.results.read_table`` from the Arrow streams (``timeseries/<table>.arrows``, one
+record batch per frame). Children are found through ``/proc`` (Linux).
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from scenarios.runner import scenario_document
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="process tree read from /proc")
-TABLES = ("frames", "voltages", "loadings", "bids")
+TABLES = ("frames", "voltages", "loadings", "bids", "units", "setpoints")
 CHILD_MODULES = ("simulators.building_sim", "simulators.grid_sim", "simulators.fpu_sim",
                  "agents.dso_agent", "agents.tso_agent", "agents.validator")
 
@@ -78,48 +80,63 @@ def _start(tmp_path: Path, starter: str) -> tuple[subprocess.Popen, Path]:
     return proc, out
 
 
-def _wait_for_frames(proc: subprocess.Popen, out: Path, *, timeout_s: float = 400) -> set[int]:
-    """Wait until a frames part exists and frames.csv has a frame beyond it; returns the
-    children pids seen while running."""
+def _wait_for_frames(proc: subprocess.Popen, out: Path, *, frames: int = 3,
+                     timeout_s: float = 400) -> set[int]:
+    """Wait until frames.csv lists ``frames`` finished frames; returns the children pids
+    seen while running."""
     t0, kids = time.monotonic(), set()
     while time.monotonic() - t0 < timeout_s:
         assert proc.poll() is None, proc.communicate()
         kids |= _children(proc.pid)
-        parts = sorted(out.glob("timeseries/frames/part-*.parquet"))
         csv = out / "timeseries" / "frames.csv"
-        if parts and csv.is_file():
-            done = len(pd.read_csv(csv))
-            if done > sum(len(pd.read_parquet(p)) for p in parts):
-                return kids | _children(proc.pid)
+        if csv.is_file() and len(pd.read_csv(csv)) >= frames:
+            return kids | _children(proc.pid)
         time.sleep(0.2)
     proc.kill()
     pytest.fail(f"no finished frames after {timeout_s} s")
 
 
 def _check_finished_frames(out: Path) -> pd.DataFrame:
-    """The parts of every table read as one dataset: the same finished frames everywhere,
-    the same numbers as frames.csv, real voltages, loadings and bids."""
-    ts = out / "timeseries"
-    csv = pd.read_csv(ts / "frames.csv")
-    tables = {t: pd.read_parquet(ts / t) for t in TABLES}   # the folder: one dataset
+    """Every frame listed in frames.csv has its rows in every table (read_table of the
+    streams): the same numbers as frames.csv, one voltage row per bus and one loading row
+    per branch of elements.parquet (real values), the bids the frame counted, one unit row
+    per unit of the fleet, set-points adding up to the delivered power."""
+    from scenarios.results import read_table
+
+    csv = pd.read_csv(out / "timeseries" / "frames.csv")
+    listed = csv["frame"].tolist()
+    assert listed and listed == list(range(len(listed)))
+    tables = {t: read_table(out, t) for t in TABLES}
     frames = tables["frames"].sort_values("frame")
     got = frames["frame"].tolist()
-    assert got and got == list(range(len(got)))                    # a prefix, in order
-    assert got == csv["frame"].tolist()[:len(got)]
+    # the frames stream may hold one frame more (its row is written just before the CSV's)
+    assert got[:len(listed)] == listed and len(got) - len(listed) in (0, 1)
+    frames = frames[frames["frame"].isin(listed)]
     for col in ("request_mw", "delivered_mw", "vm_mae_pu", "loading_mae_percent"):
-        np.testing.assert_allclose(frames[col].to_numpy(float),
-                                   csv[col].to_numpy(float)[:len(got)], rtol=1e-12)
-    for t in ("voltages", "loadings"):
-        df = tables[t].sort_values("frame")
-        assert df["frame"].tolist() == got
-        values = df.drop(columns="frame").to_numpy(float)
-        assert values.shape[1] > 100 and np.isfinite(values).all()
-    vm = tables["voltages"].drop(columns="frame").to_numpy(float)
+        np.testing.assert_allclose(frames[col].to_numpy(float), csv[col].to_numpy(float),
+                                   rtol=1e-12)
+    elements = read_table(out, "elements")
+    for t, kind, col in (("voltages", elements["kind"] == "bus", "vm_pu"),
+                         ("loadings", elements["kind"] != "bus", "loading_percent")):
+        df = tables[t]
+        df = df[df["frame"].isin(listed)]
+        ids = elements.loc[kind, "element_id"].to_numpy()
+        for k in listed:
+            rows = df[df["frame"] == k]
+            assert np.array_equal(rows["element_id"].to_numpy(), ids), (t, k)
+            assert np.isfinite(rows[col].to_numpy(float)).mean() > 0.99, (t, k)
+    vm = tables["voltages"]["vm_pu"].dropna().to_numpy(float)
     assert 0.9 < vm.min() and vm.max() < 1.1
     bids = tables["bids"]
-    assert set(bids["frame"]) == set(got)
-    assert (bids.groupby("frame").size().reindex(got).to_numpy()
+    assert (bids.groupby("frame").size().reindex(listed, fill_value=0).to_numpy()
             == frames["n_offers"].to_numpy(int)).all()
+    units = tables["units"]
+    n_units = units[units["frame"] == 0]["unit_id"].nunique()
+    assert n_units > 100
+    per_frame = units.groupby("frame")
+    assert (per_frame.size().reindex(listed, fill_value=0) == n_units).all()
+    np.testing.assert_allclose(per_frame["applied_mw"].sum().reindex(listed).to_numpy(),
+                               frames["delivered_mw"].to_numpy(float), atol=1e-6)
     return frames
 
 
@@ -149,6 +166,7 @@ def test_sigkill_keeps_finished_frames_and_no_child_survives(tmp_path, starter):
         os.kill(p, signal.SIGKILL)
     assert not left, f"orphaned simulator processes {sorted(left)}"
     assert not (out / "timeseries" / "frames.parquet").exists()    # the end never came
+    assert (out / "timeseries" / "units.arrows").is_file()
     _check_finished_frames(out)
 
 
@@ -163,6 +181,4 @@ def test_sigint_one_line_keeps_frames_and_stops_children(tmp_path):
     for p in left:
         os.kill(p, signal.SIGKILL)
     assert not left, f"simulator processes left after Ctrl-C {sorted(left)}"
-    frames = _check_finished_frames(out)
-    # every frame in frames.csv is in the parts: the runner flushed them on the interrupt
-    assert len(frames) == len(pd.read_csv(out / "timeseries" / "frames.csv"))
+    _check_finished_frames(out)

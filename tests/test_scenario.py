@@ -29,11 +29,12 @@ TABLE1_LOADING_MAE = 6.1e-3
 AC_TOL_PERCENT = 1e-6   # limits are checked in AC with this tolerance (loading) ...
 AC_TOL_PU = 1e-9        # ... and this one (voltage), as in Linearizer.validate
 RUN_FILES = ["config.resolved.json", "versions.json", "summary.json", "summary.csv", "frames.csv",
-             "dso/KEYMAP.json", "plots/over_time.png"] + [
+             "dso/KEYMAP.json", "plots/over_time.png", "elements.parquet", "README.md"] + [
     f"timeseries/{n}" for n in ("frames.csv", "frames.parquet", "bids.parquet",
-                                "setpoints.parquet", "voltages.parquet", "loadings.parquet")]
-COMPARE = ["status", "request_mw", "delivered_mw", "cost_eur", "rounds", "vm_mae_pu",
-           "loading_mae_percent", "ac_violations", "ac_max_loading_percent", "p_slack_mw"]
+                                "setpoints.parquet", "voltages.parquet", "loadings.parquet",
+                                "units.parquet")]
+COMPARE = ["status", "request_mw", "delivered_mw", "cost_eur_per_h", "rounds", "vm_mae_pu",
+           "loading_mae_percent", "ac_violations", "loading_max_percent", "p_slack_mw"]
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +61,9 @@ def test_frames_end_to_end(run_a):
     assert len(ok) == 3
     assert (ok["delivered_mw"] - ok["request_mw"]).abs().max() < 1e-6
     assert f["ac_converged"].all() and (f["ac_violations"] == 0).all()
-    assert f["ac_max_loading_percent"].max() <= 100 + AC_TOL_PERCENT
-    assert (f["ac_vm_min_pu"] >= 0.95 - AC_TOL_PU).all()
-    assert (f["ac_vm_max_pu"] <= 1.05 + AC_TOL_PU).all()
+    assert f["loading_max_percent"].max() <= 100 + AC_TOL_PERCENT
+    assert (f["vm_min_pu"] >= 0.95 - AC_TOL_PU).all()
+    assert (f["vm_max_pu"] <= 1.05 + AC_TOL_PU).all()
     assert (ok["vm_mae_pu"] <= TABLE1_VM_MAE).all()
     assert (ok["loading_mae_percent"] <= TABLE1_LOADING_MAE).all()
     # set-points add up to the delivered balancing power
@@ -130,15 +131,18 @@ def test_run_folder_figures_predictions_and_toml_config(cfg, run_a):
     for k in done:
         p = pred[pred["frame"] == k]
         v, b = p[p["kind"] == "vm_pu"], p[p["kind"] == "loading_percent"]
-        assert set(v["element"]) == {"bus"} and set(b["element"]) <= {"line", "trafo"}
+        kind = pd.read_parquet(run_dir / "elements.parquet").set_index("element_id")["kind"]
+        assert set(kind[v["element_id"]]) == {"bus"}
+        assert set(kind[b["element_id"]]) <= {"line", "trafo"}
         assert abs((v["predicted"] - v["ac"]).abs().mean() - f.loc[k, "vm_mae_pu"]) <= 1e-12
         assert abs((b["predicted"].abs() - b["ac"].abs()).abs().mean()
                    - f.loc[k, "loading_mae_percent"]) <= 1e-12
     # the AC values are the stored GridSim results of the frame
-    vm = pd.read_parquet(run_dir / "timeseries" / "voltages.parquet").set_index("frame")
+    vm = pd.read_parquet(run_dir / "timeseries" / "voltages.parquet")
     k = int(done[0])
     v = pred[(pred["frame"] == k) & (pred["kind"] == "vm_pu")]
-    assert np.array_equal(v["ac"].to_numpy(), vm.loc[k, v["index"].astype(str)].to_numpy())
+    ac = vm[vm["frame"] == k].set_index("element_id")["vm_pu"]
+    assert np.array_equal(v["ac"].to_numpy(), ac.loc[v["element_id"]].to_numpy())
     # the all-active state (every bid in the request's direction at full volume): exactly
     # the frames with a request, over the same buses as voltages.parquet; at 1.8 MW it
     # breaks a limit that the cleared activation respects (the source's Figures 5 and 6)
@@ -147,14 +151,14 @@ def test_run_folder_figures_predictions_and_toml_config(cfg, run_a):
     aa = pd.read_parquet(run_dir / "timeseries" / "all_active_voltages.parquet")
     need = f.index[f["request_mw"] != 0]
     assert set(need) == set(aa["frame"]) and critical_frame(f.reset_index()) in set(aa["frame"])
-    assert set(aa.columns) == set(vm.reset_index().columns)
+    assert list(aa.columns) == list(vm.columns)
     big = int(f.index[f["request_mw"] == 1.8][0])
     aa_ld = pd.read_parquet(run_dir / "timeseries" / "all_active_loadings.parquet")
-    aa_vm_max = aa.set_index("frame").loc[big].max()
-    aa_ld_max = aa_ld.set_index("frame").loc[big].abs().max()
+    aa_vm_max = aa.loc[aa["frame"] == big, "vm_pu"].max()
+    aa_ld_max = aa_ld.loc[aa_ld["frame"] == big, "loading_percent"].abs().max()
     assert aa_vm_max > 1.05 or aa_ld_max > 100.0
-    assert f.loc[big, "ac_vm_max_pu"] <= 1.05 + AC_TOL_PU
-    assert f.loc[big, "ac_max_loading_percent"] <= 100.0 + AC_TOL_PERCENT
+    assert f.loc[big, "vm_max_pu"] <= 1.05 + AC_TOL_PU
+    assert f.loc[big, "loading_max_percent"] <= 100.0 + AC_TOL_PERCENT
     # the resolved TOML loads back to the same config (source: the file it was read from)
     back = load_config(run_dir / "config.resolved.toml")
     assert dataclasses.replace(back, source=cfg.source).to_dict() == cfg.to_dict()
@@ -174,7 +178,7 @@ def test_recorder_stores_predictions_and_all_active(tmp_path):
     rec = Recorder()
     rec.init("Rec")
     clock = FrameClock.for_day_types(["winter_workday"], (72, 73, 74))
-    rec.create(1, "Recorder", run_dir=str(tmp_path), clock=clock.to_dict())
+    rec.create(1, "Recorder", run_dir=str(tmp_path), clock=clock.to_dict(), grid="bergwald")
     ac = {"Vm[pu]": {"0": 1.0, "1": 0.99}, "loading[%]": {"line:0": -50.0, "trafo:0": 30.0}}
     aa = {"Vm[pu]": {"0": 1.0, "1": 0.97}, "loading[%]": {"line:0": -120.0, "trafo:0": 60.0}}
     clearing = {"status": "optimal", "dispatched": True, "request_mw": 1.8,
@@ -191,26 +195,33 @@ def test_recorder_stores_predictions_and_all_active(tmp_path):
                                 report={"all_active": aa}), None)
     rec.finalize()
     ts = tmp_path / "timeseries"
+    from scenarios.results import element_keys
+
+    bus, branch = element_keys(pd.read_parquet(tmp_path / "elements.parquet"))
     pred = pd.read_parquet(ts / "predictions.parquet")
-    assert pred[["frame", "key", "kind", "element", "index"]].values.tolist() == [
-        [0, "va", "vm_pu", "bus", 0], [0, "vb", "vm_pu", "bus", 1],
-        [0, "la", "loading_percent", "line", 0], [0, "lb", "loading_percent", "trafo", 0]]
+    assert pred[["frame", "element_id", "key", "kind"]].values.tolist() == [
+        [0, bus["0"], "va", "vm_pu"], [0, bus["1"], "vb", "vm_pu"],
+        [0, branch["line:0"], "la", "loading_percent"],
+        [0, branch["trafo:0"], "lb", "loading_percent"]]
     assert pred["predicted"].tolist() == [1.00001, 0.98998, -50.01, 29.99]
     assert pred["ac"].tolist() == [1.0, 0.99, -50.0, 30.0]
     aa_ld = pd.read_parquet(ts / "all_active_loadings.parquet")
-    assert aa_ld.to_dict("list") == {"frame": [0, 2], "line:0": [-120.0, -120.0],
-                                     "trafo:0": [60.0, 60.0]}
-    assert pd.read_parquet(ts / "all_active_voltages.parquet")["frame"].tolist() == [0, 2]
+    assert aa_ld.dropna().to_dict("list") == {
+        "frame": [0, 0, 2, 2], "element_id": [branch["line:0"], branch["trafo:0"]] * 2,
+        "loading_percent": [-120.0, 60.0, -120.0, 60.0]}
+    assert len(aa_ld) == 2 * len(branch)      # every branch in every recorded frame
+    assert sorted(set(pd.read_parquet(ts / "all_active_voltages.parquet")["frame"])) == [0, 2]
     # no predictions and no all-active state anywhere: empty tables with the columns
     empty = tmp_path / "empty"
     rec = Recorder()
     rec.init("Rec")
-    rec.create(1, "Recorder", run_dir=str(empty),
+    rec.create(1, "Recorder", run_dir=str(empty), grid="bergwald",
                clock=FrameClock.for_day_types(["winter_workday"], [72]).to_dict())
     rec.step(0, inputs(clearing={"status": "infeasible", "dispatched": False}), None)
     rec.finalize()
     assert pd.read_parquet(empty / "timeseries" / "predictions.parquet").empty
-    assert list(pd.read_parquet(empty / "timeseries" / "all_active_voltages.parquet")) == ["frame"]
+    aa = pd.read_parquet(empty / "timeseries" / "all_active_voltages.parquet")
+    assert aa.empty and list(aa) == ["frame", "element_id", "vm_pu"]
 
 
 @pytest.mark.parametrize("threshold_mw,expected", [(1e9, [True, False, False, False, True]),
@@ -272,7 +283,7 @@ def test_summary_counts_energy_per_direction():
     f = pd.DataFrame({
         "status": ["optimal", "optimal", "infeasible", "optimal"],
         "request_mw": [0.8, -0.4, 1.8, 0.0], "delivered_mw": [0.8, -0.4, None, 0.0],
-        "cost_eur": [40.0, 8.0, None, 0.0], "ac_converged": [True] * 4,
+        "cost_eur_per_h": [40.0, 8.0, None, 0.0], "ac_converged": [True] * 4,
         "ac_violations": [0, 0, 0, 0], "vm_mae_pu": [1e-9, 2e-9, None, 0.0],
         "loading_mae_percent": [1e-6, 3e-6, None, 0.0]})
     s = summarize(f, wall_time_s=2.0, frame_h=0.25)
@@ -455,7 +466,7 @@ def test_sixty_minute_cosimulation_lines_up(tmp_path):
     assert summary["delivered_up_mwh"] == pytest.approx(f["delivered_mw"].clip(lower=0).sum()
                                                         * 1.0)
     assert summary["delivered_up_mwh"] == pytest.approx(1.8, abs=1e-6)
-    assert summary["cost_eur"] == pytest.approx(f["cost_eur"].sum() * 1.0)
+    assert summary["cost_eur"] == pytest.approx(f["cost_eur_per_h"].sum() * 1.0)
     csv_ts = pd.read_csv(run_dir / "frames.csv")["timestamp"].tolist()
     assert csv_ts == ["2010-01-20T17:00:00+01:00", "2010-01-20T18:00:00+01:00"]
 
@@ -511,11 +522,11 @@ def test_run_check_validates_without_running(tmp_path, capsys):
 
 
 # ------------------------------------------------- units, accuracy flags, Parquet parts
-def test_recorder_flags_units_and_inaccurate_frames_and_writes_parts(tmp_path):
+def test_recorder_flags_units_and_inaccurate_frames_and_streams_frames(tmp_path):
     """Hand-made inputs: a dispatched frame with loading MAE 2.8e-2 % (tolerance 5e-3) is
     flagged with a message, flagged units are named in the message and in unit_flags.csv,
-    the finished frames are in Parquet parts readable as one dataset before the end, and
-    the normal end writes the usual single files (parts removed)."""
+    every finished frame is readable (read_table of the Arrow streams) before the end, and
+    the normal end writes the usual single Parquet files (streams removed)."""
     from flexcore.district.clock import FrameClock
     from scenarios import results
     from scenarios.results import Recorder, summarize, summary_text
@@ -524,7 +535,7 @@ def test_recorder_flags_units_and_inaccurate_frames_and_writes_parts(tmp_path):
     rec = Recorder()
     rec.init("Rec")
     rec.create(1, "Recorder", run_dir=str(tmp_path), clock=clock.to_dict(),
-               tol_vm_mae_pu=2e-5, tol_loading_mae_percent=5e-3)
+               tol_vm_mae_pu=2e-5, tol_loading_mae_percent=5e-3, grid="bergwald")
     ac = {"Vm[pu]": {"0": 1.0, "1": 0.99}, "loading[%]": {"line:0": -50.0, "trafo:0": 30.0}}
     ok = {"status": "optimal", "dispatched": True, "request_mw": 1.8, "delivered_mw": 1.8,
           "cost_eur": 10.0}
@@ -542,22 +553,19 @@ def test_recorder_flags_units_and_inaccurate_frames_and_writes_parts(tmp_path):
                                                              "loading_mae_percent": 1e-3},
                                       **ac), None)
     rec.step(clock.time_of(2), inputs(clearing=ok, **ac), None)   # frame 1 finished
-    rec.write_parts()
     ts = tmp_path / "timeseries"
-    part = pd.read_parquet(ts / "frames")          # the folder of parts, as one dataset
+    part = results.read_table(tmp_path, "frames")  # the streams, before the end
     assert part["frame"].tolist() == [0, 1]
     assert part["above_tolerance"].tolist() == [True, False]
     assert "loading mae 2.80e-02 % > tolerance 5.00e-03" in part["message"][0]
     assert "1 unit(s) flagged and kept at baseline: B1.x (feasible_range_mw" in part["message"][0]
-    assert pd.read_parquet(ts / "voltages")["frame"].tolist() == [0, 1]
-    assert pd.read_parquet(ts / "bids")["bid_id"].tolist() == ["b"]
+    assert sorted(set(results.read_table(tmp_path, "voltages")["frame"])) == [0, 1]
+    assert results.read_table(tmp_path, "bids")["bid_id"].tolist() == ["b"]
     rec.step(clock.time_of(3), inputs(clearing=ok, **ac), None)   # frame 2 finished
-    rec.write_parts()                              # a second part, same schema
-    assert pd.read_parquet(ts / "frames")["frame"].tolist() == [0, 1, 2]
-    assert sorted(p.name for p in (ts / "frames").iterdir()) == [
-        "part-00000.parquet", "part-00001.parquet"]
+    assert results.read_table(tmp_path, "frames")["frame"].tolist() == [0, 1, 2]
+    assert (ts / "frames.arrows").is_file() and not (ts / "frames.parquet").exists()
     rec.finalize()
-    assert not (ts / "frames").exists()
+    assert not list(ts.glob("*.arrows"))
     frames = pd.read_parquet(ts / "frames.parquet")
     assert frames["flagged_units"].tolist() == [1, 0, 0, 0]
     flags = pd.read_csv(ts / "unit_flags.csv")
