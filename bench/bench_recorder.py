@@ -6,7 +6,8 @@ the co-simulation.
 the default run (509 buses, 508 branches, ~530 units, ~1000 bids, predictions and the
 all-active state in every frame) to :class:`scenarios.results.Recorder` and times its
 per-frame work (``Recorder.write_time_s``: building the batches, writing them to the OS,
-the CSV rows) and the conversion to Parquet at the end. Writes
+the CSV rows) and the conversion to Parquet at the end, next to one AC power flow of the
+same grid measured in the same run (the ratio is the figure to compare). Writes
 ``results/benchmarks/recorder.json`` and prints it.
 """
 from __future__ import annotations
@@ -51,7 +52,28 @@ def _inputs(clock, rng, units: list[str], elements) -> dict:
         "setpoint[MW]": clearing["activation_mw"], "units": record}.items()}}
 
 
-def main(frames: int = 200) -> dict:
+def _power_flow_ms(repeat: int = 20) -> float:
+    """Reference measured in the same run: one warm-started AC power flow of the Bergwald
+    grid as GridSim runs it every frame (median ms)."""
+    import statistics
+
+    from flexcore.grid.district_grid import district_net
+    from flexcore.grid.powerflow import PowerFlowSession
+
+    net = district_net("bergwald")[0]
+    session = PowerFlowSession(net)
+    session.run()
+    times = []
+    for _ in range(repeat):
+        net.load["p_mw"] *= 1.001
+        session.changed()
+        t0 = time.perf_counter()
+        session.run()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times)
+
+
+def main(frames: int = 96) -> dict:
     from flexcore.district.clock import FrameClock
     from scenarios.results import Recorder, element_table
 
@@ -71,7 +93,9 @@ def main(frames: int = 200) -> dict:
         t_final = time.perf_counter() - t0
         sizes = {p.name: p.stat().st_size for p in (Path(tmp) / "timeseries").glob("*.parquet")}
     n = rec.n_recorded
+    pf_ms = _power_flow_ms()
     out = {"frames": n, "record_ms_per_frame": 1e3 * rec.write_time_s / n,
+           "power_flow_ms": pf_ms, "record_per_power_flow": rec.write_time_s / n / pf_ms * 1e3,
            "finalize_s": t_final, "finalize_ms_per_frame": 1e3 * t_final / n,
            "parquet_bytes": sizes,
            "note": "Recorder._flush per frame (batches to the OS, CSV rows), synthetic "

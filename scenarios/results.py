@@ -105,7 +105,10 @@ SCHEMAS: dict[str, dict[str, pa.DataType]] = {
 }
 TABLES = tuple(SCHEMAS)
 STREAM_SUFFIX = ".arrows"  #: Arrow IPC stream files while running (or after a kill)
-_IPC = ipc.IpcWriteOptions(compression="zstd")
+#: uncompressed: compressing each small batch cost ~1-3 ms per table and frame; the
+#: Parquet files of a finished run are compressed
+_IPC = ipc.IpcWriteOptions(compression=None)
+STREAM_BUFFER_BYTES = 1 << 20
 PARQUET_ROWS = 1 << 20     #: rows per Parquet row group when a stream is converted
 UNIT_FLAG_COLUMNS = ("frame", "unit_id", "kind", "reason")
 #: recorders of this process that have not finished (closed on an interrupt or a crash)
@@ -206,18 +209,22 @@ def element_keys(elements: pd.DataFrame) -> tuple[dict[str, int], dict[str, int]
 # --------------------------------------------------------------------------- storage
 class _Stream:
     """One table being written: an Arrow IPC stream file, one record batch per frame,
-    each batch handed to the operating system at once (``pyarrow.OSFile`` is unbuffered)."""
+    each batch handed to the operating system at once (collected in a buffer, then one
+    ``write`` per batch: a kill of the process loses nothing the OS got)."""
 
     def __init__(self, path: Path, schema: pa.Schema) -> None:
         self.path, self.schema = path, schema
-        self._sink = pa.OSFile(str(path), "wb")
+        self._raw = pa.OSFile(str(path), "wb")
+        self._sink = pa.BufferedOutputStream(self._raw, STREAM_BUFFER_BYTES)
         self._writer = ipc.new_stream(self._sink, schema, options=_IPC)
+        self._sink.flush()
 
     def write(self, columns: dict) -> None:
         self._writer.write_batch(pa.RecordBatch.from_pydict(columns, schema=self.schema))
+        self._sink.flush()
 
     def close(self) -> None:
-        if not self._sink.closed:
+        if not self._raw.closed:
             self._writer.close()
             self._sink.close()
 
@@ -321,11 +328,13 @@ class Recorder(FrameSimulator):
                warmup: list[int] | None = None):
         self.run_dir = Path(run_dir)
         self._units = dict(bid_units or {})
+        self._unit_by_bid = {b: str(e["unit_id"]) for b, e in self._units.items()}
         if self._units:
             write_json(self.run_dir / "dso" / "bid_pseudonyms.json", self._units)
         self.dir = self.run_dir / "timeseries"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.clock = FrameClock.of(clock)
+        self._tz = self.clock.frames[0].timestamp.tz
         skip = {int(k) for k in (warmup or ())}
         self._frame_no = {k: r for r, k in enumerate(
             k for k in range(len(self.clock)) if k not in skip)}
@@ -393,17 +402,18 @@ class Recorder(FrameSimulator):
         act = c.get("activation_mw", {})
         flagged, clipped = rec.get("flagged", {}), rec.get("clipped", {})
         above = self._above_tolerance(c, a)
-        unit = self._unit_of
+        unit = self._unit_by_bid.get
         # every other table first, the frame's row last (frames.arrows, then frames.csv)
         self._write("bids", {
             "frame": [n] * len(offers), "bid_id": [o["bid_id"] for o in offers],
-            "unit_id": [unit(o["bid_id"]) for o in offers],
+            "unit_id": [unit(o["bid_id"], o["bid_id"]) for o in offers],
             "volume_mw": [o["volume_mw"] for o in offers],
             "price_eur_per_mwh": [o["price_eur_per_mwh"] for o in offers],
             "activation_mw": [act.get(o["bid_id"], 0.0) for o in offers]})
         per_unit: dict[str, float] = {}  # the sum of each unit's bids, as FPUSim dispatches
         for b, x in rec.get("setpoint[MW]", {}).items():
-            per_unit[unit(b)] = per_unit.get(unit(b), 0.0) + x
+            u = unit(b, b)
+            per_unit[u] = per_unit.get(u, 0.0) + x
         self._write("setpoints", {"frame": [n] * len(per_unit), "unit_id": list(per_unit),
                                   "setpoint_mw": list(per_unit.values())})
         if "units" in rec:
@@ -418,8 +428,9 @@ class Recorder(FrameSimulator):
         aa = r.get("all_active")
         if aa:  # AC state with every bid in the request's direction active (DSO report)
             self._write_state(n, aa.get("Vm[pu]", {}), aa.get("loading[%]", {}), "all_active_")
+        stamp = frame.start.tz_localize(self._tz)   # = frame.timestamp, zone looked up once
         row = {"frame": n, "day_type": frame.day_type, "slot": frame.slot,
-               "timestamp": frame.timestamp,
+               "timestamp": stamp,
                **{x: c.get(x) for x in ("status", "dispatched", "request_mw", "delivered_mw",
                                          "operating_point", "rounds", "build_time_s",
                                          "solve_time_s")},
@@ -439,7 +450,7 @@ class Recorder(FrameSimulator):
         for kind, units in (("flagged", flagged), ("clipped", clipped)):
             self._flags.writerows([n, u, kind, why] for u, why in sorted(units.items()))
         self._flags_csv.flush()
-        self._writer.writerow(row | {"timestamp": frame.timestamp.isoformat()})
+        self._writer.writerow(row | {"timestamp": stamp.isoformat()})
         self._csv.flush()
         self.n_recorded += 1
         self.write_time_s += _time.perf_counter() - t_in
@@ -494,11 +505,6 @@ class Recorder(FrameSimulator):
                 out.append(f"{col.rsplit('_', 1)[0].replace('_', ' ')} {float(x):.2e} {unit} > "
                            f"tolerance {tol:.2e}")
         return ("dispatched above the accuracy tolerance: " + ", ".join(out)) if out else ""
-
-    def _unit_of(self, bid: str) -> str:
-        """The unit behind a bid pseudonym (the pseudonym itself without a map)."""
-        entry = self._units.get(bid)
-        return str(entry["unit_id"]) if entry else bid
 
     def _prediction_columns(self, n: int, pv: dict, pl: dict, vm: dict, ld: dict) -> dict:
         """The TSO's predictions next to the AC result, keys mapped through the DSO's
