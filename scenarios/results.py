@@ -468,7 +468,14 @@ class Recorder(FrameSimulator):
             self._warned_state = True
         m = len(units.get("unit_id", ()))
         cols = {c: units.get(c, [None] * m) for c in UNIT_COLUMNS if c != "frame"}
-        cols["frame"] = [n] * m
+        cols["frame"] = np.full(m, n)
+        # the fleet's ids, buildings and classes repeat every frame: converted once
+        fixed = ("unit_id", "building", "class")
+        key = [cols[c] for c in fixed]
+        if getattr(self, "_fixed_key", None) != key:
+            self._fixed_key = key
+            self._fixed = {c: pa.array(cols[c], _STR) for c in fixed}
+        cols.update(self._fixed)
         for key in self._state_keys:
             cols[f"state_{key}"] = state.get(key, [None] * m)
         self._write("units", cols)
