@@ -109,7 +109,7 @@ STREAM_SUFFIX = ".arrows"  #: Arrow IPC stream files while running (or after a k
 #: Parquet files of a finished run are compressed
 _IPC = ipc.IpcWriteOptions(compression=None)
 STREAM_BUFFER_BYTES = 1 << 20
-PARQUET_ROWS = 1 << 20     #: rows per Parquet row group when a stream is converted
+PARQUET_ROWS = 1 << 18     #: rows per Parquet row group when a stream is converted
 UNIT_FLAG_COLUMNS = ("frame", "unit_id", "kind", "reason")
 #: recorders of this process that have not finished (closed on an interrupt or a crash)
 _OPEN: weakref.WeakSet = weakref.WeakSet()
