@@ -144,7 +144,7 @@ def element_table(grid: str) -> pd.DataFrame:
 
     net, building_ids = district_net(grid)[:2]
     at_bus: dict[int, list[str]] = {}
-    for bid, load in zip(building_ids, district_net_loads(net, building_ids)):
+    for bid, load in zip(building_ids, _building_loads(net, building_ids)):
         at_bus.setdefault(int(net.load.at[load, "bus"]), []).append(str(bid))
     graph = top.create_nxgraph(net, include_trafos=False, include_trafo3ws=False)
     trafo_of: dict[int, int] = {}
@@ -187,7 +187,7 @@ def element_table(grid: str) -> pd.DataFrame:
                       "transformer": "Int64", "feeder": "Int64"})
 
 
-def district_net_loads(net, building_ids) -> list[int]:
+def _building_loads(net, building_ids) -> list[int]:
     """The load index of each building of ``district_net`` (its load is named by the id)."""
     by_name = {str(n): int(i) for i, n in zip(net.load.index, net.load["name"])
                if net.load.at[i, "in_service"]}
@@ -298,8 +298,9 @@ def read_table(run_dir: str | Path, name: str) -> pd.DataFrame:
     if schema is None:
         schema = _schema(name, ())
     df = pa.Table.from_batches(batches, schema=schema).to_pandas()
-    if name != "frames" and (ts / f"frames{STREAM_SUFFIX}").is_file():
-        _, fb = _stream_batches(ts / f"frames{STREAM_SUFFIX}")
+    if name != "frames":  # only frames whose row was written (none without a frames stream)
+        frames = ts / f"frames{STREAM_SUFFIX}"
+        fb = _stream_batches(frames)[1] if frames.is_file() else []
         done = {int(x) for b in fb for x in b.column(0).to_pylist()}
         df = df[df["frame"].isin(done)].reset_index(drop=True)
     return df

@@ -262,3 +262,5 @@ def test_stream_reader_ignores_a_torn_tail(tmp_path):
     assert read_table(tmp_path, "voltages")["frame"].tolist() == [0, 0]
     with pytest.raises(FileNotFoundError, match="no table 'units'"):
         read_table(tmp_path, "units")
+    path.unlink()   # killed before any frame's row was written: no frame counts
+    assert read_table(tmp_path, "voltages").empty
