@@ -24,6 +24,9 @@ tail. At the normal end each stream is converted to ``timeseries/<table>.parquet
 groups (never the whole year in memory) and removed. ``read_table(run_dir, name)`` reads
 either form.
 
+Without the ``grid`` param (hand-made recorders) there is no element table and no
+voltage / loading tables.
+
 Warm-up: the Recorder gets the run-clock indices of the warm-up frames (param ``warmup``)
 and records nothing for them; the tables' ``frame`` counts the recorded frames only (0, 1,
 ...), so a run with and without warm-up has the same frame numbers.
@@ -568,6 +571,9 @@ class Recorder(FrameSimulator):
         for t in sorted(self._pending):
             self._flush(t)
         self._close_files()
+        if self.n_recorded:
+            log.info("recorded %d frames, %.2f ms per frame", self.n_recorded,
+                     1e3 * self.write_time_s / self.n_recorded)
         for name in TABLES:
             stream = self._streams.get(name)
             dst = self.dir / f"{name}.parquet"
