@@ -48,7 +48,7 @@ def _slots_text(slots, n_day: int) -> str:
 DOCUMENTED_FIELDS = {"name", "seed", "grid", "buildings", "pv_penetration", "day_types", "slots",
                      "resolution_min", "starter", "package_exchange", "request_default_mw",
                      "request_by_slot", "dso", "objective", "mip_rel_gap", "plots", "extra_load",
-                     "fpu", "source"}
+                     "fpu", "source", "external_units"}
 
 
 def scenario_document(cfg: ScenarioConfig) -> dict:
@@ -92,6 +92,8 @@ def scenario_document(cfg: ScenarioConfig) -> dict:
         doc["test"] = {"extra_load": [{"frame": f, "mw": mw} for f, mw in cfg.extra_load]}
     if cfg.fpu:
         doc["fpu"] = [dict(u) for u in cfg.fpu]
+    if cfg.external_units:
+        doc["external_unit"] = [dict(u) for u in cfg.external_units]
     return doc
 
 
@@ -182,7 +184,7 @@ def run_scenario(cfg: ScenarioConfig, *, out: str | Path | None = None, quiet: b
                       "a runnable scenario file.\nNone values are left out (TOML has no null).")
     write_json(run_dir / "versions.json", {**versions(), "seed": cfg.seed})
     t0 = time.perf_counter()
-    world = new_world(sim_config(cfg.starter))
+    world = new_world(sim_config(cfg.starter, cfg.external_units))
     try:
         clock = create_scenario(world, cfg, run_dir=run_dir, progress=not quiet)
         world.run(until=clock.until_s, print_progress=False)
