@@ -68,6 +68,8 @@ def start_external_units(world, fpu_sim, entries: tuple[dict, ...], *, buildings
                          ) -> list:
     """Start every ``[[external_unit]]`` (call inside the FPUSim's group, before
     ``fpu_sim.catalog()``), create its ``Port`` and connect the two; returns the units."""
+    from mosaik.exceptions import ScenarioError
+
     from simulators.fpu_ports import PORT_INPUTS, REQUIRED_INPUTS
 
     units = []
@@ -76,7 +78,11 @@ def start_external_units(world, fpu_sim, entries: tuple[dict, ...], *, buildings
         if e["building"] not in buildings:
             raise ConfigError(f"{where} building: {e['building']!r} is not a building of the "
                               "district")
-        sim = world.start(external_sim_name(e), **e["sim_params"])
+        try:
+            sim = world.start(external_sim_name(e), **e["sim_params"])
+        except ScenarioError as exc:   # e.g. a module or class that does not exist
+            raise ConfigError(f"{where} {'python' if 'python' in e else 'cmd'}: "
+                              f"{' '.join(str(exc).split())}") from None
         model = sim.meta["models"].get(e["model"])
         if model is None:
             raise ConfigError(f"{where} model: {e['model']!r} is not a model of "

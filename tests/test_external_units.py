@@ -1,10 +1,12 @@
 """Flexibility units as mosaik simulators of their own (``[[external_unit]]``, FPUSim ``Port``).
 
 End to end: the example battery (scenarios/examples/ext_battery.py) in its own process
-(``cmd`` starter) is the district's only unit; three winter-workday frames with requests
-0, +0.03 and -0.02 MW. Its bids are cleared, its set-points come back (it logs what it
-received), and the grid's AC power flow has its power: the run's slack power equals a
-direct pandapower power flow of the frame's profiles plus the battery's activation.
+(``cmd`` starter) is the district's only working unit; three winter-workday frames with
+requests 0, +0.03 and -0.02 MW. Its bids are cleared, its set-points come back (it logs
+what it received), and the grid's AC power flow has its power: the run's slack power equals
+a direct pandapower power flow of the frame's profiles plus the battery's activation. A
+second, in-process copy is wired wrongly (its port's ``offer_down[MW]`` is the battery's
+positive ``offer_up[MW]``): it is flagged every frame and never activated.
 Unit level: FPUSim's port clips set-points to the offered range and flags bad input.
 """
 from __future__ import annotations
@@ -21,12 +23,13 @@ from scenarios.config import ConfigError, load_config, parse_config
 from scenarios.runner import run_scenario
 
 BUILDING = "B229"   # the school
+BAD_BUILDING = "B230"   # the community centre
 PRICE_UP, PRICE_DOWN = 80.0, 50.0
 CAPACITY_KWH, POWER_KW, SOC0, ETA = 100.0, 50.0, 0.5, 0.95
 REQUESTS = [0.0, 0.03, -0.02]   # slots 70, 71, 72 (17:30, 17:45, 18:00)
 
 
-def _doc(log_csv: str, **unit) -> dict:
+def _doc(log_csv: str, bad_log_csv: str | None = None, **unit) -> dict:
     return {
         "scenario": {"name": "ext", "seed": 1, "day_types": ["winter_workday"],
                      "slots": "70-72"},
@@ -42,16 +45,21 @@ def _doc(log_csv: str, **unit) -> dict:
             "sim_params": {"step_size": 900},
             "params": {"capacity_kwh": CAPACITY_KWH, "power_kw": POWER_KW, "soc_init": SOC0,
                        "eta": ETA, "price_up": PRICE_UP, "price_down": PRICE_DOWN,
-                       "log_csv": log_csv}} | unit],
+                       "log_csv": log_csv}} | unit] + ([{
+            "name": "bad_battery", "building": BAD_BUILDING, "model": "Battery",
+            "python": "scenarios.examples.ext_battery:BatterySim",
+            "attrs": {"offer_down[MW]": "offer_up[MW]"},   # a positive "down" offer
+            "params": {"log_csv": bad_log_csv}}] if bad_log_csv else []),
     }
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ext")
-    cfg = parse_config(_doc(str(tmp / "ext_battery.csv")))
+    cfg = parse_config(_doc(str(tmp / "ext_battery.csv"), str(tmp / "bad_battery.csv")))
     run_dir, summary = run_scenario(cfg, out=tmp / "run")
-    return cfg, run_dir, pd.read_csv(tmp / "ext_battery.csv")
+    return cfg, run_dir, pd.read_csv(tmp / "ext_battery.csv"), pd.read_csv(
+        tmp / "bad_battery.csv")
 
 
 def _table(run_dir, name):
@@ -59,7 +67,7 @@ def _table(run_dir, name):
 
 
 def test_external_bids_are_cleared_and_setpoints_come_back(run):
-    cfg, run_dir, log = run
+    cfg, run_dir, log, _ = run
     frames = _table(run_dir, "frames")
     assert frames["status"].tolist() == ["optimal"] * 3
     np.testing.assert_allclose(frames["delivered_mw"], REQUESTS, atol=1e-9)
@@ -87,7 +95,6 @@ def test_external_bids_are_cleared_and_setpoints_come_back(run):
         soc -= (kwh / ETA if p > 0 else kwh * ETA) / CAPACITY_KWH
         expected.append(soc)
     np.testing.assert_allclose(log["soc"], expected, rtol=1e-12)
-    assert pd.read_csv(run_dir / "timeseries" / "unit_flags.csv").empty
     # the resolved scenario reproduces the external unit
     assert load_config(run_dir / "config.resolved.toml").external_units == cfg.external_units
 
@@ -99,7 +106,7 @@ def test_grid_sees_the_external_units_power(run):
     from flexcore.grid.district_grid import building_table, district_net
     from simulators import building_profiles
 
-    cfg, run_dir, _ = run
+    cfg, run_dir, _, _ = run
     frames = _table(run_dir, "frames")
     vm_run = _table(run_dir, "voltages")
     net, ids, load_idx, sgen_idx = district_net(cfg.grid)
@@ -124,6 +131,23 @@ def test_grid_sees_the_external_units_power(run):
                                    net.res_bus.vm_pu.to_numpy(), atol=1e-9)
         if p:   # the activation changed the import by about its size (plus losses)
             assert without - with_unit == pytest.approx(p, rel=0.05)
+
+
+def test_a_unit_offering_a_positive_down_volume_is_flagged_not_applied(run):
+    _, run_dir, _, bad_log = run
+    flags = pd.read_csv(run_dir / "timeseries" / "unit_flags.csv")
+    reason = ("offer_up[MW] = 0.05, offer_down[MW] = 0.05: needs offer_down <= 0 <= "
+              "offer_up")   # the example battery's default power, 50 kW
+    assert flags.to_dict("records") == [{"frame": k, "unit_id": "bad_battery",
+                                         "kind": "flagged", "reason": reason} for k in range(3)]
+    frames = _table(run_dir, "frames")
+    assert (frames["flagged_units"] == 1).all()
+    assert frames["message"].str.contains("bad_battery").all()
+    assert "bad_battery" not in set(_table(run_dir, "bids")["unit_id"])
+    # its simulator got set-point 0 in every frame and kept its state of charge
+    assert bad_log["time_s"].tolist() == [0, 900, 1800]
+    assert (bad_log["setpoint_mw"] == 0).all() and (bad_log["soc"] == 0.5).all()
+    assert set(bad_log["pid"]) == {os.getpid()}   # python starter: in the runner's process
 
 
 # ---------------------------------------------------------------- FPUSim Port, unit level
@@ -258,9 +282,14 @@ def test_config_rejects_a_name_used_twice():
         parse_config(doc)
 
 
-def test_unknown_building_is_one_config_error(tmp_path):
+def test_unknown_building_or_module_is_one_config_error(tmp_path):
     doc = _doc(str(tmp_path / "x.csv"))
     doc["external_unit"][0] |= {"building": "B999"}
     with pytest.raises(ConfigError, match=r"\[external_unit #1\] building: 'B999' is not a "
                                           "building of the district"):
         run_scenario(parse_config(doc), out=tmp_path / "a")
+    doc = _doc(str(tmp_path / "x.csv"))
+    del doc["external_unit"][0]["cmd"]
+    doc["external_unit"][0]["python"] = "scenarios.examples.no_such_module:Sim"
+    with pytest.raises(ConfigError, match=r"^\[external_unit #1\] python: .*no_such_module"):
+        run_scenario(parse_config(doc), out=tmp_path / "b")
