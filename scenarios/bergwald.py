@@ -64,8 +64,15 @@ def external_sim_name(entry: dict) -> str:
     return f"Ext_{entry['name']}"
 
 
-def start_external_units(world, fpu_sim, entries: tuple[dict, ...], *, buildings: set[str]
-                         ) -> list:
+def check_external_buildings(entries: tuple[dict, ...], buildings: set[str]) -> None:
+    """Every ``[[external_unit]]`` sits at a building of the district (else ConfigError)."""
+    for k, e in enumerate(entries):
+        if e["building"] not in buildings:
+            raise ConfigError(f"[external_unit #{k + 1}] building: {e['building']!r} is not a "
+                              "building of the district")
+
+
+def start_external_units(world, fpu_sim, entries: tuple[dict, ...]) -> list:
     """Start every ``[[external_unit]]`` (call inside the FPUSim's group, before
     ``fpu_sim.catalog()``), create its ``Port`` and connect the two; returns the units."""
     from mosaik.exceptions import ScenarioError
@@ -75,9 +82,6 @@ def start_external_units(world, fpu_sim, entries: tuple[dict, ...], *, buildings
     units = []
     for k, e in enumerate(entries):
         where = f"[external_unit #{k + 1}]"
-        if e["building"] not in buildings:
-            raise ConfigError(f"{where} building: {e['building']!r} is not a building of the "
-                              "district")
         try:
             sim = world.start(external_sim_name(e), **e["sim_params"])
         except ScenarioError as exc:   # e.g. a module or class that does not exist
@@ -110,6 +114,11 @@ def create_scenario(world, cfg: ScenarioConfig, *, run_dir: str | Path, progress
     """Start and connect all simulators; returns the run's clock (``world.run(until=
     clock.until_s)``)."""
     run_dir = str(run_dir)
+    if cfg.external_units:   # before any simulator starts
+        from flexcore.grid.district_grid import building_table
+
+        check_external_buildings(cfg.external_units, set(
+            building_table(cfg.buildings, cfg.grid)["building_id"].astype(str)))
     clock = cfg.clock()
     clock_param = clock.to_dict()
     common = dict(grid=cfg.grid, buildings=cfg.buildings, seed=cfg.seed,
@@ -120,11 +129,7 @@ def create_scenario(world, cfg: ScenarioConfig, *, run_dir: str | Path, progress
     with world.group():
         fpu_sim = world.start("FPUSim")
         fleet = fpu_sim.Fleet(**common, fpu=list(cfg.fpu))
-        if cfg.external_units:
-            from flexcore.grid.district_grid import building_table
-
-            start_external_units(world, fpu_sim, cfg.external_units, buildings=set(
-                building_table(cfg.buildings, cfg.grid)["building_id"].astype(str)))
+        start_external_units(world, fpu_sim, cfg.external_units)
         dso = world.start("DSOAgent").DSO(
             grid=cfg.grid, catalog=fpu_sim.catalog(), run_dir=run_dir, seed=cfg.seed,
             dso=cfg.dso.__dict__ | {"operating_points": list(cfg.dso.operating_points)},

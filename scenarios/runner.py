@@ -108,6 +108,10 @@ def check_scenario(cfg: ScenarioConfig) -> str:
     net, building_ids = district_net(cfg.grid)[:2]
     table = building_table(cfg.buildings, cfg.grid)
     specs = parse_fpu_config({"fpu": list(cfg.fpu)})
+    if cfg.external_units:
+        from scenarios.bergwald import check_external_buildings
+
+        check_external_buildings(cfg.external_units, set(table["building_id"].astype(str)))
     return (f"ok: {cfg.source or cfg.name}: grid {cfg.grid} ({len(net.bus)} buses, "
             f"{len(building_ids)} connection points), {len(table)} buildings, "
             f"{len(specs)} unit class(es), {len(cfg.day_types)} day type(s) x "

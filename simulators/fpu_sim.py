@@ -77,7 +77,7 @@ class FPUSim(FrameSimulator):
         return self._create_fleet(num, model, **params)
 
     def _create_fleet(self, num, model, *, grid: str, buildings: str, seed: int,
-               pv_penetration: float, clock: dict, fpu: list[dict] | None = None):
+                      pv_penetration: float, clock: dict, fpu: list[dict] | None = None):
         if num != 1 or self.units is not None:
             raise ValueError("FPUSim holds exactly one Fleet entity")
         from flexcore.fpu.assign import DEFAULT_FPU_CONFIG

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 
 from scenarios.config import ConfigError, load_config, parse_config
-from scenarios.runner import run_scenario
+from scenarios.runner import check_scenario, run_scenario
 
 BUILDING = "B229"   # the school
 BAD_BUILDING = "B230"   # the community centre
@@ -285,9 +285,10 @@ def test_config_rejects_a_name_used_twice():
 def test_unknown_building_or_module_is_one_config_error(tmp_path):
     doc = _doc(str(tmp_path / "x.csv"))
     doc["external_unit"][0] |= {"building": "B999"}
-    with pytest.raises(ConfigError, match=r"\[external_unit #1\] building: 'B999' is not a "
-                                          "building of the district"):
-        run_scenario(parse_config(doc), out=tmp_path / "a")
+    for check in (check_scenario, lambda cfg: run_scenario(cfg, out=tmp_path / "a")):
+        with pytest.raises(ConfigError, match=r"^\[external_unit #1\] building: 'B999' is "
+                                              "not a building of the district$"):
+            check(parse_config(doc))   # flexcosim run --check, and a run
     doc = _doc(str(tmp_path / "x.csv"))
     del doc["external_unit"][0]["cmd"]
     doc["external_unit"][0]["python"] = "scenarios.examples.no_such_module:Sim"
