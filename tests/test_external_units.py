@@ -282,6 +282,12 @@ def test_config_rejects_a_name_used_twice():
         parse_config(doc)
 
 
+def test_the_shipped_example_scenario_checks():
+    cfg = load_config("scenarios/external_unit.toml")
+    assert [e["name"] for e in cfg.external_units] == ["ext_battery"]
+    assert check_scenario(cfg).startswith("ok: scenarios/external_unit.toml")
+
+
 def test_unknown_building_or_module_is_one_config_error(tmp_path):
     doc = _doc(str(tmp_path / "x.csv"))
     doc["external_unit"][0] |= {"building": "B999"}
