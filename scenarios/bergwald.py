@@ -22,13 +22,19 @@ Same-time loops use weak connections inside one group (mosaik 3). One frame cloc
 (``cfg.clock()``, flexcore.district.clock) is built here and handed to every simulator and
 agent as ``clock=clock.to_dict()``: mosaik time = frame index * ``clock.step_s`` over the
 concatenated frames of all selected day types, at the scenario's resolution.
+
+External units (``[[external_unit]]``, :func:`start_external_units`): each is a simulator of
+its own in the group, wired to a ``Port`` of FPUSim::
+
+    unit --P[MW], offer_up[MW], offer_down[MW], price[EUR/MWh]--> FPUSim.Port
+    FPUSim.Port --weak: setpoint[MW]--> unit
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from flexcore.district.clock import FrameClock
-from scenarios.config import ScenarioConfig
+from scenarios.config import ConfigError, ScenarioConfig
 
 SIMS = {  # name -> (module, class)
     "BuildingSim": ("simulators.building_sim", "BuildingSim"),
@@ -40,13 +46,16 @@ SIMS = {  # name -> (module, class)
 }
 
 
-def sim_config(starter: str) -> dict:
-    """mosaik sim_config: in-process ("python") or separate processes ("cmd")."""
+def sim_config(starter: str, external_units: tuple[dict, ...] = ()) -> dict:
+    """mosaik sim_config: in-process ("python") or separate processes ("cmd"); each
+    external unit with its own starter, under :func:`external_sim_name`."""
     cfg = {}
     for name, (module, cls) in SIMS.items():
         cfg[name] = ({"python": f"{module}:{cls}"} if starter == "python"
                      else {"cmd": f"%(python)s -m {module} %(addr)s"})
     cfg["Recorder"] = {"python": "scenarios.results:Recorder"}  # always in the runner process
+    for e in external_units:
+        cfg[external_sim_name(e)] = {k: e[k] for k in ("python", "cmd") if k in e}
     return cfg
 
 
@@ -68,6 +77,54 @@ def run_clock(cfg: ScenarioConfig) -> tuple[FrameClock, list[int]]:
     clock = FrameClock.for_day_types(cfg.day_types, sorted(warm | set(cfg.slots)),
                                      resolution_min=cfg.resolution_min)
     return clock, [f.index for f in clock.frames if f.slot in warm]
+def external_sim_name(entry: dict) -> str:
+    """The sim_config name of an ``[[external_unit]]``."""
+    return f"Ext_{entry['name']}"
+
+
+def check_external_buildings(entries: tuple[dict, ...], buildings: set[str]) -> None:
+    """Every ``[[external_unit]]`` sits at a building of the district (else ConfigError)."""
+    for k, e in enumerate(entries):
+        if e["building"] not in buildings:
+            raise ConfigError(f"[external_unit #{k + 1}] building: {e['building']!r} is not a "
+                              "building of the district")
+
+
+def start_external_units(world, fpu_sim, entries: tuple[dict, ...]) -> list:
+    """Start every ``[[external_unit]]`` (call inside the FPUSim's group, before
+    ``fpu_sim.catalog()``), create its ``Port`` and connect the two; returns the units."""
+    from mosaik.exceptions import ScenarioError
+
+    from simulators.fpu_ports import PORT_INPUTS, REQUIRED_INPUTS
+
+    units = []
+    for k, e in enumerate(entries):
+        where = f"[external_unit #{k + 1}]"
+        try:
+            sim = world.start(external_sim_name(e), **e["sim_params"])
+        except ScenarioError as exc:   # e.g. a module or class that does not exist
+            raise ConfigError(f"{where} {'python' if 'python' in e else 'cmd'}: "
+                              f"{' '.join(str(exc).split())}") from None
+        model = sim.meta["models"].get(e["model"])
+        if model is None:
+            raise ConfigError(f"{where} model: {e['model']!r} is not a model of "
+                              f"{e.get('python') or e.get('cmd')}: {sorted(sim.meta['models'])}")
+        unit = getattr(sim, e["model"])(**e["params"])
+        port = fpu_sim.Port(unit_id=e["name"], building=e["building"])
+        name = {a: e["attrs"].get(a, a) for a, _ in PORT_INPUTS} | {
+            "setpoint[MW]": e["attrs"].get("setpoint[MW]", "setpoint[MW]")}
+        missing = [name[a] for a in REQUIRED_INPUTS if name[a] not in model["attrs"]]
+        if missing or name["setpoint[MW]"] not in model["attrs"]:
+            raise ConfigError(f"{where} model {e['model']!r} lacks the attribute(s) "
+                              f"{missing or [name['setpoint[MW]']]} (rename with attrs)")
+        if not unit.triggered_by(name["setpoint[MW]"]):
+            raise ConfigError(f"{where} model {e['model']!r}: {name['setpoint[MW]']!r} must be "
+                              "a trigger attribute (the set-point arrives at the frame's time)")
+        world.connect(unit, port, *[(name[a], a) for a, _ in PORT_INPUTS
+                                    if name[a] in model["attrs"]])
+        world.connect(port, unit, ("setpoint[MW]", name["setpoint[MW]"]), weak=True)
+        units.append(unit)
+    return units
 
 
 def create_scenario(world, cfg: ScenarioConfig, *, run_dir: str | Path, progress: bool = False
@@ -76,6 +133,11 @@ def create_scenario(world, cfg: ScenarioConfig, *, run_dir: str | Path, progress
     clock.until_s)``; with warm-up frames, :func:`run_clock`)."""
     run_dir = str(run_dir)
     clock, warmup = run_clock(cfg)
+    if cfg.external_units:   # before any simulator starts
+        from flexcore.grid.district_grid import building_table
+
+        check_external_buildings(cfg.external_units, set(
+            building_table(cfg.buildings, cfg.grid)["building_id"].astype(str)))
     clock_param = clock.to_dict()
     common = dict(grid=cfg.grid, buildings=cfg.buildings, seed=cfg.seed,
                   pv_penetration=cfg.pv_penetration, clock=clock_param)
@@ -85,6 +147,7 @@ def create_scenario(world, cfg: ScenarioConfig, *, run_dir: str | Path, progress
     with world.group():
         fpu_sim = world.start("FPUSim")
         fleet = fpu_sim.Fleet(**common, fpu=list(cfg.fpu))
+        start_external_units(world, fpu_sim, cfg.external_units)
         dso = world.start("DSOAgent").DSO(
             grid=cfg.grid, catalog=fpu_sim.catalog(), run_dir=run_dir, seed=cfg.seed,
             dso=cfg.dso.__dict__ | {"operating_points": list(cfg.dso.operating_points)},

@@ -24,6 +24,11 @@ Tables (all optional except ``[scenario]``; defaults in the dataclasses below)::
                  added at the transformer's LV bus of the GridSim only (forces a
                  non-converging AC power flow without touching the DSO's forecast)
     [[fpu]]      flexibility units (flexcore.fpu.registry format)
+    [[external_unit]] a flexibility unit that is a mosaik simulator of its own, connected to
+                 a Port of the FPU simulator (README "Flexibility units as mosaik
+                 simulators"): name (unit id: letters, digits, _ and -), building,
+                 python = "module:Class" or cmd = "%(python)s -m module %(addr)s", model,
+                 sim_params (init), params (create), attrs (port attribute -> unit attribute)
 """
 from __future__ import annotations
 
@@ -91,6 +96,7 @@ class ScenarioConfig:
     #: frames run before the first slot of each day type and not recorded (see
     #: scenarios.bergwald.run_clock); 0: the units start fresh at the first recorded frame
     warmup_frames: int = 0
+    external_units: tuple[dict, ...] = ()   # [[external_unit]] tables, validated
 
     @property
     def exchange(self) -> str:
@@ -111,7 +117,8 @@ class ScenarioConfig:
                                         resolution_min=self.resolution_min)
 
 
-_TOP = {"scenario", "simulation", "request", "dso", "market", "results", "test", "fpu"}
+_TOP = {"scenario", "simulation", "request", "dso", "market", "results", "test", "fpu",
+        "external_unit"}
 _KEYS = {
     "scenario": {"name", "seed", "grid", "buildings", "pv_penetration", "day_types", "slots",
                  "resolution_min", "warmup_frames"},
@@ -291,6 +298,63 @@ def _check_fpu_types(k: int, entry: Any) -> None:
         _get(entry, where, "params", dict, {})
 
 
+EXTERNAL_UNIT_KEYS = {"name", "building", "python", "cmd", "model", "sim_params", "params",
+                      "attrs"}
+
+
+def _external_units(doc: dict) -> tuple[dict, ...]:
+    """The ``[[external_unit]]`` tables, checked (the building is checked against the
+    district when the scenario starts)."""
+    import re
+
+    entries = doc.get("external_unit", [])
+    if not isinstance(entries, list):
+        raise ConfigError("external_unit: expected [[external_unit]] tables")
+    if not entries:
+        return ()
+    from simulators.fpu_ports import PORT_INPUTS, PORT_OUTPUTS
+
+    port_attrs = {a for a, _ in PORT_INPUTS + PORT_OUTPUTS}
+    out, names = [], set()
+    for k, e in enumerate(entries):
+        where = f"external_unit #{k + 1}"
+        _check_keys(where, e, EXTERNAL_UNIT_KEYS)
+        for key in ("name", "building", "model"):
+            if key not in e:
+                raise ConfigError(f"[{where}] missing key '{key}'")
+            _get(e, where, key, str, "")
+        name = e["name"]
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+            raise ConfigError(f"[{where}] name: letters, digits, '_' and '-' only, got "
+                              f"{_show(name)}")
+        if name in names:
+            raise ConfigError(f"[{where}] name: {name!r} is used twice")
+        names.add(name)
+        if ("python" in e) == ("cmd" in e):
+            raise ConfigError(f"[{where}] needs exactly one of 'python' (\"module:Class\") and "
+                              "'cmd' (\"%(python)s -m module %(addr)s\")")
+        starter = "python" if "python" in e else "cmd"
+        text = _get(e, where, starter, str, "")
+        if starter == "python" and not re.fullmatch(r"[\w.]+:\w+", text):
+            raise ConfigError(f"[{where}] python: expected 'module:Class', got {_show(text)}")
+        if starter == "cmd" and "%(addr)s" not in text:
+            raise ConfigError(f"[{where}] cmd: must contain %(addr)s (where mosaik listens), "
+                              f"got {_show(text)}")
+        for key in ("sim_params", "params", "attrs"):
+            _get(e, where, key, dict, {})
+        attrs = e.get("attrs", {})
+        bad = sorted(set(attrs) - port_attrs)
+        if bad:
+            raise ConfigError(f"[{where}] attrs: unknown port attribute(s) {bad}; allowed: "
+                              f"{sorted(port_attrs)}")
+        for a in attrs:
+            _get(attrs, f"{where} attrs", a, str, "")
+        out.append({"name": name, "building": e["building"], starter: text,
+                    "model": e["model"], "sim_params": dict(e.get("sim_params", {})),
+                    "params": dict(e.get("params", {})), "attrs": dict(attrs)})
+    return tuple(out)
+
+
 def parse_config(doc: dict, *, source: str = "<dict>", base_dir: Path | None = None
                  ) -> ScenarioConfig:
     """Validate a loaded TOML document."""
@@ -403,6 +467,7 @@ def parse_config(doc: dict, *, source: str = "<dict>", base_dir: Path | None = N
         objective=objective, mip_rel_gap=gap,
         plots=_get(rs, "results", "plots", bool, True), extra_load=tuple(extra),
         fpu=tuple(fpu), source=source, package_exchange=exchange, warmup_frames=warmup,
+        external_units=_external_units(doc),
     )
 
 

@@ -54,7 +54,7 @@ def _slots_text(slots, n_day: int) -> str:
 DOCUMENTED_FIELDS = {"name", "seed", "grid", "buildings", "pv_penetration", "day_types", "slots",
                      "resolution_min", "starter", "package_exchange", "request_default_mw",
                      "request_by_slot", "dso", "objective", "mip_rel_gap", "plots", "extra_load",
-                     "fpu", "source", "warmup_frames"}
+                     "fpu", "source", "warmup_frames", "external_units"}
 
 
 def scenario_document(cfg: ScenarioConfig) -> dict:
@@ -98,6 +98,8 @@ def scenario_document(cfg: ScenarioConfig) -> dict:
         doc["test"] = {"extra_load": [{"frame": f, "mw": mw} for f, mw in cfg.extra_load]}
     if cfg.fpu:
         doc["fpu"] = [dict(u) for u in cfg.fpu]
+    if cfg.external_units:
+        doc["external_unit"] = [dict(u) for u in cfg.external_units]
     return doc
 
 
@@ -112,6 +114,10 @@ def check_scenario(cfg: ScenarioConfig) -> str:
     net, building_ids = district_net(cfg.grid)[:2]
     table = building_table(cfg.buildings, cfg.grid)
     specs = parse_fpu_config({"fpu": list(cfg.fpu)})
+    if cfg.external_units:
+        from scenarios.bergwald import check_external_buildings
+
+        check_external_buildings(cfg.external_units, set(table["building_id"].astype(str)))
     return (f"ok: {cfg.source or cfg.name}: grid {cfg.grid} ({len(net.bus)} buses, "
             f"{len(building_ids)} connection points), {len(table)} buildings, "
             f"{len(specs)} unit class(es), {len(cfg.day_types)} day type(s) x "
@@ -202,7 +208,7 @@ def run_scenario(cfg: ScenarioConfig, *, out: str | Path | None = None, quiet: b
     write_json(run_dir / "versions.json", {**versions(), "seed": cfg.seed})
     copy_results_readme(run_dir)
     t0 = time.perf_counter()
-    world = new_world(sim_config(cfg.starter))
+    world = new_world(sim_config(cfg.starter, cfg.external_units))
     try:
         clock = create_scenario(world, cfg, run_dir=run_dir, progress=not quiet)
         world.run(until=clock.until_s, print_progress=False)

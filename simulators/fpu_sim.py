@@ -23,6 +23,11 @@ with volumes and prices and sends set-points back by pseudonym; the extra method
 private maps: ``catalog()`` bid pseudonym -> building (the DSO's, for its linearizer) and
 ``unit_map()`` bid pseudonym -> unit id and direction (the run folder's, for unit-level
 results).
+
+External units (mosaik simulators of their own): one ``Port`` entity per unit, created after
+the Fleet with the unit's id and building (see :mod:`simulators.fpu_ports` for its
+attributes); a port's unit takes part in the fleet's offers, pseudonyms, dispatch and
+``dP[MW]`` like an in-process unit. Without ports the fleet runs as before.
 """
 from __future__ import annotations
 
@@ -36,6 +41,7 @@ from flexcore.district.clock import FrameClock
 from flexcore.fpu.base import FlexibilityUnit, contract_violation
 from flexcore.grid.district_grid import building_table
 from simulators import FrameSimulator, building_profiles, meta_from_table
+from simulators.fpu_ports import PORT_MODEL, ExternalUnit
 
 DIRECTIONS = ("up", "down")
 ATTRS_OUT = (
@@ -56,7 +62,7 @@ META = meta_from_table({"Fleet": {
     "attrs": [a for a, _ in ATTRS_OUT + ATTRS_IN],
     "trigger": [a for a, _ in ATTRS_IN],
     "non-persistent": [a for a, _ in ATTRS_OUT],
-}}, sim_type="hybrid", extra_methods=("catalog", "unit_map"))
+}, "Port": PORT_MODEL}, sim_type="hybrid", extra_methods=("catalog", "unit_map"))
 
 
 class FPUSim(FrameSimulator):
@@ -64,9 +70,17 @@ class FPUSim(FrameSimulator):
         super().__init__(META)
         self.units = None
         self._offered_at = -1
+        self._ports: dict[str, ExternalUnit] = {}   # Port eid -> its unit
+        self._input_problems: dict[str, str] = {}   # unit id -> bad port input of the frame
+        self._port_out: dict[str, dict] = {}
 
-    def create(self, num, model, *, grid: str, buildings: str, seed: int,
-               pv_penetration: float, clock: dict, fpu: list[dict] | None = None):
+    def create(self, num, model, **params):
+        if model == "Port":
+            return self._create_ports(num, **params)
+        return self._create_fleet(num, model, **params)
+
+    def _create_fleet(self, num, model, *, grid: str, buildings: str, seed: int,
+                      pv_penetration: float, clock: dict, fpu: list[dict] | None = None):
         if num != 1 or self.units is not None:
             raise ValueError("FPUSim holds exactly one Fleet entity")
         from flexcore.fpu.assign import DEFAULT_FPU_CONFIG
@@ -94,6 +108,46 @@ class FPUSim(FrameSimulator):
                                   seed=self._seed)
         self._day = None
 
+    def _create_ports(self, num, *, unit_id: str, building: str):
+        """One ``Port`` per external unit (after the Fleet, before ``catalog()``)."""
+        unit_id, building = str(unit_id), str(building)
+        if num != 1 or self.units is None:
+            raise ValueError("create Ports one at a time, after the Fleet")
+        if building not in set(self._table["building_id"].astype(str)):
+            raise ValueError(f"Port {unit_id!r}: {building!r} is not a building of the district")
+        if unit_id in {u.unit_id for u in self._members}:
+            raise ValueError(f"Port {unit_id!r}: a unit with this id exists already")
+        eid = f"Port-{len(self._ports)}"
+        self._ports[eid] = ExternalUnit(unit_id, building)
+        for d in DIRECTIONS:
+            self._pseudo[f"{unit_id}:{d}"] = p = self._pseudonym(f"{unit_id}:{d}")
+            self._unit_of[p] = unit_id
+        return [{"eid": eid, "type": "Port"}]
+
+    @property
+    def _members(self) -> list:
+        """The fleet's units: the in-process ones, then the ports' external units."""
+        return self.units + list(self._ports.values()) if self._ports else self.units
+
+    def _receive_ports(self, inputs: dict) -> None:
+        """The external units' values for the frame (bad input: flagged in ``_offer``)."""
+        self._input_problems = {}
+        self._port_out = {eid: {} for eid in self._ports}  # no set-point before dispatch
+        for eid, unit in self._ports.items():
+            unit.receive(inputs.get(eid, {}))
+            if unit.problem:
+                self._input_problems[unit.unit_id] = unit.problem
+
+    def get_data(self, outputs):
+        if not self._ports:
+            return super().get_data(outputs)
+        ports = {e: a for e, a in outputs.items() if e in self._ports}
+        data = super().get_data({e: a for e, a in outputs.items() if e not in ports})
+        for eid, attrs in ports.items():
+            out = self._port_out.get(eid, {})
+            data[eid] = {a: out[a] for a in attrs if a in out}
+        return data
+
     def _pseudonym(self, bid: str) -> str:
         return "b" + hmac.new(self._secret, bid.encode(), hashlib.sha256).hexdigest()[:16]
 
@@ -101,7 +155,7 @@ class FPUSim(FrameSimulator):
         """The DSO's private map: every bid of the fleet as ``{bid_id, building_id}`` (bid
         pseudonyms, in unit order)."""
         return [{"bid_id": self._pseudo[f"{u.unit_id}:{d}"], "building_id": u.building_id}
-                for u in self.units for d in DIRECTIONS]
+                for u in self._members for d in DIRECTIONS]
 
     def unit_map(self) -> dict[str, dict]:
         """The run folder's private map: bid pseudonym -> ``{unit_id, building_id,
@@ -109,7 +163,7 @@ class FPUSim(FrameSimulator):
         return {self._pseudo[f"{u.unit_id}:{d}"]: {"unit_id": u.unit_id,
                                                    "building_id": u.building_id,
                                                    "direction": d}
-                for u in self.units for d in DIRECTIONS}
+                for u in self._members for d in DIRECTIONS}
 
     def _public(self, offers: list[dict]) -> list[dict]:
         """Offers as they leave the aggregator: pseudonym, no unit id."""
@@ -132,11 +186,16 @@ class FPUSim(FrameSimulator):
             for values in attrs.get("setpoint[MW]", {}).values():
                 setpoints.update(values)
         if self._offered_at != time:
+            if self._ports:
+                self._receive_ports(inputs)
             self._offer(frame)
             self._out["offers"] = self._public(self._out["offers"])
             self._offered_at = time
         else:
             self._dispatch(frame, self._unit_setpoints(setpoints))
+            if self._ports:
+                self._port_out = {eid: {"setpoint[MW]": u.applied_mw}
+                                  for eid, u in self._ports.items()}
         return time + self.clock.step_s
 
     def _offer(self, frame) -> None:
@@ -145,8 +204,8 @@ class FPUSim(FrameSimulator):
         self._day = frame.day_type
         offers, base, dbase = [], {}, defaultdict(float)
         self._flagged = {}
-        for u in self.units:
-            reason = contract_violation(u, frame)
+        for u in self._members:
+            reason = self._input_problems.get(u.unit_id) or contract_violation(u, frame)
             if reason:  # flag and neutralise: no offers, baseline (or profile) injection
                 self._flagged[u.unit_id] = reason
             else:
@@ -168,7 +227,7 @@ class FPUSim(FrameSimulator):
     def _dispatch(self, frame, setpoints: dict[str, float]) -> None:
         power, dp, clipped, applied = {}, defaultdict(float), {}, {}
         flagged = getattr(self, "_flagged", {})
-        for u in self.units:
+        for u in self._members:
             if u.unit_id in flagged:  # neutralised: no activation, state advanced at baseline
                 p = _neutral_power_mw(u, frame)
                 power[u.unit_id] = p
@@ -185,7 +244,7 @@ class FPUSim(FrameSimulator):
             u.step(frame)
         self._out = {"P[MW]": power, "dP[MW]": dict(dp), "clipped": clipped,
                      "flagged": dict(flagged),
-                     "units": unit_records(self.units, frame, base=getattr(self, "_base", {}),
+                     "units": unit_records(self._members, frame, base=getattr(self, "_base", {}),
                                            offered=getattr(self, "_offered", {}),
                                            setpoints=setpoints, applied=applied, power=power,
                                            clipped=clipped, flagged=flagged)}
