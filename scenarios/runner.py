@@ -174,7 +174,9 @@ def run_scenario(cfg: ScenarioConfig, *, out: str | Path | None = None, quiet: b
     from flexcore.runs import new_run_dir, versions, write_json, write_toml
     from scenarios.bergwald import create_scenario, sim_config
     from scenarios.results import close_open_recorders, summarize, write_summary
+    from simulators import quiet_mosaik_logging
 
+    quiet_mosaik_logging()  # mosaik's INFO lines ("Starting 'GridSim-0' ...") left out
     run_dir = new_run_dir("run", out=out).resolve()
     write_json(run_dir / "config.resolved.json", cfg.to_dict())
     write_toml(run_dir / "config.resolved.toml", scenario_document(cfg),
