@@ -144,13 +144,17 @@ START_TIMEOUT_S = 120.0
 
 
 def new_world(sim_config: dict):
-    """A mosaik World without the start-up logo (``skip_greetings`` where mosaik has it)
-    and with a start timeout of :data:`START_TIMEOUT_S` for the simulator processes."""
+    """A mosaik World without the start-up logo (``skip_greetings`` where mosaik has it),
+    without mosaik's INFO lines (:func:`simulators.quiet_mosaik_logging`) and with a start
+    timeout of :data:`START_TIMEOUT_S` for the simulator processes."""
     import inspect
 
     import mosaik
 
+    from simulators import quiet_mosaik_logging
+
     prune_cancelled_waits()
+    quiet_mosaik_logging()
 
     params = inspect.signature(mosaik.World).parameters
     extra = {"skip_greetings": True} if "skip_greetings" in params else {}
@@ -174,9 +178,7 @@ def run_scenario(cfg: ScenarioConfig, *, out: str | Path | None = None, quiet: b
     from flexcore.runs import new_run_dir, versions, write_json, write_toml
     from scenarios.bergwald import create_scenario, sim_config
     from scenarios.results import close_open_recorders, summarize, write_summary
-    from simulators import quiet_mosaik_logging
 
-    quiet_mosaik_logging()  # mosaik's INFO lines ("Starting 'GridSim-0' ...") left out
     run_dir = new_run_dir("run", out=out).resolve()
     write_json(run_dir / "config.resolved.json", cfg.to_dict())
     write_toml(run_dir / "config.resolved.toml", scenario_document(cfg),

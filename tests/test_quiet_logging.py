@@ -49,3 +49,20 @@ def test_a_callers_loguru_configuration_is_left_alone():
                   "from simulators import quiet_mosaik_logging\n"
                   "assert not quiet_mosaik_logging()\n")
     assert "info from mosaik.async_scenario" in err
+
+
+def test_a_flexcosim_world_starting_a_cmd_simulator_prints_no_info_line():
+    """The runner's World (scenarios.runner.new_world) starts a simulator in its own
+    process (``starter = "cmd"``), as run_scenario does: neither the runner nor the
+    simulator prints an INFO line. Without the quieting mosaik prints "Starting 'X-0'"."""
+    code = """
+import mosaik_api_v3
+from scenarios.runner import new_world
+world = new_world({"Validator": {"cmd": "%(python)s -m agents.validator %(addr)s"}})
+world.start("Validator")
+world.shutdown()
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, timeout=300, check=True)
+    lines = (res.stdout + res.stderr).splitlines()
+    assert not [line for line in lines if "INFO" in line], lines[:5]
