@@ -141,7 +141,7 @@ def _critical_figures(lin, clearing, rep, fig_dir: Path, tag: str, n: int) -> di
                                [clearing.predicted_vm_pu[k] for k in sel],
                                fig_dir / f"fig7_voltages_{tag}.png", ylabel="voltage (p.u.)",
                                title=f"Figure 7 ({tag}): {n} buses closest to a voltage limit",
-                               limits=(lim.vm_max_pu,))
+                               limits=(lim.vm_max_pu,), errors=True)
     lk = list(rep.ac_loading_percent)
     ld = np.array([abs(rep.ac_loading_percent[k]) for k in lk])
     sel = [lk[i] for i in np.argsort(-ld, kind="stable")[:n]]
@@ -150,7 +150,7 @@ def _critical_figures(lin, clearing, rep, fig_dir: Path, tag: str, n: int) -> di
                                [abs(clearing.predicted_loading_percent[k]) for k in sel],
                                fig_dir / f"fig8_loadings_{tag}.png", ylabel="loading (%)",
                                title=f"Figure 8 ({tag}): {n} most loaded branches",
-                               limits=(lim.loading_max_percent,))
+                               limits=(lim.loading_max_percent,), errors=True)
     return {f"fig7_{tag}": f7.name, f"fig8_{tag}": f8.name}
 
 

@@ -110,6 +110,9 @@ def test_grid_figure_in_metres_marks_limit_violations_and_takes_a_given_state(tm
     fig2 = grid_figure(net, title="Figure 5", **state)
     legend2 = [t.get_text() for t in fig2.axes[0].get_legend().get_texts()]
     assert legend2 == legend
+    arrays = {k: v.to_numpy() for k, v in state.items()}  # plain arrays in element order
+    fig3 = grid_figure(net, title="Figure 5", **arrays)
+    assert [t.get_text() for t in fig3.axes[0].get_legend().get_texts()] == legend
     assert plot_grid(net, tmp_path / "g.png", **state).stat().st_size > 10_000
 
 

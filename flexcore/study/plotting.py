@@ -43,13 +43,19 @@ def coordinates_are_degrees(xy: np.ndarray) -> bool:
                 and (span <= 1.0).all())
 
 
-def _values(series, index, default) -> np.ndarray:
-    """``series`` (Series or mapping keyed by element index) in the order of ``index``."""
-    if series is None:
+def _values(values, index, default: pd.Series) -> np.ndarray:
+    """``values`` in the order of ``index``: a Series or mapping keyed by element index, or
+    an array in the order of ``index`` itself; ``default`` (a ``res_*`` column) if None."""
+    if values is None:
         return default.reindex(index).to_numpy(float)
-    if not isinstance(series, pd.Series):
-        series = pd.Series(dict(series), dtype=float)
-    return series.reindex(index).to_numpy(float)
+    if isinstance(values, pd.Series):
+        return values.reindex(index).to_numpy(float)
+    if hasattr(values, "keys"):
+        return pd.Series(dict(values), dtype=float).reindex(index).to_numpy(float)
+    arr = np.asarray(values, float)
+    if arr.shape != (len(index),):
+        raise ValueError(f"{arr.shape[0] if arr.ndim else 0} values for {len(index)} elements")
+    return arr
 
 
 def plot_grid(net, path: str | Path, *, title: str = "", color_by: str = "both",
