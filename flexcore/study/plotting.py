@@ -201,6 +201,7 @@ def pf_vs_prediction_figure(keys, pf, predicted, *, ylabel: str, title: str, lim
     for lim in limits or ():
         ax.axhline(lim, color="red", ls="--", lw=0.8)
     ax.set_ylabel(ylabel)
+    ax.ticklabel_format(axis="y", useOffset=False)  # 1.0498, not "-0.0002 + 1.05"
     ax.set_title(title)
     ax.legend()
     bottom = ax
