@@ -51,12 +51,15 @@ class EvalOptions:
     sweep_rounds: int = 3
     load_levels: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
     slp_max_iter: int = 10
+    ac_opf: bool = True  # section 4's AC OPF reference (most of the quick report's time)
     n_critical: int = 20
     salt: str = "evaluate"
 
     @classmethod
     def quick(cls) -> EvalOptions:
-        return cls(rounds=1, m_values=(1, 3), sweep_rounds=1, load_levels=(1.0,))
+        """One load level, fewer points and rounds, SLP as the only full-model reference."""
+        return cls(rounds=1, m_values=(1, 3), sweep_rounds=1, load_levels=(1.0,),
+                   ac_opf=False)
 
 
 @dataclass
@@ -68,15 +71,14 @@ class EvaluationResult:
 
 # --------------------------------------------------------------------------- setup
 def setup(options: EvalOptions):
-    """(net, bids, Linearizer) of the single-frame study."""
-    from flexcore.district.buildings import load_building_table
+    """(net, bids, Linearizer) of the single-frame study (bids: :func:`synthetic_bids`'s
+    defaults, building types from the shipped table on Bergwald)."""
     from flexcore.dso.linearizer import Linearizer
-    from flexcore.grid.grids import BERGWALD, load_grid
+    from flexcore.grid.grids import load_grid
     from flexcore.study.bidgen import synthetic_bids
 
     net = load_grid(options.grid)
-    table = load_building_table() if options.grid.lower() == BERGWALD else None
-    bids = synthetic_bids(net, seed=options.seed, table=table)
+    bids = synthetic_bids(net, seed=options.seed)
     return net, bids, Linearizer(net, bids, salt=options.salt)
 
 
@@ -139,7 +141,7 @@ def _critical_figures(lin, clearing, rep, fig_dir: Path, tag: str, n: int) -> di
                                [clearing.predicted_vm_pu[k] for k in sel],
                                fig_dir / f"fig7_voltages_{tag}.png", ylabel="voltage (p.u.)",
                                title=f"Figure 7 ({tag}): {n} buses closest to a voltage limit",
-                               limits=(lim.vm_max_pu,))
+                               limits=(lim.vm_max_pu,), errors=True)
     lk = list(rep.ac_loading_percent)
     ld = np.array([abs(rep.ac_loading_percent[k]) for k in lk])
     sel = [lk[i] for i in np.argsort(-ld, kind="stable")[:n]]
@@ -148,7 +150,7 @@ def _critical_figures(lin, clearing, rep, fig_dir: Path, tag: str, n: int) -> di
                                [abs(clearing.predicted_loading_percent[k]) for k in sel],
                                fig_dir / f"fig8_loadings_{tag}.png", ylabel="loading (%)",
                                title=f"Figure 8 ({tag}): {n} most loaded branches",
-                               limits=(lim.loading_max_percent,))
+                               limits=(lim.loading_max_percent,), errors=True)
     return {f"fig7_{tag}": f7.name, f"fig8_{tag}": f8.name}
 
 
@@ -267,6 +269,7 @@ def over_time_stats(frames, *, source: str = "frames table") -> dict:
                                "worst_frame": {"index": _plain(worst), **describe(worst)}}
     v = frames["ac_violations"].astype(float).fillna(0)
     out["frames_with_violations"] = int((v > 0).sum())
+    out["cost"] = cost_stats(frames)
     out["status_counts"] = {str(k): int(n) for k, n in
                             frames["status"].astype(str).value_counts().items()}
     for dt, grp in frames.groupby("day_type", sort=False):
@@ -280,6 +283,41 @@ def over_time_stats(frames, *, source: str = "frames table") -> dict:
             (grp["ac_violations"].astype(float).fillna(0) > 0).sum())
         out["by_day_type"][str(dt)] = entry
     return out
+
+
+#: the frames table's cost column (EUR/h), newest name first
+COST_COLUMNS = ("cost_eur_per_h", "cost_eur")
+
+
+def frame_hours(frames) -> float:
+    """Length of a frame (h): a frame's clock time over its slot of the day (``timestamp``
+    and ``slot`` columns, e.g. 18:00 at slot 72 -> 0.25 h), else 15 minutes."""
+    import pandas as pd
+
+    if "timestamp" in frames and "slot" in frames:
+        t = pd.DatetimeIndex(pd.to_datetime(frames["timestamp"]))
+        slot = frames["slot"].to_numpy(float)
+        ok = slot > 0
+        if ok.any():
+            minutes = (t.hour * 60 + t.minute).to_numpy(float)[ok] / slot[ok]
+            return float(np.median(minutes)) / 60.0
+    return 0.25
+
+
+def cost_stats(frames) -> dict | None:
+    """The balancing cost per frame (``cost_eur_per_h``, or ``cost_eur`` in tables written
+    before it was renamed; both EUR/h): frames with a cost, mean and highest rate, and the
+    energy cost (EUR) = sum of rate x frame length. None without a cost column."""
+    col = next((c for c in COST_COLUMNS if c in frames.columns), None)
+    if col is None:
+        return None
+    rate = frames[col].astype(float).fillna(0.0)
+    h = frame_hours(frames)
+    paid = rate[rate != 0]
+    return {"column": col, "frame_h": h, "frames_with_cost": int(len(paid)),
+            "mean_eur_per_h": float(paid.mean()) if len(paid) else 0.0,
+            "max_eur_per_h": float(rate.max()) if len(rate) else 0.0,
+            "energy_cost_eur": float(rate.sum() * h)}
 
 
 def _plain(x):
@@ -307,8 +345,13 @@ def over_time(*, run_dir=None, scenario=None, eval_dir: Path, quick: bool = Fals
         source = cosim / "timeseries" / "frames.parquet"
     else:
         return {"available": False, "reason": "no run folder or scenario given"}
-    stats = over_time_stats(read_frames(source), source=str(source))
-    return {"available": True, "source": str(source), **stats}
+    frames = read_frames(source)
+    stats = over_time_stats(frames, source=str(source))
+    from flexcore.study.plotting import plot_over_time
+
+    fig = plot_over_time(frames, eval_dir / "figures" / "over_time.png",
+                         title=f"co-simulation over time ({len(frames)} frames)")
+    return {"available": True, "source": str(source), **stats, "figure": fig.name}
 
 
 # --------------------------------------------------------------------------- section 4
@@ -344,16 +387,20 @@ def optimality(lin, bids, options: EvalOptions) -> list[dict]:
             row.update(milp_cost_eur=res.clearing.cost_eur, milp_ac_feasible=chk.feasible,
                        milp_rounds=res.rounds[-1].round)
             s = slp(lin, bids, request, max_iter=options.slp_max_iter)
-            guess = s.ac.ext_grid_p_mw if s.ac is not None and s.ac.converged else None
-            o = ac_opf(lin, bids, request, ext_grid_guess_mw=guess)
-            row["slp"], row["opf"] = s.summary(), o.summary()
-            refs = [r for r in (s, o) if r.ok and r.ac is not None and r.ac.feasible] or \
-                [r for r in (s, o) if r.ok]
+            row["slp"] = s.summary()
+            methods = [s]
+            if options.ac_opf:
+                guess = s.ac.ext_grid_p_mw if s.ac is not None and s.ac.converged else None
+                o = ac_opf(lin, bids, request, ext_grid_guess_mw=guess)
+                row["opf"] = o.summary()
+                methods.append(o)
+                row["time_ratio_opf"] = t_milp / o.time_s if o.time_s > 0 else math.nan
+            refs = [r for r in methods if r.ok and r.ac is not None and r.ac.feasible] or \
+                [r for r in methods if r.ok]
             if refs:
                 best = min(refs, key=lambda r: r.cost_eur)
                 row.update(best_reference=best.method,
                            cost_ratio=res.clearing.cost_eur / best.cost_eur)
-            row["time_ratio_opf"] = t_milp / o.time_s if o.time_s > 0 else math.nan
             row["time_ratio_slp"] = t_milp / s.time_s if s.time_s > 0 else math.nan
             rows.append(row)
     finally:
@@ -390,7 +437,7 @@ def render(tables: dict) -> str:
     fp, ar, src = t1["fixed_points"], t1["after_rounds"], t1["source"]
     md.append(_table(
         ["", "voltages MAE (p.u.)", "voltages RMSE (p.u.)", "loadings MAE (%)",
-         "loadings RMSE (%)", "cost (EUR)", "AC violations"],
+         "loadings RMSE (%)", "cost (EUR/h)", "AC violations"],
         [["source (m = 3)", _e(src["vm_mae_pu"]), _e(src["vm_rmse_pu"]),
           _e(src["loading_mae_percent"]), _e(src["loading_rmse_percent"]), "", "none"],
          ["fixed points (round 0)", _e(fp["vm_mae_pu"]), _e(fp["vm_rmse_pu"]),
@@ -410,8 +457,9 @@ def render(tables: dict) -> str:
            "activation as a point. Times are cumulative (DSO: linearisation, AC validation "
            "and refinement; TSO: clearing).", ""]
     md.append(_table(
-        ["linearisation", "m", "rounds", "status", "cost (EUR)", "vm MAE", "vm RMSE",
-         "loading MAE", "loading RMSE", "AC violations", "DSO s", "TSO s"],
+        ["linearisation", "m", "rounds", "status", "cost (EUR/h)", "vm MAE (p.u.)",
+         "vm RMSE (p.u.)", "loading MAE (%)", "loading RMSE (%)", "AC violations", "DSO (s)",
+         "TSO (s)"],
         [[r["linearisation"], r["m"], r["rounds"], r["status"], _f(r["cost_eur"]),
           _e(r["vm_mae_pu"]), _e(r["vm_rmse_pu"]), _e(r["loading_mae_percent"]),
           _e(r["loading_rmse_percent"]), r["violations"], _f(r["dso_time_s"], 3),
@@ -421,8 +469,8 @@ def render(tables: dict) -> str:
                "with the square of the step (curvature); the DC error has a first-order part "
                "from its slopes, which dominates for small steps and can partly cancel the "
                "curvature for large ones:", ""]
-    md.append(_table(["dispatch", "total MW", "AC vm MAE", "DC vm MAE", "AC loading MAE",
-                      "DC loading MAE"],
+    md.append(_table(["dispatch", "total (MW)", "AC vm MAE (p.u.)", "DC vm MAE (p.u.)",
+                      "AC loading MAE (%)", "DC loading MAE (%)"],
                      [[d["dispatch"], _f(d["total_mw"], 3), _e(d["ac_vm_mae_pu"]),
                        _e(d["dc_vm_mae_pu"]), _e(d["ac_loading_mae_percent"]),
                        _e(d["dc_loading_mae_percent"])] for d in lin["same_dispatch"]]))
@@ -444,13 +492,23 @@ def render(tables: dict) -> str:
                          rows))
         if ot["by_day_type"]:
             md += ["", "Per day type:", ""]
-            md.append(_table(["day type", "frames", "vm MAE median", "vm MAE max",
-                              "loading MAE median", "loading MAE max", "frames with violations"],
+            md.append(_table(["day type", "frames", "vm MAE median (p.u.)", "vm MAE max (p.u.)",
+                              "loading MAE median (%)", "loading MAE max (%)",
+                              "frames with violations"],
                              [[dt, e["frames"], _e(e.get("vm_mae_pu_median")),
                                _e(e.get("vm_mae_pu_max")), _e(e.get("loading_mae_percent_median")),
                                _e(e.get("loading_mae_percent_max")),
                                e.get("frames_with_violations", "n/a")]
                               for dt, e in ot["by_day_type"].items()]))
+        if ot.get("cost"):
+            c = ot["cost"]
+            md += ["", f"Balancing cost (`{c['column']}`, EUR/h while a frame lasts): "
+                       f"{c['frames_with_cost']} frames with a cost, mean "
+                       f"{_f(c['mean_eur_per_h'])} EUR/h, highest {_f(c['max_eur_per_h'])} "
+                       f"EUR/h; energy cost over the run {_f(c['energy_cost_eur'])} EUR "
+                       f"({c['frame_h']:g} h frames)."]
+        if ot.get("figure"):
+            md += ["", f"![over time](figures/{ot['figure']})"]
     md += ["", "## 4. Optimality and speed against the full model", "",
            "Loads scaled by the load level; AC OPF = pandapower runopp (PIPS, external grid "
            "pinned, iterated for losses; a failure is reported as pp.OPFNotConverged); SLP = "
@@ -458,17 +516,19 @@ def render(tables: dict) -> str:
            "AC-feasible reference; time ratio = MILP / reference wall time.", ""]
     rows = []
     for r in tables["optimality"]:
-        o, sl = r.get("opf", {}), r.get("slp", {})
+        o, sl = r.get("opf"), r.get("slp", {})
+        opf_cost = "not run (quick)" if o is None else \
+            f"{_f(o.get('cost_eur'))} ({o.get('status')}, {o.get('iterations')} it)"
+        o = o or {}
         rows.append([r["load_level"], r["request_mw"], r["milp_status"],
                      _f(r.get("milp_cost_eur")), r.get("milp_ac_feasible"),
                      f"{_f(sl.get('cost_eur'))} ({sl.get('status')}, {sl.get('iterations')} it)",
-                     sl.get("ac_feasible"),
-                     f"{_f(o.get('cost_eur'))} ({o.get('status')}, {o.get('iterations')} it)",
-                     o.get("ac_feasible"), _f(r.get("cost_ratio"), 5),
+                     sl.get("ac_feasible"), opf_cost, o.get("ac_feasible", ""),
+                     _f(r.get("cost_ratio"), 5),
                      _f(r["milp_time_s"], 2), _f(sl.get("time_s"), 2), _f(o.get("time_s"), 2)])
-    md.append(_table(["load level", "P_E MW", "MILP", "MILP cost", "MILP AC ok", "SLP cost",
-                      "SLP AC ok", "OPF cost", "OPF AC ok", "cost ratio", "MILP s", "SLP s",
-                      "OPF s"], rows))
+    md.append(_table(["load level", "P_E (MW)", "MILP", "MILP cost (EUR/h)", "MILP AC ok",
+                      "SLP cost (EUR/h)", "SLP AC ok", "OPF cost (EUR/h)", "OPF AC ok",
+                      "cost ratio", "MILP (s)", "SLP (s)", "OPF (s)"], rows))
     md += ["", "AC feasibility: no voltage beyond the limits by more than 1e-5 p.u., no "
                "loading by more than 1e-3 % (solver tolerances).", ""]
     return "\n".join(md)

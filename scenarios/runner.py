@@ -156,13 +156,17 @@ START_TIMEOUT_S = 120.0
 
 
 def new_world(sim_config: dict):
-    """A mosaik World without the start-up logo (``skip_greetings`` where mosaik has it)
-    and with a start timeout of :data:`START_TIMEOUT_S` for the simulator processes."""
+    """A mosaik World without the start-up logo (``skip_greetings`` where mosaik has it),
+    without mosaik's INFO lines (:func:`simulators.quiet_mosaik_logging`) and with a start
+    timeout of :data:`START_TIMEOUT_S` for the simulator processes."""
     import inspect
 
     import mosaik
 
+    from simulators import quiet_mosaik_logging
+
     prune_cancelled_waits()
+    quiet_mosaik_logging()
 
     params = inspect.signature(mosaik.World).parameters
     extra = {"skip_greetings": True} if "skip_greetings" in params else {}

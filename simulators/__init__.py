@@ -84,14 +84,38 @@ def end_with_parent(*, poll_s: float = 1.0) -> None:
     threading.Thread(target=watch, name="end-with-parent", daemon=True).start()
 
 
+#: loguru modules whose records below :data:`MOSAIK_LOG_LEVEL` are dropped
+MOSAIK_LOGGERS = ("mosaik", "mosaik_api_v3")
+MOSAIK_LOG_LEVEL = "WARNING"
+
+
+def quiet_mosaik_logging(level: str = MOSAIK_LOG_LEVEL) -> bool:
+    """Show mosaik's and mosaik-api's loguru records (``Starting 'GridSim-0' ...``,
+    ``Simulation finished successfully``, "tries to connect") from ``level`` up only.
+
+    Replaces loguru's default stderr handler by one that applies ``level`` to the
+    :data:`MOSAIK_LOGGERS` (other modules as before); a loguru configuration of the caller
+    (the default handler already removed) is left alone. Returns True if it changed it.
+    Called by :func:`start_simulation` (simulator processes) and by
+    ``scenarios.runner.run_scenario`` (the runner process)."""
+    try:
+        from loguru import logger
+    except ImportError:  # a mosaik without loguru: nothing to quieten
+        return False
+    try:
+        logger.remove(0)  # loguru's default handler (stderr, DEBUG)
+    except ValueError:
+        return False
+    logger.add(sys.stderr, filter={name: level for name in MOSAIK_LOGGERS})
+    for name in MOSAIK_LOGGERS:
+        logger.enable(name)
+    return True
+
+
 def start_simulation(sim: mosaik_api_v3.Simulator) -> None:
     """``main()`` of every simulator module: :func:`end_with_parent`, mosaik-api's loguru
-    output from INFO to WARNING (no "tries to connect" lines), then mosaik's
-    ``start_simulation``."""
+    output from WARNING up only (:func:`quiet_mosaik_logging`: no "tries to connect"
+    lines), then mosaik's ``start_simulation``."""
     end_with_parent()
-    from loguru import logger  # mosaik-api's logger
-
-    logger.enable("mosaik_api_v3")
-    logger.remove()
-    logger.add(sys.stderr, level="WARNING")
+    quiet_mosaik_logging()
     mosaik_api_v3.start_simulation(sim, configure_logging=False)

@@ -3,6 +3,8 @@ orderings the method predicts, over-time statistics, and the AC OPF / SLP compar
 Real pandapower and HiGHS throughout (one quick evaluation shared by the tests)."""
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import math
 
@@ -19,6 +21,7 @@ from scenarios.evaluate import (
     evaluate,
     over_time,
     over_time_stats,
+    render,
 )
 
 DAY_TYPES = ("winter_workday", "summer_sunday", "transition_saturday")
@@ -40,6 +43,7 @@ def _frames() -> pd.DataFrame:
         "loading_mae_percent": rng.lognormal(-6, 1, n),
         "loading_rmse_percent": rng.lognormal(-5, 1, n),
         "ac_violations": rng.integers(0, 2, n) * (rng.random(n) < 0.2),
+        "cost_eur_per_h": np.where(np.arange(n) % 4 == 0, 0.0, 150.0),
     })
     df.loc[df.request_mw == 0, ["vm_mae_pu", "vm_rmse_pu", "loading_mae_percent",
                                 "loading_rmse_percent"]] = np.nan
@@ -53,7 +57,9 @@ def quick(tmp_path_factory):
     (run / "timeseries").mkdir()
     _frames().to_csv(run / "timeseries" / "frames.csv", index=False)
     out = tmp_path_factory.mktemp("eval") / "report"
-    res = evaluate(out=out, quick=True, run_dir=run)
+    # the quick report plus section 4's AC OPF (flexcosim evaluate --quick leaves it out)
+    options = dataclasses.replace(EvalOptions.quick(), ac_opf=True)
+    res = evaluate(out=out, quick=True, run_dir=run, options=options)
     return res, run
 
 
@@ -70,6 +76,11 @@ def test_quick_writes_report_tables_and_figures(quick):
     for section in ("## 1.", "## 2.", "## 3.", "## 4."):
         assert section in text
     assert "co-simulation results not available" not in text
+    # the over-time figure of the frames table, and EUR/h where a figure is a rate
+    over = d / "figures" / tables["over_time"]["figure"]
+    assert over.is_file() and f"](figures/{over.name})" in text
+    assert "cost (EUR/h)" in text and "cost (EUR)" not in text
+    assert "MILP cost (EUR/h)" in text
 
 
 def test_table1_equals_direct_recomputation(quick):
@@ -149,6 +160,27 @@ def test_over_time_statistics_match_the_series(quick):
     assert f"{ot['metrics']['vm_mae_pu']['p95']:.2e}" in text
 
 
+def test_over_time_cost_is_a_rate_and_its_energy_uses_the_frame_length():
+    from flexcore.district.clock import FrameClock
+    from scenarios.evaluate import cost_stats, frame_hours
+
+    f = _frames()
+    st = cost_stats(f)  # no timestamps: 15-minute frames
+    paid = int((f["request_mw"] != 0).sum())
+    assert st == {"column": "cost_eur_per_h", "frame_h": 0.25, "frames_with_cost": paid,
+                  "mean_eur_per_h": 150.0, "max_eur_per_h": 150.0,
+                  "energy_cost_eur": 150.0 * paid * 0.25}
+    # a table written before the rename: cost_eur (EUR/h as well)
+    old = cost_stats(f.rename(columns={"cost_eur_per_h": "cost_eur"}))
+    assert old["column"] == "cost_eur" and old["energy_cost_eur"] == st["energy_cost_eur"]
+    assert cost_stats(f.drop(columns="cost_eur_per_h")) is None
+    # frame length from the clock time of a slot: hourly frames, 18:00 is slot 18
+    hourly = FrameClock.for_day_types(["winter_workday"], [6, 18], resolution_min=60)
+    g = pd.DataFrame({"timestamp": [fr.timestamp for fr in hourly.frames],
+                      "slot": [fr.slot for fr in hourly.frames]})
+    assert frame_hours(g) == 1.0
+
+
 def test_over_time_reads_the_exact_columns_and_names_what_is_missing(tmp_path):
     from scenarios.results import FRAME_COLUMNS
 
@@ -183,6 +215,11 @@ def test_opf_slp_milp_comparison(quick):
         assert r["milp_cost_eur"] == pytest.approx(ref["cost_eur"], rel=1e-4)
     assert r["cost_ratio"] == pytest.approx(1.0, abs=1e-4)
     assert r["time_ratio_opf"] < 1.0  # the MILP with refinement is faster than the AC OPF
+    # flexcosim evaluate --quick runs no AC OPF (most of its time): the report says so
+    assert not EvalOptions.quick().ac_opf and EvalOptions().ac_opf
+    tables = copy.deepcopy(res.tables)
+    del tables["optimality"][0]["opf"]
+    assert "| not run (quick) |" in render(tables)
 
 
 def test_over_time_on_a_real_cosimulation_run(tmp_path):

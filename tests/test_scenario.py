@@ -82,9 +82,12 @@ def test_same_seed_same_numbers(cfg, run_a, tmp_path):
     pd.testing.assert_frame_equal(_frames(run_a)[COMPARE], _frames(b)[COMPARE])
 
 
-def test_separate_processes_same_numbers(cfg, run_a, tmp_path):
+def test_separate_processes_same_numbers(cfg, run_a, tmp_path, capfd):
     c = run_scenario(dataclasses.replace(cfg, starter="cmd", plots=False), out=tmp_path / "c")
     pd.testing.assert_frame_equal(_frames(run_a)[COMPARE], _frames(c)[COMPARE], rtol=1e-9)
+    out, err = capfd.readouterr()  # the simulator processes write to the same fds
+    noise = [line for line in (out + err).splitlines() if "| INFO" in line]
+    assert not noise, noise[:3]
 
 
 def test_nonconverging_frame_is_recorded_and_run_goes_on(cfg, tmp_path):

@@ -11,6 +11,12 @@ Life cycle of a unit in every frame (the mosaik wrapper and the market follow it
     unit.power_mw(frame)            # baseline + applied activation
     unit.step(frame)                # advance the state over the frame
 
+Every method gets the :class:`~flexcore.district.daytypes.Frame` it is about: ``index``
+(position in the run's frame list), ``slot`` (position within its day, 0..95 at 15 min),
+``day_type`` (one of the nine BDEW day types, e.g. ``"winter_workday"``), ``start`` (naive
+CET start, ``pandas.Timestamp``), ``end``, ``duration_h`` (0.25 at 15 min) and
+``timestamp`` (``start`` with its zone, UTC+01:00).
+
 Contract (what a plug-in must provide):
 
 ``__init__(unit_id, building_id, *, rng, context=None, **params)``
@@ -31,7 +37,9 @@ The base class implements the rest of the contract from these:
 
 - :meth:`offers`: at most one upward and one downward :class:`Offer` equal to the
   feasible range, priced ``price_up_eur_per_mwh`` / ``price_down_eur_per_mwh``
-  (attributes; override :meth:`offers` for other bid shapes, but never offer more than
+  (class or instance attributes, default 0: EUR per MWh of activated energy in that
+  direction, so a downward activation ``x < 0`` costs ``price_down_eur_per_mwh * |x|``
+  per hour; override :meth:`offers` for other bid shapes, but never offer more than
   :meth:`feasible_range_mw`).
 - :meth:`dispatch`: **clipping policy**: a set-point outside the feasible range is
   clipped to it; the returned :class:`Dispatch` reports ``clipped=True`` and the reason.
@@ -123,7 +131,9 @@ class FlexibilityUnit(ABC):
     alias: str = "fpu"
     #: True: only assigned to buildings with PV (see flexcore.fpu.assign)
     requires_pv: bool = False
+    #: price of the default upward offer (EUR per MWh of upward activation)
     price_up_eur_per_mwh: float = 0.0
+    #: price of the default downward offer (EUR per MWh of |downward activation|)
     price_down_eur_per_mwh: float = 0.0
 
     def __init__(

@@ -222,16 +222,15 @@ def opf_net(lin: Linearizer, bids: BidTable):
     net.ext_grid["max_q_mvar"] = 1e3
     for eg in net.ext_grid.index:
         pp.create_poly_cost(net, eg, "ext_grid", cp1_eur_per_mw=0.0)
-    sgens = []
-    for bus, vol, price in zip(bids.bus, bids.volume_mw, bids.price_eur_per_mwh):
-        s = pp.create_sgen(net, int(bus), p_mw=0.0, q_mvar=0.0, min_p_mw=min(0.0, vol),
-                           max_p_mw=max(0.0, vol), min_q_mvar=0.0, max_q_mvar=0.0,
-                           controllable=True, name="opf bid")
-        # |x| pricing: cost c*x for upward bids, -c*x for downward (x <= 0)
-        pp.create_poly_cost(net, s, "sgen",
-                            cp1_eur_per_mw=float(price) * (1.0 if vol >= 0 else -1.0))
-        sgens.append(s)
-    return net, np.array(sgens)
+    vol = np.asarray(bids.volume_mw, float)
+    sgens = np.asarray(pp.create_sgens(
+        net, [int(b) for b in bids.bus], p_mw=0.0, q_mvar=0.0, min_p_mw=np.minimum(0.0, vol),
+        max_p_mw=np.maximum(0.0, vol), min_q_mvar=0.0, max_q_mvar=0.0, controllable=True,
+        name=["opf bid"] * len(vol)))
+    # |x| pricing: cost c*x for upward bids, -c*x for downward (x <= 0)
+    pp.create_poly_costs(net, sgens, "sgen", cp1_eur_per_mw=np.asarray(
+        bids.price_eur_per_mwh, float) * np.where(vol >= 0, 1.0, -1.0))
+    return net, sgens
 
 
 def ac_opf(lin: Linearizer, bids: BidTable, request_mw: float, *, max_iter: int = 4,
