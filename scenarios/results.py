@@ -723,9 +723,10 @@ def write_summary(run_dir: Path, frames: pd.DataFrame, summary: dict) -> None:
 def write_plots(run_dir: Path, frames: pd.DataFrame, cfg) -> list[Path]:
     """The run's figures in ``plots/``; returns the paths written.
 
-    * ``over_time.png``: request and delivered power, voltage / loading MAE and cost per frame;
-    * ``grid_max_loading.png``, ``grid_largest_request.png``: the AC grid state at the frame
-      with the highest branch loading and at the dispatched frame with the largest request;
+    * ``over_time.png``: request and delivered power, voltage extremes, highest loading,
+      voltage / loading MAE and cost over the clock time of each day type;
+    * ``grid_max_loading.png``: the AC grid state at the frame with the highest branch loading
+      (the largest-request frame is Figure 6's critical frame, not drawn twice);
     * the single-frame figures of the source at the critical frame (:func:`critical_frame`):
       ``fig5_all_active.png`` (every bid in the request's direction fully activated, from
       the DSO report's ``all_active``; skipped with a log line if that frame has none),
@@ -737,26 +738,11 @@ def write_plots(run_dir: Path, frames: pd.DataFrame, cfg) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from flexcore.study.plotting import plot_over_time
 
     out = Path(run_dir) / "plots"
     out.mkdir(exist_ok=True)
-    paths = []
-    fig, axes = plt.subplots(3, 1, figsize=(10, 8), sharex=True)
-    axes[0].plot(frames["frame"], frames["request_mw"], label="request")
-    axes[0].plot(frames["frame"], frames["delivered_mw"], label="delivered")
-    axes[0].set_ylabel("MW")
-    axes[0].legend()
-    axes[1].semilogy(frames["frame"], frames["vm_mae_pu"], ".", label="voltage MAE (p.u.)")
-    axes[1].semilogy(frames["frame"], frames["loading_mae_percent"], ".", label="loading MAE (%)")
-    axes[1].legend()
-    axes[2].plot(frames["frame"], frames["cost_eur_per_h"], ".")
-    axes[2].set_ylabel("cost (EUR/h)")
-    axes[2].set_xlabel("frame")
-    fig.tight_layout()
-    paths.append(out / "over_time.png")
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
+    paths = [plot_over_time(frames, out / "over_time.png", limits=cfg.dso.limits)]
     return (paths + grid_state_plots(run_dir, frames, grid=cfg.grid)
             + critical_frame_plots(run_dir, frames, cfg))
 
@@ -785,7 +771,7 @@ def _set_state(net, vm: pd.DataFrame, ld: pd.DataFrame) -> None:
 
 def grid_state_plots(run_dir: Path, frames: pd.DataFrame, *, grid: str) -> list[Path]:
     """The grid's AC state (from the stored time series) at the frame with the highest
-    branch loading and at the dispatched frame with the largest request (Figure 6 style)."""
+    branch loading (Figure 6 style)."""
     from flexcore.grid.grids import load_grid
     from flexcore.study.plotting import plot_grid
 
@@ -795,9 +781,6 @@ def grid_state_plots(run_dir: Path, frames: pd.DataFrame, *, grid: str) -> list[
     picks = {}
     if ld["loading_percent"].notna().any():
         picks["max_loading"] = int(ld.loc[ld["loading_percent"].abs().idxmax(), "frame"])
-    done = frames[frames["dispatched"].eq(True) & (frames["request_mw"].abs() > 0)]
-    if len(done):
-        picks["largest_request"] = int(done.loc[done["request_mw"].abs().idxmax(), "frame"])
     paths = []
     for name, frame in picks.items():
         v, lp = element_values(vm, frame, elements), element_values(ld, frame, elements)
