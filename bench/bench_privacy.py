@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -143,16 +144,26 @@ def _max(values: list[float | None]) -> float | None:
     return max(vals) if len(vals) == len(values) and vals else None
 
 
-def day(s: dict[str, Any], *, day_type: str = "summer_workday", min_share: float = 0.0,
-        fractions: tuple[float, ...] = (0.25, 0.5, 0.75)) -> dict[str, Any]:
-    """The default envelope (with ``min_share``) over the hourly frames of one day type:
-    the buildings' load and PV profiles (``flexcore.district.profiles``) as the fixed
-    injections, the same bids; per frame the exact maximum, the envelope's share of it and
-    the cost of privacy at ``fractions`` of it. Not a mosaik co-simulation: the frames are
-    independent (no unit state), as in the DSO agent's per-frame package."""
+#: envelope variants compared over the day (kwargs of envelope_with_report)
+DAY_VARIANTS: dict[str, dict[str, Any]] = {
+    "price^2 (fixed)": {"weighting": "price"},
+    "auto (per frame)": {"weighting": "auto"},
+}
+
+
+def day(s: dict[str, Any], *, day_type: str = "summer_workday",
+        fractions: tuple[float, ...] = (0.25, 0.5, 0.75),
+        variants: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Envelope ``variants`` over the hourly frames of one day type: the buildings' load and
+    PV profiles (``flexcore.district.profiles``) as the fixed injections, the same bids; per
+    frame the exact maximum, each envelope's share of it and the cost of privacy at
+    ``fractions`` of it (the exact clearings, with AC refinement, are shared by the
+    variants). Not a mosaik co-simulation: the frames are independent (no unit state), as
+    in the DSO agent's per-frame package."""
     from flexcore.district.daytypes import make_frames
     from flexcore.district.profiles import BuildingProfiles
 
+    variants = DAY_VARIANTS if variants is None else variants
     lin, bids = s["linearizer"], s["bids"]
     net = s["net"]
     prof = BuildingProfiles.from_table(load_building_table(), seed=SEED)
@@ -161,57 +172,75 @@ def day(s: dict[str, Any], *, day_type: str = "summer_workday", min_share: float
     pos = {b: k for k, b in enumerate(pf.building_ids)}
     li = np.array([pos[str(b)] for b in net.load.name])
     si = np.array([pos[str(b)] for b in net.sgen.name])
-    rows = []
+    rows: list[dict[str, Any]] = []
+    t_start = time.perf_counter()
     try:
         for t, fr in enumerate(frames):
             lin.set_base(load_p_mw=pf.load_p_mw[t, li], load_q_mvar=pf.load_q_mvar[t, li],
                          sgen_p_mw=pf.pv_p_mw[t, si])
             pkg = lin.linearize((0.0, 0.5, 1.0)).package
-            q_max = diagnose(prepare(pkg, bids.without_bus(), 1e3)).max_deliverable_mw
-            try:
-                hp, rep = envelope_with_report(pkg, bids, linearizer=lin, min_share=min_share,
-                                               rng=np.random.default_rng(SEED))
-            except EnvelopeError as exc:   # the base case itself violates a limit
-                rows.append({"frame": str(fr.start), "exact_max_mw": q_max,
-                             "envelope_error": str(exc), "envelope_fraction": None,
-                             "requests": []})
+            diag = diagnose(prepare(pkg, bids.without_bus(), 1e3))
+            q_max = diag.max_deliverable_mw
+            if not q_max or q_max <= 0:   # e.g. the base case already violates a limit
+                rows.append({"frame": str(fr.start), "pv_mw": float(pf.pv_p_mw[t].sum()),
+                             "exact_max_mw": q_max, "exact_safe": [], "variants": {},
+                             "note": diag.message})
                 continue
-            row: dict[str, Any] = {
-                "frame": str(fr.start), "pv_mw": float(pf.pv_p_mw[t].sum()),
-                "load_mw": float(pf.load_p_mw[t].sum()), "exact_max_mw": q_max,
-                "envelope_max_mw": rep.upper_total_mw, "point": list(rep.points),
-                "envelope_fraction": rep.upper_total_mw / q_max if q_max else None,
-                "ac_rounds": rep.rounds, "ac_corner_violations": sum(
-                    c.violations for c in rep.corners), "ac_safe": rep.ac_safe, "requests": []}
-            for f in fractions:
-                exact = coordinate(lin, bids, f * q_max, package=pkg)
-                env = clear_envelope(hp, bids.without_bus(), f * q_max)
-                ok = exact.clearing.ok and env.ok
-                row["requests"].append({
-                    "fraction": f, "exact_safe": exact.safe,
-                    "exact_cost_eur": exact.clearing.cost_eur,
-                    "envelope_cost_eur": env.cost_eur,
-                    "envelope_ac_safe": ac_safe(lin, env.activation_vector(bids.ids))
-                    if env.ok else None,
-                    "cost_of_privacy": env.cost_eur / exact.clearing.cost_eur - 1.0
-                    if ok and exact.clearing.cost_eur else None})
+            exact = [coordinate(lin, bids, f * q_max, package=pkg) for f in fractions]
+            row: dict[str, Any] = {"frame": str(fr.start), "pv_mw": float(pf.pv_p_mw[t].sum()),
+                                   "load_mw": float(pf.load_p_mw[t].sum()),
+                                   "exact_max_mw": q_max,
+                                   "exact_safe": [e.safe for e in exact], "variants": {}}
+            for name, kw in variants.items():
+                try:
+                    hp, rep = envelope_with_report(pkg, bids, linearizer=lin,
+                                                   rng=np.random.default_rng(SEED), **kw)
+                except EnvelopeError as exc:   # the base case itself violates a limit
+                    row["variants"][name] = {"envelope_error": str(exc)}
+                    continue
+                reqs = []
+                for f, ex in zip(fractions, exact):
+                    env = clear_envelope(hp, bids.without_bus(), f * q_max)
+                    ok = ex.clearing.ok and env.ok and bool(ex.clearing.cost_eur)
+                    reqs.append({
+                        "fraction": f, "exact_cost_eur": ex.clearing.cost_eur,
+                        "envelope_cost_eur": env.cost_eur,
+                        "envelope_ac_safe": ac_safe(lin, env.activation_vector(bids.ids))
+                        if env.ok else None,
+                        "cost_of_privacy": env.cost_eur / ex.clearing.cost_eur - 1.0
+                        if ok else None})
+                row["variants"][name] = {
+                    "envelope_max_mw": rep.upper_total_mw, "point": list(rep.points),
+                    "price_exponent": rep.choice.price_exponent if rep.choice else 2.0,
+                    "min_share": rep.choice.min_share if rep.choice else 0.0,
+                    "envelope_fraction": rep.upper_total_mw / q_max if q_max else None,
+                    "ac_rounds": rep.rounds, "ac_safe": rep.ac_safe, "requests": reqs}
             rows.append(row)
+            print(f"{fr.start} done ({time.perf_counter() - t_start:.0f} s)", file=sys.stderr,
+                  flush=True)
     finally:
         lin.set_base(load_p_mw=net.load.p_mw.to_numpy(float),
                      load_q_mvar=net.load.q_mvar.to_numpy(float),
                      sgen_p_mw=net.sgen.p_mw.to_numpy(float))
-    cops = [r["cost_of_privacy"] for x in rows for r in x["requests"]]
-    fracs = [x["envelope_fraction"] for x in rows if x["envelope_fraction"] is not None]
-    known = [c for c in cops if c is not None]
-    return {"day_type": day_type, "min_share": min_share, "frames": rows,
-            "min_envelope_fraction": min(fracs) if fracs else None,
-            "median_envelope_fraction": float(np.median(fracs)) if fracs else None,
+    summary = {}
+    for name in variants:
+        vs = [x["variants"][name] for x in rows if name in x["variants"]]
+        cops = [r["cost_of_privacy"] for v in vs for r in v.get("requests", [])]
+        fr_ = [v["envelope_fraction"] for v in vs if v.get("envelope_fraction") is not None]
+        known = [c for c in cops if c is not None]
+        summary[name] = {
+            "min_envelope_fraction": min(fr_) if fr_ else None,
+            "median_envelope_fraction": float(np.median(fr_)) if fr_ else None,
             "max_cost_of_privacy": max(known) if known else None,
+            "median_cost_of_privacy": float(np.median(known)) if known else None,
             "envelope_infeasible_requests": len(cops) - len(known),
-            "envelope_clearings_ac_unsafe": sum(1 for x in rows for r in x["requests"]
-                                                if r["envelope_ac_safe"] is False),
-            "exact_clearings_ac_unsafe": sum(1 for x in rows for r in x["requests"]
-                                             if not r["exact_safe"])}
+            "frames_without_envelope": sum(1 for v in vs if "envelope_error" in v),
+            "envelope_clearings_ac_unsafe": sum(1 for v in vs for r in v.get("requests", [])
+                                                if r["envelope_ac_safe"] is False)}
+    return {"day_type": day_type, "fractions": list(fractions), "frames": rows,
+            "summary": summary,
+            "exact_clearings_ac_unsafe": sum(1 for x in rows for ok in x["exact_safe"]
+                                             if not ok)}
 
 
 def audits(s: dict[str, Any], hp: Any) -> dict[str, Any]:
@@ -229,7 +258,7 @@ def bench(*, quick: bool = False) -> dict[str, Any]:
     exact = exact_costs(s)
     variants = [run_variant(s, exact, *v) for v in (VARIANTS[:1] if quick else VARIANTS)]
     aud = audits(s, variants[0]["_package"])
-    days = [] if quick else [day(s, min_share=ms) for ms in (0.0, 0.95)]
+    days = [] if quick else [day(s)]
     for v in variants:
         del v["_package"]
     out = {"measured_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
@@ -271,23 +300,32 @@ def table(out: dict[str, Any]) -> str:
         env = out["audit"]["envelope"].get(key)
         lines.append(f"{key:<26} {_pct(frac):>9} {_pct(env):>9}")
     for d in out.get("days", []):
-        lines += ["", f"day {d['day_type']} (hourly frames), min_share {d['min_share']}: "
-                  "exact max MW, envelope share, "
-                  "cost of privacy at " + "/".join(f"{r['fraction']:.0%}" for r in
-                                                   d["frames"][0]["requests"])]
+        fr = "/".join(f"{f:.0%}" for f in d["fractions"])
+        lines += ["", f"day {d['day_type']} (hourly frames): exact max MW; per variant the "
+                  f"envelope share, point, exponent and cost of privacy at {fr}"]
         for x in d["frames"]:
-            if "envelope_error" in x:
-                lines.append(f"{x['frame'][11:16]}  no envelope: {x['envelope_error']}")
+            if not x["variants"]:
+                lines.append(f"{x['frame'][11:16]}  no exact maximum: {x.get('note')}")
                 continue
-            lines.append(f"{x['frame'][11:16]}  pv {x['pv_mw']:.3f}  max {x['exact_max_mw']:.3f}"
-                         f"  env {_pct(x['envelope_fraction'])}  point {x['point']}  AC rounds "
-                         f"{x['ac_rounds']}  "
-                         + " ".join(_pct(r["cost_of_privacy"]) for r in x["requests"]))
-        lines.append(f"envelope share min {_pct(d['min_envelope_fraction'])} median "
-                     f"{_pct(d['median_envelope_fraction'])}, max cost of privacy "
-                     f"{_pct(d['max_cost_of_privacy'])} ({d['envelope_infeasible_requests']} "
-                     "request(s) beyond the envelope), envelope clearings AC-unsafe "
-                     f"{d['envelope_clearings_ac_unsafe']}, exact clearings AC-unsafe "
+            cells = []
+            for name, v in x["variants"].items():
+                if "envelope_error" in v:
+                    cells.append(f"{name}: none")
+                    continue
+                cells.append(f"{name}: {_pct(v['envelope_fraction'])} p{v['point']} "
+                             f"k{v['price_exponent']:g}/{v['min_share']:g} "
+                             + " ".join(_pct(r["cost_of_privacy"]) for r in v["requests"]))
+            lines.append(f"{x['frame'][11:16]}  pv {x['pv_mw']:.3f}  max "
+                         f"{x['exact_max_mw']:.3f}  " + " | ".join(cells))
+        for name, m in d["summary"].items():
+            lines.append(f"{name}: envelope share min {_pct(m['min_envelope_fraction'])} "
+                         f"median {_pct(m['median_envelope_fraction'])}, cost of privacy "
+                         f"median {_pct(m['median_cost_of_privacy'])} max "
+                         f"{_pct(m['max_cost_of_privacy'])} "
+                         f"({m['envelope_infeasible_requests']} request(s) beyond the "
+                         f"envelope), AC-unsafe envelope clearings "
+                         f"{m['envelope_clearings_ac_unsafe']}")
+        lines.append(f"exact clearings AC-unsafe after refinement: "
                      f"{d['exact_clearings_ac_unsafe']}")
     return "\n".join(lines)
 
@@ -354,7 +392,17 @@ def main(argv: list[str] | None = None, *, quick: bool = False) -> dict[str, Any
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--grids", action="store_true",
                     help="only the single-frame study and audit on SimBench and meshed")
+    ap.add_argument("--day", action="store_true",
+                    help="only the day of hourly frames (results/benchmarks/privacy_day.json)")
     args = ap.parse_args(argv)
+    if args.day:
+        d = day(study())
+        path = Path("results/benchmarks/privacy_day.json")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(d, indent=1))
+        print(table({"exact_max_deliverable_mw": math.nan, "exact_max_safe": None, "exact": [],
+                     "envelopes": [], "audit": {"format1": {}}, "days": [d]}))
+        return d
     if args.grids:
         g = grids()
         print(json.dumps(g, indent=1))

@@ -323,3 +323,42 @@ def test_targets_hold_on_simbench_and_meshed(case):
         assert _ac_within_limits(lin, env.activation_vector(bids.ids))
         cop = env.cost_eur / exact.clearing.cost_eur - 1.0
         assert -1e-9 <= cop <= 0.05, (f, cop)
+
+
+# --------------------------------------------------------------------------- auto choice
+def test_auto_choice_is_the_best_candidate(bergwald):
+    """``weighting="auto"`` (choose_envelope): oracle: every candidate envelope built and
+    cleared by the TSO's LP (clear_envelope) against the exact linear clearing
+    (flexcore.market.clear) at 25 / 50 / 75 % of the linear maximum; the chosen one keeps
+    >= 90 % and has the smallest largest cost of privacy among those that do. On the
+    single frame it is the default (a = 0.5, cheapness^2)."""
+    from flexcore.dso.envelope import AUTO_CANDIDATES, AUTO_FRACTIONS, choose_envelope
+    from flexcore.market import clear
+
+    lin, bids, pkg, _, _, q_max = bergwald
+    tso = bids.without_bus()
+    ch = choose_envelope(pkg, bids)
+    assert ch.linear_max_mw == pytest.approx(q_max)
+    exact = [clear(pkg, tso, f * q_max).cost_eur for f in AUTO_FRACTIONS]
+    scored = []
+    for i in range(pkg.m):
+        for k, share in AUTO_CANDIDATES:
+            try:
+                e = envelope(pkg, bids, point=i, price_exponent=k, min_share=share)
+            except EnvelopeError:
+                break
+            cops = []
+            for f, ex in zip(AUTO_FRACTIONS, exact):
+                c = clear_envelope(e, tso, f * q_max)
+                cops.append(c.cost_eur / ex - 1.0 if c.ok else np.inf)
+            scored.append((e.upper_mw.sum() / q_max, max(cops), (i, k, share)))
+    assert ch.candidates == len(scored) >= 6
+    good = [s for s in scored if s[0] >= 0.9 - 1e-9]
+    best = min(good, key=lambda s: (s[1], -s[0]))
+    assert ch.kept_fraction == pytest.approx(best[0], abs=1e-9)
+    assert ch.max_cost_of_privacy == pytest.approx(best[1], abs=1e-7)
+    assert (ch.point, ch.price_exponent, ch.min_share) == (1, 2.0, 0.0)
+    hp, rep = envelope_with_report(pkg, bids, weighting="auto", linearizer=lin,
+                                   rng=np.random.default_rng(1))
+    assert rep.choice == ch and rep.weighting == "auto" and rep.ac_safe
+    assert rep.upper_total_mw >= 0.9 * q_max

@@ -35,6 +35,17 @@ Weighting (which envelope among the many feasible ones; measured in
     ``min_share`` (default 0) adds ``sum_j r_j >= min_share * R*``, ``R*`` the
     ``"total"`` envelope's range: a floor on the deliverable maximum, the weighting decides
     among the envelopes above it (single frame: 95 % kept at <= 4.7 % cost of privacy).
+``"auto"`` (:func:`choose_envelope`)
+    per package, the point and the (exponent, ``min_share``) among
+    :data:`AUTO_CANDIDATES` that the DSO's own prices say are best: it clears its exact
+    linear model (format 1, :func:`flexcore.market.clear`) at 25 / 50 / 75 % of the linear
+    maximum and every candidate envelope at the same requests (the envelope clearing is the
+    price-order fill of the upper ranges), and picks the smallest largest cost of privacy
+    among the candidates that keep >= 90 % of the maximum (none does: the one keeping
+    most). Then the AC corner check runs on the chosen envelope at the chosen point. On
+    the single Bergwald frame it picks the default (a = 0.5, k = 2); over a day it moves
+    to other points and exponents where PV shifts the binding rows
+    (``bench/bench_privacy.py --day``).
 ``"merit"``
     lexicographic merit order: the cheapest bid gets the largest range the rows allow, then
     the next cheapest, ... With nonnegative coefficients the lexicographic optimum is the
@@ -58,6 +69,8 @@ does for a clearing) and the envelope recomputed, until no corner violates a lim
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -75,6 +88,10 @@ from flexcore.exchange.package import SensitivityPackage
 from flexcore.market.direct import LinearProgram, align_bids, solve_highs
 
 WEIGHTINGS = ("merit", "price", "total", "share")
+#: ``weighting="auto"``: (price exponent, min_share) candidates tried at every usable point
+AUTO_CANDIDATES = ((1.0, 0.0), (2.0, 0.0), (3.0, 0.0), (1.0, 0.9), (2.0, 0.9), (3.0, 0.9))
+#: ``weighting="auto"``: requests (fractions of the linear maximum) the choice is judged at
+AUTO_FRACTIONS = (0.25, 0.5, 0.75)
 
 
 class EnvelopeError(FlexcosimError, ValueError):
@@ -120,6 +137,21 @@ class EnvelopeReport:
     ac_checked: bool = False
     ac_safe: bool | None = None     # None: not checked
     corners: list[CornerCheck] = field(default_factory=list)
+    choice: EnvelopeChoice | None = None   # weighting "auto": what was chosen and why
+
+
+@dataclass(frozen=True)
+class EnvelopeChoice:
+    """``weighting="auto"``: the candidate chosen for one package, judged by the DSO's own
+    linear model before any AC check (:func:`choose_envelope`)."""
+
+    point: int
+    price_exponent: float
+    min_share: float
+    linear_max_mw: float            # the exact (format-1, linear) maximum deliverable
+    kept_fraction: float            # the candidate's upward range / linear_max_mw
+    max_cost_of_privacy: float | None   # over AUTO_FRACTIONS of linear_max_mw
+    candidates: int                 # candidates evaluated
 
 
 def envelope_rows(package: SensitivityPackage, points: Sequence[int]) -> EnvelopeRows:
@@ -159,7 +191,8 @@ def box_ranges(rows: EnvelopeRows, bids: BidTable, *, weighting: str = "price",
 
     ``shift_up`` / ``shift_down`` (>= 0, per row) tighten the upper / lower limits."""
     if weighting not in WEIGHTINGS:
-        raise EnvelopeError(f"unknown weighting {weighting!r}; choose one of {WEIGHTINGS}")
+        raise EnvelopeError(f"unknown weighting {weighting!r}; choose one of "
+                            f"{WEIGHTINGS + ('auto',)}")
     nr = len(rows.c)
     up = np.zeros(nr) if shift_up is None else shift_up
     dn = np.zeros(nr) if shift_down is None else shift_down
@@ -220,6 +253,16 @@ def envelope_with_report(package: SensitivityPackage, bids: BidTable, *,
                          max_rounds: int = 6, rng: np.random.Generator | None = None
                          ) -> tuple[HardenedPackage, EnvelopeReport]:
     """The envelope package and the DSO-private report (module docstring)."""
+    if weighting == "auto":
+        choice = choose_envelope(package, bids, points=None if point is None else (
+            (point,) if isinstance(point, int) else tuple(point)))
+        hp, rep = envelope_with_report(
+            package, bids, point=choice.point, weighting="price",
+            price_exponent=choice.price_exponent, min_share=choice.min_share,
+            linearizer=linearizer, random_corners=random_corners, max_rounds=max_rounds,
+            rng=rng)
+        rep.weighting, rep.choice = "auto", choice
+        return hp, rep
     if point is None:
         first = default_point(package)
         try:
@@ -277,6 +320,81 @@ def envelope_with_report(package: SensitivityPackage, bids: BidTable, *,
         p_flex_mw=package.p_flex_mw[np.ix_(list(points), perm)],
         lower_mw=lower[perm], upper_mw=upper[perm])
     return hp, report
+
+
+def _greedy_cost(upper: np.ndarray, price: np.ndarray, request_mw: float) -> float | None:
+    """The envelope clearing's cost for an upward request: bids in price order up to their
+    upper ends (what :func:`flexcore.market.envelope.clear_envelope` finds with the
+    absolute-cost objective). None beyond the envelope."""
+    if request_mw > upper.sum() + 1e-9:
+        return None
+    cost, left = 0.0, request_mw
+    for j in np.argsort(price, kind="stable"):
+        take = min(upper[j], left)
+        cost += take * price[j]
+        left -= take
+        if left <= 1e-12:
+            break
+    return cost
+
+
+def choose_envelope(package: SensitivityPackage, bids: BidTable, *, keep: float = 0.9,
+                    points: Sequence[int] | None = None,
+                    candidates: Sequence[tuple[float, float]] = AUTO_CANDIDATES,
+                    fractions: Sequence[float] = AUTO_FRACTIONS) -> EnvelopeChoice:
+    """Which envelope to publish for this package (``weighting="auto"``).
+
+    The DSO holds the exact linear model and the prices, so it can price the cost of
+    privacy itself before publishing: it clears its own format-1 package
+    (:func:`flexcore.market.clear`, the exact linear optimum, no AC) at ``fractions`` of the
+    linear maximum deliverable request, and for every usable point (its model keeps
+    ``x = 0`` within limits) and every (price exponent, min_share) candidate computes the
+    envelope LP and its clearing cost. Chosen: among candidates keeping at least ``keep``
+    of the linear maximum, the smallest largest cost of privacy (ties: the larger range);
+    when none keeps that much, the one keeping most. Upward requests are judged (the
+    study's direction); the AC corner check follows on the chosen envelope."""
+    from flexcore.market import clear
+    from flexcore.market.diagnose import diagnose
+    from flexcore.market.direct import prepare
+
+    b = align_bids(package, bids)
+    tso = b.without_bus()
+    q_max = float(diagnose(prepare(package, tso, 1e3)).max_deliverable_mw or 0.0)
+    exact = []
+    for f in fractions:
+        res = clear(package, tso, f * q_max) if q_max > 0 else None
+        exact.append(res.cost_eur if res is not None and res.ok else None)
+    sign = np.sign(b.volume_mw)
+    best: tuple[tuple[float, float, float], EnvelopeChoice] | None = None
+    tried = 0
+    for i in (range(package.m) if points is None else points):
+        rows = envelope_rows(package, (i,))
+        for k, share in candidates:
+            try:
+                r = box_ranges(rows, b, weighting="price", price_exponent=k, min_share=share)
+            except EnvelopeError:
+                break   # x = 0 past a limit in this point's model: no envelope here
+            tried += 1
+            upper = np.maximum(sign * r, 0.0)
+            kept = float(upper.sum()) / q_max if q_max > 0 else 0.0
+            cops = []
+            for f, ex in zip(fractions, exact):
+                env = _greedy_cost(upper, b.price_eur_per_mwh, f * q_max)
+                cops.append(math.inf if env is None else
+                            (env / ex - 1.0 if ex else 0.0) if ex is not None else 0.0)
+            worst = max(cops) if cops else 0.0
+            score = (0.0 if kept >= keep - 1e-9 else 1.0,
+                     worst if kept >= keep - 1e-9 else -kept, -kept)
+            ch = EnvelopeChoice(point=int(i), price_exponent=float(k), min_share=float(share),
+                                linear_max_mw=q_max, kept_fraction=kept,
+                                max_cost_of_privacy=None if math.isinf(worst) else worst,
+                                candidates=0)
+            if best is None or score < best[0]:
+                best = (score, ch)
+    if best is None:
+        raise EnvelopeError("no operating point keeps x = 0 within every limit: no envelope "
+                            "containing 0 exists")
+    return dataclasses.replace(best[1], candidates=tried)
 
 
 def default_point(package: SensitivityPackage) -> int:
