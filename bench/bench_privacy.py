@@ -1,7 +1,10 @@
-"""The cost of privacy: envelope packages vs the exact (format-1) clearing, single frame.
+"""The cost of privacy: envelope packages vs the exact (format-1) clearing; privacy audit.
 
-``python bench/bench_privacy.py [--quick]`` (``--quick``: the default envelope only).
-Writes results/benchmarks/privacy.json and prints a table.
+``python bench/bench_privacy.py [--quick]`` (``--quick``: the default envelope only, no day):
+the single-frame study on Bergwald, results/benchmarks/privacy.json.
+``--day``: only the day of hourly frames, results/benchmarks/privacy_day.json.
+``--grids``: the single-frame study and audit on SimBench 1-LV-semiurb4--0-sw and its
+meshed variant, results/benchmarks/privacy_grids.json. Each prints a table.
 
 Study (the source's single frame): Bergwald, ``synthetic_bids(load_grid("bergwald"), seed=1,
 table=load_building_table())``, operating points a = 0 / 0.5 / 1. The exact maximum
@@ -19,8 +22,9 @@ deliverable request ``q_max`` is the diagnosis of the format-1 package
   as much: the cost of privacy there is an overestimate.
 
 Also: the envelopes' AC corner checks, and the privacy audit (``flexcore.dso.audit.audit``)
-of the format-1 package vs the envelope (``flexcore.dso.envelope.audit_view``), plus the
-one thing the envelope itself reveals: which bids are capped below their volume.
+of the format-1 package, its format-2 form (with the bounds from the hardening key) and the
+envelope, plus the one thing the envelope itself reveals: which bids are capped below their
+volume.
 """
 from __future__ import annotations
 
@@ -36,7 +40,7 @@ import numpy as np
 
 from flexcore.district.buildings import load_building_table
 from flexcore.dso.audit import audit
-from flexcore.dso.envelope import EnvelopeError, audit_view, envelope_with_report
+from flexcore.dso.envelope import EnvelopeError, envelope_with_report
 from flexcore.dso.linearizer import Linearizer
 from flexcore.exchange.limits import VIOLATION_TOL
 from flexcore.grid.grids import load_grid
@@ -146,8 +150,9 @@ def _max(values: list[float | None]) -> float | None:
 
 #: envelope variants compared over the day (kwargs of envelope_with_report)
 DAY_VARIANTS: dict[str, dict[str, Any]] = {
-    "price^2 (fixed)": {"weighting": "price"},
-    "auto (per frame)": {"weighting": "auto"},
+    "price^2": {"weighting": "price"},
+    "cost <= 3 %": {"weighting": "cost", "max_cop": 0.03},
+    "cost <= 2 %": {"weighting": "cost", "max_cop": 0.02},
 }
 
 
@@ -211,8 +216,6 @@ def day(s: dict[str, Any], *, day_type: str = "summer_workday",
                         if ok else None})
                 row["variants"][name] = {
                     "envelope_max_mw": rep.upper_total_mw, "point": list(rep.points),
-                    "price_exponent": rep.choice.price_exponent if rep.choice else 2.0,
-                    "min_share": rep.choice.min_share if rep.choice else 0.0,
                     "envelope_fraction": rep.upper_total_mw / q_max if q_max else None,
                     "ac_rounds": rep.rounds, "ac_safe": rep.ac_safe, "requests": reqs}
             rows.append(row)
@@ -244,12 +247,23 @@ def day(s: dict[str, Any], *, day_type: str = "summer_workday",
 
 
 def audits(s: dict[str, Any], hp: Any) -> dict[str, Any]:
-    pkg, lin = s["package"], s["linearizer"]
-    full = audit(pkg, net=s["net"], keymap=lin.keymap, bids=s["bids"])
-    env = audit(audit_view(hp, vm_key=pkg.vm_rows[0], loading_key=pkg.loading_rows[0]),
-                net=s["net"], keymap=lin.keymap, bids=s["bids"])
-    return {"format1": {sc.key: sc.fraction for sc in full.scores},
-            "envelope": {sc.key: sc.fraction for sc in env.scores}}
+    """The audit of the format-1 package, its format-2 (exact) form (bounds from the
+    hardening key) and the envelope ``hp``: score key -> [count, total] (None: n/a)."""
+    from flexcore.dso.privacy import harden
+
+    pkg, lin, bids = s["package"], s["linearizer"], s["bids"]
+    box = bids.subset(pkg.columns)
+    hard, key = harden(pkg, lower_mw=box.lower_mw, upper_mw=box.upper_mw,
+                       rng=np.random.default_rng(SEED))
+    out: dict[str, Any] = {}
+    for lvl, p, kw in (("format1", pkg, {}), ("format2", hard, {"hardening_key": key}),
+                       ("envelope", hp, {})):
+        a = audit(p, net=s["net"], keymap=lin.keymap, bids=bids, order_permutations=50, **kw)
+        out[lvl] = {sc.key: [sc.count, sc.total] if sc.applicable else None
+                    for sc in a.scores}
+        if "bounds" in a.package:
+            out[f"{lvl}_bounds"] = a.package["bounds"]
+    return out
 
 
 def bench(*, quick: bool = False) -> dict[str, Any]:
@@ -295,14 +309,22 @@ def table(out: dict[str, Any]) -> str:
                      f"clearings {v['clearings_ac_unsafe']}, capped bids "
                      f"{v['bids_capped_below_volume']}")
         lines.append(f"{'':<11}" + cells)
-    lines += ["", f"{'audit score':<26} {'format 1':>9} {'envelope':>9}"]
-    for key, frac in out["audit"]["format1"].items():
-        env = out["audit"]["envelope"].get(key)
-        lines.append(f"{key:<26} {_pct(frac):>9} {_pct(env):>9}")
+    aud = out["audit"]
+    if aud.get("format2"):
+        lines += ["", f"{'audit score':<30} {'format 1':>10} {'format 2':>10} {'envelope':>10}"]
+        keys = list(dict.fromkeys([*aud["format1"], *aud["format2"]]))
+
+        def cell(v: Any) -> str:
+            return "n/a" if v is None else f"{v[0]}/{v[1]}"
+        for key in keys:
+            lines.append(f"{key:<30} " + " ".join(
+                f"{cell(aud[lvl].get(key, None)):>10}" for lvl in ("format1", "format2",
+                                                                   "envelope")))
+        lines.append(f"format-2 bounds: {aud.get('format2_bounds')}")
     for d in out.get("days", []):
         fr = "/".join(f"{f:.0%}" for f in d["fractions"])
         lines += ["", f"day {d['day_type']} (hourly frames): exact max MW; per variant the "
-                  f"envelope share, point, exponent and cost of privacy at {fr}"]
+                  f"envelope share, point and cost of privacy at {fr}"]
         for x in d["frames"]:
             if not x["variants"]:
                 lines.append(f"{x['frame'][11:16]}  no exact maximum: {x.get('note')}")
@@ -313,7 +335,6 @@ def table(out: dict[str, Any]) -> str:
                     cells.append(f"{name}: none")
                     continue
                 cells.append(f"{name}: {_pct(v['envelope_fraction'])} p{v['point']} "
-                             f"k{v['price_exponent']:g}/{v['min_share']:g} "
                              + " ".join(_pct(r["cost_of_privacy"]) for r in v["requests"]))
             lines.append(f"{x['frame'][11:16]}  pv {x['pv_mw']:.3f}  max "
                          f"{x['exact_max_mw']:.3f}  " + " | ".join(cells))
@@ -401,7 +422,7 @@ def main(argv: list[str] | None = None, *, quick: bool = False) -> dict[str, Any
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(d, indent=1))
         print(table({"exact_max_deliverable_mw": math.nan, "exact_max_safe": None, "exact": [],
-                     "envelopes": [], "audit": {"format1": {}}, "days": [d]}))
+                     "envelopes": [], "audit": {}, "days": [d]}))
         return d
     if args.grids:
         g = grids()

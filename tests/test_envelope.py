@@ -144,7 +144,10 @@ def test_envelope_corners_hold_in_ac(bergwald):
     check found no violation, so no tightening round was needed."""
     lin, bids, pkg, hp, rep, _ = bergwald
     assert rep.ac_checked and rep.ac_safe and rep.rounds == 0
-    assert len(rep.corners) == 10 and all(c.converged for c in rep.corners)
+    # upper, lower, 8 random corners, the price-order fills at 25 / 50 / 75 % (upward only)
+    assert len(rep.corners) == 13 and all(c.converged for c in rep.corners)
+    assert [c.corner for c in rep.corners[-3:]] == ["merit up 25%", "merit up 50%",
+                                                    "merit up 75%"]
     lo, hi = _box(hp, bids.ids)
     assert _ac_within_limits(lin, hi)
     rng = np.random.default_rng(7)
@@ -325,40 +328,28 @@ def test_targets_hold_on_simbench_and_meshed(case):
         assert -1e-9 <= cop <= 0.05, (f, cop)
 
 
-# --------------------------------------------------------------------------- auto choice
-def test_auto_choice_is_the_best_candidate(bergwald):
-    """``weighting="auto"`` (choose_envelope): oracle: every candidate envelope built and
-    cleared by the TSO's LP (clear_envelope) against the exact linear clearing
-    (flexcore.market.clear) at 25 / 50 / 75 % of the linear maximum; the chosen one keeps
-    >= 90 % and has the smallest largest cost of privacy among those that do. On the
-    single frame it is the default (a = 0.5, cheapness^2)."""
-    from flexcore.dso.envelope import AUTO_CANDIDATES, AUTO_FRACTIONS, choose_envelope
-    from flexcore.market import clear
+# --------------------------------------------------------------------------- cost weighting
+def test_cost_weighting_bounds_the_cost_of_privacy_at_every_level(bergwald):
+    """``weighting="cost"``: oracle: the TSO's LP (clear_envelope) on the published envelope
+    against the DSO's exact linear clearing (flexcore.market.clear, via cost_levels) at
+    5 ... 75 % of the linear maximum: within the bound at every level, and >= 90 % of the
+    maximum kept; and the bound is what limits it (a level sits at the bound)."""
+    from flexcore.dso.envelope import cost_levels
 
     lin, bids, pkg, _, _, q_max = bergwald
-    tso = bids.without_bus()
-    ch = choose_envelope(pkg, bids)
-    assert ch.linear_max_mw == pytest.approx(q_max)
-    exact = [clear(pkg, tso, f * q_max).cost_eur for f in AUTO_FRACTIONS]
-    scored = []
-    for i in range(pkg.m):
-        for k, share in AUTO_CANDIDATES:
-            try:
-                e = envelope(pkg, bids, point=i, price_exponent=k, min_share=share)
-            except EnvelopeError:
-                break
-            cops = []
-            for f, ex in zip(AUTO_FRACTIONS, exact):
-                c = clear_envelope(e, tso, f * q_max)
-                cops.append(c.cost_eur / ex - 1.0 if c.ok else np.inf)
-            scored.append((e.upper_mw.sum() / q_max, max(cops), (i, k, share)))
-    assert ch.candidates == len(scored) >= 6
-    good = [s for s in scored if s[0] >= 0.9 - 1e-9]
-    best = min(good, key=lambda s: (s[1], -s[0]))
-    assert ch.kept_fraction == pytest.approx(best[0], abs=1e-9)
-    assert ch.max_cost_of_privacy == pytest.approx(best[1], abs=1e-7)
-    assert (ch.point, ch.price_exponent, ch.min_share) == (1, 2.0, 0.0)
-    hp, rep = envelope_with_report(pkg, bids, weighting="auto", linearizer=lin,
+    levels = cost_levels(pkg, bids)
+    assert levels.max_deliverable_mw == pytest.approx(q_max)
+    assert len(levels.request_mw) == 15
+    hp, rep = envelope_with_report(pkg, bids, weighting="cost", max_cop=0.03, levels=levels,
                                    rng=np.random.default_rng(1))
-    assert rep.choice == ch and rep.weighting == "auto" and rep.ac_safe
     assert rep.upper_total_mw >= 0.9 * q_max
+    cop = []
+    for q, c in zip(levels.request_mw, levels.exact_cost_eur):
+        res = clear_envelope(hp, bids.without_bus(), q)
+        assert res.ok
+        cop.append(res.cost_eur / c - 1.0)
+    assert max(cop) <= 0.03 + 1e-6 and min(cop) >= -1e-7
+    assert max(cop) >= 0.03 - 1e-4
+    with pytest.raises(EnvelopeError, match="cost_levels"):
+        from flexcore.dso.envelope import box_ranges
+        box_ranges(envelope_rows(pkg, (1,)), bids, weighting="cost")
