@@ -1,10 +1,12 @@
 """The cost of privacy: envelope packages vs the exact (format-1) clearing; privacy audit.
 
-``python bench/bench_privacy.py [--quick]`` (``--quick``: the default envelope only, no day):
-the single-frame study on Bergwald, results/benchmarks/privacy.json.
+``python bench/bench_privacy.py [--quick]`` (``--quick``: the default and the cost envelope
+only, no day): the single-frame study on Bergwald, results/benchmarks/privacy.json.
 ``--day``: only the day of hourly frames, results/benchmarks/privacy_day.json.
-``--grids``: the single-frame study and audit on SimBench 1-LV-semiurb4--0-sw and its
-meshed variant, results/benchmarks/privacy_grids.json. Each prints a table.
+``--grids``: the single-frame study and audit on SimBench 1-LV-semiurb4--0-sw, its meshed
+variant and pandapower's mv_oberrhein (:func:`grid_case`),
+results/benchmarks/privacy_grids.json. ``--day-audit GRID``: a day of format-2 packages
+attacked together. Each prints a table.
 
 Study (the source's single frame): Bergwald, ``synthetic_bids(load_grid("bergwald"), seed=1,
 table=load_building_table())``, operating points a = 0 / 0.5 / 1. The exact maximum
@@ -40,7 +42,7 @@ import numpy as np
 
 from flexcore.district.buildings import load_building_table
 from flexcore.dso.audit import audit
-from flexcore.dso.envelope import EnvelopeError, envelope_with_report
+from flexcore.dso.envelope import EnvelopeError, envelope, envelope_with_report
 from flexcore.dso.linearizer import Linearizer
 from flexcore.exchange.limits import VIOLATION_TOL
 from flexcore.grid.grids import load_grid
@@ -52,8 +54,9 @@ from flexcore.study.coordination import coordinate
 
 FRACTIONS = tuple(sorted([k / 10 for k in range(1, 11)] + [0.75]))
 #: (name, point index in the a = 0 / 0.5 / 1 package, weighting, price exponent, min share)
-VARIANTS = (
+VARIANTS: tuple[tuple[Any, ...], ...] = (
     ("a=0.5 price^2 (default)", 1, "price", 2.0),
+    ("a=0.5 cost <= 3 %", 1, "cost", 2.0, 0.0, {"max_cop": 0.03}),
     ("a=0.5 price^2 share>=95%", 1, "price", 2.0, 0.95),
     ("a=0.5 price^1", 1, "price", 1.0),
     ("a=0.5 price^3", 1, "price", 3.0),
@@ -98,12 +101,13 @@ def exact_costs(s: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def run_variant(s: dict[str, Any], exact: list[dict[str, Any]], name: str, point: Any,
-                weighting: str, k: float, min_share: float = 0.0) -> dict[str, Any]:
+                weighting: str, k: float, min_share: float = 0.0,
+                more: dict[str, Any] | None = None) -> dict[str, Any]:
     lin, bids, pkg = s["linearizer"], s["bids"], s["package"]
     t0 = time.perf_counter()
     hp, rep = envelope_with_report(pkg, bids, point=point, weighting=weighting,
                                    price_exponent=k, min_share=min_share, linearizer=lin,
-                                   rng=np.random.default_rng(SEED))
+                                   rng=np.random.default_rng(SEED), **(more or {}))
     t_env = time.perf_counter() - t0
     rows = []
     tso_bids = bids.without_bus()
@@ -270,7 +274,7 @@ def bench(*, quick: bool = False) -> dict[str, Any]:
     t0 = time.perf_counter()
     s = study()
     exact = exact_costs(s)
-    variants = [run_variant(s, exact, *v) for v in (VARIANTS[:1] if quick else VARIANTS)]
+    variants = [run_variant(s, exact, *v) for v in (VARIANTS[:2] if quick else VARIANTS)]
     aud = audits(s, variants[0]["_package"])
     days = [] if quick else [day(s)]
     for v in variants:
@@ -351,32 +355,61 @@ def table(out: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-GRIDS = ("simbench:1-LV-semiurb4--0-sw", "meshed")
+GRIDS = ("simbench:1-LV-semiurb4--0-sw", "meshed", "oberrhein")
+
+
+def grid_case(name: str) -> tuple[Any, Any]:
+    """(net, bids) of a ``--grids`` case: SimBench semiurb4 and its meshed variant with the
+    bids of tests/test_hardened.py (synthetic seed 2, 30 % downward, volumes x3);
+    ``oberrhein``: pandapower's ``mv_oberrhein`` (a real 20 kV grid, 179 buses, 147 MV/LV
+    substations as loads) with one bid per load of 1.5-5 x its load (30 % downward,
+    40-250 EUR/MWh, seed 2; smaller volumes bind no limit), ids ``bid-000`` ..."""
+    from flexcore.exchange.bids import BidTable
+    from tests.grid_helpers import meshed
+
+    if name == "oberrhein":
+        import pandapower.networks as pn
+
+        net = pn.mv_oberrhein()
+        rng = np.random.default_rng(2)
+        ld = net.load[net.load.in_service]
+        vol = np.round(rng.uniform(1.5, 5.0, len(ld)) * ld.p_mw.to_numpy(float), 6)
+        vol[rng.random(len(ld)) < 0.3] *= -1
+        bids = BidTable(ids=tuple(f"bid-{k:03d}" for k in range(len(ld))), volume_mw=vol,
+                        price_eur_per_mwh=np.round(rng.uniform(40, 250, len(ld)), 2),
+                        bus=ld.bus.to_numpy(np.int64))
+        return net, bids
+    net = load_grid(GRIDS[0])
+    net = meshed(net) if name == "meshed" else net
+    b = synthetic_bids(net, seed=2, downward_share=0.3)
+    return net, BidTable(ids=b.ids, volume_mw=3.0 * b.volume_mw,
+                         price_eur_per_mwh=b.price_eur_per_mwh, bus=b.bus)
 
 
 def grids() -> dict[str, Any]:
-    """``--grids``: the single-frame study and the audit (format 1 / 2 / envelope) on SimBench
-    1-LV-semiurb4--0-sw and its meshed variant (tests/grid_helpers.py), bids of
-    tests/test_hardened.py (synthetic seed 2, 30 % downward, volumes x3). Writes
+    """``--grids``: the single-frame study and the audit (format 1 / 2 / envelope) on the
+    :data:`GRIDS` cases (:func:`grid_case`), plus the largest box at each point (the
+    ``"total"`` envelope: no weighting keeps more). Writes
     results/benchmarks/privacy_grids.json."""
     from flexcore.dso.audit import audit as run_audit
     from flexcore.dso.privacy import harden
-    from flexcore.exchange.bids import BidTable
-    from tests.grid_helpers import meshed
 
     out: dict[str, Any] = {"measured_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
                            "grids": {}}
     for name in GRIDS:
-        net = load_grid(GRIDS[0])
-        net = meshed(net) if name == "meshed" else net
-        b = synthetic_bids(net, seed=2, downward_share=0.3)
-        bids = BidTable(ids=b.ids, volume_mw=3.0 * b.volume_mw,
-                        price_eur_per_mwh=b.price_eur_per_mwh, bus=b.bus)
+        net, bids = grid_case(name)
         lin = Linearizer(net, bids, salt="bench-privacy")
         pkg = lin.linearize((0.0, 0.5, 1.0)).package
         q_max = diagnose(prepare(pkg, bids.without_bus(), 1e3)).max_deliverable_mw
         hp, rep = envelope_with_report(pkg, bids, linearizer=lin,
                                        rng=np.random.default_rng(SEED))
+        largest = {}   # the largest box at each usable point: no weighting keeps more
+        for i in range(pkg.m):
+            try:
+                largest[i] = envelope(pkg, bids, point=i, weighting="total").upper_mw.sum() \
+                    / q_max
+            except EnvelopeError:
+                largest[i] = None
         reqs = []
         for f in FRACTIONS:
             ex = coordinate(lin, bids, f * q_max, package=pkg)
@@ -397,12 +430,64 @@ def grids() -> dict[str, Any]:
             "exact_max_deliverable_mw": q_max, "envelope_max_mw": rep.upper_total_mw,
             "envelope_fraction": rep.upper_total_mw / q_max, "envelope_points": list(rep.points),
             "ac_rounds": rep.rounds, "ac_safe": rep.ac_safe, "requests": reqs,
+            "largest_box_fraction_per_point": largest,
             "max_cost_of_privacy_up_to_75pct": _max([r["cost_of_privacy"] for r in reqs
                                                      if r["fraction"] <= 0.75 + 1e-9]),
             "audit": {lvl: {sc.key: [sc.count, sc.total] if sc.applicable else None
                             for sc in a.scores} for lvl, a in aud.items()},
             "format2_bounds": aud["format2"].package.get("bounds")}
     path = Path("results/benchmarks/privacy_grids.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1))
+    return out
+
+
+def day_audit(grid: str, *, day_type: str = "summer_workday") -> dict[str, Any]:
+    """``--day-audit GRID``: the attacker holding a day of format-2 packages
+    (``flexcore.dso.audit.audit_frames``). Hourly frames: every load's P and Q scaled by
+    the normalised load profile of one Bergwald building (load k: building k mod 241;
+    Bergwald: its own buildings), PV as in the grid; per frame the format-1 package,
+    its format-2 form (``harden``, stable column ids as the co-simulation's pseudonyms),
+    the true loads and the bounds from the hardening key."""
+    from flexcore.district.daytypes import make_frames
+    from flexcore.district.profiles import BuildingProfiles
+    from flexcore.dso.audit import audit_frames, bid_loads_mva, binding_bounds
+    from flexcore.dso.privacy import harden
+
+    if grid == "bergwald":
+        net = load_grid("bergwald")
+        bids = synthetic_bids(net, seed=SEED, table=load_building_table())
+    else:
+        net, bids = grid_case(grid)
+    lin = Linearizer(net, bids, salt="bench-privacy")
+    prof = BuildingProfiles.from_table(load_building_table(), seed=SEED)
+    frames = make_frames(day_types=[day_type], resolution_min=60)
+    pf = prof.for_frames(frames)
+    nb = len(pf.building_ids)
+    pos = {b: k for k, b in enumerate(pf.building_ids)}
+    li = np.array([pos.get(str(nm), k % nb) for k, nm in enumerate(net.load.name)])
+    p0, q0 = net.load.p_mw.to_numpy(float).copy(), net.load.q_mvar.to_numpy(float).copy()
+    shape = pf.load_p_mw[:, li] / np.maximum(pf.load_p_mw[:, li].mean(axis=0), 1e-12)
+    sg0 = net.sgen.p_mw.to_numpy(float).copy()
+    pkgs, loads, bounds = [], [], []
+    try:
+        for t in range(len(frames)):
+            lin.set_base(load_p_mw=p0 * shape[t], load_q_mvar=q0 * shape[t])
+            pkg = lin.linearize((0.0, 0.5, 1.0)).package
+            box = bids.subset(pkg.columns)
+            hard, key = harden(pkg, lower_mw=box.lower_mw, upper_mw=box.upper_mw,
+                               rng=np.random.default_rng(SEED + t))
+            pkgs.append(hard)
+            loads.append(bid_loads_mva(lin.net, lin.keymap, hard.columns))
+            bounds.append(binding_bounds(hard, key, lin.keymap, lin.net))
+            print(f"{grid} frame {t} hardened", file=sys.stderr, flush=True)
+    finally:
+        lin.set_base(load_p_mw=p0, load_q_mvar=q0, sgen_p_mw=sg0 if len(sg0) else None)
+    score = audit_frames(pkgs, loads, bounds=bounds)
+    out = {"grid": grid, "frames": len(pkgs), "score": score.as_dict(),
+           "max_loads_behind_binding_rows": max(b["loads_behind_binding_rows"] for b in bounds),
+           "bounds": bounds}
+    path = Path(f"results/benchmarks/privacy_day_audit_{grid.replace(':', '_')}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1))
     return out
@@ -415,7 +500,14 @@ def main(argv: list[str] | None = None, *, quick: bool = False) -> dict[str, Any
                     help="only the single-frame study and audit on SimBench and meshed")
     ap.add_argument("--day", action="store_true",
                     help="only the day of hourly frames (results/benchmarks/privacy_day.json)")
+    ap.add_argument("--day-audit", metavar="GRID",
+                    help="a day of format-2 packages attacked together (bergwald, meshed or "
+                    "a SimBench code)")
     args = ap.parse_args(argv)
+    if args.day_audit:
+        d = day_audit(args.day_audit)
+        print(json.dumps({k: v for k, v in d.items() if k != "bounds"}, indent=1))
+        return d
     if args.day:
         d = day(study())
         path = Path("results/benchmarks/privacy_day.json")

@@ -4,6 +4,7 @@ flow at the corners and at every envelope clearing, the exact (format-1) clearin
 refinement for the cost of privacy, a hand-solved 3-bid clearing."""
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -353,3 +354,28 @@ def test_cost_weighting_bounds_the_cost_of_privacy_at_every_level(bergwald):
     with pytest.raises(EnvelopeError, match="cost_levels"):
         from flexcore.dso.envelope import box_ranges
         box_ranges(envelope_rows(pkg, (1,)), bids, weighting="cost")
+
+
+# --------------------------------------------------------------------------- command line
+def test_cli_publishes_an_ac_checked_envelope_and_audits_it(tmp_path, capsys):
+    """``dso linearize --privacy envelope`` checks the envelope's corners in AC (and says at
+    which point), ``dso audit`` finds nothing shared between bids, ``tso clear`` clears it."""
+    from scenarios.cli import main
+    from tests.cases.bad_input.setup_helpers import write_small_grid
+
+    write_small_grid(case=tmp_path, tmp=tmp_path)
+    bids = tmp_path / "bids.csv"
+    bids.write_text("id,bus,volume_mw,price_eur_per_mwh\nq1,2,0.2,30\nq2,3,0.3,40\n"
+                    "q3,4,0.25,50\nq4,5,0.2,60\n")
+    grid, pkg = str(tmp_path / "grid.json"), tmp_path / "PKG"
+    assert main(["dso", "linearize", "--grid", grid, "--bids", str(bids), "--privacy",
+                 "envelope", "--out", str(pkg)]) == 0
+    out = capsys.readouterr().out
+    assert "format 2 (envelope): point [1]" in out and "AC corners safe: True" in out
+    assert main(["dso", "audit", "--package", str(pkg), "--grid", grid, "--json",
+                 str(tmp_path / "audit.json")]) == 0
+    scores = json.loads((tmp_path / "audit.json").read_text())["scores"]
+    assert scores["downstream_sets"]["count"] == 0 and scores["colocated"]["count"] == 0
+    assert main(["tso", "clear", "--package", str(pkg), "--bids", str(bids),
+                 "--request-mw", "0.1", "--out", str(tmp_path / "C.json")]) == 0
+    assert json.loads((tmp_path / "C.json").read_text())["status"] == "optimal"

@@ -33,6 +33,25 @@ Attacks
     consecutive columns vs random orders); row counts (v buses, l branches, l = v - 1 means
     radial); guessable key salts (rebuild ``v``/``l`` keys as bus / branch ids).
 
+Format 2 (rows ``a x <= rhs`` normalised, no base values, no keys):
+
+``loads_pairs_within_10pct``
+    Two published rows with ``a_2 = -q a_1`` (q > 0, both inside) are the two sides of one
+    row: with the public limits (:data:`PUBLIC_LOADING_LIMITS`) ``q`` gives its base value
+    and sensitivity back (:func:`recover_from_normalised_pairs`), then the base-value load
+    attack runs on the recovered rows.
+``loads_catalogue_within_10pct`` / ``ratings_within_10pct``
+    A single-bid row inside its limit has ``1/|a| = R -+ S``: the nearest catalogue rating
+    is the guess for R, ``|1/|a| - R|`` for the load S.
+``audit_frames`` (a day of packages, column ids stable over the frames)
+    Single-bid rows matched over the frames by bid and sign; a frame publishing both sides
+    gives the row's sensitivity, then every frame's one-sided row gives that frame's
+    loading (:func:`attack_loads_across_frames`).
+``colocated``
+    Identical columns (bids at one connection point) stay identical in format 2.
+With the DSO's hardening key, :func:`binding_bounds` gives what the attacks must stay
+under: the bids behind published loading rows, the distinct rows published.
+
 Packages without base values (``vm_pu`` and ``loading_percent`` all zero) are audited too:
 the base-value attacks report that they cannot run. Rows normalised to ``a x <= 1`` (the
 next format) leak the base values back when both sides of a row are published:
