@@ -1038,9 +1038,10 @@ def load_policy(policy: Mapping[str, Any] | str | Path | None) -> dict[str, Any]
 #: every score an audit reports (policy keys are ``max_<key>``)
 SCORE_KEYS = ("downstream_sets", "tree_links", "transformer_areas", "edges", "own_bus",
               "colocated", "subtrees", "loads_within_10pct", "loads_vdrop_within_10pct",
-              "ratings_within_10pct", "loads_pairs_within_10pct",
-              "loads_catalogue_within_10pct", "id_leaks", "feeder_order", "row_counts",
-              "salt_rows")
+              "ratings_within_10pct", "id_leaks", "feeder_order", "row_counts", "salt_rows",
+              "loads_pairs_within_10pct", "loads_catalogue_within_10pct")
+#: the scores only a format-2 audit reports (attacks on normalised rows)
+FORMAT2_SCORE_KEYS = ("loads_pairs_within_10pct", "loads_catalogue_within_10pct")
 #: policy names for scores, besides ``max_<score key>``
 POLICY_ALIASES = {"buses_identified": "own_bus", "loads": "loads_within_10pct",
                   "ids": "id_leaks", "rows_rebuilt": "salt_rows", "order": "feeder_order"}
@@ -1049,14 +1050,15 @@ POLICY_ALIASES = {"buses_identified": "own_bus", "loads": "loads_within_10pct",
 def _apply_policy(policy: dict[str, Any], scores: tuple[Score, ...]) -> tuple[str, ...]:
     known = {s.key: s for s in scores}
     known.update({a: known[k] for a, k in POLICY_ALIASES.items() if k in known})
-    unknown = sorted(k for k in policy if k[4:] not in known)
+    unknown = sorted(k for k in policy if k[4:] not in known and k[4:] not in SCORE_KEYS
+                     and k[4:] not in POLICY_ALIASES)
     if unknown:
         raise AuditError(f"policy: unknown key(s) {unknown}; known: "
                          f"{sorted('max_' + k for k in known)}")
     fails = []
     for k, limit in policy.items():
-        s = known[k[4:]]
-        if not s.applicable:
+        s = known.get(k[4:])
+        if s is None or not s.applicable:   # a score this package's format has no attack for
             continue
         if isinstance(limit, int):
             if s.count > limit:
