@@ -297,6 +297,11 @@ def _cost_ranges(coef: np.ndarray, rhs: np.ndarray, cap: np.ndarray, bids: BidTa
         row_lo=np.full(len(rhs), -np.inf), row_hi=rhs, integrality=np.zeros(n, np.int8)))
     best_up = float(-total.objective) if total.objective is not None else box_max
     floor = min(keep * levels.max_deliverable_mw, best_up * (1.0 - 1e-6))
+    # levels beyond the largest box cannot be bounded: left out
+    ok = levels.request_mw <= best_up * (1.0 - 1e-6)
+    levels = CostLevels(levels.max_deliverable_mw, levels.request_mw[ok],
+                        levels.exact_cost_eur[ok])
+    nl = len(levels.request_mw)
     # columns: r (n), y_1..y_L (n each), eps (1)
     nv = n * (1 + nl) + 1
     blocks = [sp.hstack([sp.csr_matrix(coef), sp.csr_matrix((len(rhs), nv - n))])]
