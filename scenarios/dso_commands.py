@@ -49,9 +49,10 @@ def private_package_for(keymap_path) -> Path:
     return p.with_name(f"{name}.private")
 
 
-def _publish(package, *, level, bids) -> tuple[object, str]:
+def _publish(package, *, level, bids, linearizer=None) -> tuple[object, str]:
     """The package as published at ``level``: format 1 itself ("full"), or its hardened
-    (format 2) or envelope form. Returns (published package, note)."""
+    (format 2) or envelope form (its corners checked in AC with ``linearizer``). Returns
+    (published package, note)."""
     from flexcore.exchange.enums import PrivacyLevel
 
     box = bids.subset(package.columns)
@@ -61,9 +62,12 @@ def _publish(package, *, level, bids) -> tuple[object, str]:
         published, hkey = harden(package, lower_mw=box.lower_mw, upper_mw=box.upper_mw)
         return published, f"\nformat 2 (exact): {hkey.report}"
     if level == PrivacyLevel.ENVELOPE:
-        from flexcore.dso.envelope import envelope
+        from flexcore.dso.envelope import envelope_with_report
 
-        return envelope(package, box), "\nformat 2 (envelope)"
+        env, rep = envelope_with_report(package, box, linearizer=linearizer)
+        return env, (f"\nformat 2 (envelope): point {list(rep.points)}, up to "
+                     f"{rep.upper_total_mw:.6g} MW / down to {rep.lower_total_mw:.6g} MW, "
+                     f"AC corners safe: {rep.ac_safe} after {rep.rounds} tightening round(s)")
     return package, ""
 
 
@@ -92,7 +96,7 @@ def linearize_cli(*, grid, bids, points, screen, out, keymap=None, force=False,
     except PointNotConverged as exc:  # name the grid: the message alone does not
         raise PointNotConverged(f"{grid}: {exc}") from None
     out = Path(out)
-    published, note = _publish(rep.package, level=level, bids=table)
+    published, note = _publish(rep.package, level=level, bids=table, linearizer=lin)
     save_package(published, out, signing_key=sign)
     lin.keymap.save(keymap_path, overwrite=force)
     text = rep.as_text() + note

@@ -22,6 +22,9 @@ import tomli_w
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from flexcore.exchange.package import FORMAT as PACKAGE_FORMAT
+from flexcore.exchange.package import SIGNATURE, package_digest
+from flexcore.exchange.signing import generate_keypair, sign_digest, write_record
 from scenarios.cli import main
 from tests.cases.bad_input.setup_helpers import write_small_package
 
@@ -55,9 +58,14 @@ def assert_handled(code: int, text: str) -> None:
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory) -> Path:
-    """grid.json, bids_ok.csv and the package pkg/ of bids a, b, c (setup_helpers)."""
+    """grid.json, bids_ok.csv, the package pkg/ of bids a, b, c (setup_helpers), signed with
+    the test key pair test.key / test.key.pub (``flexcosim keygen``'s format)."""
     tmp = tmp_path_factory.mktemp("small")
     write_small_package(case=tmp, tmp=tmp)
+    generate_keypair(tmp / "test.key")
+    manifest = json.loads((tmp / "pkg" / "manifest.json").read_text())
+    write_record(sign_digest(manifest["package_sha256"], tmp / "test.key",
+                             purpose=PACKAGE_FORMAT), tmp / "pkg" / SIGNATURE)
     return tmp
 
 
@@ -135,20 +143,29 @@ def _paths(node, prefix=()):
             yield from _paths(v, (*prefix, k))
 
 
-def reseal(directory: Path, manifest: dict) -> dict:
-    """Recompute whatever checksum fields the package format has (so that the schema code
-    is reached, not only the digest check) and drop a signature file the mutation broke."""
-    from flexcore.exchange import package as pkg
+def reseal(directory: Path, manifest: dict, key: Path) -> bool:
+    """Recompute the package digest of the mutated manifest and re-sign it with the test
+    ``key`` (as a DSO holding the key would), so that the reader gets past the digest and
+    signature checks to the schema, shape and array checks behind them. Returns False when
+    the manifest has no digest to sign (NaN/Infinity have no canonical JSON, or the digest
+    field itself was mutated away): then the signature file is dropped."""
+    sig = directory / SIGNATURE
+    sig.unlink(missing_ok=True)
+    if not isinstance(manifest.get("package_sha256"), str):
+        return False
+    try:
+        manifest["package_sha256"] = package_digest(manifest)
+    except ValueError:  # NaN/Infinity: the reader refuses them before any digest
+        return False
+    write_record(sign_digest(manifest["package_sha256"], key, purpose=PACKAGE_FORMAT), sig)
+    return True
 
-    digest = getattr(pkg, "package_digest", None)
-    if callable(digest) and isinstance(manifest.get("package_sha256"), str):
-        try:
-            manifest["package_sha256"] = digest(manifest)
-        except ValueError:  # NaN/Infinity have no canonical JSON: the reader refuses them
-            pass
-    for name in ("SIGNATURE.json", "signature.json"):
-        (directory / name).unlink(missing_ok=True)
-    return manifest
+
+def clear_signed(small: Path, pkg: Path, out: Path) -> tuple[int, str]:
+    """``tso clear`` trusting only the test key (a missing or foreign signature: exit 2)."""
+    return run_cli(["tso", "clear", "--package", str(pkg), "--bids",
+                    str(small / "bids_ok.csv"), "--request-mw", "0.03",
+                    "--trust", str(small / "test.key.pub"), "--out", str(out)])
 
 
 @FUZZ
@@ -172,26 +189,38 @@ def test_fuzz_manifest_through_tso_clear(small, tmp_path, data):
                 data.draw(json_values)
         else:
             parent[path[-1]] = data.draw(json_values)
-    reseal(pkg, doc)
+    signed = reseal(pkg, doc, small / "test.key")
     (pkg / "manifest.json").write_text(json.dumps(doc))
-    code, text = run_cli(["tso", "clear", "--package", str(pkg), "--bids",
-                          str(small / "bids_ok.csv"), "--request-mw", "0.03",
-                          "--out", str(tmp_path / "C.json")])
+    code, text = clear_signed(small, pkg, tmp_path / "C.json")
     assert_handled(code, text)
+    if signed:  # the signature checks passed: whatever refused it is behind them
+        assert "signature" not in text.lower() and "digest mismatch" not in text, text
 
 
 def test_reseal_reaches_the_schema(small, tmp_path):
-    """The helper is not vacuous: a resealed manifest with one wrong type is refused by the
-    schema (exit 2, naming the field), not by a checksum."""
+    """The helper is not vacuous: the signed package clears with ``--trust``; a mutated
+    manifest without a new signature is refused by the signature check; resealed, one wrong
+    type is refused by the schema (exit 2, naming the field), one wrong shape by the shape
+    check, neither by a checksum or signature."""
     pkg = tmp_path / "pkg"
     shutil.copytree(small / "pkg", pkg)
+    code, text = clear_signed(small, pkg, tmp_path / "C0.json")
+    assert code == 0, text
     doc = json.loads((pkg / "manifest.json").read_text())
-    doc["created_utc"] = 12  # a number where the schema wants a string
-    (pkg / "manifest.json").write_text(json.dumps(reseal(pkg, doc)))
-    code, text = run_cli(["tso", "clear", "--package", str(pkg), "--bids",
-                          str(small / "bids_ok.csv"), "--request-mw", "0.03",
-                          "--out", str(tmp_path / "C.json")])
-    assert code == 2 and "created_utc" in text and "checksum" not in text.lower(), text
+    doc["created_utc"] = "2000-01-01T00:00:00+00:00"
+    doc["package_sha256"] = package_digest(doc)
+    (pkg / "manifest.json").write_text(json.dumps(doc))
+    code, text = clear_signed(small, pkg, tmp_path / "C1.json")
+    assert code == 2 and "signature" in text.lower(), text
+    for field, value, expect in (("created_utc", 12, "created_utc"),
+                                 ("shapes", {"p_flex_mw": [3, 99]}, "shapes")):
+        doc = json.loads((small / "pkg" / "manifest.json").read_text())
+        doc[field] = value
+        assert reseal(pkg, doc, small / "test.key")
+        (pkg / "manifest.json").write_text(json.dumps(doc))
+        code, text = clear_signed(small, pkg, tmp_path / "C.json")
+        assert code == 2 and expect in text, text
+        assert "checksum" not in text.lower() and "signature" not in text.lower(), text
 
 
 # --------------------------------------------------------------------------- scenario TOML

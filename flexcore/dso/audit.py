@@ -33,6 +33,25 @@ Attacks
     consecutive columns vs random orders); row counts (v buses, l branches, l = v - 1 means
     radial); guessable key salts (rebuild ``v``/``l`` keys as bus / branch ids).
 
+Format 2 (rows ``a x <= rhs`` normalised, no base values, no keys):
+
+``loads_pairs_within_10pct``
+    Two published rows with ``a_2 = -q a_1`` (q > 0, both inside) are the two sides of one
+    row: with the public limits (:data:`PUBLIC_LOADING_LIMITS`) ``q`` gives its base value
+    and sensitivity back (:func:`recover_from_normalised_pairs`), then the base-value load
+    attack runs on the recovered rows.
+``loads_catalogue_within_10pct`` / ``ratings_within_10pct``
+    A single-bid row inside its limit has ``1/|a| = R -+ S``: the nearest catalogue rating
+    is the guess for R, ``|1/|a| - R|`` for the load S.
+``audit_frames`` (a day of packages, column ids stable over the frames)
+    Single-bid rows matched over the frames by bid and sign; a frame publishing both sides
+    gives the row's sensitivity, then every frame's one-sided row gives that frame's
+    loading (:func:`attack_loads_across_frames`).
+``colocated``
+    Identical columns (bids at one connection point) stay identical in format 2.
+With the DSO's hardening key, :func:`binding_bounds` gives what the attacks must stay
+under: the bids behind published loading rows, the distinct rows published.
+
 Packages without base values (``vm_pu`` and ``loading_percent`` all zero) are audited too:
 the base-value attacks report that they cannot run. Rows normalised to ``a x <= 1`` (the
 next format) leak the base values back when both sides of a row are published:
@@ -59,6 +78,7 @@ from scipy.spatial.distance import squareform
 
 from flexcore.errors import FlexcosimError, InputFileError
 from flexcore.exchange.package import SensitivityPackage, load_package
+from flexcore.exchange.points import PointInfo
 
 
 class AuditError(FlexcosimError, ValueError):
@@ -447,6 +467,173 @@ def recover_from_normalised_pairs(a_upper, a_lower, *, lower: float, upper: floa
     return base, sens
 
 
+# --------------------------------------------------------------------------- format 2
+#: the limits an attacker assumes public (flexcore.exchange.limits.Limits defaults): signed
+#: loading -100..100 %, voltage 0.95..1.05 p.u.; both symmetric, so which published side is
+#: the upper one does not change the recovered magnitudes
+PUBLIC_LOADING_LIMITS = (-100.0, 100.0)
+
+
+def _f2_rows(pkg: Any, point: int) -> tuple[np.ndarray, np.ndarray]:
+    a = np.asarray(pkg.rows_a[point], float).reshape(-1, len(pkg.columns))
+    return a, np.asarray(pkg.rows_rhs[point], float)
+
+
+def attack_side_pairs(pkg: Any, *, point: int = 0, cos_tol: float = 1e-9
+                      ) -> list[tuple[int, int, float]]:
+    """Format 2: pairs of published rows of one point that are the two sides of one
+    format-1 row (``a_2 = -q a_1``, q > 0, both inside their limit: rhs = 1). Returns
+    ``(k1, k2, q)`` per pair."""
+    a, rhs = _f2_rows(pkg, point)
+    nrm = np.linalg.norm(a, axis=1)
+    ok = np.flatnonzero((rhs == 1.0) & (nrm > 0))
+    if ok.size < 2:
+        return []
+    u = a[ok] / nrm[ok, None]
+    cos = u @ u.T
+    out = []
+    for x, y in zip(*np.nonzero(np.triu(cos <= -1.0 + cos_tol, 1))):
+        k1, k2 = int(ok[x]), int(ok[y])
+        out.append((k1, k2, float(nrm[k2] / nrm[k1])))
+    return out
+
+
+def recovered_pair_rows(pkg: Any, *, limits: tuple[float, float] = PUBLIC_LOADING_LIMITS
+                        ) -> list[tuple[int, np.ndarray, float]]:
+    """Format 2: every side pair of every point (:func:`attack_side_pairs`) read as a
+    loading row with the public ``limits`` (:func:`recover_from_normalised_pairs`):
+    ``(point, sensitivities (n,), base value)``, the format-1 row the pair came from (up to
+    one common sign)."""
+    lo, hi = limits
+    out = []
+    for i in range(len(pkg.rows_a)):
+        a, _ = _f2_rows(pkg, i)
+        for k1, k2, _q in attack_side_pairs(pkg, point=i):
+            base, sens = recover_from_normalised_pairs(a[k1], a[k2], lower=lo, upper=hi)
+            if np.isfinite(base[0]):
+                out.append((i, sens[0], float(base[0])))
+    return out
+
+
+def attack_loads_pairs(pkg: Any) -> dict[int, float]:
+    """Format 2: column -> apparent load (MVA) from the rows recovered out of both-side
+    pairs with the public limits (:func:`recovered_pair_rows`), read as a format-1 package
+    with base values and run through :func:`attack_loads` (single-bid rows and differences
+    of nested sets), point by point; the first point's estimate of a bid is kept."""
+    rec = recovered_pair_rows(pkg)
+    out: dict[int, float] = {}
+    n = len(pkg.columns)
+    for i in sorted({r[0] for r in rec}):
+        sens = np.array([r[1] for r in rec if r[0] == i])
+        base = np.array([r[2] for r in rec if r[0] == i])
+        keys = tuple(f"l{k}" for k in range(len(base)))
+        view = SensitivityPackage(
+            columns=tuple(pkg.columns), vm_rows=(), loading_rows=keys,
+            points=(PointInfo("pairs"),), p_flex_mw=np.zeros((1, n)), vm_pu=np.zeros((1, 0)),
+            loading_percent=base[None, :], vtdf=np.zeros((1, 0, n)), ltdf=sens[None, :, :])
+        for j, est in attack_loads(view).items():
+            out.setdefault(j, abs(est))
+    return out
+
+
+def attack_downstream_sets_of(rows: np.ndarray, *, threshold: float = 0.5,
+                              floor: float = 1e-12) -> list[frozenset[int]]:
+    """:func:`attack_downstream_sets` on a plain row matrix."""
+    out = []
+    for row in np.abs(np.atleast_2d(rows)):
+        top = row.max() if row.size else 0.0
+        out.append(frozenset(np.flatnonzero(row >= threshold * top).tolist())
+                   if top > floor else frozenset())
+    return out
+
+
+def base_point(pkg: Any) -> int:
+    """The published point nearest to no activation (public ``p_flex_mw``): its rows'
+    intercepts are the frame's base values (activation fraction 0 in the defaults)."""
+    return int(np.argmin(np.abs(np.asarray(pkg.p_flex_mw, float)).sum(axis=1)))
+
+
+def _headrooms(pkg: Any) -> dict[tuple[int, int], float]:
+    """Format 2: per (bid, sign of its entry) the headroom ``1 / max|a|`` (MVA under the
+    loading hypothesis: ``R -+ S`` for a branch of rating R carrying load S) of the most
+    sensitive single-bid row inside its limit at the :func:`base_point`."""
+    out: dict[tuple[int, int], tuple[float, float]] = {}
+    for i in ([base_point(pkg)] if len(pkg.rows_a) else []):
+        a, rhs = _f2_rows(pkg, i)
+        for k, s in enumerate(attack_downstream_sets_of(a)):
+            if len(s) != 1 or rhs[k] != 1.0:
+                continue
+            (j,) = s
+            top = float(a[k, j])
+            key = (j, 1 if top > 0 else -1)
+            if key not in out or abs(top) > out[key][0]:
+                out[key] = (abs(top), 1.0 / abs(top))
+    return {k: h for k, (_, h) in out.items()}
+
+
+def _snap(value: float, cat: np.ndarray) -> float:
+    return float(cat[np.argmin(np.abs(np.log(cat / value)))]) if cat.size else value
+
+
+def attack_loads_catalogue(pkg: Any, *, catalogue: np.ndarray | None = None
+                           ) -> tuple[dict[int, float], dict[int, float]]:
+    """Format 2, one package: a single-bid row inside its limit has ``1 / max|a| = R -+ S``
+    (rating R, load S, in MVA, with ``dL/dP ~ 100 / R``); R guessed as the nearest
+    cable/transformer catalogue rating, S = ``|1/max|a| - R|``. Returns (column -> load
+    estimate, column -> guessed rating of that row)."""
+    cat = rating_catalogue() if catalogue is None else np.asarray(catalogue, float)
+    loads: dict[int, float] = {}
+    ratings: dict[int, float] = {}
+    for (j, _sgn), h in _headrooms(pkg).items():
+        r = _snap(h, cat)
+        if j not in loads:
+            loads[j], ratings[j] = abs(h - r), r
+    return loads, ratings
+
+
+def attack_loads_across_frames(packages: Sequence[Any], *,
+                               catalogue: np.ndarray | None = None
+                               ) -> list[dict[str, float]]:
+    """Format 2, a day of packages of one publisher (column ids stable over the frames, as
+    the co-simulation's per-run pseudonyms are): per frame, column id -> load estimate
+    (MVA). A bid's single-bid rows are matched over the frames by (bid, sign of its entry).
+    Where some frame publishes both sides of that row, the pair gives the row's sensitivity
+    ``|s|`` exactly (with the public limits), and every other frame's one-sided row then
+    gives its loading ``L_t = U - |s| / |a_t|`` (or ``L_min + |s| / |a_t|`` for the other
+    sign, fixed by the pair): the load ``|L_t| / |s|``. Elsewhere the rating is guessed
+    once for all frames as the catalogue value nearest the median headroom and
+    ``S_t = |h_t - R|`` (:func:`attack_loads_catalogue`)."""
+    cat = rating_catalogue() if catalogue is None else np.asarray(catalogue, float)
+    lo, hi = PUBLIC_LOADING_LIMITS
+    heads: list[dict[tuple[str, int], float]] = []
+    exact: dict[tuple[str, int], float] = {}   # (bid id, sign of the upper side) -> |s|
+    for pkg in packages:
+        cols = list(pkg.columns)
+        heads.append({(cols[j], sg): h for (j, sg), h in _headrooms(pkg).items()})
+        for i, sens, _base in recovered_pair_rows(pkg):
+            s = attack_downstream_sets_of(sens[None, :])[0]
+            if len(s) == 1 and i == base_point(pkg):
+                (j,) = s
+                # the pair read with sens[j] on the upper side (either reading: same |L|)
+                exact.setdefault((cols[j], 1 if sens[j] > 0 else -1), abs(float(sens[j])))
+    keys = {k for h in heads for k in h}
+    rating = {k: _snap(float(np.median([h[k] for h in heads if k in h])), cat) for k in keys}
+    out: list[dict[str, float]] = []
+    for h in heads:
+        est: dict[str, float] = {}
+        for (cid, sg), head in h.items():
+            if (cid, sg) in exact:       # this sign is the upper side of the exact row
+                s = exact[cid, sg]
+                est[cid] = abs(hi - s * head) / s
+            elif (cid, -sg) in exact:    # the lower side of it
+                s = exact[cid, -sg]
+                est[cid] = abs(lo + s * head) / s
+            elif cid not in est:
+                est[cid] = abs(head - rating[cid, sg])
+        out.append(est)
+    return out
+
+
 _TOKEN = re.compile(r"[A-Za-z0-9]+")
 
 
@@ -586,6 +773,12 @@ def _truth(net, keymap, pkg: Any) -> _Truth:
                   n_buses=len(buses), n_branches=len(all_branches))
 
 
+def true_downstream_sets(net, keymap, package: Any) -> list[frozenset[int] | None]:
+    """The DSO's truth: per loading row of a format-1 package (format 2: per branch of the
+    key map), the columns downstream of the branch (None: not a bridge)."""
+    return _truth(net, keymap, package).downstream
+
+
 def _truth_loads(net, bid_bus: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per column, the net demand (P MW, |S| MVA) at the bid's bus in the base case (loads
     minus the grid's own generators; the DSO's activation sgens excluded)."""
@@ -714,6 +907,20 @@ def _load_score(key, attack, est: dict[int, float], true: np.ndarray, base: bool
                  f"correlation {corr:.3f}")
 
 
+def _score_ratings_by_set(guess: dict[int, float], net, truth: _Truth) -> Score:
+    """Format 2: a rating guessed for bid j's single-bid row counts when some branch whose
+    downstream set is {j} has that rating within 10 %."""
+    rating = _truth_ratings(net, truth.branches)
+    by_bid: dict[int, list[float]] = {}
+    for r, d in enumerate(truth.downstream):
+        if d is not None and len(d) == 1 and np.isfinite(rating[r]):
+            by_bid.setdefault(next(iter(d)), []).append(float(rating[r]))
+    hit = sum(1 for j, g in guess.items()
+              if any(abs(g - t) <= 0.10 * t for t in by_bid.get(j, ())))
+    return Score("ratings_within_10pct", "1/|a| + catalogue -> branch ratings", hit,
+                 len(truth.branches), f"{len(guess)} single-bid rows rated")
+
+
 def _score_ratings(guess: dict[int, float], truth_r: np.ndarray) -> Score:
     rows = [r for r in guess if np.isfinite(truth_r[r])]
     hit = sum(1 for r in rows if abs(guess[r] - truth_r[r]) <= 0.10 * truth_r[r])
@@ -831,7 +1038,10 @@ def load_policy(policy: Mapping[str, Any] | str | Path | None) -> dict[str, Any]
 #: every score an audit reports (policy keys are ``max_<key>``)
 SCORE_KEYS = ("downstream_sets", "tree_links", "transformer_areas", "edges", "own_bus",
               "colocated", "subtrees", "loads_within_10pct", "loads_vdrop_within_10pct",
-              "ratings_within_10pct", "id_leaks", "feeder_order", "row_counts", "salt_rows")
+              "ratings_within_10pct", "id_leaks", "feeder_order", "row_counts", "salt_rows",
+              "loads_pairs_within_10pct", "loads_catalogue_within_10pct")
+#: the scores only a format-2 audit reports (attacks on normalised rows)
+FORMAT2_SCORE_KEYS = ("loads_pairs_within_10pct", "loads_catalogue_within_10pct")
 #: policy names for scores, besides ``max_<score key>``
 POLICY_ALIASES = {"buses_identified": "own_bus", "loads": "loads_within_10pct",
                   "ids": "id_leaks", "rows_rebuilt": "salt_rows", "order": "feeder_order"}
@@ -840,14 +1050,15 @@ POLICY_ALIASES = {"buses_identified": "own_bus", "loads": "loads_within_10pct",
 def _apply_policy(policy: dict[str, Any], scores: tuple[Score, ...]) -> tuple[str, ...]:
     known = {s.key: s for s in scores}
     known.update({a: known[k] for a, k in POLICY_ALIASES.items() if k in known})
-    unknown = sorted(k for k in policy if k[4:] not in known)
+    unknown = sorted(k for k in policy if k[4:] not in known and k[4:] not in SCORE_KEYS
+                     and k[4:] not in POLICY_ALIASES)
     if unknown:
         raise AuditError(f"policy: unknown key(s) {unknown}; known: "
                          f"{sorted('max_' + k for k in known)}")
     fails = []
     for k, limit in policy.items():
-        s = known[k[4:]]
-        if not s.applicable:
+        s = known.get(k[4:])
+        if s is None or not s.applicable:   # a score this package's format has no attack for
             continue
         if isinstance(limit, int):
             if s.count > limit:
@@ -862,12 +1073,15 @@ def _apply_policy(policy: dict[str, Any], scores: tuple[Score, ...]) -> tuple[st
 # =========================================================================== audit
 def audit(package: SensitivityPackage | str | Path, *, net, keymap, bids=None,
           salt_guesses: Iterable[str] = (), policy: Mapping[str, Any] | str | Path | None = None,
-          point: int = 0, order_permutations: int = 200) -> AuditReport:
+          point: int = 0, order_permutations: int = 200, hardening_key=None) -> AuditReport:
     """Run every attack on the package and score it against the grid and key map.
 
     ``bids`` (a BidTable with buses, optional) is checked against the key map: the key map
     already holds each bid's bus. ``salt_guesses`` are tried before
     :data:`DEFAULT_SALT_GUESSES`. ``policy``: dict or TOML path (:func:`load_policy`).
+    ``hardening_key`` (format 2, the DSO's :class:`flexcore.dso.privacy.HardeningKey`):
+    adds the bounds the attacks must stay under to the report's ``package`` (bids behind
+    the published loading rows, their distinct downstream sets).
     """
     pkg = _load(package) if isinstance(package, (str, Path)) else package
     pol = load_policy(policy)
@@ -878,7 +1092,9 @@ def audit(package: SensitivityPackage | str | Path, *, net, keymap, bids=None,
             raise AuditError(f"bid bus(es) differ from the key map for {wrong[:5]}")
     truth = _truth(net, keymap, pkg)
     if rows_only(pkg):
-        return _audit_rows(pkg, net, truth, pol, order_permutations=order_permutations)
+        return _audit_rows(pkg, net, truth, pol, order_permutations=order_permutations,
+                           bounds=binding_bounds(pkg, hardening_key, keymap, net, truth)
+                           if hardening_key is not None else None)
     base = has_base_values(pkg)
 
     sets = attack_downstream_sets(pkg, point=point)
@@ -929,8 +1145,40 @@ def _na(key: str, attack: str, total: int, why: str) -> Score:
     return Score(key, attack, 0, total, why, applicable=False)
 
 
+def binding_bounds(pkg: Any, key, keymap, net, truth: _Truth | None = None
+                   ) -> dict[str, int]:
+    """What a format-2 package can reveal at most, from the DSO's hardening key: the bids
+    downstream of its published loading rows (``loads_behind_binding_rows``), the distinct
+    downstream sets of those rows (``downstream_sets_of_binding_rows``; bridges only on a
+    meshed grid), the rows published with both sides (``loading_rows_with_both_sides``)
+    and the distinct format-1 rows (voltage or loading) published at some point
+    (``distinct_rows_published``: each yields at most one guessed set)."""
+    truth = truth if truth is not None else _truth(net, keymap, pkg)
+    pos = {k: r for r, k in enumerate(keymap.loading_percent)}
+    behind: set[int] = set()
+    sets: set[frozenset[int]] = set()
+    both = 0
+    distinct = {r.key for rows in key.rows for r in rows}
+    for rows in key.rows:
+        sides: dict[str, set[str]] = {}
+        for r in rows:
+            if r.key in pos:
+                sides.setdefault(r.key, set()).add(r.side)
+        for k, sd in sides.items():
+            d = truth.downstream[pos[k]]
+            both += len(sd) == 2
+            if d:
+                behind |= d
+                sets.add(d)
+    return {"loads_behind_binding_rows": len(behind),
+            "downstream_sets_of_binding_rows": len(sets),
+            "loading_rows_with_both_sides": both,
+            "distinct_rows_published": len(distinct)}
+
+
 def _audit_rows(pkg: Any, net, truth: _Truth, pol: dict[str, Any], *,
-                order_permutations: int) -> AuditReport:
+                order_permutations: int, bounds: dict[str, int] | None = None
+                ) -> AuditReport:
     """Format 2: the attacks that need separate voltage rows, base values, the row scale or
     row keys report "not applicable"; the set attacks run on every published row of every
     point (voltage rows mixed in) and are scored set by set (there is no row to compare:
@@ -956,11 +1204,20 @@ def _audit_rows(pkg: Any, net, truth: _Truth, pol: dict[str, Any], *,
               _na("subtrees", "single-linkage on shared path -> multi-bid subtrees",
                   len(true_sets), no_v)]
     base_na = "base values absent: cannot run"
+    p_true, s_true = _truth_loads(net, truth.bid_bus)
+    cat_loads, cat_ratings = attack_loads_catalogue(pkg) if m else ({}, {})
+    pairs = attack_loads_pairs(pkg) if m else {}
     scores += [_na("loads_within_10pct", "|L| / |LTDF| on single-bid rows -> loads", n, base_na),
                _na("loads_vdrop_within_10pct", "voltage drop / VTDF difference -> loads", n,
                    base_na),
-               _na("ratings_within_10pct", "100/|LTDF| + catalogue -> branch ratings",
-                   len(truth.branches), "rows normalised: the row scale is gone"),
+               _score_ratings_by_set(cat_ratings, net, truth),
+               _load_score("loads_pairs_within_10pct",
+                           "both-side ratio + public limits -> loads", pairs, s_true, True,
+                           f"apparent power; {len(recovered_pair_rows(pkg)) if m else 0} "
+                           "side pairs found"),
+               _load_score("loads_catalogue_within_10pct",
+                           "1/|a| - catalogue rating -> loads", cat_loads, s_true, True,
+                           "apparent power"),
                _score_ids(attack_id_tokens(pkg), pkg, net, truth),
                _score_order(truth, permutations=order_permutations),
                _na("row_counts", "row counts -> bus/branch counts, radial", 3,
@@ -973,7 +1230,8 @@ def _audit_rows(pkg: Any, net, truth: _Truth, pol: dict[str, Any], *,
     info = {"m": len(points) if points is not None else m, "n": n, "v": 0, "l": 0,
             "rows": nrows, "format": 2,
             "privacy": str(privacy), "base_values": False,
-            "screening": _screen_note(getattr(pkg, "screening", None))}
+            "screening": _screen_note(getattr(pkg, "screening", None)),
+            **({"bounds": bounds} if bounds is not None else {})}
     return AuditReport(package=info, scores=scores_t, policy=pol,
                        failures=_apply_policy(pol, scores_t))
 
@@ -985,3 +1243,42 @@ def _merge_groups(groups: Sequence[Sequence[int]], n: int) -> list[list[int]]:
     for grp in groups:
         g.add_edges_from(zip(grp[:-1], grp[1:]))
     return [sorted(c) for c in nx.connected_components(g) if len(c) > 1]
+
+
+# =========================================================================== a day of packages
+def bid_loads_mva(net, keymap, columns: Sequence[str]) -> dict[str, float]:
+    """The DSO's truth for the load attacks: per column id, the apparent net demand (MVA)
+    at the bid's bus in ``net``'s current fixed injections."""
+    bus = np.array([keymap.columns[c] for c in columns], dtype=np.int64)
+    return dict(zip(columns, _truth_loads(net, bus)[1].tolist()))
+
+
+def audit_frames(packages: Sequence[Any], loads_mva: Sequence[Mapping[str, float]], *,
+                 bounds: Sequence[Mapping[str, int]] = (), min_share: float = 0.5) -> Score:
+    """The attacker holding a day of format-2 packages (:func:`attack_loads_across_frames`),
+    scored against each frame's true loads (``loads_mva[t]``: column id -> MVA, e.g.
+    :func:`bid_loads_mva`). A bid counts as recovered when its estimate is within 10 % in
+    at least ``min_share`` of the frames that estimate it. ``bounds`` (per frame,
+    :func:`binding_bounds`) puts the largest ``loads_behind_binding_rows`` of a frame into
+    the detail."""
+    if len(packages) != len(loads_mva):
+        raise AuditError(f"{len(packages)} packages but {len(loads_mva)} frames of loads")
+    est = attack_loads_across_frames(packages)
+    hits: dict[str, list[bool]] = {}
+    errs = []
+    for e, true in zip(est, loads_mva):
+        for cid, g in e.items():
+            t = abs(float(true[cid]))
+            if t > 1e-9:
+                err = abs(abs(g) - t) / t
+                errs.append(err)
+                hits.setdefault(cid, []).append(err <= 0.10)
+    got = sum(1 for h in hits.values() if np.mean(h) >= min_share)
+    ids = {c for p in packages for c in p.columns}
+    behind = max((int(b["loads_behind_binding_rows"]) for b in bounds), default=-1)
+    return Score("loads_across_frames_within_10pct",
+                 "a day of packages: rows matched over frames -> loads", got, len(ids),
+                 f"{len(packages)} frames, {len(hits)} bids estimated, median error "
+                 f"{_pct(float(np.median(errs)) if errs else math.nan)}"
+                 + (f"; at most {behind} bids behind binding rows in a frame"
+                    if behind >= 0 else ""))

@@ -35,6 +35,22 @@ Weighting (which envelope among the many feasible ones; measured in
     ``min_share`` (default 0) adds ``sum_j r_j >= min_share * R*``, ``R*`` the
     ``"total"`` envelope's range: a floor on the deliverable maximum, the weighting decides
     among the envelopes above it (single frame: 95 % kept at <= 4.7 % cost of privacy).
+``"cost"`` (the cost of privacy bounded by construction)
+    The DSO holds the exact linear model and the prices, so it can price the cost of
+    privacy before publishing: :func:`cost_levels` clears its own format-1 package
+    (:func:`flexcore.market.clear`) at 5, 10, ..., 75 % of the linear maximum deliverable
+    upward request (costs ``c_f``). The envelope clearing's cost at request ``q_f`` is at
+    most ``p . y_f`` for any ``y_f`` inside the box delivering ``q_f`` (``0 <= y_f <= r``
+    on upward bids, ``sum y_f = q_f``), so ``p . y_f <= (1 + eps) c_f`` bounds the cost of
+    privacy with linear constraints. One LP over ``r``, every ``y_f`` and ``eps``: stage 1
+    the smallest ``eps`` with the upward range >= ``keep`` (0.9) of the linear maximum
+    (or of the largest box range, when smaller); stage 2 the largest total range with
+    ``eps <= max(eps*, max_cop)`` (cheapness breaks ties). Both targets of the
+    single-frame study are then constraints, not outcomes of a weighting; ``max_cop``
+    below 5 % leaves a margin for the AC refinement of the exact clearing (its AC-safe
+    cost differs from the linear one). Between the levels (5 % apart) the bound holds
+    only approximately. Measured in ``bench/bench_privacy.py`` (single frame and
+    ``--day``).
 ``"merit"``
     lexicographic merit order: the cheapest bid gets the largest range the rows allow, then
     the next cheapest, ... With nonnegative coefficients the lexicographic optimum is the
@@ -49,17 +65,22 @@ Weighting (which envelope among the many feasible ones; measured in
 ``"share"``
     LP ``max sum_j r_j / |P_M,j|``: the largest sum of activated shares.
 
-AC check (``linearizer`` given): the corners in both directions (every bid at the end of
-its range, ``x = upper_mw`` and ``x = lower_mw``) and ``random_corners`` random corners
-are run through the AC power flow (``Linearizer.power_flow``). A violated row is tightened
-by the observed mismatch ``ac - linear`` at that corner (as :func:`flexcore.dso.safety.tighten`
-does for a clearing) and the envelope recomputed, until no corner violates a limit or
-``max_rounds`` is reached (then :class:`EnvelopeReport` ``ac_safe`` is False).
+AC check (``linearizer`` given), at the operating point the envelope was computed for
+(its fixed injections, i.e. the frame's base case; the linear rows are those of that
+point): the corners in both directions (every bid at the end of its range, ``x =
+upper_mw`` and ``x = lower_mw``), ``random_corners`` random corners and the price-order
+fills at :data:`MERIT_CORNERS` of each direction's range (what the TSO's absolute-cost
+clearing activates) are run through the AC power flow (``Linearizer.power_flow``). A
+violated row is tightened by the observed mismatch ``ac - linear`` at that corner (as
+:func:`flexcore.dso.safety.tighten` does for a clearing) and the envelope recomputed, until
+no corner violates a limit or ``max_rounds`` is reached (then :class:`EnvelopeReport`
+``ac_safe`` is False).
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -74,7 +95,11 @@ from flexcore.exchange.limits import VIOLATION_TOL, Limits
 from flexcore.exchange.package import SensitivityPackage
 from flexcore.market.direct import LinearProgram, align_bids, solve_highs
 
-WEIGHTINGS = ("merit", "price", "total", "share")
+WEIGHTINGS = ("cost", "merit", "price", "total", "share")
+#: AC check: besides the full corners, the price-order fills at these shares of each range
+MERIT_CORNERS = (0.25, 0.5, 0.75)
+#: ``weighting="cost"``: the requests (fractions of the linear maximum) whose cost is bounded
+COST_FRACTIONS = tuple(round(0.05 * k, 2) for k in range(1, 16))   # 5 % ... 75 %
 
 
 class EnvelopeError(FlexcosimError, ValueError):
@@ -120,6 +145,38 @@ class EnvelopeReport:
     ac_checked: bool = False
     ac_safe: bool | None = None     # None: not checked
     corners: list[CornerCheck] = field(default_factory=list)
+    levels: CostLevels | None = None   # weighting "cost": the DSO's exact costs
+
+
+
+@dataclass(frozen=True)
+class CostLevels:
+    """``weighting="cost"``: upward requests ``request_mw`` and what the DSO's exact linear
+    model clears them for (``exact_cost_eur``, format 1, :func:`flexcore.market.clear`)."""
+
+    max_deliverable_mw: float
+    request_mw: np.ndarray
+    exact_cost_eur: np.ndarray
+
+
+def cost_levels(package: SensitivityPackage, bids: BidTable, *,
+                fractions: Sequence[float] = COST_FRACTIONS) -> CostLevels:
+    """The exact linear clearing of ``package`` at ``fractions`` of its maximum deliverable
+    upward request (levels the exact model cannot clear, or clears for free, are left out).
+    """
+    from flexcore.market import clear
+    from flexcore.market.diagnose import diagnose
+    from flexcore.market.direct import prepare
+
+    tso = align_bids(package, bids).without_bus()
+    q_max = float(diagnose(prepare(package, tso, 1e3)).max_deliverable_mw or 0.0)
+    req, cost = [], []
+    for f in fractions if q_max > 0 else ():
+        res = clear(package, tso, f * q_max)
+        if res.ok and res.cost_eur and res.cost_eur > 0:
+            req.append(f * q_max)
+            cost.append(float(res.cost_eur))
+    return CostLevels(q_max, np.array(req), np.array(cost))
 
 
 def envelope_rows(package: SensitivityPackage, points: Sequence[int]) -> EnvelopeRows:
@@ -150,7 +207,8 @@ def envelope_rows(package: SensitivityPackage, points: Sequence[int]) -> Envelop
 
 def box_ranges(rows: EnvelopeRows, bids: BidTable, *, weighting: str = "price",
                price_exponent: float = 2.0, min_share: float = 0.0,
-               shift_up: np.ndarray | None = None, shift_down: np.ndarray | None = None
+               shift_up: np.ndarray | None = None, shift_down: np.ndarray | None = None,
+               levels: CostLevels | None = None, keep: float = 0.9, max_cop: float = 0.05
                ) -> np.ndarray:
     """The range ``r_j >= 0`` (MW magnitude) of every bid (bids in package column order).
 
@@ -188,6 +246,11 @@ def box_ranges(rows: EnvelopeRows, bids: BidTable, *, weighting: str = "price",
             r[j] = max(r[j], 0.0)
             res -= col * r[j]
         return r
+    if weighting == "cost":
+        if levels is None:
+            raise EnvelopeError("weighting 'cost' needs the exact costs (cost_levels)")
+        x = _cost_ranges(coef, rhs, cap, bids, levels, keep=keep, max_cop=max_cop)
+        return _fit(x, coef, rhs, cap)
     price = np.maximum(bids.price_eur_per_mwh, 1e-9)
     w = {"price": (price.max() / price) ** price_exponent, "total": np.ones(len(cap)),
          "share": 1.0 / np.maximum(cap, 1e-12)}[weighting]
@@ -204,8 +267,12 @@ def box_ranges(rows: EnvelopeRows, bids: BidTable, *, weighting: str = "price",
     out = solve_highs(lp)
     if out.x is None:
         raise EnvelopeError(f"envelope LP failed: {out.status} {out.message}")
-    # the box condition must hold exactly: scale down by the solver's residue, if any
-    x = np.clip(out.x[:n], 0.0, cap)
+    return _fit(out.x[:n], coef, rhs, cap)
+
+
+def _fit(x: np.ndarray, coef: np.ndarray, rhs: np.ndarray, cap: np.ndarray) -> np.ndarray:
+    """The box condition must hold exactly: clip, and scale down by the solver's residue."""
+    x = np.clip(x, 0.0, cap)
     act = coef @ x
     over = act > rhs
     if over.any():
@@ -213,13 +280,84 @@ def box_ranges(rows: EnvelopeRows, bids: BidTable, *, weighting: str = "price",
     return x
 
 
+def _cost_ranges(coef: np.ndarray, rhs: np.ndarray, cap: np.ndarray, bids: BidTable,
+                 levels: CostLevels, *, keep: float, max_cop: float) -> np.ndarray:
+    """``weighting="cost"`` (module docstring): ranges ``r`` and, per level ``f``, an
+    activation ``y_f`` inside the box (``0 <= y_f <= r`` on upward bids) delivering the
+    level at a cost ``p . y_f <= (1 + eps) c_f``. Stage 1: the smallest ``eps`` with the
+    upward range at least ``keep`` of the linear maximum (or of the largest box range, when
+    smaller); stage 2: the largest total range with ``eps <= max(eps*, max_cop)``."""
+    n, nl = len(cap), len(levels.request_mw)
+    up = bids.volume_mw > 0
+    price = bids.price_eur_per_mwh
+    box_max = float(cap[up].sum())
+    # largest upward box range (the "total" envelope restricted to upward bids)
+    total = solve_highs(LinearProgram(
+        cost=-up.astype(float), col_lo=np.zeros(n), col_hi=cap, a=sp.csr_matrix(coef),
+        row_lo=np.full(len(rhs), -np.inf), row_hi=rhs, integrality=np.zeros(n, np.int8)))
+    best_up = float(-total.objective) if total.objective is not None else box_max
+    floor = min(keep * levels.max_deliverable_mw, best_up * (1.0 - 1e-6))
+    # levels beyond the largest box cannot be bounded: left out
+    ok = levels.request_mw <= best_up * (1.0 - 1e-6)
+    levels = CostLevels(levels.max_deliverable_mw, levels.request_mw[ok],
+                        levels.exact_cost_eur[ok])
+    nl = len(levels.request_mw)
+    # columns: r (n), y_1..y_L (n each), eps (1)
+    nv = n * (1 + nl) + 1
+    blocks = [sp.hstack([sp.csr_matrix(coef), sp.csr_matrix((len(rhs), nv - n))])]
+    lo, hi = [np.full(len(rhs), -np.inf)], [rhs]
+    ones_up = sp.csr_matrix(up.astype(float)[None, :])
+    blocks.append(sp.hstack([ones_up, sp.csr_matrix((1, nv - n))]))   # upward range floor
+    lo.append(np.array([floor])), hi.append(np.array([np.inf]))
+    eye = sp.identity(n, format="csr")
+    zero_nn, zero_n1 = sp.csr_matrix((n, n)), sp.csr_matrix((n, 1))
+    up_row, price_row = sp.csr_matrix(up.astype(float)[None, :]), sp.csr_matrix(price[None, :])
+    zero_1n = sp.csr_matrix((1, n))
+    for k in range(nl):
+        ys = [eye if kk == k else zero_nn for kk in range(nl)]
+        blocks.append(sp.hstack([-eye, *ys, zero_n1]))                  # y_k <= r
+        lo.append(np.full(n, -np.inf)), hi.append(np.zeros(n))
+        q, c = levels.request_mw[k], levels.exact_cost_eur[k]
+        blocks.append(sp.hstack([zero_1n, *[up_row if kk == k else zero_1n
+                                            for kk in range(nl)], sp.csr_matrix((1, 1))]))
+        lo.append(np.array([q])), hi.append(np.array([q]))            # sum y_k = q_k
+        blocks.append(sp.hstack([zero_1n, *[price_row if kk == k else zero_1n
+                                            for kk in range(nl)], sp.csr_matrix([[-c]])]))
+        lo.append(np.array([-np.inf])), hi.append(np.array([c]))        # p.y_k <= (1+eps) c_k
+    a = sp.vstack(blocks, format="csr")
+    row_lo, row_hi = np.concatenate(lo), np.concatenate(hi)
+    col_lo = np.zeros(nv)
+    col_hi = np.r_[cap, np.tile(np.where(up, cap, 0.0), nl), np.inf]
+    integ = np.zeros(nv, np.int8)
+    stage1 = solve_highs(LinearProgram(cost=np.r_[np.zeros(nv - 1), 1.0], col_lo=col_lo,
+                                       col_hi=col_hi, a=a, row_lo=row_lo, row_hi=row_hi,
+                                       integrality=integ))
+    if stage1.x is None:
+        raise EnvelopeError(f"cost-bounded envelope LP failed: {stage1.status} "
+                            f"{stage1.message}")
+    eps = max(float(stage1.x[-1]), max_cop)
+    col_hi[-1] = eps * (1.0 - 1e-9) if eps == max_cop else eps + 1e-9
+    # stage 2: largest total range; cheapness breaks ties (a small weight)
+    w = np.r_[-np.ones(n) - 1e-3 * price.min() / np.maximum(price, 1e-9), np.zeros(nv - n)]
+    stage2 = solve_highs(LinearProgram(cost=w, col_lo=col_lo, col_hi=col_hi, a=a,
+                                       row_lo=row_lo, row_hi=row_hi, integrality=integ))
+    out = stage2 if stage2.x is not None else stage1
+    return np.asarray(out.x[:n], float)
+
+
 def envelope_with_report(package: SensitivityPackage, bids: BidTable, *,
                          price_exponent: float = 2.0, min_share: float = 0.0,
                          point: int | Sequence[int] | None = None, weighting: str = "price",
                          linearizer: Linearizer | None = None, random_corners: int = 8,
-                         max_rounds: int = 6, rng: np.random.Generator | None = None
+                         max_rounds: int = 6, rng: np.random.Generator | None = None,
+                         levels: CostLevels | None = None, keep: float = 0.9,
+                         max_cop: float = 0.05
                          ) -> tuple[HardenedPackage, EnvelopeReport]:
-    """The envelope package and the DSO-private report (module docstring)."""
+    """The envelope package and the DSO-private report (module docstring). ``levels``,
+    ``keep``, ``max_cop``: weighting ``"cost"`` (``levels`` default: :func:`cost_levels`)."""
+    if weighting == "cost" and levels is None:
+        levels = cost_levels(package, bids)
+    more = {"levels": levels, "keep": keep, "max_cop": max_cop}
     if point is None:
         first = default_point(package)
         try:
@@ -227,7 +365,7 @@ def envelope_with_report(package: SensitivityPackage, bids: BidTable, *,
                                         price_exponent=price_exponent, min_share=min_share,
                                         linearizer=linearizer,
                                         random_corners=random_corners, max_rounds=max_rounds,
-                                        rng=rng)
+                                        rng=rng, **more)
         except EnvelopeError:
             zero = zero_point(package)
             if zero is None or zero == first:
@@ -237,19 +375,19 @@ def envelope_with_report(package: SensitivityPackage, bids: BidTable, *,
                                         price_exponent=price_exponent, min_share=min_share,
                                         linearizer=linearizer,
                                         random_corners=random_corners, max_rounds=max_rounds,
-                                        rng=rng)
+                                        rng=rng, **more)
     points = (point,) if isinstance(point, int) else tuple(int(p) for p in point)
     bids = align_bids(package, bids)
     rows = envelope_rows(package, points)
     rng = rng if rng is not None else np.random.default_rng(0)
-    report = EnvelopeReport(points=points, weighting=weighting)
+    report = EnvelopeReport(points=points, weighting=weighting, levels=levels)
     nr = len(rows.c)
     shift_up, shift_down = np.zeros(nr), np.zeros(nr)
     sign = np.sign(bids.volume_mw)
     while True:
         r = box_ranges(rows, bids, weighting=weighting, price_exponent=price_exponent,
                        min_share=min_share, shift_up=shift_up,
-                       shift_down=shift_down)
+                       shift_down=shift_down, **more)
         lower, upper = np.minimum(sign * r, 0.0), np.maximum(sign * r, 0.0)
         if linearizer is None:
             break
@@ -257,6 +395,12 @@ def envelope_with_report(package: SensitivityPackage, bids: BidTable, *,
         corners = [("upper", upper), ("lower", lower)]
         for k in range(random_corners):
             corners.append((f"random {k + 1}", np.where(rng.random(len(r)) < 0.5, lower, upper)))
+        # what the TSO clears (absolute cost): the bids in price order up to their range end
+        for f in MERIT_CORNERS:
+            for name, end in (("up", upper), ("down", lower)):
+                if np.any(end):
+                    corners.append((f"merit {name} {f:.0%}", _merit_fill(
+                        end, bids.price_eur_per_mwh, f * float(end.sum()))))
         violated = False
         for name, x in corners:
             check, up, dn = _check_corner(linearizer, package, rows, x, name, report.rounds)
@@ -279,6 +423,20 @@ def envelope_with_report(package: SensitivityPackage, bids: BidTable, *,
     return hp, report
 
 
+def _merit_fill(end: np.ndarray, price: np.ndarray, request_mw: float) -> np.ndarray:
+    """The bids in price order up to their range ends ``end`` (one sign) until
+    ``request_mw`` (same sign) is reached: the envelope clearing with absolute cost."""
+    x = np.zeros_like(end)
+    left = abs(request_mw)
+    for j in np.argsort(price, kind="stable"):
+        take = min(abs(end[j]), left)
+        x[j] = np.sign(end[j]) * take
+        left -= take
+        if left <= 1e-12:
+            break
+    return x
+
+
 def default_point(package: SensitivityPackage) -> int:
     """The point with activation fraction 0.5, else 0 (module docstring)."""
     for i, pt in enumerate(package.points):
@@ -295,33 +453,18 @@ def zero_point(package: SensitivityPackage) -> int | None:
     return None
 
 
-def audit_view(package: HardenedPackage, *, vm_key: str, loading_key: str
-               ) -> SensitivityPackage:
-    """An envelope as a format-1 package for :func:`flexcore.dso.audit.audit`: the columns
-    (ids, order) and points it publishes, and one all-zero voltage and loading row under
-    the given keys (the audit needs keys its key map knows and at least one row of each
-    kind; zeros carry no information). None of the audit's attacks reads the ranges: what
-    they reveal (which bids are capped below their volume) is reported separately by
-    ``bench/bench_privacy.py``."""
-    m, n = package.m, package.n
-    return SensitivityPackage(
-        columns=package.columns, vm_rows=(vm_key,), loading_rows=(loading_key,),
-        points=package.points, p_flex_mw=package.p_flex_mw, vm_pu=np.zeros((m, 1)),
-        loading_percent=np.zeros((m, 1)), vtdf=np.zeros((m, 1, n)), ltdf=np.zeros((m, 1, n)))
-
-
 def envelope(package: SensitivityPackage, bids: BidTable, *,
              point: int | Sequence[int] | None = None, price_exponent: float = 2.0,
              min_share: float = 0.0,
              weighting: str = "price", linearizer: Linearizer | None = None,
              random_corners: int = 8, max_rounds: int = 6,
-             rng: np.random.Generator | None = None) -> HardenedPackage:
+             rng: np.random.Generator | None = None, **cost: Any) -> HardenedPackage:
     """The envelope package (privacy ``"envelope"``, ``lower_mw``/``upper_mw``, no rows);
     see :func:`envelope_with_report`."""
     return envelope_with_report(package, bids, point=point, weighting=weighting,
                                 price_exponent=price_exponent, min_share=min_share,
                                 linearizer=linearizer, random_corners=random_corners,
-                                max_rounds=max_rounds, rng=rng)[0]
+                                max_rounds=max_rounds, rng=rng, **cost)[0]
 
 
 def _check_corner(linearizer: Linearizer, package: SensitivityPackage, rows: EnvelopeRows,
