@@ -245,6 +245,30 @@ class _Working:
         return -float(self.h.getInfo().objective_function_value), x, mult
 
 
+def _interior(ay: np.ndarray, rhs: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+              cell_a: np.ndarray, cell_rhs: np.ndarray, group: np.ndarray, ng: int,
+              merged: bool) -> np.ndarray | None:
+    """A point of box ∩ cell with every side at least ``s`` inside (max ``s <= 1``), or
+    None when ``s`` cannot exceed 1e-7 (no interior: the reference method takes over)."""
+    work = _Working(lo, hi, cell_a, cell_rhs, group, ng, merged)
+    h = work.h
+    h.addVar(-highspy.kHighsInf, 1.0)
+    s_col = h.getNumCol() - 1
+    idx = np.r_[work.ycols, s_col].astype(np.int32)
+    for a_k, r in zip(ay, rhs):
+        h.addRow(-highspy.kHighsInf, float(r), len(idx), idx, np.r_[a_k, 1.0])
+    cost = np.zeros(s_col + 1)
+    cost[s_col] = -1.0
+    h.changeColsCost(s_col + 1, np.arange(s_col + 1, dtype=np.int32), cost)
+    h.run()
+    if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+        return None
+    col = np.asarray(h.getSolution().col_value)
+    if not col[s_col] > 1e-7:
+        return None
+    return np.clip(col[:work.n], lo, hi)
+
+
 def _below(value: np.ndarray | float, rhs: np.ndarray | float) -> np.ndarray | bool:
     return np.asarray(value) <= np.asarray(rhs) + _DROP_TOL * (1.0 + np.abs(rhs))
 
@@ -280,8 +304,14 @@ def _screen_clarkson(a_c: np.ndarray, rhs_c: np.ndarray, names_c: list[tuple[str
     zy = to_y(z_x)
     slack = rhs_c - ay @ zy
     if not np.all(slack > 1e-7 * (1.0 + np.abs(rhs_c))) or (
-            len(cell_rhs) and not np.all(cell_a @ z_x < cell_rhs)):
-        return None
+            len(cell_rhs) and not np.all(cell_a @ z_x <= cell_rhs)):
+        # the point itself is not strictly inside: the deepest point of the region (one LP)
+        z_x = _interior(ay, rhs_c, lo, hi, cell_a, cell_rhs, group, ng, merged)
+        if z_x is None:
+            return None
+        zy = to_y(z_x)
+        slack = rhs_c - ay @ zy
+        counts["lps"] += 1
     c = len(rhs_c)
     work = _Working(lo, hi, cell_a, cell_rhs, group, ng, merged)
     in_r = np.zeros(c, bool)
