@@ -128,6 +128,25 @@ def test_dso_linearize_names_island_bids(tmp_path, capsys):
     assert code == 0
     assert "undeliverable" in out and "b5 (bus 5), b6 (bus 6)" in out
     assert "isolated buses" in out and "2: 5, 6" in out
+    # the pipeline goes on: the TSO (all five bids offered, the island's the cheapest)
+    # clears without them, the DSO's AC validation finds the clearing safe
+    import json
+
+    manifest = json.loads((tmp_path / "pkg" / "manifest.json").read_text())
+    assert manifest["version"] == 2 and manifest["content"]["undeliverable"] == ["b5", "b6"]
+    assert cli.main(["tso", "clear", "--package", str(tmp_path / "pkg"), "--bids",
+                     str(tmp_path / "bids.csv"), "--request-mw", "0.03",
+                     "--out", str(tmp_path / "CLEARING.json")]) == 0
+    clearing = json.loads((tmp_path / "CLEARING.json").read_text())
+    assert clearing["status"] == "optimal"
+    act = clearing["activation_mw"]
+    np.testing.assert_allclose([act[b] for b in ("b2", "b3", "b4", "b5", "b6")],
+                               [0.02, 0.01, 0.0, 0.0, 0.0], atol=1e-9)
+    assert cli.main(["dso", "validate", "--grid", str(path), "--bids",
+                     str(tmp_path / "bids.csv"), "--clearing", str(tmp_path / "CLEARING.json"),
+                     "--keymap", str(tmp_path / "pkg.keymap.json"),
+                     "--out", str(tmp_path / "REPORT.json")]) == 0
+    assert json.loads((tmp_path / "REPORT.json").read_text())["safe"]
 
 
 def test_summary_radial_without_islands():
