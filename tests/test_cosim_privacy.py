@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import re
+from pathlib import Path
 
 import numpy as np
 import pandapower as pp
@@ -275,7 +276,8 @@ def test_publication_audit_modes_and_config_switch(dso, tmp_path):
     assert list(res["audits"]) == ["largest_request"] and res["audit_time_s"] > 0
     assert load_config("scenarios/bergwald.toml").dso.audit == "sample"
     bad = tmp_path / "bad.toml"
-    bad.write_text(open("scenarios/bergwald.toml").read().replace(
-        "[dso]\n", "[dso]\naudit = \"sometimes\"\n", 1))
+    text = Path("scenarios/bergwald.toml").read_text()
+    assert 'audit = "sample"' in text
+    bad.write_text(text.replace('audit = "sample"', 'audit = "sometimes"', 1))
     with pytest.raises(ConfigError, match=r"\[dso\] audit: expected one of"):
         load_config(bad)
