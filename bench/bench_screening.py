@@ -86,7 +86,7 @@ def main() -> None:
             r = key.report
             rec[name] = {"time_s": time.perf_counter() - t0, **{
                 k: r[k] for k in ("sides_after_box", "sides_kept", "lps", "witness_confirmed",
-                                  "certificate_drops")}}
+                                  "certificate_drops", "batch_drops")}}
         print(slot, json.dumps(rec), flush=True)
         rows.append(rec)
     out = {"day_type": args.day_type, "packages": rows,
@@ -94,7 +94,6 @@ def main() -> None:
     if args.reference:
         _, pkg, lo, hi, _ = packages(args.day_type, slots[:1])[0]
         t0 = time.perf_counter()
-        counts = {"sides_total": 0, "sides_after_box": 0, "lps": 0}
         a_, rhs, *_ = privacy.screen_point(pkg, 0, lo, hi)
         new_s = time.perf_counter() - t0
         a_raw, c, _ = privacy._sides(pkg, 0)
@@ -108,8 +107,8 @@ def main() -> None:
         kept, _, lps = privacy._screen_sequential(
             a_n[idx], rhs_n[idx], box_max[idx], d, np.einsum("jn,jn->j", d, 0.5 * (pf[1:] + pf[0])),
             lo, hi)
-        counts.update(lps=lps)
         out["reference_point0"] = {"time_s": time.perf_counter() - t0, "kept": int(kept.sum()),
+                                   "lps": lps,
                                    "new_time_s": new_s, "new_kept": len(rhs)}
         print("reference point 0:", out["reference_point0"])
     OUT.mkdir(parents=True, exist_ok=True)

@@ -400,6 +400,7 @@ def _screen_clarkson(a_c: np.ndarray, rhs_c: np.ndarray, names_c: list[tuple[str
         return mu_d, nu_d
 
     # 3. the other candidates: Clarkson's loop with ray shooting from z
+    centre, half = 0.5 * (lo + hi), 0.5 * (hi - lo)
     for k in range(c):
         while not (in_r[k] or dropped[k]):
             out = work.maximise(ay[k])
@@ -410,6 +411,25 @@ def _screen_clarkson(a_c: np.ndarray, rhs_c: np.ndarray, names_c: list[tuple[str
                 dropped[k] = True
                 mu_d, nu_d = certificate(mult)
                 memo[names_c[k]] = _Memo(mu=mu_d, nu=nu_d)
+                # the same multipliers bound every other undecided side (weak duality):
+                # nearly parallel sides are often redundant for the same reason
+                undecided = np.flatnonzero(~dropped & ~in_r)
+                undecided = undecided[undecided > k]
+                if len(undecided):
+                    rows_m = mult[work.first_row:]
+                    sup = np.flatnonzero(rows_m > 0)
+                    r_idx = np.array(work.rows, dtype=int)[sup]
+                    v_y = rows_m[sup] @ ay[r_idx] if len(sup) else np.zeros(ng)
+                    res = (ay[undecided] - v_y)[:, group]
+                    const = float(rows_m[sup] @ rhs_c[r_idx]) if len(sup) else 0.0
+                    if work.ncell:
+                        res = res - mult[:work.ncell] @ cell_a
+                        const += float(mult[:work.ncell] @ cell_rhs)
+                    bound = const + res @ centre + np.abs(res) @ half
+                    for j in undecided[_below(bound, rhs_c[undecided])]:
+                        dropped[j] = True
+                        memo[names_c[j]] = _Memo(mu=mu_d, nu=nu_d)
+                        counts["batch_drops"] += 1
                 break
             d = to_y(x_star) - zy
             live = np.flatnonzero(~dropped & ~in_r)
@@ -468,7 +488,7 @@ def screen_point(pkg: SensitivityPackage, i: int, lower: np.ndarray, upper: np.n
     cell_a, cell_rhs = cell_a[nonzero], cell_rhs[nonzero]
     cell_labels = [pkg.points[j].label for j, nz in zip(others, nonzero) if nz]
     counts = {"sides_total": total, "sides_after_box": int(len(idx)), "lps": 0,
-              "witness_confirmed": 0, "certificate_drops": 0}
+              "witness_confirmed": 0, "certificate_drops": 0, "batch_drops": 0}
     label = pkg.points[i].label
     names_c = [names[s] for s in idx]
     out = None
@@ -521,7 +541,7 @@ def harden(package: SensitivityPackage, *, lower_mw: npt.ArrayLike, upper_mw: np
     perm = rng.permutation(package.n)
     rows_a, rows_rhs, key_rows, excluded = [], [], [], []
     totals = {"sides_total": 0, "sides_after_box": 0, "sides_kept": 0, "lps": 0,
-              "witness_confirmed": 0, "certificate_drops": 0}
+              "witness_confirmed": 0, "certificate_drops": 0, "batch_drops": 0}
     if cache is not None:
         cache.use(package.columns)
     t0 = time.perf_counter()
