@@ -16,7 +16,9 @@ Tables (all optional except ``[scenario]``; defaults in the dataclasses below)::
                  refine_rounds, tol_vm_mae_pu, tol_loading_mae_percent, dispatch_unsafe,
                  privacy ("full" default in the co-simulation: format 1, see README |
                  "exact": format 2 |
-                 "envelope"),
+                 "envelope"), audit ("sample" default: the first round-0 package of each
+                 day type and that of the largest request | "largest": only the latter |
+                 "off"; dso/audit.json),
                  [dso.limits] vm_min_pu, vm_max_pu, loading_min_percent, loading_max_percent
     [market]     objective, mip_rel_gap
     [results]    plots (bool)
@@ -58,6 +60,10 @@ class RequestWindow:
     mw: float
 
 
+#: ``[dso] audit``: which published packages a run audits (flexcore.dso.frame.PublicationAudit)
+AUDIT_CHOICES = ("sample", "largest", "off")
+
+
 @dataclass(frozen=True)
 class DSOConfig:
     operating_points: tuple[float, ...] = (0.0, 0.5, 1.0)
@@ -69,6 +75,7 @@ class DSOConfig:
     tol_loading_mae_percent: float = 5.0e-3
     dispatch_unsafe: bool = False
     privacy: str = "full"  # what the DSO publishes: full (format 1), exact (2), envelope
+    audit: str = "sample"  # audited publications: sample, largest, off (dso/audit.json)
     limits: dict = field(default_factory=lambda: Limits().as_dict())  # flexcore's defaults
 
 
@@ -126,7 +133,7 @@ _KEYS = {
     "request": {"default_mw", "csv", "window"},
     "dso": {"operating_points", "relinearize_every", "relinearize_threshold_mw", "screening",
             "refine_rounds", "tol_vm_mae_pu", "tol_loading_mae_percent", "dispatch_unsafe",
-            "privacy", "limits"},
+            "privacy", "audit", "limits"},
     "market": {"objective", "mip_rel_gap"},
     "results": {"plots"},
     "test": {"extra_load"},
@@ -413,8 +420,12 @@ def parse_config(doc: dict, *, source: str = "<dict>", base_dir: Path | None = N
                                      base.tol_loading_mae_percent),
         dispatch_unsafe=_get(d, "dso", "dispatch_unsafe", bool, base.dispatch_unsafe),
         privacy=_get(d, "dso", "privacy", str, base.privacy),
+        audit=_get(d, "dso", "audit", str, base.audit),
         limits=limits,
     )
+    if dso.audit not in AUDIT_CHOICES:
+        raise ConfigError(f"[dso] audit: expected one of {list(AUDIT_CHOICES)}, got "
+                          f"{dso.audit!r}")
     if dso.privacy not in PrivacyLevel.values():
         raise ConfigError(f"[dso] privacy: expected one of {list(PrivacyLevel.values())}, got "
                           f"{dso.privacy!r}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import re
+from pathlib import Path
 
 import numpy as np
 import pandapower as pp
@@ -255,3 +256,28 @@ def test_dso_frames_one_frame_with_the_market(fleet):
     assert not bad.report["dispatched"]
     again = frames.open_frame(2, **inputs, offers=offers)
     assert again.verdict is None and again.package is not None
+
+
+def test_publication_audit_modes_and_config_switch(dso, tmp_path):
+    """``[dso] audit``: "largest" audits one package per run, "off" none (and costs
+    nothing); a bad value is named at parse time."""
+    from scenarios.config import ConfigError, load_config
+
+    net, inj, lin = dso
+    r0 = round0_package(lin, (), due=True, operating_points=(0.0, 1.0), screening=False)
+    off = PublicationAudit(lin, mode="off")
+    off.published(0, "winter_workday", r0.package)
+    off.cleared(0, 1.8)
+    assert off.result() == {"mode": "off", "audits": {}, "audit_time_s": 0.0}
+    largest = PublicationAudit(lin, order_permutations=5, mode="largest")
+    largest.published(0, "winter_workday", r0.package)
+    largest.cleared(0, 1.8)
+    res = largest.result()
+    assert list(res["audits"]) == ["largest_request"] and res["audit_time_s"] > 0
+    assert load_config("scenarios/bergwald.toml").dso.audit == "sample"
+    bad = tmp_path / "bad.toml"
+    text = Path("scenarios/bergwald.toml").read_text()
+    assert 'audit = "sample"' in text
+    bad.write_text(text.replace('audit = "sample"', 'audit = "sometimes"', 1))
+    with pytest.raises(ConfigError, match=r"\[dso\] audit: expected one of"):
+        load_config(bad)

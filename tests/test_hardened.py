@@ -385,3 +385,45 @@ def test_scenario_privacy_option_is_validated_at_parse_time():
     args = build_parser().parse_args(["dso", "linearize", "--grid", "g", "--bids", "b",
                                       "--out", "o"])
     assert args.privacy == "exact"
+
+
+def test_screening_cache_gives_the_same_sides_with_fewer_lps(simbench):
+    """The incremental screening (ScreeningCache: witnesses and dual certificates of an
+    earlier publication, base case moved by 5 %) publishes the same sides as a cold
+    screening, and those are the sides the reference method (one LP per side over all
+    sides still kept) keeps; the clearing's cost equals format 1's."""
+    from flexcore.dso.privacy import ScreeningCache, _normalise, _screen_sequential, _sides
+
+    net, bids, lin, pkg, hard, _ = simbench
+    cache = ScreeningCache()
+    b = bids.subset(pkg.columns)
+    harden(pkg, lower_mw=b.lower_mw, upper_mw=b.upper_mw, cache=cache)
+    lin2 = Linearizer(net, bids, keymap=lin.keymap)  # same row keys: hints apply
+    lin2.set_base(load_p_mw=1.05 * lin2.net.load.p_mw.to_numpy())
+    pkg2 = lin2.linearize((0, 0.5, 1)).package
+    warm, wkey = harden(pkg2, lower_mw=b.lower_mw, upper_mw=b.upper_mw, cache=cache)
+    cold, ckey = harden(pkg2, lower_mw=b.lower_mw, upper_mw=b.upper_mw)
+
+    def sides(key):
+        return {(r.point, r.key, r.side) for rows in key.rows for r in rows}
+
+    assert sides(wkey) == sides(ckey) and len(sides(ckey)) > 10
+    assert wkey.report["certificate_drops"] + wkey.report["witness_confirmed"] > 0
+    assert wkey.report["lps"] < ckey.report["lps"]
+    # the reference method keeps as many sides per point
+    for i in range(pkg2.m):
+        a_raw, c, _ = _sides(pkg2, i)
+        a, rhs, _ = _normalise(a_raw, c)
+        centre, half = 0.5 * (b.lower_mw + b.upper_mw), 0.5 * (b.upper_mw - b.lower_mw)
+        box_max = a @ centre + np.abs(a) @ half
+        idx = np.flatnonzero(box_max > rhs + 1e-9 * (1 + np.abs(rhs)))
+        pf = pkg2.p_flex_mw
+        others = [j for j in range(pkg2.m) if j != i]
+        d = pf[others] - pf[i]
+        kept, ok, _ = _screen_sequential(a[idx], rhs[idx], box_max[idx], d,
+                                         np.einsum("jn,jn->j", d, 0.5 * (pf[others] + pf[i])),
+                                         b.lower_mw, b.upper_mw)
+        assert ok and int(kept.sum()) == ckey.rows[i].__len__()
+    up = float(bids.volume_mw[bids.volume_mw > 0].sum())
+    for hp in (warm, cold):
+        _assert_same(pkg2, hp, bids, 0.5 * up)

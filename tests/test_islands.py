@@ -128,6 +128,25 @@ def test_dso_linearize_names_island_bids(tmp_path, capsys):
     assert code == 0
     assert "undeliverable" in out and "b5 (bus 5), b6 (bus 6)" in out
     assert "isolated buses" in out and "2: 5, 6" in out
+    # the pipeline goes on: the TSO (all five bids offered, the island's the cheapest)
+    # clears without them, the DSO's AC validation finds the clearing safe
+    import json
+
+    manifest = json.loads((tmp_path / "pkg" / "manifest.json").read_text())
+    assert manifest["version"] == 2 and manifest["content"]["undeliverable"] == ["b5", "b6"]
+    assert cli.main(["tso", "clear", "--package", str(tmp_path / "pkg"), "--bids",
+                     str(tmp_path / "bids.csv"), "--request-mw", "0.03",
+                     "--out", str(tmp_path / "CLEARING.json")]) == 0
+    clearing = json.loads((tmp_path / "CLEARING.json").read_text())
+    assert clearing["status"] == "optimal"
+    act = clearing["activation_mw"]
+    np.testing.assert_allclose([act[b] for b in ("b2", "b3", "b4", "b5", "b6")],
+                               [0.02, 0.01, 0.0, 0.0, 0.0], atol=1e-9)
+    assert cli.main(["dso", "validate", "--grid", str(path), "--bids",
+                     str(tmp_path / "bids.csv"), "--clearing", str(tmp_path / "CLEARING.json"),
+                     "--keymap", str(tmp_path / "pkg.keymap.json"),
+                     "--out", str(tmp_path / "REPORT.json")]) == 0
+    assert json.loads((tmp_path / "REPORT.json").read_text())["safe"]
 
 
 def test_summary_radial_without_islands():
@@ -153,8 +172,11 @@ def test_bad_input_case(case, tmp_path, capsys):
 
 
 def test_session_refuses_a_clearing_of_undeliverable_bids():
-    """A TSO that clears the full bids (it cannot know the island) picks the cheap island
-    bids: the DSO refuses that clearing instead of dispatching a delivery that cannot come."""
+    """A TSO that ignored the package's ``undeliverable`` field (here: removed from the
+    package) picks the cheap island bids: the DSO refuses that clearing instead of
+    dispatching a delivery that cannot come."""
+    from dataclasses import replace
+
     from flexcore.dso import RefinementSession
     from flexcore.exchange.enums import FrameVerdict
     from flexcore.market import clear
@@ -164,8 +186,50 @@ def test_session_refuses_a_clearing_of_undeliverable_bids():
     lin = Linearizer(net, bids, salt="islands")
     session = RefinementSession(lin)
     published = session.open(lin.linearize((0.0, 1.0)).package)
-    res = clear(published, bids.without_bus(), 0.03)
+    res = clear(replace(published, undeliverable=()), bids.without_bus(), 0.03)
     assert res.status == "optimal" and res.activation_mw["b5"] == pytest.approx(0.02)
     v = session.on_clearing(res)
     assert v.verdict == FrameVerdict.UNSAFE and not v.dispatch
     assert "undeliverable bid(s) on isolated buses (b5, b6)" in v.message
+
+
+@pytest.mark.parametrize("privacy", ["full", "exact"])
+def test_package_marks_island_bids_undeliverable_and_the_frame_clears(privacy, tmp_path):
+    """The package names the island's bids (field ``undeliverable``, kept through the
+    package folder); the TSO clears with every bid offered (it cannot see the island),
+    activates none of them and the DSO's AC check accepts the clearing. Oracle: the
+    hand-solvable merit order of the deliverable bids (b2 full, b3 the rest), pandapower
+    AC at the activation (the session's validation)."""
+    from flexcore.dso import RefinementSession
+    from flexcore.dso.privacy import harden
+    from flexcore.dso.refinement import Verdict
+    from flexcore.exchange.enums import FrameVerdict
+    from flexcore.exchange.package import load_package, save_package
+    from flexcore.market import clear
+
+    net = _feeder(island="switch")
+    bids = _bids(net)
+    lin = Linearizer(net, bids, salt="islands")
+    session = RefinementSession(lin)
+    full = session.open(lin.linearize((0.0, 1.0)).package)
+    assert full.undeliverable == ("b5", "b6")
+    step, rounds = full, 0
+    while not isinstance(step, Verdict):  # every round: publish, TSO reads and clears
+        box = lin.bids.subset(step.columns)
+        sent = step if privacy == "full" else harden(step, lower_mw=box.lower_mw,
+                                                     upper_mw=box.upper_mw)[0]
+        read = load_package(save_package(sent, tmp_path / f"r{rounds}"), allow_full=True)
+        assert read.undeliverable == ("b5", "b6")
+        res = clear(read, bids.without_bus(), 0.03)  # the TSO's bids: island volumes intact
+        assert res.status == "optimal"
+        act = np.array([res.activation_mw[b] for b in bids.ids])
+        np.testing.assert_allclose(act, [0.02, 0.01, 0.0, 0.0, 0.0], atol=1e-9)
+        step, rounds = session.on_clearing(res), rounds + 1
+    assert step.verdict == FrameVerdict.OPTIMAL and step.dispatch and step.safe
+    # a bad field names itself
+    from dataclasses import replace
+
+    from flexcore.exchange.points import PackageError
+
+    with pytest.raises(PackageError, match="undeliverable"):
+        replace(full, undeliverable=("nope",))

@@ -317,7 +317,7 @@ class Linearizer:
             loading_percent=np.stack([p.loading_percent for p in points]),
             vtdf=np.stack([p.vtdf for p in points]),
             ltdf=np.stack([p.ltdf for p in points]),
-            limits=self.limits,
+            limits=self.limits, undeliverable=tuple(b for b, _ in self.undeliverable),
         )
         if not screen_rows:
             return package, None

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,7 +135,334 @@ class _RegionLP:
         self.h.changeRowBounds(k, -highspy.kHighsInf, float(self.rhs[k]))
 
 
-def screen_point(pkg: SensitivityPackage, i: int, lower: np.ndarray, upper: np.ndarray
+def _screen_sequential(a_c: np.ndarray, rhs_c: np.ndarray, box_max_c: np.ndarray,
+                       cell_a: np.ndarray, cell_rhs: np.ndarray, lo_box: np.ndarray,
+                       hi_box: np.ndarray) -> tuple[np.ndarray, bool, int]:
+    """One LP per candidate over box ∩ cell ∩ all candidates still kept (the reference
+    method, used when the point has no strictly interior point): ``(kept, feasible, lps)``."""
+    region = _RegionLP(a_c, rhs_c, cell_a, cell_rhs, lo_box, hi_box)
+    if not region.feasible():
+        return np.zeros(len(rhs_c), bool), False, 1
+    kept = np.ones(len(rhs_c), bool)
+    # tightest-looking rows last: loose rows are tested (and dropped) while the others hold
+    for k in np.argsort(-(box_max_c - rhs_c)):
+        value = region.maximum_without(int(k), a_c[k])
+        if value is not None and value <= rhs_c[k] + _DROP_TOL * (1.0 + abs(rhs_c[k])):
+            kept[k] = False
+        else:
+            region.keep(int(k))
+    return kept, True, 1 + len(rhs_c)
+
+
+@dataclass
+class _Memo:
+    """What one screening learnt about one side (DSO-private, reused as a hint only).
+
+    ``witness``: a point of box ∩ cell (MW, format-1 column order) that satisfied the other
+    kept sides and violated this one (it proved the side irredundant). ``mu`` / ``nu``:
+    multipliers >= 0 of the LP dual that proved the side redundant, over kept sides (by
+    name) and cell rows (by the other point's label). Both are re-checked on the current
+    data before use (a witness by evaluation, a certificate by weak duality), so a stale
+    hint costs an LP, never exactness.
+    """
+
+    witness: np.ndarray | None = None
+    mu: dict[tuple[str, str], float] | None = None
+    nu: dict[str, float] | None = None
+
+
+@dataclass
+class ScreeningCache:
+    """Memory of earlier screenings (DSO-private): per point label, per side ``(key,
+    side)``, a witness or a dual certificate (:class:`_Memo`). Valid while the columns are
+    the same; :func:`harden` resets it when they change (new bid set or topology)."""
+
+    columns: tuple[str, ...] | None = None
+    memo: dict[str, dict[tuple[str, str], _Memo]] = field(default_factory=dict)
+    stats: dict[str, float] = field(default_factory=dict)
+
+    def use(self, columns: tuple[str, ...]) -> None:
+        if columns != self.columns:
+            self.columns, self.memo = tuple(columns), {}
+
+
+class _Working:
+    """HiGHS model of box ∩ cell ∩ the working sides R (rows on group sums ``y``; columns
+    with identical entries in every candidate side form one group, so the dense rows have
+    one entry per group). Rows are added as R grows; each LP changes only the objective."""
+
+    def __init__(self, lower: np.ndarray, upper: np.ndarray, cell_a: np.ndarray,
+                 cell_rhs: np.ndarray, group: np.ndarray, ngroups: int, merged: bool) -> None:
+        inf = highspy.kHighsInf
+        h = _new_highs()
+        h.setOptionValue("presolve", "off")
+        n = len(lower)
+        h.addVars(n, np.asarray(lower, float), np.asarray(upper, float))
+        for c, r in zip(cell_a, cell_rhs):
+            nz = np.flatnonzero(c).astype(np.int32)
+            h.addRow(-inf, float(r), len(nz), nz, c[nz].astype(float))
+        self.ncell = len(cell_rhs)
+        if merged:
+            h.addVars(ngroups, np.full(ngroups, -inf), np.full(ngroups, inf))
+            order = np.argsort(group, kind="stable")
+            bounds = np.searchsorted(group[order], np.arange(ngroups + 1))
+            for g in range(ngroups):
+                idx = order[bounds[g]:bounds[g + 1]].astype(np.int32)
+                h.addRow(0.0, 0.0, len(idx) + 1, np.r_[idx, n + g].astype(np.int32),
+                         np.r_[np.ones(len(idx)), -1.0])
+            self.ycols = np.arange(n, n + ngroups, dtype=np.int32)
+            self.first_row = self.ncell + ngroups
+        else:
+            self.ycols = np.arange(n, dtype=np.int32)
+            self.first_row = self.ncell
+        self.h, self.n = h, n
+        self.ncol = h.getNumCol()
+        self.cols = np.arange(self.ncol, dtype=np.int32)
+        self.rows: list[int] = []  # candidate index of each working row, in model order
+        self.lps = 0
+
+    def add(self, k: int, a_y: np.ndarray, rhs: float) -> None:
+        self.h.addRow(-highspy.kHighsInf, float(rhs), len(a_y), self.ycols, a_y.astype(float))
+        self.rows.append(k)
+
+    def relax(self, pos: int, rhs: float | None) -> None:
+        """Working row ``pos`` relaxed (``rhs`` None) or restored to ``<= rhs``."""
+        self.h.changeRowBounds(self.first_row + pos, -highspy.kHighsInf,
+                               highspy.kHighsInf if rhs is None else float(rhs))
+
+    def maximise(self, a_y: np.ndarray) -> tuple[float, np.ndarray, np.ndarray] | None:
+        """max ``a_y · y``: (value, x, row duals as multipliers >= 0) or None (failed)."""
+        cost = np.zeros(self.ncol)
+        cost[self.ycols] = -a_y
+        self.h.changeColsCost(self.ncol, self.cols, cost)
+        self.h.run()
+        self.lps += 1
+        if self.h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+            return None
+        sol = self.h.getSolution()
+        x = np.asarray(sol.col_value)[:self.n]
+        mult = np.maximum(-np.asarray(sol.row_dual), 0.0)
+        return -float(self.h.getInfo().objective_function_value), x, mult
+
+
+def _interior(ay: np.ndarray, rhs: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+              cell_a: np.ndarray, cell_rhs: np.ndarray, group: np.ndarray, ng: int,
+              merged: bool) -> np.ndarray | None:
+    """A point of box ∩ cell with every side at least ``s`` inside (max ``s <= 1``), or
+    None when ``s`` cannot exceed 1e-7 (no interior: the reference method takes over)."""
+    work = _Working(lo, hi, cell_a, cell_rhs, group, ng, merged)
+    h = work.h
+    h.addVar(-highspy.kHighsInf, 1.0)
+    s_col = h.getNumCol() - 1
+    idx = np.r_[work.ycols, s_col].astype(np.int32)
+    for a_k, r in zip(ay, rhs):
+        h.addRow(-highspy.kHighsInf, float(r), len(idx), idx, np.r_[a_k, 1.0])
+    cost = np.zeros(s_col + 1)
+    cost[s_col] = -1.0
+    h.changeColsCost(s_col + 1, np.arange(s_col + 1, dtype=np.int32), cost)
+    h.run()
+    if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+        return None
+    col = np.asarray(h.getSolution().col_value)
+    if not col[s_col] > 1e-7:
+        return None
+    return np.clip(col[:work.n], lo, hi)
+
+
+def _below(value: np.ndarray | float, rhs: np.ndarray | float) -> np.ndarray | bool:
+    return np.asarray(value) <= np.asarray(rhs) + _DROP_TOL * (1.0 + np.abs(rhs))
+
+
+def _screen_clarkson(a_c: np.ndarray, rhs_c: np.ndarray, names_c: list[tuple[str, str]],
+                     cell_a: np.ndarray, cell_rhs: np.ndarray, cell_labels: list[str],
+                     lo: np.ndarray, hi: np.ndarray, z_x: np.ndarray,
+                     hints: dict[tuple[str, str], _Memo], counts: dict[str, int]
+                     ) -> tuple[np.ndarray, dict[tuple[str, str], _Memo]] | None:
+    """Exact redundancy removal over box ∩ cell for the candidate sides ``a_c x <= rhs_c``
+    (docs/method.md, "Screening and privacy"); None when ``z_x`` is not strictly inside.
+
+    Working set R (all published): a side joins R only when a ray from the interior point
+    ``z`` to an LP maximiser hits it first (it is irredundant), or as a hint (kept last
+    time). A side is dropped when its maximum over box ∩ cell ∩ R stays within its limit:
+    by a hinted dual certificate (weak duality, no LP) or by an LP over R only (Clarkson's
+    method, small LPs). Hinted R sides are confirmed by their witness or by an LP at the
+    end and dropped there, one at a time, if redundant; every drop keeps the feasible set.
+    """
+    n = a_c.shape[1]
+    _, first, group = np.unique(a_c.T, axis=0, return_index=True, return_inverse=True)
+    group = np.asarray(group).ravel()
+    ng = len(first)
+    merged = ng < 0.8 * n
+    if merged:
+        ay = np.ascontiguousarray(a_c[:, first])
+        def to_y(x: np.ndarray) -> np.ndarray:
+            return np.bincount(group, weights=x, minlength=ng)
+    else:
+        ay, group, ng = a_c, np.arange(n), n
+        def to_y(x: np.ndarray) -> np.ndarray:
+            return x
+    zy = to_y(z_x)
+    slack = rhs_c - ay @ zy
+    if not np.all(slack > 1e-7 * (1.0 + np.abs(rhs_c))) or (
+            len(cell_rhs) and not np.all(cell_a @ z_x <= cell_rhs)):
+        # the point itself is not strictly inside: the deepest point of the region (one LP)
+        z_x = _interior(ay, rhs_c, lo, hi, cell_a, cell_rhs, group, ng, merged)
+        if z_x is None:
+            return None
+        zy = to_y(z_x)
+        slack = rhs_c - ay @ zy
+        counts["lps"] += 1
+    c = len(rhs_c)
+    work = _Working(lo, hi, cell_a, cell_rhs, group, ng, merged)
+    in_r = np.zeros(c, bool)
+    dropped = np.zeros(c, bool)
+    confirmed = np.zeros(c, bool)
+    memo: dict[tuple[str, str], _Memo] = {}
+    pos_of: dict[int, int] = {}
+
+    def add(k: int) -> None:
+        pos_of[k] = len(work.rows)
+        in_r[k] = True
+        work.add(k, ay[k], rhs_c[k])
+
+    # 1. hinted working set, confirmed by witnesses (evaluated on today's data): a ray
+    # from z to a witness (a point of box ∩ cell) crosses first a side that is
+    # irredundant; that side is confirmed and gets the ray's point as its next witness
+    seeds = [k for k in range(c) if (m := hints.get(names_c[k])) is not None
+             and m.witness is not None]
+    for k in seeds:
+        add(k)
+    if seeds:
+        wx = np.clip(np.stack([hints[names_c[k]].witness for k in seeds], axis=1),
+                     lo[:, None], hi[:, None])
+        ok = np.all(cell_a @ wx <= cell_rhs[:, None] - 1e-12, axis=0) if len(cell_rhs) \
+            else np.ones(len(seeds), bool)
+        if merged:
+            wy = np.zeros((ng, len(seeds)))
+            np.add.at(wy, group, wx)
+        else:
+            wy = wx
+        den = ay @ (wy - zy[:, None])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = np.where(den > 0, slack[:, None] / den, np.inf)
+        for s in np.flatnonzero(ok):
+            col = t[:, s]
+            order = np.argpartition(col, 1)[:2] if c > 1 else np.array([0])
+            order = order[np.argsort(col[order])]
+            t_h = col[order[0]]
+            if not t_h < 1.0:
+                continue
+            h = int(order[0])
+            t_2 = col[order[1]] if len(order) > 1 else np.inf
+            if not t_2 > t_h * (1 + 1e-9):
+                continue  # a tie: the sides hit together need not be irredundant
+            if not in_r[h]:
+                add(h)
+            if not confirmed[h]:
+                confirmed[h] = True
+                t_w = 0.5 * (t_h + min(t_2, 1.0))
+                memo[names_c[h]] = _Memo(witness=z_x + t_w * (wx[:, s] - z_x))
+    counts["witness_confirmed"] += int(confirmed.sum())
+    # 2. hinted dual certificates: max over box ∩ cell ∩ R <= mu·rhs_R + nu·d + boxmax(res)
+    rpos = {names_c[k]: k for k in np.flatnonzero(in_r)}
+    cpos = {lab: j for j, lab in enumerate(cell_labels)}
+    rset, cset = set(rpos), set(cpos)
+    cert = [k for k in range(c) if not in_r[k] and (m := hints.get(names_c[k])) is not None
+            and m.mu is not None and m.nu is not None and rset.issuperset(m.mu)
+            and cset.issuperset(m.nu)]
+    if cert:
+        rows_r = np.array(sorted(rpos.values()), dtype=int)
+        col_r = {k: j for j, k in enumerate(rows_r)}
+        mu = np.zeros((len(cert), len(rows_r)))
+        nu = np.zeros((len(cert), len(cell_rhs)))
+        for t, k in enumerate(cert):
+            m = hints[names_c[k]]
+            assert m.mu is not None and m.nu is not None
+            for nm, v in m.mu.items():
+                mu[t, col_r[rpos[nm]]] = v
+            for lab, v in m.nu.items():
+                nu[t, cpos[lab]] = v
+        res_y = ay[cert] - mu @ ay[rows_r] if len(rows_r) else ay[cert].copy()
+        res_x = res_y[:, group] - (nu @ cell_a if len(cell_rhs) else 0.0)
+        centre, half = 0.5 * (lo + hi), 0.5 * (hi - lo)
+        bound = (mu @ rhs_c[rows_r] if len(rows_r) else 0.0) + (
+            nu @ cell_rhs if len(cell_rhs) else 0.0) + res_x @ centre + np.abs(res_x) @ half
+        for t, k in enumerate(cert):
+            if _below(bound[t], rhs_c[k]):
+                dropped[k] = True
+                memo[names_c[k]] = hints[names_c[k]]
+        counts["certificate_drops"] += int(dropped.sum())
+
+    def certificate(mult: np.ndarray) -> tuple[dict[tuple[str, str], float], dict[str, float]]:
+        mu_d = {names_c[k]: float(mult[work.first_row + j]) for j, k in enumerate(work.rows)
+                if mult[work.first_row + j] > 0.0}
+        nu_d = {cell_labels[j]: float(mult[j]) for j in range(work.ncell) if mult[j] > 0.0}
+        return mu_d, nu_d
+
+    # 3. the other candidates: Clarkson's loop with ray shooting from z
+    centre, half = 0.5 * (lo + hi), 0.5 * (hi - lo)
+    for k in range(c):
+        while not (in_r[k] or dropped[k]):
+            out = work.maximise(ay[k])
+            if out is None:
+                return None
+            value, x_star, mult = out
+            if _below(value, rhs_c[k]):
+                dropped[k] = True
+                mu_d, nu_d = certificate(mult)
+                memo[names_c[k]] = _Memo(mu=mu_d, nu=nu_d)
+                # the same multipliers bound every other undecided side (weak duality):
+                # nearly parallel sides are often redundant for the same reason
+                undecided = np.flatnonzero(~dropped & ~in_r)
+                undecided = undecided[undecided > k]
+                if len(undecided):
+                    rows_m = mult[work.first_row:]
+                    sup = np.flatnonzero(rows_m > 0)
+                    r_idx = np.array(work.rows, dtype=int)[sup]
+                    v_y = rows_m[sup] @ ay[r_idx] if len(sup) else np.zeros(ng)
+                    res = (ay[undecided] - v_y)[:, group]
+                    const = float(rows_m[sup] @ rhs_c[r_idx]) if len(sup) else 0.0
+                    if work.ncell:
+                        res = res - mult[:work.ncell] @ cell_a
+                        const += float(mult[:work.ncell] @ cell_rhs)
+                    bound = const + res @ centre + np.abs(res) @ half
+                    for j in undecided[_below(bound, rhs_c[undecided])]:
+                        dropped[j] = True
+                        memo[names_c[j]] = _Memo(mu=mu_d, nu=nu_d)
+                        counts["batch_drops"] += 1
+                break
+            d = to_y(x_star) - zy
+            live = np.flatnonzero(~dropped & ~in_r)
+            den = ay[live] @ d
+            t = np.full(len(live), np.inf)
+            pos = den > 0
+            t[pos] = slack[live][pos] / den[pos]
+            order = np.argsort(t)
+            h = int(live[order[0]])
+            t_h = t[order[0]]
+            t_2 = t[order[1]] if len(order) > 1 else np.inf
+            add(h)
+            confirmed[h] = True
+            t_w = 0.5 * (t_h + min(t_2, 1.0))
+            memo[names_c[h]] = _Memo(witness=z_x + t_w * (x_star - z_x))
+    # 4. hinted working sides without a witness today: an LP each, dropped if redundant
+    for k in [k for k in seeds if not confirmed[k]]:
+        work.relax(pos_of[k], None)
+        out = work.maximise(ay[k])
+        if out is not None and _below(out[0], rhs_c[k]):
+            dropped[k] = True
+            in_r[k] = False
+            memo.pop(names_c[k], None)
+        else:
+            work.relax(pos_of[k], rhs_c[k])
+            if out is not None:
+                memo[names_c[k]] = _Memo(witness=out[1].copy())
+    counts["lps"] += work.lps
+    return in_r, memo
+
+
+def screen_point(pkg: SensitivityPackage, i: int, lower: np.ndarray, upper: np.ndarray,
+                 *, cache: ScreeningCache | None = None
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple[str, str]], bool,
                             dict[str, int]]:
     """The sides of point ``i`` that can bind: ``(a, rhs, scale, names, feasible, counts)``."""
@@ -158,31 +486,51 @@ def screen_point(pkg: SensitivityPackage, i: int, lower: np.ndarray, upper: np.n
     cell_rhs = np.einsum("jn,jn->j", d, mid) if len(others) else np.zeros(0)
     nonzero = np.linalg.norm(cell_a, axis=1) > 0 if len(others) else np.zeros(0, bool)
     cell_a, cell_rhs = cell_a[nonzero], cell_rhs[nonzero]
-    region = _RegionLP(a_c, rhs_c, cell_a, cell_rhs, lo_box, hi_box)
-    counts = {"sides_total": total, "sides_after_box": int(len(idx))}
-    if not region.feasible():
+    cell_labels = [pkg.points[j].label for j, nz in zip(others, nonzero) if nz]
+    counts = {"sides_total": total, "sides_after_box": int(len(idx)), "lps": 0,
+              "witness_confirmed": 0, "certificate_drops": 0, "batch_drops": 0}
+    label = pkg.points[i].label
+    names_c = [names[s] for s in idx]
+    out = None
+    if len(idx):
+        hints = {} if cache is None else (cache.memo.get(label) or cache.memo.get("", {}))
+        out = _screen_clarkson(a_c, rhs_c, names_c, cell_a, cell_rhs, cell_labels, lo_box,
+                               hi_box, pf[i], hints, counts)
+    if out is not None:
+        kept, memo = out
+        feasible = True
+        if cache is not None:
+            cache.memo[label] = cache.memo[""] = memo
+    elif len(idx):
+        kept, feasible, lps = _screen_sequential(a_c, rhs_c, box_max[idx], cell_a, cell_rhs,
+                                                 lo_box, hi_box)
+        counts["lps"] += lps
+        if cache is not None:
+            cache.memo.pop(label, None)
+    else:
+        kept, feasible = np.zeros(0, bool), True
+        if len(cell_rhs):  # no candidate side: the region is box ∩ cell
+            region = _RegionLP(np.zeros((0, pkg.n)), np.zeros(0), cell_a, cell_rhs, lo_box,
+                               hi_box)
+            feasible = region.feasible()
+    if not feasible:
         counts["sides_kept"] = 0
         return (np.zeros((0, pkg.n)), np.zeros(0), np.zeros(0), [], False, counts)
-    kept = np.ones(len(idx), bool)
-    # tightest-looking rows last: loose rows are tested (and dropped) while the others hold
-    for k in np.argsort(-(box_max[idx] - rhs_c)):
-        value = region.maximum_without(int(k), a_c[k])
-        if value is not None and value <= rhs_c[k] + _DROP_TOL * (1.0 + abs(rhs_c[k])):
-            kept[k] = False
-        else:
-            region.keep(int(k))
     sel = idx[kept]
     counts["sides_kept"] = int(len(sel))
     return a[sel], rhs[sel], scale[sel], [names[s] for s in sel], True, counts
 
 
 def harden(package: SensitivityPackage, *, lower_mw: npt.ArrayLike, upper_mw: npt.ArrayLike,
-           rng: np.random.Generator | None = None) -> tuple[HardenedPackage, HardeningKey]:
+           rng: np.random.Generator | None = None, cache: ScreeningCache | None = None
+           ) -> tuple[HardenedPackage, HardeningKey]:
     """The format-2 package of ``package`` for the bid box ``[lower_mw, upper_mw]`` (MW, in
     ``package.columns`` order) and its DSO-private key (module docstring).
 
     ``rng`` shuffles rows and columns (default: fresh OS entropy); the salt always comes
-    from :mod:`secrets`, never from ``rng``.
+    from :mod:`secrets`, never from ``rng``. ``cache`` (DSO-private, kept between
+    publications of one bid set) makes the screening incremental: its hints are re-checked
+    on the current data, so the result is the same set of sides with or without it.
     """
     lower = np.asarray(lower_mw, float)
     upper = np.asarray(upper_mw, float)
@@ -192,10 +540,15 @@ def harden(package: SensitivityPackage, *, lower_mw: npt.ArrayLike, upper_mw: np
     rng = rng if rng is not None else np.random.default_rng(secrets.randbits(128))
     perm = rng.permutation(package.n)
     rows_a, rows_rhs, key_rows, excluded = [], [], [], []
-    totals = {"sides_total": 0, "sides_after_box": 0, "sides_kept": 0}
+    totals = {"sides_total": 0, "sides_after_box": 0, "sides_kept": 0, "lps": 0,
+              "witness_confirmed": 0, "certificate_drops": 0, "batch_drops": 0}
+    if cache is not None:
+        cache.use(package.columns)
+    t0 = time.perf_counter()
     both_sides = 0
     for i in range(package.m):
-        a, rhs, scale, names, feasible, counts = screen_point(package, i, lower, upper)
+        a, rhs, scale, names, feasible, counts = screen_point(package, i, lower, upper,
+                                                              cache=cache)
         for k in totals:
             totals[k] += counts[k]
         if not feasible:
@@ -211,7 +564,7 @@ def harden(package: SensitivityPackage, *, lower_mw: npt.ArrayLike, upper_mw: np
             keys_by_side[side].add(kk)
         both_sides += len(keys_by_side["upper"] & keys_by_side["lower"])
     screening = {
-        **totals,
+        **{k: totals[k] for k in ("sides_total", "sides_after_box", "sides_kept")},
         "points_excluded": len(excluded),
         # a row published with both sides leaks its base value through the ratio of the
         # two right-hand sides and the public limits (audit.recover_from_normalised_pairs)
@@ -223,7 +576,9 @@ def harden(package: SensitivityPackage, *, lower_mw: npt.ArrayLike, upper_mw: np
         points=package.points,
         p_flex_mw=package.p_flex_mw[:, perm],
         rows_a=tuple(rows_a), rows_rhs=tuple(rows_rhs),
-        excluded=tuple(excluded), screening=screening)
+        excluded=tuple(excluded), screening=screening,
+        undeliverable=package.undeliverable)
     key = HardeningKey(salt=secrets.token_hex(16), column_order=tuple(int(j) for j in perm),
-                       rows=tuple(key_rows), excluded=tuple(excluded), report=screening)
+                       rows=tuple(key_rows), excluded=tuple(excluded),
+                       report=screening | totals | {"time_s": time.perf_counter() - t0})
     return hardened, key

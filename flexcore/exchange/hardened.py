@@ -54,6 +54,20 @@ def _float_array(name: str, value: npt.ArrayLike, shape: tuple[int, ...]) -> Flo
     return arr
 
 
+def check_undeliverable(ids: Any, columns: tuple[str, ...]) -> tuple[str, ...]:
+    """``ids`` as a tuple of distinct column ids (PackageError naming the culprit)."""
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, (list, tuple)):
+        raise PackageError(f"field 'undeliverable' must be a list of column ids, got {ids!r}")
+    out = tuple(ids)
+    known = set(columns)
+    bad = [b for b in out if not isinstance(b, str) or b not in known]
+    if bad or len(set(out)) != len(out):
+        raise PackageError(f"field 'undeliverable' lists unknown or repeated column id(s) "
+                           f"{(bad or list(out))[:5]}")
+    return out
+
+
+
 @dataclass(frozen=True)
 class HardenedPackage:
     """Format 2: per point ``i`` the rows ``rows_a[i] @ x <= rows_rhs[i]`` (see module doc)."""
@@ -68,6 +82,8 @@ class HardenedPackage:
     lower_mw: FloatArray | None = None
     upper_mw: FloatArray | None = None
     screening: dict[str, Any] | None = None
+    #: columns the clearing must leave at 0 (bids on an island; optional content field)
+    undeliverable: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         try:
@@ -80,6 +96,8 @@ class HardenedPackage:
         object.__setattr__(self, "privacy", privacy)
         object.__setattr__(self, "columns", tuple(str(c) for c in self.columns))
         object.__setattr__(self, "points", tuple(self.points))
+        object.__setattr__(self, "undeliverable",
+                           check_undeliverable(self.undeliverable, self.columns))
         m, n = len(self.points), len(self.columns)
         if m < 1:
             raise PackageError("package has no operating point")
@@ -153,7 +171,9 @@ class HardenedPackage:
     # ------------------------------------------------------------ file parts
     def manifest_fields(self) -> dict[str, Any]:
         """Everything but the arrays, JSON-able (the loader checks shapes from these)."""
-        return {
+        extra: dict[str, Any] = (
+            {"undeliverable": list(self.undeliverable)} if self.undeliverable else {})
+        return extra | {
             "privacy": self.privacy.value,
             "columns": list(self.columns),
             "points": [{"label": p.label, "activation_fraction": p.activation_fraction}
@@ -238,4 +258,5 @@ class HardenedPackage:
             lower_mw=arrs.get("lower_mw"),
             upper_mw=arrs.get("upper_mw"),
             screening=screening,
+            undeliverable=fields.get("undeliverable", []),
         )

@@ -63,7 +63,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from flexcore.exchange.bids import BidTable
 from flexcore.exchange.clearing import ClearingError
-from flexcore.exchange.hardened import HardenedPackage
+from flexcore.exchange.hardened import HardenedPackage, check_undeliverable
 from flexcore.exchange.limits import FloatArray, Limits, LimitsError
 from flexcore.exchange.points import PackageError, PointInfo
 from flexcore.exchange.signing import (
@@ -98,11 +98,16 @@ class SensitivityPackage:
     ltdf: FloatArray
     limits: Limits = field(default_factory=Limits)
     screening: dict[str, Any] | None = None
+    #: columns the DSO cannot deliver (bids on buses cut off from every source, an island):
+    #: the clearing fixes their activation to 0 (manifest field ``undeliverable``, optional)
+    undeliverable: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ARRAY_NAMES:
             object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=float))
         object.__setattr__(self, "columns", tuple(str(c) for c in self.columns))
+        object.__setattr__(self, "undeliverable",
+                           check_undeliverable(self.undeliverable, self.columns))
         object.__setattr__(self, "vm_rows", tuple(str(c) for c in self.vm_rows))
         object.__setattr__(self, "loading_rows", tuple(str(c) for c in self.loading_rows))
         object.__setattr__(self, "points", tuple(self.points))
@@ -251,6 +256,9 @@ _V1_KEYS = {"format", "version", "created_utc", "columns", "vm_rows", "loading_r
             "limits", "screening", "shapes", "arrays_sha256", "package_sha256"}
 _V2_KEYS = {"format", "version", "created_utc", "content", "shapes", "arrays_sha256",
             "package_sha256"}
+#: optional manifest fields (absent: none); a reader older than the field refuses them
+_OPTIONAL_KEYS = {"package_sha256", "undeliverable"}
+_V1_KEYS |= {"undeliverable"}
 
 
 #: a package of either version: format 1 (the full linear model) or format 2 (hardened)
@@ -284,6 +292,8 @@ def save_package(package: AnyPackage, directory: str | Path, *,
             "limits": package.limits.as_dict(),
             "screening": package.screening,
         }
+        if package.undeliverable:  # only then: island-free packages are as before
+            body["undeliverable"] = list(package.undeliverable)
     else:
         arrays = dict(package.arrays())
         body = {"version": 2, "content": package.manifest_fields()}
@@ -463,7 +473,7 @@ def load_package(directory: str | Path, *, allow_full: bool = False,
                            "(research only: --allow-full-package / allow_full=True)")
     keys = _V1_KEYS if version == 1 else _V2_KEYS
     legacy = version == 1 and "package_sha256" not in manifest
-    required = keys - {"package_sha256"} if legacy else keys
+    required = keys - _OPTIONAL_KEYS if legacy else keys - {"undeliverable"}
     missing = sorted(required - set(manifest))
     unknown = sorted(set(manifest) - keys)
     if missing or unknown:
@@ -532,7 +542,8 @@ def load_package(directory: str | Path, *, allow_full: bool = False,
         return SensitivityPackage(
             columns=tuple(manifest["columns"]), vm_rows=tuple(manifest["vm_rows"]),
             loading_rows=tuple(manifest["loading_rows"]), points=points, limits=limits,
-            screening=manifest["screening"], **arrays)
+            screening=manifest["screening"],
+            undeliverable=manifest.get("undeliverable", []), **arrays)
     except PackageError as exc:
         raise PackageError(f"{directory}: {exc}") from None
 
@@ -559,8 +570,11 @@ def check_bids(package: AnyPackage, bids: BidTable) -> None:
         raise ClearingError(f"the bids do not match the package: bid(s) not in the package "
                             f"{extra[:5]}, package column(s) without a bid {lacking[:5]}")
     order = [bids.ids.index(c) for c in columns]
-    vol = bids.volume_mw[order]
-    lo, hi = bids.lower_mw[order], bids.upper_mw[order]
+    # undeliverable columns (an island) were linearised with volume 0: the clearing fixes them
+    off = np.isin(np.array(columns, dtype=object), list(package.undeliverable))
+    vol = np.where(off, 0.0, bids.volume_mw[order])
+    lo = np.where(off, 0.0, bids.lower_mw[order])
+    hi = np.where(off, 0.0, bids.upper_mw[order])
     for i, pt in enumerate(points):
         p = p_flex[i]
         if pt.activation_fraction is not None:

@@ -28,7 +28,7 @@ carry no predictions (they are the DSO's, from its private format-1 package).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import highspy
@@ -62,7 +62,13 @@ def align_bids(package: AnyPackage, bids: BidTable) -> BidTable:
         raise ClearingError(
             f"bid ids do not match the package columns: {len(missing)} column(s) without a bid "
             f"{missing[:5]}, {len(extra)} bid(s) without a column {extra[:5]}")
-    return bids.subset(package.columns)
+    out = bids.subset(package.columns)
+    off = getattr(package, "undeliverable", ())
+    if off:  # bids on an island (package field): the DSO cannot deliver them, fixed to 0
+        mask = np.isin(np.array(out.ids, dtype=object), list(off))
+        out = replace(out, volume_mw=np.where(mask, 0.0, out.volume_mw),
+                      min_mw=np.where(mask, 0.0, out.min_mw))
+    return out
 
 
 @dataclass
