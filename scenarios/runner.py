@@ -48,7 +48,7 @@ def _slots_text(slots, n_day: int) -> str:
 DOCUMENTED_FIELDS = {"name", "seed", "grid", "buildings", "pv_penetration", "day_types", "slots",
                      "resolution_min", "starter", "package_exchange", "request_default_mw",
                      "request_by_slot", "dso", "objective", "mip_rel_gap", "plots", "extra_load",
-                     "fpu", "source"}
+                     "fpu", "source", "calendar"}
 
 
 def scenario_document(cfg: ScenarioConfig) -> dict:
@@ -92,6 +92,8 @@ def scenario_document(cfg: ScenarioConfig) -> dict:
         doc["test"] = {"extra_load": [{"frame": f, "mw": mw} for f, mw in cfg.extra_load]}
     if cfg.fpu:
         doc["fpu"] = [dict(u) for u in cfg.fpu]
+    if cfg.calendar is not None:
+        doc["calendar"] = dataclasses.asdict(cfg.calendar)
     return doc
 
 

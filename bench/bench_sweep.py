@@ -1,0 +1,91 @@
+"""Sweep speed-up: the same points on a Dask LocalCluster with 2 workers vs 1.
+
+``python -m bench.bench_sweep [--points 4] [--frames 64-71]`` (part of ``flexcosim bench``;
+fewer frames with ``--quick``). The points are the SimBench example scenario
+(``scenarios/simbench.toml``, one winter workday, ``--frames``) at seeds 1..N. Each cluster
+is started and its workers warmed up (the heavy imports, the grid) before the clock starts,
+so the ratio measures the points, not the start-up. Writes results/benchmarks/sweep.json.
+Target (issue 16): 2 workers >= 1.7x faster than 1 on the 2-core machine; the ratio falls
+when other processes share the cores.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from flexcore.runs import limit_blas_threads
+
+limit_blas_threads()
+
+SCENARIO = "scenarios/simbench.toml"
+
+
+def _warm_up() -> bool:
+    from flexcore.grid.district_grid import district_net
+    from scenarios import bergwald, runner  # noqa: F401  (the imports a point needs)
+
+    district_net("simbench:1-LV-semiurb4--0-no_sw")
+    return True
+
+
+def _sweep_file(folder: Path, *, points: int, frames: str) -> Path:
+    import tomllib
+
+    from flexcore.runs import write_toml
+
+    doc = tomllib.loads(Path(SCENARIO).read_text())
+    doc["scenario"] |= {"day_types": ["winter_workday"], "slots": frames}
+    doc.setdefault("results", {})["plots"] = False
+    base = write_toml(folder / "base.toml", doc)
+    return write_toml(folder / "sweep.toml", {
+        "sweep": {"name": "bench", "base": str(base), "mode": "product"},
+        "vary": {"scenario.seed": list(range(1, points + 1))}})
+
+
+def bench(*, points: int = 4, frames: str = "64-71") -> dict:
+    from distributed import Client
+
+    from flexcore.runs import versions
+    from scenarios.sweep import _local_cluster, load_sweep, run_sweep
+
+    out: dict = {"measured_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+                 "machine": versions()["platform"], "scenario": SCENARIO, "points": points,
+                 "frames_per_point": frames}
+    with tempfile.TemporaryDirectory() as tmp:
+        sweep = load_sweep(_sweep_file(Path(tmp), points=points, frames=frames))
+        for workers in (1, 2):
+            client, cluster = _local_cluster(workers)
+            try:
+                assert isinstance(client, Client)
+                client.run(_warm_up)
+                t0 = time.perf_counter()
+                records = run_sweep(sweep, sweep_dir=Path(tmp) / f"w{workers}", client=client)
+                out[f"wall_s_{workers}_workers"] = time.perf_counter() - t0
+                out[f"points_done_{workers}_workers"] = sum(r["status"] == "done"
+                                                            for r in records)
+            finally:
+                client.close()
+                cluster.close()
+    out["speedup_2_vs_1"] = out["wall_s_1_workers"] / out["wall_s_2_workers"]
+    path = Path("results/benchmarks/sweep.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1))
+    return out
+
+
+def main(argv: list[str] | None = None, *, quick: bool = False) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--points", type=int, default=4)
+    ap.add_argument("--frames", default="68-71" if quick else "64-71")
+    args = ap.parse_args(argv)
+    out = bench(points=args.points, frames=args.frames)
+    print("== sweep (written to results/benchmarks/sweep.json)")
+    print(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
