@@ -153,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("scenario", help="scenario TOML, e.g. scenarios/bergwald.toml")
     run.add_argument("--day-types", help="comma-separated subset of day types")
     run.add_argument("--frames", help="frame indices within a day, e.g. 64-80 or 68,72")
+    run.add_argument("--calendar", metavar="YEAR|START..END",
+                     help="real dates instead of the representative days, e.g. 2025 or "
+                          "2025-01-01..2025-02-01 (end exclusive; README 'Calendar runs')")
     run.add_argument("--out", help="run folder (default: a new folder under results/)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument("--check", action="store_true",
@@ -332,8 +335,9 @@ def _run(args) -> int:
     from scenarios.runner import apply_overrides, check_scenario, load_config
 
     if args.check:
-        cfg = apply_overrides(load_config(args.scenario), day_types=args.day_types,
-                              frames=args.frames)
+        cfg = _with_calendar(apply_overrides(load_config(args.scenario),
+                                             day_types=args.day_types, frames=args.frames),
+                             args.calendar)
         print(check_scenario(cfg))
         return EXIT_OK
 
@@ -348,8 +352,8 @@ def _run(args) -> int:
     else:
         logger.remove()
         logger.add(sys.stderr, level="WARNING")
-    cfg = apply_overrides(load_config(args.scenario), day_types=args.day_types,
-                          frames=args.frames)
+    cfg = _with_calendar(apply_overrides(load_config(args.scenario), day_types=args.day_types,
+                                         frames=args.frames), args.calendar)
     run_dir, summary = run_scenario(cfg, out=args.out, quiet=args.quiet)
     print(summary_text(summary))
     print(f"run folder: {run_dir}")
@@ -367,6 +371,15 @@ def _sweep(args) -> int:
     from scenarios.sweep import sweep_cli
 
     return sweep_cli(args)
+
+
+def _with_calendar(cfg, text: str | None):
+    """``run --calendar``: the scenario on real dates (README "Calendar runs")."""
+    if not text:
+        return cfg
+    from scenarios.config import with_calendar
+
+    return with_calendar(cfg, text)
 
 
 def _evaluate(args) -> int:

@@ -341,6 +341,29 @@ def parse_calendar(cal: Any, resolution_min: int) -> CalendarConfig:
     return CalendarConfig(t0.isoformat(), t1.isoformat(), unit_state)
 
 
+def with_calendar(cfg: ScenarioConfig, text: str) -> ScenarioConfig:
+    """``flexcosim run --calendar 2025`` or ``--calendar 2025-01-01..2025-02-01``: the
+    scenario on real dates (replaces its ``[calendar]`` range, keeps its unit_state)."""
+    from dataclasses import replace
+
+    text = text.strip()
+    if ".." in text:
+        start, end = (t.strip() for t in text.split("..", 1))
+        table: dict[str, Any] = {"start": start, "end": end}
+    else:
+        try:
+            table = {"year": int(text)}
+        except ValueError:
+            raise ConfigError(f"--calendar: expected YEAR or START..END, got {_show(text)}"
+                              ) from None
+    if cfg.calendar is not None:
+        table["unit_state"] = cfg.calendar.unit_state
+    try:
+        return replace(cfg, calendar=parse_calendar(table, cfg.resolution_min))
+    except ConfigError as exc:
+        raise ConfigError(f"--calendar: {exc}") from None
+
+
 def _check_fpu_types(k: int, entry: Any) -> None:
     """The TOML types of one ``[[fpu]]`` table (the registry checks the meaning): class and
     name strings, building_types a list of strings, penetration a finite number or a table of

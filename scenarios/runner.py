@@ -108,10 +108,12 @@ def check_scenario(cfg: ScenarioConfig) -> str:
     net, building_ids = district_net(cfg.grid)[:2]
     table = building_table(cfg.buildings, cfg.grid)
     specs = parse_fpu_config({"fpu": list(cfg.fpu)})
+    frames = (f"{len(cfg.day_types)} day type(s) x {len(cfg.slots)} frame(s)"
+              if cfg.calendar is None else f"calendar {cfg.calendar.start[:10]}.."
+              f"{cfg.calendar.end[:10]}: {len(cfg.clock())} frame(s)")
     return (f"ok: {cfg.source or cfg.name}: grid {cfg.grid} ({len(net.bus)} buses, "
             f"{len(building_ids)} connection points), {len(table)} buildings, "
-            f"{len(specs)} unit class(es), {len(cfg.day_types)} day type(s) x "
-            f"{len(cfg.slots)} frame(s)")
+            f"{len(specs)} unit class(es), {frames}")
 
 
 def prune_cancelled_waits() -> None:

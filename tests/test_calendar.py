@@ -197,3 +197,19 @@ def test_calendar_config_year_and_day_type_subsets():
     assert {f.day_type for f in clock.frames} == {"summer_sunday"}
     # 18 Sundays 15 May .. 14 Sep 2025, Ascension and Whit Monday: one frame a day
     assert len(clock) == 18 + 2 and all(f.slot == 72 for f in clock.frames)
+
+
+def test_run_calendar_flag(tmp_path, capsys):
+    from scenarios.cli import main
+
+    toml = tmp_path / "s.toml"
+    toml.write_text(f'[scenario]\ngrid = "{SIMBENCH}"\nbuildings = "grid_loads"\n')
+    assert main(["run", "--check", "--calendar", "2024", str(toml)]) == 0
+    assert capsys.readouterr().out.strip().endswith("calendar 2024-01-01..2025-01-01: "
+                                                    "35136 frame(s)")          # a leap year
+    assert main(["run", "--check", "--calendar", "2025-01-01..2025-01-08", "--day-types",
+                 "winter_sunday", "--frames", "72-75", str(toml)]) == 0
+    assert capsys.readouterr().out.strip().endswith(": 8 frame(s)")  # New Year, 5 January
+    assert main(["run", "--check", "--calendar", "2025-02-01..2025-01-01", str(toml)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--calendar: [calendar] end: " in err
