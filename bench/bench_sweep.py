@@ -5,14 +5,18 @@ fewer frames with ``--quick``). The points are the SimBench example scenario
 (``scenarios/simbench.toml``, one winter workday, ``--frames``) at seeds 1..N. Each cluster
 is started and its workers warmed up (imports, grid, the load and PV years of seed 0, which
 each worker process caches) before the clock starts,
-so the ratio measures the points, not the start-up. Writes results/benchmarks/sweep.json.
+so the ratio measures the points, not the start-up; the sweeps run in the order 1, 2, 2, 1
+workers (1, 2 with ``--quick``). Writes results/benchmarks/sweep.json.
 Target (issue 16): 2 workers >= 1.7x faster than 1 on the 2-core machine; the ratio falls
-when other processes share the cores.
+when other processes share the cores (the JSON has the load average before and after, and
+``points_running_at_once``: the sum of the points' wall times over the sweep's, about the
+number of workers when the executor keeps them all busy).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -50,31 +54,45 @@ def _sweep_file(folder: Path, *, points: int, frames: str) -> Path:
         "vary": {"scenario.seed": list(range(1, points + 1))}})
 
 
-def bench(*, points: int = 4, frames: str = "64-71") -> dict:
-    from distributed import Client
-
+def bench(*, points: int = 4, frames: str = "64-71", order: tuple[int, ...] = (1, 2, 2, 1)
+          ) -> dict:
+    """Time the sweep on a 1-worker and a 2-worker LocalCluster (both started and warmed
+    up first), in ``order`` (default 1, 2, 2, 1: a drift of the machine's load and the
+    per-process caches of the first sweep count equally for both)."""
     from flexcore.runs import versions
     from scenarios.sweep import _local_cluster, load_sweep, run_sweep
 
     out: dict = {"measured_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
                  "machine": versions()["platform"], "scenario": SCENARIO, "points": points,
-                 "frames_per_point": frames}
-    with tempfile.TemporaryDirectory() as tmp:
-        sweep = load_sweep(_sweep_file(Path(tmp), points=points, frames=frames))
-        for workers in (1, 2):
-            client, cluster = _local_cluster(workers)
-            try:
-                assert isinstance(client, Client)
-                client.run(_warm_up)
+                 "frames_per_point": frames, "order": list(order)}
+    clusters = {}
+    walls: dict[int, list[float]] = {1: [], 2: []}
+    busy: dict[int, list[float]] = {1: [], 2: []}  # sum of the points' wall times / sweep's
+    out["load_average_1min_before"] = os.getloadavg()[0]
+    try:
+        for workers in sorted(set(order)):
+            clusters[workers] = _local_cluster(workers)
+            clusters[workers][0].run(_warm_up)
+        with tempfile.TemporaryDirectory() as tmp:
+            sweep = load_sweep(_sweep_file(Path(tmp), points=points, frames=frames))
+            for k, workers in enumerate(order):
                 t0 = time.perf_counter()
-                records = run_sweep(sweep, sweep_dir=Path(tmp) / f"w{workers}", client=client)
-                out[f"wall_s_{workers}_workers"] = time.perf_counter() - t0
-                out[f"points_done_{workers}_workers"] = sum(r["status"] == "done"
-                                                            for r in records)
-            finally:
-                client.close()
-                cluster.close()
-    out["speedup_2_vs_1"] = out["wall_s_1_workers"] / out["wall_s_2_workers"]
+                records = run_sweep(sweep, sweep_dir=Path(tmp) / f"{k}-w{workers}",
+                                    client=clusters[workers][0])
+                walls[workers].append(time.perf_counter() - t0)
+                busy[workers].append(sum(r["point_wall_s"] for r in records) / walls[workers][-1])
+                if any(r["status"] != "done" for r in records):
+                    raise RuntimeError(f"a point failed: {records}")
+    finally:
+        for client, cluster in clusters.values():
+            client.close()
+            cluster.close()
+    out["load_average_1min_after"] = os.getloadavg()[0]
+    for workers, w in walls.items():
+        out[f"wall_s_{workers}_workers"] = w
+        out[f"points_running_at_once_{workers}_workers"] = busy[workers]
+    out["speedup_2_vs_1"] = sum(walls[1]) / sum(walls[2])
+    out["cpu_count"] = os.cpu_count()
     path = Path("results/benchmarks/sweep.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1))
@@ -86,7 +104,7 @@ def main(argv: list[str] | None = None, *, quick: bool = False) -> int:
     ap.add_argument("--points", type=int, default=4)
     ap.add_argument("--frames", default="68-71" if quick else "64-71")
     args = ap.parse_args(argv)
-    out = bench(points=args.points, frames=args.frames)
+    out = bench(points=args.points, frames=args.frames, order=(1, 2) if quick else (1, 2, 2, 1))
     print("== sweep (written to results/benchmarks/sweep.json)")
     print(json.dumps(out, indent=1))
     return 0

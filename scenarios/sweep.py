@@ -291,7 +291,7 @@ def _local_cluster(workers: int):
     from flexcore.runs import BLAS_THREAD_VARS
 
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           dashboard_address=None, env={v: "1" for v in BLAS_THREAD_VARS})
+                           dashboard_address=":0", env={v: "1" for v in BLAS_THREAD_VARS})
     return Client(cluster), cluster
 
 
