@@ -10,17 +10,18 @@ the edges of the seasons (a Wednesday stands for all workdays).
 All timestamps are naive and in CET (UTC+1, no daylight saving time), as in the BDEW
 profiles and the TRY data.
 
-Calendar runs (real dates, :func:`calendar_frames`): each date gets the day type of
-:func:`day_type_of`: Sundays and the German national public holidays (the ``holidays``
-package, ``country_holidays("DE")`` without a state: New Year, Good Friday, Easter Monday,
-1 May, Ascension, Whit Monday, 3 October, 25 and 26 December, and one-off national days
-such as 31 October 2017) count as Sunday; 24 and 31 December count as Saturday (the BDEW
-rule for Christmas Eve and New Year's Eve) unless they fall on a Sunday; other Saturdays as
-Saturday, all other days as workdays. The profile data stay those of the reference year: a
-calendar frame's load comes from the nearest date of :data:`REFERENCE_YEAR` with the same
-day type (:func:`reference_date`, usually within three days, wrapping around the year) and
-its weather and PV from the same month and day of the test reference year (29 February uses
-28 February); ``Frame.load_start`` / ``Frame.weather_start`` say which.
+Calendar runs (real dates: ``make_frames(start=..., end=...)``, :func:`calendar_frame`):
+each date gets the day type of :func:`day_type_of`. Sundays and the German national public
+holidays (the ``holidays`` package, ``country_holidays("DE")`` without a state: New Year,
+Good Friday, Easter Monday, 1 May, Ascension, Whit Monday, 3 October, 25 and 26 December,
+and one-off national days such as 31 October 2017) count as Sunday; 24 and 31 December
+count as Saturday (the BDEW rule for Christmas Eve and New Year's Eve) unless they fall on
+a Sunday; other Saturdays as Saturday, all other days as workdays. The profile data stay
+those of the reference year: a calendar frame's load comes from the nearest date of
+:data:`REFERENCE_YEAR` with the same day type (:func:`reference_date`, usually within three
+days, wrapping around the year) and its weather and PV from the same month and day of the
+test reference year (29 February uses 28 February); ``Frame.load_start`` /
+``Frame.weather_start`` say which.
 """
 from __future__ import annotations
 
