@@ -3,9 +3,9 @@
 ``python -m bench.bench_sweep [--points 4] [--frames 64-71]`` (part of ``flexcosim bench``;
 fewer frames with ``--quick``). The points are the SimBench example scenario
 (``scenarios/simbench.toml``, one winter workday, ``--frames``) at seeds 1..N. Each cluster
-is started and its workers warmed up (imports, grid, the load and PV years of seed 0, which
-each worker process caches) before the clock starts,
-so the ratio measures the points, not the start-up; the sweeps run in the order 1, 2, 2, 1
+is started and its workers warmed up (one frame at seed 0 on every worker: imports, numba
+compilation, grid, load and PV years, which each worker process caches) before the clock
+starts, so the ratio measures the points, not the start-up; the sweeps run in the order 1, 2, 2, 1
 workers (1, 2 with ``--quick``). Writes results/benchmarks/sweep.json.
 Target (issue 16): 2 workers >= 1.7x faster than 1 on the 2-core machine; the ratio falls
 when other processes share the cores (the JSON has the load average before and after, and
@@ -28,16 +28,15 @@ limit_blas_threads()
 SCENARIO = "scenarios/simbench.toml"
 
 
-def _warm_up() -> bool:
-    """What a worker process computes once and caches: imports, grid, load and PV years."""
-    from flexcore.grid.district_grid import building_table, district_net
-    from scenarios import bergwald, runner  # noqa: F401  (the imports a point needs)
-    from simulators import building_profiles
+def _warm_up(doc: dict, base: str) -> str:
+    """What a worker process does once and caches (imports, numba compilation of the power
+    flow, the grid, the load and PV years): one frame of the base scenario at seed 0."""
+    from scenarios.sweep import run_point
 
-    grid = "simbench:1-LV-semiurb4--0-no_sw"
-    district_net(grid)
-    building_profiles(building_table("grid_loads", grid), seed=0, pv_penetration=0.6)
-    return True
+    doc = {**doc, "scenario": {**doc["scenario"], "seed": 0, "slots": "72"}}
+    with tempfile.TemporaryDirectory(prefix="warm-") as tmp:
+        result = run_point(doc, base, str(Path(tmp) / "run"))
+    return f"{result['status']} {result['error']}".strip()
 
 
 def _sweep_file(folder: Path, *, points: int, frames: str) -> Path:
@@ -66,27 +65,36 @@ def bench(*, points: int = 4, frames: str = "64-71", order: tuple[int, ...] = (1
                  "machine": versions()["platform"], "scenario": SCENARIO, "points": points,
                  "frames_per_point": frames, "order": list(order)}
     clusters = {}
+    tmp_dir = tempfile.TemporaryDirectory()
+    tmp = tmp_dir.name
+    sweep = load_sweep(_sweep_file(Path(tmp), points=points, frames=frames))
     walls: dict[int, list[float]] = {1: [], 2: []}
     busy: dict[int, list[float]] = {1: [], 2: []}  # sum of the points' wall times / sweep's
     out["load_average_1min_before"] = os.getloadavg()[0]
     try:
         for workers in sorted(set(order)):
             clusters[workers] = _local_cluster(workers)
-            clusters[workers][0].run(_warm_up)
-        with tempfile.TemporaryDirectory() as tmp:
-            sweep = load_sweep(_sweep_file(Path(tmp), points=points, frames=frames))
-            for k, workers in enumerate(order):
-                t0 = time.perf_counter()
-                records = run_sweep(sweep, sweep_dir=Path(tmp) / f"{k}-w{workers}",
-                                    client=clusters[workers][0])
-                walls[workers].append(time.perf_counter() - t0)
-                busy[workers].append(sum(r["point_wall_s"] for r in records) / walls[workers][-1])
-                if any(r["status"] != "done" for r in records):
-                    raise RuntimeError(f"a point failed: {records}")
+            client = clusters[workers][0]
+            # a task on each worker (Client.run would call it in the worker's event loop,
+            # where mosaik cannot start its own)
+            warm = client.gather([client.submit(_warm_up, sweep.points[0].doc, str(sweep.base),
+                                                workers=[w], pure=False)
+                                  for w in client.scheduler_info()["workers"]])
+            if set(warm) != {"done"}:
+                raise RuntimeError(f"warm-up failed: {warm}")
+        for k, workers in enumerate(order):
+            t0 = time.perf_counter()
+            records = run_sweep(sweep, sweep_dir=Path(tmp) / f"{k}-w{workers}",
+                                client=clusters[workers][0])
+            walls[workers].append(time.perf_counter() - t0)
+            busy[workers].append(sum(r["point_wall_s"] for r in records) / walls[workers][-1])
+            if any(r["status"] != "done" for r in records):
+                raise RuntimeError(f"a point failed: {records}")
     finally:
         for client, cluster in clusters.values():
             client.close()
             cluster.close()
+        tmp_dir.cleanup()
     out["load_average_1min_after"] = os.getloadavg()[0]
     for workers, w in walls.items():
         out[f"wall_s_{workers}_workers"] = w
