@@ -5,7 +5,8 @@
 - package: size on disk with and without screening, rows kept;
 - market: build and solve times for m = 1, 3, 5, 9, direct highspy vs pyomo, with and
   without screening, and whether both find the same optimum;
-- co-simulation: ``bench/bench_cosim.py`` (frames per second vs a power-flow-only run).
+- co-simulation: ``bench/bench_cosim.py`` (frames per second vs a power-flow-only run);
+- sweep: ``bench/bench_sweep.py`` (the same points on 2 Dask workers vs 1).
 
 Each part prints a table and writes ``results/benchmarks/<part>.json``. ``--quick`` does
 fewer repetitions and finite differences on one point only (extrapolated, and labelled so).
@@ -159,6 +160,9 @@ def main(*, quick: bool = False) -> int:
     from bench import bench_cosim
 
     bench_cosim.main([], quick=quick)
+    from bench import bench_sweep
+
+    bench_sweep.main([], quick=quick)
     return 0
 
 

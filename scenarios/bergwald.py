@@ -67,8 +67,12 @@ def run_clock(cfg: ScenarioConfig) -> tuple[FrameClock, list[int]]:
     flow), but the Recorder records nothing for them. Day-type runs reset the units at the
     start of every day type, so the warm-up is run before the first slot of each day type
     and cannot reach before midnight: N is cut to the first slot (N >= first slot gives the
-    states of a run from midnight)."""
+    states of a run from midnight). Calendar runs carry unit states across days and take no
+    warm-up (ConfigError)."""
     asked = cfg.clock()
+    if cfg.calendar is not None and cfg.warmup_frames:
+        raise ConfigError("warmup_frames: calendar runs carry unit states across days; "
+                          "start the calendar earlier instead of a warm-up")
     n = min(int(getattr(cfg, "warmup_frames", 0)), min(cfg.slots))
     if n <= 0:
         return asked, []

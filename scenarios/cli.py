@@ -9,6 +9,7 @@ Commands (public contracts between organisations; see README "Command line and f
   validation, privacy audit
 - ``flexcosim tso clear``                 TSO side: clears bids against a package
 - ``flexcosim run SCENARIO.toml``         the mosaik co-simulation (``--check``: validate only)
+- ``flexcosim sweep SWEEP.toml``          runs of a base scenario over parameter values (Dask)
 - ``flexcosim evaluate`` / ``flexcosim bench``  evaluation report and benchmarks
 - ``flexcosim keygen --out KEY``          an Ed25519 key pair for signing exchange files
 
@@ -152,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("scenario", help="scenario TOML, e.g. scenarios/bergwald.toml")
     run.add_argument("--day-types", help="comma-separated subset of day types")
     run.add_argument("--frames", help="frame indices within a day, e.g. 64-80 or 68,72")
+    run.add_argument("--calendar", metavar="YEAR|START..END",
+                     help="real dates instead of the representative days, e.g. 2025 or "
+                          "2025-01-01..2025-02-01 (end exclusive; README 'Calendar runs')")
     run.add_argument("--out", help="run folder (default: a new folder under results/)")
     run.add_argument("--warmup-frames", type=int, metavar="N", default=None,
                      help="run N frames before the first slot of each day type without "
@@ -160,6 +164,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--check", action="store_true",
                      help="only validate the scenario (TOML, grid, buildings, unit classes): "
                           "print 'ok' and exit 0, or one error line and exit 2")
+    sw = sub.add_parser("sweep", help="run a base scenario over a grid of parameter values "
+                        "(Dask; README 'Parameter sweeps')")
+    sw.add_argument("sweep", nargs="?", help="SWEEP.toml ([sweep] base, mode; [vary])")
+    sw.add_argument("--workers", type=int, default=1,
+                    help="Dask LocalCluster worker processes (1 thread each; default 1; "
+                         "0: run the points in this process, no Dask)")
+    sw.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                    help="join a running Dask cluster instead (workers need a shared file "
+                         "system with this machine)")
+    sw.add_argument("--resume", metavar="SWEEP_DIR",
+                    help="continue a sweep folder: run only the points not finished there")
+    sw.add_argument("--out", help="sweep folder (default: results/<time>-sweep-<name>/)")
+    sw.add_argument("--quiet", action="store_true", help="no progress bar")
+    sw.add_argument("--check", action="store_true",
+                    help="only validate the sweep file and its points: print 'ok' or exit 2")
     ev = sub.add_parser("evaluate", help="evaluation report (Table 1, Figures 5-8, over time)")
     ev.add_argument("--scenario", default=None)
     ev.add_argument("--out", default=None)
@@ -179,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         ("dso", "linearize"): _dso_linearize, ("dso", "validate"): _dso_validate,
         ("dso", "refine"): _dso_refine, ("dso", "audit"): _dso_audit,
         ("tso", "clear"): _tso_clear,
-        ("run", None): _run, ("evaluate", None): _evaluate, ("bench", None): _bench,
+        ("run", None): _run, ("sweep", None): _sweep, ("evaluate", None): _evaluate,
+        ("bench", None): _bench,
         ("keygen", None): _keygen,
     }[(args.group, getattr(args, "cmd", None))]
     try:
@@ -316,8 +336,10 @@ def _run(args) -> int:
     from scenarios.runner import apply_overrides, check_scenario, load_config
 
     if args.check:
-        cfg = apply_overrides(load_config(args.scenario), day_types=args.day_types,
-                              frames=args.frames, warmup_frames=args.warmup_frames)
+        cfg = _with_calendar(apply_overrides(load_config(args.scenario),
+                                             day_types=args.day_types, frames=args.frames,
+                                             warmup_frames=args.warmup_frames),
+                             args.calendar)
         print(check_scenario(cfg))
         return EXIT_OK
 
@@ -332,8 +354,9 @@ def _run(args) -> int:
     else:
         logger.remove()
         logger.add(sys.stderr, level="WARNING")
-    cfg = apply_overrides(load_config(args.scenario), day_types=args.day_types,
-                          frames=args.frames, warmup_frames=args.warmup_frames)
+    cfg = _with_calendar(apply_overrides(load_config(args.scenario), day_types=args.day_types,
+                                         frames=args.frames, warmup_frames=args.warmup_frames),
+                         args.calendar)
     run_dir, summary = run_scenario(cfg, out=args.out, quiet=args.quiet)
     print(summary_text(summary))
     print(f"run folder: {run_dir}")
@@ -346,6 +369,21 @@ def _run(args) -> int:
         print(f"dispatched {len(unsafe)} unsafe frame(s): {unsafe.tolist()[:10]}")
         return EXIT_NO
     return EXIT_OK
+
+
+def _sweep(args) -> int:
+    from scenarios.sweep import sweep_cli
+
+    return sweep_cli(args)
+
+
+def _with_calendar(cfg, text: str | None):
+    """``run --calendar``: the scenario on real dates (README "Calendar runs")."""
+    if not text:
+        return cfg
+    from scenarios.config import with_calendar
+
+    return with_calendar(cfg, text)
 
 
 def _evaluate(args) -> int:

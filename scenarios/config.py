@@ -22,6 +22,10 @@ Tables (all optional except ``[scenario]``; defaults in the dataclasses below)::
                  [dso.limits] vm_min_pu, vm_max_pu, loading_min_percent, loading_max_percent
     [market]     objective, mip_rel_gap
     [results]    plots (bool)
+    [calendar]   year = 2025, or start = "2025-01-01", end = "2025-02-01" (end exclusive;
+                 dates or "YYYY-MM-DDTHH:MM", CET), unit_state ("carry" default |
+                 "reset_daily"): real dates instead of the representative days; day_types
+                 and slots then select dates and frames of the day (README "Calendar runs")
     [test]       extra_load = [{frame = 2, mw = 50.0}]: TEST-ONLY knob, an unforecast load
                  added at the transformer's LV bus of the GridSim only (forces a
                  non-converging AC power flow without touching the DSO's forecast)
@@ -41,6 +45,8 @@ import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from flexcore.district.clock import FrameClock
 from flexcore.district.daytypes import DAY_TYPES, frames_per_day
@@ -80,6 +86,15 @@ class DSOConfig:
 
 
 @dataclass(frozen=True)
+class CalendarConfig:
+    """A calendar run: real dates ``start`` .. ``end`` (exclusive, ISO text, CET)."""
+
+    start: str
+    end: str
+    unit_state: str = "carry"
+
+
+@dataclass(frozen=True)
 class ScenarioConfig:
     name: str
     seed: int
@@ -104,6 +119,7 @@ class ScenarioConfig:
     #: scenarios.bergwald.run_clock); 0: the units start fresh at the first recorded frame
     warmup_frames: int = 0
     external_units: tuple[dict, ...] = ()   # [[external_unit]] tables, validated
+    calendar: CalendarConfig | None = None
 
     @property
     def exchange(self) -> str:
@@ -119,13 +135,22 @@ class ScenarioConfig:
         return self.request_by_slot[slot]
 
     def clock(self) -> FrameClock:
-        """The run's frame clock: ``day_types`` x ``slots`` at ``resolution_min``."""
+        """The run's frame clock: ``day_types`` x ``slots`` at ``resolution_min``, or with
+        ``calendar`` the dates of those day types and their ``slots``."""
+        if self.calendar is not None:
+            all_types = tuple(self.day_types) == DAY_TYPES
+            all_slots = tuple(self.slots) == tuple(range(frames_per_day(self.resolution_min)))
+            return FrameClock.for_calendar(
+                self.calendar.start, self.calendar.end,
+                day_types=None if all_types else self.day_types,
+                slots=None if all_slots else self.slots, resolution_min=self.resolution_min,
+                unit_state=self.calendar.unit_state)
         return FrameClock.for_day_types(self.day_types, self.slots,
                                         resolution_min=self.resolution_min)
 
 
 _TOP = {"scenario", "simulation", "request", "dso", "market", "results", "test", "fpu",
-        "external_unit"}
+        "external_unit", "calendar"}
 _KEYS = {
     "scenario": {"name", "seed", "grid", "buildings", "pv_penetration", "day_types", "slots",
                  "resolution_min", "warmup_frames"},
@@ -137,6 +162,7 @@ _KEYS = {
     "market": {"objective", "mip_rel_gap"},
     "results": {"plots"},
     "test": {"extra_load"},
+    "calendar": {"year", "start", "end", "unit_state"},
 }
 OBJECTIVES = Objective.values()
 
@@ -279,6 +305,81 @@ def _request_profile(req: dict, n_day: int, res: int, base_dir: Path) -> tuple[f
         for s in range(a, min(b, n_day)):
             prof[s] = mw
     return default, tuple(prof)
+
+
+def _calendar_time(cal: dict, key: str) -> pd.Timestamp:
+    """``[calendar] start``/``end``: a TOML date or local date-time, or its ISO text."""
+    import datetime as dt
+
+    value = cal[key]
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+        raise ConfigError(f"[calendar] {key}: give a local time (CET), not {value!r}")
+    if not isinstance(value, (str, dt.date)):
+        raise ConfigError(f"[calendar] {key}: expected a date such as '2025-01-01', got "
+                          f"{_show(value)}")
+    try:
+        t = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        raise ConfigError(f"[calendar] {key}: expected a date such as '2025-01-01' or "
+                          f"'2025-01-01T18:00', got {_show(value)}") from None
+    if t.tzinfo is not None or not 1900 <= t.year <= 2199:
+        raise ConfigError(f"[calendar] {key}: expected a local date of 1900..2199, got "
+                          f"{_show(value)}")
+    return t
+
+
+def parse_calendar(cal: Any, resolution_min: int) -> CalendarConfig:
+    """Validate a ``[calendar]`` table (year, or start and end; unit_state)."""
+    from flexcore.district.clock import UNIT_STATES
+
+    cal = _check_keys("calendar", cal, _KEYS["calendar"])
+    if "year" in cal:
+        if "start" in cal or "end" in cal:
+            raise ConfigError("[calendar] year: give either year or start and end, not both")
+        year = _get(cal, "calendar", "year", int, 0)
+        if not 1900 <= year <= 2199:
+            raise ConfigError(f"[calendar] year: expected 1900..2199, got {year}")
+        t0, t1 = pd.Timestamp(year=year, month=1, day=1), pd.Timestamp(year=year + 1, month=1,
+                                                                       day=1)
+    else:
+        for key in ("start", "end"):
+            if key not in cal:
+                raise ConfigError(f"[calendar] {key}: missing (give year, or start and end)")
+        t0, t1 = _calendar_time(cal, "start"), _calendar_time(cal, "end")
+        if t1 <= t0:
+            raise ConfigError(f"[calendar] end: {t1} must be after start {t0}")
+        for key, t in (("start", t0), ("end", t1)):
+            if (t - t.normalize()) % pd.Timedelta(minutes=resolution_min):
+                raise ConfigError(f"[calendar] {key}: {t} is not on the {resolution_min}-min "
+                                  "grid")
+    unit_state = _get(cal, "calendar", "unit_state", str, "carry")
+    if unit_state not in UNIT_STATES:
+        raise ConfigError(f"[calendar] unit_state: expected one of {list(UNIT_STATES)}, got "
+                          f"{_show(unit_state)}")
+    return CalendarConfig(t0.isoformat(), t1.isoformat(), unit_state)
+
+
+def with_calendar(cfg: ScenarioConfig, text: str) -> ScenarioConfig:
+    """``flexcosim run --calendar 2025`` or ``--calendar 2025-01-01..2025-02-01``: the
+    scenario on real dates (replaces its ``[calendar]`` range, keeps its unit_state)."""
+    from dataclasses import replace
+
+    text = text.strip()
+    if ".." in text:
+        start, end = (t.strip() for t in text.split("..", 1))
+        table: dict[str, Any] = {"start": start, "end": end}
+    else:
+        try:
+            table = {"year": int(text)}
+        except ValueError:
+            raise ConfigError(f"--calendar: expected YEAR or START..END, got {_show(text)}"
+                              ) from None
+    if cfg.calendar is not None:
+        table["unit_state"] = cfg.calendar.unit_state
+    try:
+        return replace(cfg, calendar=parse_calendar(table, cfg.resolution_min))
+    except ConfigError as exc:
+        raise ConfigError(f"--calendar: {exc}") from None
 
 
 def _check_fpu_types(k: int, entry: Any) -> None:
@@ -468,6 +569,7 @@ def parse_config(doc: dict, *, source: str = "<dict>", base_dir: Path | None = N
     _at_least("scenario", "seed", seed, 0)
     warmup = check_warmup_frames(_get(sc, "scenario", "warmup_frames", int, 0),
                                  key="[scenario] warmup_frames")
+    calendar = parse_calendar(doc["calendar"], res) if "calendar" in doc else None
     return ScenarioConfig(
         name=_get(sc, "scenario", "name", str, "scenario"),
         seed=seed,
@@ -478,7 +580,7 @@ def parse_config(doc: dict, *, source: str = "<dict>", base_dir: Path | None = N
         objective=objective, mip_rel_gap=gap,
         plots=_get(rs, "results", "plots", bool, True), extra_load=tuple(extra),
         fpu=tuple(fpu), source=source, package_exchange=exchange, warmup_frames=warmup,
-        external_units=_external_units(doc),
+        external_units=_external_units(doc), calendar=calendar,
     )
 
 

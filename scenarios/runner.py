@@ -54,7 +54,7 @@ def _slots_text(slots, n_day: int) -> str:
 DOCUMENTED_FIELDS = {"name", "seed", "grid", "buildings", "pv_penetration", "day_types", "slots",
                      "resolution_min", "starter", "package_exchange", "request_default_mw",
                      "request_by_slot", "dso", "objective", "mip_rel_gap", "plots", "extra_load",
-                     "fpu", "source", "warmup_frames", "external_units"}
+                     "fpu", "source", "warmup_frames", "external_units", "calendar"}
 
 
 def scenario_document(cfg: ScenarioConfig) -> dict:
@@ -100,6 +100,8 @@ def scenario_document(cfg: ScenarioConfig) -> dict:
         doc["fpu"] = [dict(u) for u in cfg.fpu]
     if cfg.external_units:
         doc["external_unit"] = [dict(u) for u in cfg.external_units]
+    if cfg.calendar is not None:
+        doc["calendar"] = dataclasses.asdict(cfg.calendar)
     return doc
 
 
@@ -118,10 +120,12 @@ def check_scenario(cfg: ScenarioConfig) -> str:
         from scenarios.bergwald import check_external_buildings
 
         check_external_buildings(cfg.external_units, set(table["building_id"].astype(str)))
+    frames = (f"{len(cfg.day_types)} day type(s) x {len(cfg.slots)} frame(s)"
+              if cfg.calendar is None else f"calendar {cfg.calendar.start[:10]}.."
+              f"{cfg.calendar.end[:10]}: {len(cfg.clock())} frame(s)")
     return (f"ok: {cfg.source or cfg.name}: grid {cfg.grid} ({len(net.bus)} buses, "
             f"{len(building_ids)} connection points), {len(table)} buildings, "
-            f"{len(specs)} unit class(es), {len(cfg.day_types)} day type(s) x "
-            f"{len(cfg.slots)} frame(s)")
+            f"{len(specs)} unit class(es), {frames}")
 
 
 def prune_cancelled_waits() -> None:

@@ -3,7 +3,8 @@
 Per frame of the scenario's clock (mosaik time t = frame index * ``clock.step_s``; the units
 step over frames of the clock's length, ``frame.duration_h``), hybrid simulator:
 
-1. self-scheduled step at t: (at the first frame of each day type: fresh, seeded units)
+1. self-scheduled step at t: (fresh, seeded units where ``clock.state_key`` changes: at
+   each day type; calendar runs carry unit states across days unless ``reset_daily``)
    outputs ``offers`` (list of ``{bid_id, volume_mw, price_eur_per_mwh, min_mw,
    indivisible}``; ``bid_id`` is the bid's pseudonym, see below), ``P_base[MW]`` per unit and
    ``dP_base[MW]`` per building (sum of baseline - profile).
@@ -199,9 +200,10 @@ class FPUSim(FrameSimulator):
         return time + self.clock.step_s
 
     def _offer(self, frame) -> None:
-        if self._day is not None and self._day != frame.day_type:
+        key = self.clock.state_key(frame)  # day type; calendar runs: None (carry) or date
+        if self._day is not None and self._day != key:
             self._reset()
-        self._day = frame.day_type
+        self._day = key
         offers, base, dbase = [], {}, defaultdict(float)
         self._flagged = {}
         for u in self._members:

@@ -1,8 +1,8 @@
 """The frame clock: one time axis for every simulator, agent and result table.
 
-A :class:`FrameClock` is built once from the scenario (day types and slots, or later a
-calendar range) and handed to every simulator as a plain dict (``to_dict`` /
-``from_dict``, so it crosses process boundaries as JSON). It answers
+A :class:`FrameClock` is built once from the scenario (day types and slots, or a calendar
+range of real dates, :meth:`FrameClock.for_calendar`) and handed to every simulator as a
+plain dict (``to_dict`` / ``from_dict``, so it crosses process boundaries as JSON). It answers
 
 - how long a frame is (``resolution_min``, ``step_s``, ``frame_h``);
 - which frame a mosaik time is (``index_at``, ``frame_at``) and back (``time_of``);
@@ -13,9 +13,17 @@ and the DWD test reference year do; every day has 24 hours (96 frames at 15 minu
 60). ``Frame.start`` is that time without a zone; :attr:`Frame.timestamp` carries the fixed
 offset ``+01:00``. Local wall-clock time in summer is one hour later (CEST):
 ``frame.timestamp.tz_convert("Europe/Berlin")``.
+
+Unit states (:meth:`FrameClock.state_key`): the flexibility units start fresh whenever the
+key changes. Day-type runs: at every new day type (each representative day stands alone).
+Calendar runs: ``unit_state = "carry"`` (default) never resets, so batteries, EVs and
+heat-pump storage carry their state across midnight and from day to day (over the frames
+that run: with a subset of slots a unit stands still between them); ``"reset_daily"``
+starts fresh units at every date.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +32,9 @@ import pandas as pd
 
 from flexcore.district.daytypes import DAY_TYPES, Frame, frames_per_day, make_frames
 from flexcore.errors import FlexcosimError
+
+#: how calendar runs treat unit states between days (see the module docstring)
+UNIT_STATES = ("carry", "reset_daily")
 
 #: the fixed zone of every frame timestamp (see the module docstring)
 TIMEZONE = "Etc/GMT-1"  # POSIX sign convention: UTC+01:00
@@ -60,8 +71,45 @@ class FrameClock:
         return cls(tuple(frames), int(resolution_min), spec)
 
     @classmethod
+    def for_calendar(cls, start: str | pd.Timestamp, end: str | pd.Timestamp, *,
+                     day_types: Sequence[str] | None = None, slots: Iterable[int] | None = None,
+                     resolution_min: int = 15, unit_state: str = "carry") -> FrameClock:
+        """Real dates ``start`` .. ``end`` (exclusive, CET), each with its BDEW day type
+        (:func:`flexcore.district.daytypes.day_type_of`); ``day_types`` keeps only the dates
+        of those day types, ``slots`` only those frames of each day; ``unit_state``
+        "carry" or "reset_daily" (module docstring)."""
+        if unit_state not in UNIT_STATES:
+            raise ClockError(f"unit_state must be one of {list(UNIT_STATES)}, got "
+                             f"{unit_state!r}")
+        t0, t1 = pd.Timestamp(start), pd.Timestamp(end)
+        slot_list = None if slots is None else sorted({int(s) for s in slots})
+        try:
+            frames = make_frames(start=t0, end=t1, slots=slot_list,
+                                 resolution_min=resolution_min)
+        except ValueError as exc:
+            raise ClockError(str(exc)) from None
+        kept = list(DAY_TYPES) if day_types is None else list(day_types)
+        if day_types is not None:
+            frames = [dataclasses.replace(f, index=k) for k, f in
+                      enumerate(f for f in frames if f.day_type in set(kept))]
+        if not frames:
+            raise ClockError(f"no frame between {t0} and {t1} of day types {kept}")
+        spec = (("resolution_min", int(resolution_min)), ("day_types", kept),
+                ("slots", slot_list), ("calendar", {"start": t0.isoformat(),
+                                                   "end": t1.isoformat()}),
+                ("unit_state", unit_state))
+        return cls(tuple(frames), int(resolution_min), spec)
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FrameClock:
         """The clock described by :meth:`to_dict`."""
+        if data.get("calendar"):
+            days = data["day_types"]
+            return cls.for_calendar(
+                data["calendar"]["start"], data["calendar"]["end"],
+                day_types=None if list(days) == list(DAY_TYPES) else days,
+                slots=data.get("slots"), resolution_min=int(data["resolution_min"]),
+                unit_state=data.get("unit_state", "carry"))
         return cls.for_day_types(data["day_types"], data.get("slots"),
                                  resolution_min=int(data["resolution_min"]))
 
@@ -73,6 +121,20 @@ class FrameClock:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able description that :meth:`from_dict` rebuilds exactly."""
         return dict(self.spec)
+
+    @property
+    def calendar(self) -> bool:
+        """True for a run of real dates (:meth:`for_calendar`)."""
+        return bool(dict(self.spec).get("calendar"))
+
+    def state_key(self, frame: Frame) -> Any:
+        """Units start fresh where this key changes (module docstring): the day type in a
+        day-type run; in a calendar run the date ("reset_daily") or nothing ("carry")."""
+        if not self.calendar:
+            return frame.day_type
+        if dict(self.spec).get("unit_state") == "reset_daily":
+            return frame.start.date()
+        return None
 
     # ------------------------------------------------------------ lengths
     def __len__(self) -> int:

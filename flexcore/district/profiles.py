@@ -298,8 +298,11 @@ class BuildingProfiles:
         """Annual PV generation per building (kWh)."""
         return self._pv_kw.sum(axis=1) * STEP_H
 
-    def _steps(self, frame: Frame) -> slice:
-        sl = _step_slice(self.year, pd.Timestamp(frame.start), float(frame.duration_h))
+    def _steps(self, frame: Frame, start: pd.Timestamp | None = None) -> slice:
+        """15-min steps of a frame from ``start`` (default ``frame.start``; calendar frames
+        read load at ``frame.load_start`` and PV at ``frame.weather_start``)."""
+        start = frame.start if start is None else start
+        sl = _step_slice(self.year, pd.Timestamp(start), float(frame.duration_h))
         if sl.stop > self._load_kw.shape[1]:
             raise ValueError(f"frame {frame.index} runs past the end of {self.year}")
         return sl
@@ -313,20 +316,21 @@ class BuildingProfiles:
 
     def load_mw(self, building_id: str, frame: Frame) -> float:
         """Mean consumption of one building over a frame (MW, >= 0)."""
-        return float(self._load_kw[self.index_of(building_id), self._steps(frame)].mean()) / 1000.0
+        return float(self._load_kw[self.index_of(building_id),
+                                   self._steps(frame, frame.load_start)].mean()) / 1000.0
 
     def pv_mw(self, building_id: str, frame: Frame) -> float:
         """Mean PV generation of one building over a frame (MW, >= 0)."""
-        return float(self._pv_kw[self.index_of(building_id), self._steps(frame)].mean()) / 1000.0
+        return float(self._pv_kw[self.index_of(building_id),
+                                 self._steps(frame, frame.weather_start)].mean()) / 1000.0
 
     def for_frames(self, frames: list[Frame] | tuple[Frame, ...]) -> ProfileFrames:
         """Frame means of all buildings as (frames, buildings) arrays in MW / Mvar."""
         load = np.empty((len(frames), len(self.building_ids)))
         pv = np.empty_like(load)
         for i, frame in enumerate(frames):
-            sl = self._steps(frame)
-            load[i] = self._load_kw[:, sl].mean(axis=1)
-            pv[i] = self._pv_kw[:, sl].mean(axis=1)
+            load[i] = self._load_kw[:, self._steps(frame, frame.load_start)].mean(axis=1)
+            pv[i] = self._pv_kw[:, self._steps(frame, frame.weather_start)].mean(axis=1)
         load /= 1000.0
         pv /= 1000.0
         return ProfileFrames(

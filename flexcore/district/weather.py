@@ -14,6 +14,10 @@ early; the values behave like hourly means in true local solar time). We therefo
 each hourly value at ``HH:00`` CET (:data:`TRY_CENTRE_OFFSET_H` after the hour-start index
 of :func:`load_try`) and interpolate linearly to the middle of every step of the requested
 resolution (irradiance clipped at zero). Nothing is downloaded.
+
+Any date, of any year, has the weather of the same month, day and time of the TRY
+(:func:`try_time`; 29 February of a leap year uses 28 February): calendar runs of real
+dates read the TRY that way.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from flexcore.district.daytypes import REFERENCE_YEAR
+from flexcore.district.daytypes import REFERENCE_YEAR, same_day_in_reference_year
 from flexcore.errors import FlexcosimError, InputFileError
 
 
@@ -111,10 +115,20 @@ def weather_at_resolution(
     return pd.DataFrame(out, index=index)
 
 
+def try_time(start: pd.Timestamp) -> pd.Timestamp:
+    """The TRY time of any timestamp: the same month, day and time of the reference year
+    (29 February -> 28 February)."""
+    start = pd.Timestamp(start)
+    return pd.Timestamp(same_day_in_reference_year(start.date())) + (
+        start - start.normalize())
+
+
 @functools.lru_cache(maxsize=65536)
 def temperature_c(start: pd.Timestamp, duration_h: float = 0.25) -> float:
-    """Mean outdoor temperature over ``[start, start + duration_h)`` (15-min TRY data)."""
-    wx = weather_at_resolution(15, year=pd.Timestamp(start).year)
+    """Mean outdoor temperature over ``[start, start + duration_h)`` (15-min TRY data) of
+    the TRY's same month, day and time (:func:`try_time`)."""
+    start = try_time(start)
+    wx = weather_at_resolution(15, year=start.year)
     k = _step_index(start, 15)
     n = max(1, int(round(duration_h * 4)))
     return float(wx["temp_air_c"].to_numpy()[k:k + n].mean())
