@@ -17,6 +17,8 @@ Tables (all optional except ``[scenario]``; defaults in the dataclasses below)::
                  "envelope"),
                  [dso.limits] vm_min_pu, vm_max_pu, loading_min_percent, loading_max_percent
     [market]     objective, mip_rel_gap
+    [grid]       engine ("fast" default: flexcore.grid.fastpf, same results as pandapower |
+                 "pandapower": recycled pp.runpp, the reference) for GridSim and the DSO
     [results]    plots (bool)
     [test]       extra_load = [{frame = 2, mw = 50.0}]: TEST-ONLY knob, an unforecast load
                  added at the transformer's LV bus of the GridSim only (forces a
@@ -86,6 +88,7 @@ class ScenarioConfig:
     fpu: tuple[dict, ...]
     source: str = ""
     package_exchange: str = "auto"
+    grid_engine: str = "fast"  # [grid] engine: power flows of GridSim and the DSO
 
     @property
     def exchange(self) -> str:
@@ -106,7 +109,7 @@ class ScenarioConfig:
                                         resolution_min=self.resolution_min)
 
 
-_TOP = {"scenario", "simulation", "request", "dso", "market", "results", "test", "fpu"}
+_TOP = {"scenario", "simulation", "request", "dso", "market", "results", "test", "fpu", "grid"}
 _KEYS = {
     "scenario": {"name", "seed", "grid", "buildings", "pv_penetration", "day_types", "slots",
                  "resolution_min"},
@@ -118,6 +121,7 @@ _KEYS = {
     "market": {"objective", "mip_rel_gap"},
     "results": {"plots"},
     "test": {"extra_load"},
+    "grid": {"engine"},
 }
 OBJECTIVES = Objective.values()
 
@@ -386,6 +390,10 @@ def parse_config(doc: dict, *, source: str = "<dict>", base_dir: Path | None = N
             raise ConfigError(str(exc)) from None
     seed = _get(sc, "scenario", "seed", int, 0)
     _at_least("scenario", "seed", seed, 0)
+    gr = _check_keys("grid", doc.get("grid", {}), _KEYS["grid"])
+    engine = _get(gr, "grid", "engine", str, "fast")
+    if engine not in ("fast", "pandapower"):
+        raise ConfigError(f"[grid] engine: expected 'fast' or 'pandapower', got {engine!r}")
     return ScenarioConfig(
         name=_get(sc, "scenario", "name", str, "scenario"),
         seed=seed,
@@ -395,7 +403,7 @@ def parse_config(doc: dict, *, source: str = "<dict>", base_dir: Path | None = N
         starter=starter, request_default_mw=default_mw, request_by_slot=profile, dso=dso,
         objective=objective, mip_rel_gap=gap,
         plots=_get(rs, "results", "plots", bool, True), extra_load=tuple(extra),
-        fpu=tuple(fpu), source=source, package_exchange=exchange,
+        fpu=tuple(fpu), source=source, package_exchange=exchange, grid_engine=engine,
     )
 
 
