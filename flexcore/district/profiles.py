@@ -311,13 +311,30 @@ class BuildingProfiles:
             self._index = {b: k for k, b in enumerate(self.building_ids)}
             return self._index[building_id]
 
+    #: frames whose means :meth:`_frame_means` keeps (the units ask about the current one)
+    _MEANS_KEPT = 16
+
+    def _frame_means(self, frame: Frame) -> tuple[np.ndarray, np.ndarray]:
+        """(load kW, PV kW) means over the frame for every building, computed once per frame
+        (the same numbers as the mean of one building's row: each row is contiguous)."""
+        key = (frame.start, frame.duration_h)
+        cache = self.__dict__.setdefault("_means", {})
+        hit = cache.get(key)
+        if hit is None:
+            sl = self._steps(frame)
+            hit = (self._load_kw[:, sl].mean(axis=1), self._pv_kw[:, sl].mean(axis=1))
+            if len(cache) >= self._MEANS_KEPT:
+                cache.clear()
+            cache[key] = hit
+        return hit
+
     def load_mw(self, building_id: str, frame: Frame) -> float:
         """Mean consumption of one building over a frame (MW, >= 0)."""
-        return float(self._load_kw[self.index_of(building_id), self._steps(frame)].mean()) / 1000.0
+        return float(self._frame_means(frame)[0][self.index_of(building_id)]) / 1000.0
 
     def pv_mw(self, building_id: str, frame: Frame) -> float:
         """Mean PV generation of one building over a frame (MW, >= 0)."""
-        return float(self._pv_kw[self.index_of(building_id), self._steps(frame)].mean()) / 1000.0
+        return float(self._frame_means(frame)[1][self.index_of(building_id)]) / 1000.0
 
     def for_frames(self, frames: list[Frame] | tuple[Frame, ...]) -> ProfileFrames:
         """Frame means of all buildings as (frames, buildings) arrays in MW / Mvar."""
