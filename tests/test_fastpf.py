@@ -315,3 +315,33 @@ def test_unsupported_grid_falls_back_to_pandapower_with_a_reason():
     ref = copy.deepcopy(net)
     pp.runpp(ref)
     np.testing.assert_allclose(pf.results()[0], ref.res_bus.vm_pu.to_numpy(), atol=1e-12)
+
+
+def test_cosimulation_same_results_on_both_engines(tmp_path):
+    """A short co-simulation (the 1.8 MW evening request with refinement rounds and a
+    downward midday request) gives the same costs (1e-9 relative), delivered power, statuses
+    and errors with ``[grid] engine = "fast"`` and ``"pandapower"``."""
+    import dataclasses
+
+    import pandas as pd
+
+    from bench.bench_cosim import compare
+    from scenarios.config import load_config
+    from scenarios.runner import apply_overrides, run_scenario
+
+    cfg = dataclasses.replace(apply_overrides(load_config("scenarios/bergwald.toml"),
+                                              day_types="winter_workday", frames="48,72"),
+                              plots=False)
+    assert cfg.grid_engine == "fast"  # the default
+    tables = {}
+    for engine in ("fast", "pandapower"):
+        run_dir, _ = run_scenario(dataclasses.replace(cfg, grid_engine=engine),
+                                  out=tmp_path / engine)
+        tables[engine] = pd.read_parquet(run_dir / "timeseries" / "frames.parquet")
+        assert f'engine = "{engine}"' in (run_dir / "config.resolved.toml").read_text()
+    fast, ref = tables["fast"], tables["pandapower"]
+    assert (ref["status"] == "optimal").all() and ref["rounds"].max() >= 1
+    assert ref["cost_eur"].min() > 0
+    res = compare(fast, ref)
+    assert res["same_results"], res
+    assert res["cost_max_rel_diff"] <= 1e-9

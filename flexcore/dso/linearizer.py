@@ -306,9 +306,14 @@ class Linearizer:
         # one column per supplied bid bus, spread to the bids (undeliverable bids: 0) by one
         # gather per matrix
         s = self.pf.sensitivities(self._flex_buses[self._flex_supplied])
-        col = self._bid_column
-        vtdf = np.concatenate((s.vtdf[vr], np.zeros((len(vr), 1))), axis=1)[:, col]
-        ltdf = np.concatenate((s.ltdf[lr], np.zeros((len(lr), 1))), axis=1)[:, col]
+        if not s.vtdf.shape[1]:  # every bid on an isolated bus
+            vtdf, ltdf = np.zeros((len(vr), len(x))), np.zeros((len(lr), len(x)))
+        else:
+            col = np.minimum(self._bid_column, s.vtdf.shape[1] - 1)
+            vtdf, ltdf = s.vtdf[np.ix_(vr, col)], s.ltdf[np.ix_(lr, col)]
+        if self.undeliverable:
+            vtdf[:, self.undeliverable_mask] = 0.0
+            ltdf[:, self.undeliverable_mask] = 0.0
         return OperatingPoint(label, activation_fraction, x, s.vm_pu[vr],
                               s.loading_percent[lr], vtdf, ltdf, time.perf_counter() - t0)
 
