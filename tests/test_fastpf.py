@@ -307,7 +307,7 @@ def test_unsupported_grid_falls_back_to_pandapower_with_a_reason():
     """A voltage-dependent load is not supported by the fast path: pandapower is used, the
     reason kept, and the results are pandapower's."""
     net = copy.deepcopy(_engine_grid("simbench:1-LV-semiurb4--0-sw"))
-    net.load.loc[net.load.index[0], "const_z_percent"] = 50.0
+    net.load.loc[net.load.index[0], "const_z_p_percent"] = 50.0
     with pytest.warns(UserWarning, match="fast power flow not used"):
         pf = ArrayPowerFlow(copy.deepcopy(net), engine="fast")
     assert pf.engine == "pandapower" and "voltage-dependent" in pf.fallback_reason
