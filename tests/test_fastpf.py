@@ -345,3 +345,27 @@ def test_cosimulation_same_results_on_both_engines(tmp_path):
     res = compare(fast, ref)
     assert res["same_results"], res
     assert res["cost_max_rel_diff"] <= 1e-9
+
+
+def test_rebuild_reads_what_the_caller_changed_in_the_net():
+    """Changes made in ``net`` itself (a load's power, opening a line) take effect after
+    ``rebuild()``, on both engines, as pandapower computes them."""
+    net = copy.deepcopy(_engine_grid("meshed-semiurb4"))
+    loop = int(net.line.index[net.line.name == "loop"][0])
+    load = int(net.load.index[3])
+    changed = copy.deepcopy(net)
+    changed.line.at[loop, "in_service"] = False
+    changed.load.at[load, "p_mw"] = 0.02
+    pp.runpp(changed, tolerance_mva=REF_TOL_MVA)
+    vm, lp, keys = sensitivity.signed_results(changed)
+    for engine in ("fast", "pandapower"):
+        pf = ArrayPowerFlow(copy.deepcopy(net), engine=engine)
+        assert pf.run()
+        work = pf.sync_net()
+        work.line.at[loop, "in_service"] = False
+        work.load.at[load, "p_mw"] = 0.02
+        pf.rebuild()
+        assert pf.run() and pf.branch_keys() == keys and ("line", loop) not in keys
+        np.testing.assert_allclose(pf.results()[0], vm, rtol=0, atol=VM_ATOL_PU)
+        np.testing.assert_allclose(np.abs(pf.results()[1]), np.abs(lp), rtol=0,
+                                   atol=LOADING_ATOL_PERCENT)

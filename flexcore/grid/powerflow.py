@@ -125,10 +125,10 @@ class ArrayPowerFlow:
                                      dtype=np.int64)
         self._load_pos = net.load.index.get_indexer(self.load_index)
         self._sgen_pos = net.sgen.index.get_indexer(self.sgen_index)
-        self.load_p_mw = net.load["p_mw"].to_numpy(float)[self._load_pos].copy()
-        self.load_q_mvar = net.load["q_mvar"].to_numpy(float)[self._load_pos].copy()
-        self.sgen_p_mw = net.sgen["p_mw"].to_numpy(float)[self._sgen_pos].copy()
-        self.sgen_q_mvar = net.sgen["q_mvar"].to_numpy(float)[self._sgen_pos].copy()
+        self.load_p_mw = np.zeros(len(self._load_pos))
+        self.load_q_mvar = np.zeros(len(self._load_pos))
+        self.sgen_p_mw = np.zeros(len(self._sgen_pos))
+        self.sgen_q_mvar = np.zeros(len(self._sgen_pos))
         self.session = PowerFlowSession(net)
         self.last_time_s = 0.0
         self._net_synced = True  # net's tables hold the arrays' values
@@ -137,11 +137,17 @@ class ArrayPowerFlow:
     # ----------------------------------------------------------------- set-up
     def rebuild(self) -> None:
         """(Re-)build the engine from ``net`` as it is now (after a change of anything but
-        the tracked powers: topology, parameters, other elements)."""
+        the tracked powers: topology, parameters, other elements); the tracked powers are
+        read back from ``net``'s tables (after writing pending array values into them)."""
         from flexcore.grid.fastpf import FastPowerFlow, FastPowerFlowError
         from flexcore.grid.ppinternals import InternalsChanged
 
-        self.sync_net(run=False)
+        self.sync_net(run=False)  # pending array values first, then read back what net holds
+        net = self.net
+        self.load_p_mw[:] = net.load["p_mw"].to_numpy(float)[self._load_pos]
+        self.load_q_mvar[:] = net.load["q_mvar"].to_numpy(float)[self._load_pos]
+        self.sgen_p_mw[:] = net.sgen["p_mw"].to_numpy(float)[self._sgen_pos]
+        self.sgen_q_mvar[:] = net.sgen["q_mvar"].to_numpy(float)[self._sgen_pos]
         self.session.invalidate()
         self.engine, self.fallback_reason, self._fast = self.requested_engine, "", None
         if self.engine == "fast":
