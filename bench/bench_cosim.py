@@ -116,6 +116,11 @@ def compare(fast, ref) -> dict:
            "total_cost_eur": {"fast": float(np.nansum(cost_f)), "pandapower":
                               float(np.nansum(cost_r))},
            "ac_violations_equal": bool((fast["ac_violations"] == ref["ac_violations"]).all())}
+    idx = np.flatnonzero(both)[rel > COST_RTOL]
+    out["frames_cost_beyond_rtol"] = [
+        {"frame": int(ref["frame"].iloc[k]), "day_type": str(ref["day_type"].iloc[k]),
+         "slot": int(ref["slot"].iloc[k]), "request_mw": float(ref["request_mw"].iloc[k]),
+         "cost_fast": float(cost_f[k]), "cost_pandapower": float(cost_r[k])} for k in idx]
     worst = {}
     for col in COMPARE_ABS:
         a, b = fast[col].to_numpy(float), ref[col].to_numpy(float)
