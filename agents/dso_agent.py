@@ -32,7 +32,7 @@ ATTRS_IN = (
 ATTRS_OUT = (("to_tso", "package or verdict message"), ("report", "frame report (DSO side)"))
 META = meta_from_table({"DSO": {
     "public": True,
-    "params": ["grid", "catalog", "run_dir", "seed", "dso", "clock", "exchange"],
+    "params": ["grid", "catalog", "run_dir", "seed", "dso", "clock", "exchange", "engine"],
     "attrs": [a for a, _ in ATTRS_IN + ATTRS_OUT],
 }}, sim_type="event-based")  # event-based: every input triggers, outputs non-persistent
 
@@ -50,7 +50,7 @@ class DSOAgent(FrameSimulator):
         self.frames = None
 
     def create(self, num, model, *, grid: str, catalog: list[dict], run_dir: str, seed: int,
-               dso: dict, clock: dict, exchange: str = "files"):
+               dso: dict, clock: dict, exchange: str = "files", engine: str = "fast"):
         if num != 1 or self.frames is not None:
             raise ValueError("DSOAgent holds exactly one DSO entity")
         from flexcore.dso import Linearizer
@@ -64,7 +64,7 @@ class DSOAgent(FrameSimulator):
         inj = BuildingInjections(net, *buildings)
         # deterministic salt (same seed -> same keys); the key map stays with the DSO
         lin = Linearizer(net, catalog_bids(catalog, inj.bus_of), salt=f"bergwald-{seed}",
-                         limits=Limits.from_dict(dso["limits"]))
+                         limits=Limits.from_dict(dso["limits"]), engine=engine)
         self.clock, self.exchange = FrameClock.of(clock), exchange
         self.frames = DsoFrames(lin, inj, dso, self.clock)
         self.dir = Path(run_dir)

@@ -1,16 +1,31 @@
-"""Co-simulation throughput: the default scenario vs a power-flow-only co-simulation.
+"""Co-simulation throughput: the default scenario on both power-flow engines vs the power flows
+alone, measured in one run.
 
-``python bench/bench_cosim.py [--day-types a,b] [--frames 0-95]`` (default: the full default
-scenario, 9 x 96 = 864 frames; part of `flexcosim bench`, one day type with `--quick`).
-Writes results/benchmarks/cosim.json and prints it.
-The power-flow-only run couples BuildingSim and GridSim of the same district (no FPUs, no
-agents) over the same frames.
+``python bench/bench_cosim.py [--day-types a,b] [--frames 0-95] [--engines fast,pandapower]``
+(default: the full default scenario, 9 x 96 = 864 frames, on both engines; part of
+`flexcosim bench`, one day type with `--quick`). Writes results/benchmarks/cosim.json and
+prints it. Measured in the same process, one after the other:
+
+- the scenario (no plots) with ``[grid] engine = "fast"`` and with ``"pandapower"``, each in a
+  fresh Python process (so neither inherits the other's caches): the run's wall time
+  (start-up of the simulators included, as ``flexcosim run`` reports it), the process's wall
+  time (interpreter and imports too) and its CPU time (the fairer figure on a shared
+  machine), frames/s, and whether both give the same results (costs to 1e-9 relative,
+  delivered energy, statuses, errors);
+- ``runpp_loop``: a plain loop of one recycled ``pandapower.runpp`` per frame on the same
+  district (building loads and PV of the same frames written into the grid, no units, no
+  agents, no mosaik), the limit the issue compares with;
+- ``pf_only_cosim``: BuildingSim and GridSim (fast engine) coupled by mosaik over the same
+  frames (mosaik's own cost per frame).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,8 +38,15 @@ from scenarios.bergwald import sim_config  # noqa: E402
 from scenarios.config import load_config  # noqa: E402
 from scenarios.runner import apply_overrides, new_world, run_scenario  # noqa: E402
 
+#: frames.parquet columns compared between the engines (absolute tolerances)
+COMPARE_ABS = {"delivered_mw": 1e-9, "vm_mae_pu": 1e-8, "vm_max_err_pu": 1e-8,
+               "loading_mae_percent": 1e-5, "loading_max_err_percent": 1e-4,
+               "ac_vm_min_pu": 1e-8, "ac_vm_max_pu": 1e-8, "ac_max_loading_percent": 1e-5}
+COST_RTOL = 1e-9
+
 
 def pf_only(cfg) -> tuple[float, int]:
+    """BuildingSim + GridSim (fast engine) over the scenario's frames: (wall s, frames)."""
     clock = cfg.clock()
     t0 = time.perf_counter()
     world = new_world({k: v for k, v in sim_config("python").items()
@@ -32,31 +54,134 @@ def pf_only(cfg) -> tuple[float, int]:
     district = world.start("BuildingSim").District(
         grid=cfg.grid, buildings=cfg.buildings, seed=cfg.seed, pv_penetration=cfg.pv_penetration,
         clock=clock.to_dict())
-    grid = world.start("GridSim").Grid(grid=cfg.grid, clock=clock.to_dict())
+    grid = world.start("GridSim").Grid(grid=cfg.grid, clock=clock.to_dict(), engine="fast")
     world.connect(district, grid, "P_load[MW]", "Q_load[MVAr]", "P_pv[MW]")
     world.run(until=clock.until_s, print_progress=False)
     return time.perf_counter() - t0, len(clock)
 
 
+def runpp_loop(cfg) -> dict:
+    """One recycled ``pp.runpp`` per frame of the scenario on its district (loads and PV of
+    the frame written into the grid first, as GridSim did with the pandapower engine); the
+    loop is timed, the set-up (grid, profiles) is reported apart."""
+    import pandapower as pp
+
+    from flexcore.district.profiles import BuildingProfiles
+    from flexcore.grid.district_grid import building_table, district_net
+    from flexcore.grid.powerflow import PF_OPTIONS, RECYCLE
+
+    t0 = time.perf_counter()
+    clock = cfg.clock()
+    net, _, load_idx, sgen_idx = district_net(cfg.grid)
+    profiles = BuildingProfiles.from_table(building_table(cfg.buildings, cfg.grid),
+                                           seed=cfg.seed, pv_penetration=cfg.pv_penetration)
+    data = profiles.for_frames(clock.frames)
+    pp.runpp(net, **PF_OPTIONS)
+    setup = time.perf_counter() - t0
+    t0, c0 = time.perf_counter(), time.process_time()
+    converged = 0
+    for k in range(len(clock)):
+        net.load.loc[load_idx, "p_mw"] = data.load_p_mw[k]
+        net.load.loc[load_idx, "q_mvar"] = data.load_q_mvar[k]
+        net.sgen.loc[sgen_idx, "p_mw"] = data.pv_p_mw[k]
+        try:
+            pp.runpp(net, recycle=RECYCLE, **PF_OPTIONS)
+            converged += 1
+        except pp.LoadflowNotConverged:
+            pass
+    loop, loop_cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"frames": len(clock), "loop_s": loop, "loop_cpu_s": loop_cpu, "setup_s": setup,
+            "converged": converged, "ms_per_runpp": loop / len(clock) * 1e3}
+
+
+def _children_cpu_s() -> float:
+    """User + system CPU seconds of the finished child processes so far."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def compare(fast, ref) -> dict:
+    """Same results on both engines? ``fast``/``ref``: frames tables of the two runs."""
+    import numpy as np
+
+    cost_f, cost_r = fast["cost_eur"].to_numpy(float), ref["cost_eur"].to_numpy(float)
+    both = np.isfinite(cost_r) & np.isfinite(cost_f)
+    rel = np.abs(cost_f[both] - cost_r[both]) / np.maximum(np.abs(cost_r[both]), 1e-300)
+    rel = np.where(cost_r[both] == cost_f[both], 0.0, rel)
+    out = {"frames": len(ref),
+           "same_status": bool((fast["status"] == ref["status"]).all()),
+           "same_rounds": bool((fast["rounds"] == ref["rounds"]).all()),
+           "same_nan_costs": bool((np.isfinite(cost_f) == np.isfinite(cost_r)).all()),
+           "cost_max_rel_diff": float(rel.max(initial=0.0)),
+           "total_cost_eur": {"fast": float(np.nansum(cost_f)), "pandapower":
+                              float(np.nansum(cost_r))},
+           "ac_violations_equal": bool((fast["ac_violations"] == ref["ac_violations"]).all())}
+    idx = np.flatnonzero(both)[rel > COST_RTOL]
+    out["frames_cost_beyond_rtol"] = [
+        {"frame": int(ref["frame"].iloc[k]), "day_type": str(ref["day_type"].iloc[k]),
+         "slot": int(ref["slot"].iloc[k]), "request_mw": float(ref["request_mw"].iloc[k]),
+         "cost_fast": float(cost_f[k]), "cost_pandapower": float(cost_r[k])} for k in idx]
+    worst = {}
+    for col in COMPARE_ABS:
+        a, b = fast[col].to_numpy(float), ref[col].to_numpy(float)
+        same_nan = bool((np.isnan(a) == np.isnan(b)).all())
+        ok = ~np.isnan(a) & ~np.isnan(b)
+        worst[col] = float(np.abs(a[ok] - b[ok]).max(initial=0.0)) if same_nan else float("inf")
+    out["max_abs_diff"] = worst
+    out["same_results"] = bool(out["same_status"] and out["same_rounds"] and
+                               out["same_nan_costs"] and out["cost_max_rel_diff"] <= COST_RTOL
+                               and out["ac_violations_equal"] and
+                               all(worst[c] <= tol for c, tol in COMPARE_ABS.items()))
+    return out
+
+
 def bench(*, scenario: str = "scenarios/bergwald.toml", day_types: str | None = None,
-          frames: str | None = None) -> dict:
-    """Time the scenario (no plots) and the power-flow-only co-simulation of its frames;
-    writes results/benchmarks/cosim.json and returns its content."""
+          frames: str | None = None, engines: tuple[str, ...] = ("fast", "pandapower"),
+          out_path: str | Path = "results/benchmarks/cosim.json") -> dict:
+    """Time the scenario on each engine (no plots), the runpp loop and the power-flow-only
+    co-simulation of its frames; writes ``out_path`` and returns its content."""
+    import pandas as pd
+
     from flexcore.runs import versions
 
     cfg = apply_overrides(load_config(scenario), day_types=day_types, frames=frames)
     cfg = dataclasses.replace(cfg, plots=False)
+    runs, tables = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
-        _, summary = run_scenario(cfg, out=Path(tmp) / "run")
+        for engine in engines:
+            run_dir = Path(tmp) / f"run-{engine}"
+            cmd = [sys.executable, "-m", "bench.bench_cosim", "--scenario", scenario,
+                   "--one-run", engine, "--run-out", str(run_dir)]
+            cmd += ["--day-types", day_types] if day_types else []
+            cmd += ["--frames", frames] if frames else []
+            t0, c0 = time.perf_counter(), _children_cpu_s()
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+            process_s, cpu_s = time.perf_counter() - t0, _children_cpu_s() - c0
+            summary = json.loads((run_dir / "summary.json").read_text())
+            tables[engine] = pd.read_parquet(run_dir / "timeseries" / "frames.parquet")
+            n = len(tables[engine])
+            wall = summary["wall_time_s"]
+            runs[engine] = {"wall_s": wall, "process_wall_s": process_s,
+                            "process_cpu_s": cpu_s, "frames_per_s": n / wall,
+                            "extrapolated_864_frames_s": wall / n * 864,
+                            "dso_time_s": float(tables[engine]["dso_time_s"].sum()),
+                            "summary": summary}
+    loop = runpp_loop(cfg)
     t_pf, n = pf_only(cfg)
-    full = summary["wall_time_s"]
+    for r in runs.values():
+        r["ratio_to_runpp_loop"] = r["wall_s"] / loop["loop_s"]
+        r["cpu_ratio_to_runpp_loop"] = r["process_cpu_s"] / loop["loop_cpu_s"]
+        r["ratio_to_pf_only_cosim"] = r["wall_s"] / t_pf
     out = {"measured_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
            "machine": versions()["platform"], "scenario": scenario, "frames": n,
-           "cosim_wall_s": full,
-           "cosim_frames_per_s": n / full, "pf_only_wall_s": t_pf,
-           "pf_only_frames_per_s": n / t_pf, "ratio_cosim_to_pf_only": full / t_pf,
-           "extrapolated_864_frames_s": full / n * 864, "summary": summary}
-    path = Path("results/benchmarks/cosim.json")
+           "runs": runs, "runpp_loop": loop,
+           "pf_only_cosim": {"wall_s": t_pf, "frames_per_s": n / t_pf, "engine": "fast"}}
+    if "fast" in tables and "pandapower" in tables:
+        out["fast_vs_pandapower"] = compare(tables["fast"], tables["pandapower"])
+        out["speedup_fast_vs_pandapower"] = runs["pandapower"]["wall_s"] / runs["fast"]["wall_s"]
+        out["cpu_speedup_fast_vs_pandapower"] = (runs["pandapower"]["process_cpu_s"]
+                                                 / runs["fast"]["process_cpu_s"])
+    path = Path(out_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1))
     return out
@@ -68,10 +193,25 @@ def main(argv: list[str] | None = None, *, quick: bool = False) -> int:
     ap.add_argument("--scenario", default="scenarios/bergwald.toml")
     ap.add_argument("--day-types", default="winter_workday" if quick else None)
     ap.add_argument("--frames")
+    ap.add_argument("--engines", default="fast,pandapower",
+                    help="comma-separated: fast, pandapower (default both)")
+    ap.add_argument("--out", default="results/benchmarks/cosim.json")
+    ap.add_argument("--one-run", metavar="ENGINE", help=argparse.SUPPRESS)  # internal: one run
+    ap.add_argument("--run-out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    out = bench(scenario=args.scenario, day_types=args.day_types, frames=args.frames)
-    print("== co-simulation (written to results/benchmarks/cosim.json)")
-    print(json.dumps({k: v for k, v in out.items() if k != "summary"}, indent=1))
+    if args.one_run:
+        cfg = apply_overrides(load_config(args.scenario), day_types=args.day_types,
+                              frames=args.frames)
+        run_scenario(dataclasses.replace(cfg, plots=False, grid_engine=args.one_run),
+                     out=args.run_out)
+        return 0
+    engines = tuple(e.strip() for e in args.engines.split(",") if e.strip())
+    out = bench(scenario=args.scenario, day_types=args.day_types, frames=args.frames,
+                engines=engines, out_path=args.out)
+    print(f"== co-simulation (written to {args.out})")
+    print(json.dumps({k: ({e: {x: y for x, y in r.items() if x != "summary"}
+                           for e, r in v.items()} if k == "runs" else v)
+                      for k, v in out.items()}, indent=1))
     return 0
 
 

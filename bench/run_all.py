@@ -5,7 +5,10 @@
 - package: size on disk with and without screening, rows kept;
 - market: build and solve times for m = 1, 3, 5, 9, direct highspy vs pyomo, with and
   without screening, and whether both find the same optimum;
-- co-simulation: ``bench/bench_cosim.py`` (frames per second vs a power-flow-only run);
+- power flows: ``bench/bench_pf.py`` (the fast path vs ``pandapower.runpp`` per power flow
+  and per sensitivity set);
+- co-simulation: ``bench/bench_cosim.py`` (frames per second on both engines vs a loop of
+  recycled ``runpp`` calls and a power-flow-only co-simulation);
 - sweep: ``bench/bench_sweep.py`` (the same points on 2 Dask workers vs 1).
 
 Each part prints a table and writes ``results/benchmarks/<part>.json``. ``--quick`` does
@@ -157,8 +160,9 @@ def main(*, quick: bool = False) -> int:
     bench_sensitivities(quick=quick)
     bench_package(quick=quick)
     bench_market(quick=quick)
-    from bench import bench_cosim
+    from bench import bench_cosim, bench_pf
 
+    bench_pf.main(["--no-numba"] + (["--calls", "10"] if quick else []))
     bench_cosim.main([], quick=quick)
     from bench import bench_sweep
 

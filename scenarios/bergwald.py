@@ -147,7 +147,7 @@ def create_scenario(world, cfg: ScenarioConfig, *, run_dir: str | Path, progress
                   pv_penetration=cfg.pv_penetration, clock=clock_param)
     district = world.start("BuildingSim").District(**common)
     grid = world.start("GridSim").Grid(grid=cfg.grid, extra_load=[list(e) for e in cfg.extra_load],
-                                       clock=clock_param)
+                                       clock=clock_param, engine=cfg.grid_engine)
     with world.group():
         fpu_sim = world.start("FPUSim")
         fleet = fpu_sim.Fleet(**common, fpu=list(cfg.fpu))
@@ -155,7 +155,7 @@ def create_scenario(world, cfg: ScenarioConfig, *, run_dir: str | Path, progress
         dso = world.start("DSOAgent").DSO(
             grid=cfg.grid, catalog=fpu_sim.catalog(), run_dir=run_dir, seed=cfg.seed,
             dso=cfg.dso.__dict__ | {"operating_points": list(cfg.dso.operating_points)},
-            clock=clock_param, exchange=cfg.exchange)
+            clock=clock_param, exchange=cfg.exchange, engine=cfg.grid_engine)
         tso = world.start("TSOAgent").TSO(
             request_mw=[cfg.request_mw(f.slot) for f in clock.frames], clock=clock_param,
             objective=cfg.objective, mip_rel_gap=cfg.mip_rel_gap)

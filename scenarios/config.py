@@ -21,6 +21,8 @@ Tables (all optional except ``[scenario]``; defaults in the dataclasses below)::
                  "off"; dso/audit.json),
                  [dso.limits] vm_min_pu, vm_max_pu, loading_min_percent, loading_max_percent
     [market]     objective, mip_rel_gap
+    [grid]       engine ("fast" default: flexcore.grid.fastpf, same results as pandapower |
+                 "pandapower": recycled pp.runpp, the reference) for GridSim and the DSO
     [results]    plots (bool)
     [calendar]   year = 2025, or start = "2025-01-01", end = "2025-02-01" (end exclusive;
                  dates or "YYYY-MM-DDTHH:MM", CET), unit_state ("carry" default |
@@ -120,6 +122,7 @@ class ScenarioConfig:
     warmup_frames: int = 0
     external_units: tuple[dict, ...] = ()   # [[external_unit]] tables, validated
     calendar: CalendarConfig | None = None
+    grid_engine: str = "fast"  # [grid] engine: power flows of GridSim and the DSO
 
     @property
     def exchange(self) -> str:
@@ -150,7 +153,7 @@ class ScenarioConfig:
 
 
 _TOP = {"scenario", "simulation", "request", "dso", "market", "results", "test", "fpu",
-        "external_unit", "calendar"}
+        "external_unit", "calendar", "grid"}
 _KEYS = {
     "scenario": {"name", "seed", "grid", "buildings", "pv_penetration", "day_types", "slots",
                  "resolution_min", "warmup_frames"},
@@ -163,6 +166,7 @@ _KEYS = {
     "results": {"plots"},
     "test": {"extra_load"},
     "calendar": {"year", "start", "end", "unit_state"},
+    "grid": {"engine"},
 }
 OBJECTIVES = Objective.values()
 
@@ -570,6 +574,10 @@ def parse_config(doc: dict, *, source: str = "<dict>", base_dir: Path | None = N
     warmup = check_warmup_frames(_get(sc, "scenario", "warmup_frames", int, 0),
                                  key="[scenario] warmup_frames")
     calendar = parse_calendar(doc["calendar"], res) if "calendar" in doc else None
+    gr = _check_keys("grid", doc.get("grid", {}), _KEYS["grid"])
+    engine = _get(gr, "grid", "engine", str, "fast")
+    if engine not in ("fast", "pandapower"):
+        raise ConfigError(f"[grid] engine: expected 'fast' or 'pandapower', got {engine!r}")
     return ScenarioConfig(
         name=_get(sc, "scenario", "name", str, "scenario"),
         seed=seed,
@@ -580,7 +588,7 @@ def parse_config(doc: dict, *, source: str = "<dict>", base_dir: Path | None = N
         objective=objective, mip_rel_gap=gap,
         plots=_get(rs, "results", "plots", bool, True), extra_load=tuple(extra),
         fpu=tuple(fpu), source=source, package_exchange=exchange, warmup_frames=warmup,
-        external_units=_external_units(doc), calendar=calendar,
+        external_units=_external_units(doc), calendar=calendar, grid_engine=engine,
     )
 
 

@@ -54,7 +54,7 @@ def _slots_text(slots, n_day: int) -> str:
 DOCUMENTED_FIELDS = {"name", "seed", "grid", "buildings", "pv_penetration", "day_types", "slots",
                      "resolution_min", "starter", "package_exchange", "request_default_mw",
                      "request_by_slot", "dso", "objective", "mip_rel_gap", "plots", "extra_load",
-                     "fpu", "source", "warmup_frames", "external_units", "calendar"}
+                     "fpu", "source", "warmup_frames", "external_units", "calendar", "grid_engine"}
 
 
 def scenario_document(cfg: ScenarioConfig) -> dict:
@@ -93,6 +93,7 @@ def scenario_document(cfg: ScenarioConfig) -> dict:
                 "operating_points": list(cfg.dso.operating_points)},
         "market": {"objective": cfg.objective, "mip_rel_gap": cfg.mip_rel_gap},
         "results": {"plots": cfg.plots},
+        "grid": {"engine": cfg.grid_engine},
     }
     if cfg.extra_load:
         doc["test"] = {"extra_load": [{"frame": f, "mw": mw} for f, mw in cfg.extra_load]}

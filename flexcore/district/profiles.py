@@ -107,23 +107,55 @@ def _slp_array(name: str, year: int) -> np.ndarray:
     return slp_year(year)[name].to_numpy()
 
 
-@functools.lru_cache(maxsize=4096)
+#: normalised load shapes by (building id, type, seed, year), see :func:`_building_shapes`
+_SHAPES: dict[tuple[str, str, int, int], np.ndarray] = {}
+_SHAPES_KEPT = 4096
+
+
+def _ar1(white: np.ndarray) -> np.ndarray:
+    """AR(1) filter ``y[t] = white[t] + NOISE_RHO * y[t-1]`` down the rows of ``white``
+    (steps x series), vectorised over the series: the recursion that
+    ``scipy.signal.lfilter([1], [1, -NOISE_RHO], x)`` evaluates, operation for operation
+    (the same bits), without importing scipy.signal (~1-2 s per process)."""
+    out = np.empty_like(white)
+    prev = np.zeros(white.shape[1:])
+    for t in range(white.shape[0]):
+        prev = NOISE_RHO * prev + white[t]
+        out[t] = prev
+    return out
+
+
+def _building_shapes(keys: list[tuple[str, str, int, int]]) -> list[np.ndarray]:
+    """Normalised (sum 1) yearly 15-min load shapes, one per ``(building id, type, seed,
+    year)``, with each building's variation; computed together for the buildings not seen
+    before (one AR(1) pass for all of them), cached, read-only."""
+    for building_id, btype, _, _ in keys:
+        if btype not in SLP_BY_TYPE:
+            raise ValueError(
+                f"building {building_id}: unknown type {btype!r}; known {sorted(SLP_BY_TYPE)}")
+    new = [k for k in dict.fromkeys(keys) if k not in _SHAPES]
+    if new:
+        shifts, whites = [], []
+        for building_id, btype, seed, year in new:
+            n = len(_slp_array(SLP_BY_TYPE[btype], year))
+            rng = building_rng(seed, building_id, salt=1)
+            shifts.append(int(rng.integers(-SHIFT_MAX_STEPS, SHIFT_MAX_STEPS + 1)))
+            whites.append(rng.normal(0.0, NOISE_SIGMA * math.sqrt(1 - NOISE_RHO**2), size=n))
+        ar = _ar1(np.stack(whites, axis=1))
+        if len(_SHAPES) + len(new) > _SHAPES_KEPT:
+            _SHAPES.clear()
+        for j, (key, shift) in enumerate(zip(new, shifts)):
+            base = _slp_array(SLP_BY_TYPE[key[1]], key[3])
+            shape = np.roll(base, shift) * np.exp(ar[:, j] - 0.5 * NOISE_SIGMA**2)
+            shape /= shape.sum()
+            shape.flags.writeable = False
+            _SHAPES[key] = shape
+    return [_SHAPES[k] for k in keys]
+
+
 def _building_shape(building_id: str, btype: str, seed: int, year: int) -> np.ndarray:
     """Normalised (sum 1) yearly 15-min load shape of one building with its variation."""
-    if btype not in SLP_BY_TYPE:
-        raise ValueError(
-            f"building {building_id}: unknown type {btype!r}; known {sorted(SLP_BY_TYPE)}")
-    from scipy.signal import lfilter
-
-    base = _slp_array(SLP_BY_TYPE[btype], year)
-    rng = building_rng(seed, building_id, salt=1)
-    shift = int(rng.integers(-SHIFT_MAX_STEPS, SHIFT_MAX_STEPS + 1))
-    white = rng.normal(0.0, NOISE_SIGMA * math.sqrt(1 - NOISE_RHO**2), size=base.size)
-    ar = lfilter([1.0], [1.0, -NOISE_RHO], white)
-    shape = np.roll(base, shift) * np.exp(ar - 0.5 * NOISE_SIGMA**2)
-    shape /= shape.sum()
-    shape.flags.writeable = False
-    return shape
+    return _building_shapes([(building_id, btype, int(seed), int(year))])[0]
 
 
 # --------------------------------------------------------------------------- PV
@@ -275,8 +307,9 @@ class BuildingProfiles:
         load = np.empty((len(ids), steps))
         pv_kw = np.zeros((len(ids), steps))
         systems = []
+        shapes = _building_shapes([(b, t, int(seed), int(year)) for b, t in zip(ids, types)])
         for k, row in enumerate(table.to_dict("records")):
-            shape = _building_shape(ids[k], types[k], int(seed), year)
+            shape = shapes[k]
             load[k] = shape * (annual[k] * STEPS_PER_HOUR)  # kWh per step -> mean kW
             system = pv_system_for(row, seed=seed, has_pv=bool(has_pv[k]))
             systems.append(system)
@@ -314,15 +347,30 @@ class BuildingProfiles:
             self._index = {b: k for k, b in enumerate(self.building_ids)}
             return self._index[building_id]
 
+    #: frames whose means :meth:`_frame_means` keeps (the units ask about the current one)
+    _MEANS_KEPT = 16
+
+    def _frame_means(self, frame: Frame) -> tuple[np.ndarray, np.ndarray]:
+        """(load kW, PV kW) means over the frame for every building, computed once per frame
+        (the same numbers as the mean of one building's row: each row is contiguous)."""
+        key = (frame.load_start, frame.weather_start, frame.duration_h)
+        cache = self.__dict__.setdefault("_means", {})
+        hit = cache.get(key)
+        if hit is None:
+            hit = (self._load_kw[:, self._steps(frame, frame.load_start)].mean(axis=1),
+                   self._pv_kw[:, self._steps(frame, frame.weather_start)].mean(axis=1))
+            if len(cache) >= self._MEANS_KEPT:
+                cache.clear()
+            cache[key] = hit
+        return hit
+
     def load_mw(self, building_id: str, frame: Frame) -> float:
         """Mean consumption of one building over a frame (MW, >= 0)."""
-        return float(self._load_kw[self.index_of(building_id),
-                                   self._steps(frame, frame.load_start)].mean()) / 1000.0
+        return float(self._frame_means(frame)[0][self.index_of(building_id)]) / 1000.0
 
     def pv_mw(self, building_id: str, frame: Frame) -> float:
         """Mean PV generation of one building over a frame (MW, >= 0)."""
-        return float(self._pv_kw[self.index_of(building_id),
-                                 self._steps(frame, frame.weather_start)].mean()) / 1000.0
+        return float(self._frame_means(frame)[1][self.index_of(building_id)]) / 1000.0
 
     def for_frames(self, frames: list[Frame] | tuple[Frame, ...]) -> ProfileFrames:
         """Frame means of all buildings as (frames, buildings) arrays in MW / Mvar."""

@@ -5,7 +5,8 @@ The :class:`Linearizer` holds the DSO's private grid model and the bids' connect
 What leaves it is a :class:`~flexcore.exchange.package.SensitivityPackage` (numbers and
 opaque keys) and, for the DSO's own records, a :class:`~flexcore.dso.keymap.KeyMap`
 (``KEYMAP.json``) from keys to buses and branches, which is never sent to the TSO. Its
-power flows run in one :class:`~flexcore.grid.powerflow.PowerFlowSession`.
+power flows run in one :class:`~flexcore.grid.powerflow.ArrayPowerFlow` on arrays, with the
+fast engine by default (``engine="pandapower"``: recycled ``pp.runpp``, the reference).
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from flexcore.exchange.clearing import ClearingResult
 from flexcore.exchange.limits import Limits
 from flexcore.exchange.package import PointInfo, SensitivityPackage, screen
 from flexcore.grid import ppinternals, sensitivity
-from flexcore.grid.powerflow import PowerFlowSession, run_fresh
+from flexcore.grid.powerflow import DEFAULT_ENGINE, ArrayPowerFlow, run_fresh
 
 __all__ = ["FLEX_SGEN_NAME", "KEYMAP_FORMAT", "KeyMap", "KeyMapError", "LinearizationReport",
            "Linearizer", "OperatingPoint", "PointNotConverged", "ValidationReport"]
@@ -144,10 +145,16 @@ class RowPositions:
 
 
 class Linearizer:
-    """The DSO's linearisation engine over a private copy of the grid model."""
+    """The DSO's linearisation engine over a private copy of the grid model.
+
+    ``engine``: the power-flow engine (:data:`flexcore.grid.powerflow.ENGINES`); the
+    injections live in arrays (:attr:`pf`), and :attr:`net` writes them into the grid
+    model's tables and runs pandapower there when read, so that code reading ``net.res_*``
+    sees the current state (the hot path never reads it)."""
 
     def __init__(self, net, bids: BidTable, *, keymap: KeyMap | None = None,
-                 salt: str | None = None, limits: Limits | None = None):
+                 salt: str | None = None, limits: Limits | None = None,
+                 engine: str = DEFAULT_ENGINE):
         if bids.bus is None:
             raise BidError("the DSO needs each bid's 'bus' column")
         missing = sorted(set(bids.bus.tolist()) - set(net.bus.index.tolist()))
@@ -156,10 +163,10 @@ class Linearizer:
             raise BidError(f"bid bus(es) {missing[:5]} are not buses of the grid (bid(s) "
                            f"{first[:5]})")
         check_bid_plausibility(net, bids)
-        self.net = copy.deepcopy(net)
+        self._net = copy.deepcopy(net)
         self.bids = bids
         self.limits = limits or Limits()
-        buses, branches = _row_layout(self.net)
+        buses, branches = _row_layout(self._net)
         check_bid_plausibility(net, bids, n_rows=len(buses) + len(branches))
         self.keymap = keymap or KeyMap.create(bids, buses=buses, branches=branches, salt=salt)
         self.keymap.check(bids, buses=buses, branches=branches)
@@ -171,11 +178,15 @@ class Linearizer:
         # one activation sgen per bid bus; bids on one bus add up
         self._bus_of_bid = bids.bus
         self._flex_buses = np.unique(bids.bus)
-        self.net.sgen.drop(self.net.sgen.index[self.net.sgen.name == FLEX_SGEN_NAME], inplace=True)
-        self._flex_sgen = np.asarray(pp.create_sgens(self.net, self._flex_buses, p_mw=0.0,
+        work = self._net
+        work.sgen.drop(work.sgen.index[work.sgen.name == FLEX_SGEN_NAME], inplace=True)
+        self._flex_sgen = np.asarray(pp.create_sgens(work, self._flex_buses, p_mw=0.0,
                                                      name=FLEX_SGEN_NAME))
         self._bid_to_flex = np.searchsorted(self._flex_buses, bids.bus)
-        self.session = PowerFlowSession(self.net)
+        # every load and sgen is tracked as arrays in table order
+        self.pf = ArrayPowerFlow(work, engine=engine)
+        self._flex_pos = work.sgen.index.get_indexer(self._flex_sgen)
+        self._own_sgen_pos = np.flatnonzero(work.sgen.name.to_numpy() != FLEX_SGEN_NAME)
         # bids on buses cut off from every source (an island behind an open switch or an
         # out-of-service line) cannot be delivered: their columns are 0 at every point and
         # their volume is fixed to 0 (``undeliverable_mask``); the TSO must not clear them
@@ -183,6 +194,10 @@ class Linearizer:
         self.undeliverable_mask = ~self._supplied_bid
         self.undeliverable = tuple((str(b), int(bus)) for b, bus, off in
                                    zip(bids.ids, bids.bus, self.undeliverable_mask) if off)
+        self._flex_supplied = np.isin(self._flex_buses, self.supplied_buses)
+        col_of_flex = np.full(len(self._flex_buses), int(self._flex_supplied.sum()))
+        col_of_flex[self._flex_supplied] = np.arange(int(self._flex_supplied.sum()))
+        self._bid_column = col_of_flex[self._bid_to_flex]
         self.isolated_buses = tuple(int(b) for b in np.setdiff1d(
             net.bus.index[net.bus.in_service.to_numpy(bool)].to_numpy(np.int64),
             self.supplied_buses))
@@ -194,6 +209,17 @@ class Linearizer:
                              dtype=int))
         self._vm_keys = tuple(self.keymap.vm_pu)
         self._ld_keys = tuple(self.keymap.loading_percent)
+
+    @property
+    def net(self):
+        """The grid model with the current injections and their pandapower power flow."""
+        return self.pf.sync_net()
+
+    @property
+    def engine(self) -> str:
+        """The power-flow engine in use (``pf.fallback_reason`` says why, if not the one
+        asked for)."""
+        return self.pf.engine
 
     def deliverable_bids(self, bids: BidTable) -> BidTable:
         """``bids`` (same ids) with the volume of undeliverable bids set to 0: what the
@@ -213,25 +239,27 @@ class Linearizer:
         bids = BidTable(ids=b.ids, volume_mw=volume_mw,
                         price_eur_per_mwh=b.price_eur_per_mwh if price_eur_per_mwh is None
                         else price_eur_per_mwh, bus=b.bus)
-        check_bid_plausibility(self.net, bids)
+        check_bid_plausibility(self._net, bids)
         self.bids = bids
 
     # ----------------------------------------------------------- injections
     def set_base(self, *, load_p_mw=None, load_q_mvar=None, sgen_p_mw=None) -> None:
-        """Set the fixed (market-independent) injections, arrays in table order."""
-        self.session.changed()
+        """Set the fixed (market-independent) injections, arrays in table order (sgens:
+        the grid's own, without the activation sgens)."""
+        pf = self.pf
         if load_p_mw is not None:
-            self.net.load["p_mw"] = np.asarray(load_p_mw, float)
+            pf.load_p_mw[:] = np.asarray(load_p_mw, float)
         if load_q_mvar is not None:
-            self.net.load["q_mvar"] = np.asarray(load_q_mvar, float)
+            pf.load_q_mvar[:] = np.asarray(load_q_mvar, float)
         if sgen_p_mw is not None:
-            own = self.net.sgen.name != FLEX_SGEN_NAME
-            self.net.sgen.loc[own, "p_mw"] = np.asarray(sgen_p_mw, float)
+            pf.sgen_p_mw[self._own_sgen_pos] = np.asarray(sgen_p_mw, float)
+        pf.changed()
 
     def invalidate(self) -> None:
         """Forget that ``self.net`` holds the current power flow: call it after running
-        power flows on ``self.net`` yourself (e.g. finite differences)."""
-        self.session.invalidate()
+        power flows on ``self.net`` yourself (e.g. finite differences) or changing anything
+        but the injections (the engine is rebuilt from ``self.net``)."""
+        self.pf.rebuild()
 
     def activation_vector(self, activation: Activation) -> np.ndarray:
         """MW per bid in bid order from an array, a ``{bid id: MW}`` dict (every bid) or a
@@ -252,14 +280,14 @@ class Linearizer:
         if x.shape != (len(self.bids),) or not np.isfinite(x).all():
             raise ValueError(f"activation must be {len(self.bids)} finite values")
         per_bus = np.bincount(self._bid_to_flex, weights=x, minlength=len(self._flex_buses))
-        if not np.array_equal(self.net.sgen.loc[self._flex_sgen, "p_mw"].to_numpy(), per_bus):
-            self.net.sgen.loc[self._flex_sgen, "p_mw"] = per_bus
-            self.session.changed()
+        if not np.array_equal(self.pf.sgen_p_mw[self._flex_pos], per_bus):
+            self.pf.sgen_p_mw[self._flex_pos] = per_bus
+            self.pf.changed()
         return x
 
     def _solve(self, activation: Activation, message: str) -> np.ndarray:
         x = self.apply(activation)
-        if not self.session.run():
+        if not self.pf.run():
             raise PointNotConverged(message)
         return x
 
@@ -267,19 +295,25 @@ class Linearizer:
         """AC result (vm_pu, signed loading_percent) in key-map row order; raises
         :class:`PointNotConverged`. Free when the grid already holds it."""
         self._solve(activation, "AC power flow did not converge")
-        vm, lp, _ = sensitivity.signed_results(self.net)
+        vm, lp = self.pf.results()
         return vm[self.row_positions.vm], lp[self.row_positions.loading]
 
     def point(self, activation: Activation, *, label: str,
               activation_fraction: float | None = None) -> OperatingPoint:
         t0 = time.perf_counter()
         x = self._solve(activation, f"AC power flow did not converge at point {label}")
-        ok = self._supplied_bid
-        s = sensitivity.compute(self.net, self._bus_of_bid[ok])
         vr, lr = self.row_positions.vm, self.row_positions.loading
-        vtdf = np.zeros((len(vr), len(ok)))
-        ltdf = np.zeros((len(lr), len(ok)))
-        vtdf[:, ok], ltdf[:, ok] = s.vtdf[vr], s.ltdf[lr]
+        # one column per supplied bid bus, spread to the bids (undeliverable bids: 0) by one
+        # gather per matrix
+        s = self.pf.sensitivities(self._flex_buses[self._flex_supplied])
+        if not s.vtdf.shape[1]:  # every bid on an isolated bus
+            vtdf, ltdf = np.zeros((len(vr), len(x))), np.zeros((len(lr), len(x)))
+        else:
+            col = np.minimum(self._bid_column, s.vtdf.shape[1] - 1)
+            vtdf, ltdf = s.vtdf[np.ix_(vr, col)], s.ltdf[np.ix_(lr, col)]
+        if self.undeliverable:
+            vtdf[:, self.undeliverable_mask] = 0.0
+            ltdf[:, self.undeliverable_mask] = 0.0
         return OperatingPoint(label, activation_fraction, x, s.vm_pu[vr],
                               s.loading_percent[lr], vtdf, ltdf, time.perf_counter() - t0)
 

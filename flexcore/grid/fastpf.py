@@ -15,7 +15,8 @@ solver on arrays:
   vectors: pandapower's current-based loading, signed by the direction of active power at
   the from (hv) side, exactly as :func:`flexcore.grid.ppinternals.branch_loading`;
 - :meth:`FastPowerFlow.sensitivities` factorises the Jacobian once at the converged voltages
-  (cached per solution) and solves all injection columns at once, as
+  (cached per solution) and solves all injection columns at once (one SuperLU solve with a
+  block of right-hand sides), as
   :func:`flexcore.grid.sensitivity.compute`, which it reproduces to rounding.
 
 Use (one object per grid model, e.g. in GridSim and behind the Linearizer's power-flow

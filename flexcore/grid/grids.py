@@ -61,18 +61,31 @@ def load_simbench(code: str) -> pp.pandapowerNet:
     return copy.deepcopy(_simbench_cached(code))
 
 
+@functools.lru_cache(maxsize=8)
+def _json_cached(path: str, mtime_ns: int, size: int) -> pp.pandapowerNet:
+    """A parsed pandapower JSON file (``pp.from_json`` takes ~0.5-2 s for Bergwald and every
+    simulator of a run loads the grid); keyed by the file's modification time and size."""
+    return pp.from_json(path)
+
+
+def _read_json(path: Path) -> pp.pandapowerNet:
+    st = path.stat()
+    return copy.deepcopy(_json_cached(str(path.resolve()), st.st_mtime_ns, st.st_size))
+
+
 def load_grid(source: str | Path) -> pp.pandapowerNet:
-    """``"bergwald"``, ``"simbench:CODE"`` (or a bare SimBench code), or a pandapower JSON path."""
+    """``"bergwald"``, ``"simbench:CODE"`` (or a bare SimBench code), or a pandapower JSON path
+    (a fresh object on every call)."""
     text = str(source)
     if text.lower() == BERGWALD:
         path = bergwald_grid_path()
-        return pp.from_json(str(path)) if path.is_file() else build_bergwald()
+        return _read_json(path) if path.is_file() else build_bergwald()
     if text.startswith("simbench:"):
         return load_simbench(text.split(":", 1)[1])
     path = Path(text)
     if path.is_file():
         try:
-            net = pp.from_json(str(path))
+            net = _read_json(path)
         except Exception as exc:  # pandapower raises many kinds for a broken file
             raise GridError(f"{path}: not a readable pandapower JSON grid ({exc})") from None
         validate_grid(net, path)
