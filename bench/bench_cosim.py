@@ -104,7 +104,7 @@ def compare(fast, ref) -> dict:
     """Same results on both engines? ``fast``/``ref``: frames tables of the two runs."""
     import numpy as np
 
-    cost_f, cost_r = fast["cost_eur"].to_numpy(float), ref["cost_eur"].to_numpy(float)
+    cost_f, cost_r = fast["cost_eur_per_h"].to_numpy(float), ref["cost_eur_per_h"].to_numpy(float)
     both = np.isfinite(cost_r) & np.isfinite(cost_f)
     rel = np.abs(cost_f[both] - cost_r[both]) / np.maximum(np.abs(cost_r[both]), 1e-300)
     rel = np.where(cost_r[both] == cost_f[both], 0.0, rel)
@@ -113,7 +113,7 @@ def compare(fast, ref) -> dict:
            "same_rounds": bool((fast["rounds"] == ref["rounds"]).all()),
            "same_nan_costs": bool((np.isfinite(cost_f) == np.isfinite(cost_r)).all()),
            "cost_max_rel_diff": float(rel.max(initial=0.0)),
-           "total_cost_eur": {"fast": float(np.nansum(cost_f)), "pandapower":
+           "sum_cost_eur_per_h": {"fast": float(np.nansum(cost_f)), "pandapower":
                               float(np.nansum(cost_r))},
            "ac_violations_equal": bool((fast["ac_violations"] == ref["ac_violations"]).all())}
     idx = np.flatnonzero(both)[rel > COST_RTOL]

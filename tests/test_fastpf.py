@@ -341,7 +341,7 @@ def test_cosimulation_same_results_on_both_engines(tmp_path):
         assert f'engine = "{engine}"' in (run_dir / "config.resolved.toml").read_text()
     fast, ref = tables["fast"], tables["pandapower"]
     assert (ref["status"] == "optimal").all() and ref["rounds"].max() >= 1
-    assert ref["cost_eur"].min() > 0 and ref["delivered_mw"].iloc[0] == pytest.approx(1.8)
+    assert ref["cost_eur_per_h"].min() > 0 and ref["delivered_mw"].iloc[0] == pytest.approx(1.8)
     res = compare(fast, ref)
     assert res["same_results"], res
     assert res["cost_max_rel_diff"] <= 1e-9

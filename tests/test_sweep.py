@@ -75,7 +75,7 @@ def test_four_points_on_two_workers_match_their_run_folders(swept):
         assert cfg["request_default_mw"] == row["request.default_mw"]
         assert frames["request_mw"].tolist() == [0.1, 0.1]  # the window overrides the default
         assert row["frames"] == len(frames) == 2
-        assert row["cost_eur"] == pytest.approx(frames["cost_eur"].fillna(0).sum() * 0.25,
+        assert row["cost_eur"] == pytest.approx(frames["cost_eur_per_h"].fillna(0).sum() * 0.25,
                                                 rel=1e-12)
         assert row["cost_eur"] == summary["cost_eur"] > 0
         assert row["delivered_up_mwh"] == pytest.approx(
@@ -122,7 +122,7 @@ def test_a_failing_point_is_recorded_and_a_restart_reruns_only_it(tmp_path):
     bad, good = (p.point_id for p in sweep.points)
     run = pd.read_parquet(out / "points" / good / "timeseries" / "frames.parquet")
     assert records[1]["frames"] == len(run) == 1
-    assert records[1]["cost_eur"] == pytest.approx(run["cost_eur"].sum() * 0.25, rel=1e-12)
+    assert records[1]["cost_eur"] == pytest.approx(run["cost_eur_per_h"].sum() * 0.25, rel=1e-12)
     stamp = (out / "points" / good / "summary.json").stat().st_mtime_ns
     again = run_sweep(load_sweep(tmp_path / "s.toml"), sweep_dir=out, workers=0)
     assert [r["status"] for r in again] == ["failed", "done"]
