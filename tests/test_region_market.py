@@ -108,8 +108,9 @@ def test_milp_equals_enumeration(m, coupled):
 
 def test_slack_column_round_trip_and_coupling_moves_rows():
     areas, mv = _areas(1, coupled=True)
-    pkg, gv, gl = split_slack_column(areas[0].package)
+    pkg, gv, gl, off = split_slack_column(areas[0].package)
     assert SLACK_COLUMN not in pkg.columns and gv.shape == (3, 3) and gl.shape == (3, 2)
+    assert (off == 0).all()
     total = sum(a.bids.volume_mw.sum() for a in areas)
     r = clear_region(areas, 0.5 * total, mv=mv)
     assert r.ok and r.mv_point is not None

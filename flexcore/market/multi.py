@@ -8,7 +8,7 @@ area's slack (MV bus) voltage, carried by the selected point only.
 
 Rows, per LV package:
 
-- bid box ``(P_LB - P_flex,i) b_i <= dP_i <= (P_UB - P_flex,i) b_i``; ``|s_i| <= S_MAX b_i``;
+- bid box ``(P_LB - P_flex,i) b_i <= dP_i <= (P_UB - P_flex,i) b_i``; ``|o_i + s_i| <= S_MAX b_i``;
 - ``sum_i b_i = 1``; Voronoi ``0.5 |P_flex,i - P_flex,k|^2 b_i + (P_flex,i - P_flex,k) dP_i
   >= 0`` (docs/method.md 14h);
 - per voltage/loading row r: ``lb_r <= sum_i (V_ir b_i + S_ir dP_i + g_ir s_i) <= ub_r``
@@ -20,8 +20,10 @@ and over the region: ``sum_p sum_j x_pj = request`` (``x_p = sum_i P_flex,i b_i 
 The MV DSO's package has one column per LV area (its net injection at the transformer's MV
 bus) and its own points and binaries. It is linked by ``injection_a = sum_j x_aj`` (the
 activation; the change of the area's losses is left to the AC check and refinement) and
-its prediction of the area's slack-bus voltage sets ``sum_i s_ai = V_mv,a - V_mv,a(base)``
-(base = the MV point with activation fraction 0, the voltage the LV DSO linearised at).
+its prediction of the area's slack-bus voltage sets ``sum_i (o_ai b_ai + s_ai) = V_mv,a -
+V_mv,a(base)`` (base = the MV point with activation fraction 0, the set point the LV DSO
+linearised its first points at; ``o_ai`` = the slack offset of point i, the slack
+column's ``P_flex``: a refinement point is computed at the slack voltage the DSO measured).
 
 **Rows violated in the base case** (the package's point with activation fraction 0): the
 clearing does not have to repair them but must not make them worse, i.e. the limit of such
@@ -57,30 +59,39 @@ _TOL = 1e-9
 
 # --------------------------------------------------------------------------- inputs
 def with_slack_column(package: SensitivityPackage, slack_vtdf: FloatArray,
-                      slack_ltdf: FloatArray) -> SensitivityPackage:
-    """``package`` plus the column :data:`SLACK_COLUMN` (its rows' response to the slack
-    voltage, ``(m, v)`` and ``(m, l)``; activation 0 at every point): what an LV DSO
-    publishes (and signs) for a coupled clearing."""
+                      slack_ltdf: FloatArray, slack_offset_pu: FloatArray | None = None
+                      ) -> SensitivityPackage:
+    """``package`` plus the column :data:`SLACK_COLUMN`: every row's response to the slack
+    voltage (``(m, v)`` and ``(m, l)``, p.u. or % per p.u.); its "activation" at point i is
+    the slack voltage the point was computed at, as an offset from the base-case set point
+    (``slack_offset_pu``, default 0). What an LV DSO publishes (and signs) for a coupled
+    clearing."""
+    off = np.zeros(package.m) if slack_offset_pu is None else np.asarray(slack_offset_pu,
+                                                                         float)
     return replace(
         package, columns=package.columns + (SLACK_COLUMN,),
-        p_flex_mw=np.hstack([package.p_flex_mw, np.zeros((package.m, 1))]),
+        p_flex_mw=np.hstack([package.p_flex_mw, off[:, None]]),
         vtdf=np.concatenate([package.vtdf, np.asarray(slack_vtdf, float)[:, :, None]], axis=2),
         ltdf=np.concatenate([package.ltdf, np.asarray(slack_ltdf, float)[:, :, None]], axis=2))
 
 
 def split_slack_column(package: SensitivityPackage
-                       ) -> tuple[SensitivityPackage, FloatArray | None, FloatArray | None]:
-    """The bid columns of ``package`` and its slack response (None without the column)."""
+                       ) -> tuple[SensitivityPackage, FloatArray | None, FloatArray | None,
+                                  FloatArray | None]:
+    """The bid columns of ``package``, its slack response ``(m, v)``, ``(m, l)`` and the
+    points' slack offsets ``(m,)`` (None without the column)."""
     if SLACK_COLUMN not in package.columns:
-        return package, None, None
+        return package, None, None, None
     k = package.columns.index(SLACK_COLUMN)
     keep = [c for c in range(package.n) if c != k]
     bare = replace(package, columns=tuple(package.columns[c] for c in keep),
                    p_flex_mw=package.p_flex_mw[:, keep], vtdf=package.vtdf[:, :, keep],
                    ltdf=package.ltdf[:, :, keep])
-    if np.any(package.p_flex_mw[:, k] != 0):
-        raise ClearingError(f"column {SLACK_COLUMN!r} must be 0 at every point")
-    return bare, package.vtdf[:, :, k].copy(), package.ltdf[:, :, k].copy()
+    if np.any(np.abs(package.p_flex_mw[:, k]) > S_MAX_PU):
+        raise ClearingError(f"column {SLACK_COLUMN!r}: a point's slack offset exceeds "
+                            f"{S_MAX_PU} p.u.")
+    return (bare, package.vtdf[:, :, k].copy(), package.ltdf[:, :, k].copy(),
+            package.p_flex_mw[:, k].copy())
 
 
 @dataclass(frozen=True)
@@ -139,6 +150,7 @@ class _Block:
     weight: FloatArray         # (n,) cost per MW
     g_v: FloatArray | None     # (m, v) slack response or None
     g_l: FloatArray | None
+    g_off: FloatArray | None = None   # (m,) the points' slack offsets
     col0: int = 0              # first column: dP (m*n) | b (m) | s (m, coupled only)
 
     @property
@@ -239,9 +251,10 @@ def _add_package_rows(rows: _Rows, blk: _Block, *, prefilter: bool) -> None:
                       np.full(n, -INF), np.zeros(n))
         rows.add_many(rr, cc, np.concatenate([np.ones(n), -lo_box]),
                       np.zeros(n), np.full(n, INF))
-        if blk.coupled:
-            rows.add([blk.s(i), blk.b(i)], [1.0, -S_MAX_PU], -INF, 0.0)
-            rows.add([blk.s(i), blk.b(i)], [1.0, S_MAX_PU], 0.0, INF)
+        if blk.coupled:       # |offset_i + s_i| <= S_MAX when selected, s_i = 0 otherwise
+            off = float(blk.g_off[i])                            # type: ignore[index]
+            rows.add([blk.s(i), blk.b(i)], [1.0, -(S_MAX_PU - off)], -INF, 0.0)
+            rows.add([blk.s(i), blk.b(i)], [1.0, S_MAX_PU + off], 0.0, INF)
     rows.add([blk.b(i) for i in range(m)], np.ones(m), 1.0, 1.0)
     for i in range(m):
         for k2 in range(m):
@@ -262,7 +275,7 @@ def _add_package_rows(rows: _Rows, blk: _Block, *, prefilter: bool) -> None:
         mid = sens[i] @ (0.5 * (lo_box + hi_box))
         rad = np.abs(sens[i]) @ (0.5 * (hi_box - lo_box))
         if g is not None:
-            rad = rad + np.abs(g[i]) * S_MAX_PU
+            rad = rad + np.abs(g[i]) * 2 * S_MAX_PU
         keep |= (base[i] + mid + rad >= ub - _TOL * (1 + np.abs(ub))) | \
             (base[i] + mid - rad <= lb + _TOL * (1 + np.abs(lb)))
     if not prefilter:
@@ -297,14 +310,14 @@ def _x_terms(blk: _Block, j: np.ndarray | None = None) -> tuple[np.ndarray, np.n
 
 
 def _lv_block(area: AreaPackage) -> _Block:
-    pkg, g_v, g_l = split_slack_column(area.package)
+    pkg, g_v, g_l, g_off = split_slack_column(area.package)
     bids = align_bids(pkg, area.bids)
     check_bids(pkg, bids)
     if (bids.indivisible | (bids.min_mw > 0)).any():
         raise ClearingError(f"area {area.name!r}: indivisible bids or bids with min_mw are not "
                             "supported by the region clearing")
     weight = bids.price_eur_per_mwh * np.sign(bids.volume_mw)
-    return _Block(area.name, pkg, bids.lower_mw, bids.upper_mw, weight, g_v, g_l)
+    return _Block(area.name, pkg, bids.lower_mw, bids.upper_mw, weight, g_v, g_l, g_off)
 
 
 def clear_region(areas: Sequence[AreaPackage], request_mw: float, *,
@@ -340,7 +353,7 @@ def clear_region(areas: Sequence[AreaPackage], request_mw: float, *,
         mv_blk = _Block("mv", mv, lo, hi, np.zeros(mv.n), None, None)
     else:
         for b in blocks:       # no MV package: nothing to couple to
-            b.g_v = b.g_l = None
+            b.g_v = b.g_l = b.g_off = None
     col = 0
     for b in blocks + ([mv_blk] if mv_blk is not None else []):
         b.col0 = col
@@ -371,8 +384,8 @@ def clear_region(areas: Sequence[AreaPackage], request_mw: float, *,
             for i in range(mv_blk.m):
                 cols += [mv_blk.dp(i), [mv_blk.b(i)]]
                 vals += [-mv.vtdf[i, r], [-float(mv.vm_pu[i, r])]]  # type: ignore[union-attr]
-            cols.append([b.s(i) for i in range(b.m)])
-            vals.append(np.ones(b.m))
+            cols += [[b.s(i) for i in range(b.m)], [b.b(i) for i in range(b.m)]]
+            vals += [np.ones(b.m), b.g_off]
             v0 = float(mv.vm_pu[_zero_point(mv), r])      # type: ignore[union-attr,index]
             rows.add(np.concatenate(cols), np.concatenate(vals), -v0, -v0)
     cost = np.zeros(ncol)
@@ -390,7 +403,9 @@ def clear_region(areas: Sequence[AreaPackage], request_mw: float, *,
             col_lo[b.dp(i)] = np.minimum(b.lo - pf[i], 0.0)
             col_hi[b.dp(i)] = np.maximum(b.hi - pf[i], 0.0)
             if b.coupled:
-                col_lo[b.s(i)], col_hi[b.s(i)] = -S_MAX_PU, S_MAX_PU
+                off = float(b.g_off[i])                          # type: ignore[index]
+                col_lo[b.s(i)] = min(-S_MAX_PU - off, 0.0)
+                col_hi[b.s(i)] = max(S_MAX_PU - off, 0.0)
     for name, point in (fixed_points or {}).items():
         b = mv_blk if name == "mv" else next((x for x in blocks if x.name == name), None)
         if b is None or not 0 <= point < b.m:
@@ -414,7 +429,7 @@ def clear_region(areas: Sequence[AreaPackage], request_mw: float, *,
         i = int(np.argmax([x[b.b(k)] for k in range(b.m)]))
         dp = x[b.dp(i)]
         act = b.pkg.p_flex_mw[i] + dp
-        ds = float(x[b.s(i)]) if b.coupled else 0.0
+        ds = float(x[b.s(i)]) if b.coupled else 0.0     # s_i: from the point's slack
         vm, ld = b.pkg.predict(i, act)
         if b.coupled:
             vm = vm + b.g_v[i] * ds                    # type: ignore[index]
@@ -425,7 +440,7 @@ def clear_region(areas: Sequence[AreaPackage], request_mw: float, *,
             continue
         res.points[b.name] = i
         res.activation_mw[b.name] = act
-        res.slack_dv_pu[b.name] = ds
+        res.slack_dv_pu[b.name] = ds + (float(b.g_off[i]) if b.g_off is not None else 0.0)
         res.predicted_vm_pu[b.name] = vm
         res.predicted_loading_percent[b.name] = ld
     return res
@@ -437,7 +452,7 @@ def enumerate_regions(areas: Sequence[AreaPackage], request_mw: float, *,
     """The oracle: one LP per combination of regions (``m^N``); the cheapest feasible one
     and the number of LPs solved."""
     names = [a.name for a in areas] + (["mv"] if mv is not None else [])
-    sizes = [split_slack_column(a.package)[0].m for a in areas] + ([mv.m] if mv is not None
+    sizes = [a.package.m for a in areas] + ([mv.m] if mv is not None
                                                                      else [])
     best: RegionClearing | None = None
     count = 0
