@@ -17,7 +17,7 @@ def small_region(*, n_lv: int = 3, lv_buses: int = 5):
     for k, hv in enumerate(mv[1:]):
         lv = [pp.create_bus(net, 0.4, name=f"lv{k}-{i}") for i in range(lv_buses)]
         pp.create_transformer(net, hv, lv[0], "0.25 MVA 20/0.4 kV")
-        for i, (a, b) in enumerate(zip(lv[:-1], lv[1:])):
+        for a, b in zip(lv[:-1], lv[1:]):
             pp.create_line(net, a, b, 0.08 + 0.02 * k, "NAYY 4x150 SE")
         for i, b in enumerate(lv[1:]):
             pp.create_load(net, b, p_mw=0.02, q_mvar=0.005, name=f"load{k}-{i}")

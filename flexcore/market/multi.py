@@ -39,6 +39,7 @@ import itertools
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -302,7 +303,8 @@ def _add_package_rows(rows: _Rows, blk: _Block, *, prefilter: bool) -> None:
 def _x_terms(blk: _Block, j: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(cols, coefs) of ``sum_j x_j`` over columns ``j`` (all by default)."""
     jj = np.arange(blk.n) if j is None else j
-    cols, vals = [], []
+    cols: list[Any] = []
+    vals: list[Any] = []
     for i in range(blk.m):
         cols += [blk.dp(i)[jj], [blk.b(i)]]
         vals += [np.ones(jj.size), [float(blk.pkg.p_flex_mw[i, jj].sum())]]
@@ -366,27 +368,30 @@ def clear_region(areas: Sequence[AreaPackage], request_mw: float, *,
     bal = [_x_terms(b) for b in blocks]
     rows.add(np.concatenate([c for c, _ in bal]), np.concatenate([v for _, v in bal]),
              float(request_mw), float(request_mw))
-    if mv_blk is not None:
+    if mv_blk is not None and mv is not None:
+        z0 = _zero_point(mv)
+        assert z0 is not None
         for a, b in zip(areas, blocks):
             if a.mv_column is None:
                 continue
-            k = mv.columns.index(a.mv_column)          # type: ignore[union-attr]
+            k = mv.columns.index(a.mv_column)
             c_mv, v_mv = _x_terms(mv_blk, np.array([k]))
             c_lv, v_lv = _x_terms(b)
             rows.add(np.concatenate([c_mv, c_lv]), np.concatenate([v_mv, -v_lv]), 0.0, 0.0)
             if not b.coupled:
                 continue
-            if a.mv_slack_row is None or a.mv_slack_row not in mv.vm_rows:  # type: ignore
+            if a.mv_slack_row is None or a.mv_slack_row not in mv.vm_rows:
                 raise ClearingError(f"area {a.name!r}: mv_slack_row {a.mv_slack_row!r} is "
                                     "not a voltage row of the MV package")
-            r = mv.vm_rows.index(a.mv_slack_row)       # type: ignore[union-attr]
-            cols, vals = [], []
+            r = mv.vm_rows.index(a.mv_slack_row)
+            cols: list[Any] = []
+            vals: list[Any] = []
             for i in range(mv_blk.m):
                 cols += [mv_blk.dp(i), [mv_blk.b(i)]]
-                vals += [-mv.vtdf[i, r], [-float(mv.vm_pu[i, r])]]  # type: ignore[union-attr]
+                vals += [-mv.vtdf[i, r], [-float(mv.vm_pu[i, r])]]
             cols += [[b.s(i) for i in range(b.m)], [b.b(i) for i in range(b.m)]]
             vals += [np.ones(b.m), b.g_off]
-            v0 = float(mv.vm_pu[_zero_point(mv), r])      # type: ignore[union-attr,index]
+            v0 = float(mv.vm_pu[z0, r])
             rows.add(np.concatenate(cols), np.concatenate(vals), -v0, -v0)
     cost = np.zeros(ncol)
     for b in blocks:
@@ -407,12 +412,12 @@ def clear_region(areas: Sequence[AreaPackage], request_mw: float, *,
                 col_lo[b.s(i)] = min(-S_MAX_PU - off, 0.0)
                 col_hi[b.s(i)] = max(S_MAX_PU - off, 0.0)
     for name, point in (fixed_points or {}).items():
-        b = mv_blk if name == "mv" else next((x for x in blocks if x.name == name), None)
-        if b is None or not 0 <= point < b.m:
+        fb = mv_blk if name == "mv" else next((x for x in blocks if x.name == name), None)
+        if fb is None or not 0 <= point < fb.m:
             raise ClearingError(f"fixed_points: no area {name!r} with point {point}")
-        bcols = [b.b(i) for i in range(b.m)]
+        bcols = [fb.b(i) for i in range(fb.m)]
         col_lo[bcols] = col_hi[bcols] = 0.0
-        col_lo[b.b(point)] = col_hi[b.b(point)] = 1.0
+        col_lo[fb.b(point)] = col_hi[fb.b(point)] = 1.0
     a_mat = rows.matrix(ncol)
     lp = LinearProgram(cost, col_lo, col_hi, a_mat, np.array(rows.lo), np.array(rows.hi),
                        integ)

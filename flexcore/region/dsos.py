@@ -20,8 +20,12 @@ import numpy as np
 from flexcore.dso.linearizer import Linearizer
 from flexcore.exchange.bids import BidTable
 from flexcore.exchange.package import SensitivityPackage
-from flexcore.market.multi import AreaPackage, RegionClearing, split_slack_column, \
-    with_slack_column
+from flexcore.market.multi import (
+    AreaPackage,
+    RegionClearing,
+    split_slack_column,
+    with_slack_column,
+)
 from flexcore.region.split import AREA_LOAD_PREFIX, LVArea, Region
 
 #: set-point step of the slack-response finite difference (p.u.)

@@ -26,8 +26,14 @@ from flexcore.exchange.limits import Limits
 from flexcore.grid import ppinternals, sensitivity
 from flexcore.grid.powerflow import PF_OPTIONS
 from flexcore.market.multi import RegionClearing, clear_region
-from flexcore.region.dsos import LVDso, MVDso, area_packages, injections, make_lv_dso, \
-    make_mv_dso
+from flexcore.region.dsos import (
+    LVDso,
+    MVDso,
+    area_packages,
+    injections,
+    make_lv_dso,
+    make_mv_dso,
+)
 from flexcore.region.split import Region
 
 #: the source's Table 1 RMSE (p.u., %): the error target on the rows that matter
@@ -117,12 +123,12 @@ class RowCheck:
 def _check_rows(limits: Limits, keys_vm: list[Any], keys_ld: list[Any], pred_vm: np.ndarray,
                 pred_ld: np.ndarray, ac: RegionAC, base: RegionAC) -> RowCheck:
     out = RowCheck()
-    for kind, keys, pred, vals, bvals, lo, hi, tol_move, near, tol_v in (
+    for kind, keys, pred, vals, bvals, lo, hi, tol_move, tol_v in (
             ("vm", keys_vm, pred_vm, ac.vm_pu, base.vm_pu, limits.vm_min_pu, limits.vm_max_pu,
-             VM_TOL_PU, None, VM_TOL_PU),
+             VM_TOL_PU, VM_TOL_PU),
             ("loading", keys_ld, pred_ld, ac.loading_percent, base.loading_percent,
              limits.loading_min_percent, limits.loading_max_percent, LOADING_TOL_PERCENT,
-             None, LOADING_TOL_PERCENT)):
+             LOADING_TOL_PERCENT)):
         a = np.array([vals[k] for k in keys])
         b = np.array([bvals[k] for k in keys])
         margin_lo, margin_hi = 0.01 * abs(lo), 0.01 * abs(hi)
