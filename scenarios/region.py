@@ -4,7 +4,9 @@ The TOML has one table ``[region]`` (see ``scenarios/mvlv.toml``); unknown keys 
 values raise :class:`scenarios.config.ConfigError` naming the file and key. The run folder
 ``results/<UTC time>-region/`` holds ``config.resolved.toml``, ``summary.json`` (the
 :class:`~flexcore.region.study.RegionReport`), ``areas.csv`` (one row per LV area plus the
-MV area), ``summary.txt`` and ``meta.json`` (versions, seed).
+MV area), ``summary.txt``, ``meta.json`` (versions, seed) and ``packages/<dso>/round-<k>/``: every
+package as it crossed to the TSO (format 1, signed by its DSO's key, loaded back with that
+key as the only trusted one before clearing).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from flexcore.grid.grids import load_grid
+from flexcore.region.dsos import SignedExchange
 from flexcore.region.split import split_region
 from flexcore.region.study import RegionReport, region_bids, run_region, setup_region
 from flexcore.runs import new_run_dir, versions, write_json, write_toml
@@ -106,10 +109,11 @@ def run_region_study(cfg: RegionConfig, *, out: str | Path | None = None,
     say(f"packages: {len(setup.lv)} LV areas{' + MV' if setup.mv else ''} "
         f"({sum(setup.times_s.values()):.1f} s)")
     total = float(sum(b.volume_mw.sum() for b in bids.values()))
-    report = run_region(setup, cfg.request_share * total, max_rounds=cfg.max_rounds,
-                        grid_name=cfg.grid)
-    report.times_s = {"load_and_split": t_split, **report.times_s}
     folder = new_run_dir("region", out=out)
+    exchange = SignedExchange(folder / "packages", [d.name for d in setup.lv] + ["mv"])
+    report = run_region(setup, cfg.request_share * total, max_rounds=cfg.max_rounds,
+                        grid_name=cfg.grid, exchange=exchange)
+    report.times_s = {"load_and_split": t_split, **report.times_s}
     write_toml(folder / "config.resolved.toml", {"region": asdict(cfg)},
                header="# resolved region scenario (runnable: flexcosim region THIS_FILE)")
     write_json(folder / "summary.json", report.as_dict())

@@ -91,3 +91,23 @@ def test_region_study_is_ac_safe_and_accurate_after_refinement(region):
     assert rep.max_loading_err_percent <= TABLE1_LOADING_PERCENT
     # delivered at the interface = activation minus the change of losses
     assert rep.delivered_at_interface_mw == pytest.approx(delivered, rel=0.05)
+
+
+def test_packages_cross_signed_and_a_wrong_key_is_refused(region, tmp_path):
+    from flexcore.exchange.package import load_package
+    from flexcore.exchange.signing import SignatureError
+    from flexcore.region.dsos import SignedExchange
+
+    bids = region_bids(region, seed=2, share=(1.0, 2.0))
+    setup = setup_region(region, bids)
+    ex = SignedExchange(tmp_path, [d.name for d in setup.lv] + ["mv"])
+    total = sum(b.volume_mw.sum() for b in bids.values())
+    rep = run_region(setup, 0.2 * total, max_rounds=0, exchange=ex)
+    assert rep.ac_converged and ex.shipped == len(setup.lv) + 1
+    first, second = setup.lv[0].name, setup.lv[1].name
+    # a package verifies only against its own DSO's key
+    load_package(tmp_path / first / "round-0", allow_full=True,
+                 trust=[ex.keys[first].public_key()], require_signature=True)
+    with pytest.raises(SignatureError):
+        load_package(tmp_path / first / "round-0", allow_full=True,
+                     trust=[ex.keys[second].public_key()], require_signature=True)

@@ -13,13 +13,15 @@ areas but their bid totals; the TSO learns which MV voltage row belongs to which
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from flexcore.dso.linearizer import Linearizer
 from flexcore.exchange.bids import BidTable
-from flexcore.exchange.package import SensitivityPackage
+from flexcore.exchange.package import SensitivityPackage, load_package, save_package
 from flexcore.market.multi import (
     AreaPackage,
     RegionClearing,
@@ -184,3 +186,32 @@ def bare(package: SensitivityPackage) -> SensitivityPackage:
 
 def injections(lv: list[LVDso], clearing: RegionClearing) -> np.ndarray:
     return np.array([clearing.activation_mw[d.name].sum() for d in lv])
+
+
+class SignedExchange:
+    """Packages cross from each DSO to the TSO as signed package folders: every DSO signs
+    with its own Ed25519 key, the TSO loads each folder with that DSO's public key as the
+    only trusted one (:func:`~flexcore.exchange.package.load_package`, signature required)
+    and clears what it loaded. ``folder`` receives ``<dso>/round-<k>/``."""
+
+    def __init__(self, folder: Path, names: list[str]):
+        self.folder = Path(folder)
+        self.keys = {n: Ed25519PrivateKey.generate() for n in names}
+        self.shipped = 0
+        self._round = 0
+
+    def _ship(self, name: str, package: SensitivityPackage) -> SensitivityPackage:
+        d = self.folder / name / f"round-{self._round}"
+        save_package(package, d, signing_key=self.keys[name])
+        loaded = load_package(d, allow_full=True, trust=[self.keys[name].public_key()],
+                              require_signature=True)
+        assert isinstance(loaded, SensitivityPackage)
+        self.shipped += 1
+        return loaded
+
+    def __call__(self, areas: list[AreaPackage], mv: SensitivityPackage | None
+                 ) -> tuple[list[AreaPackage], SensitivityPackage | None]:
+        out = [replace(a, package=self._ship(a.name, a.package)) for a in areas]
+        mv_out = self._ship("mv", mv) if mv is not None else None
+        self._round += 1
+        return out, mv_out

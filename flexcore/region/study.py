@@ -29,6 +29,7 @@ from flexcore.market.multi import RegionClearing, clear_region
 from flexcore.region.dsos import (
     LVDso,
     MVDso,
+    SignedExchange,
     area_packages,
     injections,
     make_lv_dso,
@@ -268,17 +269,22 @@ def _evaluate(setup: RegionSetup, clearing: RegionClearing, base: RegionAC
 
 
 def run_region(setup: RegionSetup, request_mw: float, *, max_rounds: int = 3,
-               grid_name: str = "region") -> RegionReport:
+               grid_name: str = "region", exchange: SignedExchange | None = None
+               ) -> RegionReport:
     """Clear, check in AC, refine the active areas (and the MV package) until AC-safe and
-    within the Table 1 RMSE on the relevant rows, at most ``max_rounds`` refinements."""
+    within the Table 1 RMSE on the relevant rows, at most ``max_rounds`` refinements.
+    ``exchange``: packages cross as signed folders, checked by the TSO before clearing."""
     t0 = time.perf_counter()
     base = setup.grid.run(setup.bid_bus, np.zeros(len(setup.bid_bus)))
     t_clear = t_ac = 0.0
     rounds = 0
     while True:
         t1 = time.perf_counter()
-        clearing = clear_region(area_packages(setup.lv, setup.mv), request_mw,
-                                mv=setup.mv.package if setup.mv is not None else None)
+        pk = area_packages(setup.lv, setup.mv)
+        mv_pkg = setup.mv.package if setup.mv is not None else None
+        if exchange is not None:
+            pk, mv_pkg = exchange(pk, mv_pkg)
+        clearing = clear_region(pk, request_mw, mv=mv_pkg)
         t2 = time.perf_counter()
         t_clear += t2 - t1
         if not clearing.ok:
