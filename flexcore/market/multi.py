@@ -11,9 +11,11 @@ Rows, per LV package:
 - bid box ``(P_LB - P_flex,i) b_i <= dP_i <= (P_UB - P_flex,i) b_i``; ``|o_i + s_i| <= S_MAX b_i``;
 - ``sum_i b_i = 1``; Voronoi ``0.5 |P_flex,i - P_flex,k|^2 b_i + (P_flex,i - P_flex,k) dP_i
   >= 0`` (docs/method.md 14h);
-- per voltage/loading row r: ``lb_r <= sum_i (V_ir b_i + S_ir dP_i + g_ir s_i) <= ub_r``
-  (the prediction at the selected point; ``g`` = the row's response to the slack voltage,
-  published as the column :data:`SLACK_COLUMN`);
+- per point i and voltage/loading row r: ``lb_r b_i <= V_ir b_i + S_ir dP_i + g_ir s_i <=
+  ub_r b_i`` (the prediction at point i, vacuous unless i is selected: the convex-hull form,
+  whose LP relaxation is much tighter than one row over all points; ``g`` = the row's
+  response to the slack voltage, published as the column :data:`SLACK_COLUMN`); rows that
+  cannot reach a limit from point i's bid box are left out (exact);
 
 and over the region: ``sum_p sum_j x_pj = request`` (``x_p = sum_i P_flex,i b_i + dP_i``).
 
@@ -270,34 +272,36 @@ def _add_package_rows(rows: _Rows, blk: _Block, *, prefilter: bool) -> None:
     g = ([np.concatenate([blk.g_v[i], blk.g_l[i]]) for i in range(m)]  # type: ignore[index]
          if blk.coupled else None)
     lb, ub = effective_limits(pkg)
-    keep = np.zeros(len(lb), bool)
     for i in range(m):
+        # per point (the convex-hull form): lb b_i <= V_i b_i + S_i dP_i + g_i s_i <= ub b_i;
+        # only rows that can reach a limit from point i's box are kept (exact)
         lo_box, hi_box = blk.lo - pf[i], blk.hi - pf[i]
         mid = sens[i] @ (0.5 * (lo_box + hi_box))
         rad = np.abs(sens[i]) @ (0.5 * (hi_box - lo_box))
         if g is not None:
             rad = rad + np.abs(g[i]) * 2 * S_MAX_PU
-        keep |= (base[i] + mid + rad >= ub - _TOL * (1 + np.abs(ub))) | \
-            (base[i] + mid - rad <= lb + _TOL * (1 + np.abs(lb)))
-    if not prefilter:
-        keep[:] = True
-    idx = np.flatnonzero(keep)
-    if not idx.size:
-        return
-    parts_c, parts_v = [], []
-    for i in range(m):
-        s_i = sens[i][idx]
-        parts_c.append(np.broadcast_to(blk.dp(i), s_i.shape))
-        parts_v.append(s_i)
-        parts_c.append(np.full((idx.size, 1), blk.b(i)))
-        parts_v.append(base[i][idx][:, None])
-        if g is not None:
-            parts_c.append(np.full((idx.size, 1), blk.s(i)))
-            parts_v.append(g[i][idx][:, None])
-    cc = np.hstack(parts_c)
-    vv = np.hstack(parts_v)
-    rr = np.repeat(np.arange(idx.size), cc.shape[1])
-    rows.add_many(rr, cc.ravel(), vv.ravel(), lb[idx], ub[idx])
+        up = base[i] + mid + rad >= ub - _TOL * (1 + np.abs(ub))
+        down = base[i] + mid - rad <= lb + _TOL * (1 + np.abs(lb))
+        if not prefilter:
+            up[:], down[:] = True, True
+        for side, keep_side, limit in ((1, up, ub), (-1, down, lb)):
+            idx = np.flatnonzero(keep_side)
+            if not idx.size:
+                continue
+            parts_c = [np.broadcast_to(blk.dp(i), (idx.size, n)),
+                       np.full((idx.size, 1), blk.b(i))]
+            parts_v = [sens[i][idx], (base[i][idx] - limit[idx])[:, None]]
+            if g is not None:
+                parts_c.append(np.full((idx.size, 1), blk.s(i)))
+                parts_v.append(g[i][idx][:, None])
+            cc, vv = np.hstack(parts_c), np.hstack(parts_v)
+            rr = np.repeat(np.arange(idx.size), cc.shape[1])
+            if side == 1:      # V b + S dP + g s - ub b <= 0
+                rows.add_many(rr, cc.ravel(), vv.ravel(), np.full(idx.size, -INF),
+                              np.zeros(idx.size))
+            else:              # ... - lb b >= 0
+                rows.add_many(rr, cc.ravel(), vv.ravel(), np.zeros(idx.size),
+                              np.full(idx.size, INF))
 
 
 def _x_terms(blk: _Block, j: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
