@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--request-share", type=float, default=0.5)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--mip-rel-gap", type=float, default=1e-3)
+    ap.add_argument("--time-limit", type=float, default=120.0)
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     region = split_region(load_grid(args.grid, allow_mvlv=True), source=args.grid)
@@ -52,14 +54,17 @@ def main(argv: list[str] | None = None) -> dict:
             times, build, solve, res = [], [], [], None
             for _ in range(args.repeat):
                 t = time.perf_counter()
-                res = clear_region(pk, req, mv=mv.package if coupled else None)
+                res = clear_region(pk, req, mv=mv.package if coupled else None,
+                                   mip_rel_gap=args.mip_rel_gap,
+                                   time_limit_s=args.time_limit)
                 times.append(time.perf_counter() - t)
                 build.append(res.build_time_s)
                 solve.append(res.solve_time_s)
             assert res is not None
             row = {"areas": n, "packages": n + int(coupled), "coupled": coupled,
                    "m": 3, "bids": int(sum(len(d.bids) for d in lv)),
-                   "status": res.status.value, "cost_eur": res.cost_eur,
+                   "status": res.status.value, "message": res.message,
+                   "cost_eur": res.cost_eur,
                    "columns": res.columns, "rows": res.rows, "binaries": res.binaries,
                    "time_s": statistics.median(times), "build_s": statistics.median(build),
                    "solve_s": statistics.median(solve)}
@@ -69,6 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
                   f"{row['solve_s']:.3f}), {row['columns']} columns, {row['rows']} rows, "
                   f"{row['binaries']} binaries, {row['status']}", flush=True)
     out = {"grid": args.grid, "seed": args.seed, "request_share": args.request_share,
+           "mip_rel_gap": args.mip_rel_gap, "time_limit_s": args.time_limit,
            "repeat": args.repeat, "target_s": 2.0, "split_s": t_split,
            "lv_packages_s": setup.times_s["lv_packages"], "rows": rows,
            "versions": runs.versions(), "note": "2 shared cores; timings are noisy"}

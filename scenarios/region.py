@@ -35,11 +35,14 @@ class RegionConfig:
     areas: int = 0
     coupled: bool = True
     fractions: tuple[float, ...] = (0.0, 0.5, 1.0)
+    time_limit_s: float = 300.0
+    mip_rel_gap: float = 1e-3
 
 
 _TYPES: dict[str, type] = {"grid": str, "seed": int, "request_share": float,
                            "bid_share": list, "max_rounds": int, "areas": int, "coupled": bool,
-                           "fractions": list}
+                           "fractions": list, "time_limit_s": float,
+                           "mip_rel_gap": float}
 
 
 def load_region_config(path: str | Path) -> RegionConfig:
@@ -112,7 +115,8 @@ def run_region_study(cfg: RegionConfig, *, out: str | Path | None = None,
     folder = new_run_dir("region", out=out)
     exchange = SignedExchange(folder / "packages", [d.name for d in setup.lv] + ["mv"])
     report = run_region(setup, cfg.request_share * total, max_rounds=cfg.max_rounds,
-                        grid_name=cfg.grid, exchange=exchange)
+                        grid_name=cfg.grid, exchange=exchange, time_limit_s=cfg.time_limit_s,
+                        mip_rel_gap=cfg.mip_rel_gap)
     report.times_s = {"load_and_split": t_split, **report.times_s}
     write_toml(folder / "config.resolved.toml", {"region": asdict(cfg)},
                header="# resolved region scenario (runnable: flexcosim region THIS_FILE)")

@@ -154,6 +154,8 @@ class _Block:
     g_v: FloatArray | None     # (m, v) slack response or None
     g_l: FloatArray | None
     g_off: FloatArray | None = None   # (m,) the points' slack offsets
+    dv_lo: float = -S_MAX_PU   # range of the slack-voltage change (from the MV package)
+    dv_hi: float = S_MAX_PU
     col0: int = 0              # first column: dP (m*n) | b (m) | s (m, coupled only)
 
     @property
@@ -176,6 +178,11 @@ class _Block:
 
     def s(self, i: int) -> int:
         return self.col0 + self.m * self.n + self.m + i
+
+    def s_range(self, i: int) -> tuple[float, float]:
+        """Bounds of ``s_i`` when point i is selected."""
+        off = float(self.g_off[i]) if self.g_off is not None else 0.0
+        return min(self.dv_lo - off, 0.0), max(self.dv_hi - off, 0.0)
 
     @property
     def width(self) -> int:
@@ -254,10 +261,10 @@ def _add_package_rows(rows: _Rows, blk: _Block, *, prefilter: bool) -> None:
                       np.full(n, -INF), np.zeros(n))
         rows.add_many(rr, cc, np.concatenate([np.ones(n), -lo_box]),
                       np.zeros(n), np.full(n, INF))
-        if blk.coupled:       # |offset_i + s_i| <= S_MAX when selected, s_i = 0 otherwise
-            off = float(blk.g_off[i])                            # type: ignore[index]
-            rows.add([blk.s(i), blk.b(i)], [1.0, -(S_MAX_PU - off)], -INF, 0.0)
-            rows.add([blk.s(i), blk.b(i)], [1.0, S_MAX_PU + off], 0.0, INF)
+        if blk.coupled:   # dv_lo <= offset_i + s_i <= dv_hi when selected, else s_i = 0
+            s_lo, s_hi = blk.s_range(i)
+            rows.add([blk.s(i), blk.b(i)], [1.0, -s_hi], -INF, 0.0)
+            rows.add([blk.s(i), blk.b(i)], [1.0, -s_lo], 0.0, INF)
     rows.add([blk.b(i) for i in range(m)], np.ones(m), 1.0, 1.0)
     for i in range(m):
         for k2 in range(m):
@@ -279,7 +286,9 @@ def _add_package_rows(rows: _Rows, blk: _Block, *, prefilter: bool) -> None:
         mid = sens[i] @ (0.5 * (lo_box + hi_box))
         rad = np.abs(sens[i]) @ (0.5 * (hi_box - lo_box))
         if g is not None:
-            rad = rad + np.abs(g[i]) * 2 * S_MAX_PU
+            s_lo, s_hi = blk.s_range(i)
+            mid = mid + g[i] * 0.5 * (s_lo + s_hi)
+            rad = rad + np.abs(g[i]) * 0.5 * (s_hi - s_lo)
         up = base[i] + mid + rad >= ub - _TOL * (1 + np.abs(ub))
         down = base[i] + mid - rad <= lb + _TOL * (1 + np.abs(lb))
         if not prefilter:
@@ -302,6 +311,30 @@ def _add_package_rows(rows: _Rows, blk: _Block, *, prefilter: bool) -> None:
             else:              # ... - lb b >= 0
                 rows.add_many(rr, cc.ravel(), vv.ravel(), np.zeros(idx.size),
                               np.full(idx.size, INF))
+
+
+def _slack_ranges(areas: Sequence[AreaPackage], blocks: list[_Block], mv_blk: _Block) -> None:
+    """Each coupled area's slack-voltage change can only lie within what the MV package's
+    linear model reaches from its points over the areas' bounds, and within the MV row's
+    limits (exact for the linear model; keeps the LV rows and s bounds tight)."""
+    mv = mv_blk.pkg
+    z = _zero_point(mv)
+    lb, ub = effective_limits(mv)
+    for a, b in zip(areas, blocks):
+        if not b.coupled or a.mv_slack_row not in mv.vm_rows:
+            continue
+        r = mv.vm_rows.index(a.mv_slack_row)
+        lo_v, hi_v = np.inf, -np.inf
+        for k in range(mv.m):
+            lo_box, hi_box = mv_blk.lo - mv.p_flex_mw[k], mv_blk.hi - mv.p_flex_mw[k]
+            sens = mv.vtdf[k, r]
+            mid = float(mv.vm_pu[k, r] + sens @ (0.5 * (lo_box + hi_box)))
+            rad = float(np.abs(sens) @ (0.5 * (hi_box - lo_box)))
+            lo_v, hi_v = min(lo_v, mid - rad), max(hi_v, mid + rad)
+        lo_v, hi_v = max(lo_v, float(lb[r])), min(hi_v, float(ub[r]))
+        v0 = float(mv.vm_pu[z, r]) if z is not None else 0.0
+        b.dv_lo = max(lo_v - v0, -S_MAX_PU)
+        b.dv_hi = min(hi_v - v0, S_MAX_PU)
 
 
 def _x_terms(blk: _Block, j: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -329,15 +362,19 @@ def _lv_block(area: AreaPackage) -> _Block:
 def clear_region(areas: Sequence[AreaPackage], request_mw: float, *,
                  mv: SensitivityPackage | None = None,
                  fixed_points: Mapping[str, int] | None = None, prefilter: bool = True,
-                 mip_rel_gap: float = 1e-6, time_limit_s: float | None = None
-                 ) -> RegionClearing:
+                 mip_rel_gap: float = 1e-6, time_limit_s: float | None = None,
+                 mip_start: bool = True) -> RegionClearing:
     """Clear ``request_mw`` over every area's bids at least cost (``sum c_j |x_j|``).
 
     ``mv`` (the MV DSO's package, columns = the areas' ``mv_column``) couples the areas:
     its rows bind the areas' net injections and its slack-voltage predictions enter the LV
     rows of areas whose package has the :data:`SLACK_COLUMN`. ``fixed_points`` (``{area
     name or "mv": point}``) fixes regions (then the problem is an LP): the enumeration
-    oracle. Every package is checked against its bids (:func:`check_bids`)."""
+    oracle. Every package is checked against its bids (:func:`check_bids`).
+
+    ``mip_start``: first solve the LPs with every package at its k-th point (k = 0 .. m-1,
+    the last point for packages with fewer) and hand the cheapest feasible one to HiGHS as
+    its incumbent (on SimBench semiurb HiGHS otherwise found no feasible point in 150 s)."""
     t0 = time.perf_counter()
     if not np.isfinite(request_mw):
         raise ClearingError(f"request_mw must be finite, got {request_mw!r}")
@@ -357,6 +394,7 @@ def clear_region(areas: Sequence[AreaPackage], request_mw: float, *,
         lo = np.array([blk_by_col[c].lo.sum() for c in mv.columns])
         hi = np.array([blk_by_col[c].hi.sum() for c in mv.columns])
         mv_blk = _Block("mv", mv, lo, hi, np.zeros(mv.n), None, None)
+        _slack_ranges(areas, blocks, mv_blk)
     else:
         for b in blocks:       # no MV package: nothing to couple to
             b.g_v = b.g_l = b.g_off = None
@@ -412,9 +450,7 @@ def clear_region(areas: Sequence[AreaPackage], request_mw: float, *,
             col_lo[b.dp(i)] = np.minimum(b.lo - pf[i], 0.0)
             col_hi[b.dp(i)] = np.maximum(b.hi - pf[i], 0.0)
             if b.coupled:
-                off = float(b.g_off[i])                          # type: ignore[index]
-                col_lo[b.s(i)] = min(-S_MAX_PU - off, 0.0)
-                col_hi[b.s(i)] = max(S_MAX_PU - off, 0.0)
+                col_lo[b.s(i)], col_hi[b.s(i)] = b.s_range(i)
     for name, point in (fixed_points or {}).items():
         fb = mv_blk if name == "mv" else next((x for x in blocks if x.name == name), None)
         if fb is None or not 0 <= point < fb.m:
@@ -426,7 +462,21 @@ def clear_region(areas: Sequence[AreaPackage], request_mw: float, *,
     lp = LinearProgram(cost, col_lo, col_hi, a_mat, np.array(rows.lo), np.array(rows.hi),
                        integ)
     t_build = time.perf_counter() - t0
-    out = solve_highs(lp, mip_rel_gap=mip_rel_gap, time_limit_s=time_limit_s)
+    start = None
+    all_blocks = blocks + ([mv_blk] if mv_blk is not None else [])
+    if mip_start and not fixed_points and len(all_blocks) > 1:
+        best = np.inf
+        for k in range(max(b.m for b in all_blocks)):
+            lo_k, hi_k = col_lo.copy(), col_hi.copy()
+            for b in all_blocks:
+                bcols = [b.b(i) for i in range(b.m)]
+                lo_k[bcols] = hi_k[bcols] = 0.0
+                lo_k[b.b(min(k, b.m - 1))] = hi_k[b.b(min(k, b.m - 1))] = 1.0
+            o = solve_highs(replace(lp, col_lo=lo_k, col_hi=hi_k,
+                                    integrality=np.zeros(ncol, np.int8)))
+            if o.x is not None and o.objective is not None and o.objective < best:
+                best, start = o.objective, o.x
+    out = solve_highs(lp, mip_rel_gap=mip_rel_gap, time_limit_s=time_limit_s, start=start)
     res = RegionClearing(out.status, out.message, float(request_mw), columns=ncol,
                          rows=a_mat.shape[0], binaries=int(integ.sum()),
                          build_time_s=t_build, solve_time_s=out.solve_time_s)

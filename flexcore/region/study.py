@@ -269,7 +269,8 @@ def _evaluate(setup: RegionSetup, clearing: RegionClearing, base: RegionAC
 
 
 def run_region(setup: RegionSetup, request_mw: float, *, max_rounds: int = 3,
-               grid_name: str = "region", exchange: SignedExchange | None = None
+               grid_name: str = "region", exchange: SignedExchange | None = None,
+               time_limit_s: float | None = None, mip_rel_gap: float = 1e-6
                ) -> RegionReport:
     """Clear, check in AC, refine the active areas (and the MV package) until AC-safe and
     within the Table 1 RMSE on the relevant rows, at most ``max_rounds`` refinements.
@@ -284,7 +285,8 @@ def run_region(setup: RegionSetup, request_mw: float, *, max_rounds: int = 3,
         mv_pkg = setup.mv.package if setup.mv is not None else None
         if exchange is not None:
             pk, mv_pkg = exchange(pk, mv_pkg)
-        clearing = clear_region(pk, request_mw, mv=mv_pkg)
+        clearing = clear_region(pk, request_mw, mv=mv_pkg, time_limit_s=time_limit_s,
+                                mip_rel_gap=mip_rel_gap)
         t2 = time.perf_counter()
         t_clear += t2 - t1
         if not clearing.ok:
@@ -334,6 +336,6 @@ def run_region(setup: RegionSetup, request_mw: float, *, max_rounds: int = 3,
         areas=areas, mv=mv_rep,
         times_s={**setup.times_s, "clearing": t_clear, "region_ac": t_ac,
                  "total_run": time.perf_counter() - t0},
-        clearing={"columns": clearing.columns, "rows": clearing.rows,
+        clearing={"message": clearing.message, "columns": clearing.columns, "rows": clearing.rows,
                   "binaries": clearing.binaries, "build_time_s": clearing.build_time_s,
                   "solve_time_s": clearing.solve_time_s})
