@@ -111,3 +111,24 @@ def test_packages_cross_signed_and_a_wrong_key_is_refused(region, tmp_path):
     with pytest.raises(SignatureError):
         load_package(tmp_path / first / "round-0", allow_full=True,
                      trust=[ex.keys[second].public_key()], require_signature=True)
+
+
+@pytest.mark.slow
+def test_region_command_writes_its_run_folder(tmp_path):
+    import json
+
+    from scenarios.cli import main
+
+    grid = tmp_path / "region.json"
+    pp.to_json(small_region(), str(grid))
+    toml = tmp_path / "region.toml"
+    toml.write_text(f'[region]\ngrid = "{grid}"\nseed = 1\nrequest_share = 0.3\n'
+                    'bid_share = [1.0, 3.0]\n')
+    out = tmp_path / "run"
+    assert main(["region", str(toml), "--out", str(out), "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ac_safe"] and summary["status"] in ("optimal", "time_limit")
+    assert (out / "areas.csv").read_text().count("\n") == 5      # header, 3 areas, mv
+    assert sorted(p.name for p in (out / "packages").iterdir()) == ["lv0", "lv1", "lv2", "mv"]
+    toml.write_text('[region]\ngrid = "x"\nrequest_share = 2.0\n')
+    assert main(["region", str(toml), "--check"]) == 2
