@@ -249,6 +249,8 @@ def _evaluate(setup: RegionSetup, clearing: RegionClearing, base: RegionAC
               ) -> tuple[RegionAC, list[RowCheck], RowCheck]:
     x = np.concatenate([clearing.activation_mw[d.name] for d in setup.lv])
     ac = setup.grid.run(setup.bid_bus, x)
+    if not ac.converged:
+        return ac, [RowCheck() for _ in setup.lv], RowCheck()
     checks = []
     for d in setup.lv:
         km = d.lin.keymap
