@@ -10,6 +10,8 @@ Commands (public contracts between organisations; see README "Command line and f
 - ``flexcosim tso clear``                 TSO side: clears bids against a package
 - ``flexcosim run SCENARIO.toml``         the mosaik co-simulation (``--check``: validate only)
 - ``flexcosim sweep SWEEP.toml``          runs of a base scenario over parameter values (Dask)
+- ``flexcosim region SCENARIO.toml``      a whole MV+LV region: one DSO per LV grid, the MV
+  DSO, one clearing over all packages, the region's AC power flow (``scenarios/mvlv.toml``)
 - ``flexcosim evaluate`` / ``flexcosim bench``  evaluation report and benchmarks
 - ``flexcosim keygen --out KEY``          an Ed25519 key pair for signing exchange files
 
@@ -179,6 +181,14 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--quiet", action="store_true", help="no progress bar")
     sw.add_argument("--check", action="store_true",
                     help="only validate the sweep file and its points: print 'ok' or exit 2")
+    rg = sub.add_parser("region", help="a whole MV+LV region: many DSOs, one clearing")
+    rg.add_argument("scenario", help="region TOML, e.g. scenarios/mvlv.toml")
+    rg.add_argument("--out", help="run folder (default: a new folder under results/)")
+    rg.add_argument("--areas", type=int, default=None,
+                    help="only the first N LV areas (overrides the TOML)")
+    rg.add_argument("--check", action="store_true",
+                    help="only validate the TOML: print 'ok' and exit 0")
+    rg.add_argument("--quiet", action="store_true")
     ev = sub.add_parser("evaluate", help="evaluation report (Table 1, Figures 5-8, over time)")
     ev.add_argument("--scenario", default=None)
     ev.add_argument("--out", default=None)
@@ -199,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         ("dso", "refine"): _dso_refine, ("dso", "audit"): _dso_audit,
         ("tso", "clear"): _tso_clear,
         ("run", None): _run, ("sweep", None): _sweep, ("evaluate", None): _evaluate,
-        ("bench", None): _bench,
+        ("bench", None): _bench, ("region", None): _region,
         ("keygen", None): _keygen,
     }[(args.group, getattr(args, "cmd", None))]
     try:
@@ -384,6 +394,19 @@ def _with_calendar(cfg, text: str | None):
     from scenarios.config import with_calendar
 
     return with_calendar(cfg, text)
+def _region(args) -> int:
+    import dataclasses
+
+    from scenarios.region import load_region_config, run_region_study
+
+    cfg = load_region_config(args.scenario)
+    if args.areas is not None:
+        cfg = dataclasses.replace(cfg, areas=max(args.areas, 0))
+    if args.check:
+        print("ok")
+        return EXIT_OK
+    report, _ = run_region_study(cfg, out=args.out, quiet=args.quiet)
+    return EXIT_OK if report.ac_safe else EXIT_NO
 
 
 def _evaluate(args) -> int:

@@ -48,16 +48,24 @@ def _simbench_cached(code: str) -> pp.pandapowerNet:
         net = simbench.get_simbench_net(code)
     except Exception as exc:  # simbench raises bare Exceptions for unknown codes
         raise GridError(f"unknown or unreadable SimBench code {code!r}: {exc}") from None
-    if not code.split("-")[1].startswith("LV"):
-        raise GridError(f"SimBench code {code!r} is not a low-voltage grid")
     net.load["name"] = net.load["name"].astype(str)
     # SimBench stores geodata and profiles we do not need; drop profiles to keep copies cheap
     net.profiles = {}
     return net
 
 
-def load_simbench(code: str) -> pp.pandapowerNet:
-    """A SimBench LV grid (cached: get_simbench_net re-reads large CSV files)."""
+def _level(code: str) -> str:
+    parts = code.split("-")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def load_simbench(code: str, *, allow_mvlv: bool = False) -> pp.pandapowerNet:
+    """A SimBench LV grid (cached: get_simbench_net re-reads large CSV files); with
+    ``allow_mvlv`` also an MV+LV region (``1-MVLV-...``, the region path)."""
+    level = _level(code)
+    if not (level.startswith("LV") or (allow_mvlv and level.startswith("MVLV"))):
+        what = "a low-voltage or MV+LV" if allow_mvlv else "a low-voltage"
+        raise GridError(f"SimBench code {code!r} is not {what} grid")
     return copy.deepcopy(_simbench_cached(code))
 
 
@@ -73,15 +81,16 @@ def _read_json(path: Path) -> pp.pandapowerNet:
     return copy.deepcopy(_json_cached(str(path.resolve()), st.st_mtime_ns, st.st_size))
 
 
-def load_grid(source: str | Path) -> pp.pandapowerNet:
+def load_grid(source: str | Path, *, allow_mvlv: bool = False) -> pp.pandapowerNet:
     """``"bergwald"``, ``"simbench:CODE"`` (or a bare SimBench code), or a pandapower JSON path
-    (a fresh object on every call)."""
+    (a fresh object on every call; ``allow_mvlv``: MV+LV SimBench codes too, for the region
+    path)."""
     text = str(source)
     if text.lower() == BERGWALD:
         path = bergwald_grid_path()
         return _read_json(path) if path.is_file() else build_bergwald()
     if text.startswith("simbench:"):
-        return load_simbench(text.split(":", 1)[1])
+        return load_simbench(text.split(":", 1)[1], allow_mvlv=allow_mvlv)
     path = Path(text)
     if path.is_file():
         try:
@@ -90,8 +99,8 @@ def load_grid(source: str | Path) -> pp.pandapowerNet:
             raise GridError(f"{path}: not a readable pandapower JSON grid ({exc})") from None
         validate_grid(net, path)
         return net
-    if text.startswith("1-LV-"):
-        return load_simbench(text)
+    if text.startswith("1-LV-") or (allow_mvlv and text.startswith("1-MVLV-")):
+        return load_simbench(text, allow_mvlv=allow_mvlv)
     raise GridError(f"grid source not found: {text!r} (a JSON path, 'bergwald' or "
                     "'simbench:1-LV-...')")
 

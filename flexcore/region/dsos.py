@@ -1,0 +1,217 @@
+"""The DSOs of a region: one per LV area plus the MV DSO, each with its private model.
+
+Each LV DSO linearises its own model (:class:`~flexcore.dso.Linearizer`) at its own bids
+and publishes a format-1 package over its LV rows (the slack bus, an MV bus, is left out:
+its voltage is the MV DSO's row) plus the column
+:data:`~flexcore.market.multi.SLACK_COLUMN`: every row's response to the slack voltage,
+by a finite difference of the set point at the zero point (used at every point).
+
+The MV DSO linearises the MV model with one column per LV area: the area's net injection
+at its transformer's MV bus, bounded by the area's bids. It learns nothing about the LV
+areas but their bid totals; the TSO learns which MV voltage row belongs to which area
+(``mv_slack_row``), i.e. how areas nest on MV feeders.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from flexcore.dso.linearizer import Linearizer
+from flexcore.exchange.bids import BidTable
+from flexcore.exchange.package import SensitivityPackage, load_package, save_package
+from flexcore.market.multi import (
+    AreaPackage,
+    RegionClearing,
+    split_slack_column,
+    with_slack_column,
+)
+from flexcore.region.split import AREA_LOAD_PREFIX, LVArea, Region
+
+#: set-point step of the slack-response finite difference (p.u.)
+SLACK_STEP_PU = 1e-4
+
+
+@dataclass
+class LVDso:
+    """One LV DSO: its area, bids, linearizer and current package (bid columns only)."""
+
+    area: LVArea
+    bids: BidTable
+    lin: Linearizer
+    package: SensitivityPackage
+    slack_vtdf: np.ndarray          # (m, v)
+    slack_ltdf: np.ndarray          # (m, l)
+    slack_offset_pu: np.ndarray     # (m,) slack set point of each point minus the base one
+    rounds: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.area.name
+
+    def published(self) -> SensitivityPackage:
+        """What goes to the TSO: the package with the slack column."""
+        return with_slack_column(self.package, self.slack_vtdf, self.slack_ltdf,
+                                 self.slack_offset_pu)
+
+    def _slack_response(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        lin = self.lin
+        vm0, ld0 = _rows(lin, self.package, x)
+        eg = lin.net.ext_grid.index[0]
+        v = float(lin.net.ext_grid.at[eg, "vm_pu"])
+        lin.net.ext_grid.at[eg, "vm_pu"] = v + SLACK_STEP_PU
+        lin.invalidate()
+        try:
+            vm1, ld1 = _rows(lin, self.package, x)
+        finally:
+            lin.net.ext_grid.at[eg, "vm_pu"] = v
+            lin.invalidate()
+        return (vm1 - vm0) / SLACK_STEP_PU, (ld1 - ld0) / SLACK_STEP_PU
+
+    def refine(self, x: np.ndarray, slack_vm_pu: float | None = None) -> None:
+        """One more point at activation ``x`` and the measured slack voltage (default: the
+        base set point); the slack response is recomputed there."""
+        lin = self.lin
+        eg = lin.net.ext_grid.index[0]
+        v0 = float(lin.net.ext_grid.at[eg, "vm_pu"])
+        v = v0 if slack_vm_pu is None else float(slack_vm_pu)
+        lin.net.ext_grid.at[eg, "vm_pu"] = v
+        lin.invalidate()
+        try:
+            self.package = lin.refine(self.package, x)
+            gv, gl = self._slack_response(x)
+        finally:
+            lin.net.ext_grid.at[eg, "vm_pu"] = v0
+            lin.invalidate()
+        self.slack_vtdf = np.vstack([self.slack_vtdf, gv[None]])
+        self.slack_ltdf = np.vstack([self.slack_ltdf, gl[None]])
+        self.slack_offset_pu = np.append(self.slack_offset_pu, v - v0)
+        self.rounds += 1
+
+
+def _rows(lin: Linearizer, package: SensitivityPackage, x: np.ndarray
+          ) -> tuple[np.ndarray, np.ndarray]:
+    vm, ld = lin.power_flow(x)
+    keys_v = {k: i for i, k in enumerate(lin.keymap.vm_pu)}
+    keys_l = {k: i for i, k in enumerate(lin.keymap.loading_percent)}
+    return (vm[[keys_v[k] for k in package.vm_rows]],
+            ld[[keys_l[k] for k in package.loading_rows]])
+
+
+def make_lv_dso(region: Region, area: LVArea, bids: BidTable, *,
+                fractions: tuple[float, ...] = (0.0, 0.5, 1.0), salt: str | None = None
+                ) -> LVDso:
+    lin = Linearizer(area.net, bids, limits=region.lv_limits, salt=salt)
+    rep = lin.linearize(fractions)
+    pkg = rep.package
+    slack_keys = {k for k, bus in lin.keymap.vm_pu.items() if bus == area.mv_bus}
+    pkg = pkg.select_rows([k not in slack_keys for k in pkg.vm_rows],
+                          np.ones(len(pkg.loading_rows), bool))
+    dso = LVDso(area, bids, lin, pkg, np.zeros((0, len(pkg.vm_rows))),
+                np.zeros((0, len(pkg.loading_rows))), np.zeros(pkg.m))
+    gv, gl = dso._slack_response(np.zeros(len(bids)))
+    dso.slack_vtdf = np.tile(gv, (pkg.m, 1))
+    dso.slack_ltdf = np.tile(gl, (pkg.m, 1))
+    return dso
+
+
+@dataclass
+class MVDso:
+    """The MV DSO: one column per LV area (its injection at the area's MV bus)."""
+
+    bids: BidTable                  # one pseudo-bid per area: ids = area names, price 0
+    lin: Linearizer
+    package: SensitivityPackage
+    slack_row: dict[str, str] = field(default_factory=dict)   # area -> vm row key
+    area_load: dict[str, int] = field(default_factory=dict)   # area -> its load in the model
+    rounds: int = 0
+
+    def refine(self, injection_mw: np.ndarray, *, draw_p_mw: np.ndarray | None = None,
+               draw_q_mvar: np.ndarray | None = None) -> None:
+        """One more point at the areas' activation ``injection_mw``; with the measured
+        draws at the transformers' MV side (P, Q per area, the MV DSO's own meters) the
+        point is computed at them, so the areas' loss and reactive changes are in it."""
+        lin = self.lin
+        if draw_p_mw is None or draw_q_mvar is None:
+            self.package = lin.refine(self.package, injection_mw)
+        else:
+            loads = [self.area_load[c] for c in self.bids.ids]
+            p0 = lin.net.load.loc[loads, "p_mw"].to_numpy(float)
+            q0 = lin.net.load.loc[loads, "q_mvar"].to_numpy(float)
+            lin.net.load.loc[loads, "p_mw"] = np.asarray(draw_p_mw) + injection_mw
+            lin.net.load.loc[loads, "q_mvar"] = np.asarray(draw_q_mvar)
+            lin.invalidate()
+            try:
+                self.package = lin.refine(self.package, injection_mw)
+            finally:
+                lin.net.load.loc[loads, "p_mw"] = p0
+                lin.net.load.loc[loads, "q_mvar"] = q0
+                lin.invalidate()
+        self.rounds += 1
+
+
+def make_mv_dso(region: Region, lv: list[LVDso], *,
+                fractions: tuple[float, ...] = (0.0, 0.5, 1.0), salt: str | None = None
+                ) -> MVDso:
+    ids = tuple(d.name for d in lv)
+    bids = BidTable(ids=ids, volume_mw=np.array([d.bids.volume_mw.sum() for d in lv]),
+                    price_eur_per_mwh=np.zeros(len(lv)),
+                    bus=np.array([d.area.mv_bus for d in lv], np.int64))
+    lin = Linearizer(region.mv_net, bids, limits=region.mv_limits, salt=salt)
+    pkg = lin.linearize(fractions).package
+    by_bus = {bus: k for k, bus in lin.keymap.vm_pu.items()}
+    names = lin.net.load.name.astype(str)
+    area_load = {d.name: int(lin.net.load.index[names == AREA_LOAD_PREFIX + d.name][0])
+                 for d in lv}
+    return MVDso(bids, lin, pkg, {d.name: by_bus[d.area.mv_bus] for d in lv}, area_load)
+
+
+def area_packages(lv: list[LVDso], mv: MVDso | None) -> list[AreaPackage]:
+    """What the TSO clears: every LV DSO's published package (the coupling metadata only
+    with an MV DSO)."""
+    out = []
+    for d in lv:
+        pkg = d.published() if mv is not None else d.package
+        out.append(AreaPackage(d.name, pkg, d.bids,
+                               mv_column=d.name if mv is not None else None,
+                               mv_slack_row=mv.slack_row[d.name] if mv is not None else None))
+    return out
+
+
+def bare(package: SensitivityPackage) -> SensitivityPackage:
+    return split_slack_column(package)[0]
+
+
+def injections(lv: list[LVDso], clearing: RegionClearing) -> np.ndarray:
+    return np.array([clearing.activation_mw[d.name].sum() for d in lv])
+
+
+class SignedExchange:
+    """Packages cross from each DSO to the TSO as signed package folders: every DSO signs
+    with its own Ed25519 key, the TSO loads each folder with that DSO's public key as the
+    only trusted one (:func:`~flexcore.exchange.package.load_package`, signature required)
+    and clears what it loaded. ``folder`` receives ``<dso>/round-<k>/``."""
+
+    def __init__(self, folder: Path, names: list[str]):
+        self.folder = Path(folder)
+        self.keys = {n: Ed25519PrivateKey.generate() for n in names}
+        self.shipped = 0
+        self._round = 0
+
+    def _ship(self, name: str, package: SensitivityPackage) -> SensitivityPackage:
+        d = self.folder / name / f"round-{self._round}"
+        save_package(package, d, signing_key=self.keys[name])
+        loaded = load_package(d, allow_full=True, trust=[self.keys[name].public_key()],
+                              require_signature=True)
+        assert isinstance(loaded, SensitivityPackage)
+        self.shipped += 1
+        return loaded
+
+    def __call__(self, areas: list[AreaPackage], mv: SensitivityPackage | None
+                 ) -> tuple[list[AreaPackage], SensitivityPackage | None]:
+        out = [replace(a, package=self._ship(a.name, a.package)) for a in areas]
+        mv_out = self._ship("mv", mv) if mv is not None else None
+        self._round += 1
+        return out, mv_out

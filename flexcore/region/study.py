@@ -1,0 +1,343 @@
+"""A region study: bids per LV area, one request, one clearing over all packages, the whole
+region's AC power flow, refinement rounds, a report per area.
+
+Errors are judged against one pandapower power flow of the **whole region** with the
+activation applied, on the rows that matter: those the activation moved (by more than
+1e-6 p.u. / 1e-4 %) or that are within 1 % of a limit (|V - limit| <= 0.01 limit, |L| >=
+99 %). Violations follow the base-case rule of :mod:`flexcore.market.multi`: a row beyond
+its limit in the AC result counts as a violation of the clearing only if it is also worse
+than in the base case (beyond ``VM_TOL_PU`` / ``LOADING_TOL_PERCENT``); rows violated
+already in the base case and not made worse are reported as ``base_violations``.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandapower as pp
+
+from flexcore.dso.linearizer import FLEX_SGEN_NAME
+from flexcore.exchange.bids import BidTable
+from flexcore.exchange.limits import Limits
+from flexcore.grid import ppinternals, sensitivity
+from flexcore.grid.powerflow import PF_OPTIONS
+from flexcore.market.multi import RegionClearing, clear_region
+from flexcore.region.dsos import (
+    LVDso,
+    MVDso,
+    SignedExchange,
+    area_packages,
+    injections,
+    make_lv_dso,
+    make_mv_dso,
+)
+from flexcore.region.split import Region
+
+#: the source's Table 1 RMSE (p.u., %): the error target on the rows that matter
+TABLE1_VM_PU = 2.6e-5
+TABLE1_LOADING_PERCENT = 9.8e-3
+VM_TOL_PU = 1e-6
+LOADING_TOL_PERCENT = 1e-4
+
+
+def region_bids(region: Region, *, seed: int = 0, share: tuple[float, float] = (0.5, 2.5),
+                price_eur_per_mwh: tuple[float, float] = (40.0, 250.0),
+                areas: list[str] | None = None) -> dict[str, BidTable]:
+    """Seeded upward bids, one per in-service load of each LV area; an area's total is
+    ``U(share) x`` its transformer rating, so full activation can overload it."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for a in region.areas:
+        if areas is not None and a.name not in areas:
+            continue
+        loads = a.net.load[a.net.load.in_service.astype(bool)]
+        if not len(loads):
+            continue
+        w = rng.uniform(0.5, 1.5, len(loads))
+        total = rng.uniform(*share) * float(a.net.trafo.sn_mva.iloc[0])
+        vol = np.round(w / w.sum() * total, 6)
+        out[a.name] = BidTable(
+            ids=tuple(f"{a.name}-{i}" for i in loads.index),
+            volume_mw=vol, price_eur_per_mwh=np.round(rng.uniform(*price_eur_per_mwh,
+                                                                  len(loads)), 2),
+            bus=loads.bus.to_numpy(np.int64))
+    return out
+
+
+# --------------------------------------------------------------------------- AC of the region
+@dataclass
+class RegionAC:
+    """One AC power flow of the whole region: values by bus and by branch."""
+
+    converged: bool
+    vm_pu: dict[int, float]
+    loading_percent: dict[tuple[str, int], float]
+    ext_grid_p_mw: float
+    trafo_p_mw: dict[int, float] = field(default_factory=dict)   # at the hv side
+    trafo_q_mvar: dict[int, float] = field(default_factory=dict)
+
+
+class RegionGrid:
+    """The whole region with one activation sgen per bid bus (the validator's model)."""
+
+    def __init__(self, region: Region, buses: np.ndarray):
+        self.net = copy.deepcopy(region.net)
+        self.buses = np.unique(buses)
+        self.sgens = np.asarray(pp.create_sgens(self.net, self.buses, p_mw=0.0,
+                                                name=FLEX_SGEN_NAME))
+
+    def run(self, bus: np.ndarray, x: np.ndarray) -> RegionAC:
+        per_bus = np.zeros(len(self.buses))
+        np.add.at(per_bus, np.searchsorted(self.buses, bus), x)
+        self.net.sgen.loc[self.sgens, "p_mw"] = per_bus
+        try:
+            pp.runpp(self.net, **PF_OPTIONS)
+        except pp.LoadflowNotConverged:
+            return RegionAC(False, {}, {}, math.nan)
+        vm, ld, keys = sensitivity.signed_results(self.net)
+        bus_index = ppinternals.extract_state(self.net, check=False).bus_index
+        return RegionAC(True, dict(zip(bus_index.tolist(), vm.tolist())),
+                        dict(zip(keys, ld.tolist())),
+                        float(self.net.res_ext_grid.p_mw.sum()),
+                        self.net.res_trafo.p_hv_mw.to_dict(),
+                        self.net.res_trafo.q_hv_mvar.to_dict())
+
+
+# --------------------------------------------------------------------------- evaluation
+@dataclass
+class RowCheck:
+    """Predicted vs AC on one package's rows."""
+
+    n_relevant_vm: int = 0
+    n_relevant_loading: int = 0
+    max_vm_err_pu: float = 0.0
+    max_loading_err_percent: float = 0.0
+    violations: int = 0
+    base_violations: int = 0
+    worst: str = ""
+
+
+def _check_rows(limits: Limits, keys_vm: list[Any], keys_ld: list[Any], pred_vm: np.ndarray,
+                pred_ld: np.ndarray, ac: RegionAC, base: RegionAC) -> RowCheck:
+    out = RowCheck()
+    for kind, keys, pred, vals, bvals, lo, hi, tol_move, tol_v in (
+            ("vm", keys_vm, pred_vm, ac.vm_pu, base.vm_pu, limits.vm_min_pu, limits.vm_max_pu,
+             VM_TOL_PU, VM_TOL_PU),
+            ("loading", keys_ld, pred_ld, ac.loading_percent, base.loading_percent,
+             limits.loading_min_percent, limits.loading_max_percent, LOADING_TOL_PERCENT,
+             LOADING_TOL_PERCENT)):
+        a = np.array([vals[k] for k in keys])
+        b = np.array([bvals[k] for k in keys])
+        margin_lo, margin_hi = 0.01 * abs(lo), 0.01 * abs(hi)
+        relevant = (np.abs(a - b) > tol_move) | (a <= lo + margin_lo) | (a >= hi - margin_hi)
+        err = np.abs(pred - a)[relevant]
+        m = float(err.max()) if err.size else 0.0
+        viol = (a < lo - tol_v) | (a > hi + tol_v)
+        worse = viol & (((a < lo) & (a < b - tol_v)) | ((a > hi) & (a > b + tol_v)))
+        out.violations += int(worse.sum())
+        out.base_violations += int((viol & ~worse).sum())
+        if worse.any():
+            k = int(np.flatnonzero(worse)[0])
+            out.worst = f"{kind} {keys[k]}: {a[k]:.5f}"
+        if kind == "vm":
+            out.n_relevant_vm, out.max_vm_err_pu = int(relevant.sum()), m
+        else:
+            out.n_relevant_loading, out.max_loading_err_percent = int(relevant.sum()), m
+    return out
+
+
+@dataclass
+class AreaReport:
+    name: str
+    bids: int
+    delivered_mw: float
+    cost_eur: float
+    rounds: int
+    point: int | None
+    slack_dv_pu: float
+    check: RowCheck
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class RegionReport:
+    grid: str
+    request_mw: float
+    status: str
+    cost_eur: float
+    rounds: int
+    ac_converged: bool
+    ac_safe: bool
+    delivered_at_interface_mw: float
+    max_vm_err_pu: float
+    max_loading_err_percent: float
+    relevant_rows: int
+    areas: list[AreaReport]
+    mv: AreaReport
+    times_s: dict[str, float] = field(default_factory=dict)
+    clearing: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["table1_rmse"] = {"vm_pu": TABLE1_VM_PU, "loading_percent": TABLE1_LOADING_PERCENT}
+        d["within_table1"] = {"vm": self.max_vm_err_pu <= TABLE1_VM_PU,
+                              "loading": self.max_loading_err_percent
+                              <= TABLE1_LOADING_PERCENT}
+        return d
+
+    def as_text(self) -> str:
+        active = [a for a in self.areas if abs(a.delivered_mw) > 1e-9]
+        lines = [
+            f"grid: {self.grid}; request {self.request_mw:.4f} MW; status {self.status}",
+            f"cost {self.cost_eur:.2f} EUR/h; rounds {self.rounds}; AC converged "
+            f"{self.ac_converged}; AC-safe {self.ac_safe}",
+            f"delivered at the region's interface (ext_grid change, with losses): "
+            f"{self.delivered_at_interface_mw:.4f} MW",
+            f"largest error on {self.relevant_rows} relevant rows: "
+            f"{self.max_vm_err_pu:.2e} p.u. (Table 1 RMSE {TABLE1_VM_PU:.1e}), "
+            f"{self.max_loading_err_percent:.2e} % (Table 1 RMSE "
+            f"{TABLE1_LOADING_PERCENT:.1e})",
+            f"areas: {len(self.areas)}, dispatched: {len(active)}; MV: "
+            f"{self.mv.check.violations} violation(s), {self.mv.check.base_violations} "
+            "base-case violation(s)",
+            f"{'area':>8} {'bids':>5} {'MW':>8} {'EUR/h':>9} {'rnd':>3} {'dV_slack':>9} "
+            f"{'vm err':>9} {'ld err':>9} {'viol':>4} {'base':>4}",
+        ]
+        for a in sorted(self.areas, key=lambda r: -r.delivered_mw)[:25]:
+            c = a.check
+            lines.append(f"{a.name:>8} {a.bids:>5} {a.delivered_mw:8.4f} {a.cost_eur:9.2f} "
+                         f"{a.rounds:>3} {a.slack_dv_pu:9.2e} {c.max_vm_err_pu:9.2e} "
+                         f"{c.max_loading_err_percent:9.2e} {c.violations:>4} "
+                         f"{c.base_violations:>4}")
+        lines.append("times: " + ", ".join(f"{k} {v:.2f} s" for k, v in self.times_s.items()))
+        return "\n".join(lines)
+
+
+@dataclass
+class RegionSetup:
+    """The DSOs of a study (private models) and the validator's whole-region grid."""
+
+    region: Region
+    lv: list[LVDso]
+    mv: MVDso | None
+    grid: RegionGrid
+    bid_bus: np.ndarray
+    times_s: dict[str, float]
+
+
+def setup_region(region: Region, bids: dict[str, BidTable], *, coupled: bool = True,
+                 fractions: tuple[float, ...] = (0.0, 0.5, 1.0)) -> RegionSetup:
+    t0 = time.perf_counter()
+    lv = [make_lv_dso(region, region.area(name), b, fractions=fractions, salt=name)
+          for name, b in bids.items()]
+    t1 = time.perf_counter()
+    mv = make_mv_dso(region, lv, fractions=fractions, salt="mv") if coupled else None
+    t2 = time.perf_counter()
+    bus = np.concatenate([d.bids.bus for d in lv])
+    grid = RegionGrid(region, bus)
+    return RegionSetup(region, lv, mv, grid, bus,
+                       {"lv_packages": t1 - t0, "mv_package": t2 - t1})
+
+
+def _evaluate(setup: RegionSetup, clearing: RegionClearing, base: RegionAC
+              ) -> tuple[RegionAC, list[RowCheck], RowCheck]:
+    x = np.concatenate([clearing.activation_mw[d.name] for d in setup.lv])
+    ac = setup.grid.run(setup.bid_bus, x)
+    if not ac.converged:
+        return ac, [RowCheck() for _ in setup.lv], RowCheck()
+    checks = []
+    for d in setup.lv:
+        km = d.lin.keymap
+        checks.append(_check_rows(
+            setup.region.lv_limits, [km.vm_pu[k] for k in d.package.vm_rows],
+            [km.loading_percent[k] for k in d.package.loading_rows],
+            clearing.predicted_vm_pu[d.name], clearing.predicted_loading_percent[d.name],
+            ac, base))
+    mvc = RowCheck()
+    if setup.mv is not None:
+        km = setup.mv.lin.keymap
+        pkg = setup.mv.package
+        mvc = _check_rows(setup.region.mv_limits, [km.vm_pu[k] for k in pkg.vm_rows],
+                          [km.loading_percent[k] for k in pkg.loading_rows],
+                          clearing.mv_predicted_vm_pu, clearing.mv_predicted_loading_percent,
+                          ac, base)
+    return ac, checks, mvc
+
+
+def run_region(setup: RegionSetup, request_mw: float, *, max_rounds: int = 3,
+               grid_name: str = "region", exchange: SignedExchange | None = None,
+               time_limit_s: float | None = None, mip_rel_gap: float = 1e-6
+               ) -> RegionReport:
+    """Clear, check in AC, refine the active areas (and the MV package) until AC-safe and
+    within the Table 1 RMSE on the relevant rows, at most ``max_rounds`` refinements.
+    ``exchange``: packages cross as signed folders, checked by the TSO before clearing."""
+    t0 = time.perf_counter()
+    base = setup.grid.run(setup.bid_bus, np.zeros(len(setup.bid_bus)))
+    t_clear = t_ac = 0.0
+    rounds = 0
+    while True:
+        t1 = time.perf_counter()
+        pk = area_packages(setup.lv, setup.mv)
+        mv_pkg = setup.mv.package if setup.mv is not None else None
+        if exchange is not None:
+            pk, mv_pkg = exchange(pk, mv_pkg)
+        clearing = clear_region(pk, request_mw, mv=mv_pkg, time_limit_s=time_limit_s,
+                                mip_rel_gap=mip_rel_gap)
+        t2 = time.perf_counter()
+        t_clear += t2 - t1
+        if not clearing.ok:
+            ac, checks, mvc = RegionAC(False, {}, {}, math.nan), [RowCheck()] * len(setup.lv), \
+                RowCheck()
+            break
+        ac, checks, mvc = _evaluate(setup, clearing, base)
+        t_ac += time.perf_counter() - t2
+        all_checks = checks + [mvc]
+        safe = ac.converged and not any(c.violations for c in all_checks)
+        accurate = all(c.max_vm_err_pu <= TABLE1_VM_PU
+                       and c.max_loading_err_percent <= TABLE1_LOADING_PERCENT
+                       for c in all_checks)
+        if (safe and accurate) or rounds >= max_rounds or not ac.converged:
+            break
+        rounds += 1
+        for d, c in zip(setup.lv, checks):
+            x = clearing.activation_mw[d.name]
+            if np.any(np.abs(x) > 1e-9) and (c.violations or c.max_vm_err_pu > TABLE1_VM_PU
+                                             or c.max_loading_err_percent
+                                             > TABLE1_LOADING_PERCENT):
+                d.refine(x, ac.vm_pu[d.area.mv_bus])
+        if setup.mv is not None:
+            setup.mv.refine(injections(setup.lv, clearing),
+                            draw_p_mw=np.array([ac.trafo_p_mw[d.area.trafo] for d in setup.lv]),
+                            draw_q_mvar=np.array([ac.trafo_q_mvar[d.area.trafo]
+                                                  for d in setup.lv]))
+    areas = []
+    for d, c in zip(setup.lv, checks):
+        x = clearing.activation_mw.get(d.name, np.zeros(len(d.bids)))
+        areas.append(AreaReport(d.name, len(d.bids), float(x.sum()),
+                                float(np.abs(x) @ d.bids.price_eur_per_mwh), d.rounds,
+                                clearing.points.get(d.name), clearing.slack_dv_pu.get(d.name,
+                                                                                      0.0), c))
+    mv_rep = AreaReport("mv", 0, float(sum(a.delivered_mw for a in areas)), 0.0,
+                        setup.mv.rounds if setup.mv is not None else 0, clearing.mv_point, 0.0,
+                        mvc)
+    all_checks = [a.check for a in areas] + [mvc]
+    return RegionReport(
+        grid=grid_name, request_mw=float(request_mw), status=clearing.status.value,
+        cost_eur=clearing.cost_eur, rounds=rounds, ac_converged=ac.converged,
+        ac_safe=ac.converged and not any(c.violations for c in all_checks),
+        delivered_at_interface_mw=base.ext_grid_p_mw - ac.ext_grid_p_mw,
+        max_vm_err_pu=max(c.max_vm_err_pu for c in all_checks),
+        max_loading_err_percent=max(c.max_loading_err_percent for c in all_checks),
+        relevant_rows=sum(c.n_relevant_vm + c.n_relevant_loading for c in all_checks),
+        areas=areas, mv=mv_rep,
+        times_s={**setup.times_s, "clearing": t_clear, "region_ac": t_ac,
+                 "total_run": time.perf_counter() - t0},
+        clearing={"message": clearing.message, "columns": clearing.columns, "rows": clearing.rows,
+                  "binaries": clearing.binaries, "build_time_s": clearing.build_time_s,
+                  "solve_time_s": clearing.solve_time_s})

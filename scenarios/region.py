@@ -1,0 +1,139 @@
+"""``flexcosim region SCENARIO.toml``: the region study of :mod:`flexcore.region.study`.
+
+The TOML has one table ``[region]`` (see ``scenarios/mvlv.toml``); unknown keys and bad
+values raise :class:`scenarios.config.ConfigError` naming the file and key. The run folder
+``results/<UTC time>-region/`` holds ``config.resolved.toml``, ``summary.json`` (the
+:class:`~flexcore.region.study.RegionReport`), ``areas.csv`` (one row per LV area plus the
+MV area), ``summary.txt``, ``meta.json`` (versions, seed) and ``packages/<dso>/round-<k>/``: every
+package as it crossed to the TSO (format 1, signed by its DSO's key, loaded back with that
+key as the only trusted one before clearing).
+"""
+from __future__ import annotations
+
+import csv
+import time
+import tomllib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from flexcore.grid.grids import load_grid
+from flexcore.region.dsos import SignedExchange
+from flexcore.region.split import split_region
+from flexcore.region.study import RegionReport, region_bids, run_region, setup_region
+from flexcore.runs import new_run_dir, versions, write_json, write_toml
+from scenarios.config import ConfigError
+
+
+@dataclass(frozen=True)
+class RegionConfig:
+    grid: str = "simbench:1-MVLV-semiurb-all-0-sw"
+    seed: int = 1
+    request_share: float = 0.5
+    bid_share: tuple[float, float] = (0.5, 2.5)
+    max_rounds: int = 3
+    areas: int = 0
+    coupled: bool = True
+    fractions: tuple[float, ...] = (0.0, 0.5, 1.0)
+    time_limit_s: float = 300.0
+    mip_rel_gap: float = 1e-3
+
+
+_TYPES: dict[str, type] = {"grid": str, "seed": int, "request_share": float,
+                           "bid_share": list, "max_rounds": int, "areas": int, "coupled": bool,
+                           "fractions": list, "time_limit_s": float,
+                           "mip_rel_gap": float}
+
+
+def load_region_config(path: str | Path) -> RegionConfig:
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such scenario file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    extra = sorted(set(doc) - {"region"})
+    if extra or "region" not in doc:
+        raise ConfigError(f"{path}: needs exactly one table [region] (found {sorted(doc)})")
+    data: dict[str, Any] = dict(doc["region"])
+    unknown = sorted(set(data) - set(_TYPES))
+    if unknown:
+        raise ConfigError(f"{path}: [region] unknown key(s) {unknown}; allowed: "
+                          f"{sorted(_TYPES)}")
+    for key, value in data.items():
+        want = _TYPES[key]
+        ok = isinstance(value, want) and not (want is not bool and isinstance(value, bool))
+        if want is float and isinstance(value, int) and not isinstance(value, bool):
+            ok, data[key] = True, float(value)
+        if not ok:
+            raise ConfigError(f"{path}: [region] {key} must be a {want.__name__}, got "
+                              f"{value!r}")
+    if "bid_share" in data:
+        bs = data["bid_share"]
+        if len(bs) != 2 or not all(isinstance(v, (int, float)) for v in bs) or \
+                not 0 < bs[0] <= bs[1]:
+            raise ConfigError(f"{path}: [region] bid_share must be [low, high] with "
+                              f"0 < low <= high, got {bs!r}")
+        data["bid_share"] = (float(bs[0]), float(bs[1]))
+    if "fractions" in data:
+        fr = data["fractions"]
+        if not fr or 0.0 not in fr or not all(isinstance(v, (int, float)) and 0 <= v <= 1
+                                             for v in fr):
+            raise ConfigError(f"{path}: [region] fractions must lie in [0, 1] and include 0, "
+                              f"got {fr!r}")
+        data["fractions"] = tuple(float(v) for v in fr)
+    if not 0 < data.get("request_share", 0.5) <= 1:
+        raise ConfigError(f"{path}: [region] request_share must be in (0, 1]")
+    if data.get("areas", 0) < 0 or data.get("max_rounds", 3) < 0:
+        raise ConfigError(f"{path}: [region] areas and max_rounds must be >= 0")
+    return RegionConfig(**data)
+
+
+def run_region_study(cfg: RegionConfig, *, out: str | Path | None = None,
+                     quiet: bool = False) -> tuple[RegionReport, Path]:
+    """Load and split the region, make the DSOs' packages, clear, check, refine; write the
+    run folder and return the report and the folder."""
+    def say(msg: str) -> None:
+        if not quiet:
+            print(msg, flush=True)
+
+    t0 = time.perf_counter()
+    net = load_grid(cfg.grid, allow_mvlv=True)
+    region = split_region(net, source=cfg.grid)
+    t_split = time.perf_counter() - t0
+    say(f"split {cfg.grid}: {len(region.areas)} LV areas, {len(region.mv_net.bus)} MV buses "
+        f"({t_split:.1f} s)")
+    names = [a.name for a in region.areas]
+    if cfg.areas:
+        names = names[:cfg.areas]
+    bids = region_bids(region, seed=cfg.seed, share=cfg.bid_share, areas=names)
+    setup = setup_region(region, bids, coupled=cfg.coupled, fractions=cfg.fractions)
+    say(f"packages: {len(setup.lv)} LV areas{' + MV' if setup.mv else ''} "
+        f"({sum(setup.times_s.values()):.1f} s)")
+    total = float(sum(b.volume_mw.sum() for b in bids.values()))
+    folder = new_run_dir("region", out=out)
+    exchange = SignedExchange(folder / "packages", [d.name for d in setup.lv] + ["mv"])
+    report = run_region(setup, cfg.request_share * total, max_rounds=cfg.max_rounds,
+                        grid_name=cfg.grid, exchange=exchange, time_limit_s=cfg.time_limit_s,
+                        mip_rel_gap=cfg.mip_rel_gap)
+    report.times_s = {"load_and_split": t_split, **report.times_s}
+    write_toml(folder / "config.resolved.toml", {"region": asdict(cfg)},
+               header="# resolved region scenario (runnable: flexcosim region THIS_FILE)")
+    write_json(folder / "summary.json", report.as_dict())
+    write_json(folder / "meta.json", {"versions": versions(), "seed": cfg.seed})
+    with open(folder / "areas.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["area", "bids", "delivered_mw", "cost_eur", "rounds", "point",
+                    "slack_dv_pu", "relevant_vm_rows", "relevant_loading_rows",
+                    "max_vm_err_pu", "max_loading_err_percent", "violations",
+                    "base_violations"])
+        for a in report.areas + [report.mv]:
+            c = a.check
+            w.writerow([a.name, a.bids, a.delivered_mw, a.cost_eur, a.rounds, a.point,
+                        a.slack_dv_pu, c.n_relevant_vm, c.n_relevant_loading, c.max_vm_err_pu,
+                        c.max_loading_err_percent, c.violations, c.base_violations])
+    (folder / "summary.txt").write_text(report.as_text() + "\n")
+    say(report.as_text())
+    say(f"results: {folder}")
+    return report, folder

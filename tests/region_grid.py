@@ -1,0 +1,24 @@
+"""A small hand-built MV+LV region for the region tests (not SimBench)."""
+from __future__ import annotations
+
+import pandapower as pp
+
+
+def small_region(*, n_lv: int = 3, lv_buses: int = 5):
+    """20 kV feeder of ``n_lv + 1`` buses from an ext_grid, an MV/LV transformer (0.25 MVA)
+    at each MV bus after the first, each feeding a 0.4 kV radial feeder of ``lv_buses``
+    buses with one 20 kW load per bus; one MV load."""
+    net = pp.create_empty_network(name="small MV+LV region")
+    mv = [pp.create_bus(net, 20.0, name=f"mv{k}") for k in range(n_lv + 1)]
+    pp.create_ext_grid(net, mv[0], vm_pu=1.02)
+    for a, b in zip(mv[:-1], mv[1:]):
+        pp.create_line(net, a, b, 2.0, "NA2XS2Y 1x95 RM/25 12/20 kV")
+    pp.create_load(net, mv[1], p_mw=0.3, q_mvar=0.05, name="mv load")
+    for k, hv in enumerate(mv[1:]):
+        lv = [pp.create_bus(net, 0.4, name=f"lv{k}-{i}") for i in range(lv_buses)]
+        pp.create_transformer(net, hv, lv[0], "0.25 MVA 20/0.4 kV")
+        for a, b in zip(lv[:-1], lv[1:]):
+            pp.create_line(net, a, b, 0.08 + 0.02 * k, "NAYY 4x150 SE")
+        for i, b in enumerate(lv[1:]):
+            pp.create_load(net, b, p_mw=0.02, q_mvar=0.005, name=f"load{k}-{i}")
+    return net

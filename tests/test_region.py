@@ -1,0 +1,134 @@
+"""Region split and the region study on a hand-built MV+LV grid (not SimBench); the
+oracle is pandapower's AC power flow of the whole region."""
+from __future__ import annotations
+
+import numpy as np
+import pandapower as pp
+import pytest
+
+from flexcore.grid.gridgen import GridError
+from flexcore.grid.grids import load_simbench
+from flexcore.market.multi import SLACK_COLUMN
+from flexcore.region.split import LV_LIMITS, MV_LIMITS, mvlv_trafos, split_region
+from flexcore.region.study import (
+    TABLE1_LOADING_PERCENT,
+    TABLE1_VM_PU,
+    region_bids,
+    run_region,
+    setup_region,
+)
+from tests.region_grid import small_region
+
+
+@pytest.fixture(scope="module")
+def region():
+    return split_region(small_region(), source="small")
+
+
+def test_split_reproduces_the_whole_region(region):
+    net = region.net
+    assert [a.name for a in region.areas] == [f"lv{t}" for t in mvlv_trafos(net)]
+    assert len(region.areas) == 3
+    for a in region.areas:
+        # each LV model: its buses + the MV bus, its own ext_grid at the MV bus
+        assert set(a.net.bus.index) == set(a.buses.tolist()) | {a.mv_bus}
+        assert a.net.ext_grid.bus.tolist() == [a.mv_bus]
+        assert len(a.net.load) == 4 and (net.bus.vn_kv.loc[a.buses] < 1).all()
+        np.testing.assert_allclose(a.net.res_bus.vm_pu.loc[a.buses],
+                                   net.res_bus.vm_pu.loc[a.buses], atol=1e-9)
+        # the area's draw = the transformer's flow in the whole region
+        assert a.p_mw == pytest.approx(net.res_trafo.p_hv_mw.at[a.trafo], abs=1e-9)
+    mv = region.mv_net
+    assert not (mv.bus.vn_kv < 1).any() and len(mv.load) == 4   # MV load + 3 area loads
+    np.testing.assert_allclose(mv.res_bus.vm_pu, net.res_bus.vm_pu.loc[mv.bus.index],
+                               atol=1e-9)
+    assert (region.lv_limits, region.mv_limits) == (LV_LIMITS, MV_LIMITS)
+
+
+def test_split_refuses_grids_without_mvlv_transformer():
+    net = pp.create_empty_network()
+    b = pp.create_bus(net, 20.0)
+    pp.create_ext_grid(net, b)
+    with pytest.raises(GridError, match="no MV/LV transformer"):
+        split_region(net, source="flat.json")
+
+
+def test_split_refuses_lv_fed_by_two_transformers():
+    net = small_region(n_lv=2)
+    lv = net.bus.index[net.bus.name.isin(["lv0-3", "lv1-3"])].tolist()
+    pp.create_line(net, lv[0], lv[1], 0.1, "NAYY 4x150 SE")
+    with pytest.raises(GridError, match="meshed LV grid"):
+        split_region(net, source="meshed")
+
+
+def test_mvlv_simbench_codes_only_on_the_region_path():
+    with pytest.raises(GridError, match="not a low-voltage grid"):
+        load_simbench("1-MVLV-semiurb-all-0-sw")
+
+
+def test_region_study_is_ac_safe_and_accurate_after_refinement(region):
+    bids = region_bids(region, seed=1, share=(1.0, 3.0))
+    setup = setup_region(region, bids)
+    pkg = setup.lv[0].published()
+    assert pkg.columns[-1] == SLACK_COLUMN
+    # the slack voltage moves LV voltages about one to one
+    assert 0.9 < float(np.median(setup.lv[0].slack_vtdf[0])) < 1.1
+    total = sum(b.volume_mw.sum() for b in bids.values())
+    rep = run_region(setup, 0.3 * total, grid_name="small")
+    assert rep.status == "optimal" and rep.ac_converged and rep.ac_safe
+    delivered = sum(a.delivered_mw for a in rep.areas)
+    assert delivered == pytest.approx(0.3 * total, abs=1e-7)
+    # limits bind: the cheapest bids alone would have cost less
+    prices = np.concatenate([b.price_eur_per_mwh for b in bids.values()])
+    vols = np.concatenate([b.volume_mw for b in bids.values()])
+    left, merit = 0.3 * total, 0.0
+    for j in np.argsort(prices):
+        take = min(vols[j], left)
+        merit, left = merit + take * prices[j], left - take
+    assert rep.cost_eur > merit + 1e-3
+    assert rep.rounds >= 1 and rep.relevant_rows > 0
+    assert rep.max_vm_err_pu <= TABLE1_VM_PU
+    assert rep.max_loading_err_percent <= TABLE1_LOADING_PERCENT
+    # delivered at the interface = activation minus the change of losses
+    assert rep.delivered_at_interface_mw == pytest.approx(delivered, rel=0.05)
+
+
+def test_packages_cross_signed_and_a_wrong_key_is_refused(region, tmp_path):
+    from flexcore.exchange.package import load_package
+    from flexcore.exchange.signing import SignatureError
+    from flexcore.region.dsos import SignedExchange
+
+    bids = region_bids(region, seed=2, share=(1.0, 2.0))
+    setup = setup_region(region, bids)
+    ex = SignedExchange(tmp_path, [d.name for d in setup.lv] + ["mv"])
+    total = sum(b.volume_mw.sum() for b in bids.values())
+    rep = run_region(setup, 0.2 * total, max_rounds=0, exchange=ex)
+    assert rep.ac_converged and ex.shipped == len(setup.lv) + 1
+    first, second = setup.lv[0].name, setup.lv[1].name
+    # a package verifies only against its own DSO's key
+    load_package(tmp_path / first / "round-0", allow_full=True,
+                 trust=[ex.keys[first].public_key()], require_signature=True)
+    with pytest.raises(SignatureError):
+        load_package(tmp_path / first / "round-0", allow_full=True,
+                     trust=[ex.keys[second].public_key()], require_signature=True)
+
+
+@pytest.mark.slow
+def test_region_command_writes_its_run_folder(tmp_path):
+    import json
+
+    from scenarios.cli import main
+
+    grid = tmp_path / "region.json"
+    pp.to_json(small_region(), str(grid))
+    toml = tmp_path / "region.toml"
+    toml.write_text(f'[region]\ngrid = "{grid}"\nseed = 1\nrequest_share = 0.3\n'
+                    'bid_share = [1.0, 3.0]\n')
+    out = tmp_path / "run"
+    assert main(["region", str(toml), "--out", str(out), "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ac_safe"] and summary["status"] in ("optimal", "time_limit")
+    assert (out / "areas.csv").read_text().count("\n") == 5      # header, 3 areas, mv
+    assert sorted(p.name for p in (out / "packages").iterdir()) == ["lv0", "lv1", "lv2", "mv"]
+    toml.write_text('[region]\ngrid = "x"\nrequest_share = 2.0\n')
+    assert main(["region", str(toml), "--check"]) == 2

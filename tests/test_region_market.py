@@ -1,0 +1,142 @@
+"""One clearing over N packages (flexcore.market.multi) against the m^N enumeration."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from flexcore.exchange.bids import BidTable
+from flexcore.exchange.clearing import ClearingError
+from flexcore.exchange.enums import ClearingStatus
+from flexcore.exchange.limits import Limits
+from flexcore.exchange.package import PointInfo, SensitivityPackage
+from flexcore.market.multi import (
+    SLACK_COLUMN,
+    AreaPackage,
+    clear_region,
+    effective_limits,
+    enumerate_regions,
+    split_slack_column,
+    with_slack_column,
+)
+
+
+def _package(rng, name: str, vol: np.ndarray, fractions, *, v: int = 3, l: int = 2,
+             limits: Limits | None = None) -> SensitivityPackage:
+    m, n = len(fractions), len(vol)
+    # sensitivities change strongly from point to point: the region matters
+    vtdf = -rng.uniform(0.005, 0.03, (m, v, n)) * (1 + 2 * np.arange(m))[:, None, None]
+    ltdf = rng.uniform(5, 30, (m, l, n)) * (1 + np.arange(m))[:, None, None]
+    return SensitivityPackage(
+        columns=tuple(f"{name}-b{j}" for j in range(n)),
+        vm_rows=tuple(f"{name}-v{k}" for k in range(v)),
+        loading_rows=tuple(f"{name}-l{k}" for k in range(l)),
+        points=tuple(PointInfo(f"a={a:g}", a) for a in fractions),
+        p_flex_mw=np.array([a * vol for a in fractions]),
+        vm_pu=np.full((m, v), 1.0) - 0.01 * np.arange(m)[:, None],
+        loading_percent=np.full((m, l), 40.0) + 10 * np.arange(m)[:, None],
+        vtdf=vtdf, ltdf=ltdf, limits=limits or Limits(0.97, 1.05, -100, 70))
+
+
+def _areas(seed: int, n_areas: int = 3, m: int = 3, *, coupled: bool = False):
+    rng = np.random.default_rng(seed)
+    fractions = [0.0, 1.0] if m == 2 else [0.0, 0.5, 1.0]
+    areas = []
+    for k in range(n_areas):
+        vol = rng.uniform(0.2, 1.0, 4)
+        bids = BidTable(ids=tuple(f"a{k}-b{j}" for j in range(4)), volume_mw=vol,
+                        price_eur_per_mwh=rng.uniform(20, 200, 4))
+        pkg = _package(rng, f"a{k}", vol, fractions)
+        if coupled:
+            pkg = with_slack_column(pkg, rng.uniform(0.8, 1.0, (m, 3)),
+                                    rng.uniform(-5, 5, (m, 2)))
+        areas.append(AreaPackage(f"a{k}", pkg, bids, mv_column=f"inj{k}" if coupled else None,
+                                 mv_slack_row=f"mv-v{k}" if coupled else None))
+    mv = None
+    if coupled:
+        tot = np.array([a.bids.volume_mw.sum() for a in areas])
+        mv = SensitivityPackage(
+            columns=tuple(f"inj{k}" for k in range(n_areas)),
+            vm_rows=tuple(f"mv-v{k}" for k in range(n_areas)), loading_rows=("mv-l0",),
+            points=(PointInfo("a=0", 0.0), PointInfo("a=1", 1.0)),
+            p_flex_mw=np.array([0 * tot, tot]),
+            vm_pu=np.array([[0.99] * n_areas, [1.0] * n_areas]),
+            loading_percent=np.array([[50.0], [30.0]]),
+            vtdf=rng.uniform(0.005, 0.02, (2, n_areas, n_areas)),
+            ltdf=-rng.uniform(5, 15, (2, 1, n_areas)),
+            limits=Limits(0.965, 1.055, -100, 100))
+    return areas, mv
+
+
+@pytest.mark.parametrize("m", [2, 3])
+@pytest.mark.parametrize("coupled", [False, True])
+def test_milp_equals_enumeration(m, coupled):
+    binding = 0
+    for seed in range(3):
+        areas, mv = _areas(seed, m=m, coupled=coupled)
+        total = sum(a.bids.volume_mw.sum() for a in areas)
+        for frac in (0.4, 0.8):
+            req = frac * total
+            milp = clear_region(areas, req, mv=mv)
+            best, count = enumerate_regions(areas, req, mv=mv)
+            assert count == m ** 3 * (2 if coupled else 1)
+            if best is None:
+                assert milp.status == ClearingStatus.INFEASIBLE
+                continue
+            assert milp.status == ClearingStatus.OPTIMAL
+            assert milp.cost_eur == pytest.approx(best.cost_eur, rel=1e-6, abs=1e-6)
+            x = np.concatenate([milp.activation_mw[a.name] for a in areas])
+            assert x.sum() == pytest.approx(req, abs=1e-7)
+            # the unconstrained merit order is cheaper whenever a limit binds
+            prices = np.concatenate([a.bids.price_eur_per_mwh for a in areas])
+            vols = np.concatenate([a.bids.volume_mw for a in areas])
+            left, merit = req, 0.0
+            for j in np.argsort(prices):
+                take = min(vols[j], left)
+                merit += take * prices[j]
+                left -= take
+            assert milp.cost_eur >= merit - 1e-6
+            binding += milp.cost_eur > merit + 1e-6
+            # every predicted row within its (effective) limits
+            for a in areas:
+                pkg = split_slack_column(a.package)[0]
+                lb, ub = effective_limits(pkg)
+                pred = np.concatenate([milp.predicted_vm_pu[a.name],
+                                       milp.predicted_loading_percent[a.name]])
+                assert (pred >= lb - 1e-7).all() and (pred <= ub + 1e-7).all()
+    assert binding >= 3      # the oracle was exercised on cases where limits bind
+
+
+def test_slack_column_round_trip_and_coupling_moves_rows():
+    areas, mv = _areas(1, coupled=True)
+    pkg, gv, gl, off = split_slack_column(areas[0].package)
+    assert SLACK_COLUMN not in pkg.columns and gv.shape == (3, 3) and gl.shape == (3, 2)
+    assert (off == 0).all()
+    total = sum(a.bids.volume_mw.sum() for a in areas)
+    r = clear_region(areas, 0.5 * total, mv=mv)
+    assert r.ok and r.mv_point is not None
+    # the predicted slack change is the MV package's voltage prediction minus its base
+    inj = np.array([r.activation_mw[a.name].sum() for a in areas])
+    i = r.mv_point
+    v_mv = mv.vm_pu[i] + mv.vtdf[i] @ (inj - mv.p_flex_mw[i])
+    for k, a in enumerate(areas):
+        assert r.slack_dv_pu[a.name] == pytest.approx(v_mv[k] - mv.vm_pu[0, k], abs=1e-9)
+
+
+def test_base_case_violation_is_not_made_worse():
+    areas, _ = _areas(2)
+    pkg = areas[0].package
+    vm = pkg.vm_pu.copy()
+    vm[:, 0] = 0.95          # below 0.97 at every point, also at the zero point
+    bad = AreaPackage("a0", SensitivityPackage(**{**pkg.__dict__, "vm_pu": vm}), areas[0].bids)
+    lb, _ = effective_limits(bad.package)
+    assert lb[0] == pytest.approx(0.95) and lb[1] == pytest.approx(0.97)
+    r = clear_region([bad] + areas[1:], 0.2)
+    assert r.ok and r.predicted_vm_pu["a0"][0] >= 0.95 - 1e-9
+
+
+def test_bad_input_names_the_culprit():
+    areas, _ = _areas(0)
+    with pytest.raises(ClearingError, match="fixed_points"):
+        clear_region(areas, 0.5, fixed_points={"nope": 0})
+    with pytest.raises(ClearingError, match="unique"):
+        clear_region([areas[0], areas[0]], 0.5)
