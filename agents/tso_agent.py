@@ -112,9 +112,9 @@ class TSOAgent(FrameSimulator):
             "frame": frame, "status": str(verdict.verdict), "dispatched": dispatch,
             "request_mw": self.request[frame],
             "delivered_mw": float(r.delivered_mw) if dispatch else 0.0,
-            "cost_eur": float(r.cost_eur) if dispatch else 0.0,
-            "cleared_cost_eur": float(r.cost_eur) if r is not None and r.cost_eur is not None
-            else math.nan,
+            "cost_eur_per_h": float(r.cost_eur_per_h) if dispatch else 0.0,
+            "cleared_cost_eur_per_h": float(r.cost_eur_per_h)
+            if r is not None and r.cost_eur_per_h is not None else math.nan,
             "operating_point": (r.operating_point_label or "") if r is not None else "",
             "build_time_s": self._times[0], "solve_time_s": self._times[1],
             "rounds": verdict.round, "message": diag,

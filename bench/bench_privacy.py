@@ -96,7 +96,7 @@ def exact_costs(s: dict[str, Any]) -> list[dict[str, Any]]:
         r = coordinate(s["linearizer"], s["bids"], q, package=s["package"])
         out.append({"fraction": f, "request_mw": q, "status": str(r.clearing.status),
                     "safe": r.safe, "rounds": len(r.rounds),
-                    "cost_eur": r.clearing.cost_eur if r.clearing.ok else None})
+                    "cost_eur_per_h": r.clearing.cost_eur_per_h if r.clearing.ok else None})
     return out
 
 
@@ -113,11 +113,12 @@ def run_variant(s: dict[str, Any], exact: list[dict[str, Any]], name: str, point
     tso_bids = bids.without_bus()
     for e in exact:
         c = clear_envelope(hp, tso_bids, e["request_mw"])
-        cost = c.cost_eur if c.ok else None
+        cost = c.cost_eur_per_h if c.ok else None
         safe = ac_safe(lin, c.activation_vector(bids.ids)) if c.ok else None
-        cop = (cost / e["cost_eur"] - 1.0) if cost is not None and e["cost_eur"] else None
+        exact_rate = e["cost_eur_per_h"]
+        cop = (cost / exact_rate - 1.0) if cost is not None and exact_rate else None
         rows.append({"fraction": e["fraction"], "request_mw": e["request_mw"],
-                     "status": str(c.status), "cost_eur": cost, "cost_of_privacy": cop,
+                     "status": str(c.status), "cost_eur_per_h": cost, "cost_of_privacy": cop,
                      "ac_safe": safe})
     corners = rep.corners
     vol = np.abs(bids.subset(hp.columns).volume_mw)
@@ -210,13 +211,13 @@ def day(s: dict[str, Any], *, day_type: str = "summer_workday",
                 reqs = []
                 for f, ex in zip(fractions, exact):
                     env = clear_envelope(hp, bids.without_bus(), f * q_max)
-                    ok = ex.clearing.ok and env.ok and bool(ex.clearing.cost_eur)
+                    ok = ex.clearing.ok and env.ok and bool(ex.clearing.cost_eur_per_h)
                     reqs.append({
-                        "fraction": f, "exact_cost_eur": ex.clearing.cost_eur,
-                        "envelope_cost_eur": env.cost_eur,
+                        "fraction": f, "exact_cost_eur_per_h": ex.clearing.cost_eur_per_h,
+                        "envelope_cost_eur_per_h": env.cost_eur_per_h,
                         "envelope_ac_safe": ac_safe(lin, env.activation_vector(bids.ids))
                         if env.ok else None,
-                        "cost_of_privacy": env.cost_eur / ex.clearing.cost_eur - 1.0
+                        "cost_of_privacy": env.cost_eur_per_h / ex.clearing.cost_eur_per_h - 1.0
                         if ok else None})
                 row["variants"][name] = {
                     "envelope_max_mw": rep.upper_total_mw, "point": list(rep.points),
@@ -301,7 +302,8 @@ def table(out: dict[str, Any]) -> str:
     head = "request    " + " ".join(f"{r['fraction']:>6.0%}" for r in out["exact"])
     safe = "AC-safe    " + " ".join(f"{'yes' if r['safe'] else 'NO':>6}" for r in out["exact"])
     lines += [head, "MW         " + " ".join(f"{r['request_mw']:6.3f}" for r in out["exact"]),
-              "exact EUR  " + " ".join(f"{r['cost_eur']:6.1f}" if r["cost_eur"] is not None
+              "exact EUR/h" + " ".join(f"{r['cost_eur_per_h']:6.1f}"
+                                       if r["cost_eur_per_h"] is not None
                                        else "     -" for r in out["exact"]), safe, ""]
     lines.append("cost of privacy (envelope cost / exact cost - 1); max deliverable; AC")
     for v in out["envelopes"]:
@@ -414,11 +416,11 @@ def grids() -> dict[str, Any]:
         for f in FRACTIONS:
             ex = coordinate(lin, bids, f * q_max, package=pkg)
             env = clear_envelope(hp, bids.without_bus(), f * q_max)
-            reqs.append({"fraction": f, "exact_cost_eur": ex.clearing.cost_eur,
-                         "exact_safe": ex.safe, "envelope_cost_eur": env.cost_eur
+            reqs.append({"fraction": f, "exact_cost_eur_per_h": ex.clearing.cost_eur_per_h,
+                         "exact_safe": ex.safe, "envelope_cost_eur_per_h": env.cost_eur_per_h
                          if env.ok else None,
-                         "cost_of_privacy": env.cost_eur / ex.clearing.cost_eur - 1.0
-                         if env.ok and ex.clearing.ok and ex.clearing.cost_eur else None})
+                         "cost_of_privacy": env.cost_eur_per_h / ex.clearing.cost_eur_per_h - 1.0
+                         if env.ok and ex.clearing.ok and ex.clearing.cost_eur_per_h else None})
         box = bids.subset(pkg.columns)
         hard, key = harden(pkg, lower_mw=box.lower_mw, upper_mw=box.upper_mw,
                            rng=np.random.default_rng(SEED))

@@ -42,7 +42,7 @@ def _inputs(clock, rng, units: list[str], elements) -> dict:
               "clipped": [False] * m, "clip_reason": [""] * m, "flagged": [False] * m,
               "state": state}
     clearing = {"status": "optimal", "dispatched": True, "request_mw": 1.8,
-                "delivered_mw": 1.8, "cost_eur": 140.0,
+                "delivered_mw": 1.8, "cost_eur_per_h": 140.0,
                 "activation_mw": {o["bid_id"]: 0.001 for o in offers[:100]}}
     report = {"all_active": {"Vm[pu]": vm, "loading[%]": ld}}
     return {"Recorder": {a: {"src": x} for a, x in {

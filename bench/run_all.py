@@ -121,10 +121,10 @@ def bench_market(*, quick: bool = False) -> dict:
                 row[f"{backend}_build_s"] = r.build_time_s
                 row[f"{backend}_solve_s"] = r.solve_time_s
                 row[f"{backend}_total_s"] = t
-                row[f"{backend}_cost_eur"] = r.cost_eur
-            if "pyomo_cost_eur" in row and row["direct_status"] == "optimal":
-                row["same_optimum"] = bool(abs(row["pyomo_cost_eur"] - row["direct_cost_eur"])
-                                           <= 1e-6 * max(1.0, abs(row["direct_cost_eur"])))
+                row[f"{backend}_cost_eur_per_h"] = r.cost_eur_per_h
+            if "pyomo_cost_eur_per_h" in row and row["direct_status"] == "optimal":
+                pyo, direct = row["pyomo_cost_eur_per_h"], row["direct_cost_eur_per_h"]
+                row["same_optimum"] = bool(abs(pyo - direct) <= 1e-6 * max(1.0, abs(direct)))
             rows.append(row)
     res = {"request_mw": REQUEST_MW, "bids": len(bids), "runs": rows}
     _report("market", res)

@@ -321,8 +321,8 @@ def _tso_clear(args) -> int:
     write_clearing(result, args.out, signing_key=args.sign)
     if result.status == "optimal":
         print(f"status optimal; delivered {result.delivered_mw:.4f} of {args.request_mw} MW; "
-              f"cost {result.cost_eur:.2f} EUR/h; operating point {result.operating_point_label}; "
-              f"wrote {args.out}")
+              f"cost {result.cost_eur_per_h:.2f} EUR/h; operating point "
+              f"{result.operating_point_label}; wrote {args.out}")
         return EXIT_OK
     diag = result.diagnosis.message if result.diagnosis else result.message
     print(f"status {result.status}: {diag}; wrote {args.out}")

@@ -102,9 +102,9 @@ def single_frame(lin, bids, options: EvalOptions, fig_dir: Path) -> dict:
                      "seed": options.seed, "fractions": list(options.fractions),
                      "max_rounds": options.rounds, "salt": options.salt},
            "rounds": [asdict(r) for r in res.rounds],
-           "fixed_points": {**_errors(first), "cost_eur": first.cost_eur,
+           "fixed_points": {**_errors(first), "cost_eur_per_h": first.cost_eur_per_h,
                             "violations": first.violations},
-           "after_rounds": {**_errors(last), "cost_eur": last.cost_eur,
+           "after_rounds": {**_errors(last), "cost_eur_per_h": last.cost_eur_per_h,
                             "violations": last.violations, "rounds": last.round},
            "source": dict(SOURCE_TABLE1), "safe": res.safe, "time_s": wall, "figures": {}}
     if res.clearing.status != "optimal":
@@ -174,10 +174,11 @@ def _round_rows(lin, bids, request_mw: float, package, *, rounds: int, t_dso: fl
         rec = session.records[-1]
         t_dso += rec.dso_time_s
         row = {"linearisation": label, "m": m0, "rounds": rec.round, "status": res.status,
-               "cost_eur": math.nan, **{e: math.nan for e in ERROR_KEYS}, "violations": None}
+               "cost_eur_per_h": math.nan, **{e: math.nan for e in ERROR_KEYS}, "violations": None}
         rep = rec.validation
         if rep is not None:
-            row.update(cost_eur=res.cost_eur, **_errors(rep), violations=len(rep.violations))
+            row.update(cost_eur_per_h=res.cost_eur_per_h, **_errors(rep),
+                       violations=len(rep.violations))
         rows.append({**row, "dso_time_s": t_dso, "tso_time_s": t_tso})
         if isinstance(step, Verdict):
             return rows
@@ -384,7 +385,8 @@ def optimality(lin, bids, options: EvalOptions) -> list[dict]:
                 continue
             x = res.activation(bids.ids)
             chk = ac_check(lin, x)
-            row.update(milp_cost_eur=res.clearing.cost_eur, milp_ac_feasible=chk.feasible,
+            row.update(milp_cost_eur_per_h=res.clearing.cost_eur_per_h,
+                       milp_ac_feasible=chk.feasible,
                        milp_rounds=res.rounds[-1].round)
             s = slp(lin, bids, request, max_iter=options.slp_max_iter)
             row["slp"] = s.summary()
@@ -398,9 +400,9 @@ def optimality(lin, bids, options: EvalOptions) -> list[dict]:
             refs = [r for r in methods if r.ok and r.ac is not None and r.ac.feasible] or \
                 [r for r in methods if r.ok]
             if refs:
-                best = min(refs, key=lambda r: r.cost_eur)
+                best = min(refs, key=lambda r: r.cost_eur_per_h)
                 row.update(best_reference=best.method,
-                           cost_ratio=res.clearing.cost_eur / best.cost_eur)
+                           cost_ratio=res.clearing.cost_eur_per_h / best.cost_eur_per_h)
             row["time_ratio_slp"] = t_milp / s.time_s if s.time_s > 0 else math.nan
             rows.append(row)
     finally:
@@ -441,10 +443,10 @@ def render(tables: dict) -> str:
         [["source (m = 3)", _e(src["vm_mae_pu"]), _e(src["vm_rmse_pu"]),
           _e(src["loading_mae_percent"]), _e(src["loading_rmse_percent"]), "", "none"],
          ["fixed points (round 0)", _e(fp["vm_mae_pu"]), _e(fp["vm_rmse_pu"]),
-          _e(fp["loading_mae_percent"]), _e(fp["loading_rmse_percent"]), _f(fp["cost_eur"]),
+          _e(fp["loading_mae_percent"]), _e(fp["loading_rmse_percent"]), _f(fp["cost_eur_per_h"]),
           fp["violations"]],
          [f"after {ar['rounds']} refinement round(s)", _e(ar["vm_mae_pu"]), _e(ar["vm_rmse_pu"]),
-          _e(ar["loading_mae_percent"]), _e(ar["loading_rmse_percent"]), _f(ar["cost_eur"]),
+          _e(ar["loading_mae_percent"]), _e(ar["loading_rmse_percent"]), _f(ar["cost_eur_per_h"]),
           ar["violations"]]]))
     md += ["", f"Dispatchable (AC limits kept): {t1['safe']}. All bids active congests "
                f"{len(t1.get('all_active_congested', []))} branch(es): "
@@ -460,7 +462,7 @@ def render(tables: dict) -> str:
         ["linearisation", "m", "rounds", "status", "cost (EUR/h)", "vm MAE (p.u.)",
          "vm RMSE (p.u.)", "loading MAE (%)", "loading RMSE (%)", "AC violations", "DSO (s)",
          "TSO (s)"],
-        [[r["linearisation"], r["m"], r["rounds"], r["status"], _f(r["cost_eur"]),
+        [[r["linearisation"], r["m"], r["rounds"], r["status"], _f(r["cost_eur_per_h"]),
           _e(r["vm_mae_pu"]), _e(r["vm_rmse_pu"]), _e(r["loading_mae_percent"]),
           _e(r["loading_rmse_percent"]), r["violations"], _f(r["dso_time_s"], 3),
           _f(r["tso_time_s"], 3)] for r in lin["rows"]]))
@@ -518,11 +520,12 @@ def render(tables: dict) -> str:
     for r in tables["optimality"]:
         o, sl = r.get("opf"), r.get("slp", {})
         opf_cost = "not run (quick)" if o is None else \
-            f"{_f(o.get('cost_eur'))} ({o.get('status')}, {o.get('iterations')} it)"
+            f"{_f(o.get('cost_eur_per_h'))} ({o.get('status')}, {o.get('iterations')} it)"
         o = o or {}
         rows.append([r["load_level"], r["request_mw"], r["milp_status"],
-                     _f(r.get("milp_cost_eur")), r.get("milp_ac_feasible"),
-                     f"{_f(sl.get('cost_eur'))} ({sl.get('status')}, {sl.get('iterations')} it)",
+                     _f(r.get("milp_cost_eur_per_h")), r.get("milp_ac_feasible"),
+                     f"{_f(sl.get('cost_eur_per_h'))} ({sl.get('status')}, "
+                     f"{sl.get('iterations')} it)",
                      sl.get("ac_feasible"), opf_cost, o.get("ac_feasible", ""),
                      _f(r.get("cost_ratio"), 5),
                      _f(r["milp_time_s"], 2), _f(sl.get("time_s"), 2), _f(o.get("time_s"), 2)])

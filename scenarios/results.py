@@ -438,7 +438,7 @@ class Recorder(FrameSimulator):
                **{x: c.get(x) for x in ("status", "dispatched", "request_mw", "delivered_mw",
                                          "operating_point", "rounds", "build_time_s",
                                          "solve_time_s")},
-               "cost_eur_per_h": c.get("cost_eur"),
+               "cost_eur_per_h": c.get("cost_eur_per_h"),
                "message": frame_message(c, r, a, above=above, flagged=flagged),
                "above_tolerance": bool(above),
                **{x: r.get(x) for x in ("relinearized", "fix_moved_mw", "points", "dso_time_s")},

@@ -185,7 +185,7 @@ def _cost_of_privacy(bergwald, fractions):
         env = clear_envelope(hp, bids.without_bus(), f * q_max)
         assert env.status == ClearingStatus.OPTIMAL
         assert _ac_within_limits(lin, env.activation_vector(bids.ids))
-        out.append(env.cost_eur / exact.clearing.cost_eur - 1.0)
+        out.append(env.cost_eur_per_h / exact.clearing.cost_eur_per_h - 1.0)
     return out
 
 
@@ -260,7 +260,7 @@ def test_clear_envelope_three_bids_by_hand(request_mw, expected, cost):
     res = clear_envelope(hp, bids, request_mw)
     assert res.status == ClearingStatus.OPTIMAL
     assert res.activation_mw == pytest.approx(expected, abs=1e-9)
-    assert res.cost_eur == pytest.approx(cost, abs=1e-9)
+    assert res.cost_eur_per_h == pytest.approx(cost, abs=1e-9)
     assert res.delivered_mw == pytest.approx(request_mw, abs=1e-9)
     assert res.predicted_vm_pu == {} and res.predicted_loading_percent == {}
     x = res.activation_vector(hp.columns)
@@ -325,7 +325,7 @@ def test_targets_hold_on_simbench_and_meshed(case):
         env = clear_envelope(hp, bids.without_bus(), f * q_max)
         assert env.status == ClearingStatus.OPTIMAL
         assert _ac_within_limits(lin, env.activation_vector(bids.ids))
-        cop = env.cost_eur / exact.clearing.cost_eur - 1.0
+        cop = env.cost_eur_per_h / exact.clearing.cost_eur_per_h - 1.0
         assert -1e-9 <= cop <= 0.05, (f, cop)
 
 
@@ -345,10 +345,10 @@ def test_cost_weighting_bounds_the_cost_of_privacy_at_every_level(bergwald):
                                    rng=np.random.default_rng(1))
     assert rep.upper_total_mw >= 0.9 * q_max
     cop = []
-    for q, c in zip(levels.request_mw, levels.exact_cost_eur):
+    for q, c in zip(levels.request_mw, levels.exact_cost_eur_per_h):
         res = clear_envelope(hp, bids.without_bus(), q)
         assert res.ok
-        cop.append(res.cost_eur / c - 1.0)
+        cop.append(res.cost_eur_per_h / c - 1.0)
     assert max(cop) <= 0.03 + 1e-6 and min(cop) >= -1e-7
     assert max(cop) >= 0.03 - 1e-4
     with pytest.raises(EnvelopeError, match="cost_levels"):

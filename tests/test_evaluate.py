@@ -109,7 +109,8 @@ def test_table1_equals_direct_recomputation(quick):
         for k in ERROR_KEYS:
             assert stored[k] == pytest.approx(getattr(direct, k), rel=1e-9, abs=1e-12), k
             assert f"{stored[k]:.2e}" in text
-    assert t1["after_rounds"]["cost_eur"] == pytest.approx(r.clearing.cost_eur, abs=1e-9)
+    assert t1["after_rounds"]["cost_eur_per_h"] == pytest.approx(r.clearing.cost_eur_per_h,
+                                                                 abs=1e-9)
     assert f"{t1['source']['vm_mae_pu']:.2e}" == "2.30e-05" and "6.10e-03" in text
 
 
@@ -212,7 +213,7 @@ def test_opf_slp_milp_comparison(quick):
         assert ref["ac_feasible"] is True and ref["ac_violations"] == 0
         assert ref["delivered_mw"] == pytest.approx(r["request_mw"], abs=1e-4)
         # the same optimum within 1e-4 relative (measured: 2e-5 SLP, 1e-6 OPF)
-        assert r["milp_cost_eur"] == pytest.approx(ref["cost_eur"], rel=1e-4)
+        assert r["milp_cost_eur_per_h"] == pytest.approx(ref["cost_eur_per_h"], rel=1e-4)
     assert r["cost_ratio"] == pytest.approx(1.0, abs=1e-4)
     assert r["time_ratio_opf"] < 1.0  # the MILP with refinement is faster than the AC OPF
     # flexcosim evaluate --quick runs no AC OPF (most of its time): the report says so

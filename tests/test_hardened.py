@@ -74,7 +74,7 @@ def _assert_same(pkg, hard, bids, request, **kw):
     r2 = clear(hard, bids, request, **kw)
     assert r2.status == r1.status, (request, r1.message, r2.message)
     if r1.ok:
-        assert r2.cost_eur == pytest.approx(r1.cost_eur, rel=REL, abs=1e-9)
+        assert r2.cost_eur_per_h == pytest.approx(r1.cost_eur_per_h, rel=REL, abs=1e-9)
         assert r2.delivered_mw == pytest.approx(request, abs=1e-7)
         assert r2.operating_point_label == hard.points[r2.operating_point].label
         assert not r2.predicted_vm_pu and not r2.predicted_loading_percent
@@ -86,7 +86,7 @@ def _assert_same(pkg, hard, bids, request, **kw):
 def test_bergwald_same_optimum(bergwald):
     _, bids, _, pkg, hard, _ = bergwald
     r1, r2 = _assert_same(pkg, hard, bids, 1.8)
-    assert r1.status == "optimal" and r1.cost_eur > 0
+    assert r1.status == "optimal" and r1.cost_eur_per_h > 0
     for request in (0.5, 1.2):
         assert _assert_same(pkg, hard, bids, request)[0].status == "optimal"
     # all bids are upward: a downward request is infeasible both ways, so is a huge one
@@ -97,8 +97,8 @@ def test_bergwald_same_optimum(bergwald):
             r1.diagnosis.max_deliverable_mw, rel=1e-6)
     # the full MILP agrees with the regions on format 2
     r3 = clear(hard, bids, 1.8, method="milp")
-    assert r3.cost_eur == pytest.approx(r1.cost_eur if r1.ok else
-                                        clear(pkg, bids, 1.8).cost_eur, rel=1e-6)
+    assert r3.cost_eur_per_h == pytest.approx(r1.cost_eur_per_h if r1.ok else
+                                        clear(pkg, bids, 1.8).cost_eur_per_h, rel=1e-6)
 
 
 @pytest.mark.parametrize("case", ["simbench", "meshed"])
@@ -162,8 +162,8 @@ def test_random_order_and_salt_differ_per_publication(bergwald):
         return sorted(map(tuple, np.round(np.c_[h.rows_a[i][:, inv], h.rows_rhs[i]], 9)))
     assert canon(hard, key) == canon(hard2, key2)
     # the same rhs for the same row regardless of the rng
-    assert clear(hard2, bids, 1.8).cost_eur == pytest.approx(clear(hard, bids, 1.8).cost_eur,
-                                                             rel=REL)
+    assert clear(hard2, bids, 1.8).cost_eur_per_h == pytest.approx(
+        clear(hard, bids, 1.8).cost_eur_per_h, rel=REL)
 
 
 # --------------------------------------------------------------------------- hand cases
@@ -205,8 +205,8 @@ def test_rows_past_and_at_their_limit(backend, method):
     # x_A >= 0.5, x_A <= x_B, x_A + x_B = 1.2 -> x_A = 0.6 (A cheap), x_B = 0.6
     assert r.status == "optimal"
     assert r.activation_mw == pytest.approx({"A": 0.6, "B": 0.6}, abs=1e-9)
-    assert r.cost_eur == pytest.approx(18.0)
-    assert clear(pkg, table, 1.2, **kw).cost_eur == pytest.approx(18.0)
+    assert r.cost_eur_per_h == pytest.approx(18.0)
+    assert clear(pkg, table, 1.2, **kw).cost_eur_per_h == pytest.approx(18.0)
     # 0.8 MW: x_A >= 0.5 and x_A <= x_B need x_B >= 0.5 -> 1.0 MW at least: infeasible
     r = clear(hard, table, 0.8, **kw)
     assert r.status == ClearingStatus.INFEASIBLE
@@ -231,8 +231,8 @@ def test_region_infeasible_on_its_own_is_excluded():
         # cell 0 is x_A + x_B <= 1: 1.5 MW only in region 1, which is excluded
         assert r.status == r1.status == ClearingStatus.INFEASIBLE
         r = clear(hard, table, 0.8, backend=backend, method=method)
-        assert (r.status, r.operating_point, r.cost_eur) == ("optimal", 0, pytest.approx(
-            clear(pkg, table, 0.8, backend=backend, method=method).cost_eur))
+        assert (r.status, r.operating_point, r.cost_eur_per_h) == ("optimal", 0, pytest.approx(
+            clear(pkg, table, 0.8, backend=backend, method=method).cost_eur_per_h))
     d = clear(hard, table, 1.5).diagnosis
     assert d.region_ranges[1] == ["p1", None, None]
 
@@ -283,7 +283,7 @@ def _rounds(lin, pkg, bids, request, *, hardened: bool):
     while not isinstance(step, Verdict):
         sent = _harden(step, bids, seed=len(costs))[0] if hardened else step
         r = clear(sent, bids, request)
-        costs.append(r.cost_eur)
+        costs.append(r.cost_eur_per_h)
         step = session.on_clearing(r)
     return step, costs, session.package.m
 

@@ -362,6 +362,28 @@ def test_clearing_file_is_strict_json(ex, capsys):
         loads_strict('{"a": NaN}', source="x")
 
 
+def test_clearing_version_1_still_validates_and_version_2_needs_its_own_key(ex, capsys):
+    """A version-1 clearing (the rate under ``cost_eur``, written as a TSO of the old
+    version would) goes through ``dso validate``; a version-2 file naming its rate
+    ``cost_eur`` is refused, exit 2, one line naming the file and the key."""
+    d = json.loads((ex / "CLEARING.json").read_text())
+    rate = d["cost_eur_per_h"]
+    assert d["version"] == 2 and rate > 0 and "cost_eur" not in d
+    (ex / "CLEARING.json.sig").unlink()  # an unsigned exchange (any edit breaks a signature)
+    v1 = {k: v for k, v in d.items() if k != "cost_eur_per_h"} | {"version": 1,
+                                                                   "cost_eur": rate}
+    (ex / "V1.json").write_text(json.dumps(v1))
+    assert read_clearing(ex / "V1.json").cost_eur_per_h == rate
+    assert _validate(ex, clearing="V1.json") == 0
+    assert json.loads((ex / "REPORT.json").read_text())["safe"] is True
+    (ex / "REPORT.json").unlink()
+    (ex / "BAD.json").write_text(json.dumps(v1 | {"version": 2}))
+    assert _validate(ex, clearing="BAD.json") == 2
+    line = _one_line(capsys)
+    assert str(ex / "BAD.json") in line and "field 'cost_eur'" in line, line
+    assert not (ex / "REPORT.json").exists()
+
+
 def test_reindented_clearing_keeps_its_signature(ex):
     d = json.loads((ex / "CLEARING.json").read_text())
     (ex / "CLEARING.json").write_text(json.dumps(d, indent=4, sort_keys=True))

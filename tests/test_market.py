@@ -57,11 +57,11 @@ def test_merit_order_without_binding_rows(backend, method):
     r = run(pkg, table, 1.5, backend, method)
     assert r.status == "optimal"
     assert r.activation_mw == pytest.approx({"A": 0.5, "B": 1.0}, abs=1e-9)
-    assert r.cost_eur == pytest.approx(20.0)     # 1.0*10 + 0.5*20
+    assert r.cost_eur_per_h == pytest.approx(20.0)     # 1.0*10 + 0.5*20
     assert r.delivered_mw == pytest.approx(1.5)
     r = run(pkg, table, 0.5, backend, method)
     assert r.activation_mw == pytest.approx({"A": 0.0, "B": 0.5}, abs=1e-9)
-    assert r.cost_eur == pytest.approx(5.0)
+    assert r.cost_eur_per_h == pytest.approx(5.0)
 
 
 @pytest.mark.parametrize("backend,method", SOLVERS)
@@ -72,7 +72,7 @@ def test_binding_loading_row_forces_expensive_bid(backend, method):
     r = run(pkg, table, 1.0, backend, method)
     assert r.status == "optimal"
     assert r.activation_mw == pytest.approx({"A": 0.5, "B": 0.5}, abs=1e-9)
-    assert r.cost_eur == pytest.approx(15.0)
+    assert r.cost_eur_per_h == pytest.approx(15.0)
     assert r.predicted_loading_percent["L0"] == pytest.approx(100.0)
 
 
@@ -86,11 +86,11 @@ def test_voronoi_selects_the_nearest_point(backend, method):
     r = run(pkg, table, 0.8, backend, method)    # in cell 0: the cheaper point 1 is not allowed
     assert (r.status, r.operating_point, r.operating_point_label) == ("optimal", 0, "p0")
     assert r.activation_mw == pytest.approx({"A": 0.5, "B": 0.3}, abs=1e-9)
-    assert r.cost_eur == pytest.approx(11.0)
+    assert r.cost_eur_per_h == pytest.approx(11.0)
     r = run(pkg, table, 1.6, backend, method)    # cell 1
     assert r.operating_point == 1
     assert r.activation_mw == pytest.approx({"A": 1.0, "B": 0.6}, abs=1e-9)
-    assert r.cost_eur == pytest.approx(22.0)
+    assert r.cost_eur_per_h == pytest.approx(22.0)
     # prediction is relative to the selected point: L = 50 + 50 * (1.0 - 1.0)
     assert r.predicted_loading_percent["L0"] == pytest.approx(50.0)
 
@@ -101,12 +101,12 @@ def test_signed_cost_buys_back_downward_bid_abs_cost_does_not(backend, method):
     table = bids([1.0, -1.0], [10.0, 30.0], ids=("A", "D"))
     r = run(pkg, table, 0.5, backend, method, objective="abs_cost")
     assert r.activation_mw == pytest.approx({"A": 0.5, "D": 0.0}, abs=1e-9)
-    assert r.cost_eur == pytest.approx(5.0) and r.objective == pytest.approx(5.0)
+    assert r.cost_eur_per_h == pytest.approx(5.0) and r.objective == pytest.approx(5.0)
     # literal c^T x: 10 x_A + 30 x_D, x_A + x_D = 0.5 -> x_A = 1, x_D = -0.5, objective -5
     r = run(pkg, table, 0.5, backend, method, objective="signed_cost")
     assert r.activation_mw == pytest.approx({"A": 1.0, "D": -0.5}, abs=1e-9)
     assert r.objective == pytest.approx(-5.0)
-    assert r.cost_eur == pytest.approx(25.0)
+    assert r.cost_eur_per_h == pytest.approx(25.0)
 
 
 @pytest.mark.parametrize("backend,method", SOLVERS)
@@ -115,7 +115,7 @@ def test_min_size_and_indivisible_bids(backend, method):
     semi = bids([1.0, 1.0], [10.0, 20.0], min_mw=[0.6, 0.0])
     r = run(pkg, semi, 0.5, backend, method)       # A cannot run at 0.5 < 0.6
     assert r.activation_mw == pytest.approx({"A": 0.0, "B": 0.5}, abs=1e-9)
-    assert r.cost_eur == pytest.approx(10.0)
+    assert r.cost_eur_per_h == pytest.approx(10.0)
     r = run(pkg, semi, 0.8, backend, method)
     assert r.activation_mw == pytest.approx({"A": 0.8, "B": 0.0}, abs=1e-9)
     block = bids([0.6, 1.0], [10.0, 20.0], indivisible=[True, False])
@@ -123,7 +123,7 @@ def test_min_size_and_indivisible_bids(backend, method):
     assert r.activation_mw == pytest.approx({"A": 0.0, "B": 0.5}, abs=1e-9)
     r = run(pkg, block, 0.8, backend, method)      # 0.6*10 + 0.2*20 = 10 < 0.8*20 = 16
     assert r.activation_mw == pytest.approx({"A": 0.6, "B": 0.2}, abs=1e-9)
-    assert r.cost_eur == pytest.approx(10.0)
+    assert r.cost_eur_per_h == pytest.approx(10.0)
 
 
 @pytest.mark.parametrize("backend,method", SOLVERS)
@@ -167,7 +167,7 @@ def test_zero_request_needs_no_solver_and_matches_it():
     table = bids([1.0, -1.0], [10.0, 30.0])
     r = clear(pkg, table, 0.0)
     assert (r.status, r.method, r.operating_point) == ("optimal", "zero", 2)
-    assert r.activation_mw == {"A": 0.0, "B": 0.0} and r.cost_eur == 0.0
+    assert r.activation_mw == {"A": 0.0, "B": 0.0} and r.cost_eur_per_h == 0.0
     assert r.predicted_vm_pu == {"V0": pytest.approx(1.02)}
     solved = clear(pkg, table, 0.0, backend="pyomo", extra_constraints=lambda model: None)
     assert solved.status == "optimal" and solved.method != "zero"
@@ -299,7 +299,7 @@ def test_clearing_json_round_trip_and_tampering(tmp_path):
     r = clear(pkg, table, 1.0)
     path = write_clearing(r, tmp_path / "CLEARING.json")
     d = json.loads(path.read_text())
-    assert (d["format"], d["version"]) == ("flexcosim-clearing", 1)
+    assert (d["format"], d["version"]) == ("flexcosim-clearing", 2)
     assert d["status"] == "optimal" and type(r.to_json_dict()["status"]) is str
     assert read_clearing(path) == r
     assert read_clearing(path).status is ClearingStatus.OPTIMAL
@@ -318,14 +318,52 @@ def test_clearing_json_round_trip_and_tampering(tmp_path):
 
     tampered(lambda dd: dd.update(delivered_mw=2.0), "delivered_mw")
     tampered(lambda dd: dd["activation_mw"].update(A="x"), "activation_mw.A")
-    tampered(lambda dd: dd.pop("cost_eur"), "cost_eur")
+    tampered(lambda dd: dd.pop("cost_eur_per_h"), "cost_eur_per_h")
     tampered(lambda dd: dd.update(status="great"), "status")
-    tampered(lambda dd: dd.update(version=2), "version")
+    tampered(lambda dd: dd.update(version=3), "version")
+    tampered(lambda dd: dd.update(version=True), "version")
     tampered(lambda dd: dd.update(format="other"), "format")
     tampered(lambda dd: dd.update(operating_point=-1), "operating_point")
     (tmp_path / "junk.json").write_text("{not json")
     with pytest.raises(ClearingFileError, match="not valid JSON"):
         read_clearing(tmp_path / "junk.json")
+
+
+# a version-1 CLEARING.json as written before the cost rate was renamed (by hand: A fully
+# active at 10 EUR/MWh, B half at 20 EUR/MWh -> 1.0*10 + 0.5*20 = 20 EUR/h under "cost_eur")
+V1_CLEARING = """{"format": "flexcosim-clearing", "version": 1, "status": "optimal",
+ "request_mw": 1.5, "message": "", "delivered_mw": 1.5, "cost_eur": 20.0, "objective": 20.0,
+ "operating_point": 0, "operating_point_label": "p0", "activation_mw": {"A": 1.0, "B": 0.5},
+ "predicted_vm_pu": {"V0": 1.0}, "predicted_loading_percent": {"L0": 0.0},
+ "backend": "direct", "method": "regions", "objective_name": "abs_cost",
+ "build_time_s": 0.0, "solve_time_s": 0.0, "diagnosis": null}"""
+
+
+def test_version_1_clearing_reads_its_cost_eur_as_the_rate(tmp_path):
+    path = tmp_path / "CLEARING.json"
+    path.write_text(V1_CLEARING)
+    old = read_clearing(path)
+    assert old.cost_eur_per_h == 20.0 and old.activation_mw == {"A": 1.0, "B": 0.5}
+    # the same clearing today: the same rate, under the version-2 key
+    now = clear(make_package([[0.0, 0.0]]), bids([1.0, 1.0], [10.0, 20.0]), 1.5)
+    assert now.cost_eur_per_h == pytest.approx(old.cost_eur_per_h)
+    d = json.loads(write_clearing(old, tmp_path / "v2.json").read_text())
+    assert d["version"] == 2 and d["cost_eur_per_h"] == 20.0 and "cost_eur" not in d
+    assert read_clearing(tmp_path / "v2.json") == old
+    # each version with its own key: version 1 has no cost_eur_per_h, version 2 no cost_eur
+    for version, drop, add in ((1, None, "cost_eur_per_h"), (2, "cost_eur_per_h", "cost_eur")):
+        dd = json.loads(V1_CLEARING if version == 1 else (tmp_path / "v2.json").read_text())
+        dd.pop(drop, None)
+        dd[add] = 20.0
+        path.write_text(json.dumps(dd))
+        with pytest.raises(ClearingFileError, match=rf"field '{add}' is not a field of "
+                                                    rf"version {version}"):
+            read_clearing(path)
+    dd = json.loads(V1_CLEARING)
+    dd.pop("cost_eur")
+    path.write_text(json.dumps(dd))
+    with pytest.raises(ClearingFileError, match="missing field 'cost_eur'$"):
+        read_clearing(path)
 
 
 def test_highs_numerical_trouble_is_an_error_not_a_time_limit():
@@ -358,7 +396,7 @@ def test_price_at_the_cap_clears_exactly():
         res = clear(make_package([[0.0, 0.0]]), bids, 1.0, backend=backend, method=method)
         assert res.status == ClearingStatus.OPTIMAL, (backend, res.message)
         assert res.activation_mw == pytest.approx({"A": 0.4, "B": 0.6}, abs=1e-7)
-        assert res.cost_eur == pytest.approx(400000.6, rel=1e-9)
+        assert res.cost_eur_per_h == pytest.approx(400000.6, rel=1e-9)
 
 
 # --------------------------------------------------------------------------- format 2
@@ -378,7 +416,7 @@ def test_hardened_package_rows_on_the_activation(backend, method):
     r = run(pkg, table, 0.9, backend, method)
     assert (r.status, r.operating_point_label) == ("optimal", "p0")
     assert r.activation_mw == pytest.approx({"A": 0.5, "B": 0.4}, abs=1e-9)
-    assert r.cost_eur == pytest.approx(13.0)
+    assert r.cost_eur_per_h == pytest.approx(13.0)
     assert r.predicted_vm_pu == {} and r.predicted_loading_percent == {}
     # 1.2 MW lies only in region 1 (x_A + x_B > 1), which is excluded
     r = run(pkg, table, 1.2, backend, method)

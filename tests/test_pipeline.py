@@ -68,7 +68,7 @@ def test_refinement_reaches_table1_within_three_rounds(setup):
     assert last.loading_rmse_percent <= TABLE1["loading_rmse"]
     assert result.clearing.delivered_mw == pytest.approx(REQUEST_MW, abs=1e-6)
     # refining can only help the cost a little: the first clearing was nearly optimal
-    assert last.cost_eur <= result.rounds[0].cost_eur + 1e-6
+    assert last.cost_eur_per_h <= result.rounds[0].cost_eur_per_h + 1e-6
 
 
 def test_cli_file_exchange_between_dso_and_tso(setup, tmp_path, capsys):
@@ -92,7 +92,7 @@ def test_cli_file_exchange_between_dso_and_tso(setup, tmp_path, capsys):
                      str(tmp_path / "BIDS.csv"), "--request-mw", "1.8",
                      "--out", str(tso_dir / "CLEARING.json")]) == 0
     clearing = json.loads((tso_dir / "CLEARING.json").read_text())
-    for key in ("status", "request_mw", "cost_eur", "operating_point", "activation_mw",
+    for key in ("status", "request_mw", "cost_eur_per_h", "operating_point", "activation_mw",
                 "predicted_vm_pu", "predicted_loading_percent"):
         assert key in clearing
     assert clearing["status"] == "optimal" and clearing["request_mw"] == 1.8

@@ -90,7 +90,7 @@ def test_python_api_quick_start_runs_as_printed(tmp_path):
     assert ns["report"].safe and ns["report"].vm_mae_pu < 1e-5
     out = ns["out"]
     assert out.safe and out.selected_round == 2
-    assert round(out.clearing.cost_eur, 2) == 190.55
+    assert round(out.clearing.cost_eur_per_h, 2) == 190.55
     assert abs(float(ns["activation"].sum()) - 1.8) < 1e-6
     assert [r.round for r in out.rounds] == [0, 1, 2]
 

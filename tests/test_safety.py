@@ -49,7 +49,7 @@ def test_feasible_request_ends_safe_within_one_percent_of_ac_opf(semiurb4):
     lin.power_flow(res.activation(bids.ids))  # its import: the OPF's first guess
     opf = ac_opf(lin, bids, -0.105, ext_grid_guess_mw=float(lin.net.res_ext_grid.p_mw.sum()))
     assert opf.ok and opf.ac.feasible
-    assert abs(res.clearing.cost_eur - opf.cost_eur) <= 0.01 * opf.cost_eur
+    assert abs(res.clearing.cost_eur_per_h - opf.cost_eur_per_h) <= 0.01 * opf.cost_eur_per_h
 
 
 def test_issue_case_is_refused_where_the_ac_opf_finds_nothing(semiurb4):
@@ -114,13 +114,14 @@ def test_bergwald_behaves_as_before():
     assert before.safe
     exact = coordinate(lin, bids, 1.8, package=pkg, max_rounds=2, solver_margin=False)
     assert exact.safe and not any(r.rows_tightened for r in exact.rounds)
-    assert exact.clearing.cost_eur == pytest.approx(before.clearing.cost_eur, rel=1e-9)
+    assert exact.clearing.cost_eur_per_h == pytest.approx(before.clearing.cost_eur_per_h, rel=1e-9)
     assert [r.operating_point_label for r in exact.rounds] == \
         [r.operating_point_label for r in before.rounds]
     # with the default solver margin: the margin's price only (measured ~1e-5 relative)
     default = coordinate(lin, bids, 1.8, package=pkg, max_rounds=2)
     assert default.safe and default.selected_round == len(before.rounds) - 1
-    assert default.clearing.cost_eur == pytest.approx(before.clearing.cost_eur, rel=1e-4)
+    assert default.clearing.cost_eur_per_h == pytest.approx(before.clearing.cost_eur_per_h,
+                                                            rel=1e-4)
 
 
 @pytest.mark.parametrize("request_mw", [-0.08, -0.1, -0.107, 0.3])
@@ -134,7 +135,7 @@ def test_safe_wherever_the_ac_opf_is_feasible_else_refused(semiurb4, request_mw)
     if opf.ok:
         assert res.safe and res.verdict.dispatch
         assert res.clearing.delivered_mw == pytest.approx(request_mw, abs=1e-9)
-        assert abs(res.clearing.cost_eur - opf.cost_eur) <= 0.01 * opf.cost_eur
+        assert abs(res.clearing.cost_eur_per_h - opf.cost_eur_per_h) <= 0.01 * opf.cost_eur_per_h
         # the dispatched clearing is checked in AC again, on a fresh power flow
         vm, ld = lin.power_flow(res.activation(bids.ids))
         assert vm.min() >= 0.95 - 1e-9 and vm.max() <= 1.05 + 1e-9

@@ -152,11 +152,11 @@ class EnvelopeReport:
 @dataclass(frozen=True)
 class CostLevels:
     """``weighting="cost"``: upward requests ``request_mw`` and what the DSO's exact linear
-    model clears them for (``exact_cost_eur``, format 1, :func:`flexcore.market.clear`)."""
+    model clears them for (``exact_cost_eur_per_h``, format 1, :func:`flexcore.market.clear`)."""
 
     max_deliverable_mw: float
     request_mw: np.ndarray
-    exact_cost_eur: np.ndarray
+    exact_cost_eur_per_h: np.ndarray
 
 
 def cost_levels(package: SensitivityPackage, bids: BidTable, *,
@@ -173,9 +173,9 @@ def cost_levels(package: SensitivityPackage, bids: BidTable, *,
     req, cost = [], []
     for f in fractions if q_max > 0 else ():
         res = clear(package, tso, f * q_max)
-        if res.ok and res.cost_eur and res.cost_eur > 0:
+        if res.ok and res.cost_eur_per_h and res.cost_eur_per_h > 0:
             req.append(f * q_max)
-            cost.append(float(res.cost_eur))
+            cost.append(float(res.cost_eur_per_h))
     return CostLevels(q_max, np.array(req), np.array(cost))
 
 
@@ -300,7 +300,7 @@ def _cost_ranges(coef: np.ndarray, rhs: np.ndarray, cap: np.ndarray, bids: BidTa
     # levels beyond the largest box cannot be bounded: left out
     ok = levels.request_mw <= best_up * (1.0 - 1e-6)
     levels = CostLevels(levels.max_deliverable_mw, levels.request_mw[ok],
-                        levels.exact_cost_eur[ok])
+                        levels.exact_cost_eur_per_h[ok])
     nl = len(levels.request_mw)
     # columns: r (n), y_1..y_L (n each), eps (1)
     nv = n * (1 + nl) + 1
@@ -317,7 +317,7 @@ def _cost_ranges(coef: np.ndarray, rhs: np.ndarray, cap: np.ndarray, bids: BidTa
         ys = [eye if kk == k else zero_nn for kk in range(nl)]
         blocks.append(sp.hstack([-eye, *ys, zero_n1]))                  # y_k <= r
         lo.append(np.full(n, -np.inf)), hi.append(np.zeros(n))
-        q, c = levels.request_mw[k], levels.exact_cost_eur[k]
+        q, c = levels.request_mw[k], levels.exact_cost_eur_per_h[k]
         blocks.append(sp.hstack([zero_1n, *[up_row if kk == k else zero_1n
                                             for kk in range(nl)], sp.csr_matrix((1, 1))]))
         lo.append(np.array([q])), hi.append(np.array([q]))            # sum y_k = q_k

@@ -164,7 +164,8 @@ class RefinementSession:
                               tol_loading_mae_percent=pol.tol_loading_mae_percent)
         dso_time = self._refine_time_s + time.perf_counter() - t0
         if v.safe:
-            cost = float(clearing.cost_eur if clearing.cost_eur is not None else math.nan)
+            rate = clearing.cost_eur_per_h
+            cost = float(rate if rate is not None else math.nan)
             if self._best is None or cost <= self._best[0] + 1e-9 * (1.0 + abs(self._best[0])):
                 self._best = (cost, k, clearing, v)  # ties: the later (more refined) round
         final = ((pol.stop_when_accurate and accurate and v.safe) or k >= pol.max_rounds

@@ -1,16 +1,16 @@
-"""Results of a clearing and the ``CLEARING.json`` file (format ``flexcosim-clearing`` v1).
+"""Results of a clearing and the ``CLEARING.json`` file (format ``flexcosim-clearing`` v2).
 
 ``CLEARING.json`` holds one JSON object:
 
 ``format``, ``version``
-    ``"flexcosim-clearing"``, ``1``.
+    ``"flexcosim-clearing"``, ``2`` (version 1 files are still read: see below).
 ``status``
     a :class:`~flexcore.exchange.enums.ClearingStatus`: ``"optimal"``, ``"infeasible"``,
     ``"time_limit"`` (a feasible, not proven optimal solution) or ``"error"``; ``message``
     explains.
-``request_mw``, ``delivered_mw``, ``cost_eur``, ``objective``
-    requested and delivered balancing power (MW), cost of the activated energy per hour of
-    activation (``sum_j c_j |x_j|``, EUR for one hour), solver objective value.
+``request_mw``, ``delivered_mw``, ``cost_eur_per_h``, ``objective``
+    requested and delivered balancing power (MW), cost rate of the activation while it
+    lasts (``sum_j c_j |x_j|``, EUR/h), solver objective value.
 ``operating_point``, ``operating_point_label``
     index and label of the selected operating point (Voronoi region), ``null`` if none.
 ``activation_mw``
@@ -28,6 +28,10 @@ has a detached signature record ``CLEARING.json.sig`` beside it (see
 :mod:`flexcore.exchange.signing`, purpose ``"flexcosim-clearing"``) over the SHA-256 of the
 canonical JSON of the object (sorted keys, no whitespace), so re-indenting the file keeps
 the signature valid and any change of a value breaks it.
+
+Version 1 is version 2 with the cost rate under the key ``cost_eur`` (also EUR/h); it is
+read into ``cost_eur_per_h``. Each version must use its own key: a version-2 file with
+``cost_eur`` (or a version-1 file with ``cost_eur_per_h``) is refused.
 """
 from __future__ import annotations
 
@@ -58,7 +62,9 @@ from flexcore.exchange.signing import (
 )
 
 FORMAT = "flexcosim-clearing"
-VERSION = 1
+VERSION = 2
+#: the key of the cost rate (EUR/h) in each version this reader knows
+COST_KEY = {1: "cost_eur", 2: "cost_eur_per_h"}
 
 
 class ClearingError(FlexcosimError, ValueError):
@@ -98,7 +104,7 @@ class ClearingResult:
     request_mw: float
     message: str = ""
     delivered_mw: float | None = None
-    cost_eur: float | None = None
+    cost_eur_per_h: float | None = None  # sum_j c_j |x_j| while the activation lasts
     objective: float | None = None
     operating_point: int | None = None
     operating_point_label: str | None = None
@@ -154,7 +160,7 @@ class ClearingResult:
     def to_json_dict(self) -> dict[str, Any]:
         """The ``CLEARING.json`` object."""
         d = asdict(self)
-        d["status"] = self.status.value  # a plain str, as in every version-1 file
+        d["status"] = self.status.value  # a plain str, as in every file
         return {"format": FORMAT, "version": VERSION, **d}
 
 
@@ -257,10 +263,16 @@ def clearing_from_json_dict(d: Any, *, source: str = "clearing") -> ClearingResu
         raise ClearingFileError(f"{src}: top level must be a JSON object")
     if d.get("format") != FORMAT:
         raise ClearingFileError(f"{src}: field 'format' is not {FORMAT!r}")
-    if d.get("version") != VERSION:
-        raise ClearingFileError(
-            f"{src}: field 'version' is {d.get('version')!r}, this reader knows {VERSION}")
-    for key in ("status", "request_mw", "delivered_mw", "cost_eur", "operating_point",
+    version = d.get("version")
+    if isinstance(version, bool) or version not in COST_KEY:
+        raise ClearingFileError(f"{src}: field 'version' is {version!r}, this reader knows "
+                                f"{', '.join(map(str, COST_KEY))}")
+    cost_key = COST_KEY[version]
+    for other in set(COST_KEY.values()) - {cost_key}:
+        if other in d:
+            raise ClearingFileError(f"{src}: field '{other}' is not a field of version "
+                                    f"{version} (its cost rate is '{cost_key}', EUR/h)")
+    for key in ("status", "request_mw", "delivered_mw", cost_key, "operating_point",
                 "operating_point_label", "activation_mw", "predicted_vm_pu",
                 "predicted_loading_percent", "backend", "build_time_s", "solve_time_s",
                 "diagnosis"):
@@ -278,7 +290,7 @@ def clearing_from_json_dict(d: Any, *, source: str = "clearing") -> ClearingResu
         request_mw=_num(src, "request_mw", d["request_mw"]),
         message=_str(src, "message", d.get("message", "")) or "",
         delivered_mw=_opt_num(src, "delivered_mw", d["delivered_mw"]),
-        cost_eur=_opt_num(src, "cost_eur", d["cost_eur"]),
+        cost_eur_per_h=_opt_num(src, cost_key, d[cost_key]),
         objective=_opt_num(src, "objective", d.get("objective")),
         operating_point=op,
         operating_point_label=_str(src, "operating_point_label", d["operating_point_label"],

@@ -3,7 +3,7 @@
 Imports neither pandapower nor mosaik, and pyomo only when ``backend="pyomo"`` is used.
 
 >>> result = clear(package, bids, 1.8)                       # doctest: +SKIP
->>> result.status, result.cost_eur, result.activation_mw     # doctest: +SKIP
+>>> result.status, result.cost_eur_per_h, result.activation_mw     # doctest: +SKIP
 """
 from __future__ import annotations
 

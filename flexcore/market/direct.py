@@ -634,7 +634,7 @@ def make_result(p: Prepared, *, status: ClearingStatus | str, message: str, poin
     xa = np.clip(np.asarray(x, float), p.lower, p.upper)  # solver noise outside the box
     xa[np.abs(xa) < 1e-12] = 0.0
     res.delivered_mw = float(xa.sum())
-    res.cost_eur = float(np.abs(xa) @ p.bids.price_eur_per_mwh)
+    res.cost_eur_per_h = float(np.abs(xa) @ p.bids.price_eur_per_mwh)
     res.objective = None if objective is None else float(objective)
     res.operating_point = int(point)
     res.operating_point_label = pkg.points[point].label

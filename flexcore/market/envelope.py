@@ -98,7 +98,7 @@ def clear_envelope(package: HardenedPackage, bids: BidTable, request_mw: float, 
     x[np.abs(x) < 1e-12] = 0.0
     point = int(np.argmin(((package.p_flex_mw - x[None, :]) ** 2).sum(axis=1)))
     res.delivered_mw = float(x.sum())
-    res.cost_eur = float(np.abs(x) @ price)
+    res.cost_eur_per_h = float(np.abs(x) @ price)
     res.objective = None if out.objective is None else float(out.objective)
     res.operating_point = point
     res.operating_point_label = package.points[point].label

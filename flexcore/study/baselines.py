@@ -80,7 +80,7 @@ class ReferenceResult:
 
     method: str  # "ac_opf" or "slp"
     status: str  # "optimal" / "converged" / "max_iterations" / "OPFNotConverged" / ...
-    cost_eur: float = math.nan
+    cost_eur_per_h: float = math.nan
     delivered_mw: float = math.nan
     iterations: int = 0
     time_s: float = 0.0
@@ -90,10 +90,10 @@ class ReferenceResult:
 
     @property
     def ok(self) -> bool:
-        return self.status in ("optimal", "converged") and np.isfinite(self.cost_eur)
+        return self.status in ("optimal", "converged") and np.isfinite(self.cost_eur_per_h)
 
     def summary(self) -> dict:
-        d = {k: getattr(self, k) for k in ("method", "status", "cost_eur", "delivered_mw",
+        d = {k: getattr(self, k) for k in ("method", "status", "cost_eur_per_h", "delivered_mw",
                                            "iterations", "time_s", "message")}
         d["ac_feasible"] = bool(self.ac.feasible) if self.ac else False
         d["ac_violations"] = self.ac.violations if self.ac else None

@@ -33,7 +33,7 @@ from flexcore.market import ClearingResult, clear
 class RoundReport:
     round: int  # 0 = the package's own points, k = after k refinements
     status: str
-    cost_eur: float
+    cost_eur_per_h: float
     operating_point_label: str
     vm_mae_pu: float
     vm_rmse_pu: float
@@ -111,7 +111,7 @@ def _round_report(rec: RoundRecord, result: ClearingResult, t_clear: float,
     if v is None:
         return RoundReport(k, result.status, math.nan, "", *(4 * [math.nan]), 0, t_clear,
                            dso_time_s)
-    return RoundReport(k, result.status, result.cost_eur, result.operating_point_label,
+    return RoundReport(k, result.status, result.cost_eur_per_h, result.operating_point_label,
                        v.vm_mae_pu, v.vm_rmse_pu, v.loading_mae_percent, v.loading_rmse_percent,
                        len(v.violations), t_clear, dso_time_s, ac_safe=v.safe,
                        rows_tightened=rec.rows_tightened)
