@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
             row = {"areas": n, "packages": n + int(coupled), "coupled": coupled,
                    "m": 3, "bids": int(sum(len(d.bids) for d in lv)),
                    "status": res.status.value, "message": res.message,
-                   "cost_eur": res.cost_eur,
+                   "cost_eur_per_h": res.cost_eur_per_h,
                    "columns": res.columns, "rows": res.rows, "binaries": res.binaries,
                    "time_s": statistics.median(times), "build_s": statistics.median(build),
                    "solve_s": statistics.median(solve)}

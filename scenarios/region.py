@@ -124,13 +124,13 @@ def run_region_study(cfg: RegionConfig, *, out: str | Path | None = None,
     write_json(folder / "meta.json", {"versions": versions(), "seed": cfg.seed})
     with open(folder / "areas.csv", "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["area", "bids", "delivered_mw", "cost_eur", "rounds", "point",
+        w.writerow(["area", "bids", "delivered_mw", "cost_eur_per_h", "rounds", "point",
                     "slack_dv_pu", "relevant_vm_rows", "relevant_loading_rows",
                     "max_vm_err_pu", "max_loading_err_percent", "violations",
                     "base_violations"])
         for a in report.areas + [report.mv]:
             c = a.check
-            w.writerow([a.name, a.bids, a.delivered_mw, a.cost_eur, a.rounds, a.point,
+            w.writerow([a.name, a.bids, a.delivered_mw, a.cost_eur_per_h, a.rounds, a.point,
                         a.slack_dv_pu, c.n_relevant_vm, c.n_relevant_loading, c.max_vm_err_pu,
                         c.max_loading_err_percent, c.violations, c.base_violations])
     (folder / "summary.txt").write_text(report.as_text() + "\n")

@@ -85,7 +85,7 @@ def test_region_study_is_ac_safe_and_accurate_after_refinement(region):
     for j in np.argsort(prices):
         take = min(vols[j], left)
         merit, left = merit + take * prices[j], left - take
-    assert rep.cost_eur > merit + 1e-3
+    assert rep.cost_eur_per_h > merit + 1e-3
     assert rep.rounds >= 1 and rep.relevant_rows > 0
     assert rep.max_vm_err_pu <= TABLE1_VM_PU
     assert rep.max_loading_err_percent <= TABLE1_LOADING_PERCENT

@@ -83,7 +83,7 @@ def test_milp_equals_enumeration(m, coupled):
                 assert milp.status == ClearingStatus.INFEASIBLE
                 continue
             assert milp.status == ClearingStatus.OPTIMAL
-            assert milp.cost_eur == pytest.approx(best.cost_eur, rel=1e-6, abs=1e-6)
+            assert milp.cost_eur_per_h == pytest.approx(best.cost_eur_per_h, rel=1e-6, abs=1e-6)
             x = np.concatenate([milp.activation_mw[a.name] for a in areas])
             assert x.sum() == pytest.approx(req, abs=1e-7)
             # the unconstrained merit order is cheaper whenever a limit binds
@@ -94,8 +94,8 @@ def test_milp_equals_enumeration(m, coupled):
                 take = min(vols[j], left)
                 merit += take * prices[j]
                 left -= take
-            assert milp.cost_eur >= merit - 1e-6
-            binding += milp.cost_eur > merit + 1e-6
+            assert milp.cost_eur_per_h >= merit - 1e-6
+            binding += milp.cost_eur_per_h > merit + 1e-6
             # every predicted row within its (effective) limits
             for a in areas:
                 pkg = split_slack_column(a.package)[0]

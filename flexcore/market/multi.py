@@ -116,7 +116,7 @@ class RegionClearing:
     status: ClearingStatus
     message: str
     request_mw: float
-    cost_eur: float = float("nan")
+    cost_eur_per_h: float = float("nan")
     activation_mw: dict[str, FloatArray] = field(default_factory=dict)
     points: dict[str, int] = field(default_factory=dict)
     mv_point: int | None = None
@@ -483,7 +483,7 @@ def clear_region(areas: Sequence[AreaPackage], request_mw: float, *,
     if out.x is None or not out.status.has_solution:
         return res
     x = out.x
-    res.cost_eur = float(out.objective or 0.0)
+    res.cost_eur_per_h = float(out.objective or 0.0)
     for b in blocks + ([mv_blk] if mv_blk is not None else []):
         i = int(np.argmax([x[b.b(k)] for k in range(b.m)]))
         dp = x[b.dp(i)]
@@ -519,6 +519,6 @@ def enumerate_regions(areas: Sequence[AreaPackage], request_mw: float, *,
         count += 1
         r = clear_region(areas, request_mw, mv=mv, fixed_points=dict(zip(names, combo)),
                          **options)  # type: ignore[arg-type]
-        if r.ok and (best is None or r.cost_eur < best.cost_eur):
+        if r.ok and (best is None or r.cost_eur_per_h < best.cost_eur_per_h):
             best = r
     return best, count

@@ -155,7 +155,7 @@ class AreaReport:
     name: str
     bids: int
     delivered_mw: float
-    cost_eur: float
+    cost_eur_per_h: float
     rounds: int
     point: int | None
     slack_dv_pu: float
@@ -170,7 +170,7 @@ class RegionReport:
     grid: str
     request_mw: float
     status: str
-    cost_eur: float
+    cost_eur_per_h: float
     rounds: int
     ac_converged: bool
     ac_safe: bool
@@ -195,7 +195,7 @@ class RegionReport:
         active = [a for a in self.areas if abs(a.delivered_mw) > 1e-9]
         lines = [
             f"grid: {self.grid}; request {self.request_mw:.4f} MW; status {self.status}",
-            f"cost {self.cost_eur:.2f} EUR/h; rounds {self.rounds}; AC converged "
+            f"cost {self.cost_eur_per_h:.2f} EUR/h; rounds {self.rounds}; AC converged "
             f"{self.ac_converged}; AC-safe {self.ac_safe}",
             f"delivered at the region's interface (ext_grid change, with losses): "
             f"{self.delivered_at_interface_mw:.4f} MW",
@@ -211,7 +211,7 @@ class RegionReport:
         ]
         for a in sorted(self.areas, key=lambda r: -r.delivered_mw)[:25]:
             c = a.check
-            lines.append(f"{a.name:>8} {a.bids:>5} {a.delivered_mw:8.4f} {a.cost_eur:9.2f} "
+            lines.append(f"{a.name:>8} {a.bids:>5} {a.delivered_mw:8.4f} {a.cost_eur_per_h:9.2f} "
                          f"{a.rounds:>3} {a.slack_dv_pu:9.2e} {c.max_vm_err_pu:9.2e} "
                          f"{c.max_loading_err_percent:9.2e} {c.violations:>4} "
                          f"{c.base_violations:>4}")
@@ -329,7 +329,7 @@ def run_region(setup: RegionSetup, request_mw: float, *, max_rounds: int = 3,
     all_checks = [a.check for a in areas] + [mvc]
     return RegionReport(
         grid=grid_name, request_mw=float(request_mw), status=clearing.status.value,
-        cost_eur=clearing.cost_eur, rounds=rounds, ac_converged=ac.converged,
+        cost_eur_per_h=clearing.cost_eur_per_h, rounds=rounds, ac_converged=ac.converged,
         ac_safe=ac.converged and not any(c.violations for c in all_checks),
         delivered_at_interface_mw=base.ext_grid_p_mw - ac.ext_grid_p_mw,
         max_vm_err_pu=max(c.max_vm_err_pu for c in all_checks),
