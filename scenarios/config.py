@@ -606,17 +606,23 @@ def check_warmup_frames(value: int, *, key: str) -> int:
     return value
 
 
-def load_config(path: str | Path) -> ScenarioConfig:
-    """Read and validate a scenario TOML file."""
-    path = Path(path)
+def read_toml(path: Path, *, what: str = "scenario file") -> dict:
+    """A TOML file's document; ConfigError naming the file if it is missing, not UTF-8 or
+    not TOML (scenario and sweep files)."""
     if not path.is_file():
-        raise ConfigError(f"scenario file not found: {path}")
+        raise ConfigError(f"{what} not found: {path}")
     try:
-        doc = tomllib.loads(path.read_bytes().decode("utf-8"))
+        return tomllib.loads(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte offset {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+
+
+def load_config(path: str | Path) -> ScenarioConfig:
+    """Read and validate a scenario TOML file."""
+    path = Path(path)
+    doc = read_toml(path)
     try:
         return parse_config(doc, source=str(path), base_dir=path.parent)
     except ConfigError as exc:

@@ -43,7 +43,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from scenarios.config import _KEYS, _TOP, ConfigError, ScenarioConfig, parse_config
+from scenarios.config import _KEYS, _TOP, ConfigError, ScenarioConfig, parse_config, read_toml
 
 SWEEP_FORMAT = 1
 MODES = ("product", "zip")
@@ -191,14 +191,10 @@ def _short(params: dict) -> str:
 def load_sweep(path: str | Path) -> Sweep:
     """Read and validate a sweep TOML file (errors start with the file's name)."""
     path = Path(path)
-    if not path.is_file():
-        raise SweepError(f"sweep file not found: {path}")
     try:
-        doc = tomllib.loads(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise SweepError(f"{path}: not UTF-8 text (byte offset {exc.start})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SweepError(f"{path}: not valid TOML ({exc})") from None
+        doc = read_toml(path, what="sweep file")
+    except ConfigError as exc:
+        raise SweepError(str(exc)) from None
     try:
         return parse_sweep(doc, source=str(path), base_dir=path.parent)
     except ConfigError as exc:
