@@ -227,29 +227,27 @@ class FPUSim(FrameSimulator):
         self._base, self._offered = base, offered_by_unit(offers)
 
     def _dispatch(self, frame, setpoints: dict[str, float]) -> None:
-        power, dp, clipped, applied = {}, defaultdict(float), {}, {}
+        power, profile, dp, clipped, applied = {}, {}, defaultdict(float), {}, {}
         flagged = getattr(self, "_flagged", {})
         for u in self._members:
             if u.unit_id in flagged:  # neutralised: no activation, state advanced at baseline
-                p = _neutral_power_mw(u, frame)
-                power[u.unit_id] = p
-                dp[u.building_id] += p - _neutral_profile_mw(u, frame)
+                p, prof = _neutral_power_mw(u, frame), _neutral_profile_mw(u, frame)
                 u.advance(frame, p)
-                continue
-            d = u.dispatch(frame, float(setpoints.get(u.unit_id, 0.0)))
-            if d.clipped:
-                clipped[u.unit_id] = d.reason
-            applied[u.unit_id] = d.applied_mw
-            p = u.power_mw(frame)
-            power[u.unit_id] = p
-            dp[u.building_id] += p - u.profile_mw(frame)
-            u.step(frame)
+            else:
+                d = u.dispatch(frame, float(setpoints.get(u.unit_id, 0.0)))
+                if d.clipped:
+                    clipped[u.unit_id] = d.reason
+                applied[u.unit_id] = d.applied_mw
+                p, prof = u.power_mw(frame), u.profile_mw(frame)
+                u.step(frame)
+            power[u.unit_id], profile[u.unit_id] = p, prof
+            dp[u.building_id] += p - prof
         self._out = {"P[MW]": power, "dP[MW]": dict(dp), "clipped": clipped,
                      "flagged": dict(flagged),
-                     "units": unit_records(self._members, frame, base=getattr(self, "_base", {}),
+                     "units": unit_records(self._members, base=getattr(self, "_base", {}),
                                            offered=getattr(self, "_offered", {}),
                                            setpoints=setpoints, applied=applied, power=power,
-                                           clipped=clipped, flagged=flagged)}
+                                           profile=profile, clipped=clipped, flagged=flagged)}
 
 
 def offered_by_unit(offers: list[dict]) -> dict[str, tuple[float, float]]:
@@ -277,15 +275,16 @@ def _state_number(x) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def unit_records(units, frame, *, base: dict, offered: dict, setpoints: dict, applied: dict,
-                 power: dict, clipped: dict, flagged: dict) -> dict:
+def unit_records(units, *, base: dict, offered: dict, setpoints: dict, applied: dict,
+                 power: dict, profile: dict, clipped: dict, flagged: dict) -> dict:
     """The fleet's per-unit record of a dispatched frame (the ``units`` output), as columns
     of equal length: ``unit_id, building, class, baseline_mw, offered_up_mw,
     offered_down_mw, requested_mw`` (the set-point sent, sum of the unit's bids),
     ``applied_mw`` (the activation the unit applied, after clipping; 0 for a flagged
     unit), ``p_mw`` (actual injection = baseline + applied), ``profile_mw`` (the part of it
     already in the building profile: the grid sees ``p_mw - profile_mw`` on top of the
-    profile), ``clipped``, ``clip_reason``, ``flagged``; and ``state``: key -> values of
+    profile; the grid's own figure from :meth:`FPUSim._dispatch`), ``clipped``,
+    ``clip_reason``, ``flagged``; and ``state``: key -> values of
     the units' ``state()`` after the frame (None where a unit has no such key or a value
     is not a finite number)."""
     cols: dict = {k: [] for k in ("unit_id", "building", "class", "baseline_mw",
@@ -297,13 +296,12 @@ def unit_records(units, frame, *, base: dict, offered: dict, setpoints: dict, ap
         uid = u.unit_id
         up, down = offered.get(uid, (0.0, 0.0))
         bad = uid in flagged
-        prof = _neutral_profile_mw(u, frame) if bad else u.profile_mw(frame)
         for key, x in (("unit_id", uid), ("building", u.building_id), ("class", unit_class(u)),
                        ("baseline_mw", float(base.get(uid, power[uid]))),
                        ("offered_up_mw", up), ("offered_down_mw", down),
                        ("requested_mw", float(setpoints.get(uid, 0.0))),
                        ("applied_mw", float(applied.get(uid, 0.0))), ("p_mw", power[uid]),
-                       ("profile_mw", float(prof)), ("clipped", uid in clipped),
+                       ("profile_mw", float(profile[uid])), ("clipped", uid in clipped),
                        ("clip_reason", clipped.get(uid, "")), ("flagged", bad)):
             cols[key].append(x)
         states.append(u.state() or {})
