@@ -52,16 +52,19 @@ Recorder gets the private map pseudonym -> unit (param ``bid_units``), writes it
 from __future__ import annotations
 
 import csv
+import itertools
 import logging
 import math
 import os
 import time as _time
 import weakref
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
@@ -108,11 +111,17 @@ SCHEMAS: dict[str, dict[str, pa.DataType]] = {
 }
 TABLES = tuple(SCHEMAS)
 STREAM_SUFFIX = ".arrows"  #: Arrow IPC stream files while running (or after a kill)
-#: uncompressed: compressing each small batch cost ~1-3 ms per table and frame; the
-#: Parquet files of a finished run are compressed
-_IPC = ipc.IpcWriteOptions(compression=None)
+#: buffer compression of the stream batches (one batch holds up to FLUSH_FRAMES frames)
+STREAM_COMPRESSION = "zstd"
+_IPC = ipc.IpcWriteOptions(compression=STREAM_COMPRESSION)
 STREAM_BUFFER_BYTES = 1 << 20
+#: the Recorder writes its buffered frames to the streams (then lists them in frames.csv)
+#: every FLUSH_FRAMES recorded frames or when FLUSH_S seconds have passed since the last
+#: write, whichever comes first (Recorder params ``flush_frames``, ``flush_s``)
+FLUSH_FRAMES = 16
+FLUSH_S = 2.0
 PARQUET_ROWS = 1 << 18     #: rows per Parquet row group when a stream is converted
+PARQUET_COMPRESSION = "zstd"
 UNIT_FLAG_COLUMNS = ("frame", "unit_id", "kind", "reason")
 #: recorders of this process that have not finished (closed on an interrupt or a crash)
 _OPEN: weakref.WeakSet = weakref.WeakSet()
@@ -120,7 +129,8 @@ ATTRS_IN = ("clearing", "report", "offers", "accuracy", "Vm[pu]", "loading[%]", 
             "setpoint[MW]", "clipped", "flagged", "units")
 META = meta_from_table({"Recorder": {
     "public": True, "params": ["run_dir", "clock", "progress", "tol_vm_mae_pu",
-                               "tol_loading_mae_percent", "bid_units", "grid", "warmup"],
+                               "tol_loading_mae_percent", "bid_units", "grid", "warmup",
+                               "flush_frames", "flush_s"],
     "attrs": list(ATTRS_IN)}}, sim_type="event-based")
 log = logging.getLogger("flexcosim.results")
 
@@ -210,10 +220,27 @@ def element_keys(elements: pd.DataFrame) -> tuple[dict[str, int], dict[str, int]
 
 
 # --------------------------------------------------------------------------- storage
+def _column(pieces: list, typ: pa.DataType) -> pa.Array:
+    """One column of a batch from the frames' pieces (NumPy arrays, Python lists or Arrow
+    arrays): one conversion per flush, not per frame."""
+    if len(pieces) == 1 and isinstance(pieces[0], pa.Array):
+        return pieces[0]
+    if all(isinstance(p, np.ndarray) for p in pieces):
+        return pa.array(np.concatenate(pieces), typ)
+    if all(isinstance(p, pa.Array) for p in pieces):
+        return pa.concat_arrays(pieces)
+    if all(isinstance(p, list) for p in pieces):
+        return pa.array(list(itertools.chain.from_iterable(pieces)), typ)
+    return pa.concat_arrays([p if isinstance(p, pa.Array) else pa.array(p, typ)
+                             for p in pieces])
+
+
 class _Stream:
-    """One table being written: an Arrow IPC stream file, one record batch per frame,
-    each batch handed to the operating system at once (collected in a buffer, then one
-    ``write`` per batch: a kill of the process loses nothing the OS got)."""
+    """One table being written: an Arrow IPC stream file. :meth:`add` keeps a frame's
+    columns in memory; :meth:`flush` writes every frame added since as ONE record batch
+    (compressed, :data:`STREAM_COMPRESSION`) and hands it to the operating system at once
+    (collected in a buffer, then one ``write``: a kill of the process loses nothing the OS
+    got)."""
 
     def __init__(self, path: Path, schema: pa.Schema) -> None:
         self.path, self.schema = path, schema
@@ -221,10 +248,44 @@ class _Stream:
         self._sink = pa.BufferedOutputStream(self._raw, STREAM_BUFFER_BYTES)
         self._writer = ipc.new_stream(self._sink, schema, options=_IPC)
         self._sink.flush()
+        self._parts: list[dict] = []
+        self._last: dict[str, tuple] = {}
+
+    def add(self, columns: dict) -> None:
+        """A frame's columns (one entry per schema field: list, NumPy or Arrow array)."""
+        self._parts.append({f.name: self._piece(f, columns[f.name]) for f in self.schema})
+
+    def _piece(self, field: pa.Field, values):
+        """Python lists made cheap to concatenate now (Arrow converts long lists of
+        Python floats slowly): numbers as NumPy arrays (None -> NaN in float columns),
+        strings as Arrow arrays, reused while a column repeats the previous frame's
+        (the fleet's unit ids, the bid pseudonyms)."""
+        if not isinstance(values, list) or len(values) < 64:   # short: chained at flush
+            return values
+        t = field.type
+        if t == _F:
+            return np.array(values, float)
+        if (t == _INT or t == _BOOL) and None not in values:
+            return np.array(values, t.to_pandas_dtype())
+        if t == _STR:
+            last = self._last.get(field.name)
+            if last is None or last[0] != values:
+                last = self._last[field.name] = (values, pa.array(values, _STR))
+            return last[1]
+        return values
+
+    def flush(self) -> None:
+        if not self._parts:
+            return
+        parts, self._parts = self._parts, []
+        arrays = [_column([p[f.name] for p in parts], f.type) for f in self.schema]
+        self._writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
+        self._sink.flush()
 
     def write(self, columns: dict) -> None:
-        self._writer.write_batch(pa.RecordBatch.from_pydict(columns, schema=self.schema))
-        self._sink.flush()
+        """One batch of ``columns`` at once."""
+        self.add(columns)
+        self.flush()
 
     def close(self) -> None:
         if not self._raw.closed:
@@ -232,45 +293,53 @@ class _Stream:
             self._sink.close()
 
 
-def _stream_batches(path: Path):
-    """(schema, complete record batches) of a stream file; a torn tail (a batch cut off by a
-    kill) ends the iteration quietly. ``(None, [])`` if not even the schema is complete."""
-    with pa.OSFile(str(path), "rb") as src:
-        data = src.read()
+def _open_stream(path: Path):
+    """(schema, iterator over the complete record batches) of a stream file, read batch by
+    batch (never the whole file in memory); a torn tail (a batch cut off by a kill) ends the
+    iteration quietly. ``(None, iter(()))`` if not even the schema is complete."""
+    src = pa.OSFile(str(path), "rb")
     try:
-        reader = ipc.open_stream(pa.BufferReader(data))
+        reader = ipc.open_stream(src)
     except (pa.ArrowInvalid, OSError):
-        return None, []
-    batches = []
-    while True:
-        try:
-            batches.append(reader.read_next_batch())
-        except StopIteration:
-            break
-        except (pa.ArrowInvalid, OSError):  # the batch a kill cut off
-            break
-    return reader.schema, batches
+        src.close()
+        return None, iter(())
+
+    def batches():
+        with src:
+            while True:
+                try:
+                    yield reader.read_next_batch()
+                except StopIteration:
+                    return
+                except (pa.ArrowInvalid, OSError):  # the batch a kill cut off
+                    return
+
+    return reader.schema, batches()
 
 
 def _stream_to_parquet(src: Path, dst: Path, schema: pa.Schema) -> None:
-    """Convert a stream file into a Parquet file in row groups of :data:`PARQUET_ROWS`
-    (through a temporary name, then renamed)."""
+    """Convert a stream file into a Parquet file batch by batch, in row groups of
+    :data:`PARQUET_ROWS` rows (at most one row group in memory, never the whole table),
+    through a temporary name, then renamed."""
     tmp = dst.with_name(f".{dst.name}.tmp")
-    with pa.OSFile(str(src), "rb") as f, pq.ParquetWriter(str(tmp), schema) as out:
-        reader = ipc.open_stream(f)
+    _, batches = _open_stream(src)
+    with pq.ParquetWriter(str(tmp), schema, compression=PARQUET_COMPRESSION) as out:
         buf, n = [], 0
-        for batch in reader:
+        for batch in batches:
             buf.append(batch)
             n += batch.num_rows
             if n >= PARQUET_ROWS:
-                out.write_table(pa.Table.from_batches(buf, schema=schema))
+                out.write_table(pa.Table.from_batches(buf, schema=schema),
+                                row_group_size=PARQUET_ROWS)
                 buf, n = [], 0
         if buf:
-            out.write_table(pa.Table.from_batches(buf, schema=schema))
+            out.write_table(pa.Table.from_batches(buf, schema=schema),
+                            row_group_size=PARQUET_ROWS)
     os.replace(tmp, dst)
 
 
-def read_table(run_dir: str | Path, name: str) -> pd.DataFrame:
+def read_table(run_dir: str | Path, name: str, *, columns: Sequence[str] | None = None,
+               frames: Iterable[int] | None = None) -> pd.DataFrame:
     """A table of a run folder as a DataFrame, for finished and for killed runs.
 
     ``name``: one of :data:`TABLES` (``frames``, ``units``, ``bids``, ``setpoints``,
@@ -279,34 +348,59 @@ def read_table(run_dir: str | Path, name: str) -> pd.DataFrame:
     ``timeseries/<name>.parquet``; a killed or interrupted one from
     ``timeseries/<name>.arrows`` (its complete record batches, restricted to the frames of
     the frames stream, so every table holds the same finished frames). InputFileError if
-    the run folder has no such table."""
+    the run folder has no such table.
+
+    Parts of a large table (a year's unit table): ``columns`` (names, in this order) and
+    ``frames`` (the ``frame`` numbers to keep, e.g. ``range(0, 2976)``) are applied while
+    reading, row group by row group (Parquet) or batch by batch (streams), so only the part
+    asked for is ever in memory."""
     run_dir = Path(run_dir)
     if name == "elements":
         path = run_dir / "elements.parquet"
         if not path.is_file():
             raise InputFileError(f"{run_dir}: no elements.parquet")
-        return pd.read_parquet(path)
+        return pd.read_parquet(path, columns=None if columns is None else list(columns))
     if name not in SCHEMAS:
         raise ValueError(f"unknown table {name!r}; tables: {['elements', *TABLES]}")
+    wanted = None if frames is None else pa.array(sorted({int(k) for k in frames}), _INT)
     ts = run_dir / "timeseries"
     if (ts / f"{name}.parquet").is_file():
-        return pd.read_parquet(ts / f"{name}.parquet")
+        path = ts / f"{name}.parquet"
+        names = pq.read_schema(path).names
+        cols = _check_columns(name, columns, names)
+        flt = None if wanted is None else [("frame", "in", wanted.to_pylist())]
+        return pq.read_table(path, columns=cols, filters=flt).to_pandas()
     stream = ts / f"{name}{STREAM_SUFFIX}"
     if not stream.is_file():
         if (ts / name).is_dir():  # run folders of earlier versions: Parquet parts
-            return pd.read_parquet(ts / name)
+            return pd.read_parquet(ts / name, columns=columns)
         raise InputFileError(f"{run_dir}: no table {name!r} (timeseries/{name}.parquet or "
                              f"{name}{STREAM_SUFFIX})")
-    schema, batches = _stream_batches(stream)
+    schema, batches = _open_stream(stream)
     if schema is None:
         schema = _schema(name, ())
-    df = pa.Table.from_batches(batches, schema=schema).to_pandas()
+    cols = _check_columns(name, columns, schema.names) or schema.names
     if name != "frames":  # only frames whose row was written (none without a frames stream)
-        frames = ts / f"frames{STREAM_SUFFIX}"
-        fb = _stream_batches(frames)[1] if frames.is_file() else []
-        done = {int(x) for b in fb for x in b.column(0).to_pylist()}
-        df = df[df["frame"].isin(done)].reset_index(drop=True)
-    return df
+        fs = ts / f"frames{STREAM_SUFFIX}"
+        done = pa.concat_arrays([pa.array([], _INT)] + (
+            [b.column(0) for b in _open_stream(fs)[1]] if fs.is_file() else []))
+        wanted = done if wanted is None else pc.filter(wanted, pc.is_in(wanted, done))
+    kept = []
+    for b in batches:
+        if wanted is not None:
+            b = b.filter(pc.is_in(b.column("frame"), value_set=wanted))
+        kept.append(b.select(cols))
+    out = pa.Table.from_batches(kept, schema=pa.schema([schema.field(c) for c in cols]))
+    return out.to_pandas()
+
+
+def _check_columns(name: str, columns, names: list[str]) -> list[str] | None:
+    if columns is None:
+        return None
+    bad = [c for c in columns if c not in names]
+    if bad:
+        raise ValueError(f"table {name!r} has no column(s) {bad}; columns: {names}")
+    return list(columns)
 
 
 def _schema(name: str, state_keys) -> pa.Schema:
@@ -318,19 +412,30 @@ def _schema(name: str, state_keys) -> pa.Schema:
 
 # --------------------------------------------------------------------------- recorder
 class Recorder(FrameSimulator):
+    """The run's tables (see the module docstring). Each finished frame's rows are kept in
+    memory and written to the streams every ``flush_frames`` frames or ``flush_s``
+    seconds (one record batch per table and write), then the frames' rows are appended to
+    ``frames.csv``; a kill loses only frames not yet listed there."""
+
     def __init__(self) -> None:
         super().__init__(META)
         self._pending: dict[int, dict] = {}
         self._streams: dict[str, _Stream] = {}
         self._state_keys: tuple[str, ...] | None = None
         self._keymap = None
+        self._csv_rows: list[dict] = []
+        self._flag_rows: list[tuple] = []
+        self._key_order: dict[str, tuple] = {}
+        self._bids: tuple = (None, [], {})
         self.n_recorded = 0
 
     def create(self, num, model, *, run_dir: str, clock: dict, progress: bool = False,
                tol_vm_mae_pu: float = math.inf, tol_loading_mae_percent: float = math.inf,
                bid_units: dict[str, dict] | None = None, grid: str | None = None,
-               warmup: list[int] | None = None):
+               warmup: list[int] | None = None, flush_frames: int = FLUSH_FRAMES,
+               flush_s: float = FLUSH_S):
         self.run_dir = Path(run_dir)
+        self.flush_frames, self.flush_s = max(1, int(flush_frames)), float(flush_s)
         self._units = dict(bid_units or {})
         self._unit_by_bid = {b: str(e["unit_id"]) for b, e in self._units.items()}
         if self._units:
@@ -368,13 +473,13 @@ class Recorder(FrameSimulator):
             from tqdm import tqdm
 
             self._bar = tqdm(total=len(self.clock), unit="frame", desc="frames")
-        self._t_last = _time.perf_counter()
-        self.write_time_s = 0.0   # time spent in _flush (recording overhead), for benchmarks
+        self._t_last = self._t_written = _time.perf_counter()
+        self.write_time_s = 0.0   # time spent recording (overhead), for benchmarks
         return [{"eid": "Recorder", "type": model}]
 
     def step(self, time, inputs, max_advance):
         for t in sorted(k for k in self._pending if k < time):
-            self._flush(t)
+            self._record(t)
         rec = self._pending.setdefault(time, {})
         for attr, values in inputs.get("Recorder", {}).items():
             for v in values.values():
@@ -383,14 +488,35 @@ class Recorder(FrameSimulator):
 
     # ------------------------------------------------------------------ one frame
     def _write(self, name: str, columns: dict) -> None:
+        """Add a frame's columns to a table (written at the next :meth:`_write_out`)."""
         stream = self._streams.get(name)
         if stream is None:
             keys = self._state_keys or ()
             stream = self._streams[name] = _Stream(self.dir / f"{name}{STREAM_SUFFIX}",
                                                    _schema(name, keys))
-        stream.write(columns)
+        stream.add(columns)
 
-    def _flush(self, time: int) -> None:
+    def _write_out(self) -> None:
+        """Every buffered frame to disk: each table's batch first, the frames table's last
+        (``frames.arrows``, then ``unit_flags.csv`` and ``frames.csv``, flushed), so a
+        frame listed in ``frames.csv`` has all its rows on disk."""
+        t_in = _time.perf_counter()
+        for name, stream in self._streams.items():
+            if name != "frames":
+                stream.flush()
+        if "frames" in self._streams:
+            self._streams["frames"].flush()
+        self._flags.writerows(self._flag_rows)
+        self._flags_csv.flush()
+        self._writer.writerows(self._csv_rows)
+        self._csv.flush()
+        self._flag_rows, self._csv_rows = [], []
+        self._t_written = now = _time.perf_counter()
+        self.write_time_s += now - t_in
+
+    def _record(self, time: int) -> None:
+        """A finished frame's rows into the buffers; written every ``flush_frames``
+        frames or ``flush_s`` seconds."""
         rec = self._pending.pop(time)
         t_in = _time.perf_counter()
         k = self.clock.index_at(time)
@@ -407,18 +533,27 @@ class Recorder(FrameSimulator):
         flagged, clipped = rec.get("flagged", {}), rec.get("clipped", {})
         above = self._above_tolerance(c, a)
         unit = self._unit_by_bid.get
-        # every other table first, the frame's row last (frames.arrows, then frames.csv)
+        bid_ids = [o["bid_id"] for o in offers]
+        if bid_ids != self._bids[0]:   # the offers' bids change rarely: mapped once
+            self._bids = (bid_ids, [unit(b, b) for b in bid_ids],
+                          {b: i for i, b in enumerate(bid_ids)})
+        bid_ids, bid_units, bid_pos = self._bids
+        volumes = np.fromiter((o["volume_mw"] for o in offers), float, len(offers))
+        activation = np.zeros(len(offers))
+        for b, x in act.items():
+            if b in bid_pos:
+                activation[bid_pos[b]] = x
         self._write("bids", {
-            "frame": [n] * len(offers), "bid_id": [o["bid_id"] for o in offers],
-            "unit_id": [unit(o["bid_id"], o["bid_id"]) for o in offers],
-            "volume_mw": [o["volume_mw"] for o in offers],
-            "price_eur_per_mwh": [o["price_eur_per_mwh"] for o in offers],
-            "activation_mw": [act.get(o["bid_id"], 0.0) for o in offers]})
+            "frame": np.full(len(offers), n), "bid_id": bid_ids, "unit_id": bid_units,
+            "volume_mw": volumes, "price_eur_per_mwh": np.fromiter(
+                (o["price_eur_per_mwh"] for o in offers), float, len(offers)),
+            "activation_mw": activation})
         per_unit: dict[str, float] = {}  # the sum of each unit's bids, as FPUSim dispatches
         for b, x in rec.get("setpoint[MW]", {}).items():
             u = unit(b, b)
             per_unit[u] = per_unit.get(u, 0.0) + x
-        self._write("setpoints", {"frame": [n] * len(per_unit), "unit_id": list(per_unit),
+        self._write("setpoints", {"frame": np.full(len(per_unit), n),
+                                  "unit_id": list(per_unit),
                                   "setpoint_mw": list(per_unit.values())})
         if "units" in rec:
             self._write_units(n, rec["units"])
@@ -444,24 +579,25 @@ class Recorder(FrameSimulator):
                **{x: r.get(x) for x in ("relinearized", "fix_moved_mw", "points", "dso_time_s")},
                **a, **extremes, "p_slack_mw": rec.get("P_slack[MW]", math.nan),
                "n_offers": len(offers),
-               "offered_up_mw": sum(o["volume_mw"] for o in offers if o["volume_mw"] > 0),
-               "offered_down_mw": sum(o["volume_mw"] for o in offers if o["volume_mw"] < 0),
+               "offered_up_mw": float(volumes[volumes > 0].sum()),
+               "offered_down_mw": float(volumes[volumes < 0].sum()),
                "clipped_units": len(clipped), "flagged_units": len(flagged)}
         now = _time.perf_counter()
         row["wall_time_s"] = now - self._t_last
         self._t_last = now
         self._write("frames", {col: [row.get(col)] for col in FRAME_COLUMNS})
         for kind, units in (("flagged", flagged), ("clipped", clipped)):
-            self._flags.writerows([n, u, kind, why] for u, why in sorted(units.items()))
-        self._flags_csv.flush()
-        self._writer.writerow(row | {"timestamp": stamp.isoformat()})
-        self._csv.flush()
+            self._flag_rows += [(n, u, kind, why) for u, why in sorted(units.items())]
+        self._csv_rows.append(row | {"timestamp": stamp.isoformat()})
         self.n_recorded += 1
         self.write_time_s += _time.perf_counter() - t_in
+        if (len(self._csv_rows) >= self.flush_frames
+                or now - self._t_written >= self.flush_s):
+            self._write_out()
 
     def _write_units(self, n: int, units: dict) -> None:
         """The fleet's per-unit record of the frame (simulators.fpu_sim ``units``: columns
-        of equal length, ``state``: key -> values) as one batch of the unit table."""
+        of equal length, ``state``: key -> values) as the frame's part of the unit table."""
         state = units.get("state", {})
         if self._state_keys is None:  # the first recorded frame fixes the state columns
             self._state_keys = tuple(sorted(state))
@@ -471,18 +607,20 @@ class Recorder(FrameSimulator):
                         extra)
             self._warned_state = True
         m = len(units.get("unit_id", ()))
-        cols = {c: units.get(c, [None] * m) for c in UNIT_COLUMNS if c != "frame"}
+        cols = {c: _listed(units.get(c, [None] * m)) for c in UNIT_COLUMNS if c != "frame"}
         cols["frame"] = np.full(m, n)
-        # the fleet's ids, buildings and classes repeat every frame: converted once
-        fixed = ("unit_id", "building", "class")
-        key = [cols[c] for c in fixed]
-        if getattr(self, "_fixed_key", None) != key:
-            self._fixed_key = key
-            self._fixed = {c: pa.array(cols[c], _STR) for c in fixed}
-        cols.update(self._fixed)
         for key in self._state_keys:
-            cols[f"state_{key}"] = state.get(key, [None] * m)
+            cols[f"state_{key}"] = _listed(state.get(key, [None] * m))
         self._write("units", cols)
+
+    def _positions(self, name: str, keys: dict, pos: dict) -> np.ndarray:
+        """Positions of a GridSim dict's keys (in its order) in the element table, looked
+        up once while the keys stay the same."""
+        order = tuple(keys)
+        got = self._key_order.get(name)
+        if got is None or got[0] != order:
+            got = self._key_order[name] = (order, np.array([pos[x] for x in order], np.intp))
+        return got[1]
 
     def _write_state(self, n: int, vm: dict, ld: dict, prefix: str) -> dict:
         """A frame's AC state (GridSim keys) as the long voltage / loading tables, one row
@@ -490,11 +628,11 @@ class Recorder(FrameSimulator):
         if self._elements is None:
             return {}
         v = np.full(len(self._bus_ids), np.nan)
-        for key, x in vm.items():
-            v[self._bus_pos[key]] = x
+        v[self._positions(f"{prefix}vm", vm, self._bus_pos)] = np.fromiter(
+            vm.values(), float, len(vm))
         lp = np.full(len(self._branch_ids), np.nan)
-        for key, x in ld.items():
-            lp[self._branch_pos[key]] = x
+        lp[self._positions(f"{prefix}ld", ld, self._branch_pos)] = np.fromiter(
+            ld.values(), float, len(ld))
         self._write(f"{prefix}voltages", {"frame": np.full(len(v), n), "element_id":
                                           self._bus_ids, "vm_pu": v})
         self._write(f"{prefix}loadings", {"frame": np.full(len(lp), n), "element_id":
@@ -558,10 +696,15 @@ class Recorder(FrameSimulator):
             self._bar.close()
 
     def close_on_error(self) -> None:
-        """After an interrupt or a crash: the streams closed as they are (every finished
-        frame is in them; :func:`read_table` reads them); the ``finalize`` that mosaik's
-        shutdown calls next then writes nothing."""
-        self._close_files()
+        """After an interrupt or a crash: the buffered finished frames written, the streams
+        closed as they are (every finished frame is in them; :func:`read_table` reads
+        them); the ``finalize`` that mosaik's shutdown calls next then writes nothing."""
+        if getattr(self, "_closed", False):
+            return
+        try:
+            self._write_out()
+        finally:
+            self._close_files()
 
     def finalize(self) -> None:
         """The normal end: every stream converted to ``timeseries/<table>.parquet`` (tables
@@ -569,7 +712,8 @@ class Recorder(FrameSimulator):
         if getattr(self, "_closed", False):
             return
         for t in sorted(self._pending):
-            self._flush(t)
+            self._record(t)
+        self._write_out()
         self._close_files()
         if self.n_recorded:
             log.info("recorded %d frames, %.2f ms per frame", self.n_recorded,
@@ -582,6 +726,12 @@ class Recorder(FrameSimulator):
                 continue
             _stream_to_parquet(stream.path, dst, stream.schema)
             stream.path.unlink()
+
+
+def _listed(values):
+    """A column piece as the stream buffers it: NumPy arrays and lists as they are, other
+    sequences as lists."""
+    return values if isinstance(values, (list, np.ndarray, pa.Array)) else list(values)
 
 
 def frame_message(c: dict, r: dict, a: dict, *, above: str = "", flagged: dict | None = None

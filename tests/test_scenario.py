@@ -538,7 +538,8 @@ def test_recorder_flags_units_and_inaccurate_frames_and_streams_frames(tmp_path)
     rec = Recorder()
     rec.init("Rec")
     rec.create(1, "Recorder", run_dir=str(tmp_path), clock=clock.to_dict(),
-               tol_vm_mae_pu=2e-5, tol_loading_mae_percent=5e-3, grid="bergwald")
+               tol_vm_mae_pu=2e-5, tol_loading_mae_percent=5e-3, grid="bergwald",
+               flush_frames=1)   # every frame on disk at once (default: every 16)
     ac = {"Vm[pu]": {"0": 1.0, "1": 0.99}, "loading[%]": {"line:0": -50.0, "trafo:0": 30.0}}
     ok = {"status": "optimal", "dispatched": True, "request_mw": 1.8, "delivered_mw": 1.8,
           "cost_eur_per_h": 10.0}
