@@ -323,7 +323,10 @@ def _stream_to_parquet(src: Path, dst: Path, schema: pa.Schema) -> None:
     through a temporary name, then renamed."""
     tmp = dst.with_name(f".{dst.name}.tmp")
     _, batches = _open_stream(src)
-    with pq.ParquetWriter(str(tmp), schema, compression=PARQUET_COMPRESSION) as out:
+    # dictionary encoding for ids and labels only: on floats it costs time and saves nothing
+    coded = [f.name for f in schema if not pa.types.is_floating(f.type)]
+    with pq.ParquetWriter(str(tmp), schema, compression=PARQUET_COMPRESSION,
+                          use_dictionary=coded) as out:
         buf, n = [], 0
         for batch in batches:
             buf.append(batch)
