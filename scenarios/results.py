@@ -14,15 +14,20 @@ from element ids to pandapower indices, buildings, feeders and transformers)::
 one row per element of the kind (NaN where the power flow gave no value), rows ordered by
 ``frame`` then ``element_id``.
 
-Crash safety, per frame: while running every table is an Arrow IPC stream file
-``timeseries/<table>.arrows`` with one record batch per finished frame, written straight to
-the operating system (``pyarrow.OSFile``, no user-space buffer); the frame's row goes into
-``frames.arrows`` and ``timeseries/frames.csv`` (flushed) only after every other table's
-batch of that frame, so a frame listed in ``frames.csv`` has all its rows on disk even
-after SIGKILL. :func:`read_table` reads the complete batches of a stream and ignores a torn
-tail. At the normal end each stream is converted to ``timeseries/<table>.parquet`` in row
-groups (never the whole year in memory) and removed. ``read_table(run_dir, name)`` reads
-either form.
+Crash safety: while running every table is an Arrow IPC stream file
+``timeseries/<table>.arrows``. The Recorder keeps each finished frame's rows in memory and
+writes them every :data:`FLUSH_FRAMES` frames or :data:`FLUSH_S` seconds, whichever comes
+first (params ``flush_frames``, ``flush_s``): one record batch per table (buffers
+compressed, :data:`STREAM_COMPRESSION`) handed to the operating system at once
+(``pyarrow.OSFile``), every other table first, then ``frames.arrows``, then the frames'
+rows in ``timeseries/frames.csv`` (flushed). A frame listed in ``frames.csv`` has all its
+rows on disk even after SIGKILL; a kill loses at most the frames since the last write,
+which are not listed. An interrupt or a crash in the runner (:func:`close_open_recorders`)
+writes the buffered frames first. :func:`read_table` reads the complete batches of a
+stream one by one and ignores a torn tail. At the normal end each stream is converted to
+``timeseries/<table>.parquet`` batch by batch in row groups (never the whole year in
+memory) and removed. ``read_table(run_dir, name, columns=..., frames=...)`` reads either
+form, whole or in parts.
 
 Without the ``grid`` param (hand-made recorders) there is no element table and no
 voltage / loading tables.
