@@ -213,3 +213,74 @@ def test_run_calendar_flag(tmp_path, capsys):
     assert main(["run", "--check", "--calendar", "2025-02-01..2025-01-01", str(toml)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--calendar: [calendar] end: " in err
+
+
+# --------------------------------------------- recording a long run: buffered, read in parts
+def _unit_inputs(k: int, ids: list[str]) -> dict:
+    """Hand-made Recorder inputs of frame ``k``: a clearing and a unit table whose numbers
+    encode frame and unit (applied_mw = k + j / 1000)."""
+    m = len(ids)
+    units = {"unit_id": ids, "building": [u.split(".")[0] for u in ids],
+             "class": ["battery"] * m, "baseline_mw": [0.0] * m,
+             "offered_up_mw": [0.01] * m, "offered_down_mw": [-0.01] * m,
+             "requested_mw": [0.0] * m, "applied_mw": [k + j / 1000 for j in range(m)],
+             "p_mw": [0.0] * m, "profile_mw": [0.0] * m, "clipped": [False] * m,
+             "clip_reason": [""] * m, "flagged": [False] * m,
+             "state": {"soc": [0.5] * m}}
+    clearing = {"status": "optimal", "dispatched": True, "request_mw": float(k),
+                "delivered_mw": float(k), "cost_eur_per_h": 1.0}
+    return {"Recorder": {a: {"src": x} for a, x in
+                         {"clearing": clearing, "units": units}.items()}}
+
+
+def test_recorder_writes_every_n_frames_and_reads_a_year_table_in_parts(tmp_path):
+    """Across midnight of a calendar clock, a Recorder that writes every 3 frames: frames.csv
+    lists only written frames and the streams hold exactly their rows; an interrupt writes
+    the buffered finished frames; read_table of the Parquet files and of the streams returns
+    the same rows for columns= and frames= as the filtered whole table."""
+    from scenarios.results import Recorder, read_table
+
+    clock = FrameClock.for_calendar(start="2025-01-01T23:00", end="2025-01-02T01:00")
+    ids = [f"B{j:02d}.battery" for j in range(70)]   # > 64 values: the NumPy path too
+
+    def recorder(run_dir):
+        rec = Recorder()
+        rec.init("Rec")
+        rec.create(1, "Recorder", run_dir=str(run_dir), clock=clock.to_dict(),
+                   flush_frames=3, flush_s=3600)
+        return rec
+
+    rec = recorder(tmp_path / "killed")
+    for k in range(6):   # frames 0..4 finished (a frame is recorded when the next begins)
+        rec.step(clock.time_of(k), _unit_inputs(k, ids), None)
+    listed = pd.read_csv(tmp_path / "killed" / "timeseries" / "frames.csv")["frame"].tolist()
+    assert listed == [0, 1, 2]                        # 3 and 4 are still in memory
+    units = read_table(tmp_path / "killed", "units")
+    assert sorted(set(units["frame"])) == [0, 1, 2] and len(units) == 3 * len(ids)
+    assert units["applied_mw"].tolist() == [k + j / 1000 for k in range(3)
+                                            for j in range(len(ids))]
+    rec.close_on_error()                              # Ctrl-C: the buffered frames written
+    ts = tmp_path / "killed" / "timeseries"
+    assert pd.read_csv(ts / "frames.csv")["frame"].tolist() == [0, 1, 2, 3, 4]
+    streams = read_table(tmp_path / "killed", "units")
+    assert sorted(set(streams["frame"])) == [0, 1, 2, 3, 4]
+    assert not list(ts.glob("*.parquet"))
+
+    rec = recorder(tmp_path / "done")
+    for k in range(len(clock)):
+        rec.step(clock.time_of(k), _unit_inputs(k, ids), None)
+    rec.finalize()
+    whole = read_table(tmp_path / "done", "units")
+    assert len(whole) == len(clock) * len(ids)
+    frames = read_table(tmp_path / "done", "frames")
+    assert frames["timestamp"].dt.date.astype(str).tolist() == ["2025-01-01"] * 4 + [
+        "2025-01-02"] * 4
+    cols, keep = ["unit_id", "applied_mw", "frame"], [1, 4, 5, 99]
+    expect = whole.loc[whole["frame"].isin(keep), cols].reset_index(drop=True)
+    pd.testing.assert_frame_equal(read_table(tmp_path / "done", "units", columns=cols,
+                                             frames=keep), expect)
+    got = read_table(tmp_path / "killed", "units", columns=cols, frames=keep)
+    pd.testing.assert_frame_equal(got, expect[expect["frame"] <= 4].reset_index(drop=True))
+    assert read_table(tmp_path / "done", "units", frames=[]).empty
+    with pytest.raises(ValueError, match="no column"):
+        read_table(tmp_path / "done", "units", columns=["soc"])
