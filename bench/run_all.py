@@ -9,7 +9,10 @@
   and per sensitivity set);
 - co-simulation: ``bench/bench_cosim.py`` (frames per second on both engines vs a loop of
   recycled ``runpp`` calls and a power-flow-only co-simulation);
-- sweep: ``bench/bench_sweep.py`` (the same points on 2 Dask workers vs 1).
+- sweep: ``bench/bench_sweep.py`` (the same points on 2 Dask workers vs 1);
+- calendar: ``bench/bench_calendar.py`` (a calendar month, one day with ``--quick``:
+  frames/s, the year extrapolated, peak RSS and size on disk);
+- recorder: ``bench/bench_recorder.py`` (recording cost per frame, buffered vs every frame).
 
 Each part prints a table and writes ``results/benchmarks/<part>.json``. ``--quick`` does
 fewer repetitions and finite differences on one point only (extrapolated, and labelled so).
@@ -167,6 +170,10 @@ def main(*, quick: bool = False) -> int:
     from bench import bench_sweep
 
     bench_sweep.main([], quick=quick)
+    from bench import bench_calendar, bench_recorder
+
+    bench_calendar.main([], quick=quick)
+    bench_recorder.main(96 if not quick else 32)
     return 0
 
 
