@@ -373,11 +373,7 @@ def read_table(run_dir: str | Path, name: str, *, columns: Sequence[str] | None 
     wanted = None if frames is None else pa.array(sorted({int(k) for k in frames}), _INT)
     ts = run_dir / "timeseries"
     if (ts / f"{name}.parquet").is_file():
-        path = ts / f"{name}.parquet"
-        names = pq.read_schema(path).names
-        cols = _check_columns(name, columns, names)
-        flt = None if wanted is None else [("frame", "in", wanted.to_pylist())]
-        return pq.read_table(path, columns=cols, filters=flt).to_pandas()
+        return _read_parquet_part(ts / f"{name}.parquet", name, columns, wanted)
     stream = ts / f"{name}{STREAM_SUFFIX}"
     if not stream.is_file():
         if (ts / name).is_dir():  # run folders of earlier versions: Parquet parts
@@ -400,6 +396,29 @@ def read_table(run_dir: str | Path, name: str, *, columns: Sequence[str] | None 
         kept.append(b.select(cols))
     out = pa.Table.from_batches(kept, schema=pa.schema([schema.field(c) for c in cols]))
     return out.to_pandas()
+
+
+def _read_parquet_part(path: Path, name: str, columns, wanted: pa.Array | None
+                       ) -> pd.DataFrame:
+    """``columns`` of the rows of the ``wanted`` frames of a Parquet table: only the row
+    groups whose ``frame`` statistics can hold them are read."""
+    pf = pq.ParquetFile(path)
+    schema = pf.schema_arrow
+    cols = _check_columns(name, columns, schema.names) or schema.names
+    if wanted is None:
+        return pf.read(columns=cols).to_pandas()
+    lo, hi = (wanted[0].as_py(), wanted[-1].as_py()) if len(wanted) else (1, 0)
+    pos = schema.get_field_index("frame")
+    groups = []
+    for i in range(pf.num_row_groups):
+        st = pf.metadata.row_group(i).column(pos).statistics
+        if st is None or not st.has_min_max or (st.min <= hi and st.max >= lo):
+            groups.append(i)
+    if not groups:
+        return schema.empty_table().select(cols).to_pandas()
+    table = pf.read_row_groups(groups, columns=list(dict.fromkeys([*cols, "frame"])))
+    table = table.filter(pc.is_in(table.column("frame"), value_set=wanted))
+    return table.select(cols).to_pandas()
 
 
 def _check_columns(name: str, columns, names: list[str]) -> list[str] | None:
