@@ -11,10 +11,12 @@ with ``--quick``). Measured in one run:
   (``BuildingProfiles.for_frames``, as BuildingSim computes them at its start).
 - ``run``: ``flexcosim run SCENARIO --calendar SPAN --quiet`` (no plots unless ``--plots``)
   in a fresh process: the run's wall time as the run reports it (``summary.json``,
-  start-up of the simulators included), frames/s, the year (35,040 frames) extrapolated
-  from it, the CPU time of the process tree, the peak RSS of the whole process tree (the
-  runner and its simulator processes, the sum of their ``VmRSS`` sampled every 0.25 s), and
-  the size on disk of the run folder (and of ``timeseries/``), extrapolated to a year.
+  start-up of the simulators included), frames/s, the steady frames/s (the frames after
+  the first, from ``wall_time_s`` of the frames table), the year (35,040 frames)
+  extrapolated from both, the CPU time of the process tree, the peak RSS of the whole
+  process tree (the runner and its simulator processes, the sum of their ``VmRSS`` sampled
+  every 0.25 s), and the size on disk of the run folder (and of ``timeseries/``),
+  extrapolated to a year.
 
 Writes ``results/benchmarks/calendar.json`` and prints it. On a machine shared with other
 work the times are noisy; the CPU time is the steadier figure.
@@ -136,13 +138,23 @@ def run(scenario: str, span: str, *, plots: bool) -> dict:
         summary = json.loads((out / "summary.json").read_text())
         n = int(summary["frames"]) + int(summary.get("warmup_frames", 0))
         wall = float(summary["wall_time_s"])
+        import pandas as pd
+
+        per_frame = pd.read_parquet(out / "timeseries" / "frames.parquet",
+                                    columns=["wall_time_s"])["wall_time_s"].to_numpy(float)
         size, ts = _folder_bytes(out), _folder_bytes(out / "timeseries")
         files = {str(p.relative_to(out)): p.stat().st_size
                  for p in sorted(out.rglob("*")) if p.is_file()}
     year = YEAR_FRAMES / n
+    # frame 0's wall_time_s holds the start-up; the others are one frame each
+    steady_s = float(per_frame[1:].sum()) / max(len(per_frame) - 1, 1)
+    fixed_s = wall - steady_s * (len(per_frame) - 1)
     return {"frames": n, "wall_s": wall, "process_wall_s": process_s, "process_tree_cpu_s": cpu,
             "frames_per_s": n / wall, "cpu_ms_per_frame": 1e3 * cpu / n,
+            "steady_frames_per_s": 1 / steady_s if steady_s else None,
+            "start_up_and_end_s": fixed_s,
             "year_extrapolated_min": wall * year / 60,
+            "year_steady_extrapolated_min": (fixed_s + steady_s * YEAR_FRAMES) / 60,
             "year_extrapolated_cpu_min": cpu * year / 60,
             "peak_rss_tree_mb": peak[0], "run_folder_mb": size / 2**20,
             "timeseries_mb": ts / 2**20, "year_run_folder_extrapolated_gb": size * year / 2**30,
@@ -179,7 +191,11 @@ def main(argv: list[str] | None = None, *, quick: bool = False) -> int:
            "plots": args.plots, "start_up": start_up(cfg, span_cfg),
            "run": run(args.scenario, args.span, plots=args.plots),
            "note": "year_extrapolated_*: the span's run time (its start-up included) scaled "
-                   "to 35,040 frames; peak_rss_tree_mb: runner + simulator processes"}
+                   "to 35,040 frames; year_steady_extrapolated_min: the span's start-up and "
+                   "end once plus 35,040 frames at the steady time per frame (frames 1.. of "
+                   "the run's wall_time_s; a year adds start_up.year - start_up.span and a "
+                   "longer Parquet conversion, see recorder.json); peak_rss_tree_mb: runner "
+                   "+ simulator processes"}
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(res, indent=1))
