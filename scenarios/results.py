@@ -275,7 +275,7 @@ class _Stream:
         if t == _STR:
             last = self._last.get(field.name)
             if last is None or last[0] != values:
-                last = self._last[field.name] = (values, pa.array(values, _STR))
+                last = self._last[field.name] = (list(values), pa.array(values, _STR))
             return last[1]
         return values
 
