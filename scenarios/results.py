@@ -39,10 +39,11 @@ and records nothing for them; the tables' ``frame`` counts the recorded frames o
 Units that broke the plug-in contract (flagged and neutralised by FPUSim) and set-points
 clipped to a unit's feasible range are listed in ``timeseries/unit_flags.csv`` (``frame,
 unit_id, kind, reason``, ``kind`` = ``flagged`` | ``clipped``, appended and flushed with
-every write, before ``frames.csv``); the frame's ``message`` names the flagged units. A dispatched frame whose AC
-accuracy (voltage or loading MAE) ends above the scenario's tolerance (params
-``tol_vm_mae_pu``, ``tol_loading_mae_percent``) gets ``above_tolerance = True`` and a
-message; every frame that is not optimal-and-dispatched says why in ``message``.
+every write, before ``frames.csv``); the frame's ``message`` names the flagged units. A
+dispatched frame whose AC accuracy (voltage or loading MAE) ends above the scenario's
+tolerance (params ``tol_vm_mae_pu``, ``tol_loading_mae_percent``) gets
+``above_tolerance = True`` and a message; every frame that is not optimal-and-dispatched
+says why in ``message``.
 
 Frames are those of the scenario's :class:`~flexcore.district.clock.FrameClock` (param
 ``clock``): each row carries ``frame``, ``day_type``, ``slot`` and a tz-aware ``timestamp``
