@@ -496,17 +496,29 @@ def _solve_fixed(lp: LinearProgram, col_lo: FloatArray, col_hi: FloatArray
     return x, float(lp.cost @ x)
 
 
-def _uniform_start(model: _Model, lp: LinearProgram) -> FloatArray | None:
-    """An incumbent: the cheapest of the LPs with every full block at its k-th point (k = 0
-    .. m-1, the last point for blocks with fewer)."""
+def _start(model: _Model, lp: LinearProgram, relaxed_x: FloatArray | None
+           ) -> FloatArray | None:
+    """An incumbent: the cheapest of the LPs with every full block at a fixed point: the
+    point nearest to its activation in the LP relaxation ``relaxed_x``, the point with the
+    largest ``b`` there (rounding), and its k-th point (k = 0 .. m-1, the last point for
+    blocks with fewer)."""
     full = [b for b in model.all_blocks if b.full]
     if not full:
         return None
-    best: tuple[float, FloatArray] | None = None
-    for k in range(max(b.m for b in full)):
-        lo, hi = lp.col_lo.copy(), lp.col_hi.copy()
+    choices = [[min(k, b.m - 1) for b in full] for k in range(max(b.m for b in full))]
+    if relaxed_x is not None:
+        choices.insert(0, [int(np.argmax(relaxed_x[b.b])) for b in full])
+        near = []
         for b in full:
-            i = min(k, b.m - 1)
+            pf = b.pkg.p_flex_mw
+            act = relaxed_x[b.b] @ pf + relaxed_x[b.dp].sum(axis=0)
+            near.append(int(np.argmin(((act[None, :] - pf) ** 2).sum(axis=1))))
+        if near != choices[0]:
+            choices.insert(0, near)
+    best: tuple[float, FloatArray] | None = None
+    for choice in choices:
+        lo, hi = lp.col_lo.copy(), lp.col_hi.copy()
+        for b, i in zip(full, choice):
             off = np.ones(b.m, bool)
             off[i] = False
             cols = [b.b[off], b.dp[off].ravel()] + ([b.s[off]] if b.coupled else [])
@@ -663,7 +675,7 @@ def _lazy_round(model: _Model, fixed: Mapping[str, int], times: dict[str, float]
     start = None
     if mip_start and not fixed:
         t3 = time.perf_counter()
-        start = _uniform_start(model, lp)
+        start = _start(model, lp, relax.x)
         times["start"] += time.perf_counter() - t3
         if start is not None:
             obj = float(lp.cost @ start)
