@@ -407,7 +407,8 @@ def _slack_ranges(blocks: Sequence[_Block], mv_blk: _Block) -> None:
 
 def _lv_block(area: AreaPackage) -> _Block:
     pkg, g_v, g_l, g_off = split_slack_column(area.package)
-    bids = align_bids(pkg, area.bids)
+    bids = (area.bids if area.bids.ids == pkg.columns and not pkg.undeliverable
+            else align_bids(pkg, area.bids))
     check_bids(pkg, bids)
     if (bids.indivisible | (bids.min_mw > 0)).any():
         raise ClearingError(f"area {area.name!r}: indivisible bids or bids with min_mw are not "
@@ -496,15 +497,16 @@ def _solve_fixed(lp: LinearProgram, col_lo: FloatArray, col_hi: FloatArray
     return x, float(lp.cost @ x)
 
 
-def _start(model: _Model, lp: LinearProgram, relaxed_x: FloatArray | None
-           ) -> FloatArray | None:
+def _start(model: _Model, lp: LinearProgram, relaxed_x: FloatArray | None, bound: float,
+           mip_rel_gap: float) -> tuple[FloatArray | None, bool]:
     """An incumbent: the cheapest of the LPs with every full block at a fixed point: the
     point nearest to its activation in the LP relaxation ``relaxed_x``, the point with the
     largest ``b`` there (rounding), and its k-th point (k = 0 .. m-1, the last point for
-    blocks with fewer)."""
+    blocks with fewer). Stops at the first that is within ``mip_rel_gap`` of the LP
+    ``bound`` and feasible for the relaxed areas too (then True: it is the solution)."""
     full = [b for b in model.all_blocks if b.full]
     if not full:
-        return None
+        return None, False
     choices = [[min(k, b.m - 1) for b in full] for k in range(max(b.m for b in full))]
     if relaxed_x is not None:
         choices.insert(0, [int(np.argmax(relaxed_x[b.b])) for b in full])
@@ -526,9 +528,13 @@ def _start(model: _Model, lp: LinearProgram, relaxed_x: FloatArray | None
             lo[c] = hi[c] = 0.0
             lo[b.b[i]] = hi[b.b[i]] = 1.0
         x, obj = _solve_fixed(lp, lo, hi)
-        if x is not None and (best is None or obj < best[0]):
+        if x is None:
+            continue
+        if obj - bound <= mip_rel_gap * max(abs(obj), 1.0) and not _selection(model, x)[1]:
+            return x, True
+        if best is None or obj < best[0]:
             best = (obj, x)
-    return None if best is None else best[1]
+    return (None if best is None else best[1]), False
 
 
 def _mv_slack(model: _Model, x: FloatArray) -> tuple[int | None, FloatArray | None]:
@@ -675,15 +681,12 @@ def _lazy_round(model: _Model, fixed: Mapping[str, int], times: dict[str, float]
     start = None
     if mip_start and not fixed:
         t3 = time.perf_counter()
-        start = _start(model, lp, relax.x)
+        start, done = _start(model, lp, relax.x, relax.objective, mip_rel_gap)
         times["start"] += time.perf_counter() - t3
-        if start is not None:
-            obj = float(lp.cost @ start)
-            if obj - relax.objective <= mip_rel_gap * max(abs(obj), 1.0) and \
-                    not _selection(model, start)[1]:
-                shell.message = (f"incumbent within mip_rel_gap of the LP bound "
-                                 f"{relax.objective:.6g}")
-                return lp, start, obj, shell
+        if start is not None and done:
+            shell.message = (f"incumbent within mip_rel_gap of the LP bound "
+                             f"{relax.objective:.6g}")
+            return lp, start, float(lp.cost @ start), shell
     out = solve_highs(lp, mip_rel_gap=mip_rel_gap, time_limit_s=left(), start=start)
     times["solve"] += out.solve_time_s
     shell.status, shell.message = out.status, out.message
