@@ -14,8 +14,10 @@ Rows, per LV package:
 - per point i and voltage/loading row r: ``lb_r b_i <= V_ir b_i + S_ir dP_i + g_ir s_i <=
   ub_r b_i`` (the prediction at point i, vacuous unless i is selected: the convex-hull form,
   whose LP relaxation is much tighter than one row over all points; ``g`` = the row's
-  response to the slack voltage, published as the column :data:`SLACK_COLUMN`); rows that
-  cannot reach a limit from point i's bid box are left out (exact);
+  response to the slack voltage, published as the column :data:`SLACK_COLUMN`); a row side
+  that cannot reach its limit from point i's bid box and slack range is left out (its
+  exact range over the box is ``centre +- radius`` in closed form), and a zero side of the
+  bid box is a column bound, not a row;
 
 and over the region: ``sum_p sum_j x_pj = request`` (``x_p = sum_i P_flex,i b_i + dP_i``).
 
@@ -31,6 +33,21 @@ column's ``P_flex``: a refinement point is computed at the slack voltage the DSO
 clearing does not have to repair them but must not make them worse, i.e. the limit of such
 a row is widened to its base value (``lb_r := min(lb_r, V_r,base)``, ``ub_r := max(ub_r,
 V_r,base)``). Without a zero point the limits are used as they are.
+
+**Lazy areas** (exact; what makes 111 packages fast). An LV area whose rows can reach no
+limit from any point's box (the prefilter's closed form) has a feasible set equal to its
+bid box, so it enters *relaxed*: one column per bid, no points, binaries or rows. With
+``lazy`` every other area starts relaxed too, a relaxation of the problem. Each round
+solves the LP relaxation of the current model; every relaxed area is checked at its
+activation: a point whose Voronoi region holds it and whose rows hold there (with the
+slack change the MV package predicts). Areas failing the check become full and the round
+is repeated; otherwise the incumbent (the LPs with every full block at a fixed point: the
+point nearest to its LP activation first, then its argmax-``b`` and k-th points) ends the
+clearing if it is within ``mip_rel_gap`` of the LP bound and passes the check, else the
+MILP is solved with it as MIP start and checked the same way. A solution of a relaxation
+that is feasible for the full problem is optimal for it; the gap certificate is a bound of
+the relaxation, hence of the full problem. On SimBench semiurb (111 packages) 10-16 areas
+end up full after 2-4 rounds.
 
 Only format-1 packages (the full linear model) and divisible bids (no ``min_mw``, not
 indivisible) are supported here. This module imports neither pandapower nor the grid code.
