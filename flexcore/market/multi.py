@@ -660,12 +660,11 @@ def _integral(model: _Model, x: FloatArray) -> bool:
 
 def _lazy_round(model: _Model, fixed: Mapping[str, int], times: dict[str, float],
                 t0: float, *, mip_rel_gap: float, time_limit_s: float | None,
-                mip_start: bool) -> tuple[LinearProgram, FloatArray | None, float,
-                                          RegionClearing]:
+                mip_start: bool) -> tuple[FloatArray | None, float, RegionClearing]:
     """One round over the current blocks: the LP relaxation first (its optimum, if
     integral, or the incumbent, if within ``mip_rel_gap`` of its bound, is the round's
-    solution), else the MILP. Returns the program, the solution (None: none; objective nan
-    when it is only a relaxation's, to be checked before the MILP) and the result shell.
+    solution), else the MILP. Returns the solution (None: none), its objective (nan when it
+    is only the relaxation's, whose relaxed areas are to be made full) and the result shell.
     """
     t1 = time.perf_counter()
     lp = _program(model)
@@ -690,11 +689,11 @@ def _lazy_round(model: _Model, fixed: Mapping[str, int], times: dict[str, float]
         shell.status = (ClearingStatus.INFEASIBLE if relax.status == ClearingStatus.INFEASIBLE
                         else ClearingStatus.ERROR)
         shell.message = f"LP relaxation: {relax.message or relax.status.value}"
-        return lp, None, np.nan, shell
+        return None, np.nan, shell
     if _integral(model, relax.x):
-        return lp, relax.x, relax.objective, shell
+        return relax.x, relax.objective, shell
     if _selection(model, relax.x)[1]:       # relaxed areas to make full: check this first
-        return lp, relax.x, np.nan, shell
+        return relax.x, np.nan, shell
     start = None
     if mip_start and not fixed:
         t3 = time.perf_counter()
@@ -703,13 +702,13 @@ def _lazy_round(model: _Model, fixed: Mapping[str, int], times: dict[str, float]
         if start is not None and done:
             shell.message = (f"incumbent within mip_rel_gap of the LP bound "
                              f"{relax.objective:.6g}")
-            return lp, start, float(lp.cost @ start), shell
+            return start, float(lp.cost @ start), shell
     out = solve_highs(lp, mip_rel_gap=mip_rel_gap, time_limit_s=left(), start=start)
     times["solve"] += out.solve_time_s
     shell.status, shell.message = out.status, out.message
     if out.x is None or out.objective is None or not out.status.has_solution:
-        return lp, None, np.nan, shell
-    return lp, out.x, out.objective, shell
+        return None, np.nan, shell
+    return out.x, out.objective, shell
 
 
 def clear_region(areas: Sequence[AreaPackage], request_mw: float, *,
@@ -748,7 +747,7 @@ def clear_region(areas: Sequence[AreaPackage], request_mw: float, *,
     rounds = 0
     while True:
         rounds += 1
-        lp, x, obj, res = _lazy_round(model, fixed, times, t0, mip_rel_gap=mip_rel_gap,
+        x, obj, res = _lazy_round(model, fixed, times, t0, mip_rel_gap=mip_rel_gap,
                                       time_limit_s=time_limit_s, mip_start=mip_start)
         res.request_mw = float(request_mw)
         res.lazy_rounds = rounds
