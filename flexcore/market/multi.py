@@ -729,8 +729,9 @@ def clear_region(areas: Sequence[AreaPackage], request_mw: float, *,
     whose rows can reach one relaxed (their regions do not matter). ``lazy``: start with
     every area relaxed and make full only the areas whose relaxed optimum is infeasible
     for them, re-solving until none is (module doc "Lazy areas"; exact). ``mip_start``:
-    hand HiGHS the cheapest of the LPs with every full block at its k-th point as its
-    incumbent (on SimBench semiurb HiGHS otherwise found no feasible point in 150 s)."""
+    the incumbent LPs (module doc): they end a round when within ``mip_rel_gap`` of the LP
+    bound, else the best is HiGHS's MIP start (on SimBench semiurb HiGHS otherwise found
+    no feasible point in 150 s). Without it every round solves the MILP."""
     t0 = time.perf_counter()
     if not np.isfinite(request_mw):
         raise ClearingError(f"request_mw must be finite, got {request_mw!r}")
