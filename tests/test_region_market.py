@@ -164,6 +164,10 @@ def test_lazy_areas_equal_the_full_formulation_on_a_medium_case(coupled):
                 continue
             assert full.full_areas == 12 and full.lazy_rounds == 1
             assert lazy.cost_eur_per_h == pytest.approx(full.cost_eur_per_h, rel=1e-7)
+            if seed == 3:       # every round a MILP (no incumbent LPs): the same optimum
+                bare = clear_region(areas, frac * total, mv=mv, mip_rel_gap=1e-9,
+                                    mip_start=False)
+                assert bare.cost_eur_per_h == pytest.approx(full.cost_eur_per_h, rel=1e-7)
             promoted += 0 < lazy.full_areas < 12
             rounds += lazy.lazy_rounds > 1
             for a in areas:     # relaxed areas too: a point whose rows hold
