@@ -61,8 +61,9 @@ def _areas(seed: int, n_areas: int = 3, m: int = 3, *, coupled: bool = False):
             p_flex_mw=np.array([0 * tot, tot]),
             vm_pu=np.array([[0.99] * n_areas, [1.0] * n_areas]),
             loading_percent=np.array([[50.0], [30.0]]),
-            vtdf=rng.uniform(0.005, 0.02, (2, n_areas, n_areas)),
-            ltdf=-rng.uniform(5, 15, (2, 1, n_areas)),
+            # MV sensitivities shrink with the number of areas (3 areas: as drawn)
+            vtdf=rng.uniform(0.005, 0.02, (2, n_areas, n_areas)) * 3 / n_areas,
+            ltdf=-rng.uniform(5, 15, (2, 1, n_areas)) * 3 / n_areas,
             limits=Limits(0.965, 1.055, -100, 100))
     return areas, mv
 
@@ -84,6 +85,10 @@ def test_milp_equals_enumeration(m, coupled):
                 continue
             assert milp.status == ClearingStatus.OPTIMAL
             assert milp.cost_eur_per_h == pytest.approx(best.cost_eur_per_h, rel=1e-6, abs=1e-6)
+            # a loose gap may stop at the incumbent (LP bound certificate): within the gap
+            loose = clear_region(areas, req, mv=mv, mip_rel_gap=1e-2)
+            assert best.cost_eur_per_h - 1e-6 <= loose.cost_eur_per_h \
+                <= best.cost_eur_per_h * (1 + 1e-2) + 1e-6
             x = np.concatenate([milp.activation_mw[a.name] for a in areas])
             assert x.sum() == pytest.approx(req, abs=1e-7)
             # the unconstrained merit order is cheaper whenever a limit binds
@@ -140,3 +145,38 @@ def test_bad_input_names_the_culprit():
         clear_region(areas, 0.5, fixed_points={"nope": 0})
     with pytest.raises(ClearingError, match="unique"):
         clear_region([areas[0], areas[0]], 0.5)
+
+
+@pytest.mark.parametrize("coupled", [False, True])
+def test_lazy_areas_equal_the_full_formulation_on_a_medium_case(coupled):
+    """12 areas: the lazy clearing (areas relaxed until their optimum violates a row) has
+    the optimum of the previous formulation (every area full, every row), to rel 1e-7."""
+    promoted = rounds = 0
+    for seed in (3, 4):
+        areas, mv = _areas(seed, n_areas=12, coupled=coupled)
+        total = sum(a.bids.volume_mw.sum() for a in areas)
+        for frac in (0.3, 0.45):
+            lazy = clear_region(areas, frac * total, mv=mv, mip_rel_gap=1e-9)
+            full = clear_region(areas, frac * total, mv=mv, mip_rel_gap=1e-9, lazy=False,
+                                prefilter=False)
+            assert lazy.status == full.status
+            if not full.ok:
+                continue
+            assert full.full_areas == 12 and full.lazy_rounds == 1
+            assert lazy.cost_eur_per_h == pytest.approx(full.cost_eur_per_h, rel=1e-7)
+            if seed == 3:       # every round a MILP (no incumbent LPs): the same optimum
+                bare = clear_region(areas, frac * total, mv=mv, mip_rel_gap=1e-9,
+                                    mip_start=False)
+                assert bare.cost_eur_per_h == pytest.approx(full.cost_eur_per_h, rel=1e-7)
+            promoted += 0 < lazy.full_areas < 12
+            rounds += lazy.lazy_rounds > 1
+            for a in areas:     # relaxed areas too: a point whose rows hold
+                pkg = split_slack_column(a.package)[0]
+                lb, ub = effective_limits(pkg)
+                pred = np.concatenate([lazy.predicted_vm_pu[a.name],
+                                       lazy.predicted_loading_percent[a.name]])
+                assert (pred >= lb - 1e-7).all() and (pred <= ub + 1e-7).all()
+                x = lazy.activation_mw[a.name]
+                d = ((x[None, :] - pkg.p_flex_mw) ** 2).sum(axis=1)
+                assert d[lazy.points[a.name]] <= d.min() + 1e-7     # its Voronoi region
+    assert promoted >= 2 and rounds >= 2   # the lazy rounds were exercised

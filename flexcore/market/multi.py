@@ -14,8 +14,10 @@ Rows, per LV package:
 - per point i and voltage/loading row r: ``lb_r b_i <= V_ir b_i + S_ir dP_i + g_ir s_i <=
   ub_r b_i`` (the prediction at point i, vacuous unless i is selected: the convex-hull form,
   whose LP relaxation is much tighter than one row over all points; ``g`` = the row's
-  response to the slack voltage, published as the column :data:`SLACK_COLUMN`); rows that
-  cannot reach a limit from point i's bid box are left out (exact);
+  response to the slack voltage, published as the column :data:`SLACK_COLUMN`); a row side
+  that cannot reach its limit from point i's bid box and slack range is left out (its
+  exact range over the box is ``centre +- radius`` in closed form), and a zero side of the
+  bid box is a column bound, not a row;
 
 and over the region: ``sum_p sum_j x_pj = request`` (``x_p = sum_i P_flex,i b_i + dP_i``).
 
@@ -32,6 +34,21 @@ clearing does not have to repair them but must not make them worse, i.e. the lim
 a row is widened to its base value (``lb_r := min(lb_r, V_r,base)``, ``ub_r := max(ub_r,
 V_r,base)``). Without a zero point the limits are used as they are.
 
+**Lazy areas** (exact; what makes 111 packages fast). An LV area whose rows can reach no
+limit from any point's box (the prefilter's closed form) has a feasible set equal to its
+bid box, so it enters *relaxed*: one column per bid, no points, binaries or rows. With
+``lazy`` every other area starts relaxed too, a relaxation of the problem. Each round
+solves the LP relaxation of the current model; every relaxed area is checked at its
+activation: a point whose Voronoi region holds it and whose rows hold there (with the
+slack change the MV package predicts). Areas failing the check become full and the round
+is repeated; otherwise the incumbent (the LPs with every full block at a fixed point: the
+point nearest to its LP activation first, then its argmax-``b`` and k-th points) ends the
+clearing if it is within ``mip_rel_gap`` of the LP bound and passes the check, else the
+MILP is solved with it as MIP start and checked the same way. A solution of a relaxation
+that is feasible for the full problem is optimal for it; the gap certificate is a bound of
+the relaxation, hence of the full problem. On SimBench semiurb (111 packages) 10-16 areas
+end up full after 2-4 rounds.
+
 Only format-1 packages (the full linear model) and divisible bids (no ``min_mw``, not
 indivisible) are supported here. This module imports neither pandapower nor the grid code.
 """
@@ -41,15 +58,15 @@ import itertools
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import scipy.sparse as sp
 
 from flexcore.exchange.bids import BidTable
 from flexcore.exchange.clearing import ClearingError
 from flexcore.exchange.enums import ClearingStatus
-from flexcore.exchange.limits import FloatArray
+from flexcore.exchange.limits import FloatArray, IntArray
 from flexcore.exchange.package import SensitivityPackage, check_bids
 from flexcore.market.direct import INF, LinearProgram, align_bids, solve_highs
 
@@ -128,8 +145,11 @@ class RegionClearing:
     columns: int = 0
     rows: int = 0
     binaries: int = 0
-    build_time_s: float = 0.0
-    solve_time_s: float = 0.0
+    full_areas: int = 0        # LV areas in the full form in the last round
+    lazy_rounds: int = 0       # MILPs solved (module doc "Lazy areas")
+    build_time_s: float = 0.0  # model assembly, all rounds
+    start_time_s: float = 0.0  # the incumbent LPs, all rounds
+    solve_time_s: float = 0.0  # HiGHS MILP solves, all rounds
 
     @property
     def ok(self) -> bool:
@@ -142,88 +162,47 @@ class RegionClearing:
 
 
 # --------------------------------------------------------------------------- model
-@dataclass
-class _Block:
-    """One package's data in the MILP (LV or MV)."""
-
-    name: str
-    pkg: SensitivityPackage
-    lo: FloatArray             # (n,) lower bounds of the activation
-    hi: FloatArray
-    weight: FloatArray         # (n,) cost per MW
-    g_v: FloatArray | None     # (m, v) slack response or None
-    g_l: FloatArray | None
-    g_off: FloatArray | None = None   # (m,) the points' slack offsets
-    dv_lo: float = -S_MAX_PU   # range of the slack-voltage change (from the MV package)
-    dv_hi: float = S_MAX_PU
-    col0: int = 0              # first column: dP (m*n) | b (m) | s (m, coupled only)
-
-    @property
-    def m(self) -> int:
-        return self.pkg.m
-
-    @property
-    def n(self) -> int:
-        return self.pkg.n
-
-    @property
-    def coupled(self) -> bool:
-        return self.g_v is not None
-
-    def dp(self, i: int) -> np.ndarray:
-        return self.col0 + i * self.n + np.arange(self.n)
-
-    def b(self, i: int) -> int:
-        return self.col0 + self.m * self.n + i
-
-    def s(self, i: int) -> int:
-        return self.col0 + self.m * self.n + self.m + i
-
-    def s_range(self, i: int) -> tuple[float, float]:
-        """Bounds of ``s_i`` when point i is selected."""
-        off = float(self.g_off[i]) if self.g_off is not None else 0.0
-        return min(self.dv_lo - off, 0.0), max(self.dv_hi - off, 0.0)
-
-    @property
-    def width(self) -> int:
-        return self.m * self.n + self.m + (self.m if self.coupled else 0)
+_CHECK_TOL = 1e-9      # a relaxed area's rows must hold to this (absolute, p.u. / %)
+_VORONOI_TOL = 1e-9    # ... and x must lie in the chosen point's region to this (MW^2)
 
 
 class _Rows:
-    """Sparse rows collected as triplets."""
+    """Sparse rows collected block-wise as dense ``(k, w)`` column/value arrays (zeros are
+    dropped), then assembled in one CSR matrix."""
 
     def __init__(self) -> None:
-        self.r: list[np.ndarray] = []
-        self.c: list[np.ndarray] = []
-        self.v: list[np.ndarray] = []
-        self.lo: list[float] = []
-        self.hi: list[float] = []
+        self.r: list[IntArray] = []
+        self.c: list[IntArray] = []
+        self.v: list[FloatArray] = []
+        self.lo: list[FloatArray] = []
+        self.hi: list[FloatArray] = []
+        self.count = 0
 
-    def add(self, cols: Sequence[int] | np.ndarray, vals: Sequence[float] | np.ndarray,
-            lo: float, hi: float) -> None:
-        k = len(self.lo)
-        cols_a = np.asarray(cols, np.int64)
-        self.r.append(np.full(cols_a.size, k, np.int64))
-        self.c.append(cols_a)
-        self.v.append(np.asarray(vals, float))
-        self.lo.append(lo)
-        self.hi.append(hi)
+    def add(self, cols: npt.ArrayLike, vals: npt.ArrayLike, lo: npt.ArrayLike,
+            hi: npt.ArrayLike) -> None:
+        """``k`` rows: ``cols``/``vals`` of shape ``(k, w)``, ``lo``/``hi`` broadcast to k."""
+        c = np.atleast_2d(np.asarray(cols, np.int64))
+        v = np.atleast_2d(np.asarray(vals, float))
+        k = c.shape[0]
+        if not k:
+            return
+        nz = v != 0.0
+        self.r.append(np.broadcast_to(np.arange(self.count, self.count + k)[:, None],
+                                      c.shape)[nz])
+        self.c.append(c[nz])
+        self.v.append(v[nz])
+        self.lo.append(np.broadcast_to(np.asarray(lo, float), (k,)))
+        self.hi.append(np.broadcast_to(np.asarray(hi, float), (k,)))
+        self.count += k
 
-    def add_many(self, rows: np.ndarray, cols: np.ndarray, vals: np.ndarray,
-                 lo: np.ndarray, hi: np.ndarray) -> None:
-        """Rows given as triplets with local row numbers 0..len(lo)-1."""
-        k = len(self.lo)
-        self.r.append(rows.astype(np.int64) + k)
-        self.c.append(cols.astype(np.int64))
-        self.v.append(vals.astype(float))
-        self.lo.extend(lo.tolist())
-        self.hi.extend(hi.tolist())
-
-    def matrix(self, ncol: int) -> sp.csr_matrix:
-        r = np.concatenate(self.r) if self.r else np.zeros(0, np.int64)
-        c = np.concatenate(self.c) if self.c else np.zeros(0, np.int64)
-        v = np.concatenate(self.v) if self.v else np.zeros(0)
-        return sp.csr_matrix((v, (r, c)), shape=(len(self.lo), ncol))
+    def program(self, cost: FloatArray, col_lo: FloatArray, col_hi: FloatArray,
+                integrality: npt.NDArray[np.int8]) -> LinearProgram:
+        ncol = len(cost)
+        a = sp.csr_matrix((np.concatenate(self.v), (np.concatenate(self.r),
+                                                    np.concatenate(self.c))),
+                          shape=(self.count, ncol))
+        return LinearProgram(cost, col_lo, col_hi, a, np.concatenate(self.lo),
+                             np.concatenate(self.hi), integrality)
 
 
 def _zero_point(pkg: SensitivityPackage) -> int | None:
@@ -247,110 +226,206 @@ def effective_limits(pkg: SensitivityPackage) -> tuple[FloatArray, FloatArray]:
     return lb, ub
 
 
-def _add_package_rows(rows: _Rows, blk: _Block, *, prefilter: bool) -> None:
-    pkg, m, n = blk.pkg, blk.m, blk.n
-    pf = pkg.p_flex_mw
-    # bid box (vectorised): dP - hi_box b <= 0 and dP - lo_box b >= 0
-    for i in range(m):
-        cols = blk.dp(i)
-        lo_box, hi_box = blk.lo - pf[i], blk.hi - pf[i]
-        k = np.arange(n)
-        rr = np.concatenate([k, k])
-        cc = np.concatenate([cols, np.full(n, blk.b(i))])
-        rows.add_many(rr, cc, np.concatenate([np.ones(n), -hi_box]),
-                      np.full(n, -INF), np.zeros(n))
-        rows.add_many(rr, cc, np.concatenate([np.ones(n), -lo_box]),
-                      np.zeros(n), np.full(n, INF))
-        if blk.coupled:   # dv_lo <= offset_i + s_i <= dv_hi when selected, else s_i = 0
-            s_lo, s_hi = blk.s_range(i)
-            rows.add([blk.s(i), blk.b(i)], [1.0, -s_hi], -INF, 0.0)
-            rows.add([blk.s(i), blk.b(i)], [1.0, -s_lo], 0.0, INF)
-    rows.add([blk.b(i) for i in range(m)], np.ones(m), 1.0, 1.0)
-    for i in range(m):
-        for k2 in range(m):
-            if i == k2:
-                continue
-            d = pf[i] - pf[k2]
-            rows.add(np.append(blk.dp(i), blk.b(i)), np.append(d, 0.5 * float(d @ d)),
-                     0.0, INF)
-    # voltage / loading rows: one row each, the prediction at the selected point
-    sens = [np.vstack([pkg.vtdf[i], pkg.ltdf[i]]) for i in range(m)]
-    base = [np.concatenate([pkg.vm_pu[i], pkg.loading_percent[i]]) for i in range(m)]
-    g = ([np.concatenate([blk.g_v[i], blk.g_l[i]]) for i in range(m)]  # type: ignore[index]
-         if blk.coupled else None)
-    lb, ub = effective_limits(pkg)
-    for i in range(m):
-        # per point (the convex-hull form): lb b_i <= V_i b_i + S_i dP_i + g_i s_i <= ub b_i;
-        # only rows that can reach a limit from point i's box are kept (exact)
-        lo_box, hi_box = blk.lo - pf[i], blk.hi - pf[i]
-        mid = sens[i] @ (0.5 * (lo_box + hi_box))
-        rad = np.abs(sens[i]) @ (0.5 * (hi_box - lo_box))
-        if g is not None:
-            s_lo, s_hi = blk.s_range(i)
-            mid = mid + g[i] * 0.5 * (s_lo + s_hi)
-            rad = rad + np.abs(g[i]) * 0.5 * (s_hi - s_lo)
-        up = base[i] + mid + rad >= ub - _TOL * (1 + np.abs(ub))
-        down = base[i] + mid - rad <= lb + _TOL * (1 + np.abs(lb))
-        if not prefilter:
-            up[:], down[:] = True, True
-        for side, keep_side, limit in ((1, up, ub), (-1, down, lb)):
-            idx = np.flatnonzero(keep_side)
-            if not idx.size:
-                continue
-            parts_c = [np.broadcast_to(blk.dp(i), (idx.size, n)),
-                       np.full((idx.size, 1), blk.b(i))]
-            parts_v = [sens[i][idx], (base[i][idx] - limit[idx])[:, None]]
-            if g is not None:
-                parts_c.append(np.full((idx.size, 1), blk.s(i)))
-                parts_v.append(g[i][idx][:, None])
-            cc, vv = np.hstack(parts_c), np.hstack(parts_v)
-            rr = np.repeat(np.arange(idx.size), cc.shape[1])
-            if side == 1:      # V b + S dP + g s - ub b <= 0
-                rows.add_many(rr, cc.ravel(), vv.ravel(), np.full(idx.size, -INF),
-                              np.zeros(idx.size))
-            else:              # ... - lb b >= 0
-                rows.add_many(rr, cc.ravel(), vv.ravel(), np.zeros(idx.size),
-                              np.full(idx.size, INF))
+@dataclass
+class _Block:
+    """One package in the MILP (an LV area or the MV DSO).
+
+    A **full** block is the convex-hull form of the module doc; columns ``dP (m*n) | b (m)
+    | s (m, coupled only)``. A **relaxed** block has only the activation ``x (n)`` within
+    the bid box: its points, Voronoi regions and rows are left out, a relaxation of the full
+    block (the regions cover the box)."""
+
+    name: str
+    pkg: SensitivityPackage
+    lo: FloatArray             # (n,) lower bounds of the activation
+    hi: FloatArray
+    weight: FloatArray         # (n,) cost per MW
+    g_v: FloatArray | None     # (m, v) slack response or None
+    g_l: FloatArray | None
+    g_off: FloatArray | None = None   # (m,) the points' slack offsets
+    dv_lo: float = -S_MAX_PU   # range of the slack-voltage change (from the MV package)
+    dv_hi: float = S_MAX_PU
+    mv_col: int | None = None  # this area's column in the MV package
+    mv_row: int | None = None  # the MV voltage row of this area's slack (coupled only)
+    full: bool = True
+    col0: int = 0
+    # set by _prepare
+    sens: FloatArray = field(default_factory=lambda: np.zeros((0, 0, 0)))   # (m, r, n)
+    base: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))      # (m, r)
+    g: FloatArray | None = None                                             # (m, r)
+    lb: FloatArray = field(default_factory=lambda: np.zeros(0))             # (r,)
+    ub: FloatArray = field(default_factory=lambda: np.zeros(0))
+    keep_up: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros((0, 0), bool))
+    keep_down: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros((0, 0), bool))
+
+    @property
+    def m(self) -> int:
+        return self.pkg.m
+
+    @property
+    def n(self) -> int:
+        return self.pkg.n
+
+    @property
+    def coupled(self) -> bool:
+        return self.g_v is not None
+
+    @property
+    def bindable(self) -> bool:
+        """Some row can reach a limit from some point's box (else every region is feasible
+        over the whole box and the block may stay relaxed)."""
+        return bool(self.keep_up.any() or self.keep_down.any())
+
+    @property
+    def width(self) -> int:
+        if not self.full:
+            return self.n
+        return self.m * self.n + self.m + (self.m if self.coupled else 0)
+
+    @property
+    def dp(self) -> IntArray:
+        """(m, n) columns of dP (full)."""
+        return self.col0 + np.arange(self.m * self.n).reshape(self.m, self.n)
+
+    @property
+    def b(self) -> IntArray:
+        return self.col0 + self.m * self.n + np.arange(self.m)
+
+    @property
+    def s(self) -> IntArray:
+        return self.col0 + self.m * self.n + self.m + np.arange(self.m)
+
+    @property
+    def x(self) -> IntArray:
+        """(n,) columns of the activation (relaxed)."""
+        return self.col0 + np.arange(self.n)
+
+    def s_range(self) -> tuple[FloatArray, FloatArray]:
+        """(m,) bounds of ``s_i`` when point i is selected (``dv_lo <= o_i + s_i <= dv_hi``,
+        relaxed to include 0)."""
+        off = self.g_off if self.g_off is not None else np.zeros(self.m)
+        return np.minimum(self.dv_lo - off, 0.0), np.maximum(self.dv_hi - off, 0.0)
+
+    def boxes(self) -> tuple[FloatArray, FloatArray]:
+        """(m, n) bounds of dP_i when point i is selected."""
+        pf = self.pkg.p_flex_mw
+        return self.lo[None, :] - pf, self.hi[None, :] - pf
 
 
-def _slack_ranges(areas: Sequence[AreaPackage], blocks: list[_Block], mv_blk: _Block) -> None:
+def _prepare(blk: _Block, *, prefilter: bool) -> None:
+    """Stack each point's rows and keep the sides that can reach a limit from the point's
+    box (and slack range): the exact range of ``S dP + g s`` over a box is ``centre +-
+    radius`` in closed form, so a dropped side cannot bind in the linear model."""
+    pkg = blk.pkg
+    blk.sens = np.concatenate([pkg.vtdf, pkg.ltdf], axis=1)
+    blk.base = np.concatenate([pkg.vm_pu, pkg.loading_percent], axis=1)
+    blk.g = (np.concatenate([blk.g_v, blk.g_l], axis=1)
+             if blk.g_v is not None and blk.g_l is not None else None)
+    blk.lb, blk.ub = effective_limits(pkg)
+    lo_box, hi_box = blk.boxes()
+    mid = np.einsum("mrn,mn->mr", blk.sens, 0.5 * (lo_box + hi_box))
+    rad = np.einsum("mrn,mn->mr", np.abs(blk.sens), 0.5 * (hi_box - lo_box))
+    if blk.g is not None:
+        s_lo, s_hi = blk.s_range()
+        mid = mid + blk.g * (0.5 * (s_lo + s_hi))[:, None]
+        rad = rad + np.abs(blk.g) * (0.5 * (s_hi - s_lo))[:, None]
+    fin_u, fin_l = np.isfinite(blk.ub), np.isfinite(blk.lb)
+    if prefilter:
+        ub = np.where(fin_u, blk.ub, 0.0)
+        lb = np.where(fin_l, blk.lb, 0.0)
+        blk.keep_up = fin_u & (blk.base + mid + rad >= ub - _TOL * (1 + np.abs(ub)))
+        blk.keep_down = fin_l & (blk.base + mid - rad <= lb + _TOL * (1 + np.abs(lb)))
+    else:
+        blk.keep_up = np.broadcast_to(fin_u, blk.base.shape).copy()
+        blk.keep_down = np.broadcast_to(fin_l, blk.base.shape).copy()
+
+
+def _full_rows(rows: _Rows, blk: _Block) -> None:
+    """The rows of a full block (module doc), all families vectorised."""
+    m = blk.m
+    pf = blk.pkg.p_flex_mw
+    dp, b = blk.dp, blk.b
+    lo_box, hi_box = blk.boxes()
+    # bid box: dP_ij - hi_ij b_i <= 0, dP_ij - lo_ij b_i >= 0; a zero side is a column bound
+    for box, lo, hi in ((hi_box, -INF, 0.0), (lo_box, 0.0, INF)):
+        ii, jj = np.nonzero(box)
+        rows.add(np.column_stack([dp[ii, jj], b[ii]]),
+                 np.column_stack([np.ones(ii.size), -box[ii, jj]]), lo, hi)
+    if blk.coupled:       # dv_lo <= o_i + s_i <= dv_hi when selected, else s_i = 0
+        s_lo, s_hi = blk.s_range()
+        for bound, lo, hi in ((s_hi, -INF, 0.0), (s_lo, 0.0, INF)):
+            ii = np.flatnonzero(bound)
+            rows.add(np.column_stack([blk.s[ii], b[ii]]),
+                     np.column_stack([np.ones(ii.size), -bound[ii]]), lo, hi)
+    rows.add(b[None, :], np.ones((1, m)), 1.0, 1.0)
+    # Voronoi (14h): (P_i - P_k) dP_i + 0.5 |P_i - P_k|^2 b_i >= 0
+    ii, kk = np.nonzero(~np.eye(m, dtype=bool))
+    d = pf[ii] - pf[kk]
+    rows.add(np.column_stack([dp[ii], b[ii]]),
+             np.column_stack([d, 0.5 * np.einsum("pn,pn->p", d, d)]), 0.0, INF)
+    # per point: lb b_i <= V_i b_i + S_i dP_i + g_i s_i <= ub b_i (kept sides only)
+    for keep, limit, lo, hi in ((blk.keep_up, blk.ub, -INF, 0.0),
+                                (blk.keep_down, blk.lb, 0.0, INF)):
+        ii, rr = np.nonzero(keep)
+        cols = [dp[ii], b[ii][:, None]]
+        vals = [blk.sens[ii, rr], (blk.base[ii, rr] - limit[rr])[:, None]]
+        if blk.g is not None:
+            cols.append(blk.s[ii][:, None])
+            vals.append(blk.g[ii, rr][:, None])
+        rows.add(np.hstack(cols), np.hstack(vals), lo, hi)
+
+
+def _columns(blk: _Block) -> tuple[FloatArray, FloatArray, FloatArray, npt.NDArray[np.int8]]:
+    """cost, lower, upper bound and integrality of the block's columns."""
+    if not blk.full:
+        return blk.weight.copy(), blk.lo.copy(), blk.hi.copy(), np.zeros(blk.n, np.int8)
+    m = blk.m
+    lo_box, hi_box = blk.boxes()
+    cost = [np.tile(blk.weight, m), blk.pkg.p_flex_mw @ blk.weight]
+    lo = [np.minimum(lo_box, 0.0).ravel(), np.zeros(m)]
+    hi = [np.maximum(hi_box, 0.0).ravel(), np.ones(m)]
+    integ = [np.zeros(m * blk.n, np.int8), np.ones(m, np.int8)]
+    if blk.coupled:
+        s_lo, s_hi = blk.s_range()
+        cost.append(np.zeros(m))
+        lo.append(s_lo)
+        hi.append(s_hi)
+        integ.append(np.zeros(m, np.int8))
+    return np.concatenate(cost), np.concatenate(lo), np.concatenate(hi), np.concatenate(integ)
+
+
+def _x_terms(blk: _Block, j: IntArray | None = None) -> tuple[IntArray, FloatArray]:
+    """(cols, coefs) of ``sum_j x_j`` over columns ``j`` (all by default)."""
+    jj = np.arange(blk.n) if j is None else j
+    if not blk.full:
+        return blk.x[jj], np.ones(jj.size)
+    return (np.concatenate([blk.dp[:, jj].ravel(), blk.b]),
+            np.concatenate([np.ones(blk.m * jj.size), blk.pkg.p_flex_mw[:, jj].sum(axis=1)]))
+
+
+def _slack_ranges(blocks: Sequence[_Block], mv_blk: _Block) -> None:
     """Each coupled area's slack-voltage change can only lie within what the MV package's
     linear model reaches from its points over the areas' bounds, and within the MV row's
     limits (exact for the linear model; keeps the LV rows and s bounds tight)."""
     mv = mv_blk.pkg
     z = _zero_point(mv)
     lb, ub = effective_limits(mv)
-    for a, b in zip(areas, blocks):
-        if not b.coupled or a.mv_slack_row not in mv.vm_rows:
-            continue
-        r = mv.vm_rows.index(a.mv_slack_row)
-        lo_v, hi_v = np.inf, -np.inf
-        for k in range(mv.m):
-            lo_box, hi_box = mv_blk.lo - mv.p_flex_mw[k], mv_blk.hi - mv.p_flex_mw[k]
-            sens = mv.vtdf[k, r]
-            mid = float(mv.vm_pu[k, r] + sens @ (0.5 * (lo_box + hi_box)))
-            rad = float(np.abs(sens) @ (0.5 * (hi_box - lo_box)))
-            lo_v, hi_v = min(lo_v, mid - rad), max(hi_v, mid + rad)
-        lo_v, hi_v = max(lo_v, float(lb[r])), min(hi_v, float(ub[r]))
-        v0 = float(mv.vm_pu[z, r]) if z is not None else 0.0
-        b.dv_lo = max(lo_v - v0, -S_MAX_PU)
-        b.dv_hi = min(hi_v - v0, S_MAX_PU)
-
-
-def _x_terms(blk: _Block, j: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(cols, coefs) of ``sum_j x_j`` over columns ``j`` (all by default)."""
-    jj = np.arange(blk.n) if j is None else j
-    cols: list[Any] = []
-    vals: list[Any] = []
-    for i in range(blk.m):
-        cols += [blk.dp(i)[jj], [blk.b(i)]]
-        vals += [np.ones(jj.size), [float(blk.pkg.p_flex_mw[i, jj].sum())]]
-    return np.concatenate(cols), np.concatenate(vals)
+    lo_box, hi_box = mv_blk.boxes()
+    mid = mv.vm_pu + np.einsum("mrn,mn->mr", mv.vtdf, 0.5 * (lo_box + hi_box))
+    rad = np.einsum("mrn,mn->mr", np.abs(mv.vtdf), 0.5 * (hi_box - lo_box))
+    lo_v = np.maximum((mid - rad).min(axis=0), lb[:len(mv.vm_rows)])
+    hi_v = np.minimum((mid + rad).max(axis=0), ub[:len(mv.vm_rows)])
+    for b in blocks:
+        if b.coupled and b.mv_row is not None:
+            v0 = float(mv.vm_pu[z, b.mv_row]) if z is not None else 0.0
+            b.dv_lo = max(float(lo_v[b.mv_row]) - v0, -S_MAX_PU)
+            b.dv_hi = min(float(hi_v[b.mv_row]) - v0, S_MAX_PU)
 
 
 def _lv_block(area: AreaPackage) -> _Block:
     pkg, g_v, g_l, g_off = split_slack_column(area.package)
-    bids = align_bids(pkg, area.bids)
+    bids = (area.bids if area.bids.ids == pkg.columns and not pkg.undeliverable
+            else align_bids(pkg, area.bids))
     check_bids(pkg, bids)
     if (bids.indivisible | (bids.min_mw > 0)).any():
         raise ClearingError(f"area {area.name!r}: indivisible bids or bids with min_mw are not "
@@ -359,11 +434,289 @@ def _lv_block(area: AreaPackage) -> _Block:
     return _Block(area.name, pkg, bids.lower_mw, bids.upper_mw, weight, g_v, g_l, g_off)
 
 
+@dataclass
+class _Model:
+    """The blocks of one clearing and their coupling (fixed over the lazy rounds)."""
+
+    request_mw: float
+    blocks: list[_Block]
+    mv_blk: _Block | None
+    v0: FloatArray | None        # (v_mv,) the MV package's base voltages
+
+    @property
+    def all_blocks(self) -> list[_Block]:
+        return self.blocks + ([self.mv_blk] if self.mv_blk is not None else [])
+
+
+def _program(model: _Model) -> LinearProgram:
+    """Assign columns and assemble the MILP of the blocks' current forms."""
+    col = 0
+    for blk in model.all_blocks:
+        blk.col0 = col
+        col += blk.width
+    rows = _Rows()
+    for blk in model.all_blocks:
+        if blk.full:
+            _full_rows(rows, blk)
+    terms = [_x_terms(blk) for blk in model.blocks]
+    rows.add(np.concatenate([c for c, _ in terms])[None, :],
+             np.concatenate([v for _, v in terms])[None, :], model.request_mw,
+             model.request_mw)
+    mv_blk = model.mv_blk
+    if mv_blk is not None and model.v0 is not None:
+        mv = mv_blk.pkg
+        for blk in model.blocks:
+            if blk.mv_col is None:
+                continue
+            c_mv, v_mv = _x_terms(mv_blk, np.array([blk.mv_col]))
+            c_lv, v_lv = _x_terms(blk)
+            rows.add(np.concatenate([c_mv, c_lv])[None, :],
+                     np.concatenate([v_mv, -v_lv])[None, :], 0.0, 0.0)
+            if not (blk.full and blk.coupled) or blk.mv_row is None:
+                continue
+            # sum_i (s_i + o_i b_i) = sum_k (V_k,r b_k + S_k,r dP_k) - V_0,r
+            r = blk.mv_row
+            assert blk.g_off is not None
+            cols = np.concatenate([blk.s, blk.b, mv_blk.dp.ravel(), mv_blk.b])
+            vals = np.concatenate([np.ones(blk.m), blk.g_off, -mv.vtdf[:, r, :].ravel(),
+                                   -mv.vm_pu[:, r]])
+            rows.add(cols[None, :], vals[None, :], -model.v0[r], -model.v0[r])
+    parts = [_columns(blk) for blk in model.all_blocks]
+    return rows.program(np.concatenate([p[0] for p in parts]),
+                        np.concatenate([p[1] for p in parts]),
+                        np.concatenate([p[2] for p in parts]),
+                        np.concatenate([p[3] for p in parts]))
+
+
+def _solve_fixed(lp: LinearProgram, col_lo: FloatArray, col_hi: FloatArray
+                 ) -> tuple[FloatArray | None, float]:
+    """The LP of ``lp`` with the given column bounds (every binary fixed): fixed columns
+    and the rows left empty are removed before HiGHS sees it. (x, objective) or (None, inf).
+    """
+    free = np.flatnonzero(col_hi > col_lo)
+    x = col_lo.copy()
+    x[free] = 0.0
+    a = lp.a.tocsc()
+    shift = a @ x
+    sub = a[:, free].tocsr()
+    used = np.diff(sub.indptr) > 0
+    empty = ~used
+    if np.any(lp.row_lo[empty] - shift[empty] > 1e-9) or \
+            np.any(lp.row_hi[empty] - shift[empty] < -1e-9):
+        return None, np.inf
+    red = LinearProgram(lp.cost[free], col_lo[free], col_hi[free], sub[used],
+                        (lp.row_lo - shift)[used], (lp.row_hi - shift)[used],
+                        np.zeros(free.size, np.int8))
+    out = solve_highs(red)
+    if out.x is None or out.status != ClearingStatus.OPTIMAL:
+        return None, np.inf
+    x[free] = out.x
+    return x, float(lp.cost @ x)
+
+
+def _start(model: _Model, lp: LinearProgram, relaxed_x: FloatArray | None, bound: float,
+           mip_rel_gap: float) -> tuple[FloatArray | None, bool]:
+    """An incumbent: the cheapest of the LPs with every full block at a fixed point: the
+    point nearest to its activation in the LP relaxation ``relaxed_x``, the point with the
+    largest ``b`` there (rounding), and its k-th point (k = 0 .. m-1, the last point for
+    blocks with fewer). Stops at the first that is within ``mip_rel_gap`` of the LP
+    ``bound`` and feasible for the relaxed areas too (then True: it is the solution)."""
+    full = [b for b in model.all_blocks if b.full]
+    if not full:
+        return None, False
+    choices = [[min(k, b.m - 1) for b in full] for k in range(max(b.m for b in full))]
+    if relaxed_x is not None:
+        choices.insert(0, [int(np.argmax(relaxed_x[b.b])) for b in full])
+        near = []
+        for b in full:
+            pf = b.pkg.p_flex_mw
+            act = relaxed_x[b.b] @ pf + relaxed_x[b.dp].sum(axis=0)
+            near.append(int(np.argmin(((act[None, :] - pf) ** 2).sum(axis=1))))
+        if near != choices[0]:
+            choices.insert(0, near)
+    best: tuple[float, FloatArray] | None = None
+    for choice in choices:
+        lo, hi = lp.col_lo.copy(), lp.col_hi.copy()
+        for b, i in zip(full, choice):
+            off = np.ones(b.m, bool)
+            off[i] = False
+            cols = [b.b[off], b.dp[off].ravel()] + ([b.s[off]] if b.coupled else [])
+            c = np.concatenate(cols)
+            lo[c] = hi[c] = 0.0
+            lo[b.b[i]] = hi[b.b[i]] = 1.0
+        x, obj = _solve_fixed(lp, lo, hi)
+        if x is None:
+            continue
+        if obj - bound <= mip_rel_gap * max(abs(obj), 1.0) and not _selection(model, x)[1]:
+            return x, True
+        if best is None or obj < best[0]:
+            best = (obj, x)
+    return (None if best is None else best[1]), False
+
+
+def _mv_slack(model: _Model, x: FloatArray) -> tuple[int | None, FloatArray | None]:
+    """The selected MV point and the predicted MV voltage change (per MV vm row), as the
+    slack link rows compute it: ``sum_k V_k b_k + S_k dP_k - V_0`` (also for an LP
+    relaxation's fractional ``b``)."""
+    mv_blk = model.mv_blk
+    if mv_blk is None or model.v0 is None:
+        return None, None
+    mv = mv_blk.pkg
+    dv = mv.vm_pu.T @ x[mv_blk.b] + np.einsum("mrn,mn->r", mv.vtdf, x[mv_blk.dp]) - model.v0
+    return int(np.argmax(x[mv_blk.b])), dv
+
+
+def _relaxed_point(blk: _Block, act: FloatArray, dv: float) -> int | None:
+    """A point whose region holds ``act`` and whose rows (and slack range) hold there, the
+    nearest first; None if there is none: the relaxed block's optimum is not feasible."""
+    pf = blk.pkg.p_flex_mw
+    dist = np.einsum("mn,mn->m", act[None, :] - pf, act[None, :] - pf)
+    s_lo, s_hi = blk.s_range()
+    for i in np.argsort(dist, kind="stable"):
+        if dist[i] > dist.min() + _VORONOI_TOL * (1 + dist.min()):
+            break
+        s = dv - (float(blk.g_off[i]) if blk.g_off is not None else 0.0)
+        if blk.coupled and not s_lo[i] - _CHECK_TOL <= s <= s_hi[i] + _CHECK_TOL:
+            continue
+        pred = blk.base[i] + blk.sens[i] @ (act - pf[i])
+        if blk.g is not None:
+            pred = pred + blk.g[i] * s
+        ok = (pred <= blk.ub + _CHECK_TOL * (1 + np.abs(blk.ub))) & \
+             (pred >= blk.lb - _CHECK_TOL * (1 + np.abs(blk.lb)))
+        if ok.all():
+            return int(i)
+    return None
+
+
+def _selection(model: _Model, x: FloatArray
+               ) -> tuple[dict[str, tuple[int, FloatArray, float]], list[_Block]]:
+    """Per LV block its point, activation and slack change ``s`` (relative to the point's
+    offset) in solution ``x``; and the relaxed blocks whose optimum is not feasible."""
+    _, dv_mv = _mv_slack(model, x)
+    out: dict[str, tuple[int, FloatArray, float]] = {}
+    bad: list[_Block] = []
+    for blk in model.blocks:
+        pf = blk.pkg.p_flex_mw
+        if blk.full:
+            i = int(np.argmax(x[blk.b]))
+            out[blk.name] = (i, pf[i] + x[blk.dp[i]],
+                             float(x[blk.s[i]]) if blk.coupled else 0.0)
+            continue
+        act = np.clip(x[blk.x], blk.lo, blk.hi)
+        dv = float(dv_mv[blk.mv_row]) if (dv_mv is not None and blk.coupled
+                                          and blk.mv_row is not None) else 0.0
+        pt = _relaxed_point(blk, act, dv)
+        if pt is None:
+            bad.append(blk)
+            continue
+        off = float(blk.g_off[pt]) if blk.g_off is not None else 0.0
+        out[blk.name] = (pt, act, dv - off if blk.coupled else 0.0)
+    return out, bad
+
+
+def _setup(areas: Sequence[AreaPackage], request_mw: float, mv: SensitivityPackage | None,
+           *, prefilter: bool) -> _Model:
+    names = [a.name for a in areas]
+    if len(set(names)) != len(names):
+        raise ClearingError("area names must be unique")
+    blocks = [_lv_block(a) for a in areas]
+    mv_blk: _Block | None = None
+    v0: FloatArray | None = None
+    if mv is not None:
+        if set(mv.columns) != {a.mv_column for a in areas if a.mv_column is not None}:
+            raise ClearingError("the MV package's columns must be the areas' mv_column")
+        z = _zero_point(mv)
+        if z is None:
+            raise ClearingError("the MV package needs a point with activation fraction 0")
+        v0 = mv.vm_pu[z].copy()
+        by_col = {a.mv_column: b for a, b in zip(areas, blocks)}
+        lo = np.array([by_col[c].lo.sum() for c in mv.columns])
+        hi = np.array([by_col[c].hi.sum() for c in mv.columns])
+        mv_blk = _Block("mv", mv, lo, hi, np.zeros(mv.n), None, None)
+        for a, b in zip(areas, blocks):
+            if a.mv_column is None:
+                b.g_v = b.g_l = b.g_off = None
+                continue
+            b.mv_col = mv.columns.index(a.mv_column)
+            if b.coupled:
+                if a.mv_slack_row is None or a.mv_slack_row not in mv.vm_rows:
+                    raise ClearingError(f"area {a.name!r}: mv_slack_row {a.mv_slack_row!r} "
+                                        "is not a voltage row of the MV package")
+                b.mv_row = mv.vm_rows.index(a.mv_slack_row)
+        _slack_ranges(blocks, mv_blk)
+        _prepare(mv_blk, prefilter=prefilter)
+    else:
+        for b in blocks:       # no MV package: nothing to couple to
+            b.g_v = b.g_l = b.g_off = None
+    for b in blocks:
+        _prepare(b, prefilter=prefilter)
+    return _Model(float(request_mw), blocks, mv_blk, v0)
+
+
+def _integral(model: _Model, x: FloatArray) -> bool:
+    b = np.concatenate([blk.b for blk in model.all_blocks if blk.full] + [np.zeros(0, int)])
+    return bool(np.all(np.minimum(x[b], 1.0 - x[b]) <= 1e-9))
+
+
+def _lazy_round(model: _Model, fixed: Mapping[str, int], times: dict[str, float],
+                t0: float, *, mip_rel_gap: float, time_limit_s: float | None,
+                mip_start: bool) -> tuple[FloatArray | None, float, RegionClearing]:
+    """One round over the current blocks: the LP relaxation first (its optimum, if
+    integral, or the incumbent, if within ``mip_rel_gap`` of its bound, is the round's
+    solution), else the MILP. Returns the solution (None: none), its objective (nan when it
+    is only the relaxation's, whose relaxed areas are to be made full) and the result shell.
+    """
+    t1 = time.perf_counter()
+    lp = _program(model)
+    by_name = {b.name: b for b in model.all_blocks}
+    for name, point in fixed.items():
+        fb = by_name[name]
+        lp.col_lo[fb.b] = lp.col_hi[fb.b] = 0.0
+        lp.col_lo[fb.b[point]] = lp.col_hi[fb.b[point]] = 1.0
+    t2 = time.perf_counter()
+    times["build"] += t2 - t1
+    shell = RegionClearing(ClearingStatus.OPTIMAL, "", model.request_mw,
+                           columns=lp.a.shape[1], rows=lp.a.shape[0],
+                           binaries=int(lp.integrality.sum()))
+
+    def left() -> float | None:
+        return None if time_limit_s is None else time_limit_s - (time.perf_counter() - t0)
+
+    relax = solve_highs(replace(lp, integrality=np.zeros_like(lp.integrality)),
+                        time_limit_s=left())
+    times["solve"] += relax.solve_time_s
+    if relax.x is None or relax.objective is None or relax.status != ClearingStatus.OPTIMAL:
+        shell.status = (ClearingStatus.INFEASIBLE if relax.status == ClearingStatus.INFEASIBLE
+                        else ClearingStatus.ERROR)
+        shell.message = f"LP relaxation: {relax.message or relax.status.value}"
+        return None, np.nan, shell
+    if _integral(model, relax.x):
+        return relax.x, relax.objective, shell
+    if _selection(model, relax.x)[1]:       # relaxed areas to make full: check this first
+        return relax.x, np.nan, shell
+    start = None
+    if mip_start and not fixed:
+        t3 = time.perf_counter()
+        start, done = _start(model, lp, relax.x, relax.objective, mip_rel_gap)
+        times["start"] += time.perf_counter() - t3
+        if start is not None and done:
+            shell.message = (f"incumbent within mip_rel_gap of the LP bound "
+                             f"{relax.objective:.6g}")
+            return start, float(lp.cost @ start), shell
+    out = solve_highs(lp, mip_rel_gap=mip_rel_gap, time_limit_s=left(), start=start)
+    times["solve"] += out.solve_time_s
+    shell.status, shell.message = out.status, out.message
+    if out.x is None or out.objective is None or not out.status.has_solution:
+        return None, np.nan, shell
+    return out.x, out.objective, shell
+
+
 def clear_region(areas: Sequence[AreaPackage], request_mw: float, *,
                  mv: SensitivityPackage | None = None,
                  fixed_points: Mapping[str, int] | None = None, prefilter: bool = True,
-                 mip_rel_gap: float = 1e-6, time_limit_s: float | None = None,
-                 mip_start: bool = True) -> RegionClearing:
+                 lazy: bool = True, mip_rel_gap: float = 1e-6,
+                 time_limit_s: float | None = None, mip_start: bool = True
+                 ) -> RegionClearing:
     """Clear ``request_mw`` over every area's bids at least cost (``sum c_j |x_j|``).
 
     ``mv`` (the MV DSO's package, columns = the areas' ``mv_column``) couples the areas:
@@ -372,136 +725,66 @@ def clear_region(areas: Sequence[AreaPackage], request_mw: float, *,
     name or "mv": point}``) fixes regions (then the problem is an LP): the enumeration
     oracle. Every package is checked against its bids (:func:`check_bids`).
 
-    ``mip_start``: first solve the LPs with every package at its k-th point (k = 0 .. m-1,
-    the last point for packages with fewer) and hand the cheapest feasible one to HiGHS as
-    its incumbent (on SimBench semiurb HiGHS otherwise found no feasible point in 150 s)."""
+    ``prefilter``: leave out row sides that cannot reach a limit, and keep areas none of
+    whose rows can reach one relaxed (their regions do not matter). ``lazy``: start with
+    every area relaxed and make full only the areas whose relaxed optimum is infeasible
+    for them, re-solving until none is (module doc "Lazy areas"; exact). ``mip_start``:
+    the incumbent LPs (module doc): they end a round when within ``mip_rel_gap`` of the LP
+    bound, else the best is HiGHS's MIP start (on SimBench semiurb HiGHS otherwise found
+    no feasible point in 150 s). Without it every round solves the MILP."""
     t0 = time.perf_counter()
     if not np.isfinite(request_mw):
         raise ClearingError(f"request_mw must be finite, got {request_mw!r}")
-    names = [a.name for a in areas]
-    if len(set(names)) != len(names):
-        raise ClearingError("area names must be unique")
-    blocks = [_lv_block(a) for a in areas]
-    mv_blk: _Block | None = None
-    if mv is not None:
-        if mv.columns != tuple(a.mv_column for a in areas if a.mv_column is not None) and \
-                set(mv.columns) != {a.mv_column for a in areas if a.mv_column is not None}:
-            raise ClearingError("the MV package's columns must be the areas' mv_column")
-        z = _zero_point(mv)
-        if z is None:
-            raise ClearingError("the MV package needs a point with activation fraction 0")
-        blk_by_col = {a.mv_column: b for a, b in zip(areas, blocks)}
-        lo = np.array([blk_by_col[c].lo.sum() for c in mv.columns])
-        hi = np.array([blk_by_col[c].hi.sum() for c in mv.columns])
-        mv_blk = _Block("mv", mv, lo, hi, np.zeros(mv.n), None, None)
-        _slack_ranges(areas, blocks, mv_blk)
-    else:
-        for b in blocks:       # no MV package: nothing to couple to
-            b.g_v = b.g_l = b.g_off = None
-    col = 0
-    for b in blocks + ([mv_blk] if mv_blk is not None else []):
-        b.col0 = col
-        col += b.width
-    ncol = col
-    rows = _Rows()
-    for b in blocks + ([mv_blk] if mv_blk is not None else []):
-        _add_package_rows(rows, b, prefilter=prefilter)
-    # balance
-    bal = [_x_terms(b) for b in blocks]
-    rows.add(np.concatenate([c for c, _ in bal]), np.concatenate([v for _, v in bal]),
-             float(request_mw), float(request_mw))
-    if mv_blk is not None and mv is not None:
-        z0 = _zero_point(mv)
-        assert z0 is not None
-        for a, b in zip(areas, blocks):
-            if a.mv_column is None:
-                continue
-            k = mv.columns.index(a.mv_column)
-            c_mv, v_mv = _x_terms(mv_blk, np.array([k]))
-            c_lv, v_lv = _x_terms(b)
-            rows.add(np.concatenate([c_mv, c_lv]), np.concatenate([v_mv, -v_lv]), 0.0, 0.0)
-            if not b.coupled:
-                continue
-            if a.mv_slack_row is None or a.mv_slack_row not in mv.vm_rows:
-                raise ClearingError(f"area {a.name!r}: mv_slack_row {a.mv_slack_row!r} is "
-                                    "not a voltage row of the MV package")
-            r = mv.vm_rows.index(a.mv_slack_row)
-            cols: list[Any] = []
-            vals: list[Any] = []
-            for i in range(mv_blk.m):
-                cols += [mv_blk.dp(i), [mv_blk.b(i)]]
-                vals += [-mv.vtdf[i, r], [-float(mv.vm_pu[i, r])]]
-            cols += [[b.s(i) for i in range(b.m)], [b.b(i) for i in range(b.m)]]
-            vals += [np.ones(b.m), b.g_off]
-            v0 = float(mv.vm_pu[z0, r])
-            rows.add(np.concatenate(cols), np.concatenate(vals), -v0, -v0)
-    cost = np.zeros(ncol)
-    for b in blocks:
-        for i in range(b.m):
-            cost[b.dp(i)] = b.weight
-            cost[b.b(i)] = float(b.pkg.p_flex_mw[i] @ b.weight)
-    col_lo, col_hi = np.full(ncol, -INF), np.full(ncol, INF)
-    integ = np.zeros(ncol, np.int8)
-    for b in blocks + ([mv_blk] if mv_blk is not None else []):
-        bcols = [b.b(i) for i in range(b.m)]
-        col_lo[bcols], col_hi[bcols], integ[bcols] = 0.0, 1.0, 1
-        pf = b.pkg.p_flex_mw
-        for i in range(b.m):
-            col_lo[b.dp(i)] = np.minimum(b.lo - pf[i], 0.0)
-            col_hi[b.dp(i)] = np.maximum(b.hi - pf[i], 0.0)
-            if b.coupled:
-                col_lo[b.s(i)], col_hi[b.s(i)] = b.s_range(i)
+    model = _setup(areas, request_mw, mv, prefilter=prefilter)
+    by_name = {b.name: b for b in model.all_blocks}
     for name, point in (fixed_points or {}).items():
-        fb = mv_blk if name == "mv" else next((x for x in blocks if x.name == name), None)
-        if fb is None or not 0 <= point < fb.m:
+        if name not in by_name or not 0 <= point < by_name[name].m:
             raise ClearingError(f"fixed_points: no area {name!r} with point {point}")
-        bcols = [fb.b(i) for i in range(fb.m)]
-        col_lo[bcols] = col_hi[bcols] = 0.0
-        col_lo[fb.b(point)] = col_hi[fb.b(point)] = 1.0
-    a_mat = rows.matrix(ncol)
-    lp = LinearProgram(cost, col_lo, col_hi, a_mat, np.array(rows.lo), np.array(rows.hi),
-                       integ)
+    fixed = dict(fixed_points or {})
+    for b in model.blocks:
+        b.full = b.name in fixed or (not lazy and b.bindable)
     t_build = time.perf_counter() - t0
-    start = None
-    all_blocks = blocks + ([mv_blk] if mv_blk is not None else [])
-    if mip_start and not fixed_points and len(all_blocks) > 1:
-        best = np.inf
-        for k in range(max(b.m for b in all_blocks)):
-            lo_k, hi_k = col_lo.copy(), col_hi.copy()
-            for b in all_blocks:
-                bcols = [b.b(i) for i in range(b.m)]
-                lo_k[bcols] = hi_k[bcols] = 0.0
-                lo_k[b.b(min(k, b.m - 1))] = hi_k[b.b(min(k, b.m - 1))] = 1.0
-            o = solve_highs(replace(lp, col_lo=lo_k, col_hi=hi_k,
-                                    integrality=np.zeros(ncol, np.int8)))
-            if o.x is not None and o.objective is not None and o.objective < best:
-                best, start = o.objective, o.x
-    out = solve_highs(lp, mip_rel_gap=mip_rel_gap, time_limit_s=time_limit_s, start=start)
-    res = RegionClearing(out.status, out.message, float(request_mw), columns=ncol,
-                         rows=a_mat.shape[0], binaries=int(integ.sum()),
-                         build_time_s=t_build, solve_time_s=out.solve_time_s)
-    if out.x is None or not out.status.has_solution:
-        return res
-    x = out.x
-    res.cost_eur_per_h = float(out.objective or 0.0)
-    for b in blocks + ([mv_blk] if mv_blk is not None else []):
-        i = int(np.argmax([x[b.b(k)] for k in range(b.m)]))
-        dp = x[b.dp(i)]
-        act = b.pkg.p_flex_mw[i] + dp
-        ds = float(x[b.s(i)]) if b.coupled else 0.0     # s_i: from the point's slack
+    times = {"build": t_build, "start": 0.0, "solve": 0.0}
+    rounds = 0
+    while True:
+        rounds += 1
+        x, obj, res = _lazy_round(model, fixed, times, t0, mip_rel_gap=mip_rel_gap,
+                                      time_limit_s=time_limit_s, mip_start=mip_start)
+        res.request_mw = float(request_mw)
+        res.lazy_rounds = rounds
+        res.full_areas = sum(b.full for b in model.blocks)
+        res.build_time_s, res.start_time_s = times["build"], times["start"]
+        res.solve_time_s = times["solve"]
+        if x is None:
+            return res
+        sel, bad = _selection(model, x)
+        if not bad:
+            break
+        if res.status != ClearingStatus.OPTIMAL:
+            res.status = ClearingStatus.ERROR      # out of time, and not feasible yet
+            res.message = f"{res.message}; {len(bad)} relaxed area(s) not yet feasible"
+            return res
+        for b in bad:
+            b.full = True
+    res.cost_eur_per_h = obj
+    for b in model.blocks:
+        i, act, ds = sel[b.name]
         vm, ld = b.pkg.predict(i, act)
         if b.coupled:
             vm = vm + b.g_v[i] * ds                    # type: ignore[index]
             ld = ld + b.g_l[i] * ds                    # type: ignore[index]
-        if b is mv_blk:
-            res.mv_point = i
-            res.mv_predicted_vm_pu, res.mv_predicted_loading_percent = vm, ld
-            continue
         res.points[b.name] = i
         res.activation_mw[b.name] = act
         res.slack_dv_pu[b.name] = ds + (float(b.g_off[i]) if b.g_off is not None else 0.0)
         res.predicted_vm_pu[b.name] = vm
         res.predicted_loading_percent[b.name] = ld
+    if model.mv_blk is not None:
+        k, _ = _mv_slack(model, x)
+        assert k is not None
+        res.mv_point = k
+        mvp = model.mv_blk.pkg
+        res.mv_predicted_vm_pu, res.mv_predicted_loading_percent = mvp.predict(
+            k, mvp.p_flex_mw[k] + x[model.mv_blk.dp[k]])
     return res
 
 
