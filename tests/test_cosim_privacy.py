@@ -22,6 +22,7 @@ from flexcore.dso.frame import (
 )
 from flexcore.dso.linearizer import FLEX_SGEN_NAME, Linearizer
 from flexcore.exchange.bids import BidError
+from flexcore.exchange.hardened import HardenedPackage
 from flexcore.grid.district_grid import BuildingInjections, district_net
 from simulators.fpu_sim import FPUSim
 
@@ -230,8 +231,11 @@ def test_dso_frames_one_frame_with_the_market(fleet):
     ids = inj.building_ids
     inputs = dict(p_load_mw=dict.fromkeys(ids, 0.003), q_load_mvar=dict.fromkeys(ids, 0.0005),
                   p_pv_mw={}, dp_base_mw={})
-    step = frames.open_frame(0, **inputs, offers=offers)
-    assert step.round == 0 and step.verdict is None and frames.report["relinearized"]
+    assert frames.open_frame(0, **inputs, offers=offers) is None  # waits for the request
+    assert frames.report["relinearized"]
+    step = frames.on_request(0, 0.5)
+    assert step.round == 0 and step.verdict is None
+    assert isinstance(step.package, HardenedPackage) and step.package.request_mw == 0.5
     while step.verdict is None:
         r = clear(step.package, lin.bids.without_bus(), 0.5)
         step = frames.on_clearing(0, step.round, r)
@@ -255,8 +259,11 @@ def test_dso_frames_one_frame_with_the_market(fleet):
                             offers=offers)
     assert bad.verdict is not None and bad.report["status"] == "dso_failed"
     assert not bad.report["dispatched"]
-    again = frames.open_frame(2, **inputs, offers=offers)
-    assert again.verdict is None and again.package is not None
+    assert frames.on_request(1, 0.0) is None   # a request for a frame already decided
+    assert frames.open_frame(2, **inputs, offers=offers) is None
+    again = frames.on_request(2, 0.0)   # no request, base case inside: nothing published
+    assert again.verdict is not None and not again.published and again.package is None
+    assert again.report["status"] == "optimal" and again.report["dispatched"]
 
 
 def test_publication_audit_modes_and_config_switch(dso, tmp_path):
