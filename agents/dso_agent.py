@@ -127,10 +127,12 @@ class DSOAgent(FrameSimulator):
         self._out["report"] = step.report
 
     def finalize(self) -> None:
-        """The run folder's ``dso/audit.json``: the audit of the published packages."""
+        """The run folder's ``dso/audit.json``: the audit of the published packages and what
+        was published (``publications``: packages, frames without one, time per package)."""
         from flexcore.runs import write_json
 
-        write_json(self.dir / "dso" / "audit.json", self.frames.audit.result())
+        write_json(self.dir / "dso" / "audit.json",
+                   self.frames.audit.result() | {"publications": self.frames.publication_stats()})
 
 
 def main() -> None:

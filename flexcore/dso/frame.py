@@ -235,6 +235,9 @@ class DsoFrames:
         self._seed: set[tuple[str, str]] = set()   # sides published in the last frame
         self._published: Any = None
         self._zero_fresh = False
+        #: per published package: (frame, round, seconds to make it, rows published)
+        self.publications: list[tuple[int, int, float, int]] = []
+        self.frames_unpublished = 0
 
     def open_frame(self, frame: int, *, p_load_mw: Mapping[str, float],
                    q_load_mvar: Mapping[str, float], p_pv_mw: Mapping[str, float],
@@ -302,6 +305,7 @@ class DsoFrames:
         zero = self.base_case_point(pkg) if self.request_mw == 0.0 else None
         if zero is not None:  # nothing to publish: the DSO checks x = 0 in AC itself
             self.report["published"] = False
+            self.frames_unpublished += 1
             out = self._on_round(frame, 0, _zero_clearing(pkg, zero), published=False)
             self.report["dso_time_s"] += time.perf_counter() - t0
             return out
@@ -352,9 +356,30 @@ class DsoFrames:
         """What the DSO sends for its private format-1 ``package`` (margined): itself with
         ``[dso] privacy = "full"`` (research), else its hardened form; the DSO keeps
         ``package`` for predictions, validation and refinement."""
+        t0 = time.perf_counter()
         out = self.publishable(package, new_round=new_round)
         self._published = out
+        rows = (sum(out.row_counts) if hasattr(out, "row_counts")
+                else 2 * (len(out.vm_rows) + len(out.loading_rows)) * out.m
+                if hasattr(out, "vm_rows") else 0)
+        self.publications.append((int(self.frame if self.frame is not None else -1),
+                                  int(self.session.round), time.perf_counter() - t0, rows))
         return out
+
+    def publication_stats(self) -> dict[str, Any]:
+        """What the DSO published in the run (``dso/audit.json`` ``publications``): packages,
+        frames with and without a package, seconds and rows (sides) per package."""
+        times = np.array([p[2] for p in self.publications])
+        rows = np.array([p[3] for p in self.publications])
+        frames = {p[0] for p in self.publications}
+        return {"privacy": self.privacy.value, "exact_rows": self.exact_rows,
+                "packages": len(self.publications), "frames_published": len(frames),
+                "frames_unpublished": self.frames_unpublished,
+                "time_s_total": float(times.sum()),
+                "time_s_per_package_mean": float(times.mean()) if len(times) else 0.0,
+                "time_s_per_package_max": float(times.max()) if len(times) else 0.0,
+                "rows_per_package_mean": float(rows.mean()) if len(rows) else 0.0,
+                "rows_per_package_max": int(rows.max()) if len(rows) else 0}
 
     def publishable(self, package: Any, *, new_round: bool = True) -> Any:
         """The published form of ``package`` (see :meth:`_publish`); ``new_round``: start
