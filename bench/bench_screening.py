@@ -11,7 +11,12 @@ dispatch, rounds, delivered and cost (largest relative cost difference), and wha
 published (``dso/audit.json`` ``publications``: packages, frames without one, seconds and
 rows per package). Writes ``results/benchmarks/cosim_privacy.json``.
 
-Without ``--cosim``: the LP screening of ``privacy = "exact"`` with ``exact_rows =
+``--balance``: per point of the round-0 packages of ``--frames``, the sides the box bound
+keeps and those the exact bound over box ∩ ``sum x = request`` keeps
+(:func:`flexcore.dso.privacy.balance_max`, the frame's request from the scenario); writes
+``results/benchmarks/screening_balance.json``.
+
+Without ``--cosim`` / ``--balance``: the LP screening of ``privacy = "exact"`` with ``exact_rows =
 "screened"``.
 
 Builds the DSO's round-0 packages of consecutive co-simulation frames exactly as
@@ -105,6 +110,39 @@ def _cosim_run(privacy: str, out: Path, day_types: str | None, frames: str | Non
                        for k, v in audit["audits"].items()}}
 
 
+def balance(args: argparse.Namespace, slots: list[int]) -> None:
+    from flexcore.dso.safety import with_solver_margin
+
+    cfg = load_config("scenarios/bergwald.toml")
+    rows = []
+    for slot, pkg, lo, hi, _ in packages(args.day_type, slots):
+        pkg = with_solver_margin(pkg)   # what is published (flexcore.dso.refinement)
+        req = cfg.request_mw(slot)
+        for i in range(pkg.m):
+            a_raw, c, _ = privacy._sides(pkg, i)
+            a, rhs, _ = privacy._normalise(a_raw, c)
+            centre, half = 0.5 * (lo + hi), 0.5 * (hi - lo)
+            tol = 1e-9 * (1 + np.abs(rhs))
+            box = a @ centre + np.abs(a) @ half > rhs + tol
+            _, first, group = np.unique(a[box].T, axis=0, return_index=True,
+                                        return_inverse=True)
+            group = np.asarray(group).ravel()
+            glo = np.bincount(group, weights=lo, minlength=len(first))
+            ghi = np.bincount(group, weights=hi, minlength=len(first))
+            t0 = time.perf_counter()
+            bmax = privacy.balance_max(a[box][:, first], glo, ghi, req)
+            dt = time.perf_counter() - t0
+            rec = {"slot": slot, "request_mw": req, "point": i, "sides": len(rhs),
+                   "after_box": int(box.sum()), "groups": len(first),
+                   "after_balance": int((bmax > rhs[box] + tol[box]).sum()), "time_s": dt}
+            print(json.dumps(rec), flush=True)
+            rows.append(rec)
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "screening_balance.json").write_text(json.dumps(
+        {"day_type": args.day_type, "points": rows}, indent=1))
+    print(f"-> {OUT / 'screening_balance.json'}")
+
+
 def cosim(args: argparse.Namespace) -> None:
     import tempfile
 
@@ -149,12 +187,20 @@ def main() -> None:
                     help="the default co-simulation in format 2 and format 1, side by side")
     ap.add_argument("--cosim-frames", default=None, help="--frames of both runs (default all)")
     ap.add_argument("--day-types", default=None, help="--day-types of both runs")
+    ap.add_argument("--balance", action="store_true",
+                    help="box bound against the bound with the request's balance")
     args = ap.parse_args()
     if args.cosim:
         cosim(args)
         return
-    a, _, b = args.frames.partition("-")
-    slots = list(range(int(a), int(b or a) + 1))
+    if "," in args.frames:
+        slots = [int(x) for x in args.frames.split(",")]
+    else:
+        a, _, b = args.frames.partition("-")
+        slots = list(range(int(a), int(b or a) + 1))
+    if args.balance:
+        balance(args, slots)
+        return
     rows = []
     cache = privacy.ScreeningCache()
     for slot, pkg, lo, hi, due in packages(args.day_type, slots):

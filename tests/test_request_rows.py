@@ -182,3 +182,30 @@ def test_cosim_slice_format_2_clears_like_format_1(tmp_path):
     audit = json.loads((exact_dir / "dso" / "audit.json").read_text())["audits"]
     assert audit["largest_request"]["request_mw"] == -0.5
     assert audit["largest_request"]["package"]["format"] == 2
+
+
+def test_balance_bound_is_the_lp_maximum():
+    """The closed-form bound over box ∩ {sum x = R} against one HiGHS LP per row (scipy's
+    linprog): same value, so it keeps exactly the rows the LP says can reach ``rhs``."""
+    from scipy.optimize import linprog
+
+    rng = np.random.default_rng(11)
+    for trial in range(4):
+        n = 6 + 3 * trial
+        a = rng.normal(size=(25, n))
+        a[:, :2] = a[:, [1]]   # identical columns, as for bids at one bus
+        vol = rng.uniform(-1.0, 1.0, n)
+        lo, hi = np.minimum(0.0, vol), np.maximum(0.0, vol)
+        for total in (0.0, 0.5 * hi.sum(), 0.9 * lo.sum()):
+            got = P.balance_max(a, lo, hi, total)
+            want = np.array([-linprog(-row, A_eq=np.ones((1, n)), b_eq=[total],
+                                      bounds=list(zip(lo, hi)), method="highs").fun
+                             for row in a])
+            np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
+            rhs = np.median(want)   # half the rows can reach it: keep == LP says so
+            assert np.array_equal(got > rhs + 1e-9, want > rhs + 1e-9)
+            # never looser than the box bound (no balance)
+            box = a @ (0.5 * (lo + hi)) + np.abs(a) @ (0.5 * (hi - lo))
+            assert np.all(got <= box + 1e-12)
+    # out of reach of the box: no x at all
+    assert np.all(P.balance_max(a, lo, hi, hi.sum() + 1.0) == -np.inf)

@@ -599,6 +599,26 @@ def _assemble(package: SensitivityPackage,
     return hardened, key
 
 
+def balance_max(a: np.ndarray, lower: np.ndarray, upper: np.ndarray, total: float
+                ) -> np.ndarray:
+    """Per row of ``a`` (r, n) the exact ``max a·x`` over the box ``lower <= x <= upper``
+    with the balance ``sum(x) = total`` (a fractional knapsack: from ``x = lower``, fill
+    the largest entries first); ``-inf`` rows when the balance is out of the box's reach.
+    The bound the clearing's balance gives a side before any LP (README "Privacy")."""
+    a = np.atleast_2d(np.asarray(a, float))
+    lo, hi = np.asarray(lower, float), np.asarray(upper, float)
+    budget = float(total) - lo.sum()
+    cap = hi - lo
+    if budget < -1e-12 or budget > cap.sum() + 1e-12:
+        return np.full(a.shape[0], -np.inf)
+    order = np.argsort(-a, axis=1)
+    a_s = np.take_along_axis(a, order, axis=1)
+    c_s = cap[order]
+    fill = np.clip(budget - (np.cumsum(c_s, axis=1) - c_s), 0.0, c_s)
+    out: np.ndarray = a @ lo + (a_s * fill).sum(axis=1)
+    return out
+
+
 #: a row the clearing's activation exceeds by more than this (normalised) is added
 _CUT_TOL = 1e-9
 
