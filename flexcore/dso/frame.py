@@ -388,9 +388,15 @@ class DsoFrames:
             return package
         box = self.lin.bids.subset(package.columns)
         if self.privacy == PrivacyLevel.ENVELOPE:
-            from flexcore.dso.envelope import envelope
+            from flexcore.dso.envelope import envelope_with_report
 
-            return envelope(package, box)
+            # corners checked in AC at this frame's state (the fixed injections the
+            # linearizer holds), rows tightened by the AC mismatch until they hold
+            env, rep = envelope_with_report(package, box, linearizer=self.lin)
+            self.report.update(envelope_point=package.points[rep.points[0]].label,
+                               envelope_ac_safe=rep.ac_safe, envelope_rounds=rep.rounds,
+                               envelope_corners=len(rep.corners))
+            return env
         if self.exact_rows == "request" and self.request_mw is not None:
             if new_round or self._rows is None:
                 seed = self._seed | (self._rows.names() if self._rows is not None else set())

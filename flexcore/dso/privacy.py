@@ -14,6 +14,12 @@
    exactly unchanged (redundancy removal);
 4. each kept side is normalised to ``a · x <= rhs`` with ``rhs`` in {-1, 0, 1}, rows and
    columns are shuffled, a region that is empty on its own is published as excluded.
+
+:class:`RequestRows` (the co-simulation's default) publishes instead, for one announced
+request, only the sides that request's clearing needs: those at or past their limit, then
+those the TSO's clearings violate (added by the DSO after each clearing until none is);
+no LP. :func:`balance_max` is the exact bound over the bid box and the balance
+``sum(x) = request`` (measured in bench/bench_screening.py ``--balance``).
 """
 from __future__ import annotations
 
