@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from flexcore.dso import privacy as P
+from flexcore.dso.frame import CUT_SIDES
 from flexcore.dso.linearizer import Linearizer
 from flexcore.exchange.bids import BidTable
 from flexcore.exchange.enums import ClearingStatus, FrameVerdict
@@ -64,14 +65,14 @@ def simbench():
     return pkg, bids
 
 
-def _cut_loop(pkg, bids, request):
+def _cut_loop(pkg, bids, request, most=CUT_SIDES):
     """The DSO/TSO exchange of one round: publish, clear, cut, until no row is violated."""
     rows = P.RequestRows(pkg, request_mw=request)
-    for _ in range(50):
+    for _ in range(500):
         hard, key = rows.publish(rng=np.random.default_rng(len(key_rows := rows.names())))
         r = clear(hard, bids, request)
-        if not r.ok or not rows.cut(r.operating_point,
-                                    r.activation_vector(pkg.columns)):
+        if not r.ok or not rows.cut(r.operating_point, r.activation_vector(pkg.columns),
+                                    most=most):
             return r, hard, key, key_rows
     raise AssertionError("the cut loop did not end")
 
@@ -85,7 +86,12 @@ def test_request_rows_give_the_format_1_optimum(simbench):
     published = []
     for req in (0.0, 0.2 * up, 0.5 * up, 0.65 * up, 0.3 * down, 0.8 * up, 1.5 * up):
         r1 = clear(pkg, bids, req)
+        r_all, hard_all, _, _ = _cut_loop(pkg, bids, req, most=None)  # every violated side
+        assert r_all.status == r1.status
+        if r1.ok:
+            assert r_all.cost_eur_per_h == pytest.approx(r1.cost_eur_per_h, rel=REL, abs=1e-9)
         r2, hard, key, _ = _cut_loop(pkg, bids, req)
+        assert sum(hard.row_counts) <= sum(hard_all.row_counts)
         published.append(sum(hard.row_counts))
         assert r2.status == r1.status, (req, r1.message, r2.message)
         if r1.ok:
@@ -120,7 +126,12 @@ def test_cut_adds_exactly_the_violated_sides(simbench):
         assert np.array_equal(rows.selected[i], rhs <= 0.0)   # at or past the limit
         for _ in range(3):
             x = rng.uniform(bids.lower_mw, bids.upper_mw)
-            want = (a @ x > rhs + 1e-9 * (1 + np.abs(rhs))) & ~rows.selected[i]
+            excess = np.where(rows.selected[i], -np.inf, a @ x - rhs)
+            want = excess > 1e-9 * (1 + np.abs(rhs))
+            if want.any():   # most=1: the most violated side only
+                assert rows.cut(i, x, most=1) == 1
+                assert rows.selected[i][int(np.argmax(excess))]
+                want[int(np.argmax(excess))] = False
             assert rows.cut(i, x) == int(want.sum())
             assert not ((a @ x > rhs + 1e-9 * (1 + np.abs(rhs))) & ~rows.selected[i]).any()
 

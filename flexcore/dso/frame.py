@@ -30,6 +30,10 @@ from flexcore.exchange.bids import BidError, BidTable
 from flexcore.exchange.clearing import ClearingResult
 from flexcore.exchange.enums import ClearingStatus, PrivacyLevel
 
+#: sides added per clearing that violates unpublished ones (the most violated first): one
+#: keeps the package smallest; nearly parallel sides are often cut by the same clearing
+CUT_SIDES = 1
+
 
 def catalog_bids(catalog: Sequence[Mapping[str, Any]], bus_of_building: Mapping[str, int]
                  ) -> BidTable:
@@ -232,7 +236,6 @@ class DsoFrames:
         self.frame: int | None = None     # the open frame (None: closed)
         self.request_mw: float | None = None
         self._rows: RequestRows | None = None
-        self._seed: set[tuple[str, str]] = set()   # sides published in the last frame
         self._published: Any = None
         self._zero_fresh = False
         #: per published package: (frame, round, seconds to make it, rows published)
@@ -318,7 +321,7 @@ class DsoFrames:
         t0 = time.perf_counter()
         if self._rows is not None and clearing.ok:
             x = clearing.activation_vector(self._rows.package.columns)
-            if self._rows.cut(int(clearing.operating_point), x):
+            if self._rows.cut(int(clearing.operating_point), x, most=CUT_SIDES):
                 out = FrameStep(round_, package=self._publish(self._rows.package))
                 self.report["dso_time_s"] += time.perf_counter() - t0
                 return out
@@ -347,8 +350,6 @@ class DsoFrames:
             direction = float(np.sign(clearing.request_mw))
             if direction:
                 self.report["all_active"] = all_active_state(self.lin, direction)
-            if self._rows is not None:
-                self._seed = self._rows.names()
             return self._final(round_, step, published=published)
         return FrameStep(round_ + 1, package=self._publish(step, new_round=True))
 
@@ -399,7 +400,8 @@ class DsoFrames:
             return env
         if self.exact_rows == "request" and self.request_mw is not None:
             if new_round or self._rows is None:
-                seed = self._seed | (self._rows.names() if self._rows is not None else set())
+                # a new round: the sides cut in this frame's earlier rounds start it
+                seed = self._rows.cut_names if self._rows is not None else set()
                 self._rows = RequestRows(package, request_mw=self.request_mw, seed=seed)
             t_before = self._rows.time_s
             hardened, key = self._rows.publish()

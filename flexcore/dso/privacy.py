@@ -635,9 +635,9 @@ class RequestRows:
     request").
 
     Start: per point the sides already at or past their limit at ``x = 0`` (``rhs <= 0``)
-    and the sides named in ``seed`` (``(row key, side)`` pairs the DSO published before,
-    e.g. in the previous frame). :meth:`cut` takes the TSO's clearing and adds the sides of
-    the selected point that its activation violates; :meth:`publish` makes the format-2
+    and the sides named in ``seed`` (``(row key, side)`` pairs cut in an earlier round of
+    the frame). :meth:`cut` takes the TSO's clearing and adds sides of the selected point
+    that its activation violates; :meth:`publish` makes the format-2
     package of the sides so far, with ``request_mw``. When a clearing violates no side of
     its point, it is feasible for the complete model of that region and optimal for a
     relaxation of every region, hence optimal for the complete model: the format-1 optimum.
@@ -670,6 +670,9 @@ class RequestRows:
             self.selected.append((rhs <= 0.0) | seeded)
             self.names_.append(names)
         self.cuts = 0
+        #: ``(row key, side)`` of the seed and of the sides added by :meth:`cut` (the seed
+        #: of the frame's next round)
+        self.cut_names: set[tuple[str, str]] = set(seed)
         self.time_s = time.perf_counter() - t0
 
     def _rows(self, i: int, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -684,9 +687,10 @@ class RequestRows:
             out[hit] = sign * sens[idx[hit] - lo]
         return out, self.c[i][idx]
 
-    def cut(self, point: int, activation_mw: np.ndarray) -> int:
+    def cut(self, point: int, activation_mw: np.ndarray, *, most: int | None = None) -> int:
         """Add the sides of ``point`` that ``activation_mw`` (``package.columns`` order)
-        violates and that are not published yet; returns how many."""
+        violates and that are not published yet (``most``: only that many, the most
+        violated first); returns how many."""
         t0 = time.perf_counter()
         pkg, x = self.package, np.asarray(activation_mw, float)
         sv, sl = pkg.vtdf[point] @ x, pkg.ltdf[point] @ x
@@ -695,8 +699,13 @@ class RequestRows:
         new = cand[:0]
         if len(cand):  # the test of the published (normalised) form
             a, rhs, _ = _normalise(*self._rows(point, cand))
-            new = cand[a @ x > rhs + _CUT_TOL * (1.0 + np.abs(rhs))]
+            excess = a @ x - rhs
+            hit = excess > _CUT_TOL * (1.0 + np.abs(rhs))
+            new = cand[hit]
+            if most is not None and len(new) > most:
+                new = new[np.argsort(-excess[hit], kind="stable")[:most]]
         self.selected[point][new] = True
+        self.cut_names |= {self.names_[point][k] for k in new}
         self.cuts += int(len(new) > 0)
         self.time_s += time.perf_counter() - t0
         return int(len(new))
