@@ -74,11 +74,12 @@ def packages(day_type: str, slots: list[int]) -> list[tuple]:
         fpu.step(t, {}, None)
         bsim.step(t, {}, None)
         o, b = fpu._out, bsim._out
-        step = frames.open_frame(k, p_load_mw=b["P_load[MW]"], q_load_mvar=b["Q_load[MVAr]"],
-                                 p_pv_mw=b["P_pv[MW]"], dp_base_mw=o["dP_base[MW]"],
-                                 offers=o["offers"])
-        box = lin.bids.subset(step.package.columns)
-        out.append((slots[k], step.package, box.lower_mw, box.upper_mw,
+        frames.open_frame(k, p_load_mw=b["P_load[MW]"], q_load_mvar=b["Q_load[MVAr]"],
+                          p_pv_mw=b["P_pv[MW]"], dp_base_mw=o["dP_base[MW]"],
+                          offers=o["offers"])
+        package = frames.session.published()   # the round-0 package (solver margin)
+        box = lin.bids.subset(package.columns)
+        out.append((slots[k], package, box.lower_mw, box.upper_mw,
                     frames.report["relinearized"]))
     return out
 
@@ -111,12 +112,9 @@ def _cosim_run(privacy: str, out: Path, day_types: str | None, frames: str | Non
 
 
 def balance(args: argparse.Namespace, slots: list[int]) -> None:
-    from flexcore.dso.safety import with_solver_margin
-
     cfg = load_config("scenarios/bergwald.toml")
     rows = []
     for slot, pkg, lo, hi, _ in packages(args.day_type, slots):
-        pkg = with_solver_margin(pkg)   # what is published (flexcore.dso.refinement)
         req = cfg.request_mw(slot)
         for i in range(pkg.m):
             a_raw, c, _ = privacy._sides(pkg, i)
