@@ -220,3 +220,21 @@ def test_balance_bound_is_the_lp_maximum():
             assert np.all(got <= box + 1e-12)
     # out of reach of the box: no x at all
     assert np.all(P.balance_max(a, lo, hi, hi.sum() + 1.0) == -np.inf)
+
+
+def test_tso_clear_refuses_another_request_exit_2(simbench, tmp_path, capsys):
+    """The CLI: one line naming the culprit, exit 2; the package's own request clears."""
+    from flexcore.exchange.bids import write_bids
+    from scenarios.cli import main
+
+    pkg, bids = simbench
+    up = float(bids.volume_mw[bids.volume_mw > 0].sum())
+    _, hard, _, _ = _cut_loop(pkg, bids, 0.5 * up)
+    folder = save_package(hard, tmp_path / "pkg")
+    csv = write_bids(bids.without_bus(), tmp_path / "bids.csv")
+    args = ["tso", "clear", "--package", str(folder), "--bids", str(csv), "--out",
+            str(tmp_path / "C.json"), "--request-mw"]
+    assert main(args + [str(0.4 * up)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "published for request_mw" in err[0]
+    assert main(args + [repr(hard.request_mw)]) == 0
