@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -313,12 +314,18 @@ class DsoFrames:
             self.report["dso_time_s"] += time.perf_counter() - t0
             return out
         self.report["published"] = True
-        out = FrameStep(0, package=self._publish(pkg, new_round=True))
+        out = self._next(0, pkg)
         self.report["dso_time_s"] += time.perf_counter() - t0
         return out
 
     def on_clearing(self, frame: int, round_: int, clearing: Any) -> FrameStep:
         t0 = time.perf_counter()
+        if self.privacy == PrivacyLevel.ENVELOPE and clearing.ok:
+            # an envelope package holds only its own point(s): the DSO's index of that point
+            labels = [p.label for p in self.session.package.points]
+            if clearing.operating_point_label in labels:
+                clearing = dataclasses.replace(
+                    clearing, operating_point=labels.index(clearing.operating_point_label))
         if self._rows is not None and clearing.ok:
             x = clearing.activation_vector(self._rows.package.columns)
             if self._rows.cut(int(clearing.operating_point), x, most=CUT_SIDES):
@@ -351,7 +358,17 @@ class DsoFrames:
             if direction:
                 self.report["all_active"] = all_active_state(self.lin, direction)
             return self._final(round_, step, published=published)
-        return FrameStep(round_ + 1, package=self._publish(step, new_round=True))
+        return self._next(round_ + 1, step)
+
+    def _next(self, round_: int, package: Any) -> FrameStep:
+        """Round ``round_`` published; a frame whose envelope cannot be made (a row past
+        its limit with nothing activated: no box holds 0) ends as ``dso_failed``."""
+        from flexcore.dso.envelope import EnvelopeError
+
+        try:
+            return FrameStep(round_, package=self._publish(package, new_round=True))
+        except EnvelopeError as exc:
+            return self._final(round_, self.session.failed(f"no envelope: {exc}"))
 
     def _publish(self, package: Any, *, new_round: bool = False) -> Any:
         """What the DSO sends for its private format-1 ``package`` (margined): itself with
