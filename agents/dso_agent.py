@@ -5,10 +5,15 @@ Message sequence inside one frame (mosaik time t; tiers t:0, t:1, ... of the sam
 ``FPUSim -> DSOAgent -> TSOAgent -(weak)-> DSOAgent`` and ``TSOAgent -(weak)-> FPUSim``
 inside one ``world.group()``)::
 
-    t:0  BuildingSim, FPUSim --(load/PV, dP_base, offers)--> DSO: round-0 package
+    t:0  BuildingSim, FPUSim --(load/PV, dP_base, offers)--> DSO: prepares the round-0
+         package (private); FPUSim --offers--> TSO --RequestMessage(frame, request)--> DSO
+    t:1  DSO: no request and base case inside the limits: checks x = 0 in AC itself and
+         sends the VerdictMessage (published=False; nothing to clear). Otherwise
          DSO --PackageMessage(round 0)--> TSO ;  TSO clears --ClearingMessage--> DSO
-    t:k  DSO: AC check; final VerdictMessage (optimal|unsafe|dso_failed|<clearing status>,
-         dispatch) and the frame report, or PackageMessage(round k+1) and the TSO clears again
+    t:k  DSO: format 2 with request rows: a clearing violating an unpublished row gets
+         PackageMessage(same round, rows added); else AC check; final VerdictMessage
+         (optimal|unsafe|dso_failed|<clearing status>, dispatch) and the frame report, or
+         PackageMessage(round k+1) and the TSO clears again
     t:k' TSO --(set-points by bid pseudonym, none unless dispatch)--> FPUSim --(dP)--> GridSim
 
 Packages cross as folder paths (flexcore.exchange.package format, never pickles) when
@@ -21,7 +26,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from flexcore.district.clock import FrameClock
-from flexcore.exchange.messages import ClearingMessage, PackageMessage, VerdictMessage, from_wire
+from flexcore.exchange.messages import (
+    ClearingMessage,
+    PackageMessage,
+    RequestMessage,
+    VerdictMessage,
+    from_wire,
+)
 from simulators import FrameSimulator, meta_from_table
 
 ATTRS_IN = (
@@ -73,12 +84,8 @@ class DSOAgent(FrameSimulator):
         return [{"eid": "DSO", "type": model}]
 
     def _publish(self, package, frame: int, round_: int) -> dict:
-        """The package message: the object itself (in-process runs) or a folder path, in the
-        form ``[dso] privacy`` asks for (flexcore.dso.frame.publishable: the hardened format
-        2 for "exact"); round-0 packages are audited as published (``dso/audit.json``)."""
-        package = self.frames.publishable(package)
-        if round_ == 0:
-            self.frames.audit.published(frame, self.clock.frames[frame].day_type, package)
+        """The package message: the object itself (in-process runs) or a folder path; the
+        package is already in the form ``[dso] privacy`` asks for (flexcore.dso.frame)."""
         if self.exchange == "memory":
             return PackageMessage(frame, round_, package=package).to_wire()
         from flexcore.exchange.package import save_package
@@ -98,25 +105,34 @@ class DSOAgent(FrameSimulator):
                 offers=[o for batch in data["offers"].values() for o in batch]))
         for wire in data.get("from_tso", {}).values():
             msg = from_wire(wire)
-            if not isinstance(msg, ClearingMessage):
-                raise ValueError(f"DSOAgent expects clearing messages, got {type(msg).__name__}")
-            self._send(frame, self.frames.on_clearing(frame, msg.round, msg.clearing))
+            if isinstance(msg, RequestMessage):
+                self._send(frame, self.frames.on_request(msg.frame, msg.request_mw))
+            elif isinstance(msg, ClearingMessage):
+                self._send(frame, self.frames.on_clearing(frame, msg.round, msg.clearing))
+            else:
+                raise ValueError(f"DSOAgent expects request or clearing messages, got "
+                                 f"{type(msg).__name__}")
         return None
 
     def _send(self, frame: int, step) -> None:
+        if step is None:  # waiting for the request, or a request for a closed frame
+            return
         if step.verdict is None:
             self._out["to_tso"] = self._publish(step.package, frame, step.round)
             return
         v = step.verdict
         self._out["to_tso"] = VerdictMessage(frame, v.rounds, v.verdict, safe=v.safe,
-                                             dispatch=v.dispatch, message=v.message).to_wire()
+                                             dispatch=v.dispatch, message=v.message,
+                                             published=step.published).to_wire()
         self._out["report"] = step.report
 
     def finalize(self) -> None:
-        """The run folder's ``dso/audit.json``: the audit of the published packages."""
+        """The run folder's ``dso/audit.json``: the audit of the published packages and what
+        was published (``publications``: packages, frames without one, time per package)."""
         from flexcore.runs import write_json
 
-        write_json(self.dir / "dso" / "audit.json", self.frames.audit.result())
+        write_json(self.dir / "dso" / "audit.json",
+                   self.frames.audit.result() | {"publications": self.frames.publication_stats()})
 
 
 def main() -> None:

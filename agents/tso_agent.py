@@ -8,12 +8,17 @@ a bid is a per-run pseudonym with a volume, a price, a minimum and an indivisibi
 no unit, building or bus (simulators.fpu_sim issues them; README "What the TSO may know
 about bidders").
 
-Per frame (see agents.dso_agent for the whole sequence): on a ``PackageMessage``
+Per frame (see agents.dso_agent for the whole sequence): with the frame's offers it
+announces the frame's request to the DSO (``RequestMessage``), before the DSO publishes
+anything; on a ``PackageMessage``
 (flexcore.exchange.messages) it takes the package, maps the offers onto its columns (a bid
 absent this frame has volume 0), clears with ``flexcore.market.clear`` (backend "direct")
 and sends the ``ClearingResult`` to the DSO in a ``ClearingMessage``. On the
 ``VerdictMessage`` it outputs the set-points per bid pseudonym (the non-zero activations;
-none unless the DSO allows dispatch) and the frame's clearing record.
+none unless the DSO allows dispatch) and the frame's clearing record. A verdict with
+``published=False`` ends a frame in which the DSO published nothing (no request, base case
+inside the limits): nothing was cleared, nothing is activated, the record is that of the
+zero activation (cost 0).
 """
 from __future__ import annotations
 
@@ -56,7 +61,12 @@ class TSOAgent(FrameSimulator):
         return self.clock.index_at(time)
 
     def step(self, time, inputs, max_advance):
-        from flexcore.exchange.messages import PackageMessage, VerdictMessage, from_wire
+        from flexcore.exchange.messages import (
+            PackageMessage,
+            RequestMessage,
+            VerdictMessage,
+            from_wire,
+        )
 
         data = inputs.get("TSO", {})
         self._out = {}
@@ -66,6 +76,8 @@ class TSOAgent(FrameSimulator):
             self._times = [0.0, 0.0]
             self._last = None
             self._by_round: dict = {}
+            # the request first: the DSO publishes for it (or nothing, without a request)
+            self._out["to_dso"] = RequestMessage(frame, self.request[frame]).to_wire()
         for wire in data.get("from_dso", {}).values():
             msg = from_wire(wire)
             if isinstance(msg, PackageMessage):
@@ -100,6 +112,9 @@ class TSOAgent(FrameSimulator):
 
     def _dispatch(self, frame: int, verdict) -> None:
         # the DSO may dispatch an earlier round (the cheapest AC-safe one): the verdict says which
+        if not verdict.published:
+            self._unpublished(frame, verdict)
+            return
         r = self._by_round.get(verdict.round, self._last)
         dispatch = verdict.dispatch and r is not None and r.status == "optimal"
         setpoints: dict[str, float] = {}
@@ -122,6 +137,20 @@ class TSOAgent(FrameSimulator):
             if dispatch else {},
             "predicted_vm_pu": r.predicted_vm_pu if dispatch else {},
             "predicted_loading_percent": r.predicted_loading_percent if dispatch else {},
+        }
+
+
+    def _unpublished(self, frame: int, verdict) -> None:
+        """The record of a frame without a package: the zero activation, nothing cleared."""
+        self._out["setpoint[MW]"] = {}
+        self._out["clearing"] = {
+            "frame": frame, "status": str(verdict.verdict), "dispatched": verdict.dispatch,
+            "request_mw": self.request[frame], "delivered_mw": 0.0, "cost_eur_per_h": 0.0,
+            "cleared_cost_eur_per_h": 0.0, "operating_point": "",
+            "build_time_s": self._times[0], "solve_time_s": self._times[1],
+            "rounds": verdict.round,
+            "message": verdict.message or "no request: nothing published, nothing activated",
+            "activation_mw": {}, "predicted_vm_pu": {}, "predicted_loading_percent": {},
         }
 
 

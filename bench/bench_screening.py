@@ -1,6 +1,23 @@
 """Exact format-2 screening per published package in the co-simulation (issue 16 budget).
 
 ``python bench/bench_screening.py [--frames 68-76] [--day-type winter_workday] [--reference]``
+``python bench/bench_screening.py --cosim [--cosim-frames 64-80] [--day-types a,b]``
+
+``--cosim``: the default co-simulation (scenarios/bergwald.toml, all 864 frames unless
+restricted) run twice one after the other on this machine, ``[dso] privacy = "exact"``
+(format 2, the default: the TSO announces the request, the DSO publishes the rows of that
+request) and ``"full"`` (format 1): wall time of each run, per-frame equality of status,
+dispatch, rounds, delivered and cost (largest relative cost difference), and what the DSO
+published (``dso/audit.json`` ``publications``: packages, frames without one, seconds and
+rows per package). Writes ``results/benchmarks/cosim_privacy.json``.
+
+``--balance``: per point of the round-0 packages of ``--frames``, the sides the box bound
+keeps and those the exact bound over box ∩ ``sum x = request`` keeps
+(:func:`flexcore.dso.privacy.balance_max`, the frame's request from the scenario); writes
+``results/benchmarks/screening_balance.json``.
+
+Without ``--cosim`` / ``--balance``: the LP screening of ``privacy = "exact"`` with ``exact_rows =
+"screened"``.
 
 Builds the DSO's round-0 packages of consecutive co-simulation frames exactly as
 ``flexcore.dso.frame.DsoFrames`` does (scenarios/bergwald.toml: 1068 bids, points a = 0 /
@@ -57,13 +74,106 @@ def packages(day_type: str, slots: list[int]) -> list[tuple]:
         fpu.step(t, {}, None)
         bsim.step(t, {}, None)
         o, b = fpu._out, bsim._out
-        step = frames.open_frame(k, p_load_mw=b["P_load[MW]"], q_load_mvar=b["Q_load[MVAr]"],
-                                 p_pv_mw=b["P_pv[MW]"], dp_base_mw=o["dP_base[MW]"],
-                                 offers=o["offers"])
-        box = lin.bids.subset(step.package.columns)
-        out.append((slots[k], step.package, box.lower_mw, box.upper_mw,
+        frames.open_frame(k, p_load_mw=b["P_load[MW]"], q_load_mvar=b["Q_load[MVAr]"],
+                          p_pv_mw=b["P_pv[MW]"], dp_base_mw=o["dP_base[MW]"],
+                          offers=o["offers"])
+        package = frames.session.published()   # the round-0 package (solver margin)
+        box = lin.bids.subset(package.columns)
+        out.append((slots[k], package, box.lower_mw, box.upper_mw,
                     frames.report["relinearized"]))
     return out
+
+
+def _cosim_run(privacy: str, out: Path, day_types: str | None, frames: str | None) -> dict:
+    """One co-simulation run in a fresh process; its wall time and frames.csv."""
+    import subprocess
+    import sys
+    import tempfile
+
+    import pandas as pd
+
+    text = Path("scenarios/bergwald.toml").read_text()
+    assert 'privacy = "exact"' in text
+    with tempfile.TemporaryDirectory() as tmp:
+        toml = Path(tmp) / f"bergwald_{privacy}.toml"
+        toml.write_text(text.replace('privacy = "exact"', f'privacy = "{privacy}"', 1))
+        cmd = [sys.executable, "-m", "scenarios.cli", "run", str(toml), "--quiet",
+               "--out", str(out)]
+        cmd += ["--day-types", day_types] if day_types else []
+        cmd += ["--frames", frames] if frames else []
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        wall = time.perf_counter() - t0
+    audit = json.loads((out / "dso" / "audit.json").read_text())
+    return {"wall_time_s": wall, "frames": pd.read_csv(out / "frames.csv"),
+            "publications": audit.get("publications", {}),
+            "audits": {k: {"frame": v["frame"], "package": v["package"]}
+                       for k, v in audit["audits"].items()}}
+
+
+def balance(args: argparse.Namespace, slots: list[int]) -> None:
+    cfg = load_config("scenarios/bergwald.toml")
+    rows = []
+    for slot, pkg, lo, hi, _ in packages(args.day_type, slots):
+        req = cfg.request_mw(slot)
+        for i in range(pkg.m):
+            a_raw, c, _ = privacy._sides(pkg, i)
+            a, rhs, _ = privacy._normalise(a_raw, c)
+            centre, half = 0.5 * (lo + hi), 0.5 * (hi - lo)
+            tol = 1e-9 * (1 + np.abs(rhs))
+            box = a @ centre + np.abs(a) @ half > rhs + tol
+            _, first, group = np.unique(a[box].T, axis=0, return_index=True,
+                                        return_inverse=True)
+            group = np.asarray(group).ravel()
+            glo = np.bincount(group, weights=lo, minlength=len(first))
+            ghi = np.bincount(group, weights=hi, minlength=len(first))
+            t0 = time.perf_counter()
+            bmax = privacy.balance_max(a[box][:, first], glo, ghi, req)
+            dt = time.perf_counter() - t0
+            rec = {"slot": slot, "request_mw": req, "point": i, "sides": len(rhs),
+                   "after_box": int(box.sum()), "groups": len(first),
+                   "after_balance": int((bmax > rhs[box] + tol[box]).sum()), "time_s": dt}
+            print(json.dumps(rec), flush=True)
+            rows.append(rec)
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "screening_balance.json").write_text(json.dumps(
+        {"day_type": args.day_type, "points": rows}, indent=1))
+    print(f"-> {OUT / 'screening_balance.json'}")
+
+
+def cosim(args: argparse.Namespace) -> None:
+    import tempfile
+
+    import numpy as np
+
+    base = Path(tempfile.mkdtemp(prefix="bench_cosim_privacy_"))
+    runs = {p: _cosim_run(p, base / p, args.day_types, args.cosim_frames)
+            for p in ("exact", "full")}
+    f2, f1 = runs["exact"]["frames"], runs["full"]["frames"]
+    same = {c: bool((f1[c].fillna("") == f2[c].fillna("")).all())
+            for c in ("status", "dispatched", "rounds", "request_mw")}
+    c1, c2 = f1["cost_eur_per_h"].to_numpy(float), f2["cost_eur_per_h"].to_numpy(float)
+    rel = np.abs(c2 - c1) / np.maximum(np.abs(c1), 1e-9)
+    out = {
+        "frames": len(f1), "runs_folder": str(base),
+        "wall_time_s": {p: r["wall_time_s"] for p, r in runs.items()},
+        "wall_time_ratio_exact_over_full": runs["exact"]["wall_time_s"]
+        / runs["full"]["wall_time_s"],
+        "dso_time_s_total": {p: float(r["frames"]["dso_time_s"].sum())
+                             for p, r in runs.items()},
+        "same": same,
+        "max_rel_cost_diff": float(np.nanmax(rel)) if len(rel) else 0.0,
+        "max_abs_delivered_diff_mw": float(np.nanmax(np.abs(
+            f2["delivered_mw"].to_numpy(float) - f1["delivered_mw"].to_numpy(float)))),
+        "total_cost_eur": {p: float(r["frames"]["cost_eur_per_h"].sum()) / 4
+                           for p, r in runs.items()},
+        "publications": {p: r["publications"] for p, r in runs.items()},
+        "audits": {p: r["audits"] for p, r in runs.items()},
+    }
+    print(json.dumps(out, indent=1))
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "cosim_privacy.json").write_text(json.dumps(out, indent=1))
+    print(f"-> {OUT / 'cosim_privacy.json'}")
 
 
 def main() -> None:
@@ -71,9 +181,24 @@ def main() -> None:
     ap.add_argument("--day-type", default="winter_workday")
     ap.add_argument("--frames", default="68-76", help="slots of the day, e.g. 68-76")
     ap.add_argument("--reference", action="store_true")
+    ap.add_argument("--cosim", action="store_true",
+                    help="the default co-simulation in format 2 and format 1, side by side")
+    ap.add_argument("--cosim-frames", default=None, help="--frames of both runs (default all)")
+    ap.add_argument("--day-types", default=None, help="--day-types of both runs")
+    ap.add_argument("--balance", action="store_true",
+                    help="box bound against the bound with the request's balance")
     args = ap.parse_args()
-    a, _, b = args.frames.partition("-")
-    slots = list(range(int(a), int(b or a) + 1))
+    if args.cosim:
+        cosim(args)
+        return
+    if "," in args.frames:
+        slots = [int(x) for x in args.frames.split(",")]
+    else:
+        a, _, b = args.frames.partition("-")
+        slots = list(range(int(a), int(b or a) + 1))
+    if args.balance:
+        balance(args, slots)
+        return
     rows = []
     cache = privacy.ScreeningCache()
     for slot, pkg, lo, hi, due in packages(args.day_type, slots):

@@ -14,10 +14,11 @@ Tables (all optional except ``[scenario]``; defaults in the dataclasses below)::
                  start = "17:00", end = "19:00", mw = 1.8 (end exclusive, every day)
     [dso]        operating_points, relinearize_every, relinearize_threshold_mw, screening,
                  refine_rounds, tol_vm_mae_pu, tol_loading_mae_percent, dispatch_unsafe,
-                 privacy ("full" default in the co-simulation: format 1, see README |
-                 "exact": format 2 |
-                 "envelope"), audit ("sample" default: the first round-0 package of each
-                 day type and that of the largest request | "largest": only the latter |
+                 privacy ("exact" default: format 2 | "full": format 1, research |
+                 "envelope"), exact_rows ("request" default: the rows of the announced
+                 request | "screened": LP-screened rows of every request, slow),
+                 audit ("sample" default: the first round-0 package of each day type
+                 and that of the largest request | "largest": only the latter |
                  "off"; dso/audit.json),
                  [dso.limits] vm_min_pu, vm_max_pu, loading_min_percent, loading_max_percent
     [market]     objective, mip_rel_gap
@@ -82,7 +83,8 @@ class DSOConfig:
     tol_vm_mae_pu: float = 2.0e-5
     tol_loading_mae_percent: float = 5.0e-3
     dispatch_unsafe: bool = False
-    privacy: str = "full"  # what the DSO publishes: full (format 1), exact (2), envelope
+    privacy: str = "exact"  # what the DSO publishes: exact (format 2), full (1), envelope
+    exact_rows: str = "request"  # format-2 rows: for the announced request, or "screened"
     audit: str = "sample"  # audited publications: sample, largest, off (dso/audit.json)
     limits: dict = field(default_factory=lambda: Limits().as_dict())  # flexcore's defaults
 
@@ -161,7 +163,7 @@ _KEYS = {
     "request": {"default_mw", "csv", "window"},
     "dso": {"operating_points", "relinearize_every", "relinearize_threshold_mw", "screening",
             "refine_rounds", "tol_vm_mae_pu", "tol_loading_mae_percent", "dispatch_unsafe",
-            "privacy", "audit", "limits"},
+            "privacy", "exact_rows", "audit", "limits"},
     "market": {"objective", "mip_rel_gap"},
     "results": {"plots"},
     "test": {"extra_load"},
@@ -525,6 +527,7 @@ def parse_config(doc: dict, *, source: str = "<dict>", base_dir: Path | None = N
                                      base.tol_loading_mae_percent),
         dispatch_unsafe=_get(d, "dso", "dispatch_unsafe", bool, base.dispatch_unsafe),
         privacy=_get(d, "dso", "privacy", str, base.privacy),
+        exact_rows=_get(d, "dso", "exact_rows", str, base.exact_rows),
         audit=_get(d, "dso", "audit", str, base.audit),
         limits=limits,
     )
@@ -534,6 +537,9 @@ def parse_config(doc: dict, *, source: str = "<dict>", base_dir: Path | None = N
     if dso.privacy not in PrivacyLevel.values():
         raise ConfigError(f"[dso] privacy: expected one of {list(PrivacyLevel.values())}, got "
                           f"{dso.privacy!r}")
+    if dso.exact_rows not in ("request", "screened"):
+        raise ConfigError(f"[dso] exact_rows: expected request or screened, got "
+                          f"{dso.exact_rows!r}")
     if dso.relinearize_every < 1:
         raise ConfigError(f"[dso] relinearize_every: must be >= 1, got {dso.relinearize_every}")
     if dso.refine_rounds < 0:

@@ -22,6 +22,7 @@ from flexcore.dso.frame import (
 )
 from flexcore.dso.linearizer import FLEX_SGEN_NAME, Linearizer
 from flexcore.exchange.bids import BidError
+from flexcore.exchange.hardened import HardenedPackage
 from flexcore.grid.district_grid import BuildingInjections, district_net
 from simulators.fpu_sim import FPUSim
 
@@ -230,8 +231,11 @@ def test_dso_frames_one_frame_with_the_market(fleet):
     ids = inj.building_ids
     inputs = dict(p_load_mw=dict.fromkeys(ids, 0.003), q_load_mvar=dict.fromkeys(ids, 0.0005),
                   p_pv_mw={}, dp_base_mw={})
-    step = frames.open_frame(0, **inputs, offers=offers)
-    assert step.round == 0 and step.verdict is None and frames.report["relinearized"]
+    assert frames.open_frame(0, **inputs, offers=offers) is None  # waits for the request
+    assert frames.report["relinearized"]
+    step = frames.on_request(0, 0.5)
+    assert step.round == 0 and step.verdict is None
+    assert isinstance(step.package, HardenedPackage) and step.package.request_mw == 0.5
     while step.verdict is None:
         r = clear(step.package, lin.bids.without_bus(), 0.5)
         step = frames.on_clearing(0, step.round, r)
@@ -255,8 +259,11 @@ def test_dso_frames_one_frame_with_the_market(fleet):
                             offers=offers)
     assert bad.verdict is not None and bad.report["status"] == "dso_failed"
     assert not bad.report["dispatched"]
-    again = frames.open_frame(2, **inputs, offers=offers)
-    assert again.verdict is None and again.package is not None
+    assert frames.on_request(1, 0.0) is None   # a request for a frame already decided
+    assert frames.open_frame(2, **inputs, offers=offers) is None
+    again = frames.on_request(2, 0.0)   # no request, base case inside: nothing published
+    assert again.verdict is not None and not again.published and again.package is None
+    assert again.report["status"] == "optimal" and again.report["dispatched"]
 
 
 def test_publication_audit_modes_and_config_switch(dso, tmp_path):
@@ -282,3 +289,44 @@ def test_publication_audit_modes_and_config_switch(dso, tmp_path):
     bad.write_text(text.replace('audit = "sample"', 'audit = "sometimes"', 1))
     with pytest.raises(ConfigError, match=r"\[dso\] audit: expected one of"):
         load_config(bad)
+
+
+@pytest.mark.slow
+def test_dso_frames_envelope_corners_hold_in_ac(fleet):
+    """``[dso] privacy = "envelope"`` in the co-simulation: the envelope of the frame is
+    checked in AC at the frame's own state; oracle: pandapower at its upward corner."""
+    from flexcore.dso.frame import DsoFrames
+    from flexcore.market import clear
+    from scenarios.config import load_config
+
+    sim, offers = fleet
+    cfg = load_config("scenarios/bergwald.toml").dso
+    dso_cfg = cfg.__dict__ | {"operating_points": list(cfg.operating_points),
+                              "privacy": "envelope"}
+    net, *buildings = district_net("bergwald")
+    inj = BuildingInjections(net, *buildings)
+    lin = Linearizer(net, catalog_bids(sim.catalog(), inj.bus_of), salt="t")
+    frames = DsoFrames(lin, inj, dso_cfg, FrameClock.for_day_types(("winter_workday",), (72,)))
+    ids = inj.building_ids
+    inputs = dict(p_load_mw=dict.fromkeys(ids, 0.003), q_load_mvar=dict.fromkeys(ids, 0.0005),
+                  p_pv_mw={}, dp_base_mw={})
+    assert frames.open_frame(0, **inputs, offers=offers) is None
+    step = frames.on_request(0, 0.5)
+    env = step.package
+    assert isinstance(env, HardenedPackage) and env.privacy == "envelope"
+    rep = frames.report
+    assert rep["envelope_ac_safe"] and rep["envelope_corners"] >= 10
+    # oracle: the upward corner in pandapower at this frame's state
+    up = dict(zip(env.columns, env.upper_mw))
+    ref = copy.deepcopy(lin.net)
+    ref.sgen.loc[ref.sgen.name == FLEX_SGEN_NAME, "p_mw"] = 0.0
+    for b, x in up.items():
+        if x:
+            pp.create_sgen(ref, int(lin.bids.bus[lin.bids.ids.index(b)]), p_mw=float(x))
+    pp.runpp(ref)
+    assert ref.res_bus.vm_pu.max() <= lin.limits.vm_max_pu + 1e-9
+    assert ref.res_line.loading_percent.max() <= lin.limits.loading_max_percent + 1e-6
+    while step.verdict is None:
+        r = clear(step.package, lin.bids.without_bus(), 0.5)
+        step = frames.on_clearing(0, step.round, r)
+    assert step.report["status"] == "optimal" and step.report["safe"]

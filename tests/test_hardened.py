@@ -377,9 +377,12 @@ def test_scenario_privacy_option_is_validated_at_parse_time():
     from scenarios.cli import build_parser
     from scenarios.config import ConfigError, parse_config
 
-    # the co-simulation's default is format 1 (format 2's screening is too slow per frame)
-    assert parse_config({"scenario": {}}).dso.privacy == "full"
-    assert parse_config({"scenario": {}, "dso": {"privacy": "exact"}}).dso.privacy == "exact"
+    # the co-simulation's default is format 2 with the rows of the announced request
+    assert parse_config({"scenario": {}}).dso.privacy == "exact"
+    assert parse_config({"scenario": {}}).dso.exact_rows == "request"
+    assert parse_config({"scenario": {}, "dso": {"privacy": "full"}}).dso.privacy == "full"
+    with pytest.raises(ConfigError, match=r"\[dso\] exact_rows: expected request or screened"):
+        parse_config({"scenario": {}, "dso": {"exact_rows": "some"}})
     with pytest.raises(ConfigError, match=r"\[dso\] privacy.*'exact'.*'secret'"):
         parse_config({"scenario": {}, "dso": {"privacy": "secret"}})
     args = build_parser().parse_args(["dso", "linearize", "--grid", "g", "--bids", "b",

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from flexcore.dso.linearizer import Linearizer, OperatingPoint, PointNotConverged
-from flexcore.dso.privacy import ScreeningCache, harden
+from flexcore.dso.privacy import RequestRows, ScreeningCache, harden
 from flexcore.dso.refinement import (
     RefinementPolicy,
     RefinementSession,
@@ -27,7 +28,12 @@ from flexcore.dso.refinement import (
     Verdict,
 )
 from flexcore.exchange.bids import BidError, BidTable
-from flexcore.exchange.enums import PrivacyLevel
+from flexcore.exchange.clearing import ClearingResult
+from flexcore.exchange.enums import ClearingStatus, PrivacyLevel
+
+#: sides added per clearing that violates unpublished ones (the most violated first): one
+#: keeps the package smallest; nearly parallel sides are often cut by the same clearing
+CUT_SIDES = 1
 
 
 def catalog_bids(catalog: Sequence[Mapping[str, Any]], bus_of_building: Mapping[str, int]
@@ -126,7 +132,8 @@ class PublicationAudit:
         self.time_s = 0.0
 
     def published(self, frame: int, day_type: str, package: Any) -> None:
-        """A round-0 package was published in ``frame``."""
+        """``package`` is the final round-0 package of ``frame`` (the one the TSO's round-0
+        clearing was accepted on)."""
         self._last = (frame, package)
         if self.mode == "sample" and day_type not in self._day_types:
             self._day_types.add(day_type)
@@ -178,6 +185,8 @@ class FrameStep:
     package: Any = None
     verdict: Verdict | None = None
     report: dict[str, Any] | None = None
+    #: False: the frame ends without any package (no request, base case inside the limits)
+    published: bool = True
 
 
 class DsoFrames:
@@ -187,10 +196,21 @@ class DsoFrames:
     unit baselines), bid volumes from the offers, the round-0 package (all points when the
     :class:`RelinearizationSchedule` says so, otherwise only the zero point recomputed); a
     frame whose points all fail to converge gets the verdict ``dso_failed`` at once.
-    ``on_clearing``: the :class:`RefinementSession` round policy; at the final verdict of a
-    frame with a request the report also holds the AC state with every bid in the request's
-    direction fully active (``report["all_active"]``; the request comes with the TSO's
-    clearing, it is the TSO's to share). Safety: a clearing violating an AC limit after the
+    ``on_request``: the TSO's request of the frame, announced before anything is published.
+    Without a request and with the base case inside every (published) limit the frame ends
+    here: nothing is published, the DSO checks its zero activation in AC itself (the same
+    check the zero clearing got when every frame was published) and the verdict goes to the
+    TSO with ``published=False``. Otherwise the round-0 package is published: format 1
+    (``[dso] privacy = "full"``), an envelope, or format 2 (``"exact"``) with the rows of
+    this request (:class:`~flexcore.dso.privacy.RequestRows`, ``[dso] exact_rows =
+    "request"``, the default) or the LP-screened rows of every request (``"screened"``).
+    With request rows a base-case congestion is resolved as before: its rows are published
+    from the start and the TSO's counter-trade (request 0) clears against them.
+    ``on_clearing``: with request rows, a clearing that violates a row not yet published
+    gets the same round again with those rows added; otherwise the
+    :class:`RefinementSession` round policy; at the final verdict of a frame with a request
+    the report also holds the AC state with every bid in the request's direction fully
+    active (``report["all_active"]``). Safety: a clearing violating an AC limit after the
     last round gets status ``unsafe`` and is not dispatched unless ``dispatch_unsafe`` is set
     (then it is dispatched and flagged). ``cfg`` is the scenario's ``[dso]`` table.
     """
@@ -204,17 +224,32 @@ class DsoFrames:
         self.schedule = RelinearizationSchedule(cfg["relinearize_every"],
                                                 cfg["relinearize_threshold_mw"])
         self.audit = PublicationAudit(lin, mode=cfg.get("audit", "sample"))
+        self.privacy = PrivacyLevel(cfg.get("privacy", PrivacyLevel.EXACT))
+        self.exact_rows = cfg.get("exact_rows", "request")
+        if self.exact_rows not in ("request", "screened"):
+            raise ValueError(f"exact_rows: expected request or screened, got "
+                             f"{self.exact_rows!r}")
         # exact screening reuses what it proved in earlier publications of this run
         # (witnesses, dual certificates; re-checked every time: docs/method.md)
         self.screening_cache = ScreeningCache()
         self.points: tuple[OperatingPoint, ...] = ()
         self.report: dict[str, Any] = {}
+        self.frame: int | None = None     # the open frame (None: closed)
+        self.request_mw: float | None = None
+        self._rows: RequestRows | None = None
+        self._published: Any = None
+        self._zero_fresh = False
+        #: per published package: (frame, round, seconds to make it, rows published)
+        self.publications: list[tuple[int, int, float, int]] = []
+        self.frames_unpublished = 0
 
     def open_frame(self, frame: int, *, p_load_mw: Mapping[str, float],
                    q_load_mvar: Mapping[str, float], p_pv_mw: Mapping[str, float],
                    dp_base_mw: Mapping[str, float], offers: Iterable[Mapping[str, Any]]
-                   ) -> FrameStep:
+                   ) -> FrameStep | None:
+        """Prepare ``frame``; None (wait for the request) or the ``dso_failed`` verdict."""
         t0 = time.perf_counter()
+        self.frame, self.request_mw, self._rows, self._published = frame, None, None, None
         inj = self.inj.apply(p_load_mw=p_load_mw, q_load_mvar=q_load_mvar, p_pv_mw=p_pv_mw,
                              dp_base_mw=dp_base_mw)
         self.lin.set_base(load_p_mw=inj.load_p_mw, load_q_mvar=inj.load_q_mvar,
@@ -237,17 +272,75 @@ class DsoFrames:
             self.report["dso_time_s"] = time.perf_counter() - t0
             return self._final(0, self.session.failed(str(exc)))
         self.points = r0.points
+        self._zero_fresh = not r0.message   # this frame's own base case is point a=0
         if r0.message:
             self.report["message"] = r0.message
         if plan.due:
             self.schedule.done(frame, inj.fix_mw)
+        self._round0 = self.session.open(r0.package)
         self.report["dso_time_s"] = time.perf_counter() - t0
-        return FrameStep(0, package=self.session.open(r0.package))
+        return None
+
+    def base_case_point(self, package: Any) -> int | None:
+        """The point of ``package`` (the published, margined one) at activation 0 of this
+        frame with every row inside its limits, or None (a base-case congestion)."""
+        if not self._zero_fresh:
+            return None
+        lim = package.limits
+        for i in range(package.m - 1, -1, -1):
+            if np.any(package.p_flex_mw[i] != 0.0):
+                continue
+            vm, ld = package.vm_pu[i], package.loading_percent[i]
+            if (np.all(vm >= lim.vm_min_pu) and np.all(vm <= lim.vm_max_pu)
+                    and np.all(ld >= lim.loading_min_percent)
+                    and np.all(ld <= lim.loading_max_percent)):
+                return i
+        return None
+
+    def on_request(self, frame: int, request_mw: float) -> FrameStep | None:
+        """The TSO announced ``request_mw`` for ``frame``: the round-0 package to publish,
+        or the verdict of a frame that needs none; None if ``frame`` is not open (its
+        verdict went out already, e.g. ``dso_failed``)."""
+        if frame != self.frame or self.request_mw is not None:
+            return None
+        t0 = time.perf_counter()
+        self.request_mw = float(request_mw)
+        pkg = self._round0
+        zero = self.base_case_point(pkg) if self.request_mw == 0.0 else None
+        if zero is not None:  # nothing to publish: the DSO checks x = 0 in AC itself
+            self.report["published"] = False
+            self.frames_unpublished += 1
+            out = self._on_round(frame, 0, _zero_clearing(pkg, zero), published=False)
+            self.report["dso_time_s"] += time.perf_counter() - t0
+            return out
+        self.report["published"] = True
+        out = self._next(0, pkg)
+        self.report["dso_time_s"] += time.perf_counter() - t0
+        return out
 
     def on_clearing(self, frame: int, round_: int, clearing: Any) -> FrameStep:
         t0 = time.perf_counter()
+        if self.privacy == PrivacyLevel.ENVELOPE and clearing.ok:
+            # an envelope package holds only its own point(s): the DSO's index of that point
+            labels = [p.label for p in self.session.package.points]
+            if clearing.operating_point_label in labels:
+                clearing = dataclasses.replace(
+                    clearing, operating_point=labels.index(clearing.operating_point_label))
+        if self._rows is not None and clearing.ok:
+            x = clearing.activation_vector(self._rows.package.columns)
+            if self._rows.cut(int(clearing.operating_point), x, most=CUT_SIDES):
+                out = FrameStep(round_, package=self._publish(self._rows.package))
+                self.report["dso_time_s"] += time.perf_counter() - t0
+                return out
         if round_ == 0:
+            self.audit.published(frame, self.clock.frames[frame].day_type, self._published)
             self.audit.cleared(frame, clearing.request_mw)
+        out = self._on_round(frame, round_, clearing)
+        self.report["dso_time_s"] += time.perf_counter() - t0
+        return out
+
+    def _on_round(self, frame: int, round_: int, clearing: Any, *, published: bool = True
+                  ) -> FrameStep:
         self.report.update(rounds=round_, points=self.session.package.m)
         step = self.session.on_clearing(clearing)
         v = self.session.records[-1].validation
@@ -264,35 +357,100 @@ class DsoFrames:
             direction = float(np.sign(clearing.request_mw))
             if direction:
                 self.report["all_active"] = all_active_state(self.lin, direction)
-            out = self._final(round_, step)
-        else:
-            out = FrameStep(round_ + 1, package=step)
-        self.report["dso_time_s"] += time.perf_counter() - t0
+            return self._final(round_, step, published=published)
+        return self._next(round_ + 1, step)
+
+    def _next(self, round_: int, package: Any) -> FrameStep:
+        """Round ``round_`` published; a frame whose envelope cannot be made (a row past
+        its limit with nothing activated: no box holds 0) ends as ``dso_failed``."""
+        from flexcore.dso.envelope import EnvelopeError
+
+        try:
+            return FrameStep(round_, package=self._publish(package, new_round=True))
+        except EnvelopeError as exc:
+            return self._final(round_, self.session.failed(f"no envelope: {exc}"))
+
+    def _publish(self, package: Any, *, new_round: bool = False) -> Any:
+        """What the DSO sends for its private format-1 ``package`` (margined): itself with
+        ``[dso] privacy = "full"`` (research), else its hardened form; the DSO keeps
+        ``package`` for predictions, validation and refinement."""
+        t0 = time.perf_counter()
+        out = self.publishable(package, new_round=new_round)
+        self._published = out
+        rows = (sum(out.row_counts) if hasattr(out, "row_counts")
+                else 2 * (len(out.vm_rows) + len(out.loading_rows)) * out.m
+                if hasattr(out, "vm_rows") else 0)
+        self.publications.append((int(self.frame if self.frame is not None else -1),
+                                  int(self.session.round), time.perf_counter() - t0, rows))
         return out
 
-    def publishable(self, package: Any) -> Any:
-        """What the DSO sends for its private format-1 ``package``: itself with ``[dso]
-        privacy = "full"`` (research), else its hardened form (format 2, exact); the DSO
-        keeps ``package`` for predictions, validation and refinement."""
-        level = PrivacyLevel(self.cfg.get("privacy", PrivacyLevel.FULL))
-        if level == PrivacyLevel.FULL:
+    def publication_stats(self) -> dict[str, Any]:
+        """What the DSO published in the run (``dso/audit.json`` ``publications``): packages,
+        frames with and without a package, seconds and rows (sides) per package."""
+        times = np.array([p[2] for p in self.publications])
+        rows = np.array([p[3] for p in self.publications])
+        frames = {p[0] for p in self.publications}
+        return {"privacy": self.privacy.value, "exact_rows": self.exact_rows,
+                "packages": len(self.publications), "frames_published": len(frames),
+                "frames_unpublished": self.frames_unpublished,
+                "time_s_total": float(times.sum()),
+                "time_s_per_package_mean": float(times.mean()) if len(times) else 0.0,
+                "time_s_per_package_max": float(times.max()) if len(times) else 0.0,
+                "rows_per_package_mean": float(rows.mean()) if len(rows) else 0.0,
+                "rows_per_package_max": int(rows.max()) if len(rows) else 0}
+
+    def publishable(self, package: Any, *, new_round: bool = True) -> Any:
+        """The published form of ``package`` (see :meth:`_publish`); ``new_round``: start
+        the request rows afresh (a new round), else add to the current ones."""
+        if self.privacy == PrivacyLevel.FULL:
             return package
         box = self.lin.bids.subset(package.columns)
-        if level == PrivacyLevel.ENVELOPE:
-            from flexcore.dso.envelope import envelope
+        if self.privacy == PrivacyLevel.ENVELOPE:
+            from flexcore.dso.envelope import envelope_with_report
 
-            return envelope(package, box)
+            # corners checked in AC at this frame's state (the fixed injections the
+            # linearizer holds), rows tightened by the AC mismatch until they hold
+            env, rep = envelope_with_report(package, box, linearizer=self.lin)
+            self.report.update(envelope_point=package.points[rep.points[0]].label,
+                               envelope_ac_safe=rep.ac_safe, envelope_rounds=rep.rounds,
+                               envelope_corners=len(rep.corners))
+            return env
+        if self.exact_rows == "request" and self.request_mw is not None:
+            if new_round or self._rows is None:
+                # a new round: the sides cut in this frame's earlier rounds start it
+                seed = self._rows.cut_names if self._rows is not None else set()
+                self._rows = RequestRows(package, request_mw=self.request_mw, seed=seed)
+            t_before = self._rows.time_s
+            hardened, key = self._rows.publish()
+            self._count(self._rows.time_s - t_before, 0)
+            self.report["published_rows"] = key.report["sides_kept"]
+            self.report["row_cuts"] = self._rows.cuts
+            return hardened
         hardened, key = harden(package, lower_mw=box.lower_mw, upper_mw=box.upper_mw,
                                cache=self.screening_cache)
-        dt = key.report["time_s"]  # the DSO's work of this frame (frames.csv dso_time_s)
-        self.report.update(dso_time_s=self.report.get("dso_time_s", 0.0) + dt,
-                           screening_time_s=self.report.get("screening_time_s", 0.0) + dt,
-                           screening_lps=self.report.get("screening_lps", 0) + key.report["lps"])
+        self._count(key.report["time_s"], key.report["lps"])
         return hardened
 
-    def _final(self, round_: int, v: Verdict) -> FrameStep:
+    def _count(self, dt: float, lps: int) -> None:
+        """Screening time and LPs of this frame (frames.csv dso_time_s holds them)."""
+        self.report.update(screening_time_s=self.report.get("screening_time_s", 0.0) + dt,
+                           screening_lps=self.report.get("screening_lps", 0) + lps)
+
+    def _final(self, round_: int, v: Verdict, *, published: bool = True) -> FrameStep:
+        self.frame = None
         self.report.update(status=str(v.verdict), safe=v.safe, dispatched=v.dispatch)
         message = "; ".join(m for m in (v.message, getattr(self, "_islands", "")) if m)
         if message:
             self.report["message"] = message
-        return FrameStep(round_, verdict=v, report=self.report)
+        return FrameStep(round_, verdict=v, report=self.report, published=published)
+
+
+def _zero_clearing(package: Any, point: int) -> ClearingResult:
+    """What the TSO's clearing of request 0 was when every frame was published and the
+    base case was inside the limits: activate nothing, at ``point`` (activation 0)."""
+    return ClearingResult(status=ClearingStatus.OPTIMAL, request_mw=0.0,
+                          message="no request: nothing published, nothing to activate",
+                          delivered_mw=0.0, cost_eur_per_h=0.0, objective=0.0,
+                          operating_point=point,
+                          operating_point_label=package.points[point].label,
+                          activation_mw={c: 0.0 for c in package.columns}, method="zero")

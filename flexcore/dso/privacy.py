@@ -14,6 +14,12 @@
    exactly unchanged (redundancy removal);
 4. each kept side is normalised to ``a · x <= rhs`` with ``rhs`` in {-1, 0, 1}, rows and
    columns are shuffled, a region that is empty on its own is published as excluded.
+
+:class:`RequestRows` (the co-simulation's default) publishes instead, for one announced
+request, only the sides that request's clearing needs: those at or past their limit, then
+those the TSO's clearings violate (added by the DSO after each clearing until none is);
+no LP. :func:`balance_max` is the exact bound over the bid box and the balance
+``sum(x) = request`` (measured in bench/bench_screening.py ``--balance``).
 """
 from __future__ import annotations
 
@@ -537,15 +543,12 @@ def harden(package: SensitivityPackage, *, lower_mw: npt.ArrayLike, upper_mw: np
     if lower.shape != (package.n,) or upper.shape != (package.n,):
         raise ValueError(f"lower_mw / upper_mw need shape ({package.n},), got {lower.shape} / "
                          f"{upper.shape}")
-    rng = rng if rng is not None else np.random.default_rng(secrets.randbits(128))
-    perm = rng.permutation(package.n)
-    rows_a, rows_rhs, key_rows, excluded = [], [], [], []
     totals = {"sides_total": 0, "sides_after_box": 0, "sides_kept": 0, "lps": 0,
               "witness_confirmed": 0, "certificate_drops": 0, "batch_drops": 0}
     if cache is not None:
         cache.use(package.columns)
     t0 = time.perf_counter()
-    both_sides = 0
+    per_point, excluded = [], []
     for i in range(package.m):
         a, rhs, scale, names, feasible, counts = screen_point(package, i, lower, upper,
                                                               cache=cache)
@@ -553,8 +556,26 @@ def harden(package: SensitivityPackage, *, lower_mw: npt.ArrayLike, upper_mw: np
             totals[k] += counts[k]
         if not feasible:
             excluded.append(i)
+        per_point.append((a, rhs, scale, names))
+    screening = {k: totals[k] for k in ("sides_total", "sides_after_box", "sides_kept")}
+    return _assemble(package, per_point, excluded=excluded, rng=rng, screening=screening,
+                     totals=totals, t0=t0)
+
+
+def _assemble(package: SensitivityPackage,
+              per_point: list[tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple[str, str]]]],
+              *, excluded: list[int], rng: np.random.Generator | None,
+              screening: dict[str, Any], totals: dict[str, Any], t0: float,
+              request_mw: float | None = None) -> tuple[HardenedPackage, HardeningKey]:
+    """The format-2 package of the sides ``per_point[i] = (a, rhs, scale, names)`` (in
+    ``package.columns`` order): rows and columns shuffled, and its DSO-private key."""
+    rng = rng if rng is not None else np.random.default_rng(secrets.randbits(128))
+    perm = rng.permutation(package.n)
+    rows_a, rows_rhs, key_rows = [], [], []
+    both_sides = 0
+    for i, (a, rhs, scale, names) in enumerate(per_point):
         order = rng.permutation(len(rhs))
-        rows_a.append(a[order][:, perm])
+        rows_a.append(a[order][:, perm] if len(rhs) else np.zeros((0, package.n)))
         rows_rhs.append(rhs[order])
         sides = [names[o] for o in order]
         key_rows.append(tuple(PublishedRow(i, kk, side, float(scale[o]))
@@ -564,7 +585,7 @@ def harden(package: SensitivityPackage, *, lower_mw: npt.ArrayLike, upper_mw: np
             keys_by_side[side].add(kk)
         both_sides += len(keys_by_side["upper"] & keys_by_side["lower"])
     screening = {
-        **{k: totals[k] for k in ("sides_total", "sides_after_box", "sides_kept")},
+        **screening,
         "points_excluded": len(excluded),
         # a row published with both sides leaks its base value through the ratio of the
         # two right-hand sides and the public limits (audit.recover_from_normalised_pairs)
@@ -577,8 +598,137 @@ def harden(package: SensitivityPackage, *, lower_mw: npt.ArrayLike, upper_mw: np
         p_flex_mw=package.p_flex_mw[:, perm],
         rows_a=tuple(rows_a), rows_rhs=tuple(rows_rhs),
         excluded=tuple(excluded), screening=screening,
-        undeliverable=package.undeliverable)
+        undeliverable=package.undeliverable, request_mw=request_mw)
     key = HardeningKey(salt=secrets.token_hex(16), column_order=tuple(int(j) for j in perm),
                        rows=tuple(key_rows), excluded=tuple(excluded),
                        report=screening | totals | {"time_s": time.perf_counter() - t0})
     return hardened, key
+
+
+def balance_max(a: np.ndarray, lower: np.ndarray, upper: np.ndarray, total: float
+                ) -> np.ndarray:
+    """Per row of ``a`` (r, n) the exact ``max a·x`` over the box ``lower <= x <= upper``
+    with the balance ``sum(x) = total`` (a fractional knapsack: from ``x = lower``, fill
+    the largest entries first); ``-inf`` rows when the balance is out of the box's reach.
+    The bound the clearing's balance gives a side before any LP (README "Privacy")."""
+    a = np.atleast_2d(np.asarray(a, float))
+    lo, hi = np.asarray(lower, float), np.asarray(upper, float)
+    budget = float(total) - lo.sum()
+    cap = hi - lo
+    if budget < -1e-12 or budget > cap.sum() + 1e-12:
+        return np.full(a.shape[0], -np.inf)
+    order = np.argsort(-a, axis=1)
+    a_s = np.take_along_axis(a, order, axis=1)
+    c_s = cap[order]
+    fill = np.clip(budget - (np.cumsum(c_s, axis=1) - c_s), 0.0, c_s)
+    out: np.ndarray = a @ lo + (a_s * fill).sum(axis=1)
+    return out
+
+
+#: a row the clearing's activation exceeds by more than this (normalised) is added
+_CUT_TOL = 1e-9
+
+
+class RequestRows:
+    """The rows of one request, published as they are needed (DSO-private state; the
+    co-simulation's ``privacy = "exact"``; flexcore.exchange.hardened, "Rows for one
+    request").
+
+    Start: per point the sides already at or past their limit at ``x = 0`` (``rhs <= 0``)
+    and the sides named in ``seed`` (``(row key, side)`` pairs cut in an earlier round of
+    the frame). :meth:`cut` takes the TSO's clearing and adds sides of the selected point
+    that its activation violates; :meth:`publish` makes the format-2
+    package of the sides so far, with ``request_mw``. When a clearing violates no side of
+    its point, it is feasible for the complete model of that region and optimal for a
+    relaxation of every region, hence optimal for the complete model: the format-1 optimum.
+    Every side is normalised and checked as in :func:`harden`; nothing is dropped by an LP.
+    """
+
+    def __init__(self, package: SensitivityPackage, *, request_mw: float,
+                 seed: set[tuple[str, str]] | frozenset[tuple[str, str]] = frozenset()
+                 ) -> None:
+        t0 = time.perf_counter()
+        self.package, self.request_mw = package, float(request_mw)
+        lim, pf = package.limits, package.p_flex_mw
+        # per point the sides of _sides() without building them: A = [S; -S] per kind, c
+        self.c: list[np.ndarray] = []
+        self.selected: list[np.ndarray] = []
+        self.names_: list[list[tuple[str, str]]] = []
+        names = ([(k, "upper") for k in package.vm_rows] + [(k, "lower") for k in package.vm_rows]
+                 + [(k, "upper") for k in package.loading_rows]
+                 + [(k, "lower") for k in package.loading_rows])
+        seeded = np.fromiter((nm in seed for nm in names), bool, len(names)) if seed \
+            else np.zeros(len(names), bool)
+        for i in range(package.m):
+            sv, sl = package.vtdf[i] @ pf[i], package.ltdf[i] @ pf[i]
+            vm, ld = package.vm_pu[i], package.loading_percent[i]
+            c = np.concatenate([lim.vm_max_pu - vm + sv, vm - lim.vm_min_pu - sv,
+                                lim.loading_max_percent - ld + sl,
+                                ld - lim.loading_min_percent - sl])
+            _, rhs, _ = _normalise(np.ones((len(c), 1)), c)  # rhs <= 0: at/past the limit
+            self.c.append(c)
+            self.selected.append((rhs <= 0.0) | seeded)
+            self.names_.append(names)
+        self.cuts = 0
+        #: ``(row key, side)`` of the seed and of the sides added by :meth:`cut` (the seed
+        #: of the frame's next round)
+        self.cut_names: set[tuple[str, str]] = set(seed)
+        self.time_s = time.perf_counter() - t0
+
+    def _rows(self, i: int, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Sides ``idx`` of point ``i`` as ``(A, c)`` (the rows of :func:`_sides`)."""
+        pkg = self.package
+        v, n = len(pkg.vm_rows), pkg.n
+        out = np.empty((len(idx), n))
+        for lo, sens, sign in ((0, pkg.vtdf[i], 1.0), (v, pkg.vtdf[i], -1.0),
+                               (2 * v, pkg.ltdf[i], 1.0),
+                               (2 * v + len(pkg.loading_rows), pkg.ltdf[i], -1.0)):
+            hit = (idx >= lo) & (idx < lo + sens.shape[0])
+            out[hit] = sign * sens[idx[hit] - lo]
+        return out, self.c[i][idx]
+
+    def cut(self, point: int, activation_mw: np.ndarray, *, most: int | None = None) -> int:
+        """Add the sides of ``point`` that ``activation_mw`` (``package.columns`` order)
+        violates and that are not published yet (``most``: only that many, the most
+        violated first); returns how many."""
+        t0 = time.perf_counter()
+        pkg, x = self.package, np.asarray(activation_mw, float)
+        sv, sl = pkg.vtdf[point] @ x, pkg.ltdf[point] @ x
+        value = np.concatenate([sv, -sv, sl, -sl])
+        cand = np.flatnonzero((value > self.c[point]) & ~self.selected[point])
+        new = cand[:0]
+        if len(cand):  # the test of the published (normalised) form
+            a, rhs, _ = _normalise(*self._rows(point, cand))
+            excess = a @ x - rhs
+            hit = excess > _CUT_TOL * (1.0 + np.abs(rhs))
+            new = cand[hit]
+            if most is not None and len(new) > most:
+                new = new[np.argsort(-excess[hit], kind="stable")[:most]]
+        self.selected[point][new] = True
+        self.cut_names |= {self.names_[point][k] for k in new}
+        self.cuts += int(len(new) > 0)
+        self.time_s += time.perf_counter() - t0
+        return int(len(new))
+
+    def names(self) -> set[tuple[str, str]]:
+        """``(row key, side)`` of every side published so far (any point)."""
+        return {names[k] for names, sel in zip(self.names_, self.selected)
+                for k in np.flatnonzero(sel)}
+
+    def publish(self, *, rng: np.random.Generator | None = None
+                ) -> tuple[HardenedPackage, HardeningKey]:
+        """The format-2 package of the sides published so far, for ``request_mw``."""
+        t0 = time.perf_counter()
+        per_point = []
+        for i, (names, sel) in enumerate(zip(self.names_, self.selected)):
+            idx = np.flatnonzero(sel)
+            a, rhs, scale = _normalise(*self._rows(i, idx))
+            per_point.append((a, rhs, scale, [names[k] for k in idx]))
+        total = sum(len(c) for c in self.c)
+        kept = sum(int(sel.sum()) for sel in self.selected)
+        screening = {"sides_total": total, "sides_kept": kept, "method": "request_rows",
+                     "cuts": self.cuts}
+        out = _assemble(self.package, per_point, excluded=[], rng=rng, screening=screening,
+                        totals={"lps": 0}, t0=t0, request_mw=self.request_mw)
+        self.time_s += out[1].report["time_s"]
+        return out

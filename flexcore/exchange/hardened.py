@@ -17,6 +17,16 @@ bind somewhere in the bid box ∩ the point's Voronoi cell are published
 format-1 package. A point whose region is empty on its own is listed in ``excluded`` (the
 clearing fixes ``b_i = 0``).
 
+**Rows for one request** (optional manifest field ``request_mw``, the co-simulation's
+default): the DSO publishes only rows the clearing of that request needs. It starts with
+the rows already at or past their limit and adds, after each clearing, the rows of the
+selected region the activation violates in its private model (``flexcore.dso.privacy.
+publish_rows``), until a clearing violates none; that clearing is then optimal for the
+complete model too (it is optimal for a relaxation and feasible), so the cost equals the
+format-1 cost. Such a package is no model of the region for any other request: the
+clearing refuses another request (:class:`PackageRequestError`). Packages without the
+field are unchanged, and readers older than the field refuse packages that carry it.
+
 The **envelope** variant (``privacy = "envelope"``) publishes no rows at all, only a
 per-bid activation range ``lower_mw <= x <= upper_mw`` (``flexcore.market.envelope``).
 
@@ -68,6 +78,10 @@ def check_undeliverable(ids: Any, columns: tuple[str, ...]) -> tuple[str, ...]:
 
 
 
+class PackageRequestError(PackageError):
+    """A package published for one request is cleared for another."""
+
+
 @dataclass(frozen=True)
 class HardenedPackage:
     """Format 2: per point ``i`` the rows ``rows_a[i] @ x <= rows_rhs[i]`` (see module doc)."""
@@ -84,6 +98,8 @@ class HardenedPackage:
     screening: dict[str, Any] | None = None
     #: columns the clearing must leave at 0 (bids on an island; optional content field)
     undeliverable: tuple[str, ...] = ()
+    #: the request (MW) the rows were published for; None: rows for every request
+    request_mw: float | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -98,6 +114,13 @@ class HardenedPackage:
         object.__setattr__(self, "points", tuple(self.points))
         object.__setattr__(self, "undeliverable",
                            check_undeliverable(self.undeliverable, self.columns))
+        req = self.request_mw
+        if req is not None:
+            if isinstance(req, bool) or not isinstance(req, (int, float)) \
+                    or not np.isfinite(req):
+                raise PackageError(f"field 'request_mw' must be a finite number or absent, got "
+                                   f"{req!r}")
+            object.__setattr__(self, "request_mw", float(req))
         m, n = len(self.points), len(self.columns)
         if m < 1:
             raise PackageError("package has no operating point")
@@ -164,6 +187,14 @@ class HardenedPackage:
     @property
     def row_counts(self) -> tuple[int, ...]:
         return tuple(int(a.shape[0]) for a in self.rows_a)
+
+    def check_request(self, request_mw: float) -> None:
+        """Raise :class:`PackageRequestError` unless the package serves ``request_mw`` (a
+        package without ``request_mw`` serves every request)."""
+        if self.request_mw is not None and not float(request_mw) == self.request_mw:
+            raise PackageRequestError(
+                f"package published for request_mw = {self.request_mw!r}, cleared for "
+                f"{float(request_mw)!r}: its rows hold for that request only")
 
     def nbytes(self) -> int:
         return int(sum(a.nbytes for a in self.arrays().values()))

@@ -1,8 +1,11 @@
 """What crosses between the DSO and the TSO agent in one frame, as typed messages.
 
-Sequence per frame: DSO -> :class:`PackageMessage` (round 0) -> TSO ->
-:class:`ClearingMessage` -> DSO -> either the next :class:`PackageMessage` (round k+1) or
-the final :class:`VerdictMessage` -> TSO (which dispatches only if ``dispatch``).
+Sequence per frame: TSO -> :class:`RequestMessage` (the frame's request, announced first)
+-> DSO -> :class:`PackageMessage` (round 0) -> TSO -> :class:`ClearingMessage` -> DSO ->
+either a :class:`PackageMessage` (the same round with more rows, or round k+1) or the final
+:class:`VerdictMessage` -> TSO (which dispatches only if ``dispatch``). A frame without a
+request whose base case is inside every limit gets no package: the DSO answers the request
+with the verdict at once (``published=False``; nothing is cleared or activated).
 
 ``to_wire()`` gives a plain JSON-able dict (mosaik's ``cmd`` starter sends JSON) with a
 ``kind`` key, and :func:`from_wire` reads one back. A package crosses as a folder path
@@ -15,6 +18,7 @@ flexcore.district.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +39,32 @@ def _int(d: dict[str, Any], key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise MessageError(f"message field '{key}' must be an integer, got {value!r}")
     return value
+
+
+#: version of the request message (wire field ``version``); readers refuse other versions
+REQUEST_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RequestMessage:
+    """TSO -> DSO: the balancing request of ``frame`` (MW, > 0 up), sent before the DSO
+    publishes anything for the frame."""
+
+    frame: int
+    request_mw: float
+    version: int = REQUEST_VERSION
+
+    def __post_init__(self) -> None:
+        if self.version != REQUEST_VERSION:
+            raise MessageError(f"request message version {self.version!r}; this reader knows "
+                               f"version {REQUEST_VERSION}")
+        r = self.request_mw
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r):
+            raise MessageError(f"message field 'request_mw' must be a finite number, got {r!r}")
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"kind": "request", "version": self.version, "frame": self.frame, "round": 0,
+                "request_mw": float(self.request_mw)}
 
 
 @dataclass(frozen=True)
@@ -90,14 +120,18 @@ class VerdictMessage:
     safe: bool
     dispatch: bool
     message: str = ""
+    #: False: the DSO published nothing in this frame (no request, base case inside every
+    #: limit); the TSO cleared nothing and activates nothing (wire field optional: True)
+    published: bool = True
 
     def to_wire(self) -> dict[str, Any]:
-        return {"kind": "verdict", "frame": self.frame, "round": self.round,
-                "verdict": str(self.verdict), "safe": self.safe, "dispatch": self.dispatch,
-                "message": self.message}
+        d = {"kind": "verdict", "frame": self.frame, "round": self.round,
+             "verdict": str(self.verdict), "safe": self.safe, "dispatch": self.dispatch,
+             "message": self.message}
+        return d if self.published else d | {"published": False}
 
 
-Message = PackageMessage | ClearingMessage | VerdictMessage
+Message = RequestMessage | PackageMessage | ClearingMessage | VerdictMessage
 
 
 def from_wire(d: dict[str, Any]) -> Message:
@@ -106,6 +140,9 @@ def from_wire(d: dict[str, Any]) -> Message:
         raise MessageError(f"a message must be a dict, got {type(d).__name__}")
     kind = d.get("kind")
     frame, round_ = _int(d, "frame"), _int(d, "round")
+    if kind == "request":
+        return RequestMessage(frame, d.get("request_mw"),  # type: ignore[arg-type]
+                              version=_int(d, "version"))
     if kind == "package":
         pkg = d.get("package")
         if pkg is not None and not isinstance(pkg, (SensitivityPackage, HardenedPackage)):
@@ -127,8 +164,12 @@ def from_wire(d: dict[str, Any]) -> Message:
         message = d.get("message", "")
         if not isinstance(message, str):
             raise MessageError("message field 'message' must be a string")
+        published = d.get("published", True)
+        if not isinstance(published, bool):
+            raise MessageError("message field 'published' must be true or false")
         return VerdictMessage(frame, round_, FrameVerdict.parse(d.get("verdict"),
                                                                 where="message 'verdict'"),
                               safe=bool(d["safe"]), dispatch=bool(d["dispatch"]),
-                              message=message)
-    raise MessageError(f"unknown message kind {kind!r}; expected package, clearing or verdict")
+                              message=message, published=published)
+    raise MessageError(f"unknown message kind {kind!r}; expected request, package, clearing "
+                       "or verdict")

@@ -257,8 +257,9 @@ _V1_KEYS = {"format", "version", "created_utc", "columns", "vm_rows", "loading_r
 _V2_KEYS = {"format", "version", "created_utc", "content", "shapes", "arrays_sha256",
             "package_sha256"}
 #: optional manifest fields (absent: none); a reader older than the field refuses them
-_OPTIONAL_KEYS = {"package_sha256", "undeliverable"}
+_OPTIONAL_KEYS = {"package_sha256", "undeliverable", "request_mw"}
 _V1_KEYS |= {"undeliverable"}
+_V2_KEYS |= {"request_mw"}  # format 2: rows published for this request only
 
 
 #: a package of either version: format 1 (the full linear model) or format 2 (hardened)
@@ -297,6 +298,8 @@ def save_package(package: AnyPackage, directory: str | Path, *,
     else:
         arrays = dict(package.arrays())
         body = {"version": 2, "content": package.manifest_fields()}
+        if package.request_mw is not None:  # only then: other packages are as before
+            body["request_mw"] = package.request_mw
     arrays = {k: np.ascontiguousarray(v, dtype=_F8) for k, v in arrays.items()}
     buf = io.BytesIO()
     np.savez(buf, **arrays)
@@ -473,7 +476,7 @@ def load_package(directory: str | Path, *, allow_full: bool = False,
                            "(research only: --allow-full-package / allow_full=True)")
     keys = _V1_KEYS if version == 1 else _V2_KEYS
     legacy = version == 1 and "package_sha256" not in manifest
-    required = keys - _OPTIONAL_KEYS if legacy else keys - {"undeliverable"}
+    required = keys - _OPTIONAL_KEYS if legacy else keys - {"undeliverable", "request_mw"}
     missing = sorted(required - set(manifest))
     unknown = sorted(set(manifest) - keys)
     if missing or unknown:
@@ -538,7 +541,13 @@ def load_package(directory: str | Path, *, allow_full: bool = False,
         raise PackageError(f"{apath}: cannot read arrays ({exc})") from None
     try:
         if version == 2:
-            return HardenedPackage.from_parts(manifest["content"], arrays)
+            pkg = HardenedPackage.from_parts(manifest["content"], arrays)
+            if "request_mw" in manifest:
+                req = manifest["request_mw"]
+                if isinstance(req, bool) or not isinstance(req, (int, float)):
+                    raise PackageError(f"field 'request_mw' must be a number, got {req!r}")
+                pkg = replace(pkg, request_mw=float(req))
+            return pkg
         return SensitivityPackage(
             columns=tuple(manifest["columns"]), vm_rows=tuple(manifest["vm_rows"]),
             loading_rows=tuple(manifest["loading_rows"]), points=points, limits=limits,

@@ -92,6 +92,8 @@ def clear(package: SensitivityPackage | HardenedPackage, bids: BidTable, request
         raise ClearingError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
     if extra_constraints is not None and backend != "pyomo":
         raise ClearingError("extra_constraints needs backend='pyomo'")
+    if isinstance(package, HardenedPackage):
+        package.check_request(request_mw)  # rows published for one request (PackageError)
     if isinstance(package, HardenedPackage) and package.privacy == PrivacyLevel.ENVELOPE:
         return clear_envelope(package, bids, request_mw, objective=objective)
     t0 = time.perf_counter()
