@@ -38,13 +38,27 @@ import math
 import secrets
 from collections import defaultdict
 
+import numpy as np
+
 from flexcore.district.clock import FrameClock
-from flexcore.fpu.base import FlexibilityUnit, contract_violation
+from flexcore.fpu.base import (
+    _TOL_MW as TOL_MW,
+)
+from flexcore.fpu.base import (
+    MIN_OFFER_MW,
+    FlexibilityUnit,
+    contract_violation,
+    violation_reason,
+)
+from flexcore.fpu.fleet import _max, _min, array_groups
 from flexcore.grid.district_grid import building_table
 from simulators import FrameSimulator, building_profiles, meta_from_table
 from simulators.fpu_ports import PORT_MODEL, ExternalUnit
 
 DIRECTIONS = ("up", "down")
+#: run the default unit classes as arrays (flexcore.fpu.fleet); False: every unit as an
+#: object (the reference the arrays are tested against)
+ARRAYS = True
 ATTRS_OUT = (
     ("offers", "bids of the frame (list of dicts, per-run bid pseudonyms)"),
     ("P_base[MW]", "baseline injection per unit"),
@@ -108,6 +122,7 @@ class FPUSim(FrameSimulator):
         self.units = assign_units(self._table, profiles=self._profiles, config=self._specs,
                                   seed=self._seed)
         self._day = None
+        self._plan_key = None
 
     def _create_ports(self, num, *, unit_id: str, building: str):
         """One ``Port`` per external unit (after the Fleet, before ``catalog()``)."""
@@ -189,8 +204,7 @@ class FPUSim(FrameSimulator):
         if self._offered_at != time:
             if self._ports:
                 self._receive_ports(inputs)
-            self._offer(frame)
-            self._out["offers"] = self._public(self._out["offers"])
+            self._offer(frame)  # offers already public (pseudonyms)
             self._offered_at = time
         else:
             self._dispatch(frame, self._unit_setpoints(setpoints))
@@ -199,55 +213,159 @@ class FPUSim(FrameSimulator):
                                   for eid, u in self._ports.items()}
         return time + self.clock.step_s
 
+    def _plan(self) -> tuple[list, list[tuple], list[int]]:
+        """(members, array groups with their positions, positions run object by object)
+        for the current members (rebuilt after a reset or a new port)."""
+        members = self._members
+        key = (id(self.units), len(members))
+        if getattr(self, "_plan_key", None) != key:
+            groups = array_groups(self.units, self._profiles) if ARRAYS else []
+            grouped = {int(k) for _, pos in groups for k in pos}
+            self._plan_cache = (members, groups,
+                                [k for k in range(len(members)) if k not in grouped])
+            self._plan_key = key
+        return self._plan_cache
+
+    def _evaluate(self, frame) -> tuple[list, list, list, list, list, dict[int, str]]:
+        """The grouped units' (baseline, profile, down, up) as lists over all members (None
+        where a unit runs as an object), their prices up and down, and {position: reason}
+        for the grouped units that break the contract."""
+        members, groups, _ = self._plan()
+        n = len(members)
+        vals = [np.full(n, np.nan) for _ in range(6)]
+        bad: dict[int, str] = {}
+        for group, pos in groups:
+            group.pull()
+            b, p, d, u = group.evaluate(frame)
+            for arr, x in zip(vals, (b, p, d, u, group.price_up, group.price_down)):
+                arr[pos] = x
+            ok = (np.isfinite(b) & np.isfinite(p) & np.isfinite(d) & np.isfinite(u)
+                  & (d <= TOL_MW) & (u >= -TOL_MW))
+            for j in np.flatnonzero(~ok):
+                k = int(pos[j])
+                bad[k] = violation_reason(float(b[j]), float(p[j]), float(d[j]), float(u[j]))
+        return [v.tolist() for v in vals] + [bad]
+
     def _offer(self, frame) -> None:
         key = self.clock.state_key(frame)  # day type; calendar runs: None (carry) or date
         if self._day is not None and self._day != key:
             self._reset()
         self._day = key
-        offers, base, dbase = [], {}, defaultdict(float)
+        members, _, objects = self._plan()
+        bl, pl, dl, ul, pup, pdown, bad = self._evaluate(frame)
+        objects = set(objects)
+        offers, public, base, dbase = [], [], {}, defaultdict(float)
         self._flagged = {}
-        for u in self._members:
-            reason = self._input_problems.get(u.unit_id) or contract_violation(u, frame)
+        pseudo = self._pseudo
+        for k, u in enumerate(members):
+            uid = u.unit_id
+            if k in objects:
+                reason = self._input_problems.get(uid) or contract_violation(u, frame)
+                unit_offers = [] if reason else [
+                    (o.direction, o.volume_mw, o.price_eur_per_mwh, o.min_mw, o.indivisible)
+                    for o in u.offers(frame)]
+            else:
+                reason = bad.get(k, "")
+                unit_offers = []
+                if not reason:
+                    if ul[k] >= MIN_OFFER_MW:
+                        unit_offers.append(("up", ul[k], pup[k], 0.0, False))
+                    if dl[k] <= -MIN_OFFER_MW:
+                        unit_offers.append(("down", dl[k], pdown[k], 0.0, False))
             if reason:  # flag and neutralise: no offers, baseline (or profile) injection
-                self._flagged[u.unit_id] = reason
+                self._flagged[uid] = reason
+            for d, v, price, min_mw, indivisible in unit_offers:
+                bid = f"{uid}:{d}"
+                offers.append({"bid_id": bid, "unit_id": uid, "volume_mw": v,
+                               "price_eur_per_mwh": price, "min_mw": min_mw,
+                               "indivisible": indivisible})
+                public.append({"bid_id": pseudo[bid], "volume_mw": v,
+                               "price_eur_per_mwh": price, "min_mw": min_mw,
+                               "indivisible": indivisible})
+            if k in objects:
+                if reason:
+                    b, prof = _neutral_power_mw(u, frame), _neutral_profile_mw(u, frame)
+                else:
+                    b, prof = u.baseline_mw(frame), u.profile_mw(frame)
+            elif reason:
+                b, prof = _neutral(bl[k], pl[k])
             else:
-                for o in u.offers(frame):
-                    offers.append({"bid_id": f"{u.unit_id}:{o.direction}",
-                                   "unit_id": u.unit_id, "volume_mw": o.volume_mw,
-                                   "price_eur_per_mwh": o.price_eur_per_mwh,
-                                   "min_mw": o.min_mw, "indivisible": o.indivisible})
-            if reason:
-                b, prof = _neutral_power_mw(u, frame), _neutral_profile_mw(u, frame)
-            else:
-                b, prof = u.baseline_mw(frame), u.profile_mw(frame)
-            base[u.unit_id] = b
+                b, prof = bl[k], pl[k]
+            base[uid] = b
             dbase[u.building_id] += b - prof
-        self._out = {"offers": offers, "P_base[MW]": base, "dP_base[MW]": dict(dbase),
+        self._out = {"offers": public, "P_base[MW]": base, "dP_base[MW]": dict(dbase),
                      "flagged": dict(self._flagged)}
         self._base, self._offered = base, offered_by_unit(offers)
 
     def _dispatch(self, frame, setpoints: dict[str, float]) -> None:
-        power, profile, dp, clipped, applied = {}, {}, defaultdict(float), {}, {}
+        members, groups, objects = self._plan()
+        n = len(members)
+        # by member position: power, profile part, applied activation (None: flagged),
+        # clip reason ("" : not clipped)
+        pw: list = [0.0] * n
+        pr: list = [0.0] * n
+        act: list = [None] * n
+        why: list = [""] * n
         flagged = getattr(self, "_flagged", {})
-        for u in self._members:
-            if u.unit_id in flagged:  # neutralised: no activation, state advanced at baseline
-                p, prof = _neutral_power_mw(u, frame), _neutral_profile_mw(u, frame)
-                u.advance(frame, p)
+        for k in objects:
+            u = members[k]
+            if u.unit_id in flagged:  # neutralised: no activation, advanced at baseline
+                pw[k], pr[k] = _neutral_power_mw(u, frame), _neutral_profile_mw(u, frame)
+                u.advance(frame, pw[k])
             else:
                 d = u.dispatch(frame, float(setpoints.get(u.unit_id, 0.0)))
-                if d.clipped:
-                    clipped[u.unit_id] = d.reason
-                applied[u.unit_id] = d.applied_mw
-                p, prof = u.power_mw(frame), u.profile_mw(frame)
+                why[k], act[k] = (d.reason if d.clipped else ""), d.applied_mw
+                pw[k], pr[k] = u.power_mw(frame), u.profile_mw(frame)
                 u.step(frame)
-            power[u.unit_id], profile[u.unit_id] = p, prof
-            dp[u.building_id] += p - prof
+        for group, pos in groups:
+            self._dispatch_group(group, pos, frame, setpoints, flagged, pw, pr, act, why)
+        power, profile, dp, clipped, applied = {}, {}, defaultdict(float), {}, {}
+        for k, u in enumerate(members):
+            uid = u.unit_id
+            if why[k]:
+                clipped[uid] = why[k]
+            if act[k] is not None:
+                applied[uid] = act[k]
+            power[uid], profile[uid] = pw[k], pr[k]
+            dp[u.building_id] += pw[k] - pr[k]
         self._out = {"P[MW]": power, "dP[MW]": dict(dp), "clipped": clipped,
                      "flagged": dict(flagged),
-                     "units": unit_records(self._members, base=getattr(self, "_base", {}),
+                     "units": unit_records(members, base=getattr(self, "_base", {}),
                                            offered=getattr(self, "_offered", {}),
                                            setpoints=setpoints, applied=applied, power=power,
                                            profile=profile, clipped=clipped, flagged=flagged)}
+
+    @staticmethod
+    def _dispatch_group(group, pos, frame, setpoints: dict[str, float], flagged: dict,
+                        pw: list, pr: list, act: list, why: list) -> None:
+        """FlexibilityUnit.dispatch, power_mw and step (or the neutral advance of a flagged
+        unit) for the units of an array group at member positions ``pos``; fills the
+        lists of :meth:`_dispatch`."""
+        group.pull()
+        b, p, down, up = group.evaluate(frame)
+        ids = [u.unit_id for u in group.units]
+        bad = [uid in flagged for uid in ids]
+        sp = np.array([0.0 if bad[j] else float(setpoints.get(uid, 0.0))
+                       for j, uid in enumerate(ids)])
+        if not np.isfinite(sp).all():
+            j = int(np.flatnonzero(~np.isfinite(sp))[0])
+            raise ValueError(f"unit {ids[j]}: set-point must be finite, got {float(sp[j])!r}")
+        above, below = sp > up + TOL_MW, sp < down - TOL_MW
+        a = np.where(above, up, np.where(below, down, _min(_max(sp, down), up)))
+        power = (b + a).tolist()
+        bl, pl, al = b.tolist(), p.tolist(), a.tolist()
+        for j, k in enumerate(pos.tolist()):
+            if bad[j]:
+                power[j], pl[j] = _neutral(bl[j], pl[j])
+            else:
+                act[k] = al[j]
+                if above[j]:
+                    why[k] = f"above the upward limit {float(up[j]):.6g} MW"
+                elif below[j]:
+                    why[k] = f"below the downward limit {float(down[j]):.6g} MW"
+            pw[k], pr[k] = power[j], pl[j]
+        group.advance(frame, np.array(power))
+        group.push()
 
 
 def offered_by_unit(offers: list[dict]) -> dict[str, tuple[float, float]]:
@@ -322,6 +440,13 @@ def _finite_or(x, default: float) -> float:
 def _neutral_profile_mw(unit, frame) -> float:
     """A flagged unit's profile part (0 if not a finite number)."""
     return _finite_or(unit.profile_mw(frame), 0.0)
+
+
+def _neutral(baseline_mw: float, profile_mw: float) -> tuple[float, float]:
+    """A flagged unit's (power, profile part) from its values, as :func:`_neutral_power_mw`
+    and :func:`_neutral_profile_mw` compute them."""
+    prof = _finite_or(profile_mw, 0.0)
+    return _finite_or(baseline_mw, prof), prof
 
 
 def _neutral_power_mw(unit, frame) -> float:

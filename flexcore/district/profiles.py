@@ -364,6 +364,11 @@ class BuildingProfiles:
             cache[key] = hit
         return hit
 
+    def frame_means_kw(self, frame: Frame) -> tuple[np.ndarray, np.ndarray]:
+        """(load kW, PV kW) means over ``frame`` for every building (read-only arrays in the
+        order of ``building_ids``; :meth:`load_mw` is one entry / 1000)."""
+        return self._frame_means(frame)
+
     def load_mw(self, building_id: str, frame: Frame) -> float:
         """Mean consumption of one building over a frame (MW, >= 0)."""
         return float(self._frame_means(frame)[0][self.index_of(building_id)]) / 1000.0

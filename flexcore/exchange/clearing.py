@@ -39,7 +39,7 @@ import json
 import math
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -159,8 +159,13 @@ class ClearingResult:
 
     def to_json_dict(self) -> dict[str, Any]:
         """The ``CLEARING.json`` object."""
-        d = asdict(self)
+        # as dataclasses.asdict would give it, without its deep copy of every number (the
+        # maps hold one float per bid or row: copies of the dicts are enough)
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        for key in ("activation_mw", "predicted_vm_pu", "predicted_loading_percent"):
+            d[key] = dict(d[key])
         d["status"] = self.status.value  # a plain str, as in every file
+        d["diagnosis"] = None if self.diagnosis is None else asdict(self.diagnosis)
         return {"format": FORMAT, "version": VERSION, **d}
 
 
