@@ -254,9 +254,8 @@ class FPUSim(FrameSimulator):
         members, _, objects = self._plan()
         bl, pl, dl, ul, pup, pdown, bad = self._evaluate(frame)
         objects = set(objects)
-        offers, public, base, dbase = [], [], {}, defaultdict(float)
+        public, base, dbase, offered = [], {}, defaultdict(float), {}
         self._flagged = {}
-        pseudo = self._pseudo
         for k, u in enumerate(members):
             uid = u.unit_id
             if k in objects:
@@ -275,13 +274,12 @@ class FPUSim(FrameSimulator):
             if reason:  # flag and neutralise: no offers, baseline (or profile) injection
                 self._flagged[uid] = reason
             for d, v, price, min_mw, indivisible in unit_offers:
-                bid = f"{uid}:{d}"
-                offers.append({"bid_id": bid, "unit_id": uid, "volume_mw": v,
+                public.append({"bid_id": self._pseudo[f"{uid}:{d}"], "volume_mw": v,
                                "price_eur_per_mwh": price, "min_mw": min_mw,
                                "indivisible": indivisible})
-                public.append({"bid_id": pseudo[bid], "volume_mw": v,
-                               "price_eur_per_mwh": price, "min_mw": min_mw,
-                               "indivisible": indivisible})
+                up, down = offered.get(uid, (0.0, 0.0))  # as offered_by_unit sums them
+                v = float(v)
+                offered[uid] = (up + v, down) if v > 0 else (up, down + v)
             if k in objects:
                 if reason:
                     b, prof = _neutral_power_mw(u, frame), _neutral_profile_mw(u, frame)
@@ -295,7 +293,7 @@ class FPUSim(FrameSimulator):
             dbase[u.building_id] += b - prof
         self._out = {"offers": public, "P_base[MW]": base, "dP_base[MW]": dict(dbase),
                      "flagged": dict(self._flagged)}
-        self._base, self._offered = base, offered_by_unit(offers)
+        self._base, self._offered = base, offered
 
     def _dispatch(self, frame, setpoints: dict[str, float]) -> None:
         members, groups, objects = self._plan()
@@ -386,6 +384,8 @@ def unit_class(unit) -> str:
 
 
 def _state_number(x) -> float | None:
+    if type(x) is float:  # the common case, as below
+        return x if math.isfinite(x) else None
     try:
         x = float(x)
     except (TypeError, ValueError):
@@ -405,24 +405,25 @@ def unit_records(units, *, base: dict, offered: dict, setpoints: dict, applied: 
     ``clip_reason``, ``flagged``; and ``state``: key -> values of
     the units' ``state()`` after the frame (None where a unit has no such key or a value
     is not a finite number)."""
-    cols: dict = {k: [] for k in ("unit_id", "building", "class", "baseline_mw",
-                                  "offered_up_mw", "offered_down_mw", "requested_mw",
-                                  "applied_mw", "p_mw", "profile_mw", "clipped",
-                                  "clip_reason", "flagged")}
-    states = []
-    for u in units:
-        uid = u.unit_id
-        up, down = offered.get(uid, (0.0, 0.0))
-        bad = uid in flagged
-        for key, x in (("unit_id", uid), ("building", u.building_id), ("class", unit_class(u)),
-                       ("baseline_mw", float(base.get(uid, power[uid]))),
-                       ("offered_up_mw", up), ("offered_down_mw", down),
-                       ("requested_mw", float(setpoints.get(uid, 0.0))),
-                       ("applied_mw", float(applied.get(uid, 0.0))), ("p_mw", power[uid]),
-                       ("profile_mw", float(profile[uid])), ("clipped", uid in clipped),
-                       ("clip_reason", clipped.get(uid, "")), ("flagged", bad)):
-            cols[key].append(x)
-        states.append(u.state() or {})
+    ids = [u.unit_id for u in units]
+    none = (0.0, 0.0)
+    ups = [offered.get(uid, none) for uid in ids]
+    cols: dict = {
+        "unit_id": ids,
+        "building": [u.building_id for u in units],
+        "class": [unit_class(u) for u in units],
+        "baseline_mw": [float(base.get(uid, power[uid])) for uid in ids],
+        "offered_up_mw": [up for up, _ in ups],
+        "offered_down_mw": [down for _, down in ups],
+        "requested_mw": [float(setpoints.get(uid, 0.0)) for uid in ids],
+        "applied_mw": [float(applied.get(uid, 0.0)) for uid in ids],
+        "p_mw": [power[uid] for uid in ids],
+        "profile_mw": [float(profile[uid]) for uid in ids],
+        "clipped": [uid in clipped for uid in ids],
+        "clip_reason": [clipped.get(uid, "") for uid in ids],
+        "flagged": [uid in flagged for uid in ids],
+    }
+    states = [u.state() or {} for u in units]
     keys = sorted({k for st in states for k in st})
     cols["state"] = {k: [_state_number(st[k]) if k in st else None for st in states]
                      for k in keys}
