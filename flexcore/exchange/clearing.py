@@ -215,6 +215,11 @@ def _str(src: str, name: str, value: Any, *, optional: bool = False) -> str | No
 def _num_map(src: str, name: str, value: Any) -> dict[str, float]:
     if not isinstance(value, dict):
         raise ClearingFileError(f"{src}: field '{name}' must be an object {{key: number}}")
+    # the common case at once (str keys, finite floats: the same dict as below); any
+    # other value goes through _num, which names the first bad one
+    if all(type(v) is float for v in value.values()) and all(type(k) is str for k in value):
+        if np.isfinite(np.fromiter(value.values(), float, len(value))).all():
+            return dict(value)
     return {str(k): _num(src, f"{name}.{k}", v) for k, v in value.items()}
 
 
