@@ -331,15 +331,16 @@ class FPUSim(FrameSimulator):
                      "units": unit_records(members, base=getattr(self, "_base", {}),
                                            offered=getattr(self, "_offered", {}),
                                            setpoints=setpoints, applied=applied, power=power,
-                                           profile=profile, clipped=clipped, flagged=flagged)}
+                                           profile=profile, clipped=clipped, flagged=flagged,
+                                           state=state_columns(members, groups, objects))}
 
     @staticmethod
     def _dispatch_group(group, pos, frame, setpoints: dict[str, float], flagged: dict,
                         pw: list, pr: list, act: list, why: list) -> None:
         """FlexibilityUnit.dispatch, power_mw and step (or the neutral advance of a flagged
         unit) for the units of an array group at member positions ``pos``; fills the
-        lists of :meth:`_dispatch`."""
-        group.pull()
+        lists of :meth:`_dispatch`. (The group read its units' state in the frame's offer
+        step; nothing changes them in between.)"""
         b, p, down, up = group.evaluate(frame)
         ids = [u.unit_id for u in group.units]
         bad = [uid in flagged for uid in ids]
@@ -394,7 +395,8 @@ def _state_number(x) -> float | None:
 
 
 def unit_records(units, *, base: dict, offered: dict, setpoints: dict, applied: dict,
-                 power: dict, profile: dict, clipped: dict, flagged: dict) -> dict:
+                 power: dict, profile: dict, clipped: dict, flagged: dict,
+                 state: dict[str, list] | None = None) -> dict:
     """The fleet's per-unit record of a dispatched frame (the ``units`` output), as columns
     of equal length: ``unit_id, building, class, baseline_mw, offered_up_mw,
     offered_down_mw, requested_mw`` (the set-point sent, sum of the unit's bids),
@@ -404,7 +406,7 @@ def unit_records(units, *, base: dict, offered: dict, setpoints: dict, applied: 
     profile; the grid's own figure from :meth:`FPUSim._dispatch`), ``clipped``,
     ``clip_reason``, ``flagged``; and ``state``: key -> values of
     the units' ``state()`` after the frame (None where a unit has no such key or a value
-    is not a finite number)."""
+    is not a finite number; given as ``state`` by the array path, :func:`state_columns`)."""
     ids = [u.unit_id for u in units]
     none = (0.0, 0.0)
     ups = [offered.get(uid, none) for uid in ids]
@@ -423,11 +425,32 @@ def unit_records(units, *, base: dict, offered: dict, setpoints: dict, applied: 
         "clip_reason": [clipped.get(uid, "") for uid in ids],
         "flagged": [uid in flagged for uid in ids],
     }
-    states = [u.state() or {} for u in units]
-    keys = sorted({k for st in states for k in st})
-    cols["state"] = {k: [_state_number(st[k]) if k in st else None for st in states]
-                     for k in keys}
+    if state is None:
+        states = [u.state() or {} for u in units]
+        keys = sorted({k for st in states for k in st})
+        state = {k: [_state_number(st[k]) if k in st else None for st in states]
+                 for k in keys}
+    cols["state"] = state
     return cols
+
+
+def state_columns(members, groups, objects) -> dict[str, list]:
+    """``unit_records``'s ``state`` columns: the array groups' states (the same numbers as
+    their units' ``state()``) and ``state()`` of the units run as objects."""
+    n = len(members)
+    cols: dict[str, list] = {}
+    for group, pos in groups:
+        for key, arr in group.state().items():
+            col = cols.setdefault(key, [None] * n)
+            vals = arr.tolist()
+            if not np.isfinite(arr).all():
+                vals = [x if math.isfinite(x) else None for x in vals]
+            for k, x in zip(pos.tolist(), vals):
+                col[k] = x
+    for k in objects:
+        for key, x in (members[k].state() or {}).items():
+            cols.setdefault(key, [None] * n)[k] = _state_number(x)
+    return {k: cols[k] for k in sorted(cols)}
 
 
 def _finite_or(x, default: float) -> float:
