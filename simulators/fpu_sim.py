@@ -256,8 +256,25 @@ class FPUSim(FrameSimulator):
         objects = set(objects)
         public, base, dbase, offered = [], {}, defaultdict(float), {}
         self._flagged = {}
+        pseudo = self._pseudo
         for k, u in enumerate(members):
             uid = u.unit_id
+            if k not in objects and k not in bad:  # an array unit within the contract
+                b, up, down = bl[k], ul[k], dl[k]
+                if up >= MIN_OFFER_MW:
+                    public.append({"bid_id": pseudo[f"{uid}:up"], "volume_mw": up,
+                                   "price_eur_per_mwh": pup[k], "min_mw": 0.0,
+                                   "indivisible": False})
+                if down <= -MIN_OFFER_MW:
+                    public.append({"bid_id": pseudo[f"{uid}:down"], "volume_mw": down,
+                                   "price_eur_per_mwh": pdown[k], "min_mw": 0.0,
+                                   "indivisible": False})
+                if up >= MIN_OFFER_MW or down <= -MIN_OFFER_MW:  # as offered_by_unit sums
+                    offered[uid] = (0.0 + up if up >= MIN_OFFER_MW else 0.0,
+                                    0.0 + down if down <= -MIN_OFFER_MW else 0.0)
+                base[uid] = b
+                dbase[u.building_id] += b - pl[k]
+                continue
             if k in objects:
                 reason = self._input_problems.get(uid) or contract_violation(u, frame)
                 unit_offers = [] if reason else [
@@ -274,7 +291,7 @@ class FPUSim(FrameSimulator):
             if reason:  # flag and neutralise: no offers, baseline (or profile) injection
                 self._flagged[uid] = reason
             for d, v, price, min_mw, indivisible in unit_offers:
-                public.append({"bid_id": self._pseudo[f"{uid}:{d}"], "volume_mw": v,
+                public.append({"bid_id": pseudo[f"{uid}:{d}"], "volume_mw": v,
                                "price_eur_per_mwh": price, "min_mw": min_mw,
                                "indivisible": indivisible})
                 up, down = offered.get(uid, (0.0, 0.0))  # as offered_by_unit sums them
