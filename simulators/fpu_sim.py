@@ -25,6 +25,13 @@ private maps: ``catalog()`` bid pseudonym -> building (the DSO's, for its linear
 ``unit_map()`` bid pseudonym -> unit id and direction (the run folder's, for unit-level
 results).
 
+Speed: the units of the default classes (battery, EV, heat pump, flexible load, PV
+curtailment, exactly those classes with the district's context) run as numpy arrays, one
+group per class (:mod:`flexcore.fpu.fleet`: the same formulas, the same bits as the unit
+methods; the unit objects keep their state, read before and written after every frame);
+every other unit, plug-in or external, runs object by object as the contract describes.
+``ARRAYS = False`` runs all of them as objects (the reference of tests/test_fleet_arrays.py).
+
 External units (mosaik simulators of their own): one ``Port`` entity per unit, created after
 the Fleet with the unit's id and building (see :mod:`simulators.fpu_ports` for its
 attributes); a port's unit takes part in the fleet's offers, pseudonyms, dispatch and
@@ -41,15 +48,8 @@ from collections import defaultdict
 import numpy as np
 
 from flexcore.district.clock import FrameClock
-from flexcore.fpu.base import (
-    _TOL_MW as TOL_MW,
-)
-from flexcore.fpu.base import (
-    MIN_OFFER_MW,
-    FlexibilityUnit,
-    contract_violation,
-    violation_reason,
-)
+from flexcore.fpu.base import _TOL_MW as TOL_MW
+from flexcore.fpu.base import MIN_OFFER_MW, FlexibilityUnit, contract_violation, violation_reason
 from flexcore.fpu.fleet import _max, _min, array_groups
 from flexcore.grid.district_grid import building_table
 from simulators import FrameSimulator, building_profiles, meta_from_table
@@ -181,11 +181,6 @@ class FPUSim(FrameSimulator):
                                                    "direction": d}
                 for u in self._members for d in DIRECTIONS}
 
-    def _public(self, offers: list[dict]) -> list[dict]:
-        """Offers as they leave the aggregator: pseudonym, no unit id."""
-        return [{k: v for k, v in o.items() if k != "unit_id"}
-                | {"bid_id": self._pseudo[o["bid_id"]]} for o in offers]
-
     def _unit_setpoints(self, setpoints: dict[str, float]) -> dict[str, float]:
         """Set-points by bid pseudonym -> by unit id (the sum of the unit's bids)."""
         out: dict[str, float] = {}
@@ -227,9 +222,9 @@ class FPUSim(FrameSimulator):
         return self._plan_cache
 
     def _evaluate(self, frame) -> tuple[list, list, list, list, list, dict[int, str]]:
-        """The grouped units' (baseline, profile, down, up) as lists over all members (None
-        where a unit runs as an object), their prices up and down, and {position: reason}
-        for the grouped units that break the contract."""
+        """The array units' baseline, profile part, feasible range (down, up) and prices
+        (up, down) as lists over all members (NaN where a unit runs as an object), and
+        {position: reason} for the array units that break the contract."""
         members, groups, _ = self._plan()
         n = len(members)
         vals = [np.full(n, np.nan) for _ in range(6)]
@@ -280,14 +275,8 @@ class FPUSim(FrameSimulator):
                 unit_offers = [] if reason else [
                     (o.direction, o.volume_mw, o.price_eur_per_mwh, o.min_mw, o.indivisible)
                     for o in u.offers(frame)]
-            else:
-                reason = bad.get(k, "")
-                unit_offers = []
-                if not reason:
-                    if ul[k] >= MIN_OFFER_MW:
-                        unit_offers.append(("up", ul[k], pup[k], 0.0, False))
-                    if dl[k] <= -MIN_OFFER_MW:
-                        unit_offers.append(("down", dl[k], pdown[k], 0.0, False))
+            else:  # an array unit that breaks the contract
+                reason, unit_offers = bad[k], []
             if reason:  # flag and neutralise: no offers, baseline (or profile) injection
                 self._flagged[uid] = reason
             for d, v, price, min_mw, indivisible in unit_offers:

@@ -6,9 +6,12 @@ other class runs object by object. For a fleet of hundreds of default units the 
 (``simulators.fpu_sim``) asks :func:`array_groups` for groups that evaluate the same
 formulas on numpy arrays, operation for operation (the same bits as the unit methods: the
 same IEEE operations in the same order, scalars such as ``exp`` and the COP computed as the
-classes do). The unit objects stay the truth: a group reads the units' state
-(:meth:`ArrayGroup.pull`) before it evaluates a frame and writes it back after it advanced
-them (:meth:`ArrayGroup.push`), so ``unit.soc`` and ``unit.state()`` are always current.
+classes do; where the classes take Python's ``max``/``min``, :func:`_max`/:func:`_min`
+keep their answer for NaN and signed zeros). The unit objects stay the truth for the
+state: a group reads the units' state (:meth:`ArrayGroup.pull`) before it evaluates a
+frame and writes it back after it advanced them (:meth:`ArrayGroup.push`), so ``unit.soc``
+and ``unit.state()`` are always current. Parameters (sizes, efficiencies, prices) are read
+once, when the group is built for a fleet (at the start of each day type).
 
 A unit is run by a group only if its class is exactly one of the default classes (a
 subclass may override any method) and its context is the district's: load and PV from the
