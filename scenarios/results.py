@@ -734,56 +734,17 @@ def write_plots(run_dir: Path, frames: pd.DataFrame, cfg) -> list[Path]:
       ``fig7_pf_vs_prediction_vm.png`` and ``fig8_pf_vs_prediction_loading.png`` (TSO
       prediction vs AC power flow at the critical buses and branches; need a dispatched frame).
 
-    ``flexcosim evaluate`` draws Figures 5-8 for its stand-alone single-frame study as well.
-
-    The three groups are drawn by two forked processes at once where that is safe (a
-    POSIX fork of a process with no other thread, not itself a daemon: the children
-    inherit the imported modules, so nothing is imported again); else one after the other.
-    Either way every figure is written before this returns, and an error in a figure
-    raises here as it would in one process (the tables are written before)."""
+    ``flexcosim evaluate`` draws Figures 5-8 for its stand-alone single-frame study as well."""
     import matplotlib
 
     matplotlib.use("Agg")
-    (Path(run_dir) / "plots").mkdir(exist_ok=True)
-    jobs = [(_over_time_plot, (run_dir, frames, cfg)),
-            (_grid_state_plots, (run_dir, frames, cfg)),
-            (critical_frame_plots, (run_dir, frames, cfg))]
-    pool = _plot_pool(len(jobs))
-    if pool is None:
-        return [p for fn, args in jobs for p in fn(*args)]
-    with pool:
-        futures = [pool.submit(fn, *args) for fn, args in jobs]
-        return [p for f in futures for p in f.result()]
-
-
-#: processes drawing the figures of a run (:func:`write_plots`); 1: in the runner itself
-PLOT_PROCESSES = 2
-
-
-def _plot_pool(jobs: int):
-    """A fork-based process pool for :func:`write_plots`, or None where forking is not
-    safe or would not help (one core, another thread running, a daemon process)."""
-    import multiprocessing
-    import threading
-
-    n = min(PLOT_PROCESSES, jobs, os.cpu_count() or 1)
-    if (n < 2 or "fork" not in multiprocessing.get_all_start_methods()
-            or threading.active_count() > 1 or multiprocessing.current_process().daemon):
-        return None
-    from concurrent.futures import ProcessPoolExecutor
-
-    return ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork"))
-
-
-def _over_time_plot(run_dir: Path, frames: pd.DataFrame, cfg) -> list[Path]:
     from flexcore.study.plotting import plot_over_time
 
-    return [plot_over_time(frames, Path(run_dir) / "plots" / "over_time.png",
-                           limits=cfg.dso.limits)]
-
-
-def _grid_state_plots(run_dir: Path, frames: pd.DataFrame, cfg) -> list[Path]:
-    return grid_state_plots(run_dir, frames, grid=cfg.grid)
+    out = Path(run_dir) / "plots"
+    out.mkdir(exist_ok=True)
+    paths = [plot_over_time(frames, out / "over_time.png", limits=cfg.dso.limits)]
+    return (paths + grid_state_plots(run_dir, frames, grid=cfg.grid)
+            + critical_frame_plots(run_dir, frames, cfg))
 
 
 def element_values(table: pd.DataFrame, frame: int, elements: pd.DataFrame) -> pd.DataFrame:
