@@ -49,8 +49,6 @@ class Validator(FrameSimulator):
             lp = np.array(list(ld.values()), float)
             acc["ac_violations"] = len(violations(self.limits, vm_pu=v, vm_keys=list(vm),
                                                   loading_percent=lp, loading_keys=list(ld)))
-            acc["ac_vm_min_pu"], acc["ac_vm_max_pu"] = float(v.min()), float(v.max())
-            acc["ac_max_loading_percent"] = float(np.abs(lp).max())
         report = one.get("report", {})  # format 2: predictions are the DSO's
         pv = clearing.get("predicted_vm_pu") or report.get("predicted_vm_pu", {})
         pl = (clearing.get("predicted_loading_percent")

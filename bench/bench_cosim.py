@@ -137,9 +137,15 @@ def compare(fast, ref) -> dict:
 
 def bench(*, scenario: str = "scenarios/bergwald.toml", day_types: str | None = None,
           frames: str | None = None, engines: tuple[str, ...] = ("fast", "pandapower"),
-          out_path: str | Path = "results/benchmarks/cosim.json") -> dict:
+          out_path: str | Path = "results/benchmarks/cosim.json",
+          baseline: str | Path | None = None) -> dict:
     """Time the scenario on each engine (no plots), the runpp loop and the power-flow-only
-    co-simulation of its frames; writes ``out_path`` and returns its content."""
+    co-simulation of its frames; writes ``out_path`` and returns its content. ``baseline``:
+    another checkout of flexcosim (e.g. a worktree of the previous commit) whose fast-engine
+    run is timed the same way in the same bench (``runs["baseline"]``), before and after
+    side by side; ``fast_vs_baseline`` compares their results."""
+    import os
+
     import pandas as pd
 
     from flexcore.runs import versions
@@ -147,24 +153,28 @@ def bench(*, scenario: str = "scenarios/bergwald.toml", day_types: str | None = 
     cfg = apply_overrides(load_config(scenario), day_types=day_types, frames=frames)
     cfg = dataclasses.replace(cfg, plots=False)
     runs, tables = {}, {}
+    todo = [(e, e, None) for e in engines]
+    if baseline is not None:
+        todo.append(("baseline", "fast", Path(baseline).resolve()))
     with tempfile.TemporaryDirectory() as tmp:
-        for engine in engines:
-            run_dir = Path(tmp) / f"run-{engine}"
-            cmd = [sys.executable, "-m", "bench.bench_cosim", "--scenario", scenario,
-                   "--one-run", engine, "--run-out", str(run_dir)]
+        for name, engine, checkout in todo:
+            run_dir = Path(tmp) / f"run-{name}"
+            cmd = [sys.executable, "-m", "bench.bench_cosim", "--scenario",
+                   str(Path(scenario).resolve()), "--one-run", engine, "--run-out", str(run_dir)]
             cmd += ["--day-types", day_types] if day_types else []
             cmd += ["--frames", frames] if frames else []
+            env = None if checkout is None else {**os.environ, "PYTHONPATH": str(checkout)}
             t0, c0 = time.perf_counter(), _children_cpu_s()
-            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, cwd=checkout, env=env)
             process_s, cpu_s = time.perf_counter() - t0, _children_cpu_s() - c0
             summary = json.loads((run_dir / "summary.json").read_text())
-            tables[engine] = pd.read_parquet(run_dir / "timeseries" / "frames.parquet")
-            n = len(tables[engine])
+            tables[name] = pd.read_parquet(run_dir / "timeseries" / "frames.parquet")
+            n = len(tables[name])
             wall = summary["wall_time_s"]
-            runs[engine] = {"wall_s": wall, "process_wall_s": process_s,
+            runs[name] = {"wall_s": wall, "process_wall_s": process_s,
                             "process_cpu_s": cpu_s, "frames_per_s": n / wall,
                             "extrapolated_864_frames_s": wall / n * 864,
-                            "dso_time_s": float(tables[engine]["dso_time_s"].sum()),
+                            "dso_time_s": float(tables[name]["dso_time_s"].sum()),
                             "summary": summary}
     loop = runpp_loop(cfg)
     t_pf, n = pf_only(cfg)
@@ -181,6 +191,11 @@ def bench(*, scenario: str = "scenarios/bergwald.toml", day_types: str | None = 
         out["speedup_fast_vs_pandapower"] = runs["pandapower"]["wall_s"] / runs["fast"]["wall_s"]
         out["cpu_speedup_fast_vs_pandapower"] = (runs["pandapower"]["process_cpu_s"]
                                                  / runs["fast"]["process_cpu_s"])
+    if "fast" in tables and "baseline" in tables:
+        out["fast_vs_baseline"] = compare(tables["fast"], tables["baseline"])
+        out["speedup_fast_vs_baseline"] = runs["baseline"]["wall_s"] / runs["fast"]["wall_s"]
+        out["cpu_speedup_fast_vs_baseline"] = (runs["baseline"]["process_cpu_s"]
+                                               / runs["fast"]["process_cpu_s"])
     path = Path(out_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1))
@@ -196,6 +211,9 @@ def main(argv: list[str] | None = None, *, quick: bool = False) -> int:
     ap.add_argument("--engines", default="fast,pandapower",
                     help="comma-separated: fast, pandapower (default both)")
     ap.add_argument("--out", default="results/benchmarks/cosim.json")
+    ap.add_argument("--baseline", metavar="CHECKOUT",
+                    help="another flexcosim checkout (e.g. a worktree of main) timed the same "
+                         "way in the same bench: before/after side by side")
     ap.add_argument("--one-run", metavar="ENGINE", help=argparse.SUPPRESS)  # internal: one run
     ap.add_argument("--run-out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -207,7 +225,7 @@ def main(argv: list[str] | None = None, *, quick: bool = False) -> int:
         return 0
     engines = tuple(e.strip() for e in args.engines.split(",") if e.strip())
     out = bench(scenario=args.scenario, day_types=args.day_types, frames=args.frames,
-                engines=engines, out_path=args.out)
+                engines=engines, out_path=args.out, baseline=args.baseline)
     print(f"== co-simulation (written to {args.out})")
     print(json.dumps({k: ({e: {x: y for x, y in r.items() if x != "summary"}
                            for e, r in v.items()} if k == "runs" else v)

@@ -45,11 +45,31 @@ def meta_from_table(models: dict[str, dict[str, Any]], *, sim_type: str,
             "extra_methods": list(extra_methods)}
 
 
+#: BuildingProfiles by (building table content, seed, pv_penetration): BuildingSim and
+#: FPUSim of one process (``starter = "python"``) compute the district's year once
+_PROFILES: dict[tuple, Any] = {}
+_PROFILES_KEPT = 4
+
+
 def building_profiles(table, *, seed: int, pv_penetration: float):
+    """The district's :class:`~flexcore.district.profiles.BuildingProfiles`, computed once
+    per process for the same table, seed and penetration (read-only once built)."""
+    import pandas as pd
+
     from flexcore.district.profiles import BuildingProfiles
 
-    return BuildingProfiles.from_table(table, seed=seed, pv_penetration=pv_penetration)
-
+    key = (tuple(map(str, table.columns)),
+           pd.util.hash_pandas_object(table, index=True).to_numpy().tobytes(),
+           int(seed), float(pv_penetration))
+    hit = _PROFILES.get(key)
+    if hit is None:
+        hit = BuildingProfiles.from_table(table, seed=seed, pv_penetration=pv_penetration)
+        for arr in (hit._load_kw, hit._pv_kw, hit._tan_phi, hit.annual_kwh):
+            arr.flags.writeable = False  # shared by the simulators of the process
+        if len(_PROFILES) >= _PROFILES_KEPT:
+            _PROFILES.clear()
+        _PROFILES[key] = hit
+    return hit
 
 
 def end_with_parent(*, poll_s: float = 1.0) -> None:

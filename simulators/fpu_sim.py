@@ -25,6 +25,13 @@ private maps: ``catalog()`` bid pseudonym -> building (the DSO's, for its linear
 ``unit_map()`` bid pseudonym -> unit id and direction (the run folder's, for unit-level
 results).
 
+Speed: the units of the default classes (battery, EV, heat pump, flexible load, PV
+curtailment, exactly those classes with the district's context) run as numpy arrays, one
+group per class (:mod:`flexcore.fpu.fleet`: the same formulas, the same bits as the unit
+methods; the unit objects keep their state, read before and written after every frame);
+every other unit, plug-in or external, runs object by object as the contract describes.
+``ARRAYS = False`` runs all of them as objects (the reference of tests/test_fleet_arrays.py).
+
 External units (mosaik simulators of their own): one ``Port`` entity per unit, created after
 the Fleet with the unit's id and building (see :mod:`simulators.fpu_ports` for its
 attributes); a port's unit takes part in the fleet's offers, pseudonyms, dispatch and
@@ -38,13 +45,20 @@ import math
 import secrets
 from collections import defaultdict
 
+import numpy as np
+
 from flexcore.district.clock import FrameClock
-from flexcore.fpu.base import FlexibilityUnit, contract_violation
+from flexcore.fpu.base import _TOL_MW as TOL_MW
+from flexcore.fpu.base import MIN_OFFER_MW, FlexibilityUnit, contract_violation, violation_reason
+from flexcore.fpu.fleet import _max, _min, array_groups
 from flexcore.grid.district_grid import building_table
 from simulators import FrameSimulator, building_profiles, meta_from_table
 from simulators.fpu_ports import PORT_MODEL, ExternalUnit
 
 DIRECTIONS = ("up", "down")
+#: run the default unit classes as arrays (flexcore.fpu.fleet); False: every unit as an
+#: object (the reference the arrays are tested against)
+ARRAYS = True
 ATTRS_OUT = (
     ("offers", "bids of the frame (list of dicts, per-run bid pseudonyms)"),
     ("P_base[MW]", "baseline injection per unit"),
@@ -108,6 +122,7 @@ class FPUSim(FrameSimulator):
         self.units = assign_units(self._table, profiles=self._profiles, config=self._specs,
                                   seed=self._seed)
         self._day = None
+        self._plan_key = None
 
     def _create_ports(self, num, *, unit_id: str, building: str):
         """One ``Port`` per external unit (after the Fleet, before ``catalog()``)."""
@@ -166,11 +181,6 @@ class FPUSim(FrameSimulator):
                                                    "direction": d}
                 for u in self._members for d in DIRECTIONS}
 
-    def _public(self, offers: list[dict]) -> list[dict]:
-        """Offers as they leave the aggregator: pseudonym, no unit id."""
-        return [{k: v for k, v in o.items() if k != "unit_id"}
-                | {"bid_id": self._pseudo[o["bid_id"]]} for o in offers]
-
     def _unit_setpoints(self, setpoints: dict[str, float]) -> dict[str, float]:
         """Set-points by bid pseudonym -> by unit id (the sum of the unit's bids)."""
         out: dict[str, float] = {}
@@ -189,8 +199,7 @@ class FPUSim(FrameSimulator):
         if self._offered_at != time:
             if self._ports:
                 self._receive_ports(inputs)
-            self._offer(frame)
-            self._out["offers"] = self._public(self._out["offers"])
+            self._offer(frame)  # offers already public (pseudonyms)
             self._offered_at = time
         else:
             self._dispatch(frame, self._unit_setpoints(setpoints))
@@ -199,55 +208,169 @@ class FPUSim(FrameSimulator):
                                   for eid, u in self._ports.items()}
         return time + self.clock.step_s
 
+    def _plan(self) -> tuple[list, list[tuple], list[int]]:
+        """(members, array groups with their positions, positions run object by object)
+        for the current members (rebuilt after a reset or a new port)."""
+        members = self._members
+        key = (id(self.units), len(members))
+        if getattr(self, "_plan_key", None) != key:
+            groups = array_groups(self.units, self._profiles) if ARRAYS else []
+            grouped = {int(k) for _, pos in groups for k in pos}
+            self._plan_cache = (members, groups,
+                                [k for k in range(len(members)) if k not in grouped])
+            self._plan_key = key
+        return self._plan_cache
+
+    def _evaluate(self, frame) -> tuple[list, list, list, list, list, dict[int, str]]:
+        """The array units' baseline, profile part, feasible range (down, up) and prices
+        (up, down) as lists over all members (NaN where a unit runs as an object), and
+        {position: reason} for the array units that break the contract."""
+        members, groups, _ = self._plan()
+        n = len(members)
+        vals = [np.full(n, np.nan) for _ in range(6)]
+        bad: dict[int, str] = {}
+        for group, pos in groups:
+            group.pull()
+            b, p, d, u = group.evaluate(frame)
+            for arr, x in zip(vals, (b, p, d, u, group.price_up, group.price_down)):
+                arr[pos] = x
+            ok = (np.isfinite(b) & np.isfinite(p) & np.isfinite(d) & np.isfinite(u)
+                  & (d <= TOL_MW) & (u >= -TOL_MW))
+            for j in np.flatnonzero(~ok):
+                k = int(pos[j])
+                bad[k] = violation_reason(float(b[j]), float(p[j]), float(d[j]), float(u[j]))
+        return [v.tolist() for v in vals] + [bad]
+
     def _offer(self, frame) -> None:
         key = self.clock.state_key(frame)  # day type; calendar runs: None (carry) or date
         if self._day is not None and self._day != key:
             self._reset()
         self._day = key
-        offers, base, dbase = [], {}, defaultdict(float)
+        members, _, objects = self._plan()
+        bl, pl, dl, ul, pup, pdown, bad = self._evaluate(frame)
+        objects = set(objects)
+        public, base, dbase, offered = [], {}, defaultdict(float), {}
         self._flagged = {}
-        for u in self._members:
-            reason = self._input_problems.get(u.unit_id) or contract_violation(u, frame)
+        pseudo = self._pseudo
+        for k, u in enumerate(members):
+            uid = u.unit_id
+            if k not in objects and k not in bad:  # an array unit within the contract
+                b, up, down = bl[k], ul[k], dl[k]
+                if up >= MIN_OFFER_MW:
+                    public.append({"bid_id": pseudo[f"{uid}:up"], "volume_mw": up,
+                                   "price_eur_per_mwh": pup[k], "min_mw": 0.0,
+                                   "indivisible": False})
+                if down <= -MIN_OFFER_MW:
+                    public.append({"bid_id": pseudo[f"{uid}:down"], "volume_mw": down,
+                                   "price_eur_per_mwh": pdown[k], "min_mw": 0.0,
+                                   "indivisible": False})
+                if up >= MIN_OFFER_MW or down <= -MIN_OFFER_MW:  # as offered_by_unit sums
+                    offered[uid] = (0.0 + up if up >= MIN_OFFER_MW else 0.0,
+                                    0.0 + down if down <= -MIN_OFFER_MW else 0.0)
+                base[uid] = b
+                dbase[u.building_id] += b - pl[k]
+                continue
+            if k in objects:
+                reason = self._input_problems.get(uid) or contract_violation(u, frame)
+                unit_offers = [] if reason else [
+                    (o.direction, o.volume_mw, o.price_eur_per_mwh, o.min_mw, o.indivisible)
+                    for o in u.offers(frame)]
+            else:  # an array unit that breaks the contract
+                reason, unit_offers = bad[k], []
             if reason:  # flag and neutralise: no offers, baseline (or profile) injection
-                self._flagged[u.unit_id] = reason
+                self._flagged[uid] = reason
+            for d, v, price, min_mw, indivisible in unit_offers:
+                public.append({"bid_id": pseudo[f"{uid}:{d}"], "volume_mw": v,
+                               "price_eur_per_mwh": price, "min_mw": min_mw,
+                               "indivisible": indivisible})
+                up, down = offered.get(uid, (0.0, 0.0))  # as offered_by_unit sums them
+                v = float(v)
+                offered[uid] = (up + v, down) if v > 0 else (up, down + v)
+            if k in objects:
+                if reason:
+                    b, prof = _neutral_power_mw(u, frame), _neutral_profile_mw(u, frame)
+                else:
+                    b, prof = u.baseline_mw(frame), u.profile_mw(frame)
+            elif reason:
+                b, prof = _neutral(bl[k], pl[k])
             else:
-                for o in u.offers(frame):
-                    offers.append({"bid_id": f"{u.unit_id}:{o.direction}",
-                                   "unit_id": u.unit_id, "volume_mw": o.volume_mw,
-                                   "price_eur_per_mwh": o.price_eur_per_mwh,
-                                   "min_mw": o.min_mw, "indivisible": o.indivisible})
-            if reason:
-                b, prof = _neutral_power_mw(u, frame), _neutral_profile_mw(u, frame)
-            else:
-                b, prof = u.baseline_mw(frame), u.profile_mw(frame)
-            base[u.unit_id] = b
+                b, prof = bl[k], pl[k]
+            base[uid] = b
             dbase[u.building_id] += b - prof
-        self._out = {"offers": offers, "P_base[MW]": base, "dP_base[MW]": dict(dbase),
+        self._out = {"offers": public, "P_base[MW]": base, "dP_base[MW]": dict(dbase),
                      "flagged": dict(self._flagged)}
-        self._base, self._offered = base, offered_by_unit(offers)
+        self._base, self._offered = base, offered
 
     def _dispatch(self, frame, setpoints: dict[str, float]) -> None:
-        power, profile, dp, clipped, applied = {}, {}, defaultdict(float), {}, {}
+        members, groups, objects = self._plan()
+        n = len(members)
+        # by member position: power, profile part, applied activation (None: flagged),
+        # clip reason ("" : not clipped)
+        pw: list = [0.0] * n
+        pr: list = [0.0] * n
+        act: list = [None] * n
+        why: list = [""] * n
         flagged = getattr(self, "_flagged", {})
-        for u in self._members:
-            if u.unit_id in flagged:  # neutralised: no activation, state advanced at baseline
-                p, prof = _neutral_power_mw(u, frame), _neutral_profile_mw(u, frame)
-                u.advance(frame, p)
+        for k in objects:
+            u = members[k]
+            if u.unit_id in flagged:  # neutralised: no activation, advanced at baseline
+                pw[k], pr[k] = _neutral_power_mw(u, frame), _neutral_profile_mw(u, frame)
+                u.advance(frame, pw[k])
             else:
                 d = u.dispatch(frame, float(setpoints.get(u.unit_id, 0.0)))
-                if d.clipped:
-                    clipped[u.unit_id] = d.reason
-                applied[u.unit_id] = d.applied_mw
-                p, prof = u.power_mw(frame), u.profile_mw(frame)
+                why[k], act[k] = (d.reason if d.clipped else ""), d.applied_mw
+                pw[k], pr[k] = u.power_mw(frame), u.profile_mw(frame)
                 u.step(frame)
-            power[u.unit_id], profile[u.unit_id] = p, prof
-            dp[u.building_id] += p - prof
+        for group, pos in groups:
+            self._dispatch_group(group, pos, frame, setpoints, flagged, pw, pr, act, why)
+        power, profile, dp, clipped, applied = {}, {}, defaultdict(float), {}, {}
+        for k, u in enumerate(members):
+            uid = u.unit_id
+            if why[k]:
+                clipped[uid] = why[k]
+            if act[k] is not None:
+                applied[uid] = act[k]
+            power[uid], profile[uid] = pw[k], pr[k]
+            dp[u.building_id] += pw[k] - pr[k]
         self._out = {"P[MW]": power, "dP[MW]": dict(dp), "clipped": clipped,
                      "flagged": dict(flagged),
-                     "units": unit_records(self._members, base=getattr(self, "_base", {}),
+                     "units": unit_records(members, base=getattr(self, "_base", {}),
                                            offered=getattr(self, "_offered", {}),
                                            setpoints=setpoints, applied=applied, power=power,
-                                           profile=profile, clipped=clipped, flagged=flagged)}
+                                           profile=profile, clipped=clipped, flagged=flagged,
+                                           state=state_columns(members, groups, objects))}
+
+    @staticmethod
+    def _dispatch_group(group, pos, frame, setpoints: dict[str, float], flagged: dict,
+                        pw: list, pr: list, act: list, why: list) -> None:
+        """FlexibilityUnit.dispatch, power_mw and step (or the neutral advance of a flagged
+        unit) for the units of an array group at member positions ``pos``; fills the
+        lists of :meth:`_dispatch`. (The group read its units' state in the frame's offer
+        step; nothing changes them in between.)"""
+        b, p, down, up = group.evaluate(frame)
+        ids = [u.unit_id for u in group.units]
+        bad = [uid in flagged for uid in ids]
+        sp = np.array([0.0 if bad[j] else float(setpoints.get(uid, 0.0))
+                       for j, uid in enumerate(ids)])
+        if not np.isfinite(sp).all():
+            j = int(np.flatnonzero(~np.isfinite(sp))[0])
+            raise ValueError(f"unit {ids[j]}: set-point must be finite, got {float(sp[j])!r}")
+        above, below = sp > up + TOL_MW, sp < down - TOL_MW
+        a = np.where(above, up, np.where(below, down, _min(_max(sp, down), up)))
+        power = (b + a).tolist()
+        bl, pl, al = b.tolist(), p.tolist(), a.tolist()
+        for j, k in enumerate(pos.tolist()):
+            if bad[j]:
+                power[j], pl[j] = _neutral(bl[j], pl[j])
+            else:
+                act[k] = al[j]
+                if above[j]:
+                    why[k] = f"above the upward limit {float(up[j]):.6g} MW"
+                elif below[j]:
+                    why[k] = f"below the downward limit {float(down[j]):.6g} MW"
+            pw[k], pr[k] = power[j], pl[j]
+        group.advance(frame, np.array(power))
+        group.push()
 
 
 def offered_by_unit(offers: list[dict]) -> dict[str, tuple[float, float]]:
@@ -268,6 +391,8 @@ def unit_class(unit) -> str:
 
 
 def _state_number(x) -> float | None:
+    if type(x) is float:  # the common case, as below
+        return x if math.isfinite(x) else None
     try:
         x = float(x)
     except (TypeError, ValueError):
@@ -276,7 +401,8 @@ def _state_number(x) -> float | None:
 
 
 def unit_records(units, *, base: dict, offered: dict, setpoints: dict, applied: dict,
-                 power: dict, profile: dict, clipped: dict, flagged: dict) -> dict:
+                 power: dict, profile: dict, clipped: dict, flagged: dict,
+                 state: dict[str, list] | None = None) -> dict:
     """The fleet's per-unit record of a dispatched frame (the ``units`` output), as columns
     of equal length: ``unit_id, building, class, baseline_mw, offered_up_mw,
     offered_down_mw, requested_mw`` (the set-point sent, sum of the unit's bids),
@@ -286,29 +412,51 @@ def unit_records(units, *, base: dict, offered: dict, setpoints: dict, applied: 
     profile; the grid's own figure from :meth:`FPUSim._dispatch`), ``clipped``,
     ``clip_reason``, ``flagged``; and ``state``: key -> values of
     the units' ``state()`` after the frame (None where a unit has no such key or a value
-    is not a finite number)."""
-    cols: dict = {k: [] for k in ("unit_id", "building", "class", "baseline_mw",
-                                  "offered_up_mw", "offered_down_mw", "requested_mw",
-                                  "applied_mw", "p_mw", "profile_mw", "clipped",
-                                  "clip_reason", "flagged")}
-    states = []
-    for u in units:
-        uid = u.unit_id
-        up, down = offered.get(uid, (0.0, 0.0))
-        bad = uid in flagged
-        for key, x in (("unit_id", uid), ("building", u.building_id), ("class", unit_class(u)),
-                       ("baseline_mw", float(base.get(uid, power[uid]))),
-                       ("offered_up_mw", up), ("offered_down_mw", down),
-                       ("requested_mw", float(setpoints.get(uid, 0.0))),
-                       ("applied_mw", float(applied.get(uid, 0.0))), ("p_mw", power[uid]),
-                       ("profile_mw", float(profile[uid])), ("clipped", uid in clipped),
-                       ("clip_reason", clipped.get(uid, "")), ("flagged", bad)):
-            cols[key].append(x)
-        states.append(u.state() or {})
-    keys = sorted({k for st in states for k in st})
-    cols["state"] = {k: [_state_number(st[k]) if k in st else None for st in states]
-                     for k in keys}
+    is not a finite number; given as ``state`` by the array path, :func:`state_columns`)."""
+    ids = [u.unit_id for u in units]
+    none = (0.0, 0.0)
+    ups = [offered.get(uid, none) for uid in ids]
+    cols: dict = {
+        "unit_id": ids,
+        "building": [u.building_id for u in units],
+        "class": [unit_class(u) for u in units],
+        "baseline_mw": [float(base.get(uid, power[uid])) for uid in ids],
+        "offered_up_mw": [up for up, _ in ups],
+        "offered_down_mw": [down for _, down in ups],
+        "requested_mw": [float(setpoints.get(uid, 0.0)) for uid in ids],
+        "applied_mw": [float(applied.get(uid, 0.0)) for uid in ids],
+        "p_mw": [power[uid] for uid in ids],
+        "profile_mw": [float(profile[uid]) for uid in ids],
+        "clipped": [uid in clipped for uid in ids],
+        "clip_reason": [clipped.get(uid, "") for uid in ids],
+        "flagged": [uid in flagged for uid in ids],
+    }
+    if state is None:
+        states = [u.state() or {} for u in units]
+        keys = sorted({k for st in states for k in st})
+        state = {k: [_state_number(st[k]) if k in st else None for st in states]
+                 for k in keys}
+    cols["state"] = state
     return cols
+
+
+def state_columns(members, groups, objects) -> dict[str, list]:
+    """``unit_records``'s ``state`` columns: the array groups' states (the same numbers as
+    their units' ``state()``) and ``state()`` of the units run as objects."""
+    n = len(members)
+    cols: dict[str, list] = {}
+    for group, pos in groups:
+        for key, arr in group.state().items():
+            col = cols.setdefault(key, [None] * n)
+            vals = arr.tolist()
+            if not np.isfinite(arr).all():
+                vals = [x if math.isfinite(x) else None for x in vals]
+            for k, x in zip(pos.tolist(), vals):
+                col[k] = x
+    for k in objects:
+        for key, x in (members[k].state() or {}).items():
+            cols.setdefault(key, [None] * n)[k] = _state_number(x)
+    return {k: cols[k] for k in sorted(cols)}
 
 
 def _finite_or(x, default: float) -> float:
@@ -322,6 +470,13 @@ def _finite_or(x, default: float) -> float:
 def _neutral_profile_mw(unit, frame) -> float:
     """A flagged unit's profile part (0 if not a finite number)."""
     return _finite_or(unit.profile_mw(frame), 0.0)
+
+
+def _neutral(baseline_mw: float, profile_mw: float) -> tuple[float, float]:
+    """A flagged unit's (power, profile part) from its values, as :func:`_neutral_power_mw`
+    and :func:`_neutral_profile_mw` compute them."""
+    prof = _finite_or(profile_mw, 0.0)
+    return _finite_or(baseline_mw, prof), prof
 
 
 def _neutral_power_mw(unit, frame) -> float:

@@ -37,10 +37,13 @@ buildings have PV: a boolean column ``has_pv`` if present, else a seeded random 
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
+import os
 import warnings
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -181,9 +184,71 @@ def _solar_inputs(year: int) -> dict[str, np.ndarray]:
     }
 
 
+#: bump when the PV year changes in a way the cache key below does not see
+PV_CACHE_FORMAT = 1
+
+
+def cache_dir() -> Path | None:
+    """Folder of flexcosim's disk cache: ``$FLEXCOSIM_CACHE_DIR``, default
+    ``~/.cache/flexcosim``; None (no disk cache) if the variable is ``off``."""
+    root = os.environ.get("FLEXCOSIM_CACHE_DIR", "")
+    if root.strip().lower() in ("off", "0", "no", "none"):
+        return None
+    return Path(root) if root else Path.home() / ".cache" / "flexcosim"
+
+
+@functools.lru_cache(maxsize=1)
+def _pv_inputs_key() -> str:
+    """Hash of everything a PV year depends on besides its arguments: this module's and
+    the weather module's code, the TRY weather file and the versions of the libraries that
+    compute it."""
+    from importlib.metadata import version
+
+    from flexcore.district import weather
+
+    h = hashlib.sha256(str(PV_CACHE_FORMAT).encode())
+    for path in (Path(__file__), Path(weather.__file__), weather.try_file()):
+        h.update(path.read_bytes())
+    for pkg in ("pvlib", "numpy", "pandas", "demandlib"):
+        h.update(f"{pkg}={version(pkg)}".encode())
+    return h.hexdigest()
+
+
 @functools.lru_cache(maxsize=256)
 def pv_year_per_kwp(tilt_deg: float, azimuth_deg: float, year: int = REFERENCE_YEAR) -> np.ndarray:
-    """AC output (kW per kWp, mean over each 15-min step) for a whole year; read-only."""
+    """AC output (kW per kWp, mean over each 15-min step) for a whole year; read-only.
+
+    Kept on disk (:func:`cache_dir`, ``pv/``, one ``.npy`` per orientation and year, the
+    same bits) under a key of the arguments and :func:`_pv_inputs_key`, so that the
+    processes of later runs and sweeps skip pvlib (its import and the solar position of
+    the year take ~2-3 s); a missing or unreadable file is computed again."""
+    root = cache_dir()
+    path = None
+    if root is not None:
+        key = hashlib.sha256(repr((float(tilt_deg), float(azimuth_deg), int(year),
+                                   _pv_inputs_key())).encode()).hexdigest()[:32]
+        path = root / "pv" / f"{key}.npy"
+        try:
+            out = np.load(path, allow_pickle=False)
+            if out.dtype == np.float64 and out.ndim == 1:
+                out.flags.writeable = False
+                return out
+        except (OSError, ValueError, EOFError):
+            pass
+    out = _pv_year_computed(tilt_deg, azimuth_deg, year)
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
+            np.save(tmp, out, allow_pickle=False)
+            os.replace(tmp, path)  # atomic: concurrent runs never read half a file
+        except OSError:
+            pass  # a read-only home: no disk cache
+    return out
+
+
+def _pv_year_computed(tilt_deg: float, azimuth_deg: float, year: int) -> np.ndarray:
+    """:func:`pv_year_per_kwp` computed with pvlib."""
     import pvlib
 
     s = _solar_inputs(year)
@@ -363,6 +428,11 @@ class BuildingProfiles:
                 cache.clear()
             cache[key] = hit
         return hit
+
+    def frame_means_kw(self, frame: Frame) -> tuple[np.ndarray, np.ndarray]:
+        """(load kW, PV kW) means over ``frame`` for every building (read-only arrays in the
+        order of ``building_ids``; :meth:`load_mw` is one entry / 1000)."""
+        return self._frame_means(frame)
 
     def load_mw(self, building_id: str, frame: Frame) -> float:
         """Mean consumption of one building over a frame (MW, >= 0)."""

@@ -39,7 +39,7 @@ import json
 import math
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -159,8 +159,13 @@ class ClearingResult:
 
     def to_json_dict(self) -> dict[str, Any]:
         """The ``CLEARING.json`` object."""
-        d = asdict(self)
+        # as dataclasses.asdict would give it, without its deep copy of every number (the
+        # maps hold one float per bid or row: copies of the dicts are enough)
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        for key in ("activation_mw", "predicted_vm_pu", "predicted_loading_percent"):
+            d[key] = dict(d[key])
         d["status"] = self.status.value  # a plain str, as in every file
+        d["diagnosis"] = None if self.diagnosis is None else asdict(self.diagnosis)
         return {"format": FORMAT, "version": VERSION, **d}
 
 
@@ -210,6 +215,11 @@ def _str(src: str, name: str, value: Any, *, optional: bool = False) -> str | No
 def _num_map(src: str, name: str, value: Any) -> dict[str, float]:
     if not isinstance(value, dict):
         raise ClearingFileError(f"{src}: field '{name}' must be an object {{key: number}}")
+    # the common case at once (str keys, finite floats: the same dict as below); any
+    # other value goes through _num, which names the first bad one
+    if all(type(v) is float for v in value.values()) and all(type(k) is str for k in value):
+        if np.isfinite(np.fromiter(value.values(), float, len(value))).all():
+            return dict(value)
     return {str(k): _num(src, f"{name}.{k}", v) for k, v in value.items()}
 
 

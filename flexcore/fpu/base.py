@@ -232,7 +232,14 @@ def contract_violation(unit: FlexibilityUnit, frame: Frame) -> str:
         down, up = rng
     except (TypeError, ValueError):
         return f"feasible_range_mw returned {rng!r}, not a (down, up) pair"
-    values |= {"feasible_range_mw down": down, "feasible_range_mw up": up}
+    return violation_reason(values["baseline_mw"], values["profile_mw"], down, up)
+
+
+def violation_reason(baseline_mw: Any, profile_mw: Any, down: Any, up: Any) -> str:
+    """:func:`contract_violation` from the values a unit returned ("" if they keep the
+    contract)."""
+    values: dict[str, Any] = {"baseline_mw": baseline_mw, "profile_mw": profile_mw,
+                              "feasible_range_mw down": down, "feasible_range_mw up": up}
     for what, x in values.items():
         try:
             ok = math.isfinite(float(x))
