@@ -72,6 +72,11 @@ def test_hardened_mv_package_leaks_less(setup):
     assert h["downstream_sets"].count <= bound["distinct_rows_published"]
     assert h["downstream_sets"].count < res.mv["downstream_sets"].count
     assert not h["own_bus"].applicable and not h["salt_rows"].applicable
+    # what a hardened MV package would still publish for the coupling: the areas' slack
+    # voltage rows; their shared-path block gives the nesting back in full
+    assert len(res.mv_coupling.package) and res.mv_coupling.package["l"] == 0
+    assert res.mv_coupling["own_bus"].count == len(setup.lv)
+    assert res.nesting.count == res.nesting.total == len(setup.lv) - 1
 
 
 def test_lv_package_audit_and_files(setup, tmp_path):

@@ -13,7 +13,11 @@ The **hardened** MV package (format 2, :func:`flexcore.dso.privacy.harden`, the
 ``privacy="exact"`` form) is audited too, for the before/after figures. It cannot be
 cleared by :func:`flexcore.market.multi.clear_region` as it is: the coupling needs the MV
 package's voltage prediction at each area's slack bus (keyed rows, base values), which
-format 2 removes by design.
+format 2 removes by design. Those **coupling rows** alone (the MV package restricted to
+the areas' slack-bus voltage rows, no loading rows) are audited as ``mv_coupling``: what a
+hardened-but-coupled MV package would still have to publish. Their VTDF block
+``S_ab = dV_mv(a) / dP_b`` is the shared path resistance of areas a and b to the source,
+so the ``subtrees`` attack reads the feeder nesting off it.
 
 :func:`write_region_audit` writes ``audit_mv.json`` (format 1 and hardened) and
 ``audit_lv.json`` (one LV area) into a run folder.
@@ -27,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from flexcore.dso.audit import AuditReport, Score, audit
+from flexcore.dso.audit import AuditReport, Score, attack_subtrees, audit, true_downstream_sets
 from flexcore.dso.privacy import harden
 
 #: salts an attacker who knows the region's naming scheme tries first: the MV DSO's and
@@ -45,12 +49,26 @@ def coupling_own_bus(setup: Any) -> Score:
                  len(setup.lv), "published with every coupled LV package")
 
 
+def coupling_nesting(mv: Any, coupling_pkg: Any) -> Score:
+    """The feeder nesting from the coupling rows alone: single-linkage clusters of the areas
+    on the slack rows' shared-path block, scored against the MV package's true multi-area
+    downstream sets (the MV lines' areas behind them)."""
+    true = {t for t in true_downstream_sets(mv.lin.net, mv.lin.keymap, mv.package)
+            if t is not None and len(t) >= 2}
+    guess = attack_subtrees(coupling_pkg)
+    return Score("coupling_nesting", "slack-row VTDF block -> areas sharing an MV branch",
+                 len(true & guess), len(true), f"{len(guess)} clusters",
+                 applicable=bool(true))
+
+
 @dataclass(frozen=True)
 class RegionAudit:
     """The MV package's audit (format 1 as cleared, and hardened), one LV area's."""
 
     mv: AuditReport
     mv_hardened: AuditReport | None
+    mv_coupling: AuditReport
+    nesting: Score
     coupling: Score
     lv_name: str
     lv: AuditReport
@@ -58,12 +76,14 @@ class RegionAudit:
     def as_dict(self) -> dict[str, Any]:
         return {"mv": self.mv.as_dict(), "coupling_own_bus": self.coupling.as_dict(),
                 "mv_hardened": None if self.mv_hardened is None else
-                self.mv_hardened.as_dict(), "lv_area": self.lv_name, "lv": self.lv.as_dict()}
+                self.mv_hardened.as_dict(), "mv_coupling": self.mv_coupling.as_dict(),
+                "coupling_nesting": self.nesting.as_dict(),
+                "lv_area": self.lv_name, "lv": self.lv.as_dict()}
 
     def summary(self) -> dict[str, Any]:
         """Headline fractions (recovered / total) per package."""
         keys = ("downstream_sets", "transformer_areas", "tree_links", "edges", "own_bus",
-                "colocated", "id_leaks", "feeder_order", "salt_rows")
+                "subtrees", "colocated", "id_leaks", "feeder_order", "salt_rows")
 
         def pick(rep: AuditReport | None) -> dict[str, Any]:
             if rep is None:
@@ -75,6 +95,8 @@ class RegionAudit:
             return out
 
         return {"mv": pick(self.mv), "mv_hardened": pick(self.mv_hardened),
+                "mv_coupling": pick(self.mv_coupling),
+                "coupling_nesting": f"{self.nesting.count}/{self.nesting.total}",
                 "coupling_own_bus": f"{self.coupling.count}/{self.coupling.total}",
                 "lv": pick(self.lv), "lv_area": self.lv_name}
 
@@ -96,11 +118,18 @@ def audit_region(setup: Any, *, lv_area: str | None = None, hardened: bool = Tru
                            rng=np.random.default_rng(seed))
         rep_h = audit(hard, net=mv.lin.net, keymap=mv.lin.keymap, hardening_key=key,
                       order_permutations=order_permutations)
+    slack = set(mv.slack_row.values())
+    pkg = mv.package
+    coupling_pkg = pkg.select_rows([k in slack for k in pkg.vm_rows],
+                                   np.zeros(len(pkg.loading_rows), bool))
+    rep_c = audit(coupling_pkg, net=mv.lin.net, keymap=mv.lin.keymap, salt_guesses=guesses,
+                  order_permutations=order_permutations)
     d = max(setup.lv, key=lambda d: len(d.bids)) if lv_area is None else \
         next(d for d in setup.lv if d.name == lv_area)
     rep_lv = audit(d.package, net=d.lin.net, keymap=d.lin.keymap, salt_guesses=guesses,
                    order_permutations=order_permutations)
-    return RegionAudit(rep_mv, rep_h, coupling_own_bus(setup), d.name, rep_lv)
+    return RegionAudit(rep_mv, rep_h, rep_c, coupling_nesting(mv, coupling_pkg),
+                       coupling_own_bus(setup), d.name, rep_lv)
 
 
 def write_region_audit(setup: Any, folder: str | Path, **kw: Any) -> RegionAudit:
@@ -111,7 +140,8 @@ def write_region_audit(setup: Any, folder: str | Path, **kw: Any) -> RegionAudit
     doc = res.as_dict()
     (folder / "audit_mv.json").write_text(json.dumps(
         {"mv": doc["mv"], "coupling_own_bus": doc["coupling_own_bus"],
-         "mv_hardened": doc["mv_hardened"], "summary": res.summary()}, indent=1))
+         "mv_hardened": doc["mv_hardened"], "mv_coupling": doc["mv_coupling"],
+         "coupling_nesting": doc["coupling_nesting"], "summary": res.summary()}, indent=1))
     (folder / "audit_lv.json").write_text(json.dumps(
         {"lv_area": res.lv_name, "lv": doc["lv"]}, indent=1))
     return res
