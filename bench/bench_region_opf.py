@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from flexcore import runs
+from flexcore.errors import FlexcosimError
 from flexcore.grid.grids import load_grid
 from flexcore.region.audit import write_region_audit
 from flexcore.region.opf import opf_gap, region_opf
@@ -40,7 +41,11 @@ def _case(region, bids, names, share, total, args) -> dict:
     setup = setup_region(region, bids)    # fresh packages: a run refines them in place
     req = share * total
     t = time.perf_counter()
-    rep = run_region(setup, req, max_rounds=args.max_rounds, mip_rel_gap=args.mip_rel_gap)
+    try:
+        rep = run_region(setup, req, max_rounds=args.max_rounds, mip_rel_gap=args.mip_rel_gap)
+    except FlexcosimError as exc:    # e.g. a refinement point rejected by check_bids
+        print(f"share {share:.2f}: region run failed: {exc}", flush=True)
+        return {"share": share, "request_mw": req, "error": str(exc)}
     t_clear = time.perf_counter() - t
     active = sorted(a.name for a in rep.areas if abs(a.delivered_mw) > 1e-9)
     row = {"share": share, "request_mw": req,
@@ -99,15 +104,17 @@ def main(argv: list[str] | None = None) -> dict:
                  "bid_total_mw": total, "opf_model": "whole region" if args.whole else
                  "reduced: areas with bids + MV, other areas as fixed base draws",
                  "mip_rel_gap": args.mip_rel_gap, "cases": []}
+    path = OUT / f"region_opf-{stamp}.json"
     for share in args.shares:
         out["cases"].append(_case(region, bids, names, share, total, args))
+        runs.write_json(path, out)       # after every case: a crash keeps what was done
     if args.audit:
         folder = runs.new_run_dir("region_audit", out=OUT / f"region_audit-{stamp}")
         res = write_region_audit(setup_region(region, bids), folder)
         out["audit"] = {"folder": str(folder), **res.summary()}
         print(f"audit: {res.summary()}", flush=True)
     out["versions"] = runs.versions()
-    path = runs.write_json(OUT / f"region_opf-{stamp}.json", out)
+    runs.write_json(path, out)
     print(f"wrote {path}")
     return out
 
