@@ -729,7 +729,14 @@ def _truth(net, keymap, pkg: Any) -> _Truth:
         raise ValueError(f"unknown branch element {e!r}")
 
     all_branches = list(keymap.loading_percent.values())
+    # a line behind an open line switch carries nothing: no edge (open rings are radial)
+    open_lines: set[int] = set()
+    if len(net.switch):
+        sw = net.switch[(net.switch.et == "l") & ~net.switch.closed.astype(bool)]
+        open_lines = {int(i) for i in sw.element}
     for e, i in all_branches:
+        if e == "line" and int(i) in open_lines:
+            continue
         a, b = ends_of(e, i)
         g.add_edge(a, b, key=(e, i))
     if len(net.switch):

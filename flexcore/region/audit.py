@@ -1,0 +1,147 @@
+"""Privacy audit of a region's packages: the MV DSO's package over area injections and an
+LV DSO's package, attacked with :func:`flexcore.dso.audit.audit` and scored against the
+private models (the MV model with the LV areas as loads, the LV area's model).
+
+What the MV package can leak is how the LV areas nest on the MV feeders: its loading rows
+are the MV lines and transformers, its columns the areas, so ``downstream_sets`` recovers
+which areas share an MV feeder branch, ``own_bus`` which voltage row is an area's own MV
+bus. The region's clearing adds one leak of its own: the coupling metadata
+(``AreaPackage.mv_slack_row``) names, for every area, the MV voltage row of its slack bus
+(:func:`coupling_own_bus`), i.e. the own-bus answer, for free.
+
+The **hardened** MV package (format 2, :func:`flexcore.dso.privacy.harden`, the
+``privacy="exact"`` form) is audited too, for the before/after figures. It cannot be
+cleared by :func:`flexcore.market.multi.clear_region` as it is: the coupling needs the MV
+package's voltage prediction at each area's slack bus (keyed rows, base values), which
+format 2 removes by design. Those **coupling rows** alone (the MV package restricted to
+the areas' slack-bus voltage rows, no loading rows) are audited as ``mv_coupling``: what a
+hardened-but-coupled MV package would still have to publish. Their VTDF block
+``S_ab = dV_mv(a) / dP_b`` is the shared path resistance of areas a and b to the source,
+so the ``subtrees`` attack reads the feeder nesting off it.
+
+:func:`write_region_audit` writes ``audit_mv.json`` (format 1 and hardened) and
+``audit_lv.json`` (one LV area) into a run folder.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flexcore.dso.audit import AuditReport, Score, attack_subtrees, audit, true_downstream_sets
+from flexcore.dso.privacy import harden
+
+#: salts an attacker who knows the region's naming scheme tries first: the MV DSO's and
+#: every area's name (:func:`flexcore.region.dsos.make_lv_dso` / ``make_mv_dso``)
+MV_SALT = "mv"
+
+
+def coupling_own_bus(setup: Any) -> Score:
+    """Own MV bus of each area from the coupling metadata alone: the TSO is told the MV
+    voltage row of every area's slack; scored against the MV model (row key -> bus)."""
+    mv = setup.mv
+    km = mv.lin.keymap
+    hit = sum(int(km.vm_pu[mv.slack_row[d.name]] == d.area.mv_bus) for d in setup.lv)
+    return Score("coupling_own_bus", "mv_slack_row metadata -> area's MV bus row", hit,
+                 len(setup.lv), "published with every coupled LV package")
+
+
+def coupling_nesting(mv: Any, coupling_pkg: Any) -> Score:
+    """The feeder nesting from the coupling rows alone: single-linkage clusters of the areas
+    on the slack rows' shared-path block, scored against the MV package's true multi-area
+    downstream sets (the MV lines' areas behind them)."""
+    true = {t for t in true_downstream_sets(mv.lin.net, mv.lin.keymap, mv.package)
+            if t is not None and len(t) >= 2}
+    guess = attack_subtrees(coupling_pkg)
+    return Score("coupling_nesting", "slack-row VTDF block -> areas sharing an MV branch",
+                 len(true & guess), len(true), f"{len(guess)} clusters",
+                 applicable=bool(true))
+
+
+@dataclass(frozen=True)
+class RegionAudit:
+    """The MV package's audit (format 1 as cleared, and hardened), one LV area's."""
+
+    mv: AuditReport
+    mv_hardened: AuditReport | None
+    mv_coupling: AuditReport
+    nesting: Score
+    coupling: Score
+    lv_name: str
+    lv: AuditReport
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"mv": self.mv.as_dict(), "coupling_own_bus": self.coupling.as_dict(),
+                "mv_hardened": None if self.mv_hardened is None else
+                self.mv_hardened.as_dict(), "mv_coupling": self.mv_coupling.as_dict(),
+                "coupling_nesting": self.nesting.as_dict(),
+                "lv_area": self.lv_name, "lv": self.lv.as_dict()}
+
+    def summary(self) -> dict[str, Any]:
+        """Headline fractions (recovered / total) per package."""
+        keys = ("downstream_sets", "transformer_areas", "tree_links", "edges", "own_bus",
+                "subtrees", "colocated", "id_leaks", "feeder_order", "salt_rows")
+
+        def pick(rep: AuditReport | None) -> dict[str, Any]:
+            if rep is None:
+                return {}
+            out = {}
+            for s in rep.scores:
+                if s.key in keys:
+                    out[s.key] = f"{s.count}/{s.total}" if s.applicable else "n/a"
+            return out
+
+        return {"mv": pick(self.mv), "mv_hardened": pick(self.mv_hardened),
+                "mv_coupling": pick(self.mv_coupling),
+                "coupling_nesting": f"{self.nesting.count}/{self.nesting.total}",
+                "coupling_own_bus": f"{self.coupling.count}/{self.coupling.total}",
+                "lv": pick(self.lv), "lv_area": self.lv_name}
+
+
+def audit_region(setup: Any, *, lv_area: str | None = None, hardened: bool = True,
+                 seed: int = 0, order_permutations: int = 50) -> RegionAudit:
+    """Audit ``setup``'s MV package (needs ``setup.mv``) and one LV package (default: the
+    area with most bids). Salt guesses: the region's own naming (``"mv"``, area names)."""
+    if setup.mv is None:
+        raise ValueError("the region setup has no MV package (coupled = false)")
+    mv = setup.mv
+    guesses = (MV_SALT,) + tuple(d.name for d in setup.lv)
+    rep_mv = audit(mv.package, net=mv.lin.net, keymap=mv.lin.keymap, salt_guesses=guesses,
+                   order_permutations=order_permutations)
+    rep_h = None
+    if hardened:
+        box = mv.bids.subset(mv.package.columns)
+        hard, key = harden(mv.package, lower_mw=box.lower_mw, upper_mw=box.upper_mw,
+                           rng=np.random.default_rng(seed))
+        rep_h = audit(hard, net=mv.lin.net, keymap=mv.lin.keymap, hardening_key=key,
+                      order_permutations=order_permutations)
+    slack = set(mv.slack_row.values())
+    pkg = mv.package
+    coupling_pkg = pkg.select_rows([k in slack for k in pkg.vm_rows],
+                                   np.zeros(len(pkg.loading_rows), bool))
+    rep_c = audit(coupling_pkg, net=mv.lin.net, keymap=mv.lin.keymap, salt_guesses=guesses,
+                  order_permutations=order_permutations)
+    d = max(setup.lv, key=lambda d: len(d.bids)) if lv_area is None else \
+        next(d for d in setup.lv if d.name == lv_area)
+    rep_lv = audit(d.package, net=d.lin.net, keymap=d.lin.keymap, salt_guesses=guesses,
+                   order_permutations=order_permutations)
+    return RegionAudit(rep_mv, rep_h, rep_c, coupling_nesting(mv, coupling_pkg),
+                       coupling_own_bus(setup), d.name, rep_lv)
+
+
+def write_region_audit(setup: Any, folder: str | Path, **kw: Any) -> RegionAudit:
+    """:func:`audit_region` into ``folder/audit_mv.json`` and ``folder/audit_lv.json``."""
+    res = audit_region(setup, **kw)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    doc = res.as_dict()
+    (folder / "audit_mv.json").write_text(json.dumps(
+        {"mv": doc["mv"], "coupling_own_bus": doc["coupling_own_bus"],
+         "mv_hardened": doc["mv_hardened"], "mv_coupling": doc["mv_coupling"],
+         "coupling_nesting": doc["coupling_nesting"], "summary": res.summary()}, indent=1))
+    (folder / "audit_lv.json").write_text(json.dumps(
+        {"lv_area": res.lv_name, "lv": doc["lv"]}, indent=1))
+    return res
