@@ -13,15 +13,19 @@ areas but their bid totals; the TSO learns which MV voltage row belongs to which
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import pandapower as pp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from flexcore.dso.linearizer import Linearizer
 from flexcore.exchange.bids import BidTable
+from flexcore.exchange.limits import Limits
 from flexcore.exchange.package import SensitivityPackage, load_package, save_package
+from flexcore.grid.gridgen import GridError
 from flexcore.market.multi import (
     AreaPackage,
     RegionClearing,
@@ -103,7 +107,13 @@ def _rows(lin: Linearizer, package: SensitivityPackage, x: np.ndarray
 def make_lv_dso(region: Region, area: LVArea, bids: BidTable, *,
                 fractions: tuple[float, ...] = (0.0, 0.5, 1.0), salt: str | None = None
                 ) -> LVDso:
-    lin = Linearizer(area.net, bids, limits=region.lv_limits, salt=salt)
+    return lv_dso(area, bids, limits=region.lv_limits, fractions=fractions, salt=salt)
+
+
+def lv_dso(area: LVArea, bids: BidTable, *, limits: Limits,
+           fractions: tuple[float, ...] = (0.0, 0.5, 1.0), salt: str | None = None) -> LVDso:
+    """The LV DSO of ``area`` linearised at its model's current loads and slack set point."""
+    lin = Linearizer(area.net, bids, limits=limits, salt=salt)
     rep = lin.linearize(fractions)
     pkg = rep.package
     slack_keys = {k for k, bus in lin.keymap.vm_pu.items() if bus == area.mv_bus}
@@ -115,6 +125,34 @@ def make_lv_dso(region: Region, area: LVArea, bids: BidTable, *,
     dso.slack_vtdf = np.tile(gv, (pkg.m, 1))
     dso.slack_ltdf = np.tile(gl, (pkg.m, 1))
     return dso
+
+
+def area_of(net: pp.pandapowerNet) -> LVArea:
+    """The :class:`LVArea` of an LV DSO's own model file (``split_region``'s area net as
+    written by :func:`write_area`): its name, transformer, the MV bus of its ``ext_grid``;
+    draws unknown (NaN)."""
+    if len(net.ext_grid) != 1 or len(net.trafo) != 1:
+        raise GridError(f"LV area model {net.name!r}: needs exactly one ext_grid and one "
+                        f"transformer, has {len(net.ext_grid)} and {len(net.trafo)}")
+    mv_bus = int(net.ext_grid.bus.iloc[0])
+    buses = net.bus.index.to_numpy(np.int64)
+    return LVArea(str(net.name), int(net.trafo.index[0]), mv_bus, buses[buses != mv_bus], net,
+                  math.nan, math.nan)
+
+
+def write_area(net: pp.pandapowerNet, path: str | Path) -> Path:
+    """A DSO's private model as a pandapower JSON file (region element indices kept)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pp.to_json(net, str(path))
+    return path
+
+
+def read_area(path: str | Path) -> pp.pandapowerNet:
+    path = Path(path)
+    if not path.is_file():
+        raise GridError(f"area model file not found: {path}")
+    return pp.from_json(str(path))
 
 
 @dataclass
@@ -155,17 +193,26 @@ class MVDso:
 def make_mv_dso(region: Region, lv: list[LVDso], *,
                 fractions: tuple[float, ...] = (0.0, 0.5, 1.0), salt: str | None = None
                 ) -> MVDso:
-    ids = tuple(d.name for d in lv)
-    bids = BidTable(ids=ids, volume_mw=np.array([d.bids.volume_mw.sum() for d in lv]),
-                    price_eur_per_mwh=np.zeros(len(lv)),
-                    bus=np.array([d.area.mv_bus for d in lv], np.int64))
-    lin = Linearizer(region.mv_net, bids, limits=region.mv_limits, salt=salt)
+    return mv_dso(region.mv_net, [d.name for d in lv], [d.area.mv_bus for d in lv],
+                  [float(d.bids.volume_mw.sum()) for d in lv], limits=region.mv_limits,
+                  fractions=fractions, salt=salt)
+
+
+def mv_dso(mv_net: pp.pandapowerNet, names: list[str], mv_buses: list[int],
+           volume_mw: list[float], *, limits: Limits,
+           fractions: tuple[float, ...] = (0.0, 0.5, 1.0), salt: str | None = None) -> MVDso:
+    """The MV DSO over ``mv_net`` (areas as loads ``"area <name>"``) with one column per
+    area (its bid total ``volume_mw`` at its MV bus), linearised at the model's loads."""
+    bids = BidTable(ids=tuple(names), volume_mw=np.asarray(volume_mw, float),
+                    price_eur_per_mwh=np.zeros(len(names)),
+                    bus=np.asarray(mv_buses, np.int64))
+    lin = Linearizer(mv_net, bids, limits=limits, salt=salt)
     pkg = lin.linearize(fractions).package
     by_bus = {bus: k for k, bus in lin.keymap.vm_pu.items()}
-    names = lin.net.load.name.astype(str)
-    area_load = {d.name: int(lin.net.load.index[names == AREA_LOAD_PREFIX + d.name][0])
-                 for d in lv}
-    return MVDso(bids, lin, pkg, {d.name: by_bus[d.area.mv_bus] for d in lv}, area_load)
+    load_names = lin.net.load.name.astype(str)
+    area_load = {n: int(lin.net.load.index[load_names == AREA_LOAD_PREFIX + n][0])
+                 for n in names}
+    return MVDso(bids, lin, pkg, {n: by_bus[b] for n, b in zip(names, mv_buses)}, area_load)
 
 
 def area_packages(lv: list[LVDso], mv: MVDso | None) -> list[AreaPackage]:
@@ -215,3 +262,74 @@ class SignedExchange:
         mv_out = self._ship("mv", mv) if mv is not None else None
         self._round += 1
         return out, mv_out
+
+
+# --------------------------------------------------------------------------- frames
+@dataclass
+class FrameInjections:
+    """Per-frame injections of a set of elements (by region element index): what each DSO
+    (its own elements) and the region grid (all of them) write into their models before a
+    frame. Built from the region's profiles (``flexcore.region.profiles.RegionProfiles``,
+    its fields of the same names); stored as a plain ``.npz`` (no pickle)."""
+
+    load_index: np.ndarray          # (n_load,) region load indices
+    load_p_mw: np.ndarray           # (frames, n_load)
+    load_q_mvar: np.ndarray
+    sgen_index: np.ndarray
+    sgen_p_mw: np.ndarray           # (frames, n_sgen)
+    storage_index: np.ndarray
+    storage_p_mw: np.ndarray        # (frames, n_storage)
+
+    _NAMES = ("load_index", "load_p_mw", "load_q_mvar", "sgen_index", "sgen_p_mw",
+              "storage_index", "storage_p_mw")
+
+    @property
+    def frames(self) -> int:
+        return int(self.load_p_mw.shape[0])
+
+    @classmethod
+    def of(cls, profiles: object) -> FrameInjections:
+        """From any object with the seven fields (a ``RegionProfiles``)."""
+        return cls(*(np.asarray(getattr(profiles, n)) for n in cls._NAMES))
+
+    def subset(self, net: pp.pandapowerNet) -> FrameInjections:
+        """Only the elements ``net`` holds (a DSO's share)."""
+        parts = []
+        for table in ("load", "sgen", "storage"):
+            idx = getattr(self, f"{table}_index")
+            keep = np.isin(idx, net[table].index.to_numpy()) if table in net else \
+                np.zeros(len(idx), bool)
+            parts.append((table, keep))
+        kl, ks, kt = (k for _, k in parts)
+        return FrameInjections(self.load_index[kl], self.load_p_mw[:, kl],
+                               self.load_q_mvar[:, kl], self.sgen_index[ks],
+                               self.sgen_p_mw[:, ks], self.storage_index[kt],
+                               self.storage_p_mw[:, kt])
+
+    def apply(self, net: pp.pandapowerNet, frame: int) -> None:
+        """Write frame ``frame``'s values into ``net`` (elements ``net`` does not hold are
+        skipped)."""
+        for table, cols in (("load", ("p_mw", "q_mvar")), ("sgen", ("p_mw",)),
+                            ("storage", ("p_mw",))):
+            idx = getattr(self, f"{table}_index")
+            if not len(idx) or table not in net:
+                continue
+            keep = np.isin(idx, net[table].index.to_numpy())
+            for col in cols:
+                values = getattr(self, f"{table}_{col}")[frame]
+                net[table].loc[idx[keep], col] = values[keep]
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as fh:
+            np.savez(fh, **{n: getattr(self, n) for n in self._NAMES})
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> FrameInjections:
+        try:
+            with np.load(Path(path), allow_pickle=False) as z:
+                return cls(*(z[n] for n in cls._NAMES))
+        except (OSError, KeyError, ValueError) as exc:
+            raise GridError(f"{path}: not a frame-injections file ({exc})") from None
