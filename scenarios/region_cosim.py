@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from scenarios.config import ConfigError
 from simulators import FrameSimulator, meta_from_table
 
 STEP_S = 900
@@ -56,7 +57,25 @@ class CosimOptions:
     processes: int = 1
     starter: str = "cmd"                 # "cmd": DSO processes; "python": all in one
     connect: tuple[tuple[str, str, int], ...] = ()   # (HOST:PORT, folder, LV DSOs)
-    start_timeout_s: float = 120.0
+    day_type: str | None = None          # SimBench profiles of that day type's 2016 date
+    date: str | None = None              # ... or of this 2016 date ("2016-01-20")
+
+
+def region_injections(region, cfg, opts: CosimOptions):
+    """The frames' injections from SimBench's profiles (``flexcore.region.profiles``) when
+    ``opts`` names a day type or date; None (static loads) otherwise."""
+    from flexcore.region.dsos import FrameInjections
+
+    if opts.day_type is None and opts.date is None:
+        return None
+    try:
+        from flexcore.region.profiles import region_profiles
+    except ImportError:
+        raise ConfigError("day type / date: this installation has no "
+                          "flexcore.region.profiles (SimBench profiles)") from None
+    return FrameInjections.of(region_profiles(region.net, day_type=opts.day_type,
+                                              date=opts.date, seed=cfg.seed,
+                                              source=cfg.grid))
 
 
 @dataclass
@@ -199,7 +218,6 @@ def run_region_cosim(cfg, opts: CosimOptions, *, out: str | Path | None = None,
     :class:`scenarios.region.RegionConfig`) as a co-simulation. ``region`` / ``bids``: an
     already split region and its bids (else from ``cfg``); ``keys``: the DSOs' private
     keys by name (else new ones); ``injections``: the region's FrameInjections."""
-    import mosaik
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -209,7 +227,7 @@ def run_region_cosim(cfg, opts: CosimOptions, *, out: str | Path | None = None,
     from flexcore.region.split import split_region
     from flexcore.region.study import region_bids
     from flexcore.runs import new_run_dir, versions, write_json
-    from simulators import quiet_mosaik_logging
+    from scenarios.runner import new_world
 
     def say(msg: str) -> None:
         if not quiet:
@@ -231,8 +249,10 @@ def run_region_cosim(cfg, opts: CosimOptions, *, out: str | Path | None = None,
     total = float(sum(bids[n].volume_mw.sum() for n in names))
     request = cfg.request_share * total
     frames = int(opts.frames)
+    if injections is None:
+        injections = region_injections(region, cfg, opts)
     if injections is not None and injections.frames < frames:
-        raise ValueError(f"the injections hold {injections.frames} frames, {frames} asked for")
+        raise ConfigError(f"the profiles hold {injections.frames} frames, {frames} asked for")
 
     # ---- working folders: the grid's, each DSO process's, the TSO's trusted keys
     gdir = folder / "grid"
@@ -289,9 +309,7 @@ def run_region_cosim(cfg, opts: CosimOptions, *, out: str | Path | None = None,
                             {"python": "agents.region_dso:RegionDSO"})
     for name, _, _, addr in connects:
         sim_config[name] = {"connect": addr}
-    quiet_mosaik_logging()
-    world = mosaik.World(sim_config, mosaik_config={"start_timeout": opts.start_timeout_s},
-                         debug=False)
+    world = new_world(sim_config)
     t_setup = _now() - t0
     say(f"region: {len(names)} LV DSOs in {len(groups)} process(es)"
         f"{f' + {len(connects)} joined' if connects else ''}{' + MV' if coupled else ''}; "
@@ -356,7 +374,9 @@ def run_region_cosim(cfg, opts: CosimOptions, *, out: str | Path | None = None,
         "grid": cfg.grid, "frames": frame_rows, "times_s": times,
         "options": {"frames": frames, "processes": len(groups), "starter": opts.starter,
                     "joined": [(a, n) for a, _, n in opts.connect], "coupled": coupled,
-                    "lv_dsos": len(names), "request_mw": request},
+                    "lv_dsos": len(names), "request_mw": request,
+                    "day_type": opts.day_type, "date": opts.date,
+                    "profiles": injections is not None},
         "config": asdict(cfg)})
     write_json(folder / "meta.json", {"versions": versions(), "seed": cfg.seed,
                                       "python": sys.executable})

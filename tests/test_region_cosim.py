@@ -168,9 +168,11 @@ def _listening(port: int) -> bool:
 def _injections(net, factors) -> FrameInjections:
     load = net.load
     f = np.asarray(factors, float)[:, None]
-    return FrameInjections(load.index.to_numpy(), f * load.p_mw.to_numpy()[None],
-                           f * load.q_mvar.to_numpy()[None], np.zeros(0, np.int64),
-                           np.zeros((len(f), 0)), np.zeros(0, np.int64), np.zeros((len(f), 0)))
+    none = np.zeros(0, np.int64)
+    return FrameInjections(load.index.to_numpy(), load.bus.to_numpy(),
+                           f * load.p_mw.to_numpy()[None], f * load.q_mvar.to_numpy()[None],
+                           none, none, np.zeros((len(f), 0)), none, none,
+                           np.zeros((len(f), 0)))
 
 
 @pytest.mark.slow
@@ -238,3 +240,21 @@ def test_cosim_with_dso_processes_and_a_joined_dso_equals_the_study(region, tmp_
     # the frames differ (re-linearised at the frame's loads)
     assert res.frames[0]["cost_eur_per_h"] != pytest.approx(res.frames[1]["cost_eur_per_h"],
                                                             rel=1e-6)
+
+
+def test_frame_injections_write_only_matching_rows(region, tmp_path):
+    """A DSO's share holds its own elements only: the MV model's area loads have indices
+    of LV loads (other buses) and are neither in its share nor written."""
+    inj = _injections(region.net, (1.0, 2.0))
+    mv = copy.deepcopy(region.mv_net)
+    colliding = set(mv.load.index) & set(region.net.load.index) - {0}
+    assert colliding   # the test would prove nothing without an index collision
+    share = inj.subset(mv)
+    assert share.load_index.tolist() == [0]            # the MV load only
+    before = mv.load.p_mw.copy()
+    FrameInjections.load(share.save(tmp_path / "mv.npz")).apply(mv, 1)
+    assert mv.load.p_mw.at[0] == pytest.approx(2 * before.at[0])
+    assert (mv.load.p_mw.drop(index=0) == before.drop(index=0)).all()
+    lv = copy.deepcopy(region.areas[1].net)
+    inj.subset(lv).apply(lv, 1)
+    np.testing.assert_allclose(lv.load.p_mw, 2 * region.areas[1].net.load.p_mw)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pandapower as pp
+import pandas as pd
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from flexcore.dso.linearizer import Linearizer
@@ -265,23 +266,31 @@ class SignedExchange:
 
 
 # --------------------------------------------------------------------------- frames
+_TABLES = (("load", ("p_mw", "q_mvar")), ("sgen", ("p_mw",)), ("storage", ("p_mw",)))
+
+
 @dataclass
 class FrameInjections:
-    """Per-frame injections of a set of elements (by region element index): what each DSO
-    (its own elements) and the region grid (all of them) write into their models before a
-    frame. Built from the region's profiles (``flexcore.region.profiles.RegionProfiles``,
-    its fields of the same names); stored as a plain ``.npz`` (no pickle)."""
+    """Per-frame injections of a set of elements (region element index and bus): what each
+    DSO (its own elements) and the region grid (all of them) write into their models before
+    a frame. Built from the region's profiles (``flexcore.region.profiles.RegionProfiles``,
+    its fields of the same names); stored as a plain ``.npz`` (no pickle). A row of a net
+    is written only when both its index and its bus match (the MV model's area loads are
+    new rows whose indices may equal LV loads' indices)."""
 
     load_index: np.ndarray          # (n_load,) region load indices
+    load_bus: np.ndarray
     load_p_mw: np.ndarray           # (frames, n_load)
     load_q_mvar: np.ndarray
     sgen_index: np.ndarray
+    sgen_bus: np.ndarray
     sgen_p_mw: np.ndarray           # (frames, n_sgen)
     storage_index: np.ndarray
+    storage_bus: np.ndarray
     storage_p_mw: np.ndarray        # (frames, n_storage)
 
-    _NAMES = ("load_index", "load_p_mw", "load_q_mvar", "sgen_index", "sgen_p_mw",
-              "storage_index", "storage_p_mw")
+    _NAMES = ("load_index", "load_bus", "load_p_mw", "load_q_mvar", "sgen_index", "sgen_bus",
+              "sgen_p_mw", "storage_index", "storage_bus", "storage_p_mw")
 
     @property
     def frames(self) -> int:
@@ -289,35 +298,37 @@ class FrameInjections:
 
     @classmethod
     def of(cls, profiles: object) -> FrameInjections:
-        """From any object with the seven fields (a ``RegionProfiles``)."""
+        """From any object with the ten fields (a ``RegionProfiles``)."""
         return cls(*(np.asarray(getattr(profiles, n)) for n in cls._NAMES))
+
+    def _rows(self, net: pp.pandapowerNet, table: str) -> tuple[np.ndarray, np.ndarray]:
+        """(positions in this object, positions in ``net[table]``) of the matching rows."""
+        idx = getattr(self, f"{table}_index")
+        if table not in net or not len(net[table]) or not len(idx):
+            return np.zeros(0, int), np.zeros(0, int)
+        where = pd.Index(idx).get_indexer(net[table].index)
+        found = np.flatnonzero(where >= 0)
+        bus = getattr(self, f"{table}_bus")
+        ok = bus[where[found]] == net[table].bus.to_numpy(np.int64)[found]
+        return where[found[ok]], found[ok]
 
     def subset(self, net: pp.pandapowerNet) -> FrameInjections:
         """Only the elements ``net`` holds (a DSO's share)."""
-        parts = []
-        for table in ("load", "sgen", "storage"):
-            idx = getattr(self, f"{table}_index")
-            keep = np.isin(idx, net[table].index.to_numpy()) if table in net else \
-                np.zeros(len(idx), bool)
-            parts.append((table, keep))
-        kl, ks, kt = (k for _, k in parts)
-        return FrameInjections(self.load_index[kl], self.load_p_mw[:, kl],
-                               self.load_q_mvar[:, kl], self.sgen_index[ks],
-                               self.sgen_p_mw[:, ks], self.storage_index[kt],
-                               self.storage_p_mw[:, kt])
+        parts: list[np.ndarray] = []
+        for table, cols in _TABLES:
+            mine, _ = self._rows(net, table)
+            mine = np.sort(mine)
+            parts += [getattr(self, f"{table}_index")[mine], getattr(self, f"{table}_bus")[mine]]
+            parts += [getattr(self, f"{table}_{c}")[:, mine] for c in cols]
+        return FrameInjections(*parts)
 
     def apply(self, net: pp.pandapowerNet, frame: int) -> None:
-        """Write frame ``frame``'s values into ``net`` (elements ``net`` does not hold are
-        skipped)."""
-        for table, cols in (("load", ("p_mw", "q_mvar")), ("sgen", ("p_mw",)),
-                            ("storage", ("p_mw",))):
-            idx = getattr(self, f"{table}_index")
-            if not len(idx) or table not in net:
-                continue
-            keep = np.isin(idx, net[table].index.to_numpy())
+        """Write frame ``frame``'s values into the matching rows of ``net``."""
+        for table, cols in _TABLES:
+            mine, rows = self._rows(net, table)
             for col in cols:
-                values = getattr(self, f"{table}_{col}")[frame]
-                net[table].loc[idx[keep], col] = values[keep]
+                j = net[table].columns.get_loc(col)
+                net[table].iloc[rows, j] = getattr(self, f"{table}_{col}")[frame, mine]
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
