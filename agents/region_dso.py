@@ -95,6 +95,9 @@ class _Entity:
         """Buffer ``msg``; returns the to_tso message when the entity has something to say."""
         if attr == "measured" and msg["round"] == -1:
             self.frame, self.base, self.pending = frame, _measured_ac(msg), {}
+            if not self.base.converged:
+                return {"frame": frame, "round": 0, "package": None,
+                        "failed": f"{self.name}: the base-case AC power flow did not converge"}
             return self.start(msg)
         slot = self.pending.setdefault(int(msg["round"]), {})
         slot[attr] = msg

@@ -113,6 +113,9 @@ class RegionTSO(FrameSimulator):
         if int(msg["frame"]) != self.frame:
             raise ValueError(f"DSO {name}: message of frame {msg['frame']} in frame "
                              f"{self.frame}")
+        if "failed" in msg:
+            self._finish("base_not_converged", str(msg["failed"]))
+            return
         if msg.get("package") is not None:
             t0 = _time.perf_counter()
             try:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from flexcore.grid.grids import load_grid
 from flexcore.region.split import split_region
-from flexcore.region.study import region_bids
+from flexcore.region.study import region_bids, run_region, setup_region
 from flexcore.runs import write_json
 from scenarios.region import RegionConfig
 from scenarios.region_cosim import CosimOptions, run_region_cosim
@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--processes", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--mip-rel-gap", type=float, default=1e-3)
     p.add_argument("--out", default=str(OUT))
+    p.add_argument("--oracle", action="store_true",
+                   help="also run the in-process study (run_region) on frame 0's loads")
     a = p.parse_args(argv)
     t0 = time.perf_counter()
     region = split_region(load_grid(a.grid, allow_mvlv=True), source=a.grid)
@@ -60,9 +62,22 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"K={k}: {runs[-1]['s_per_frame']:.1f} s per frame (run {res.times_s['run']:.1f} s,"
               f" setup {res.times_s['setup']:.1f} s); costs "
               f"{[round(r['cost_eur_per_h'], 3) for r in res.frames]}", flush=True)
+    oracle = None
+    if a.oracle:
+        t2 = time.perf_counter()
+        total = float(sum(b.volume_mw.sum() for b in bids.values()))
+        rep = run_region(setup_region(region, bids), cfg.request_share * total,
+                         max_rounds=cfg.max_rounds, mip_rel_gap=cfg.mip_rel_gap,
+                         time_limit_s=cfg.time_limit_s)
+        oracle = {"status": rep.status, "cost_eur_per_h": rep.cost_eur_per_h,
+                  "rounds": rep.rounds, "wall_s": time.perf_counter() - t2,
+                  "cost_rel_diff": [abs(r["frames"][0]["cost_eur_per_h"] - rep.cost_eur_per_h)
+                                    / rep.cost_eur_per_h for r in runs]}
+        print(f"run_region: {rep.status}, {rep.cost_eur_per_h:.6f} EUR/h, rounds {rep.rounds}, "
+              f"{oracle['wall_s']:.1f} s; relative cost differences {oracle['cost_rel_diff']}")
     out = {"grid": a.grid, "lv_areas": len(names), "frames": a.frames,
            "max_rounds": a.max_rounds, "mip_rel_gap": a.mip_rel_gap, "split_s": t_split,
-           "runs": runs,
+           "runs": runs, "run_region": oracle,
            "note": "2 shared cores; ratios between K measured side by side in one run"}
     write_json(a.out, out)
     print(f"written {a.out}")
