@@ -131,7 +131,9 @@ def simbench_date(day_type: str) -> _dt.date:
     raise ProfileError(f"no date of {SIMBENCH_YEAR} has day type {day_type!r}")
 
 
-def _pick_date(day_type: str | None, date: str | _dt.date | None) -> tuple[_dt.date, str]:
+def simbench_day(day_type: str | None, date: str | _dt.date | None) -> tuple[_dt.date, str]:
+    """The SimBench date and its day type for a day type or a date (not both; default
+    winter_workday); :class:`ProfileError` naming a bad one."""
     if day_type is not None and date is not None:
         raise ProfileError(f"give a day type or a date, not both ({day_type!r}, {date!r})")
     if date is None:
@@ -226,7 +228,7 @@ def region_profiles(net: pp.pandapowerNet, *, day_type: str | None = None,
     from SimBench's data of the scenario of ``source`` (``"simbench:1-MVLV-...-2-sw"``), else
     from scenario 0 when the elements carry SimBench profile names. Raises
     :class:`ProfileError` naming a bad day type, date, resolution or grid."""
-    d, dtype = _pick_date(day_type, date)
+    d, dtype = simbench_day(day_type, date)
     if resolution_min not in ALLOWED_RESOLUTIONS_MIN:
         raise ProfileError(f"resolution_min must be one of {ALLOWED_RESOLUTIONS_MIN}, got "
                            f"{resolution_min!r}")
