@@ -62,20 +62,23 @@ class CosimOptions:
 
 
 def region_injections(region, cfg, opts: CosimOptions):
-    """The frames' injections from SimBench's profiles (``flexcore.region.profiles``) when
-    ``opts`` names a day type or date; None (static loads) otherwise."""
+    """The frames' injections from SimBench's profiles (:mod:`flexcore.region.profiles`)
+    when ``opts`` or ``cfg`` names a day type or date (co-simulation frame i = quarter-hour
+    ``cfg.frame + i`` of that day); None (static loads) otherwise."""
     from flexcore.region.dsos import FrameInjections
+    from flexcore.region.profiles import region_profiles
 
-    if opts.day_type is None and opts.date is None:
+    day_type = opts.day_type or getattr(cfg, "day_type", "") or None
+    date = opts.date or getattr(cfg, "date", "") or None
+    if day_type is None and date is None:
         return None
-    try:
-        from flexcore.region.profiles import region_profiles
-    except ImportError:
-        raise ConfigError("day type / date: this installation has no "
-                          "flexcore.region.profiles (SimBench profiles)") from None
-    return FrameInjections.of(region_profiles(region.net, day_type=opts.day_type,
-                                              date=opts.date, seed=cfg.seed,
-                                              source=cfg.grid))
+    inj = FrameInjections.of(region_profiles(region.net, day_type=day_type, date=date,
+                                             seed=cfg.seed, source=cfg.grid))
+    start = int(getattr(cfg, "frame", 0))
+    if start + opts.frames > inj.frames:
+        raise ConfigError(f"frames: {opts.frames} frames from quarter-hour {start} run past "
+                          f"the day's {inj.frames} quarter-hours")
+    return inj.window(start, opts.frames)
 
 
 @dataclass
@@ -247,7 +250,7 @@ def run_region_cosim(cfg, opts: CosimOptions, *, out: str | Path | None = None,
         keys.setdefault(n, Ed25519PrivateKey.generate())
     folder = new_run_dir("region-cosim", out=out)
     total = float(sum(bids[n].volume_mw.sum() for n in names))
-    request = cfg.request_share * total
+    request = getattr(cfg, "request_mw", 0.0) or cfg.request_share * total
     frames = int(opts.frames)
     if injections is None:
         injections = region_injections(region, cfg, opts)

@@ -301,6 +301,12 @@ class FrameInjections:
         """From any object with the ten fields (a ``RegionProfiles``)."""
         return cls(*(np.asarray(getattr(profiles, n)) for n in cls._NAMES))
 
+    def window(self, start: int, n: int) -> FrameInjections:
+        """Frames ``start .. start + n - 1`` as frames 0 .. n - 1."""
+        cut = slice(start, start + n)
+        return FrameInjections(*(getattr(self, f) if f.endswith(("_index", "_bus"))
+                                 else getattr(self, f)[cut] for f in self._NAMES))
+
     def _rows(self, net: pp.pandapowerNet, table: str) -> tuple[np.ndarray, np.ndarray]:
         """(positions in this object, positions in ``net[table]``) of the matching rows."""
         idx = getattr(self, f"{table}_index")
