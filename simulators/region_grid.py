@@ -44,7 +44,7 @@ class RegionGridSim(FrameSimulator):
 
     def init(self, sid, time_resolution=1.0, *, region_file: str, units: dict,
              injections_file: str | None = None, step_s: int = 900, **sim_params):
-        import pandapower as pp
+        from types import SimpleNamespace
 
         from flexcore.region.dsos import FrameInjections, read_area
         from flexcore.region.study import RegionGrid
@@ -54,10 +54,8 @@ class RegionGridSim(FrameSimulator):
         self.bid_ids = list(units)
         self.bid_bus = np.array([int(units[b]) for b in self.bid_ids], np.int64)
         self.col = {b: k for k, b in enumerate(self.bid_ids)}
-        region = type("R", (), {"net": net})  # RegionGrid reads only .net
-        self.grid = RegionGrid(region, self.bid_bus)
+        self.grid = RegionGrid(SimpleNamespace(net=net), self.bid_bus)  # reads only .net
         self.injections = FrameInjections.load(injections_file) if injections_file else None
-        self._pp = pp
         return self.meta
 
     def create(self, num, model, areas: list[dict] | None = None):
