@@ -258,3 +258,15 @@ def test_frame_injections_write_only_matching_rows(region, tmp_path):
     lv = copy.deepcopy(region.areas[1].net)
     inj.subset(lv).apply(lv, 1)
     np.testing.assert_allclose(lv.load.p_mw, 2 * region.areas[1].net.load.p_mw)
+
+
+def test_region_tso_and_the_bytes_format_load_no_grid_code():
+    """The TSO agent of the region and the bytes format import no pandapower (the static
+    contract is setup.cfg's tso-agent-no-grid)."""
+    code = ("import sys\nimport agents.region_tso, flexcore.exchange.wire\n"
+            "assert 'pandapower' not in sys.modules, 'pandapower loaded'\n"
+            "assert not any(m.startswith(('flexcore.grid', 'flexcore.region', 'flexcore.dso'))"
+            " for m in sys.modules), 'grid code loaded'\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr
