@@ -11,7 +11,8 @@ Commands (public contracts between organisations; see README "Command line and f
 - ``flexcosim run SCENARIO.toml``         the mosaik co-simulation (``--check``: validate only)
 - ``flexcosim sweep SWEEP.toml``          runs of a base scenario over parameter values (Dask)
 - ``flexcosim region SCENARIO.toml``      a whole MV+LV region: one DSO per LV grid, the MV
-  DSO, one clearing over all packages, the region's AC power flow (``scenarios/mvlv.toml``)
+  DSO, one clearing over all packages, the region's AC power flow (``scenarios/mvlv.toml``);
+  ``--cosim --frames F --processes K``: as a mosaik co-simulation, DSOs in K processes
 - ``flexcosim evaluate`` / ``flexcosim bench``  evaluation report and benchmarks
 - ``flexcosim keygen --out KEY``          an Ed25519 key pair for signing exchange files
 
