@@ -8,8 +8,9 @@ the process. An LV spec: ``name``, ``area_file`` (its pandapower JSON written by
 step), ``bids_file`` (bids CSV with buses), ``key_file`` (its Ed25519 private key, PEM),
 optional ``injections_file`` (its elements' per-frame injections,
 :class:`flexcore.region.dsos.FrameInjections`; absent: static loads), ``fractions``. The MV
-spec: ``model_file``, ``key_file``, ``injections_file``, ``areas`` (names), ``mv_buses``,
-``volume_mw`` (the areas' bid totals), ``fractions``.
+spec: ``model_file``, ``key_file``, ``injections_file``, ``areas`` (names of the areas in
+the clearing: its columns), ``mv_buses``, ``volume_mw`` (their bid totals), ``load_areas``
+(every area load of its model, in the order of its meter's draws), ``fractions``.
 
 Per frame (mosaik time = frame x ``step_s``) and round k, with the region grid's meter of
 the entity's own area (``measured``) and the TSO's answer (``from_tso``)::
@@ -165,6 +166,8 @@ class _MVEntity(_Entity):
         super().__init__(root, spec, max_rounds)
         self.net = read_area(root / spec["model_file"])
         self.areas = [str(a) for a in spec["areas"]]
+        self.load_areas = [str(a) for a in spec.get("load_areas", self.areas)]
+        self._col = [self.load_areas.index(a) for a in self.areas]
         self.dso = None
 
     def start(self, m: dict) -> dict:
@@ -174,7 +177,9 @@ class _MVEntity(_Entity):
         if self.injections is not None:
             self.injections.apply(self.net, self.frame)
         names = self.net.load.name.astype(str)
-        for a, p, q in zip(self.areas, m["draw_p_mw"], m["draw_q_mvar"]):
+        # every LV area of the model (also those without a DSO in the clearing) draws
+        # what the meters measured
+        for a, p, q in zip(self.load_areas, m["draw_p_mw"], m["draw_q_mvar"]):
             i = self.net.load.index[names == AREA_LOAD_PREFIX + a][0]
             self.net.load.at[i, "p_mw"], self.net.load.at[i, "q_mvar"] = float(p), float(q)
         self.dso = mv_dso(self.net, self.areas, [int(b) for b in self.spec["mv_buses"]],
@@ -200,8 +205,8 @@ class _MVEntity(_Entity):
         package = None
         if k < self.max_rounds and ac.converged:
             d.refine(np.asarray(clearing["injection_mw"], float),
-                     draw_p_mw=np.asarray(m["draw_p_mw"], float),
-                     draw_q_mvar=np.asarray(m["draw_q_mvar"], float))
+                     draw_p_mw=np.asarray(m["draw_p_mw"], float)[self._col],
+                     draw_q_mvar=np.asarray(m["draw_q_mvar"], float)[self._col])
             package = self.publish(d.package)
         return {"frame": self.frame, "round": k, "converged": ac.converged, "ok": _ok(check),
                 "check": check.__dict__.copy(), "rounds": k, "package": package}

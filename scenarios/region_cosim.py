@@ -288,6 +288,7 @@ def run_region_cosim(cfg, opts: CosimOptions, *, out: str | Path | None = None,
         mv_spec = {"name": "mv", "model_file": "mv.json", "key_file": "dso.key",
                    "areas": names, "mv_buses": [region.area(n).mv_bus for n in names],
                    "volume_mw": [float(bids[n].volume_mw.sum()) for n in names],
+                   "load_areas": [a.name for a in region.areas],
                    "fractions": list(cfg.fractions)}
         if injections is not None:
             mv_spec["injections_file"] = str(injections.subset(region.mv_net).save(
@@ -330,7 +331,7 @@ def run_region_cosim(cfg, opts: CosimOptions, *, out: str | Path | None = None,
             if coupled:
                 mv_buses = region.mv_net.bus.index.tolist()
                 meter_specs.append({"name": "mv", "kind": "mv", "buses": mv_buses,
-                                    "trafos": [region.area(n).trafo for n in names]})
+                                    "trafos": [a.trafo for a in region.areas]})
             meters = {m.eid: m for m in grid_sim.Meter.create(len(meter_specs),
                                                               areas=meter_specs)}
             dsos = {}
