@@ -130,5 +130,61 @@ def test_region_command_writes_its_run_folder(tmp_path):
     assert summary["ac_safe"] and summary["status"] in ("optimal", "time_limit")
     assert (out / "areas.csv").read_text().count("\n") == 5      # header, 3 areas, mv
     assert sorted(p.name for p in (out / "packages").iterdir()) == ["lv0", "lv1", "lv2", "mv"]
+    assert (out / "region.png").stat().st_size > 10_000
+    assert summary["history"][-1]["ac_safe"] and "binding_mv_rows" in summary
     toml.write_text('[region]\ngrid = "x"\nrequest_share = 2.0\n')
     assert main(["region", str(toml), "--check"]) == 2
+
+
+def test_mv_and_lv_limits_bind_and_the_dispatch_stays_ac_safe():
+    """An MV voltage limit just above the base case (the activation raises the MV feeder by
+    ~1e-4 p.u.): the MV package's row binds, an LV row binds, and every clearing of the
+    refinement loop is AC-safe on the whole region; the final one is within Table 1."""
+    from flexcore.exchange.limits import Limits
+
+    net = small_region()
+    free = split_region(net, source="small")
+    vmax = float(free.mv_net.res_bus.vm_pu.max()) + 5e-5
+    tight = split_region(net, source="small", mv_limits=Limits(vm_min_pu=0.965,
+                                                               vm_max_pu=vmax))
+    reps = []
+    for region in (free, tight):
+        bids = region_bids(region, seed=1, share=(1.0, 3.0))
+        total = sum(b.volume_mw.sum() for b in bids.values())
+        reps.append(run_region(setup_region(region, bids), 0.3 * total, grid_name="small"))
+    loose, rep = reps
+    assert loose.binding_mv_rows == 0 and loose.mv.check.vm_max_pu > vmax + 1e-5
+    assert rep.status == "optimal" and rep.ac_safe and rep.rounds >= 1
+    assert rep.binding_mv_rows >= 1 and rep.binding_lv_rows >= 1
+    assert rep.mv.check.vm_max_pu <= vmax + 1e-6                 # pandapower's AC
+    assert all(h["ac_safe"] for h in rep.history) and len(rep.history) == rep.rounds + 1
+    assert rep.max_vm_err_pu <= TABLE1_VM_PU
+    assert rep.max_loading_err_percent <= TABLE1_LOADING_PERCENT
+    assert rep.cost_eur_per_h > loose.cost_eur_per_h + 1e-3     # the MV limit costs
+
+
+@pytest.mark.parametrize("line, culprit", [
+    ('day_type = "winter_weekday"', "winter_weekday"),
+    ('date = "2017-01-13"', "2017-01-13"),
+    ('date = "2016-01-13"\nday_type = "winter_workday"', "not both"),
+    ("frame = 96", "frame"),
+    ("request_mw = -1.0", "request_mw"),
+])
+def test_bad_day_type_date_or_request_is_one_line_exit_2(tmp_path, capsys, line, culprit):
+    from scenarios.cli import main
+
+    toml = tmp_path / "r.toml"
+    toml.write_text(f'[region]\ngrid = "x"\n{line}\n')
+    assert main(["region", str(toml), "--check"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert culprit in err and str(toml) in err and "\n" not in err
+
+
+def test_a_simbench_day_and_request_mw_are_accepted(tmp_path):
+    from scenarios.region import load_region_config
+
+    toml = tmp_path / "r.toml"
+    toml.write_text('[region]\ngrid = "x"\nday_type = "summer_sunday"\nframe = 48\n'
+                    'request_mw = 12\n')
+    cfg = load_region_config(toml)
+    assert (cfg.day_type, cfg.frame, cfg.request_mw) == ("summer_sunday", 48, 12.0)

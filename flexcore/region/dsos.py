@@ -13,15 +13,20 @@ areas but their bid totals; the TSO learns which MV voltage row belongs to which
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import pandapower as pp
+import pandas as pd
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from flexcore.dso.linearizer import Linearizer
 from flexcore.exchange.bids import BidTable
+from flexcore.exchange.limits import Limits
 from flexcore.exchange.package import SensitivityPackage, load_package, save_package
+from flexcore.grid.gridgen import GridError
 from flexcore.market.multi import (
     AreaPackage,
     RegionClearing,
@@ -103,7 +108,13 @@ def _rows(lin: Linearizer, package: SensitivityPackage, x: np.ndarray
 def make_lv_dso(region: Region, area: LVArea, bids: BidTable, *,
                 fractions: tuple[float, ...] = (0.0, 0.5, 1.0), salt: str | None = None
                 ) -> LVDso:
-    lin = Linearizer(area.net, bids, limits=region.lv_limits, salt=salt)
+    return lv_dso(area, bids, limits=region.lv_limits, fractions=fractions, salt=salt)
+
+
+def lv_dso(area: LVArea, bids: BidTable, *, limits: Limits,
+           fractions: tuple[float, ...] = (0.0, 0.5, 1.0), salt: str | None = None) -> LVDso:
+    """The LV DSO of ``area`` linearised at its model's current loads and slack set point."""
+    lin = Linearizer(area.net, bids, limits=limits, salt=salt)
     rep = lin.linearize(fractions)
     pkg = rep.package
     slack_keys = {k for k, bus in lin.keymap.vm_pu.items() if bus == area.mv_bus}
@@ -115,6 +126,34 @@ def make_lv_dso(region: Region, area: LVArea, bids: BidTable, *,
     dso.slack_vtdf = np.tile(gv, (pkg.m, 1))
     dso.slack_ltdf = np.tile(gl, (pkg.m, 1))
     return dso
+
+
+def area_of(net: pp.pandapowerNet) -> LVArea:
+    """The :class:`LVArea` of an LV DSO's own model file (``split_region``'s area net as
+    written by :func:`write_area`): its name, transformer, the MV bus of its ``ext_grid``;
+    draws unknown (NaN)."""
+    if len(net.ext_grid) != 1 or len(net.trafo) != 1:
+        raise GridError(f"LV area model {net.name!r}: needs exactly one ext_grid and one "
+                        f"transformer, has {len(net.ext_grid)} and {len(net.trafo)}")
+    mv_bus = int(net.ext_grid.bus.iloc[0])
+    buses = net.bus.index.to_numpy(np.int64)
+    return LVArea(str(net.name), int(net.trafo.index[0]), mv_bus, buses[buses != mv_bus], net,
+                  math.nan, math.nan)
+
+
+def write_area(net: pp.pandapowerNet, path: str | Path) -> Path:
+    """A DSO's private model as a pandapower JSON file (region element indices kept)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pp.to_json(net, str(path))
+    return path
+
+
+def read_area(path: str | Path) -> pp.pandapowerNet:
+    path = Path(path)
+    if not path.is_file():
+        raise GridError(f"area model file not found: {path}")
+    return pp.from_json(str(path))
 
 
 @dataclass
@@ -155,17 +194,26 @@ class MVDso:
 def make_mv_dso(region: Region, lv: list[LVDso], *,
                 fractions: tuple[float, ...] = (0.0, 0.5, 1.0), salt: str | None = None
                 ) -> MVDso:
-    ids = tuple(d.name for d in lv)
-    bids = BidTable(ids=ids, volume_mw=np.array([d.bids.volume_mw.sum() for d in lv]),
-                    price_eur_per_mwh=np.zeros(len(lv)),
-                    bus=np.array([d.area.mv_bus for d in lv], np.int64))
-    lin = Linearizer(region.mv_net, bids, limits=region.mv_limits, salt=salt)
+    return mv_dso(region.mv_net, [d.name for d in lv], [d.area.mv_bus for d in lv],
+                  [float(d.bids.volume_mw.sum()) for d in lv], limits=region.mv_limits,
+                  fractions=fractions, salt=salt)
+
+
+def mv_dso(mv_net: pp.pandapowerNet, names: list[str], mv_buses: list[int],
+           volume_mw: list[float], *, limits: Limits,
+           fractions: tuple[float, ...] = (0.0, 0.5, 1.0), salt: str | None = None) -> MVDso:
+    """The MV DSO over ``mv_net`` (areas as loads ``"area <name>"``) with one column per
+    area (its bid total ``volume_mw`` at its MV bus), linearised at the model's loads."""
+    bids = BidTable(ids=tuple(names), volume_mw=np.asarray(volume_mw, float),
+                    price_eur_per_mwh=np.zeros(len(names)),
+                    bus=np.asarray(mv_buses, np.int64))
+    lin = Linearizer(mv_net, bids, limits=limits, salt=salt)
     pkg = lin.linearize(fractions).package
     by_bus = {bus: k for k, bus in lin.keymap.vm_pu.items()}
-    names = lin.net.load.name.astype(str)
-    area_load = {d.name: int(lin.net.load.index[names == AREA_LOAD_PREFIX + d.name][0])
-                 for d in lv}
-    return MVDso(bids, lin, pkg, {d.name: by_bus[d.area.mv_bus] for d in lv}, area_load)
+    load_names = lin.net.load.name.astype(str)
+    area_load = {n: int(lin.net.load.index[load_names == AREA_LOAD_PREFIX + n][0])
+                 for n in names}
+    return MVDso(bids, lin, pkg, {n: by_bus[b] for n, b in zip(names, mv_buses)}, area_load)
 
 
 def area_packages(lv: list[LVDso], mv: MVDso | None) -> list[AreaPackage]:
@@ -215,3 +263,90 @@ class SignedExchange:
         mv_out = self._ship("mv", mv) if mv is not None else None
         self._round += 1
         return out, mv_out
+
+
+# --------------------------------------------------------------------------- frames
+_TABLES = (("load", ("p_mw", "q_mvar")), ("sgen", ("p_mw",)), ("storage", ("p_mw",)))
+
+
+@dataclass
+class FrameInjections:
+    """Per-frame injections of a set of elements (region element index and bus): what each
+    DSO (its own elements) and the region grid (all of them) write into their models before
+    a frame. Built from the region's profiles (``flexcore.region.profiles.RegionProfiles``,
+    its fields of the same names); stored as a plain ``.npz`` (no pickle). A row of a net
+    is written only when both its index and its bus match (the MV model's area loads are
+    new rows whose indices may equal LV loads' indices)."""
+
+    load_index: np.ndarray          # (n_load,) region load indices
+    load_bus: np.ndarray
+    load_p_mw: np.ndarray           # (frames, n_load)
+    load_q_mvar: np.ndarray
+    sgen_index: np.ndarray
+    sgen_bus: np.ndarray
+    sgen_p_mw: np.ndarray           # (frames, n_sgen)
+    storage_index: np.ndarray
+    storage_bus: np.ndarray
+    storage_p_mw: np.ndarray        # (frames, n_storage)
+
+    _NAMES = ("load_index", "load_bus", "load_p_mw", "load_q_mvar", "sgen_index", "sgen_bus",
+              "sgen_p_mw", "storage_index", "storage_bus", "storage_p_mw")
+
+    @property
+    def frames(self) -> int:
+        return int(self.load_p_mw.shape[0])
+
+    @classmethod
+    def of(cls, profiles: object) -> FrameInjections:
+        """From any object with the ten fields (a ``RegionProfiles``)."""
+        return cls(*(np.asarray(getattr(profiles, n)) for n in cls._NAMES))
+
+    def window(self, start: int, n: int) -> FrameInjections:
+        """Frames ``start .. start + n - 1`` as frames 0 .. n - 1."""
+        cut = slice(start, start + n)
+        return FrameInjections(*(getattr(self, f) if f.endswith(("_index", "_bus"))
+                                 else getattr(self, f)[cut] for f in self._NAMES))
+
+    def _rows(self, net: pp.pandapowerNet, table: str) -> tuple[np.ndarray, np.ndarray]:
+        """(positions in this object, positions in ``net[table]``) of the matching rows."""
+        idx = getattr(self, f"{table}_index")
+        if table not in net or not len(net[table]) or not len(idx):
+            return np.zeros(0, int), np.zeros(0, int)
+        where = pd.Index(idx).get_indexer(net[table].index)
+        found = np.flatnonzero(where >= 0)
+        bus = getattr(self, f"{table}_bus")
+        ok = bus[where[found]] == net[table].bus.to_numpy(np.int64)[found]
+        return where[found[ok]], found[ok]
+
+    def subset(self, net: pp.pandapowerNet) -> FrameInjections:
+        """Only the elements ``net`` holds (a DSO's share)."""
+        parts: list[np.ndarray] = []
+        for table, cols in _TABLES:
+            mine, _ = self._rows(net, table)
+            mine = np.sort(mine)
+            parts += [getattr(self, f"{table}_index")[mine], getattr(self, f"{table}_bus")[mine]]
+            parts += [getattr(self, f"{table}_{c}")[:, mine] for c in cols]
+        return FrameInjections(*parts)
+
+    def apply(self, net: pp.pandapowerNet, frame: int) -> None:
+        """Write frame ``frame``'s values into the matching rows of ``net``."""
+        for table, cols in _TABLES:
+            mine, rows = self._rows(net, table)
+            for col in cols:
+                j = net[table].columns.get_loc(col)
+                net[table].iloc[rows, j] = getattr(self, f"{table}_{col}")[frame, mine]
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as fh:
+            np.savez(fh, **{n: getattr(self, n) for n in self._NAMES})
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> FrameInjections:
+        try:
+            with np.load(Path(path), allow_pickle=False) as z:
+                return cls(*(z[n] for n in cls._NAMES))
+        except (OSError, KeyError, ValueError) as exc:
+            raise GridError(f"{path}: not a frame-injections file ({exc})") from None

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -42,6 +42,10 @@ TABLE1_VM_PU = 2.6e-5
 TABLE1_LOADING_PERCENT = 9.8e-3
 VM_TOL_PU = 1e-6
 LOADING_TOL_PERCENT = 1e-4
+#: a row binds when the clearing's prediction is this close to (or beyond) its limit and
+#: its base case is within the limit
+BINDING_VM_PU = 1e-5
+BINDING_LOADING_PERCENT = 1e-3
 
 
 def region_bids(region: Region, *, seed: int = 0, share: tuple[float, float] = (0.5, 2.5),
@@ -119,19 +123,27 @@ class RowCheck:
     violations: int = 0
     base_violations: int = 0
     worst: str = ""
+    n_binding_vm: int = 0           # predicted at its limit (see BINDING_*), base case within
+    n_binding_loading: int = 0
+    vm_min_pu: float = math.nan     # AC extremes over all the package's rows
+    vm_max_pu: float = math.nan
+    max_abs_loading_percent: float = math.nan
 
 
 def _check_rows(limits: Limits, keys_vm: list[Any], keys_ld: list[Any], pred_vm: np.ndarray,
                 pred_ld: np.ndarray, ac: RegionAC, base: RegionAC) -> RowCheck:
     out = RowCheck()
-    for kind, keys, pred, vals, bvals, lo, hi, tol_move, tol_v in (
+    for kind, keys, pred, vals, bvals, lo, hi, tol_move, tol_v, tol_b in (
             ("vm", keys_vm, pred_vm, ac.vm_pu, base.vm_pu, limits.vm_min_pu, limits.vm_max_pu,
-             VM_TOL_PU, VM_TOL_PU),
+             VM_TOL_PU, VM_TOL_PU, BINDING_VM_PU),
             ("loading", keys_ld, pred_ld, ac.loading_percent, base.loading_percent,
              limits.loading_min_percent, limits.loading_max_percent, LOADING_TOL_PERCENT,
-             LOADING_TOL_PERCENT)):
-        a = np.array([vals[k] for k in keys])
-        b = np.array([bvals[k] for k in keys])
+             LOADING_TOL_PERCENT, BINDING_LOADING_PERCENT)):
+        pred = np.asarray(pred, dtype=float)
+        a = np.array([vals[k] for k in keys], dtype=float)
+        b = np.array([bvals[k] for k in keys], dtype=float)
+        binding = int((((pred >= hi - tol_b) | (pred <= lo + tol_b)) & (b >= lo) & (b <= hi)
+                       ).sum())
         margin_lo, margin_hi = 0.01 * abs(lo), 0.01 * abs(hi)
         relevant = (np.abs(a - b) > tol_move) | (a <= lo + margin_lo) | (a >= hi - margin_hi)
         err = np.abs(pred - a)[relevant]
@@ -145,8 +157,14 @@ def _check_rows(limits: Limits, keys_vm: list[Any], keys_ld: list[Any], pred_vm:
             out.worst = f"{kind} {keys[k]}: {a[k]:.5f}"
         if kind == "vm":
             out.n_relevant_vm, out.max_vm_err_pu = int(relevant.sum()), m
+            out.n_binding_vm = binding
+            if a.size:
+                out.vm_min_pu, out.vm_max_pu = float(a.min()), float(a.max())
         else:
             out.n_relevant_loading, out.max_loading_err_percent = int(relevant.sum()), m
+            out.n_binding_loading = binding
+            if a.size:
+                out.max_abs_loading_percent = float(np.abs(a).max())
     return out
 
 
@@ -182,9 +200,17 @@ class RegionReport:
     mv: AreaReport
     times_s: dict[str, float] = field(default_factory=dict)
     clearing: dict[str, Any] = field(default_factory=dict)
+    #: rows the final clearing predicts at their limit (voltage + loading)
+    binding_mv_rows: int = 0
+    binding_lv_rows: int = 0
+    #: per clearing (round 0 = first): cost, AC-safe, errors, binding rows
+    history: list[dict[str, Any]] = field(default_factory=list)
+    #: the final dispatch's AC power flow of the whole region (not in as_dict)
+    ac: RegionAC | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = asdict(replace(self, ac=None))
+        d.pop("ac")
         d["table1_rmse"] = {"vm_pu": TABLE1_VM_PU, "loading_percent": TABLE1_LOADING_PERCENT}
         d["within_table1"] = {"vm": self.max_vm_err_pu <= TABLE1_VM_PU,
                               "loading": self.max_loading_err_percent
@@ -206,6 +232,10 @@ class RegionReport:
             f"areas: {len(self.areas)}, dispatched: {len(active)}; MV: "
             f"{self.mv.check.violations} violation(s), {self.mv.check.base_violations} "
             "base-case violation(s)",
+            f"binding rows (predicted at their limit): MV {self.binding_mv_rows} (voltage "
+            f"{self.mv.check.n_binding_vm}, loading {self.mv.check.n_binding_loading}), LV "
+            f"{self.binding_lv_rows}; AC extremes: MV {self.mv.check.vm_min_pu:.4f}.."
+            f"{self.mv.check.vm_max_pu:.4f} p.u., {self.mv.check.max_abs_loading_percent:.1f} %",
             f"{'area':>8} {'bids':>5} {'MW':>8} {'EUR/h':>9} {'rnd':>3} {'dV_slack':>9} "
             f"{'vm err':>9} {'ld err':>9} {'viol':>4} {'base':>4}",
         ]
@@ -281,6 +311,7 @@ def run_region(setup: RegionSetup, request_mw: float, *, max_rounds: int = 3,
     base = setup.grid.run(setup.bid_bus, np.zeros(len(setup.bid_bus)))
     t_clear = t_ac = 0.0
     rounds = 0
+    history: list[dict[str, Any]] = []
     while True:
         t1 = time.perf_counter()
         pk = area_packages(setup.lv, setup.mv)
@@ -302,6 +333,16 @@ def run_region(setup: RegionSetup, request_mw: float, *, max_rounds: int = 3,
         accurate = all(c.max_vm_err_pu <= TABLE1_VM_PU
                        and c.max_loading_err_percent <= TABLE1_LOADING_PERCENT
                        for c in all_checks)
+        history.append({
+            "round": rounds, "status": clearing.status.value,
+            "cost_eur_per_h": clearing.cost_eur_per_h, "ac_converged": ac.converged,
+            "ac_safe": safe, "violations": sum(c.violations for c in all_checks),
+            "max_vm_err_pu": max(c.max_vm_err_pu for c in all_checks),
+            "max_loading_err_percent": max(c.max_loading_err_percent for c in all_checks),
+            "binding_mv_rows": mvc.n_binding_vm + mvc.n_binding_loading,
+            "binding_lv_rows": sum(c.n_binding_vm + c.n_binding_loading for c in checks),
+            "mv_vm_max_pu": mvc.vm_max_pu, "mv_max_abs_loading_percent":
+                mvc.max_abs_loading_percent, "clearing_s": t2 - t1})
         if (safe and accurate) or rounds >= max_rounds or not ac.converged:
             break
         rounds += 1
@@ -335,7 +376,9 @@ def run_region(setup: RegionSetup, request_mw: float, *, max_rounds: int = 3,
         max_vm_err_pu=max(c.max_vm_err_pu for c in all_checks),
         max_loading_err_percent=max(c.max_loading_err_percent for c in all_checks),
         relevant_rows=sum(c.n_relevant_vm + c.n_relevant_loading for c in all_checks),
-        areas=areas, mv=mv_rep,
+        areas=areas, mv=mv_rep, ac=ac, history=history,
+        binding_mv_rows=mvc.n_binding_vm + mvc.n_binding_loading,
+        binding_lv_rows=sum(c.n_binding_vm + c.n_binding_loading for c in checks),
         times_s={**setup.times_s, "clearing": t_clear, "region_ac": t_ac,
                  "total_run": time.perf_counter() - t0},
         clearing={"message": clearing.message, "columns": clearing.columns, "rows": clearing.rows,

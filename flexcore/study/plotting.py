@@ -2,6 +2,7 @@
 and 8) and the run's frames over clock time."""
 from __future__ import annotations
 
+import copy
 import json
 import re
 from pathlib import Path
@@ -346,3 +347,126 @@ def save_figure(fig, path: str | Path, *, dpi: int = 110) -> Path:
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
+
+
+def layout_xy(net) -> tuple[np.ndarray, bool]:
+    """Bus coordinates for a map: the grid's own (:func:`bus_xy`) when every bus has one,
+    else pandapower's generic layout (needs igraph or pygraphviz), else a seeded
+    Kamada-Kawai layout of pandapower's topology graph. Second value: own coordinates."""
+    xy = bus_xy(net)
+    if np.isfinite(xy).all():
+        return xy, True
+    import pandapower.topology as top
+
+    try:
+        from pandapower.plotting.generic_geodata import create_generic_coordinates
+
+        work = copy.deepcopy(net)
+        create_generic_coordinates(work, overwrite=True)
+        xy = bus_xy(work)
+        if np.isfinite(xy).all():
+            return xy, False
+    except ImportError:     # igraph / pygraphviz are optional in pandapower
+        pass
+    import networkx as nx
+
+    graph = top.create_nxgraph(net, respect_switches=False, multi=False)
+    pos = nx.kamada_kawai_layout(graph) if len(graph) > 1 else {b: (0.0, 0.0) for b in graph}
+    return np.array([pos.get(int(b), (np.nan, np.nan)) for b in net.bus.index], float), False
+
+
+def plot_region(mv_net, areas: pd.DataFrame, path: str | Path, **kw) -> Path:
+    """:func:`region_figure` written as a PNG to ``path`` (its own constrained layout)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig = region_figure(mv_net, areas, **kw)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def region_figure(mv_net, areas: pd.DataFrame, *, line_loading_percent=None,
+                  limit_percent: float = 100.0, title: str = "") -> Figure:
+    """A region's congestion on its MV map (a matplotlib Figure with two panels).
+
+    ``mv_net``: the MV DSO's grid; ``line_loading_percent``: per MV line index (signed
+    values as magnitudes; default ``res_line``). ``areas``: one row per LV area with
+    columns ``mv_bus`` (the transformer's MV bus), ``delivered_mw`` and
+    ``max_abs_loading_percent`` (the area's worst line/transformer loading), optionally
+    ``binding`` (rows at their limit: ringed). Left: MV lines by loading, each LV area a
+    marker at its MV bus coloured by its worst loading (orange ring: above
+    ``limit_percent``); right: the same map with the areas coloured by the flexibility they
+    delivered (MW), marker area growing with it. Coordinates: :func:`layout_xy`."""
+    xy, own = layout_xy(mv_net)
+    pos = {b: k for k, b in enumerate(mv_net.bus.index)}
+    line_ld = np.abs(_values(line_loading_percent, mv_net.line.index,
+                             _res(mv_net, "line", "loading_percent")))
+    segs = np.array([[xy[pos[f]], xy[pos[t]]] for f, t in
+                     zip(mv_net.line.from_bus, mv_net.line.to_bus)]).reshape(-1, 2, 2)
+    at = np.array([xy[pos[int(b)]] for b in areas["mv_bus"]]).reshape(-1, 2)
+    worst = areas["max_abs_loading_percent"].to_numpy(float)
+    delivered = areas["delivered_mw"].to_numpy(float)
+    binding = (areas["binding"].to_numpy(float) > 0 if "binding" in areas
+               else np.zeros(len(areas), bool))
+    fig, axes = plt.subplots(1, 2, figsize=(15, 7.5), sharex=True, sharey=True,
+                             layout="constrained")
+    lc = None
+    for k, ax in enumerate(axes):
+        lc_k = LineCollection(segs, cmap="viridis", linewidths=1.6)
+        lc_k.set_array(np.nan_to_num(line_ld))
+        lc_k.set_clim(0, limit_percent)
+        ax.add_collection(lc_k)
+        lc = lc if lc is not None else lc_k
+        over = line_ld > limit_percent + 1e-9
+        if over.any():
+            ax.add_collection(LineCollection(segs[over], colors="tab:red", linewidths=3.5,
+                                             label=f"MV line loading > {limit_percent:g} %"))
+        if k == 0:
+            sc = ax.scatter(at[:, 0], at[:, 1], c=worst, cmap="YlOrRd", vmin=0,
+                            vmax=max(limit_percent, float(np.nanmax(worst, initial=0))),
+                            s=46, marker="s", edgecolors="0.3", linewidths=0.5, zorder=4)
+            fig.colorbar(sc, ax=ax, label="LV area worst loading (%)", fraction=0.04,
+                         pad=0.01)
+            hot = worst > limit_percent + 1e-9
+            if hot.any():
+                ax.scatter(at[hot, 0], at[hot, 1], s=130, facecolors="none",
+                           edgecolors="tab:red", linewidths=1.5, zorder=5,
+                           label=f"LV area above {limit_percent:g} %")
+            if binding.any():
+                ax.scatter(at[binding, 0], at[binding, 1], s=90, facecolors="none",
+                           edgecolors="black", linewidths=1.0, zorder=5,
+                           label="LV area with a binding row")
+            ax.set_title("congestion: MV lines and LV areas")
+        else:
+            size = 20 + 400 * delivered / max(float(np.nanmax(delivered, initial=0)), 1e-9)
+            sc = ax.scatter(at[:, 0], at[:, 1], c=delivered, cmap="Blues", vmin=0,
+                            s=np.clip(size, 20, None), edgecolors="0.3", linewidths=0.5,
+                            zorder=4)
+            fig.colorbar(sc, ax=ax, label="delivered flexibility (MW)", fraction=0.04,
+                         pad=0.01)
+            ax.set_title(f"delivered flexibility: {np.nansum(delivered):.2f} MW from "
+                         f"{int((delivered > 1e-6).sum())} of {len(delivered)} LV areas")
+        ext = mv_net.ext_grid.bus.to_numpy() if len(mv_net.ext_grid) else []
+        for b in ext:
+            ax.plot(*xy[pos[int(b)]], marker="*", ms=16, color="black", zorder=6)
+        ax.autoscale()
+        if own and coordinates_are_degrees(xy):
+            ax.set_aspect(1.0 / np.cos(np.radians(float(np.nanmean(xy[:, 1])))),
+                          adjustable="datalim")
+            ax.set_xlabel("longitude (°E)")
+            ax.set_ylabel("latitude (°N)" if k == 0 else "")
+            ax.ticklabel_format(useOffset=False)
+        elif own:
+            ax.set_aspect("equal", adjustable="datalim")
+            ax.set_xlabel("x (m)")
+            ax.set_ylabel("y (m)" if k == 0 else "")
+        else:                       # no coordinates: a layout, no axes to read
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(ax.get_title() + " (generic layout)")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="lower right", fontsize=8)
+    fig.colorbar(lc, ax=axes, label="MV line loading (%)", fraction=0.03, pad=0.02,
+                 location="bottom")
+    fig.suptitle(title or str(mv_net.name))
+    return fig

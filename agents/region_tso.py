@@ -1,0 +1,221 @@
+"""RegionTSO: one clearing over every DSO package of a region, per frame and round.
+
+Privacy boundary: imports no pandapower and nothing from flexcore.grid / flexcore.dso /
+flexcore.region (import-linter contract ``region-tso-no-grid``). It sees signed package
+bytes, bids without buses, the MV DSO's map area -> voltage row, and each DSO's check
+summary (numbers only).
+
+Models: ``TSO`` (one: ``request_mw`` per frame, ``max_rounds``, ``time_limit_s``,
+``mip_rel_gap``; outputs ``setpoint[MW]`` to the region grid and the frame's ``clearing``
+record) and ``Desk`` (one per DSO: ``create(n, "Desk", dsos=[{"name", "public_key" (PEM
+text), "bids": {"ids", "volume_mw", "price_eur_per_mwh"} or absent for the MV DSO}])``;
+``from_dso`` in, ``to_dso`` out).
+
+Round loop (a same-time loop of mosaik tiers, weak connections TSO -> DSOs and TSO ->
+grid): when every desk holds a package of round 0, every package is read with
+:func:`flexcore.exchange.wire.package_from_text` and **that DSO's public key as the only
+trusted one** (a package signed by another key is refused: the frame fails with the
+SignatureError named in its record), then :func:`flexcore.market.multi.clear_region`.
+Activations go to the grid (``setpoint[MW]``) and each DSO's share to its desk. When every
+desk holds the DSO's check of round k, the TSO stops if every check is ok (AC-safe and
+within the Table 1 RMSE on the DSO's relevant rows), if k = ``max_rounds`` or if the AC did
+not converge; otherwise it clears again with the refined packages (round k+1). The frame's
+record names the final round; that round's clearing is the dispatch.
+"""
+from __future__ import annotations
+
+import math
+import time as _time
+
+import numpy as np
+
+from simulators import FrameSimulator, meta_from_table
+
+MV = "mv"
+META = meta_from_table({
+    "TSO": {"public": True,
+            "params": ["request_mw", "max_rounds", "time_limit_s", "mip_rel_gap"],
+            "attrs": ["setpoint[MW]", "clearing"]},
+    "Desk": {"public": True, "params": ["dsos"], "attrs": ["from_dso", "to_dso"]},
+}, sim_type="event-based")
+
+
+class RegionTSO(FrameSimulator):
+    def __init__(self) -> None:
+        super().__init__(META)
+        self.request: list[float] | None = None
+        self.desks: dict[str, dict] = {}
+        self._eout: dict[str, dict] = {}
+
+    def init(self, sid, time_resolution=1.0, step_s: int = 900, **sim_params):
+        self.step_s = int(step_s)
+        return self.meta
+
+    def create(self, num, model, **params):
+        from flexcore.exchange.bids import BidTable
+        from flexcore.exchange.wire import public_key_from_pem
+
+        if model == "TSO":
+            if num != 1 or self.request is not None:
+                raise ValueError("RegionTSO holds exactly one TSO entity")
+            self.request = [float(x) for x in params["request_mw"]]
+            self.max_rounds = int(params.get("max_rounds", 3))
+            self.time_limit_s = params.get("time_limit_s")
+            self.gap = float(params.get("mip_rel_gap", 1e-6))
+            return [{"eid": "TSO", "type": model}]
+        specs = list(params["dsos"])
+        if len(specs) != num:
+            raise ValueError(f"RegionTSO.Desk: {num} desks need {num} DSO specs")
+        out = []
+        for s in specs:
+            name = str(s["name"])
+            b = s.get("bids")
+            self.desks[name] = {
+                "key": public_key_from_pem(s["public_key"], source=f"public key of {name}"),
+                "bids": None if b is None else BidTable(
+                    ids=tuple(b["ids"]), volume_mw=np.asarray(b["volume_mw"], float),
+                    price_eur_per_mwh=np.asarray(b["price_eur_per_mwh"], float))}
+            out.append({"eid": name, "type": model})
+        return out
+
+    # ------------------------------------------------------------------ frame state
+    def _new_frame(self, frame: int) -> None:
+        self.frame, self.round, self.done = frame, 0, False
+        self.packages: dict = {}
+        self.reports: dict[str, dict] = {}
+        self.slack_rows: dict[str, str] = {}
+        self.verified = 0
+        self.t_verify = self.t_clear = 0.0
+        self.last = None
+
+    def step(self, time, inputs, max_advance):
+        frame = int(time) // self.step_s
+        if getattr(self, "frame", None) != frame:
+            self._new_frame(frame)
+        self._eout = {}
+        for eid, attrs in inputs.items():
+            for msg in attrs.get("from_dso", {}).values():
+                self._receive(eid, msg)
+        if self.done:
+            return None
+        if self.round == 0 and not self.reports and set(self.packages) == set(self.desks) \
+                and self.last is None:
+            self._clear()
+        elif self.last is not None and set(self.reports) == set(self.desks):
+            self._decide()
+        return None
+
+    def _receive(self, name: str, msg: dict) -> None:
+        from flexcore.exchange.points import PackageError
+        from flexcore.exchange.signing import SignatureError
+        from flexcore.exchange.wire import package_from_text
+
+        if int(msg["frame"]) != self.frame:
+            raise ValueError(f"DSO {name}: message of frame {msg['frame']} in frame "
+                             f"{self.frame}")
+        if "failed" in msg:
+            self._finish("base_not_converged", str(msg["failed"]))
+            return
+        if msg.get("package") is not None:
+            t0 = _time.perf_counter()
+            try:
+                self.packages[name] = package_from_text(
+                    msg["package"], trusted=[self.desks[name]["key"]], allow_full=True,
+                    source=f"package of {name} (frame {self.frame}, round {msg['round']})")
+            except (PackageError, SignatureError) as exc:
+                self._finish("refused", str(exc))
+                return
+            finally:
+                self.t_verify += _time.perf_counter() - t0
+            self.verified += 1
+        if "slack_rows" in msg:
+            self.slack_rows = dict(msg["slack_rows"])
+        if "check" in msg:
+            self.reports[name] = msg
+
+    def _clear(self) -> None:
+        from flexcore.market.multi import AreaPackage, clear_region
+
+        coupled = MV in self.desks
+        areas = [AreaPackage(n, self.packages[n], d["bids"],
+                             mv_column=n if coupled else None,
+                             mv_slack_row=self.slack_rows.get(n) if coupled else None)
+                 for n, d in self.desks.items() if n != MV]
+        t0 = _time.perf_counter()
+        r = clear_region(areas, self.request[self.frame], mv=self.packages.get(MV),
+                         time_limit_s=self.time_limit_s, mip_rel_gap=self.gap)
+        self.t_clear += _time.perf_counter() - t0
+        self.last, self.reports = r, {}
+        if not r.ok:
+            self._finish(r.status.value, r.message)
+            return
+        out: dict[str, dict] = {}
+        setpoints: dict[str, float] = {}
+        for n, d in self.desks.items():
+            if n == MV:
+                continue
+            x = r.activation_mw[n]
+            setpoints.update({b: float(v) for b, v in zip(d["bids"].ids, x) if v != 0.0})
+            out[n] = {"to_dso": {
+                "frame": self.frame, "round": self.round, "activation_mw": x.tolist(),
+                "point": r.points.get(n), "slack_dv_pu": r.slack_dv_pu.get(n, 0.0),
+                "predicted_vm_pu": r.predicted_vm_pu[n].tolist(),
+                "predicted_loading_percent": r.predicted_loading_percent[n].tolist()}}
+        if MV in self.desks:
+            out[MV] = {"to_dso": {
+                "frame": self.frame, "round": self.round,
+                "injection_mw": [float(r.activation_mw[a.name].sum()) for a in areas],
+                "point": r.mv_point,
+                "predicted_vm_pu": np.asarray(r.mv_predicted_vm_pu).tolist(),
+                "predicted_loading_percent": np.asarray(
+                    r.mv_predicted_loading_percent).tolist()}}
+        out["TSO"] = {"setpoint[MW]": {"frame": self.frame, "round": self.round,
+                                       "activation_mw": setpoints}}
+        self._eout = out
+
+    def _decide(self) -> None:
+        reps = self.reports.values()
+        if all(r["ok"] for r in reps) or self.round >= self.max_rounds \
+                or not all(r["converged"] for r in reps):
+            self._finish(self.last.status.value, self.last.message)
+            return
+        self.round += 1
+        self._clear()
+
+    def _finish(self, status: str, message: str) -> None:
+        r = self.last
+        ok = r is not None and r.ok and status == r.status.value
+        areas = {}
+        if ok:
+            for n, d in self.desks.items():
+                if n == MV:
+                    continue
+                x = r.activation_mw[n]
+                areas[n] = {"delivered_mw": float(x.sum()),
+                            "cost_eur_per_h": float(np.abs(x) @ d["bids"].price_eur_per_mwh),
+                            "point": r.points.get(n), "slack_dv_pu": r.slack_dv_pu.get(n, 0.0),
+                            "rounds": self.reports.get(n, {}).get("rounds", 0)}
+        self._eout = {"TSO": {"clearing": {
+            "frame": self.frame, "status": status, "message": message,
+            "dispatched": ok, "round": self.round, "request_mw": self.request[self.frame],
+            "cost_eur_per_h": float(r.cost_eur_per_h) if ok else math.nan,
+            "mv_point": r.mv_point if ok else None, "areas": areas,
+            "packages_verified": self.verified, "verify_time_s": self.t_verify,
+            "clearing_time_s": self.t_clear,
+            "build_time_s": r.build_time_s if r is not None else 0.0,
+            "solve_time_s": r.solve_time_s if r is not None else 0.0}}}
+        self.done = True
+
+    def get_data(self, outputs):
+        return {eid: {a: self._eout[eid][a] for a in attrs if a in self._eout.get(eid, {})}
+                for eid, attrs in outputs.items()}
+
+
+def main() -> None:
+    from simulators import start_simulation
+
+    start_simulation(RegionTSO())
+
+
+if __name__ == "__main__":
+    main()

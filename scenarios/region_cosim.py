@@ -1,0 +1,392 @@
+"""``flexcosim region SCENARIO.toml --cosim``: the region study of :mod:`scenarios.region`
+as a mosaik co-simulation over frames, with the DSOs as agents in their own processes.
+
+::
+
+    +----------------------------- world.group() ------------------------------------+
+    | RegionGrid.Meter[a] --measured--> RegionDSO.LV[a] / .MV --to_tso--> RegionTSO.Desk[a] |
+    |        ^                               ^                                 |        |
+    |        | setpoint[MW] (weak)           +------ to_dso (weak) ------------+        |
+    | RegionGrid.Region <-------------------------- RegionTSO.TSO                       |
+    +---------------------------------------------------------------------------------+
+    RegionTSO.TSO --clearing--> Collector <--ac-- RegionGrid.Region;  RegionDSO --report-->
+
+Processes: the LV DSO entities are split into ``processes`` = K groups, each one
+``RegionDSO`` simulator started with the ``cmd`` starter in its **own working folder**
+``<run>/dso-<k>/`` (``<area>/area.json`` = the area's private model written by the split,
+``<area>/bids.csv``, ``<area>/dso.key`` = its Ed25519 key); the MV DSO in ``<run>/dso-mv/``.
+``connect=[(HOST:PORT, folder, n)]`` serves the last n LV DSOs from a ``RegionDSO`` that
+was started separately (``python -m agents.region_dso HOST:PORT --remote`` in ``folder``)
+and is joined with mosaik's ``connect`` starter; the runner writes those DSOs' files into
+``folder`` (a stand-in for the DSO preparing its own folder). The TSO holds only the DSOs'
+public keys (``<run>/tso/trusted/<dso>.pub``, handed over as PEM text) and bids without
+buses; the grid and the collector run in the runner's process. Packages cross as signed
+bytes inside the messages; no path crosses a process boundary except the folders the
+runner itself creates.
+
+Each frame: the grid applies the frame's injections (``injections``, a
+:class:`~flexcore.region.dsos.FrameInjections` of the region; ``None``: static loads) and
+measures the base state, every DSO re-linearises at it, the TSO clears and refines in a
+same-time loop until every DSO's check is ok or ``max_rounds``. The run folder
+(``results/<UTC time>-region-cosim/``) holds ``frames.csv`` (one row per frame),
+``areas.csv`` (one row per frame and DSO), ``summary.json`` and ``meta.json``.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scenarios.config import ConfigError
+from simulators import FrameSimulator, meta_from_table
+
+STEP_S = 900
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class CosimOptions:
+    frames: int = 1
+    processes: int = 1
+    starter: str = "cmd"                 # "cmd": DSO processes; "python": all in one
+    connect: tuple[tuple[str, str, int], ...] = ()   # (HOST:PORT, folder, LV DSOs)
+    day_type: str | None = None          # SimBench profiles of that day type's 2016 date
+    date: str | None = None              # ... or of this 2016 date ("2016-01-20")
+
+
+def region_injections(region, cfg, opts: CosimOptions):
+    """The frames' injections from SimBench's profiles (:mod:`flexcore.region.profiles`)
+    when ``opts`` or ``cfg`` names a day type or date (co-simulation frame i = quarter-hour
+    ``cfg.frame + i`` of that day); None (static loads) otherwise."""
+    from flexcore.region.dsos import FrameInjections
+    from flexcore.region.profiles import region_profiles
+
+    day_type = opts.day_type or getattr(cfg, "day_type", "") or None
+    date = opts.date or getattr(cfg, "date", "") or None
+    if day_type is None and date is None:
+        return None
+    inj = FrameInjections.of(region_profiles(region.net, day_type=day_type, date=date,
+                                             seed=cfg.seed, source=cfg.grid))
+    start = int(getattr(cfg, "frame", 0))
+    if start + opts.frames > inj.frames:
+        raise ConfigError(f"frames: {opts.frames} frames from quarter-hour {start} run past "
+                          f"the day's {inj.frames} quarter-hours")
+    return inj.window(start, opts.frames)
+
+
+@dataclass
+class CosimResult:
+    folder: Path
+    frames: list[dict[str, Any]]
+    areas: list[dict[str, Any]]
+    times_s: dict[str, float] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- collector
+class Collector(FrameSimulator):
+    """Gathers the TSO's frame records, the grid's round records and the DSOs' round
+    reports; writes the run tables at the end (runs in the runner's process)."""
+
+    def __init__(self) -> None:
+        super().__init__(meta_from_table({"Collector": {
+            "public": True, "params": ["run_dir"], "attrs": ["clearing", "ac", "report"]}},
+            sim_type="event-based"))
+        self.clearings: dict[int, dict] = {}
+        self.acs: dict[tuple[int, int], dict] = {}
+        self.reports: dict[tuple[int, int, str], dict] = {}
+        self.wall: dict[int, float] = {}
+
+    def create(self, num, model, run_dir: str):
+        self.run_dir = Path(run_dir)
+        _COLLECTORS[str(self.run_dir)] = self
+        return [{"eid": "Collector", "type": model}]
+
+    def step(self, time, inputs, max_advance):
+        for attrs in inputs.values():
+            for c in attrs.get("clearing", {}).values():
+                self.clearings[c["frame"]] = c
+                self.wall[c["frame"]] = _now()
+            for c in attrs.get("ac", {}).values():
+                self.acs[c["frame"], c["round"]] = c
+            for src, r in attrs.get("report", {}).items():
+                self.reports[r["frame"], r["round"], src.split(".", 1)[1]] = r
+        return None
+
+    def tables(self) -> tuple[list[dict], list[dict]]:
+        frames, areas = [], []
+        for f, c in sorted(self.clearings.items()):
+            k = c["round"]
+            ac = self.acs.get((f, k), {}) if c["dispatched"] else {}
+            reps = {n: r for (ff, kk, n), r in self.reports.items() if ff == f and kk == k}
+            checks = [r["check"] for r in reps.values()]
+            frames.append({
+                "frame": f, "status": c["status"], "dispatched": c["dispatched"],
+                "rounds": k, "request_mw": c["request_mw"],
+                "cost_eur_per_h": c["cost_eur_per_h"],
+                "delivered_mw": sum(a["delivered_mw"] for a in c["areas"].values()),
+                "delivered_at_interface_mw": ac.get("delivered_at_interface_mw", math.nan),
+                "ac_converged": bool(ac.get("converged", False)),
+                "ac_violations": ac.get("violations", -1),
+                "dso_violations": sum(x["violations"] for x in checks),
+                "max_vm_err_pu": max((x["max_vm_err_pu"] for x in checks), default=math.nan),
+                "max_loading_err_percent": max((x["max_loading_err_percent"]
+                                                for x in checks), default=math.nan),
+                "packages_verified": c["packages_verified"],
+                "verify_time_s": c["verify_time_s"], "clearing_time_s": c["clearing_time_s"],
+                "message": c["message"]})
+            names = sorted(set(reps) | set(c["areas"]))
+            for n in names:
+                a, r = c["areas"].get(n, {}), reps.get(n, {})
+                chk = r.get("check", {})
+                g = ac.get("areas", {}).get(n, {})
+                areas.append({
+                    "frame": f, "area": n, "delivered_mw": a.get("delivered_mw", 0.0),
+                    "cost_eur_per_h": a.get("cost_eur_per_h", 0.0),
+                    "rounds": r.get("rounds", 0), "point": a.get("point"),
+                    "slack_dv_pu": a.get("slack_dv_pu", 0.0),
+                    "relevant_vm_rows": chk.get("n_relevant_vm", 0),
+                    "relevant_loading_rows": chk.get("n_relevant_loading", 0),
+                    "max_vm_err_pu": chk.get("max_vm_err_pu", math.nan),
+                    "max_loading_err_percent": chk.get("max_loading_err_percent", math.nan),
+                    "violations": chk.get("violations", 0),
+                    "base_violations": chk.get("base_violations", 0),
+                    "ac_violations_all_rows": g.get("violations", 0),
+                    "ac_base_violations_all_rows": g.get("base_violations", 0)})
+        return frames, areas
+
+    def finalize(self):
+        frames, areas = self.tables()
+        for name, rows in (("frames.csv", frames), ("areas.csv", areas)):
+            if rows:
+                with open(self.run_dir / name, "w", newline="") as fh:
+                    w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+                    w.writeheader()
+                    w.writerows(rows)
+
+
+#: the Collector of each run folder (it runs in the runner's process)
+_COLLECTORS: dict[str, Collector] = {}
+
+
+def _now() -> float:
+    return time.perf_counter()
+
+
+# --------------------------------------------------------------------------- setup
+def _groups(names: list[str], k: int) -> list[list[str]]:
+    k = max(1, min(k, len(names)))
+    return [list(a) for a in np.array_split(np.array(names, dtype=object), k) if len(a)]
+
+
+def _write_lv(folder: Path, area, bids, key) -> dict:
+    from cryptography.hazmat.primitives import serialization
+
+    from flexcore.exchange.bids import write_bids
+    from flexcore.region.dsos import write_area
+
+    d = folder / area.name
+    write_area(area.net, d / "area.json")
+    write_bids(bids, d / "bids.csv")
+    _write_key(key, d / "dso.key", serialization)
+    return {"name": area.name, "area_file": f"{area.name}/area.json",
+            "bids_file": f"{area.name}/bids.csv", "key_file": f"{area.name}/dso.key"}
+
+
+def _write_key(key, path: Path, serialization) -> None:
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(pem)
+
+
+def _workdir(sim_cfg: dict, wdir: Path) -> dict:
+    """In-process DSO simulators (starter "python") are told their working folder; a
+    process has it as its cwd (``cmd``) or its own (``connect``)."""
+    return {"workdir": str(wdir)} if "python" in sim_cfg else {}
+
+
+def run_region_cosim(cfg, opts: CosimOptions, *, out: str | Path | None = None,
+                     injections=None, keys: dict | None = None, quiet: bool = True,
+                     region=None, bids: dict | None = None) -> CosimResult:
+    """Run ``opts.frames`` frames of the region of ``cfg`` (a
+    :class:`scenarios.region.RegionConfig`) as a co-simulation. ``region`` / ``bids``: an
+    already split region and its bids (else from ``cfg``); ``keys``: the DSOs' private
+    keys by name (else new ones); ``injections``: the region's FrameInjections."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from flexcore.exchange.wire import public_key_pem
+    from flexcore.grid.grids import load_grid
+    from flexcore.region.dsos import write_area
+    from flexcore.region.split import split_region
+    from flexcore.region.study import region_bids
+    from flexcore.runs import new_run_dir, versions, write_json
+    from scenarios.runner import new_world
+
+    def say(msg: str) -> None:
+        if not quiet:
+            print(msg, flush=True)
+
+    t0 = _now()
+    if region is None:
+        region = split_region(load_grid(cfg.grid, allow_mvlv=True), source=cfg.grid)
+    names = [a.name for a in region.areas]
+    if cfg.areas:
+        names = names[:cfg.areas]
+    if bids is None:
+        bids = region_bids(region, seed=cfg.seed, share=cfg.bid_share, areas=names)
+    names = [n for n in names if n in bids]
+    keys = dict(keys or {})
+    for n in names + ["mv"]:
+        keys.setdefault(n, Ed25519PrivateKey.generate())
+    folder = new_run_dir("region-cosim", out=out)
+    total = float(sum(bids[n].volume_mw.sum() for n in names))
+    request = getattr(cfg, "request_mw", 0.0) or cfg.request_share * total
+    frames = int(opts.frames)
+    if injections is None:
+        injections = region_injections(region, cfg, opts)
+    if injections is not None and injections.frames < frames:
+        raise ConfigError(f"the profiles hold {injections.frames} frames, {frames} asked for")
+
+    # ---- working folders: the grid's, each DSO process's, the TSO's trusted keys
+    gdir = folder / "grid"
+    region_file = write_area(region.net, gdir / "region.json")
+    inj_file = injections.save(gdir / "injections.npz") if injections is not None else None
+    remote_n = sum(int(n) for _, _, n in opts.connect)
+    local = names[:len(names) - remote_n]
+    groups = [(f"RegionDSO-{k}", folder / f"dso-{k}", g)
+              for k, g in enumerate(_groups(local, opts.processes))]
+    start = len(local)
+    connects = []
+    for j, (addr, wdir, n) in enumerate(opts.connect):
+        connects.append((f"RegionDSO-remote-{j}", Path(wdir), names[start:start + int(n)],
+                         addr))
+        start += int(n)
+    specs: dict[str, dict] = {}
+    for _, wdir, g, *_ in groups + connects:
+        for n in g:
+            specs[n] = _write_lv(wdir, region.area(n), bids[n], keys[n])
+            if injections is not None:
+                sub = injections.subset(region.area(n).net)
+                specs[n]["injections_file"] = str(sub.save(wdir / n / "injections.npz")
+                                                  .relative_to(wdir))
+            specs[n]["fractions"] = list(cfg.fractions)
+    mvdir = folder / "dso-mv"
+    coupled = bool(cfg.coupled)
+    if coupled:
+        write_area(region.mv_net, mvdir / "mv.json")
+        _write_key(keys["mv"], mvdir / "dso.key", serialization)
+        mv_spec = {"name": "mv", "model_file": "mv.json", "key_file": "dso.key",
+                   "areas": names, "mv_buses": [region.area(n).mv_bus for n in names],
+                   "volume_mw": [float(bids[n].volume_mw.sum()) for n in names],
+                   "load_areas": [a.name for a in region.areas],
+                   "fractions": list(cfg.fractions)}
+        if injections is not None:
+            mv_spec["injections_file"] = str(injections.subset(region.mv_net).save(
+                mvdir / "injections.npz").relative_to(mvdir))
+    tdir = folder / "tso" / "trusted"
+    tdir.mkdir(parents=True)
+    for n in names + (["mv"] if coupled else []):
+        (tdir / f"{n}.pub").write_text(public_key_pem(keys[n]))
+
+    # ---- mosaik
+    env = {"PYTHONPATH": os.pathsep.join([str(REPO)] + [p for p in os.environ.get(
+        "PYTHONPATH", "").split(os.pathsep) if p])}
+    cmd = "%(python)s -m agents.region_dso %(addr)s"
+    sim_config: dict[str, dict] = {
+        "RegionGrid": {"python": "simulators.region_grid:RegionGridSim"},
+        "RegionTSO": {"python": "agents.region_tso:RegionTSO"},
+        "Collector": {"python": "scenarios.region_cosim:Collector"}}
+    for name, wdir, _ in groups + ([("RegionDSO-mv", mvdir, [])] if coupled else []):
+        wdir.mkdir(parents=True, exist_ok=True)
+        sim_config[name] = ({"cmd": cmd, "cwd": str(wdir), "env": env}
+                            if opts.starter == "cmd" else
+                            {"python": "agents.region_dso:RegionDSO"})
+    for name, _, _, addr in connects:
+        sim_config[name] = {"connect": addr}
+    world = new_world(sim_config)
+    t_setup = _now() - t0
+    say(f"region: {len(names)} LV DSOs in {len(groups)} process(es)"
+        f"{f' + {len(connects)} joined' if connects else ''}{' + MV' if coupled else ''}; "
+        f"setup {t_setup:.1f} s")
+    try:
+        with world.group():
+            grid_sim = world.start("RegionGrid", region_file=str(region_file),
+                                   units={b: int(bus) for n in names
+                                          for b, bus in zip(bids[n].ids, bids[n].bus)},
+                                   injections_file=str(inj_file) if inj_file else None,
+                                   step_s=STEP_S)
+            region_ent = grid_sim.Region()
+            meter_specs = [{"name": n, "kind": "lv", "mv_bus": region.area(n).mv_bus,
+                            "buses": region.area(n).net.bus.index.tolist()} for n in names]
+            if coupled:
+                mv_buses = region.mv_net.bus.index.tolist()
+                meter_specs.append({"name": "mv", "kind": "mv", "buses": mv_buses,
+                                    "trafos": [a.trafo for a in region.areas]})
+            meters = {m.eid: m for m in grid_sim.Meter.create(len(meter_specs),
+                                                              areas=meter_specs)}
+            dsos = {}
+            for name, wdir, g, *_ in groups + connects:
+                sim = world.start(name, step_s=STEP_S, **_workdir(sim_config[name], wdir))
+                for e in sim.LV.create(len(g), dsos=[specs[n] for n in g],
+                                       max_rounds=cfg.max_rounds, coupled=coupled):
+                    dsos[e.eid] = e
+            if coupled:
+                dsos["mv"] = world.start("RegionDSO-mv", step_s=STEP_S,
+                                         **_workdir(sim_config["RegionDSO-mv"], mvdir)).MV(
+                    dso=mv_spec, max_rounds=cfg.max_rounds)
+            tso_sim = world.start("RegionTSO", step_s=STEP_S)
+            tso = tso_sim.TSO(request_mw=[request] * frames, max_rounds=cfg.max_rounds,
+                              time_limit_s=cfg.time_limit_s, mip_rel_gap=cfg.mip_rel_gap)
+            desk_specs = [{"name": n, "public_key": (tdir / f"{n}.pub").read_text(),
+                           "bids": {"ids": list(bids[n].ids),
+                                    "volume_mw": bids[n].volume_mw.tolist(),
+                                    "price_eur_per_mwh": bids[n].price_eur_per_mwh.tolist()}}
+                          for n in names]
+            if coupled:
+                desk_specs.append({"name": "mv", "public_key": (tdir / "mv.pub").read_text()})
+            desks = {d.eid: d for d in tso_sim.Desk.create(len(desk_specs), dsos=desk_specs)}
+            for n, dso in dsos.items():
+                world.connect(meters[n], dso, "measured")
+                world.connect(dso, desks[n], ("to_tso", "from_dso"))
+                world.connect(desks[n], dso, ("to_dso", "from_tso"), weak=True)
+            world.connect(tso, region_ent, "setpoint[MW]", weak=True)
+        col = world.start("Collector").Collector(run_dir=str(folder))
+        world.connect(tso, col, "clearing")
+        world.connect(region_ent, col, "ac")
+        for dso in dsos.values():
+            world.connect(dso, col, "report")
+        t1 = _now()
+        world.run(until=frames * STEP_S, print_progress=False)
+    except BaseException:
+        world.shutdown()
+        raise
+    t_run = _now() - t1
+    collector = _COLLECTORS.pop(str(folder))
+    frame_rows, area_rows = collector.tables()
+    times = {"setup": t_setup, "run": t_run, "per_frame": t_run / max(frames, 1)}
+    write_json(folder / "summary.json", {
+        "grid": cfg.grid, "frames": frame_rows, "times_s": times,
+        "options": {"frames": frames, "processes": len(groups), "starter": opts.starter,
+                    "joined": [(a, n) for a, _, n in opts.connect], "coupled": coupled,
+                    "lv_dsos": len(names), "request_mw": request,
+                    "day_type": opts.day_type, "date": opts.date,
+                    "profiles": injections is not None},
+        "config": asdict(cfg)})
+    write_json(folder / "meta.json", {"versions": versions(), "seed": cfg.seed,
+                                      "python": sys.executable})
+    for r in frame_rows:
+        say(f"frame {r['frame']}: {r['status']}, cost {r['cost_eur_per_h']:.2f} EUR/h, "
+            f"rounds {r['rounds']}, AC violations {r['ac_violations']}, largest errors "
+            f"{r['max_vm_err_pu']:.1e} p.u. / {r['max_loading_err_percent']:.1e} %")
+    say(f"run {t_run:.1f} s ({times['per_frame']:.1f} s per frame); results: {folder}")
+    return CosimResult(folder, frame_rows, area_rows, times)
