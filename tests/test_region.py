@@ -188,3 +188,15 @@ def test_a_simbench_day_and_request_mw_are_accepted(tmp_path):
                     'request_mw = 12\n')
     cfg = load_region_config(toml)
     assert (cfg.day_type, cfg.frame, cfg.request_mw) == ("summer_sunday", 48, 12.0)
+
+
+@pytest.mark.parametrize("name, code", [("mvlv.toml", "1-MVLV-semiurb-all-0-sw"),
+                                        ("mvlv_urban.toml", "1-MVLV-urban-all-0-sw"),
+                                        ("mvlv_binding.toml", "1-MVLV-semiurb-all-0-sw")])
+def test_the_shipped_region_scenarios_load(name, code):
+    from pathlib import Path
+
+    from scenarios.region import load_region_config
+
+    cfg = load_region_config(Path(__file__).parents[1] / "scenarios" / name)
+    assert cfg.grid == f"simbench:{code}" and cfg.time_limit_s > 0
