@@ -408,8 +408,7 @@ def region_figure(mv_net, areas: pd.DataFrame, *, line_loading_percent=None,
     delivered = areas["delivered_mw"].to_numpy(float)
     binding = (areas["binding"].to_numpy(float) > 0 if "binding" in areas
                else np.zeros(len(areas), bool))
-    fig, axes = plt.subplots(1, 2, figsize=(15, 7.5), sharex=True, sharey=True,
-                             layout="constrained")
+    fig, axes = plt.subplots(1, 2, figsize=(15, 7.5), layout="constrained")
     lc = None
     for k, ax in enumerate(axes):
         lc_k = LineCollection(segs, cmap="viridis", linewidths=1.6)
