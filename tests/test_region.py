@@ -120,10 +120,12 @@ def test_region_command_writes_its_run_folder(tmp_path):
     from scenarios.cli import main
 
     grid = tmp_path / "region.json"
-    pp.to_json(small_region(), str(grid))
+    net = small_region()
+    net.load["profile"] = ["G1-A"] + ["H0-A"] * (len(net.load) - 1)   # SimBench's names
+    pp.to_json(net, str(grid))
     toml = tmp_path / "region.toml"
     toml.write_text(f'[region]\ngrid = "{grid}"\nseed = 1\nrequest_share = 0.3\n'
-                    'bid_share = [1.0, 3.0]\n')
+                    'bid_share = [1.0, 3.0]\nday_type = "winter_workday"\nframe = 72\n')
     out = tmp_path / "run"
     assert main(["region", str(toml), "--out", str(out), "--quiet"]) == 0
     summary = json.loads((out / "summary.json").read_text())
@@ -131,6 +133,9 @@ def test_region_command_writes_its_run_folder(tmp_path):
     assert (out / "areas.csv").read_text().count("\n") == 5      # header, 3 areas, mv
     assert sorted(p.name for p in (out / "packages").iterdir()) == ["lv0", "lv1", "lv2", "mv"]
     assert (out / "region.png").stat().st_size > 10_000
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["profile"]["date"] == "2016-01-20" and meta["profile"]["frame"] == 72
+    assert 0 < meta["profile"]["load_p_mw"] < net.load.p_mw.sum()    # 18:00, not the static
     assert summary["history"][-1]["ac_safe"] and "binding_mv_rows" in summary
     toml.write_text('[region]\ngrid = "x"\nrequest_share = 2.0\n')
     assert main(["region", str(toml), "--check"]) == 2
@@ -188,3 +193,15 @@ def test_a_simbench_day_and_request_mw_are_accepted(tmp_path):
                     'request_mw = 12\n')
     cfg = load_region_config(toml)
     assert (cfg.day_type, cfg.frame, cfg.request_mw) == ("summer_sunday", 48, 12.0)
+
+
+@pytest.mark.parametrize("name, code", [("mvlv.toml", "1-MVLV-semiurb-all-0-sw"),
+                                        ("mvlv_urban.toml", "1-MVLV-urban-all-0-sw"),
+                                        ("mvlv_binding.toml", "1-MVLV-semiurb-all-0-sw")])
+def test_the_shipped_region_scenarios_load(name, code):
+    from pathlib import Path
+
+    from scenarios.region import load_region_config
+
+    cfg = load_region_config(Path(__file__).parents[1] / "scenarios" / name)
+    assert cfg.grid == f"simbench:{code}" and cfg.time_limit_s > 0

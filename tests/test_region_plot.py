@@ -49,7 +49,7 @@ def test_region_figure_shows_mv_loading_and_each_area(tmp_path):
     assert plot_region(mv, areas, tmp_path / "region.png").stat().st_size > 10_000
 
 
-def test_region_figure_uses_the_grid_s_own_coordinates_and_a_given_state():
+def test_region_figure_uses_the_grid_s_own_coordinates_and_a_given_state(tmp_path):
     net = small_region()
     for k, b in enumerate(net.bus.index):        # metres, as in a surveyed grid
         net.bus.at[b, "geo"] = f'{{"type": "Point", "coordinates": [{100.0 * k}, 0.0]}}'
@@ -65,3 +65,9 @@ def test_region_figure_uses_the_grid_s_own_coordinates_and_a_given_state():
     assert [t.get_text() for t in left.get_legend().get_texts()] == ["MV line loading > 100 %"]
     pp.runpp(mv)
     assert mv.res_line.loading_percent.max() < 100          # the drawn state is the given one
+    # SimBench's degrees: drawn to scale in both panels
+    for b in net.bus.index:
+        net.bus.at[b, "geo"] = f'{{"type": "Point", "coordinates": [{11.4 + b / 1e3}, 53.6]}}'
+    deg = split_region(net, source="small")
+    path = plot_region(deg.mv_net, _areas(deg, [0.1] * 3, [10.0] * 3), tmp_path / "r.png")
+    assert path.stat().st_size > 10_000

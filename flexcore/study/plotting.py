@@ -386,7 +386,8 @@ def plot_region(mv_net, areas: pd.DataFrame, path: str | Path, **kw) -> Path:
 
 
 def region_figure(mv_net, areas: pd.DataFrame, *, line_loading_percent=None,
-                  limit_percent: float = 100.0, title: str = "") -> Figure:
+                  limit_percent: float = 100.0, tol_percent: float = 1e-4,
+                  title: str = "") -> Figure:
     """A region's congestion on its MV map (a matplotlib Figure with two panels).
 
     ``mv_net``: the MV DSO's grid; ``line_loading_percent``: per MV line index (signed
@@ -394,9 +395,10 @@ def region_figure(mv_net, areas: pd.DataFrame, *, line_loading_percent=None,
     columns ``mv_bus`` (the transformer's MV bus), ``delivered_mw`` and
     ``max_abs_loading_percent`` (the area's worst line/transformer loading), optionally
     ``binding`` (rows at their limit: ringed). Left: MV lines by loading, each LV area a
-    marker at its MV bus coloured by its worst loading (orange ring: above
-    ``limit_percent``); right: the same map with the areas coloured by the flexibility they
-    delivered (MW), marker area growing with it. Coordinates: :func:`layout_xy`."""
+    marker at its MV bus coloured by its worst loading (red ring: above
+    ``limit_percent`` by more than ``tol_percent``, the AC check's tolerance; MV lines
+    likewise drawn red); right: the same map with the areas coloured by the flexibility
+    they delivered (MW), marker area growing with it. Coordinates: :func:`layout_xy`."""
     xy, own = layout_xy(mv_net)
     pos = {b: k for k, b in enumerate(mv_net.bus.index)}
     line_ld = np.abs(_values(line_loading_percent, mv_net.line.index,
@@ -408,8 +410,7 @@ def region_figure(mv_net, areas: pd.DataFrame, *, line_loading_percent=None,
     delivered = areas["delivered_mw"].to_numpy(float)
     binding = (areas["binding"].to_numpy(float) > 0 if "binding" in areas
                else np.zeros(len(areas), bool))
-    fig, axes = plt.subplots(1, 2, figsize=(15, 7.5), sharex=True, sharey=True,
-                             layout="constrained")
+    fig, axes = plt.subplots(1, 2, figsize=(15, 7.5), layout="constrained")
     lc = None
     for k, ax in enumerate(axes):
         lc_k = LineCollection(segs, cmap="viridis", linewidths=1.6)
@@ -417,7 +418,7 @@ def region_figure(mv_net, areas: pd.DataFrame, *, line_loading_percent=None,
         lc_k.set_clim(0, limit_percent)
         ax.add_collection(lc_k)
         lc = lc if lc is not None else lc_k
-        over = line_ld > limit_percent + 1e-9
+        over = line_ld > limit_percent + tol_percent
         if over.any():
             ax.add_collection(LineCollection(segs[over], colors="tab:red", linewidths=3.5,
                                              label=f"MV line loading > {limit_percent:g} %"))
@@ -427,7 +428,7 @@ def region_figure(mv_net, areas: pd.DataFrame, *, line_loading_percent=None,
                             s=46, marker="s", edgecolors="0.3", linewidths=0.5, zorder=4)
             fig.colorbar(sc, ax=ax, label="LV area worst loading (%)", fraction=0.04,
                          pad=0.01)
-            hot = worst > limit_percent + 1e-9
+            hot = worst > limit_percent + tol_percent
             if hot.any():
                 ax.scatter(at[hot, 0], at[hot, 1], s=130, facecolors="none",
                            edgecolors="tab:red", linewidths=1.5, zorder=5,
