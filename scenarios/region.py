@@ -51,13 +51,15 @@ class RegionConfig:
     day_type: str = ""
     date: str = ""
     frame: int = 0
+    #: audit the MV package and the largest LV package before clearing (audit_mv/lv.json)
+    audit: bool = True
 
 
 _TYPES: dict[str, type] = {"grid": str, "seed": int, "request_share": float,
                            "bid_share": list, "max_rounds": int, "areas": int, "coupled": bool,
                            "fractions": list, "time_limit_s": float,
                            "mip_rel_gap": float, "request_mw": float, "day_type": str,
-                           "date": str, "frame": int}
+                           "date": str, "frame": int, "audit": bool}
 
 
 def load_region_config(path: str | Path) -> RegionConfig:
@@ -150,6 +152,13 @@ def run_region_study(cfg: RegionConfig, *, out: str | Path | None = None,
     total = float(sum(b.volume_mw.sum() for b in bids.values()))
     request = cfg.request_mw or cfg.request_share * total
     folder = new_run_dir("region", out=out)
+    if cfg.audit and setup.mv is not None:  # before the run refines the packages in place
+        from flexcore.region.audit import write_region_audit
+
+        t1 = time.perf_counter()
+        write_region_audit(setup, folder)
+        say(f"privacy audit of the MV package and one LV package: audit_mv.json, "
+            f"audit_lv.json ({time.perf_counter() - t1:.1f} s)")
     exchange = SignedExchange(folder / "packages", [d.name for d in setup.lv] + ["mv"])
     report = run_region(setup, request, max_rounds=cfg.max_rounds,
                         grid_name=cfg.grid, exchange=exchange, time_limit_s=cfg.time_limit_s,

@@ -137,6 +137,8 @@ def test_region_command_writes_its_run_folder(tmp_path):
     assert meta["profile"]["date"] == "2016-01-20" and meta["profile"]["frame"] == 72
     assert 0 < meta["profile"]["load_p_mw"] < net.load.p_mw.sum()    # 18:00, not the static
     assert summary["history"][-1]["ac_safe"] and "binding_mv_rows" in summary
+    audit_mv = json.loads((out / "audit_mv.json").read_text())   # [region] audit = true
+    assert audit_mv["summary"]["coupling_own_bus"] == "3/3"    # slack rows give every area
     toml.write_text('[region]\ngrid = "x"\nrequest_share = 2.0\n')
     assert main(["region", str(toml), "--check"]) == 2
 
