@@ -6,9 +6,11 @@ import numpy as np
 import pandapower as pp
 import pytest
 
+from flexcore.exchange.package import check_bids
 from flexcore.grid.gridgen import GridError
 from flexcore.grid.grids import load_simbench
-from flexcore.market.multi import SLACK_COLUMN
+from flexcore.market.multi import SLACK_COLUMN, clear_region
+from flexcore.region.dsos import area_packages
 from flexcore.region.split import LV_LIMITS, MV_LIMITS, mvlv_trafos, split_region
 from flexcore.region.study import (
     TABLE1_LOADING_PERCENT,
@@ -91,6 +93,21 @@ def test_region_study_is_ac_safe_and_accurate_after_refinement(region):
     assert rep.max_loading_err_percent <= TABLE1_LOADING_PERCENT
     # delivered at the interface = activation minus the change of losses
     assert rep.delivered_at_interface_mw == pytest.approx(delivered, rel=0.05)
+
+
+def test_a_refinement_point_a_tolerance_outside_the_bids_stays_clearable(region):
+    """A clearing may put a bid a solver tolerance below its lower bound (seen: -1.9e-11 MW
+    on a bid from 0 MW); the refined package must still pass check_bids and clear."""
+    bids = region_bids(region, seed=1, share=(1.0, 3.0))
+    setup = setup_region(region, bids, coupled=False)
+    d = setup.lv[0]
+    x = np.where(d.bids.lower_mw == 0.0, -1.9e-11, d.bids.lower_mw)
+    d.refine(x)
+    assert d.package.m == 4 and np.all(d.package.p_flex_mw[-1] >= d.bids.lower_mw)
+    check_bids(d.package, d.bids)
+    total = sum(b.volume_mw.sum() for b in bids.values())
+    res = clear_region(area_packages(setup.lv, None), 0.2 * total)
+    assert res.ok
 
 
 def test_packages_cross_signed_and_a_wrong_key_is_refused(region, tmp_path):

@@ -77,7 +77,10 @@ class LVDso:
 
     def refine(self, x: np.ndarray, slack_vm_pu: float | None = None) -> None:
         """One more point at activation ``x`` and the measured slack voltage (default: the
-        base set point); the slack response is recomputed there."""
+        base set point); the slack response is recomputed there. ``x`` is clipped to the
+        bids' bounds first: a clearing may exceed them by the solver's tolerance (e.g.
+        -1.9e-11 MW on a bid from 0), and a point outside them fails ``check_bids``."""
+        x = np.clip(np.asarray(x, float), self.bids.lower_mw, self.bids.upper_mw)
         lin = self.lin
         eg = lin.net.ext_grid.index[0]
         v0 = float(lin.net.ext_grid.at[eg, "vm_pu"])
@@ -171,7 +174,10 @@ class MVDso:
                draw_q_mvar: np.ndarray | None = None) -> None:
         """One more point at the areas' activation ``injection_mw``; with the measured
         draws at the transformers' MV side (P, Q per area, the MV DSO's own meters) the
-        point is computed at them, so the areas' loss and reactive changes are in it."""
+        point is computed at them, so the areas' loss and reactive changes are in it.
+        ``injection_mw`` is clipped to the areas' bounds (solver tolerance, as for LV)."""
+        injection_mw = np.clip(np.asarray(injection_mw, float), self.bids.lower_mw,
+                               self.bids.upper_mw)
         lin = self.lin
         if draw_p_mw is None or draw_q_mvar is None:
             self.package = lin.refine(self.package, injection_mw)
