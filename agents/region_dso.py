@@ -92,6 +92,21 @@ class _Entity:
 
         return package_to_text(package, self.key)
 
+    def check(self, limits, clearing: dict, ac):
+        """The DSO's check of its package rows: the clearing's predictions against the
+        measured AC state (``RowCheck()`` when the power flow failed)."""
+        from flexcore.region.study import RowCheck, _check_rows
+
+        if not ac.converged:
+            return RowCheck()
+        d = self.dso
+        km = d.lin.keymap
+        return _check_rows(limits, [km.vm_pu[r] for r in d.package.vm_rows],
+                           [km.loading_percent[r] for r in d.package.loading_rows],
+                           np.asarray(clearing["predicted_vm_pu"], float),
+                           np.asarray(clearing["predicted_loading_percent"], float),
+                           ac, self.base)
+
     def receive(self, frame: int, attr: str, msg: dict) -> dict | None:
         """Buffer ``msg``; returns the to_tso message when the entity has something to say."""
         if attr == "measured" and msg["round"] == -1:
@@ -137,19 +152,10 @@ class _LVEntity(_Entity):
 
     def answer(self, k: int, clearing: dict, m: dict) -> dict:
         from flexcore.region.split import LV_LIMITS
-        from flexcore.region.study import RowCheck, _check_rows
-
         d = self.dso
         ac = _measured_ac(m)
         x = np.asarray(clearing["activation_mw"], float)
-        check = RowCheck()
-        if ac.converged:
-            km = d.lin.keymap
-            check = _check_rows(LV_LIMITS, [km.vm_pu[r] for r in d.package.vm_rows],
-                                [km.loading_percent[r] for r in d.package.loading_rows],
-                                np.asarray(clearing["predicted_vm_pu"], float),
-                                np.asarray(clearing["predicted_loading_percent"], float),
-                                ac, self.base)
+        check = self.check(LV_LIMITS, clearing, ac)
         ok = _ok(check)
         package = None
         if k < self.max_rounds and ac.converged and not ok and np.any(np.abs(x) > 1e-9):
@@ -190,18 +196,9 @@ class _MVEntity(_Entity):
 
     def answer(self, k: int, clearing: dict, m: dict) -> dict:
         from flexcore.region.split import MV_LIMITS
-        from flexcore.region.study import RowCheck, _check_rows
-
         d = self.dso
         ac = _measured_ac(m)
-        check = RowCheck()
-        if ac.converged:
-            km = d.lin.keymap
-            check = _check_rows(MV_LIMITS, [km.vm_pu[r] for r in d.package.vm_rows],
-                                [km.loading_percent[r] for r in d.package.loading_rows],
-                                np.asarray(clearing["predicted_vm_pu"], float),
-                                np.asarray(clearing["predicted_loading_percent"], float),
-                                ac, self.base)
+        check = self.check(MV_LIMITS, clearing, ac)
         package = None
         if k < self.max_rounds and ac.converged:
             d.refine(np.asarray(clearing["injection_mw"], float),
