@@ -317,6 +317,49 @@ def test_base_case_check_without_package_decides_like_the_round0_package(fleet):
     assert seen == [False, True, True]
 
 
+@pytest.mark.parametrize("threshold_mw,expected", [(1e9, [True, False, False, False, True]),
+                                                  (0.0, [True] * 5)])
+def test_schedule_decides_at_published_frames(fleet, threshold_mw, expected):
+    """Full re-linearisation every 4 frames or whenever the fixed injections moved more than
+    the threshold, decided when a package is built (frames that publish); a frame without
+    a package neither linearises nor resets the schedule, and a new day stays pending until
+    the next full linearisation."""
+    from flexcore.dso.frame import DsoFrames
+    from scenarios.config import load_config
+
+    sim, offers = fleet
+    cfg = load_config("scenarios/bergwald.toml").dso
+    dso_cfg = cfg.__dict__ | {"operating_points": list(cfg.operating_points),
+                              "relinearize_every": 4, "relinearize_threshold_mw": threshold_mw}
+    net, *buildings = district_net("bergwald")
+    inj = BuildingInjections(net, *buildings)
+    lin = Linearizer(net, catalog_bids(sim.catalog(), inj.bus_of), salt="t")
+    frames = DsoFrames(lin, inj, dso_cfg, FrameClock.for_day_types(
+        ("winter_workday", "summer_workday"), (70, 71, 72, 73, 74)))
+    ids = inj.building_ids
+
+    def frame(k: int, request_mw: float) -> dict:
+        load = 0.003 + 0.0002 * k   # the fixed injections move a little every frame
+        assert frames.open_frame(k, p_load_mw=dict.fromkeys(ids, load),
+                                 q_load_mvar=dict.fromkeys(ids, 0.0005), p_pv_mw={},
+                                 dp_base_mw={}, offers=offers) is None
+        frames.on_request(k, request_mw)
+        return dict(frames.report)
+
+    reports = [frame(k, 0.5) for k in range(5)]   # every frame publishes
+    assert [r["relinearized"] for r in reports] == expected
+    assert all(r["published"] for r in reports)
+    # frames 5..9: the second day; 5 and 6 publish nothing
+    quiet = [frame(k, 0.0) for k in (5, 6)]
+    assert all(not r["published"] and not r["relinearized"] and r["points"] == 0
+               for r in quiet)
+    assert frames.schedule._last_frame == 4
+    # the new day (frame 5) is still pending at frame 7: due although 7 - 4 < 4
+    assert frame(7, 0.5)["relinearized"]
+    if threshold_mw:
+        assert not frame(8, 0.5)["relinearized"]   # pending cleared by frame 7
+
+
 def test_publication_audit_modes_and_config_switch(dso, tmp_path):
     """``[dso] audit``: "largest" audits one package per run, "off" none (and costs
     nothing); a bad value is named at parse time."""
