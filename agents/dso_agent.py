@@ -5,10 +5,12 @@ Message sequence inside one frame (mosaik time t; tiers t:0, t:1, ... of the sam
 ``FPUSim -> DSOAgent -> TSOAgent -(weak)-> DSOAgent`` and ``TSOAgent -(weak)-> FPUSim``
 inside one ``world.group()``)::
 
-    t:0  BuildingSim, FPUSim --(load/PV, dP_base, offers)--> DSO: prepares the round-0
-         package (private); FPUSim --offers--> TSO --RequestMessage(frame, request)--> DSO
-    t:1  DSO: no request and base case inside the limits: checks x = 0 in AC itself and
-         sends the VerdictMessage (published=False; nothing to clear). Otherwise
+    t:0  BuildingSim, FPUSim --(load/PV, dP_base, offers)--> DSO: sets the frame's state
+         and runs the AC power flow at x = 0 (no package yet);
+         FPUSim --offers--> TSO --RequestMessage(frame, request)--> DSO
+    t:1  DSO: no request and base case inside the limits: x = 0 is checked in AC already,
+         sends the VerdictMessage (published=False; nothing to clear). Otherwise it builds
+         the round-0 package (private; dso_failed if no point converges) and
          DSO --PackageMessage(round 0)--> TSO ;  TSO clears --ClearingMessage--> DSO
     t:k  DSO: format 2 with request rows: a clearing violating an unpublished row gets
          PackageMessage(same round, rows added); else AC check; final VerdictMessage

@@ -232,8 +232,9 @@ def test_dso_frames_one_frame_with_the_market(fleet):
     inputs = dict(p_load_mw=dict.fromkeys(ids, 0.003), q_load_mvar=dict.fromkeys(ids, 0.0005),
                   p_pv_mw={}, dp_base_mw={})
     assert frames.open_frame(0, **inputs, offers=offers) is None  # waits for the request
-    assert frames.report["relinearized"]
+    assert not frames.report["relinearized"]    # no package built before the request
     step = frames.on_request(0, 0.5)
+    assert frames.report["relinearized"] and frames.report["published"]
     assert step.round == 0 and step.verdict is None
     assert isinstance(step.package, HardenedPackage) and step.package.request_mw == 0.5
     while step.verdict is None:
@@ -254,16 +255,109 @@ def test_dso_frames_one_frame_with_the_market(fleet):
     v = frames.session.records[-1].validation
     assert v.converged and not v.violations
     assert ref.res_bus.vm_pu.min() >= lin.limits.vm_min_pu - 1e-9
-    # a frame whose points do not converge: dso_failed at once, the next frame goes on
-    bad = frames.open_frame(1, **(inputs | {"p_load_mw": dict.fromkeys(ids, 5.0)}),
-                            offers=offers)
+    # a frame whose points do not converge: dso_failed at its request, the next frame goes on
+    assert frames.open_frame(1, **(inputs | {"p_load_mw": dict.fromkeys(ids, 5.0)}),
+                             offers=offers) is None
+    bad = frames.on_request(1, 0.0)   # base case not converged: a package is needed
     assert bad.verdict is not None and bad.report["status"] == "dso_failed"
     assert not bad.report["dispatched"]
     assert frames.on_request(1, 0.0) is None   # a request for a frame already decided
     assert frames.open_frame(2, **inputs, offers=offers) is None
     again = frames.on_request(2, 0.0)   # no request, base case inside: nothing published
     assert again.verdict is not None and not again.published and again.package is None
-    assert again.report["status"] == "optimal" and again.report["dispatched"]
+    rep = again.report
+    assert rep["status"] == "optimal" and rep["dispatched"] and not rep["relinearized"]
+    assert rep["points"] == 0 and "predicted_vm_pu" not in rep and rep["dso_vm_mae_pu"] == 0
+    # nothing linearised in frame 1 or 2: the schedule still holds frame 0
+    assert frames.schedule._last_frame == 0
+
+
+def test_base_case_check_without_package_decides_like_the_round0_package(fleet):
+    """``open_frame`` decides "nothing to publish" from one AC power flow at x = 0 against
+    the margined limits; oracle: the round-0 package (screened rows, as configured) built
+    as before for the same state, its zero point checked by :func:`base_case_point` against
+    the published package's limits. Both the due (all points) and the zero-point-only
+    package, in a state inside the limits and in PV overvoltage / load congestion."""
+    from flexcore.dso.frame import DsoFrames, base_case_point
+    from scenarios.config import load_config
+
+    sim, offers = fleet
+    cfg = load_config("scenarios/bergwald.toml").dso
+    dso_cfg = cfg.__dict__ | {"operating_points": list(cfg.operating_points)}
+    net, *buildings = district_net("bergwald")
+    inj = BuildingInjections(net, *buildings)
+    lin = Linearizer(net, catalog_bids(sim.catalog(), inj.bus_of), salt="t")
+    frames = DsoFrames(lin, inj, dso_cfg, FrameClock.for_day_types(("winter_workday",),
+                                                                   (70, 71, 72, 73)))
+    ids = inj.building_ids
+    states = {"quiet": dict(p_load_mw=dict.fromkeys(ids, 0.003),
+                            q_load_mvar=dict.fromkeys(ids, 0.0005), p_pv_mw={}, dp_base_mw={}),
+              "pv": dict(p_load_mw=dict.fromkeys(ids, 0.0), q_load_mvar=dict.fromkeys(ids, 0.0),
+                         p_pv_mw=dict.fromkeys(ids, 0.025), dp_base_mw={}),
+              "load": dict(p_load_mw=dict.fromkeys(ids, 0.012),
+                           q_load_mvar=dict.fromkeys(ids, 0.002), p_pv_mw={}, dp_base_mw={})}
+    seen = []
+    for k, (name, inputs) in enumerate(states.items()):
+        assert frames.open_frame(k, **inputs, offers=offers) is None
+        lazy = frames._zero_state
+        for due, points in ((True, ()), (False, frames.points)):
+            r0 = round0_package(lin, points, due=due, operating_points=cfg.operating_points,
+                                screening=cfg.screening)
+            pkg = frames.session.published(r0.package)
+            zero = base_case_point(pkg)
+            assert (zero is None) == (lazy is None), (name, due)
+            if lazy is not None:   # same values: the zero point is this AC power flow
+                pos = {key: i for i, key in enumerate(lin.keymap.vm_pu)}
+                np.testing.assert_allclose(
+                    pkg.vm_pu[zero], lazy[0][[pos[r] for r in pkg.vm_rows]], atol=1e-12)
+        frames.points = r0.points
+        seen.append(lazy is None)
+        frames.on_request(k, 0.0)
+    print("base-case congestion per state:", dict(zip(states, seen)))
+    assert seen == [False, True, True]
+
+
+@pytest.mark.parametrize("threshold_mw,expected", [(1e9, [True, False, False, False, True]),
+                                                  (0.0, [True] * 5)])
+def test_schedule_decides_at_published_frames(fleet, threshold_mw, expected):
+    """Full re-linearisation every 4 frames or whenever the fixed injections moved more than
+    the threshold, decided when a package is built (frames that publish); a frame without
+    a package neither linearises nor resets the schedule, and a new day stays pending until
+    the next full linearisation."""
+    from flexcore.dso.frame import DsoFrames
+    from scenarios.config import load_config
+
+    sim, offers = fleet
+    cfg = load_config("scenarios/bergwald.toml").dso
+    dso_cfg = cfg.__dict__ | {"operating_points": list(cfg.operating_points),
+                              "relinearize_every": 4, "relinearize_threshold_mw": threshold_mw}
+    net, *buildings = district_net("bergwald")
+    inj = BuildingInjections(net, *buildings)
+    lin = Linearizer(net, catalog_bids(sim.catalog(), inj.bus_of), salt="t")
+    frames = DsoFrames(lin, inj, dso_cfg, FrameClock.for_day_types(
+        ("winter_workday", "summer_workday"), (70, 71, 72, 73, 74)))
+    ids = inj.building_ids
+
+    def frame(k: int, request_mw: float) -> dict:
+        load = 0.003 + 0.0002 * k   # the fixed injections move a little every frame
+        assert frames.open_frame(k, p_load_mw=dict.fromkeys(ids, load),
+                                 q_load_mvar=dict.fromkeys(ids, 0.0005), p_pv_mw={},
+                                 dp_base_mw={}, offers=offers) is None
+        frames.on_request(k, request_mw)
+        return dict(frames.report)
+
+    reports = [frame(k, 0.5) for k in range(5)]   # every frame publishes
+    assert [r["relinearized"] for r in reports] == expected
+    assert all(r["published"] for r in reports)
+    # frames 5..9: the second day; 5 and 6 publish nothing
+    quiet = [frame(k, 0.0) for k in (5, 6)]
+    assert all(not r["published"] and not r["relinearized"] and r["points"] == 0
+               for r in quiet)
+    assert frames.schedule._last_frame == 4
+    # the new day (frame 5) is still pending at frame 7: due although 7 - 4 < 4
+    assert frame(7, 0.5)["relinearized"]
+    if threshold_mw:
+        assert not frame(8, 0.5)["relinearized"]   # pending cleared by frame 7
 
 
 def test_publication_audit_modes_and_config_switch(dso, tmp_path):

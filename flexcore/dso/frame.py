@@ -27,9 +27,11 @@ from flexcore.dso.refinement import (
     RelinearizationSchedule,
     Verdict,
 )
+from flexcore.dso.safety import solver_margin_limits
 from flexcore.exchange.bids import BidError, BidTable
 from flexcore.exchange.clearing import ClearingResult
-from flexcore.exchange.enums import ClearingStatus, PrivacyLevel
+from flexcore.exchange.enums import ClearingStatus, FrameVerdict, PrivacyLevel
+from flexcore.exchange.limits import Limits
 
 #: sides added per clearing that violates unpublished ones (the most violated first): one
 #: keeps the package smallest; nearly parallel sides are often cut by the same clearing
@@ -91,6 +93,26 @@ def round0_package(lin: Linearizer, points: Sequence[OperatingPoint], *, due: bo
         message = "zero point did not converge: earlier points used"
         kept = list(points)
     return Round0(lin.package(kept, screen_rows=screening)[0], tuple(points), message)
+
+
+def inside_limits(limits: Limits, vm_pu: np.ndarray, loading_percent: np.ndarray) -> bool:
+    """Every voltage and (signed) loading within ``limits``."""
+    return bool(np.all(vm_pu >= limits.vm_min_pu) and np.all(vm_pu <= limits.vm_max_pu)
+                and np.all(loading_percent >= limits.loading_min_percent)
+                and np.all(loading_percent <= limits.loading_max_percent))
+
+
+def base_case_point(package: Any) -> int | None:
+    """The last point of ``package`` at activation 0 with every row inside the package's
+    limits, or None (a base-case congestion). Used on the published (margined) round-0
+    package before :class:`DsoFrames` decided without a package (tests: the oracle of
+    :meth:`DsoFrames.open_frame`'s base-case check)."""
+    for i in range(package.m - 1, -1, -1):
+        if np.any(package.p_flex_mw[i] != 0.0):
+            continue
+        if inside_limits(package.limits, package.vm_pu[i], package.loading_percent[i]):
+            return i
+    return None
 
 
 def all_active_state(lin: Linearizer, direction: float) -> dict[str, Any]:
@@ -193,14 +215,21 @@ class DsoFrames:
     """The DSO's side of every co-simulation frame (agents/dso_agent.py sends the messages).
 
     ``open_frame``: fixed injections from the building inputs (forecast = actual profile +
-    unit baselines), bid volumes from the offers, the round-0 package (all points when the
-    :class:`RelinearizationSchedule` says so, otherwise only the zero point recomputed); a
-    frame whose points all fail to converge gets the verdict ``dso_failed`` at once.
+    unit baselines), bid volumes from the offers, and only the AC power flow at activation
+    0, checked against the limits a published package would carry (the nominal ones with
+    the solver margin). No package is built yet: most frames publish none.
     ``on_request``: the TSO's request of the frame, announced before anything is published.
-    Without a request and with the base case inside every (published) limit the frame ends
-    here: nothing is published, the DSO checks its zero activation in AC itself (the same
-    check the zero clearing got when every frame was published) and the verdict goes to the
-    TSO with ``published=False``. Otherwise the round-0 package is published: format 1
+    Without a request and with the base case inside those limits the frame ends here:
+    nothing is published or linearised, the AC state at x = 0 (already computed) is the
+    DSO's check, and the verdict goes to the TSO with ``published=False``. This is the
+    decision the round-0 package's fresh zero point gave (its values are this AC power flow;
+    rows screened out of a package cannot reach their limits anywhere in the box, x = 0
+    included, so checking every row decides the same). Otherwise the round-0 package is
+    built now (all points when the :class:`RelinearizationSchedule` says so at this frame,
+    else the earlier points with the zero point recomputed; :meth:`RelinearizationSchedule.
+    done` only after a full linearisation; a new day stays pending until one), a frame
+    whose points all fail to converge gets the verdict ``dso_failed``, and the package is
+    published: format 1
     (``[dso] privacy = "full"``), an envelope, or format 2 (``"exact"``) with the rows of
     this request (:class:`~flexcore.dso.privacy.RequestRows`, ``[dso] exact_rows =
     "request"``, the default) or the LP-screened rows of every request (``"screened"``).
@@ -238,7 +267,11 @@ class DsoFrames:
         self.request_mw: float | None = None
         self._rows: RequestRows | None = None
         self._published: Any = None
-        self._zero_fresh = False
+        self._fix_mw: np.ndarray = np.zeros(0)
+        self._new_day = False        # a new day began since the last full linearisation
+        #: the AC state (vm, loading) at activation 0 of the open frame when inside the
+        #: margined limits, else None (not converged, or a base-case congestion)
+        self._zero_state: tuple[np.ndarray, np.ndarray] | None = None
         #: per published package: (frame, round, seconds to make it, rows published)
         self.publications: list[tuple[int, int, float, int]] = []
         self.frames_unpublished = 0
@@ -247,7 +280,7 @@ class DsoFrames:
                    q_load_mvar: Mapping[str, float], p_pv_mw: Mapping[str, float],
                    dp_base_mw: Mapping[str, float], offers: Iterable[Mapping[str, Any]]
                    ) -> FrameStep | None:
-        """Prepare ``frame``; None (wait for the request) or the ``dso_failed`` verdict."""
+        """Prepare ``frame``: None (wait for the request)."""
         t0 = time.perf_counter()
         self.frame, self.request_mw, self._rows, self._published = frame, None, None, None
         inj = self.inj.apply(p_load_mw=p_load_mw, q_load_mvar=q_load_mvar, p_pv_mw=p_pv_mw,
@@ -257,66 +290,93 @@ class DsoFrames:
         volume_mw, price = offer_arrays(self.lin.bids.ids, offers)
         self._offered_mw = volume_mw
         self.lin.set_bid_volumes(volume_mw, price)
-        plan = self.schedule.decide(frame, inj.fix_mw, new_day=self.clock.new_day(frame))
-        self.report = {"frame": frame, "relinearized": bool(plan.due),
-                       "fix_moved_mw": plan.moved_mw, "rounds": 0, "points": 0}
+        self._fix_mw = inj.fix_mw
+        self._new_day = self._new_day or self.clock.new_day(frame)
+        plan = self.schedule.decide(frame, inj.fix_mw, new_day=self._new_day)
+        # relinearized: set when a package is built (on_request)
+        self.report = {"frame": frame, "relinearized": False, "fix_moved_mw": plan.moved_mw,
+                       "rounds": 0, "points": 0}
         offered = {b for b, x in zip(self.lin.bids.ids, self._offered_mw) if x != 0.0}
         islands = [b for b, _ in self.lin.undeliverable if b in offered]
         self._islands = (f"{len(islands)} undeliverable bid(s) on isolated buses: "
                          + ", ".join(islands[:10])) if islands else ""
+        self._zero_state = None
+        try:
+            vm, lp = self.lin.power_flow(np.zeros(len(self.lin.bids.ids)))
+        except PointNotConverged:
+            pass   # decided when the package is built (on_request)
+        else:
+            if inside_limits(self._clearing_limits(), vm, lp):
+                self._zero_state = (vm, lp)
+        self.report["dso_time_s"] = time.perf_counter() - t0
+        return None
+
+    def _clearing_limits(self) -> Limits:
+        """The limits of a published package (the TSO clears against them)."""
+        lim = self.lin.limits
+        return solver_margin_limits(lim) if self.session.policy.solver_margin else lim
+
+    def _build_round0(self, frame: int) -> FrameStep | None:
+        """The round-0 package of ``frame`` (session opened on it); the ``dso_failed``
+        verdict when no point converges."""
+        plan = self.schedule.decide(frame, self._fix_mw, new_day=self._new_day)
+        self.report.update(relinearized=bool(plan.due), fix_moved_mw=plan.moved_mw)
         try:
             r0 = round0_package(self.lin, self.points, due=plan.due,
                                 operating_points=self.cfg["operating_points"],
                                 screening=self.cfg["screening"])
         except PointNotConverged as exc:  # recorded; the frame is not cleared
-            self.report["dso_time_s"] = time.perf_counter() - t0
             return self._final(0, self.session.failed(str(exc)))
         self.points = r0.points
-        self._zero_fresh = not r0.message   # this frame's own base case is point a=0
         if r0.message:
             self.report["message"] = r0.message
         if plan.due:
-            self.schedule.done(frame, inj.fix_mw)
+            self.schedule.done(frame, self._fix_mw)
+            self._new_day = False
         self._round0 = self.session.open(r0.package)
-        self.report["dso_time_s"] = time.perf_counter() - t0
-        return None
-
-    def base_case_point(self, package: Any) -> int | None:
-        """The point of ``package`` (the published, margined one) at activation 0 of this
-        frame with every row inside its limits, or None (a base-case congestion)."""
-        if not self._zero_fresh:
-            return None
-        lim = package.limits
-        for i in range(package.m - 1, -1, -1):
-            if np.any(package.p_flex_mw[i] != 0.0):
-                continue
-            vm, ld = package.vm_pu[i], package.loading_percent[i]
-            if (np.all(vm >= lim.vm_min_pu) and np.all(vm <= lim.vm_max_pu)
-                    and np.all(ld >= lim.loading_min_percent)
-                    and np.all(ld <= lim.loading_max_percent)):
-                return i
         return None
 
     def on_request(self, frame: int, request_mw: float) -> FrameStep | None:
         """The TSO announced ``request_mw`` for ``frame``: the round-0 package to publish,
-        or the verdict of a frame that needs none; None if ``frame`` is not open (its
-        verdict went out already, e.g. ``dso_failed``)."""
+        or the verdict of a frame that needs none (or whose package failed); None if
+        ``frame`` is not open or its request came already."""
         if frame != self.frame or self.request_mw is not None:
             return None
         t0 = time.perf_counter()
         self.request_mw = float(request_mw)
-        pkg = self._round0
-        zero = self.base_case_point(pkg) if self.request_mw == 0.0 else None
-        if zero is not None:  # nothing to publish: the DSO checks x = 0 in AC itself
-            self.report["published"] = False
-            self.frames_unpublished += 1
-            out = self._on_round(frame, 0, _zero_clearing(pkg, zero), published=False)
-            self.report["dso_time_s"] += time.perf_counter() - t0
-            return out
-        self.report["published"] = True
-        out = self._next(0, pkg)
+        if self.request_mw == 0.0 and self._zero_state is not None:
+            out = self._unpublished(frame, *self._zero_state)
+        else:
+            out = self._build_round0(frame)
+            if out is None:
+                self.report["published"] = True
+                out = self._next(0, self._round0)
         self.report["dso_time_s"] += time.perf_counter() - t0
         return out
+
+    def _unpublished(self, frame: int, vm: np.ndarray, lp: np.ndarray) -> FrameStep:
+        """No request, base case inside the limits: nothing to publish or activate. The
+        DSO's AC check of x = 0 is the power flow of ``open_frame``, its own estimate of it
+        the same values (errors 0); the report carries no predictions (nothing was
+        predicted: the Validator's errors are NaN)."""
+        self.report["published"] = False
+        self.frames_unpublished += 1
+        km = self.lin.keymap
+        v = self.lin.validate(np.zeros(len(self.lin.bids.ids)),
+                              predicted_vm_pu=dict(zip(km.vm_pu, vm.tolist())),
+                              predicted_loading_percent=dict(zip(km.loading_percent,
+                                                                 lp.tolist())))
+        self.report.update(rounds=0, points=0, dso_vm_mae_pu=v.vm_mae_pu,
+                           dso_loading_mae_percent=v.loading_mae_percent,
+                           dso_violations=len(v.violations), ac_converged=v.converged)
+        zero = ClearingResult(status=ClearingStatus.OPTIMAL, request_mw=0.0,
+                              message="no request: nothing published, nothing to activate",
+                              delivered_mw=0.0, cost_eur_per_h=0.0, objective=0.0,
+                              method="zero")
+        # the margined limits held, so the nominal ones hold (v.safe)
+        return self._final(0, Verdict(FrameVerdict.OPTIMAL, safe=v.safe, dispatch=True,
+                                      validation=v, rounds=0, clearing=zero),
+                           published=False)
 
     def on_clearing(self, frame: int, round_: int, clearing: Any) -> FrameStep:
         t0 = time.perf_counter()
@@ -444,13 +504,3 @@ class DsoFrames:
             self.report["message"] = message
         return FrameStep(round_, verdict=v, report=self.report, published=published)
 
-
-def _zero_clearing(package: Any, point: int) -> ClearingResult:
-    """What the TSO's clearing of request 0 was when every frame was published and the
-    base case was inside the limits: activate nothing, at ``point`` (activation 0)."""
-    return ClearingResult(status=ClearingStatus.OPTIMAL, request_mw=0.0,
-                          message="no request: nothing published, nothing to activate",
-                          delivered_mw=0.0, cost_eur_per_h=0.0, objective=0.0,
-                          operating_point=point,
-                          operating_point_label=package.points[point].label,
-                          activation_mw={c: 0.0 for c in package.columns}, method="zero")

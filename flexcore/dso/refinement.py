@@ -245,7 +245,9 @@ class RelinearizationSchedule:
     """Every operating point is recomputed at the first frame, every ``every_frames``
     frames, on a new day, or when the fixed injections moved by more than ``threshold_mw``
     (sum of absolute changes) since the last full linearisation; otherwise only the zero
-    point. Call :meth:`done` after a successful full linearisation."""
+    point. Call :meth:`done` after a successful full linearisation. The co-simulation's DSO
+    (:class:`flexcore.dso.frame.DsoFrames`) asks only at frames that publish a package, with
+    ``new_day`` kept true from the first frame of a day until a full linearisation."""
 
     every_frames: int
     threshold_mw: float

@@ -64,13 +64,21 @@ def with_solver_margin(package: SensitivityPackage, *,
                        ) -> SensitivityPackage:
     """The package with its limits tightened by the margins on both sides (exact: only the
     global Limits change). Clear against it; validate in AC against the nominal limits."""
+    return replace(package, limits=solver_margin_limits(
+        package.limits, vm_margin_pu=vm_margin_pu, loading_margin_percent=loading_margin_percent))
+
+
+def solver_margin_limits(lim: Limits, *, vm_margin_pu: float = SOLVER_MARGIN_VM_PU,
+                         loading_margin_percent: float = SOLVER_MARGIN_LOADING_PERCENT
+                         ) -> Limits:
+    """``lim`` tightened by the margins on both sides (the limits of
+    :func:`with_solver_margin`)."""
     if vm_margin_pu < 0 or loading_margin_percent < 0:
         raise ValueError("margins must be >= 0")
-    lim = package.limits
-    return replace(package, limits=Limits(
+    return Limits(
         vm_min_pu=lim.vm_min_pu + vm_margin_pu, vm_max_pu=lim.vm_max_pu - vm_margin_pu,
         loading_min_percent=lim.loading_min_percent + loading_margin_percent,
-        loading_max_percent=lim.loading_max_percent - loading_margin_percent))
+        loading_max_percent=lim.loading_max_percent - loading_margin_percent)
 
 
 @dataclass(frozen=True)
