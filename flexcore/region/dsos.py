@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pandapower as pp
-import pandas as pd
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from flexcore.dso.linearizer import Linearizer
@@ -33,6 +32,7 @@ from flexcore.market.multi import (
     split_slack_column,
     with_slack_column,
 )
+from flexcore.region.profiles import matching_rows
 from flexcore.region.split import AREA_LOAD_PREFIX, LVArea, Region
 
 #: set-point step of the slack-response finite difference (p.u.)
@@ -315,14 +315,8 @@ class FrameInjections:
 
     def _rows(self, net: pp.pandapowerNet, table: str) -> tuple[np.ndarray, np.ndarray]:
         """(positions in this object, positions in ``net[table]``) of the matching rows."""
-        idx = getattr(self, f"{table}_index")
-        if table not in net or not len(net[table]) or not len(idx):
-            return np.zeros(0, int), np.zeros(0, int)
-        where = pd.Index(idx).get_indexer(net[table].index)
-        found = np.flatnonzero(where >= 0)
-        bus = getattr(self, f"{table}_bus")
-        ok = bus[where[found]] == net[table].bus.to_numpy(np.int64)[found]
-        return where[found[ok]], found[ok]
+        return matching_rows(net, table, getattr(self, f"{table}_index"),
+                             getattr(self, f"{table}_bus"))
 
     def subset(self, net: pp.pandapowerNet) -> FrameInjections:
         """Only the elements ``net`` holds (a DSO's share)."""

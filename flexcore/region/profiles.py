@@ -63,6 +63,19 @@ class ProfileError(FlexcosimError, ValueError):
     """A day type, date or grid whose SimBench profiles cannot be used."""
 
 
+def matching_rows(net: pp.pandapowerNet, table: str, index: np.ndarray, bus: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(positions in ``index``, positions in ``net[table]``) of the rows of ``net[table]``
+    that are these elements: same index AND same bus (the MV model's area loads are new rows
+    whose indices may equal LV loads' indices)."""
+    if table not in net or not len(net[table]) or not len(index):
+        return np.zeros(0, int), np.zeros(0, int)
+    where = pd.Index(index).get_indexer(net[table].index)
+    found = np.flatnonzero(where >= 0)
+    ok = bus[where[found]] == net[table].bus.to_numpy(np.int64)[found]
+    return where[found[ok]], found[ok]
+
+
 @dataclass(frozen=True)
 class RegionProfiles:
     """One day of per-element values (region element indices), one row per frame."""
@@ -96,17 +109,10 @@ class RegionProfiles:
                 ("sgen", self.sgen_index, self.sgen_bus, (("p_mw", self.sgen_p_mw),)),
                 ("storage", self.storage_index, self.storage_bus,
                  (("p_mw", self.storage_p_mw),))):
-            if table not in net or not len(net[table]) or not len(index):
-                continue
-            where = pd.Index(index).get_indexer(net[table].index)
-            found = where >= 0
-            found[found] = bus[where[found]] == net[table].bus.to_numpy(np.int64)[found]
-            rows = np.flatnonzero(found)
-            if not len(rows):
-                continue
+            mine, rows = matching_rows(net, table, index, bus)
             for col, values in cols:
                 j = net[table].columns.get_loc(col)
-                net[table].iloc[rows, j] = values[frame, where[rows]]
+                net[table].iloc[rows, j] = values[frame, mine]
 
     def totals_mw(self) -> pd.DataFrame:
         """Per frame: the sum of load P, load Q, sgen P and storage P (MW / Mvar)."""
