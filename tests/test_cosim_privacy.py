@@ -213,21 +213,29 @@ def test_publication_audit_sees_colocated_units(dso):
     assert tuple(k for k in A.SCORE_KEYS if k not in A.FORMAT2_SCORE_KEYS) == tuple(rec["scores"])
 
 
-def test_dso_frames_one_frame_with_the_market(fleet):
-    """A whole frame without mosaik: DsoFrames opens it, flexcore.market clears, the DSO
-    answers until its verdict; the verdict's AC state is pandapower's at the activation."""
+def _dso_frames(fleet, slots, day_types=("winter_workday",), **dso):
+    """DsoFrames on Bergwald with the default scenario's ``[dso]`` table (``dso`` overrides
+    keys) over ``slots`` of ``day_types``: (frames, injections, offers)."""
     from flexcore.dso.frame import DsoFrames
-    from flexcore.market import clear
     from scenarios.config import load_config
 
     sim, offers = fleet
     cfg = load_config("scenarios/bergwald.toml").dso
-    dso_cfg = cfg.__dict__ | {"operating_points": list(cfg.operating_points)}
+    dso_cfg = cfg.__dict__ | {"operating_points": list(cfg.operating_points)} | dso
     net, *buildings = district_net("bergwald")
     inj = BuildingInjections(net, *buildings)
     lin = Linearizer(net, catalog_bids(sim.catalog(), inj.bus_of), salt="t")
-    frames = DsoFrames(lin, inj, dso_cfg, FrameClock.for_day_types(("winter_workday",),
-                                                                   (70, 71, 72)))
+    return (DsoFrames(lin, inj, dso_cfg, FrameClock.for_day_types(tuple(day_types),
+                                                                  tuple(slots))), inj, offers)
+
+
+def test_dso_frames_one_frame_with_the_market(fleet):
+    """A whole frame without mosaik: DsoFrames opens it, flexcore.market clears, the DSO
+    answers until its verdict; the verdict's AC state is pandapower's at the activation."""
+    from flexcore.market import clear
+
+    frames, inj, offers = _dso_frames(fleet, (70, 71, 72))
+    lin = frames.lin
     ids = inj.building_ids
     inputs = dict(p_load_mw=dict.fromkeys(ids, 0.003), q_load_mvar=dict.fromkeys(ids, 0.0005),
                   p_pv_mw={}, dp_base_mw={})
@@ -278,17 +286,10 @@ def test_base_case_check_without_package_decides_like_the_round0_package(fleet):
     as before for the same state, its zero point checked by :func:`base_case_point` against
     the published package's limits. Both the due (all points) and the zero-point-only
     package, in a state inside the limits and in PV overvoltage / load congestion."""
-    from flexcore.dso.frame import DsoFrames, base_case_point
-    from scenarios.config import load_config
+    from flexcore.dso.frame import base_case_point
 
-    sim, offers = fleet
-    cfg = load_config("scenarios/bergwald.toml").dso
-    dso_cfg = cfg.__dict__ | {"operating_points": list(cfg.operating_points)}
-    net, *buildings = district_net("bergwald")
-    inj = BuildingInjections(net, *buildings)
-    lin = Linearizer(net, catalog_bids(sim.catalog(), inj.bus_of), salt="t")
-    frames = DsoFrames(lin, inj, dso_cfg, FrameClock.for_day_types(("winter_workday",),
-                                                                   (70, 71, 72, 73)))
+    frames, inj, offers = _dso_frames(fleet, (70, 71, 72, 73))
+    lin, cfg = frames.lin, frames.cfg
     ids = inj.building_ids
     states = {"quiet": dict(p_load_mw=dict.fromkeys(ids, 0.003),
                             q_load_mvar=dict.fromkeys(ids, 0.0005), p_pv_mw={}, dp_base_mw={}),
@@ -301,8 +302,8 @@ def test_base_case_check_without_package_decides_like_the_round0_package(fleet):
         assert frames.open_frame(k, **inputs, offers=offers) is None
         lazy = frames._zero_state
         for due, points in ((True, ()), (False, frames.points)):
-            r0 = round0_package(lin, points, due=due, operating_points=cfg.operating_points,
-                                screening=cfg.screening)
+            r0 = round0_package(lin, points, due=due, operating_points=cfg["operating_points"],
+                                screening=cfg["screening"])
             pkg = frames.session.published(r0.package)
             zero = base_case_point(pkg)
             assert (zero is None) == (lazy is None), (name, due)
@@ -324,18 +325,10 @@ def test_schedule_decides_at_published_frames(fleet, threshold_mw, expected):
     the threshold, decided when a package is built (frames that publish); a frame without
     a package neither linearises nor resets the schedule, and a new day stays pending until
     the next full linearisation."""
-    from flexcore.dso.frame import DsoFrames
-    from scenarios.config import load_config
-
-    sim, offers = fleet
-    cfg = load_config("scenarios/bergwald.toml").dso
-    dso_cfg = cfg.__dict__ | {"operating_points": list(cfg.operating_points),
-                              "relinearize_every": 4, "relinearize_threshold_mw": threshold_mw}
-    net, *buildings = district_net("bergwald")
-    inj = BuildingInjections(net, *buildings)
-    lin = Linearizer(net, catalog_bids(sim.catalog(), inj.bus_of), salt="t")
-    frames = DsoFrames(lin, inj, dso_cfg, FrameClock.for_day_types(
-        ("winter_workday", "summer_workday"), (70, 71, 72, 73, 74)))
+    frames, inj, offers = _dso_frames(fleet, (70, 71, 72, 73, 74),
+                                      ("winter_workday", "summer_workday"),
+                                      relinearize_every=4,
+                                      relinearize_threshold_mw=threshold_mw)
     ids = inj.building_ids
 
     def frame(k: int, request_mw: float) -> dict:
@@ -389,18 +382,10 @@ def test_publication_audit_modes_and_config_switch(dso, tmp_path):
 def test_dso_frames_envelope_corners_hold_in_ac(fleet):
     """``[dso] privacy = "envelope"`` in the co-simulation: the envelope of the frame is
     checked in AC at the frame's own state; oracle: pandapower at its upward corner."""
-    from flexcore.dso.frame import DsoFrames
     from flexcore.market import clear
-    from scenarios.config import load_config
 
-    sim, offers = fleet
-    cfg = load_config("scenarios/bergwald.toml").dso
-    dso_cfg = cfg.__dict__ | {"operating_points": list(cfg.operating_points),
-                              "privacy": "envelope"}
-    net, *buildings = district_net("bergwald")
-    inj = BuildingInjections(net, *buildings)
-    lin = Linearizer(net, catalog_bids(sim.catalog(), inj.bus_of), salt="t")
-    frames = DsoFrames(lin, inj, dso_cfg, FrameClock.for_day_types(("winter_workday",), (72,)))
+    frames, inj, offers = _dso_frames(fleet, (72,), privacy="envelope")
+    lin = frames.lin
     ids = inj.building_ids
     inputs = dict(p_load_mw=dict.fromkeys(ids, 0.003), q_load_mvar=dict.fromkeys(ids, 0.0005),
                   p_pv_mw={}, dp_base_mw={})
