@@ -219,19 +219,30 @@ class FPUSim(FrameSimulator):
             self._plan_cache = (members, groups,
                                 [k for k in range(len(members)) if k not in grouped])
             self._plan_key = key
+            self._layout = _Layout(members, self._pseudo)
+            self._cached = None
         return self._plan_cache
 
     def _evaluate(self, frame) -> tuple[list, list, list, list, list, dict[int, str]]:
         """The array units' baseline, profile part, feasible range (down, up) and prices
         (up, down) as lists over all members (NaN where a unit runs as an object), and
         {position: reason} for the array units that break the contract."""
+        vals, bad = self._evaluate_arrays(frame)
+        return [v.tolist() for v in vals] + [bad]
+
+    def _evaluate_arrays(self, frame) -> tuple[list[np.ndarray], dict[int, str]]:
+        """:meth:`_evaluate` as arrays over all members; keeps each group's values for
+        the frame's dispatch (:attr:`_cached`: the group's state does not change between
+        the two steps of a frame)."""
         members, groups, _ = self._plan()
         n = len(members)
         vals = [np.full(n, np.nan) for _ in range(6)]
         bad: dict[int, str] = {}
+        per_group = []
         for group, pos in groups:
             group.pull()
             b, p, d, u = group.evaluate(frame)
+            per_group.append((b, p, d, u))
             for arr, x in zip(vals, (b, p, d, u, group.price_up, group.price_down)):
                 arr[pos] = x
             ok = (np.isfinite(b) & np.isfinite(p) & np.isfinite(d) & np.isfinite(u)
@@ -239,7 +250,8 @@ class FPUSim(FrameSimulator):
             for j in np.flatnonzero(~ok):
                 k = int(pos[j])
                 bad[k] = violation_reason(float(b[j]), float(p[j]), float(d[j]), float(u[j]))
-        return [v.tolist() for v in vals] + [bad]
+        self._cached = (frame.index, id(self.units), per_group, None)
+        return vals, bad
 
     def _offer(self, frame) -> None:
         key = self.clock.state_key(frame)  # day type; calendar runs: None (carry) or date
@@ -247,7 +259,11 @@ class FPUSim(FrameSimulator):
             self._reset()
         self._day = key
         members, _, objects = self._plan()
-        bl, pl, dl, ul, pup, pdown, bad = self._evaluate(frame)
+        vals, bad = self._evaluate_arrays(frame)
+        if not objects and not bad:  # every unit in an array group, all within the contract
+            self._offer_arrays(vals)
+            return
+        bl, pl, dl, ul, pup, pdown = (v.tolist() for v in vals)
         objects = set(objects)
         public, base, dbase, offered = [], {}, defaultdict(float), {}
         self._flagged = {}
@@ -301,8 +317,41 @@ class FPUSim(FrameSimulator):
                      "flagged": dict(self._flagged)}
         self._base, self._offered = base, offered
 
+    def _offer_arrays(self, vals: list[np.ndarray]) -> None:
+        """:meth:`_offer` when every member runs in an array group within the contract:
+        the same offers, baselines and sums (same order, same bits), built from arrays."""
+        lay = self._layout
+        bl, pl, dl, ul, pup, pdown = vals
+        up_ok, down_ok = ul >= MIN_OFFER_MW, dl <= -MIN_OFFER_MW
+        ok = np.empty(2 * len(bl), bool)    # the bids in member order, up before down
+        ok[0::2], ok[1::2] = up_ok, down_ok
+        volume = np.empty(2 * len(bl))
+        volume[0::2], volume[1::2] = ul, dl
+        price = np.empty(2 * len(bl))
+        price[0::2], price[1::2] = pup, pdown
+        sel = np.flatnonzero(ok)
+        self._out = {
+            "offers": [{"bid_id": b, "volume_mw": v, "price_eur_per_mwh": x, "min_mw": 0.0,
+                        "indivisible": False}
+                       for b, v, x in zip(lay.bids[sel].tolist(), volume[sel].tolist(),
+                                          price[sel].tolist())],
+            "P_base[MW]": dict(zip(lay.ids, bl.tolist())),
+            "dP_base[MW]": lay.building_sums(bl - pl), "flagged": {}}
+        self._flagged = {}
+        self._base = self._out["P_base[MW]"]
+        self._offered = None
+        # as offered_by_unit sums a unit's bids (0.0 + x: -0.0 becomes 0.0)
+        self._offered_cols = (np.where(up_ok, 0.0 + ul, 0.0).tolist(),
+                              np.where(down_ok, 0.0 + dl, 0.0).tolist())
+        self._cached = self._cached[:3] + (bl,)
+
     def _dispatch(self, frame, setpoints: dict[str, float]) -> None:
         members, groups, objects = self._plan()
+        c = self._cached
+        if (not objects and not getattr(self, "_flagged", None) and c is not None
+                and c[3] is not None and c[:2] == (frame.index, id(self.units))):
+            if self._dispatch_arrays(frame, setpoints, groups, c[2], c[3]):
+                return
         n = len(members)
         # by member position: power, profile part, applied activation (None: flagged),
         # clip reason ("" : not clipped)
@@ -335,10 +384,67 @@ class FPUSim(FrameSimulator):
         self._out = {"P[MW]": power, "dP[MW]": dict(dp), "clipped": clipped,
                      "flagged": dict(flagged),
                      "units": unit_records(members, base=getattr(self, "_base", {}),
-                                           offered=getattr(self, "_offered", {}),
+                                           offered=self._offered_by_unit(),
                                            setpoints=setpoints, applied=applied, power=power,
                                            profile=profile, clipped=clipped, flagged=flagged,
                                            state=state_columns(members, groups, objects))}
+
+    def _dispatch_arrays(self, frame, setpoints: dict[str, float], groups: list,
+                         evaluated: list, baseline: np.ndarray) -> bool:
+        """:meth:`_dispatch` after :meth:`_offer_arrays` of the same frame (every member in
+        an array group, none flagged): the same clipping, powers, sums and unit record
+        from the offer step's values. False (nothing done) for a non-finite set-point
+        (the general path raises its error)."""
+        lay = self._layout
+        n = len(lay.ids)
+        sp = np.zeros(n)
+        pos_of = lay.pos
+        for uid, x in setpoints.items():
+            k = pos_of.get(uid)
+            if k is not None:
+                sp[k] = float(x)
+        if not np.isfinite(sp).all():
+            return False
+        power, profile, act = np.empty(n), np.empty(n), np.empty(n)
+        lo, hi = np.empty(n), np.empty(n)
+        above, below = np.zeros(n, bool), np.zeros(n, bool)
+        for (group, pos), (b, p, d, u) in zip(groups, evaluated):
+            s = sp[pos]
+            ab, be = s > u + TOL_MW, s < d - TOL_MW
+            a = np.where(ab, u, np.where(be, d, _min(_max(s, d), u)))
+            pw = b + a
+            group.advance(frame, pw.copy())
+            group.push()
+            power[pos], profile[pos], act[pos] = pw, p, a
+            lo[pos], hi[pos], above[pos], below[pos] = d, u, ab, be
+        ids = lay.ids
+        pwl, prl, al = power.tolist(), profile.tolist(), act.tolist()
+        reasons = [""] * n
+        clipped = {}
+        for k in np.flatnonzero(above | below).tolist():
+            reasons[k] = (f"above the upward limit {hi[k]:.6g} MW" if above[k] else
+                          f"below the downward limit {lo[k]:.6g} MW")
+            clipped[ids[k]] = reasons[k]
+        power_d = dict(zip(ids, pwl))
+        up, down = self._offered_cols
+        units = {"unit_id": list(ids), "building": list(lay.buildings),
+                 "class": list(lay.classes), "baseline_mw": baseline.tolist(),
+                 "offered_up_mw": up, "offered_down_mw": down, "requested_mw": sp.tolist(),
+                 "applied_mw": al, "p_mw": pwl, "profile_mw": prl,
+                 "clipped": (above | below).tolist(), "clip_reason": reasons,
+                 "flagged": [False] * n,
+                 "state": state_columns(self._members, groups, [])}
+        self._out = {"P[MW]": power_d, "dP[MW]": lay.building_sums(power - profile),
+                     "clipped": clipped, "flagged": {}, "units": units}
+        return True
+
+    def _offered_by_unit(self) -> dict:
+        """unit id -> (offered up, offered down) of the frame's offer step."""
+        offered = getattr(self, "_offered", {})
+        if offered is None:  # the offer step ran on arrays (_offer_arrays)
+            up, down = self._offered_cols
+            offered = dict(zip(self._layout.ids, zip(up, down)))
+        return offered
 
     @staticmethod
     def _dispatch_group(group, pos, frame, setpoints: dict[str, float], flagged: dict,
@@ -371,6 +477,31 @@ class FPUSim(FrameSimulator):
             pw[k], pr[k] = power[j], pl[j]
         group.advance(frame, np.array(power))
         group.push()
+
+
+class _Layout:
+    """The fixed per-member lists of a fleet plan (for the array paths of FPUSim): unit
+    ids, buildings, classes, bid pseudonyms (up, down interleaved), each member's
+    building as a position in the order of first appearance (the key order of the
+    per-building sums)."""
+
+    def __init__(self, members: list, pseudo: dict[str, str]) -> None:
+        self.ids = [u.unit_id for u in members]
+        self.pos = {uid: k for k, uid in enumerate(self.ids)}
+        self.buildings = [u.building_id for u in members]
+        self.classes = [unit_class(u) for u in members]
+        self.bids = np.array([pseudo.get(f"{uid}:{d}", "") for uid in self.ids
+                              for d in DIRECTIONS], object)
+        order = dict.fromkeys(self.buildings)
+        self.building_keys = list(order)
+        at = {b: i for i, b in enumerate(self.building_keys)}
+        self.building_pos = np.array([at[b] for b in self.buildings], np.intp)
+
+    def building_sums(self, x: np.ndarray) -> dict[str, float]:
+        """{building: sum of x over its members}, added in member order from 0.0 (as a
+        ``defaultdict(float)`` filled member by member)."""
+        sums = np.bincount(self.building_pos, weights=x, minlength=len(self.building_keys))
+        return dict(zip(self.building_keys, sums.tolist()))
 
 
 def offered_by_unit(offers: list[dict]) -> dict[str, tuple[float, float]]:
