@@ -154,6 +154,39 @@ def prune_cancelled_waits() -> None:
     Progress.set = set_
 
 
+def fast_tiered_time() -> None:
+    """Make mosaik's ``TieredTime + TieredDuration`` and ``<`` cheaper (idempotent).
+
+    The scheduler re-computes every simulator's progress after every step of any
+    simulator (``advance_progress``: ~7 simulators x ~12 steps per frame, each adding the
+    minimal durations of all triggering ancestors): about 570 additions per frame, which
+    took ~8 % of mosaik's own time in the default run through three Python calls each
+    (``__add__``, ``tuple_add`` and a generator). This computes the same tuple in one
+    expression (the same checks, the same result: ``tiers[:cutoff]`` added elementwise,
+    ``tiers[cutoff:]`` appended); tests/test_scenario.py checks it against mosaik's own."""
+    import operator
+
+    from mosaik.tiered_time import TieredTime
+
+    if getattr(TieredTime.__add__, "_flexcosim_fast", False):
+        return
+    new, set_attr, add = object.__new__, object.__setattr__, operator.add
+
+    def __add__(self, interval):
+        assert len(self.tiers) == interval.pre_length
+        cut, tiers = interval.cutoff, interval.tiers
+        out = new(TieredTime)
+        set_attr(out, "tiers", tuple(map(add, self.tiers, tiers[:cut])) + tiers[cut:])
+        return out
+
+    def __lt__(self, other):
+        assert len(self.tiers) == len(other.tiers)
+        return self.tiers < other.tiers
+
+    __add__._flexcosim_fast = True
+    TieredTime.__add__, TieredTime.__lt__ = __add__, __lt__
+
+
 #: how long a simulator may take to connect to mosaik and to answer ``init`` (mosaik's
 #: ``start_timeout``, default 10 s): a ``cmd`` child imports pandapower, pyomo, ... and took
 #: 10-11 s on a loaded machine
@@ -162,7 +195,8 @@ START_TIMEOUT_S = 120.0
 
 def new_world(sim_config: dict):
     """A mosaik World without the start-up logo (``skip_greetings`` where mosaik has it),
-    without mosaik's INFO lines (:func:`simulators.quiet_mosaik_logging`) and with a start
+    with the scheduler's time arithmetic made cheaper (:func:`fast_tiered_time`), without
+    mosaik's INFO lines (:func:`simulators.quiet_mosaik_logging`) and with a start
     timeout of :data:`START_TIMEOUT_S` for the simulator processes."""
     import inspect
 
@@ -171,6 +205,7 @@ def new_world(sim_config: dict):
     from simulators import quiet_mosaik_logging
 
     prune_cancelled_waits()
+    fast_tiered_time()
     quiet_mosaik_logging()
 
     params = inspect.signature(mosaik.World).parameters

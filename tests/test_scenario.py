@@ -279,6 +279,55 @@ def test_mosaik_progress_drops_cancelled_waits():
     assert reached == TieredTime(2) and left == 0
 
 
+def test_fast_tiered_time_equals_mosaiks_arithmetic():
+    """scenarios.runner.fast_tiered_time: the same sums and order as mosaik's own
+    TieredTime methods (kept here before the patch) over times and durations of 1-3 tiers
+    with every cutoff and pre-length, and the same AssertionError on a length mismatch."""
+    import itertools
+
+    from mosaik.tiered_time import TieredDuration, TieredTime
+
+    from scenarios.runner import fast_tiered_time
+
+    patched = getattr(TieredTime.__add__, "_flexcosim_fast", False)
+    orig_add = None if patched else TieredTime.__add__
+    orig_lt = None if patched else TieredTime.__lt__
+
+    def ref_add(t, d):  # mosaik 3.x TieredTime.__add__, spelled out
+        assert len(t.tiers) == d.pre_length
+        return TieredTime(*(tuple(x + y for x, y in zip(t.tiers, d.add)) + d.ext))
+
+    fast_tiered_time()
+    fast_tiered_time()  # idempotent
+    assert getattr(TieredTime.__add__, "_flexcosim_fast", False)
+    times = [TieredTime(*x) for n in (1, 2, 3) for x in itertools.product((0, 3, 900), repeat=n)]
+    durs = [TieredDuration(*x, cutoff=c, pre_length=p) for n in (1, 2, 3)
+            for x in itertools.product((0, 1, 2), repeat=n)
+            for c in range(1, n + 1) for p in range(c, 4)]
+    checked = 0
+    for t in times:
+        for d in durs:
+            if len(t.tiers) != d.pre_length:
+                with pytest.raises(AssertionError):
+                    t + d
+                continue
+            got = t + d
+            assert type(got) is TieredTime and got.tiers == ref_add(t, d).tiers
+            if orig_add is not None:
+                assert got.tiers == orig_add(t, d).tiers
+            checked += 1
+        for u in times:
+            if len(u.tiers) == len(t.tiers):
+                assert (t < u) == (t.tiers < u.tiers)
+                if orig_lt is not None:
+                    assert (t < u) == orig_lt(t, u)
+                assert (t <= u) == (t.tiers <= u.tiers)  # total_ordering on the new __lt__
+            else:
+                with pytest.raises(AssertionError):
+                    t < u
+    assert checked > 500
+
+
 def test_summary_counts_energy_per_direction():
     from scenarios.results import summarize
 
