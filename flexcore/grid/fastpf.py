@@ -218,6 +218,7 @@ class FastPowerFlow:
         self._k_from = cat("from_base_ka") / cat("from_rating_ka") * 100.0
         self._k_to = cat("to_base_ka") / cat("to_rating_ka") * 100.0
         self._pattern = self._jacobian_pattern(st.ybus)
+        self._ybus_ref = st.ybus[st.ref]  # the slack rows (P_slack of every run)
         if self.engine == "klu":
             self._klu = _klu_class()()
             self._ybus_csc = sp.csc_matrix(st.ybus)
@@ -371,7 +372,7 @@ class FastPowerFlow:
         self.v, self.converged, self._sbus = v, True, s
         self._solution_id += 1
         vm, loading, p_loss = self._branch_results(v)
-        s_calc = v[self.ref] * np.conj(self.model.state.ybus[self.ref] @ v)
+        s_calc = v[self.ref] * np.conj(self._ybus_ref @ v)
         p_slack = float((s_calc - s[self.ref]).real.sum() * self.base_mva)
         return PowerFlowResult(True, it, vm, loading, p_slack, p_loss, norm)
 
