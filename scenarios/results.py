@@ -466,6 +466,7 @@ class Recorder(FrameSimulator):
         self.flush_frames, self.flush_s = max(1, int(flush_frames)), float(flush_s)
         self._units = dict(bid_units or {})
         self._unit_by_bid = {b: str(e["unit_id"]) for b, e in self._units.items()}
+        self._unit_order = {u: k for k, u in enumerate(dict.fromkeys(self._unit_by_bid.values()))}
         if self._units:
             write_json(self.run_dir / "dso" / "bid_pseudonyms.json", self._units)
         self.dir = self.run_dir / "timeseries"
@@ -580,6 +581,10 @@ class Recorder(FrameSimulator):
         for b, x in rec.get("setpoint[MW]", {}).items():
             u = unit(b, b)
             per_unit[u] = per_unit.get(u, 0.0) + x
+        if len(per_unit) > 1:  # rows in the fleet's unit order, not the pseudonyms' (per run)
+            last = len(self._unit_order)
+            per_unit = dict(sorted(per_unit.items(),
+                                   key=lambda kv: (self._unit_order.get(kv[0], last), kv[0])))
         self._write("setpoints", {"frame": np.full(len(per_unit), n),
                                   "unit_id": list(per_unit),
                                   "setpoint_mw": list(per_unit.values())})
