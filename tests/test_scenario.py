@@ -328,6 +328,68 @@ def test_fast_tiered_time_equals_mosaiks_arithmetic():
     assert checked > 500
 
 
+def test_fast_progress_updates_set_what_mosaik_sets():
+    """scenarios.runner.fast_progress_updates: the progress each simulator gets equals what
+    mosaik's own advance_progress sets, over random ancestors, distances, next and current
+    steps, called again with the same and with changed inputs (the earliest_sum memo)."""
+    import random
+    from types import SimpleNamespace
+
+    from mosaik import scheduler
+    from mosaik.tiered_time import MinimalDurations, TieredDuration, TieredTime
+
+    from scenarios.runner import fast_progress_updates
+
+    fast_progress_updates()
+    fast_progress_updates()  # idempotent
+    fast = scheduler.advance_progress
+    original = fast._flexcosim_original
+    assert fast is not original and fast._flexcosim_fast
+
+    def ref_sum(durations, t):  # MinimalDurations.earliest_sum of mosaik 3.x
+        return min(t + d for d in durations.durations)
+
+    class Sim(SimpleNamespace):
+        __hash__ = object.__hash__
+
+    def sim(rng):
+        got = []
+        return Sim(triggering_ancestors={}, next_steps=[], current_step=None,
+                   from_world_time=TieredDuration(0, 0, cutoff=1, pre_length=1),
+                   progress=SimpleNamespace(set=got.append, got=got),
+                   tqdm=SimpleNamespace(n=0, update=lambda k: None))
+
+    rng = random.Random(3)
+    world = SimpleNamespace(rt_factor=None, until=1000)
+    checked = 0
+    for _ in range(200):
+        sims = [sim(rng) for _ in range(4)]
+        for s in sims:
+            for a in rng.sample(sims, rng.randint(0, 3)):
+                md = MinimalDurations()
+                for _ in range(rng.randint(1, 2)):
+                    md.insert(TieredDuration(rng.choice((0, 0, 900)), rng.randint(0, 2),
+                                             cutoff=rng.choice((1, 2)), pre_length=2))
+                s.triggering_ancestors[a] = md
+        for _ in range(4):  # the same and changed inputs: memo hits and misses
+            for s in sims:
+                if rng.random() < 0.5:
+                    s.next_steps = sorted(TieredTime(rng.randrange(0, 2000, 900),
+                                                     rng.randint(0, 3))
+                                          for _ in range(rng.randint(0, 2)))
+                s.current_step = rng.choice((None, TieredTime(rng.randrange(0, 1800, 900), 1)))
+            for s in sims:
+                original(s, world)
+                fast(s, world)
+                want, got = s.progress.got[-2], s.progress.got[-1]
+                assert got == want, (want, got)
+                for a, md in s.triggering_ancestors.items():
+                    if a.next_steps:
+                        assert md.earliest_sum(a.next_steps[0]) == ref_sum(md, a.next_steps[0])
+                checked += 1
+    assert checked == 200 * 4 * 4
+
+
 def test_summary_counts_energy_per_direction():
     from scenarios.results import summarize
 
