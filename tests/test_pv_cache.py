@@ -32,3 +32,33 @@ def test_pv_year_from_the_disk_cache_is_the_computed_year(tmp_path, monkeypatch)
                           profiles._pv_year_computed(20.0, 200.0, profiles.REFERENCE_YEAR))
     assert len(list((tmp_path / "pv").glob("*.npy"))) == 1
     profiles.pv_year_per_kwp.cache_clear()
+
+
+def test_load_profiles_from_the_disk_cache_are_demandlibs(tmp_path, monkeypatch):
+    """The BDEW load profiles' disk cache (profiles._slp_arrays): the bits of slp_year's
+    columns, read back in a later process; a broken file is computed again."""
+    year = profiles.REFERENCE_YEAR
+    want = profiles.slp_year(year)
+
+    def fresh(where):
+        monkeypatch.setenv("FLEXCOSIM_CACHE_DIR", str(where))
+        profiles._slp_arrays.cache_clear()
+
+    def same(got):
+        assert list(got) == [str(c) for c in want.columns]
+        for name, arr in got.items():
+            assert np.array_equal(arr, want[name].to_numpy(), equal_nan=True)
+            assert not arr.flags.writeable and arr.flags.c_contiguous
+
+    fresh(tmp_path)
+    same(profiles._slp_arrays(year))        # computed and written
+    files = list((tmp_path / "slp").glob("*.npz"))
+    assert len(files) == 1
+    fresh(tmp_path)
+    same(profiles._slp_arrays(year))        # read back
+    files[0].write_bytes(b"not an npz file")
+    fresh(tmp_path)
+    same(profiles._slp_arrays(year))        # computed again
+    fresh("off")
+    same(profiles._slp_arrays(year))
+    profiles._slp_arrays.cache_clear()

@@ -107,7 +107,51 @@ def slp_year(year: int = REFERENCE_YEAR) -> pd.DataFrame:
 
 
 def _slp_array(name: str, year: int) -> np.ndarray:
-    return slp_year(year)[name].to_numpy()
+    return _slp_arrays(year)[name]
+
+
+@functools.lru_cache(maxsize=4)
+def _slp_arrays(year: int) -> dict[str, np.ndarray]:
+    """:func:`slp_year`'s columns as read-only arrays, kept on disk like the PV years
+    (:func:`cache_dir`, ``slp/``, one ``.npz`` per year, the same bits) under a key of the
+    year and :func:`_pv_inputs_key` (this module's code, demandlib's version, ...): later
+    processes skip demandlib's ~0.5-1 s (the key also covers the holidays' module). A missing
+    or unreadable file is computed again."""
+    root = cache_dir()
+    path = None
+    if root is not None:
+        days = hashlib.sha256(Path(holidays_bw.__code__.co_filename).read_bytes()).hexdigest()
+        key = hashlib.sha256(repr(("slp", int(year), days, _pv_inputs_key())).encode()
+                             ).hexdigest()[:32]
+        path = root / "slp" / f"{key}.npz"
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                names, values = z["names"], z["values"]
+            if values.dtype == np.float64 and values.ndim == 2 and len(names) == values.shape[1]:
+                return _columns([str(n) for n in names], values)
+        except (OSError, ValueError, EOFError, KeyError):
+            pass
+    frame = slp_year(year)
+    names = [str(c) for c in frame.columns]
+    values = np.column_stack([frame[c].to_numpy(dtype=float) for c in frame.columns])
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+            np.savez(tmp, names=np.array(names), values=values)
+            os.replace(tmp, path)  # atomic: concurrent runs never read half a file
+        except OSError:
+            pass  # a read-only home: no disk cache
+    return _columns(names, values)
+
+
+def _columns(names: list[str], values: np.ndarray) -> dict[str, np.ndarray]:
+    """{name: read-only contiguous column} of a (steps x names) array."""
+    out = {}
+    for k, name in enumerate(names):
+        out[name] = np.ascontiguousarray(values[:, k])
+        out[name].flags.writeable = False
+    return out
 
 
 #: normalised load shapes by (building id, type, seed, year), see :func:`_building_shapes`
@@ -368,7 +412,7 @@ class BuildingProfiles:
             order = np.random.default_rng([int(seed), 3]).permutation(len(ids))
             has_pv = np.zeros(len(ids), bool)
             has_pv[order[: int(round(pv_penetration * len(ids)))]] = True
-        steps = len(slp_year(year))
+        steps = len(next(iter(_slp_arrays(year).values())))
         load = np.empty((len(ids), steps))
         pv_kw = np.zeros((len(ids), steps))
         systems = []
