@@ -16,7 +16,13 @@ prints it. Measured in the same process, one after the other:
   district (building loads and PV of the same frames written into the grid, no units, no
   agents, no mosaik), the limit the issue compares with;
 - ``pf_only_cosim``: BuildingSim and GridSim (fast engine) coupled by mosaik over the same
-  frames (mosaik's own cost per frame).
+  frames (mosaik's own cost per frame);
+- ``parts_cpu_s`` of every run (the baseline's too: the timing wrappers are this file's,
+  applied to the checkout's classes): CPU seconds (thread time of the runner process) of
+  each simulator's ``create`` and ``step`` (``get_data`` included), of building the
+  scenario (``create_scenario``, the simulators' start-up), of ``world.run`` and
+  ``mosaik_overhead_cpu_s`` = world.run minus the simulators' steps (the scheduler itself).
+  ``starter = "python"`` only (the simulators in the runner process).
 """
 from __future__ import annotations
 
@@ -38,11 +44,70 @@ from scenarios.bergwald import sim_config  # noqa: E402
 from scenarios.config import load_config  # noqa: E402
 from scenarios.runner import apply_overrides, new_world, run_scenario  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[1]   #: the checkout this file belongs to
+
 #: frames.parquet columns compared between the engines (absolute tolerances)
 COMPARE_ABS = {"delivered_mw": 1e-9, "vm_mae_pu": 1e-8, "vm_max_err_pu": 1e-8,
                "loading_mae_percent": 1e-5, "loading_max_err_percent": 1e-4,
                "vm_min_pu": 1e-8, "vm_max_pu": 1e-8, "loading_max_percent": 1e-4}
 COST_RTOL = 1e-9
+
+
+#: (part, module, class) whose create/step/get_data CPU time a run reports (parts_cpu_s)
+PARTS = (("building", "simulators.building_sim", "BuildingSim"),
+         ("grid", "simulators.grid_sim", "GridSim"),
+         ("fpu", "simulators.fpu_sim", "FPUSim"),
+         ("recorder", "scenarios.results", "Recorder"),
+         ("dso", "agents.dso_agent", "DSOAgent"),
+         ("tso", "agents.tso_agent", "TSOAgent"),
+         ("validator", "agents.validator", "Validator"))
+
+
+def _timed_parts() -> dict[str, float]:
+    """Wrap the simulators' methods, ``create_scenario`` and ``World.run`` with thread-time
+    counters (in this process); returns the counters, filled while the run goes on."""
+    import importlib
+
+    import mosaik
+
+    import scenarios.bergwald as bergwald
+
+    acc: dict[str, float] = {}
+
+    def timed(owner, name: str, label: str) -> None:
+        f = getattr(owner, name)
+
+        def w(*args, **kwargs):
+            t0 = time.thread_time()
+            try:
+                return f(*args, **kwargs)
+            finally:
+                acc[label] = acc.get(label, 0.0) + time.thread_time() - t0
+
+        setattr(owner, name, w)
+
+    for part, module, cls in PARTS:
+        c = getattr(importlib.import_module(module), cls)
+        timed(c, "create", f"{part}.create")
+        timed(c, "step", f"{part}.step")
+        timed(c, "get_data", f"{part}.step")
+    timed(bergwald, "create_scenario", "create_scenario")
+    timed(mosaik.World, "run", "world.run")
+    return acc
+
+
+def _one_run(args) -> None:
+    """``--one-run ENGINE``: the scenario into ``--run-out`` (no plots) and its parts' CPU
+    seconds into ``<run-out>.parts.json``."""
+    parts = _timed_parts()
+    cfg = apply_overrides(load_config(args.scenario), day_types=args.day_types,
+                          frames=args.frames)
+    run_scenario(dataclasses.replace(cfg, plots=False, grid_engine=args.one_run),
+                 out=args.run_out)
+    steps = sum(v for k, v in parts.items() if k.endswith(".step"))
+    parts["mosaik_overhead_cpu_s"] = parts.get("world.run", 0.0) - steps
+    Path(f"{args.run_out}.parts.json").write_text(json.dumps(
+        {k: round(v, 4) for k, v in sorted(parts.items())}, indent=1))
 
 
 def pf_only(cfg) -> tuple[float, int]:
@@ -159,11 +224,12 @@ def bench(*, scenario: str = "scenarios/bergwald.toml", day_types: str | None = 
     with tempfile.TemporaryDirectory() as tmp:
         for name, engine, checkout in todo:
             run_dir = Path(tmp) / f"run-{name}"
-            cmd = [sys.executable, "-m", "bench.bench_cosim", "--scenario",
+            # this file as a script (its timing wrappers) on the checkout's modules
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--scenario",
                    str(Path(scenario).resolve()), "--one-run", engine, "--run-out", str(run_dir)]
             cmd += ["--day-types", day_types] if day_types else []
             cmd += ["--frames", frames] if frames else []
-            env = None if checkout is None else {**os.environ, "PYTHONPATH": str(checkout)}
+            env = {**os.environ, "PYTHONPATH": str(checkout or ROOT)}
             t0, c0 = time.perf_counter(), _children_cpu_s()
             subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, cwd=checkout, env=env)
             process_s, cpu_s = time.perf_counter() - t0, _children_cpu_s() - c0
@@ -171,10 +237,13 @@ def bench(*, scenario: str = "scenarios/bergwald.toml", day_types: str | None = 
             tables[name] = pd.read_parquet(run_dir / "timeseries" / "frames.parquet")
             n = len(tables[name])
             wall = summary["wall_time_s"]
+            parts_file = Path(f"{run_dir}.parts.json")
             runs[name] = {"wall_s": wall, "process_wall_s": process_s,
                             "process_cpu_s": cpu_s, "frames_per_s": n / wall,
                             "extrapolated_864_frames_s": wall / n * 864,
                             "dso_time_s": float(tables[name]["dso_time_s"].sum()),
+                            "parts_cpu_s": json.loads(parts_file.read_text())
+                            if parts_file.is_file() else None,
                             "summary": summary}
     loop = runpp_loop(cfg)
     t_pf, n = pf_only(cfg)
@@ -218,10 +287,7 @@ def main(argv: list[str] | None = None, *, quick: bool = False) -> int:
     ap.add_argument("--run-out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.one_run:
-        cfg = apply_overrides(load_config(args.scenario), day_types=args.day_types,
-                              frames=args.frames)
-        run_scenario(dataclasses.replace(cfg, plots=False, grid_engine=args.one_run),
-                     out=args.run_out)
+        _one_run(args)
         return 0
     engines = tuple(e.strip() for e in args.engines.split(",") if e.strip())
     out = bench(scenario=args.scenario, day_types=args.day_types, frames=args.frames,
