@@ -229,7 +229,9 @@ def bench(*, scenario: str = "scenarios/bergwald.toml", day_types: str | None = 
                    str(Path(scenario).resolve()), "--one-run", engine, "--run-out", str(run_dir)]
             cmd += ["--day-types", day_types] if day_types else []
             cmd += ["--frames", frames] if frames else []
-            env = {**os.environ, "PYTHONPATH": str(checkout or ROOT)}
+            path = os.pathsep.join(x for x in (str(checkout or ROOT),
+                                               os.environ.get("PYTHONPATH", "")) if x)
+            env = {**os.environ, "PYTHONPATH": path}
             t0, c0 = time.perf_counter(), _children_cpu_s()
             subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, cwd=checkout, env=env)
             process_s, cpu_s = time.perf_counter() - t0, _children_cpu_s() - c0
