@@ -249,6 +249,20 @@ def fast_progress_updates() -> None:
     scheduler.advance_progress = advance_progress
 
 
+#: mosaik minor versions whose scheduler internals :func:`fast_tiered_time` and
+#: :func:`fast_progress_updates` replace, checked by tests/test_scenario.py; any other version
+#: (setup.cfg allows >=3.4,<3.7) runs mosaik's own code
+MOSAIK_PATCHED_VERSIONS = ("3.6.",)
+
+
+def mosaik_patchable() -> bool:
+    """Whether the installed mosaik is one whose scheduler internals the speed-ups were
+    checked against (:data:`MOSAIK_PATCHED_VERSIONS`)."""
+    from importlib.metadata import version
+
+    return version("mosaik").startswith(MOSAIK_PATCHED_VERSIONS)
+
+
 #: how long a simulator may take to connect to mosaik and to answer ``init`` (mosaik's
 #: ``start_timeout``, default 10 s): a ``cmd`` child imports pandapower, pyomo, ... and took
 #: 10-11 s on a loaded machine
@@ -268,8 +282,9 @@ def new_world(sim_config: dict):
     from simulators import quiet_mosaik_logging
 
     prune_cancelled_waits()
-    fast_tiered_time()
-    fast_progress_updates()
+    if mosaik_patchable():
+        fast_tiered_time()
+        fast_progress_updates()
     quiet_mosaik_logging()
 
     params = inspect.signature(mosaik.World).parameters
