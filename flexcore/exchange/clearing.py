@@ -137,7 +137,7 @@ class ClearingResult:
             raise ClearingError(f"clearing activates bid id(s) that are not columns of the "
                                 f"package: {unknown[:5]}")
         get = self.activation_mw.get
-        return np.array([float(get(c, 0.0)) for c in columns])
+        return np.fromiter((get(c, 0.0) for c in columns), float, len(columns))
 
     def check_activation(self, ids: Sequence[str], lower_mw: npt.ArrayLike,
                          upper_mw: npt.ArrayLike, *, tol_mw: float = 1e-9) -> FloatArray:

@@ -53,7 +53,7 @@ import math
 import os
 import zipfile
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -81,6 +81,20 @@ from flexcore.exchange.signing import (
 FORMAT = "flexcosim-sensitivity-package"
 VERSION = 1
 ARRAY_NAMES = ("p_flex_mw", "vm_pu", "loading_percent", "vtdf", "ltdf")
+
+
+def _check_finite(name: str, arr: FloatArray) -> None:
+    """PackageError naming the first non-finite entry of ``arr``. One pass without a
+    temporary: a finite sum means every entry is finite (a NaN or an infinity makes the
+    sum NaN or infinite); only a non-finite sum (or an overflow) looks entry by entry."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = arr.sum()
+    if np.isfinite(total):
+        return
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        where = np.argwhere(bad)[0].tolist()
+        raise PackageError(f"array '{name}' holds a non-finite value at index {where}")
 
 
 @dataclass(frozen=True)
@@ -141,10 +155,7 @@ class SensitivityPackage:
                     f"array '{name}' has shape {arr.shape}, expected {shape} "
                     f"(m={m} points, n={n} columns, v={v} vm rows, l={l} loading rows)"
                 )
-            bad = ~np.isfinite(arr)
-            if bad.any():
-                where = np.argwhere(bad)[0].tolist()
-                raise PackageError(f"array '{name}' holds a non-finite value at index {where}")
+            _check_finite(name, arr)
         for label, keys in (("columns", self.columns), ("vm_rows", self.vm_rows),
                             ("loading_rows", self.loading_rows)):
             if len(set(keys)) != len(keys):
@@ -157,31 +168,59 @@ class SensitivityPackage:
     def with_point(self, label: str, *, p_flex_mw: npt.ArrayLike, vm_pu: npt.ArrayLike,
                    loading_percent: npt.ArrayLike, vtdf: npt.ArrayLike, ltdf: npt.ArrayLike,
                    activation_fraction: float | None = None) -> SensitivityPackage:
-        """A new package with one more operating point (refinement rounds)."""
-        return replace(
-            self,
-            points=self.points + (PointInfo(label, activation_fraction),),
-            p_flex_mw=np.vstack([self.p_flex_mw, np.asarray(p_flex_mw)[None, :]]),
-            vm_pu=np.vstack([self.vm_pu, np.asarray(vm_pu)[None, :]]),
-            loading_percent=np.vstack([self.loading_percent, np.asarray(loading_percent)[None, :]]),
-            vtdf=np.concatenate([self.vtdf, np.asarray(vtdf)[None]], axis=0),
-            ltdf=np.concatenate([self.ltdf, np.asarray(ltdf)[None]], axis=0),
-        )
+        """A new package with one more operating point (refinement rounds). Only the new
+        point's arrays are checked (this package was checked when it was made)."""
+        v, l, n = len(self.vm_rows), len(self.loading_rows), self.n
+        new: dict[str, FloatArray] = {}
+        for name, value, shape in (("p_flex_mw", p_flex_mw, (n,)), ("vm_pu", vm_pu, (v,)),
+                                   ("loading_percent", loading_percent, (l,)),
+                                   ("vtdf", vtdf, (v, n)), ("ltdf", ltdf, (l, n))):
+            arr = np.asarray(value, dtype=float)
+            if arr.shape != shape:
+                raise PackageError(f"new point {label!r}: array '{name}' has shape "
+                                   f"{arr.shape}, expected {shape}")
+            _check_finite(name, arr)
+            new[name] = np.concatenate([getattr(self, name), arr[None]], axis=0)
+        return self._derived(points=self.points + (PointInfo(label, activation_fraction),),
+                             **new)
+
+    def with_limits(self, limits: Limits) -> SensitivityPackage:
+        """The same package with other limits (arrays shared, not copied or re-checked)."""
+        if not isinstance(limits, Limits):
+            raise PackageError(f"limits must be a Limits, got {type(limits).__name__}")
+        return self._derived(limits=limits)
 
     def select_rows(self, vm_keep: npt.ArrayLike, loading_keep: npt.ArrayLike,
                     screening: dict[str, Any] | None = None) -> SensitivityPackage:
         vm_keep = np.asarray(vm_keep, bool)
         loading_keep = np.asarray(loading_keep, bool)
-        return replace(
-            self,
-            vm_rows=tuple(k for k, keep in zip(self.vm_rows, vm_keep) if keep),
-            loading_rows=tuple(k for k, keep in zip(self.loading_rows, loading_keep) if keep),
-            vm_pu=self.vm_pu[:, vm_keep],
-            loading_percent=self.loading_percent[:, loading_keep],
-            vtdf=self.vtdf[:, vm_keep, :],
-            ltdf=self.ltdf[:, loading_keep, :],
+        if vm_keep.shape != (len(self.vm_rows),) or \
+                loading_keep.shape != (len(self.loading_rows),):
+            raise PackageError(f"select_rows: masks of shape {vm_keep.shape} / "
+                               f"{loading_keep.shape}, the package has "
+                               f"{len(self.vm_rows)} vm / {len(self.loading_rows)} loading rows")
+        vi, li = np.flatnonzero(vm_keep), np.flatnonzero(loading_keep)
+        vm_rows, ld_rows = self.vm_rows, self.loading_rows
+        return self._derived(
+            vm_rows=tuple(vm_rows[k] for k in vi.tolist()),
+            loading_rows=tuple(ld_rows[k] for k in li.tolist()),
+            vm_pu=self.vm_pu[:, vi],
+            loading_percent=self.loading_percent[:, li],
+            vtdf=self.vtdf[:, vi, :],
+            ltdf=self.ltdf[:, li, :],
             screening=screening if screening is not None else self.screening,
         )
+
+    def _derived(self, **changes: Any) -> SensitivityPackage:
+        """A copy with ``changes`` applied, without :meth:`__post_init__`: for transforms of
+        this (checked) package whose new fields are checked by the caller or follow from
+        checked ones (a subset of rows, one more checked point, other limits)."""
+        out = object.__new__(SensitivityPackage)
+        for f in fields(self):
+            object.__setattr__(out, f.name, changes.pop(f.name, getattr(self, f.name)))
+        if changes:
+            raise TypeError(f"unknown package field(s) {sorted(changes)}")
+        return out
 
     def predict(self, point: int, activation_mw: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
         """The linear estimate at point ``point`` for an activation (column order):
