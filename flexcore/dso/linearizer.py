@@ -24,7 +24,12 @@ from flexcore.errors import FlexcosimError
 from flexcore.exchange.bids import BidError, BidTable
 from flexcore.exchange.clearing import ClearingResult
 from flexcore.exchange.limits import Limits
-from flexcore.exchange.package import PointInfo, SensitivityPackage, screen
+from flexcore.exchange.package import (
+    PointInfo,
+    ScreeningReport,
+    SensitivityPackage,
+    screen_masks,
+)
 from flexcore.grid import ppinternals, sensitivity
 from flexcore.grid.powerflow import DEFAULT_ENGINE, ArrayPowerFlow, run_fresh
 
@@ -353,22 +358,37 @@ class Linearizer:
         """The package of ``points`` (e.g. a fresh zero point plus older ones) and the
         screening report (None without screening); screening uses the current bid volumes."""
         points = list(points)
+        p_flex = np.stack([p.p_flex_mw for p in points])
+        vm = np.stack([p.vm_pu for p in points])
+        ld = np.stack([p.loading_percent for p in points])
+        vi = li = None
+        screening = None
+        if screen_rows:
+            # the rows screen() keeps, from the points' own matrices: only those are stacked
+            vm_keep, ld_keep = screen_masks(
+                p_flex, vm, ld, [p.vtdf for p in points], [p.ltdf for p in points],
+                self.limits, lower_mw=self.bids.lower_mw, upper_mw=self.bids.upper_mw,
+                margin_vm_pu=margin_vm_pu, margin_loading_percent=margin_loading_percent)
+            screening = ScreeningReport(
+                vm_rows_total=len(self._vm_keys), vm_rows_kept=int(vm_keep.sum()),
+                loading_rows_total=len(self._ld_keys), loading_rows_kept=int(ld_keep.sum()),
+                margin_vm_pu=margin_vm_pu, margin_loading_percent=margin_loading_percent)
+            vi, li = np.flatnonzero(vm_keep), np.flatnonzero(ld_keep)
+        vm_keys, ld_keys = self._vm_keys, self._ld_keys
         package = SensitivityPackage(
-            columns=tuple(self.bids.ids), vm_rows=self._vm_keys, loading_rows=self._ld_keys,
+            columns=tuple(self.bids.ids),
+            vm_rows=vm_keys if vi is None else tuple(vm_keys[k] for k in vi.tolist()),
+            loading_rows=ld_keys if li is None else tuple(ld_keys[k] for k in li.tolist()),
             points=tuple(PointInfo(p.label, p.activation_fraction) for p in points),
-            p_flex_mw=np.stack([p.p_flex_mw for p in points]),
-            vm_pu=np.stack([p.vm_pu for p in points]),
-            loading_percent=np.stack([p.loading_percent for p in points]),
-            vtdf=np.stack([p.vtdf for p in points]),
-            ltdf=np.stack([p.ltdf for p in points]),
+            p_flex_mw=p_flex,
+            vm_pu=vm if vi is None else vm[:, vi],
+            loading_percent=ld if li is None else ld[:, li],
+            vtdf=np.stack([p.vtdf if vi is None else p.vtdf[vi] for p in points]),
+            ltdf=np.stack([p.ltdf if li is None else p.ltdf[li] for p in points]),
             limits=self.limits, undeliverable=tuple(b for b, _ in self.undeliverable),
+            screening=None if screening is None else screening.as_dict(),
         )
-        if not screen_rows:
-            return package, None
-        package, rep = screen(package, lower_mw=self.bids.lower_mw, upper_mw=self.bids.upper_mw,
-                              margin_vm_pu=margin_vm_pu,
-                              margin_loading_percent=margin_loading_percent)
-        return package, rep.as_dict()
+        return package, None if screening is None else screening.as_dict()
 
     def _package_rows(self, package: SensitivityPackage) -> tuple[np.ndarray, np.ndarray]:
         """Positions of ``package``'s rows among the key map's rows."""

@@ -571,15 +571,16 @@ def _assemble(package: SensitivityPackage,
     ``package.columns`` order): rows and columns shuffled, and its DSO-private key."""
     rng = rng if rng is not None else np.random.default_rng(secrets.randbits(128))
     perm = rng.permutation(package.n)
+    perm_list = perm.tolist()
     rows_a, rows_rhs, key_rows = [], [], []
     both_sides = 0
     for i, (a, rhs, scale, names) in enumerate(per_point):
         order = rng.permutation(len(rhs))
         rows_a.append(a[order][:, perm] if len(rhs) else np.zeros((0, package.n)))
         rows_rhs.append(rhs[order])
-        sides = [names[o] for o in order]
-        key_rows.append(tuple(PublishedRow(i, kk, side, float(scale[o]))
-                              for (kk, side), o in zip(sides, order)))
+        order_list = order.tolist()
+        key_rows.append(tuple(PublishedRow(i, names[o][0], names[o][1], s)
+                              for o, s in zip(order_list, scale[order].tolist())))
         keys_by_side: dict[str, set[str]] = {"upper": set(), "lower": set()}
         for kk, side in names:
             keys_by_side[side].add(kk)
@@ -593,13 +594,13 @@ def _assemble(package: SensitivityPackage,
     }
     hardened = HardenedPackage(
         privacy=PrivacyLevel.EXACT,
-        columns=tuple(package.columns[j] for j in perm),
+        columns=tuple([package.columns[j] for j in perm_list]),
         points=package.points,
         p_flex_mw=package.p_flex_mw[:, perm],
         rows_a=tuple(rows_a), rows_rhs=tuple(rows_rhs),
         excluded=tuple(excluded), screening=screening,
         undeliverable=package.undeliverable, request_mw=request_mw)
-    key = HardeningKey(salt=secrets.token_hex(16), column_order=tuple(int(j) for j in perm),
+    key = HardeningKey(salt=secrets.token_hex(16), column_order=tuple(perm_list),
                        rows=tuple(key_rows), excluded=tuple(excluded),
                        report=screening | totals | {"time_s": time.perf_counter() - t0})
     return hardened, key

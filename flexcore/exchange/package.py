@@ -52,7 +52,7 @@ import json
 import math
 import os
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -64,7 +64,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flexcore.exchange.bids import BidTable
 from flexcore.exchange.clearing import ClearingError
 from flexcore.exchange.hardened import HardenedPackage, check_undeliverable
-from flexcore.exchange.limits import FloatArray, Limits, LimitsError
+from flexcore.exchange.limits import BoolArray, FloatArray, Limits, LimitsError
 from flexcore.exchange.points import PackageError, PointInfo
 from flexcore.exchange.signing import (
     StrictJSONError,
@@ -263,24 +263,51 @@ def screen(package: SensitivityPackage, *, lower_mw: npt.ArrayLike, upper_mw: np
     is kept if, at any point, that range widened by the margin touches a limit. A margin
     covers the linearisation error (the bound itself is exact for the linear model).
     """
-    lo = np.asarray(lower_mw, float)
-    hi = np.asarray(upper_mw, float)
-    reach = np.maximum(np.abs(hi[None, :] - package.p_flex_mw),
-                       np.abs(lo[None, :] - package.p_flex_mw))  # (m, n)
-    lim = package.limits
-    dv = np.einsum("mvn,mn->mv", np.abs(package.vtdf), reach)
-    dl = np.einsum("mln,mn->ml", np.abs(package.ltdf), reach)
-    vm_keep = ((package.vm_pu - dv - margin_vm_pu <= lim.vm_min_pu)
-               | (package.vm_pu + dv + margin_vm_pu >= lim.vm_max_pu)).any(axis=0)
-    ld_keep = ((package.loading_percent - dl - margin_loading_percent <= lim.loading_min_percent)
-               | (package.loading_percent + dl + margin_loading_percent
-                  >= lim.loading_max_percent)).any(axis=0)
+    vm_keep, ld_keep = screen_masks(
+        package.p_flex_mw, package.vm_pu, package.loading_percent, list(package.vtdf),
+        list(package.ltdf), package.limits, lower_mw=lower_mw, upper_mw=upper_mw,
+        margin_vm_pu=margin_vm_pu, margin_loading_percent=margin_loading_percent)
     report = ScreeningReport(
         vm_rows_total=len(package.vm_rows), vm_rows_kept=int(vm_keep.sum()),
         loading_rows_total=len(package.loading_rows), loading_rows_kept=int(ld_keep.sum()),
         margin_vm_pu=margin_vm_pu, margin_loading_percent=margin_loading_percent,
     )
     return package.select_rows(vm_keep, ld_keep, screening=report.as_dict()), report
+
+
+def screen_masks(p_flex_mw: FloatArray, vm_pu: FloatArray, loading_percent: FloatArray,
+                 vtdf: Sequence[FloatArray], ltdf: Sequence[FloatArray], limits: Limits, *,
+                 lower_mw: npt.ArrayLike, upper_mw: npt.ArrayLike, margin_vm_pu: float,
+                 margin_loading_percent: float) -> tuple[BoolArray, BoolArray]:
+    """The rows :func:`screen` keeps, ``(vm_keep, loading_keep)``, from the arrays of a
+    package (``vtdf``/``ltdf``: one ``(rows, n)`` matrix per point, e.g. the operating
+    points' own, so that the DSO stacks only the kept rows)."""
+    lo = np.asarray(lower_mw, float)
+    hi = np.asarray(upper_mw, float)
+    reach = np.maximum(np.abs(hi[None, :] - p_flex_mw),
+                       np.abs(lo[None, :] - p_flex_mw))  # (m, n)
+    lim = limits
+    dv = _abs_times(vtdf, reach)
+    dl = _abs_times(ltdf, reach)
+    vm_keep = ((vm_pu - dv - margin_vm_pu <= lim.vm_min_pu)
+               | (vm_pu + dv + margin_vm_pu >= lim.vm_max_pu)).any(axis=0)
+    ld_keep = ((loading_percent - dl - margin_loading_percent <= lim.loading_min_percent)
+               | (loading_percent + dl + margin_loading_percent
+                  >= lim.loading_max_percent)).any(axis=0)
+    return np.asarray(vm_keep, dtype=bool), np.asarray(ld_keep, dtype=bool)
+
+
+def _abs_times(mats: Sequence[FloatArray], reach: FloatArray) -> FloatArray:
+    """``|S_i| @ reach_i`` per point (the values of ``einsum("mvn,mn->mv", |S|, reach)``,
+    one point at a time through one scratch buffer)."""
+    out: FloatArray = np.empty((len(mats), np.shape(mats[0])[0] if len(mats) else 0))
+    buf: FloatArray | None = None
+    for i, s in enumerate(mats):
+        s = np.asarray(s, dtype=float)
+        if buf is None or buf.shape != s.shape:
+            buf = np.empty(s.shape)
+        out[i] = np.einsum("vn,n->v", np.abs(s, out=buf), reach[i])
+    return out
 
 
 # --------------------------------------------------------------------------- file I/O
