@@ -57,11 +57,16 @@ def offer_arrays(columns: Sequence[str], offers: Iterable[Mapping[str, Any]]
     """(volume_mw, price_eur_per_mwh) in column order; a bid not offered has volume 0."""
     col = {b: k for k, b in enumerate(columns)}
     vol, price = np.zeros(len(columns)), np.zeros(len(columns))
-    for o in offers:
-        if o["bid_id"] not in col:
-            raise BidError(f"offer for bid {o['bid_id']!r}, which is not in the catalog")
-        k = col[o["bid_id"]]
-        vol[k], price[k] = o["volume_mw"], o["price_eur_per_mwh"]
+    offers = list(offers)
+    pos = [col.get(o["bid_id"], -1) for o in offers]
+    if -1 in pos:
+        bad = offers[pos.index(-1)]["bid_id"]
+        raise BidError(f"offer for bid {bad!r}, which is not in the catalog")
+    if len(set(pos)) != len(pos):  # a bid offered twice: the last offer holds, as before
+        last = {k: o for k, o in zip(pos, offers)}
+        pos, offers = list(last), list(last.values())
+    vol[pos] = [o["volume_mw"] for o in offers]
+    price[pos] = [o["price_eur_per_mwh"] for o in offers]
     return vol, price
 
 
@@ -296,8 +301,10 @@ class DsoFrames:
         # relinearized: set when a package is built (on_request)
         self.report = {"frame": frame, "relinearized": False, "fix_moved_mw": plan.moved_mw,
                        "rounds": 0, "points": 0}
-        offered = {b for b, x in zip(self.lin.bids.ids, self._offered_mw) if x != 0.0}
-        islands = [b for b, _ in self.lin.undeliverable if b in offered]
+        islands = []
+        if self.lin.undeliverable:
+            offered = {b for b, x in zip(self.lin.bids.ids, self._offered_mw) if x != 0.0}
+            islands = [b for b, _ in self.lin.undeliverable if b in offered]
         self._islands = (f"{len(islands)} undeliverable bid(s) on isolated buses: "
                          + ", ".join(islands[:10])) if islands else ""
         self._zero_state = None
@@ -361,11 +368,8 @@ class DsoFrames:
         predicted: the Validator's errors are NaN)."""
         self.report["published"] = False
         self.frames_unpublished += 1
-        km = self.lin.keymap
-        v = self.lin.validate(np.zeros(len(self.lin.bids.ids)),
-                              predicted_vm_pu=dict(zip(km.vm_pu, vm.tolist())),
-                              predicted_loading_percent=dict(zip(km.loading_percent,
-                                                                 lp.tolist())))
+        v = self.lin.validate(np.zeros(len(self.lin.bids.ids)), predicted_vm_pu=vm,
+                              predicted_loading_percent=lp)
         self.report.update(rounds=0, points=0, dso_vm_mae_pu=v.vm_mae_pu,
                            dso_loading_mae_percent=v.loading_mae_percent,
                            dso_violations=len(v.violations), ac_converged=v.converged)

@@ -218,6 +218,7 @@ class Linearizer:
             vm=np.array([pos_bus[b] for b in self.keymap.vm_pu.values()], dtype=int),
             loading=np.array([pos_br[tuple(v)] for v in self.keymap.loading_percent.values()],
                              dtype=int))
+        self._rows_memo: tuple | None = None  # _package_rows
         self._vm_keys = tuple(self.keymap.vm_pu)
         self._ld_keys = tuple(self.keymap.loading_percent)
 
@@ -391,7 +392,17 @@ class Linearizer:
         return package, None if screening is None else screening.as_dict()
 
     def _package_rows(self, package: SensitivityPackage) -> tuple[np.ndarray, np.ndarray]:
-        """Positions of ``package``'s rows among the key map's rows."""
+        """Positions of ``package``'s rows among the key map's rows (the last answer is
+        kept: a frame's packages share their row tuples)."""
+        last = self._rows_memo
+        if last is not None and last[0] is package.vm_rows and last[1] is package.loading_rows:
+            return last[2], last[3]
+        out = self._find_package_rows(package)
+        self._rows_memo = (package.vm_rows, package.loading_rows, *out)
+        return out
+
+    def _find_package_rows(self, package: SensitivityPackage
+                           ) -> tuple[np.ndarray, np.ndarray]:
         vm_pos = {k: i for i, k in enumerate(self._vm_keys)}
         ld_pos = {k: i for i, k in enumerate(self._ld_keys)}
         try:
@@ -425,21 +436,34 @@ class Linearizer:
                 {k: float(v) for k, v in zip(package.loading_rows, ld)})
 
     def validate(self, activation: Activation, *, package: SensitivityPackage | None = None,
-                 predicted_vm_pu: Mapping[str, float] | None = None,
-                 predicted_loading_percent: Mapping[str, float] | None = None
+                 predicted_vm_pu: Mapping[str, float] | np.ndarray | None = None,
+                 predicted_loading_percent: Mapping[str, float] | np.ndarray | None = None
                  ) -> ValidationReport:
         """AC power flow at the activation, compared with the linear estimates.
 
-        The estimates are the given ``predicted_*``; else, for a clearing, the DSO's own
+        The estimates are the given ``predicted_*`` (``{row key: value}``, or arrays over
+        every key-map row in key-map order); else, for a clearing, the DSO's own
         prediction from ``package`` (its private format-1 package, the one it published or
         hardened) or, without one, the clearing's ``predicted_*``. A format-2 clearing
         carries no predictions: without ``package`` it raises ValueError."""
-        if predicted_vm_pu is None and predicted_loading_percent is None:
+        rows = None
+        if isinstance(predicted_vm_pu, np.ndarray) or \
+                isinstance(predicted_loading_percent, np.ndarray):
+            rows = (np.arange(len(self._vm_keys)),
+                    np.asarray(predicted_vm_pu, float).reshape(len(self._vm_keys)),
+                    np.arange(len(self._ld_keys)),
+                    np.asarray(predicted_loading_percent, float).reshape(len(self._ld_keys)))
+        elif predicted_vm_pu is None and predicted_loading_percent is None:
             if not isinstance(activation, ClearingResult):
                 raise ValueError("validate() needs a clearing or predicted_vm_pu / "
                                  "predicted_loading_percent")
             if package is not None:
-                predicted_vm_pu, predicted_loading_percent = self.predict(package, activation)
+                if activation.operating_point is None:
+                    raise ValueError("the clearing selected no operating point")
+                vm_pred, ld_pred = package.predict(activation.operating_point,
+                                                   activation.activation_vector(package.columns))
+                vi, li = self._package_rows(package)
+                rows = (vi, vm_pred, li, ld_pred)
             elif activation.ok and not (activation.predicted_vm_pu
                                         or activation.predicted_loading_percent):
                 raise ValueError("the clearing carries no predictions (package format 2): "
@@ -451,6 +475,11 @@ class Linearizer:
             vm, lp = self.power_flow(activation)
         except PointNotConverged as exc:
             return ValidationReport.not_converged(str(exc))
+        if rows is not None:
+            return ValidationReport.compare_rows(
+                limits=self.limits, vm_keys=self._vm_keys, vm_pu=vm, loading_keys=self._ld_keys,
+                loading_percent=lp, vm_rows=rows[0], predicted_vm_pu=rows[1],
+                loading_rows=rows[2], predicted_loading_percent=rows[3])
         return ValidationReport.compare(
             limits=self.limits, vm_keys=self._vm_keys, vm_pu=vm, loading_keys=self._ld_keys,
             loading_percent=lp, predicted_vm_pu=predicted_vm_pu or {},

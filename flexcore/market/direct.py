@@ -348,22 +348,8 @@ def _drop_fixed_columns(lp: LinearProgram) -> tuple[LinearProgram, IntArray]:
     x_fixed[free] = 0.0
     a = lp.a.tocsr()
     shift = a @ x_fixed
-    return LinearProgram(lp.cost[free], lp.col_lo[free], lp.col_hi[free],
-                         _take_columns(a, free), lp.row_lo - shift, lp.row_hi - shift,
-                         lp.integrality[free]), free
-
-
-def _take_columns(a: sp.csr_matrix, cols: IntArray) -> sp.csr_matrix:
-    """``a[:, cols]`` for ascending, distinct ``cols``: the same entries (explicit zeros
-    too) in the same order, by one mask over the stored entries."""
-    new_pos = np.full(a.shape[1], -1, dtype=np.int64)
-    new_pos[cols] = np.arange(len(cols))
-    pos = new_pos[a.indices]
-    keep = pos >= 0
-    counts = np.r_[0, np.cumsum(keep)]
-    indptr = counts[a.indptr].astype(a.indptr.dtype)
-    return sp.csr_matrix((a.data[keep], pos[keep].astype(a.indices.dtype), indptr),
-                         shape=(a.shape[0], len(cols)))
+    return LinearProgram(lp.cost[free], lp.col_lo[free], lp.col_hi[free], a[:, free],
+                         lp.row_lo - shift, lp.row_hi - shift, lp.integrality[free]), free
 
 
 def _csr(dense: FloatArray, ncol: int, col_offset: int = 0) -> sp.csr_matrix:
