@@ -164,7 +164,9 @@ class PublicationAudit:
         self._last = (frame, package)
         if self.mode == "sample" and day_type not in self._day_types:
             self._day_types.add(day_type)
-            self.audits[f"first_{day_type}"] = self._audit(frame, package, self.lin.net)
+            # the audit reads the grid's tables (topology, loads), no power-flow results
+            self.audits[f"first_{day_type}"] = self._audit(frame, package,
+                                                           self.lin.net_tables())
 
     def cleared(self, frame: int, request_mw: float) -> None:
         """The TSO cleared ``frame`` for ``request_mw`` (call at round 0)."""
@@ -172,7 +174,8 @@ class PublicationAudit:
                 or not request_mw):
             return
         if self._largest is None or abs(request_mw) > abs(self._largest[1]):
-            self._largest = (frame, float(request_mw), self._last[1], copy.deepcopy(self.lin.net))
+            self._largest = (frame, float(request_mw), self._last[1],
+                             copy.deepcopy(self.lin.net_tables()))
 
     def result(self) -> dict[str, Any]:
         """``{audits: {name: record}, audit_time_s}``; each record holds the frame, the

@@ -97,6 +97,17 @@ def _row_layout(net) -> tuple[np.ndarray, list[tuple[str, int]]]:
     return buses, [(str(e), int(i)) for e, i in branches]
 
 
+def _stack_rows(mats: list[np.ndarray], rows: np.ndarray | None) -> np.ndarray:
+    """``np.stack([m[rows] for m in mats])`` (all rows for None), gathered straight into
+    the result."""
+    if rows is None:
+        return np.stack(mats)
+    out = np.empty((len(mats), len(rows)) + mats[0].shape[1:])
+    for i, m in enumerate(mats):
+        np.take(m, rows, axis=0, out=out[i], mode="clip")  # rows are in range
+    return out
+
+
 # --------------------------------------------------------------------------- points
 @dataclass(frozen=True)
 class OperatingPoint:
@@ -226,6 +237,12 @@ class Linearizer:
     def net(self):
         """The grid model with the current injections and their pandapower power flow."""
         return self.pf.sync_net()
+
+    def net_tables(self):
+        """The grid model with the current injections written into its tables, without a
+        power flow (its ``res_*`` tables may be stale): for readers of the input tables
+        only, e.g. the privacy audit."""
+        return self.pf.sync_net(run=False)
 
     @property
     def engine(self) -> str:
@@ -384,8 +401,8 @@ class Linearizer:
             p_flex_mw=p_flex,
             vm_pu=vm if vi is None else vm[:, vi],
             loading_percent=ld if li is None else ld[:, li],
-            vtdf=np.stack([p.vtdf if vi is None else p.vtdf[vi] for p in points]),
-            ltdf=np.stack([p.ltdf if li is None else p.ltdf[li] for p in points]),
+            vtdf=_stack_rows([p.vtdf for p in points], vi),
+            ltdf=_stack_rows([p.ltdf for p in points], li),
             limits=self.limits, undeliverable=tuple(b for b, _ in self.undeliverable),
             screening=None if screening is None else screening.as_dict(),
         )
