@@ -81,13 +81,16 @@ class Round0:
 
 
 def round0_package(lin: Linearizer, points: Sequence[OperatingPoint], *, due: bool,
-                   operating_points: Sequence[float], screening: bool) -> Round0:
+                   operating_points: Sequence[float], screening: bool,
+                   spare_points: int = 0) -> Round0:
     """All operating points when ``due``; otherwise the earlier ``points`` with the zero
     point (this frame's base case) recomputed, so that a zero request is exact. A zero
     point that does not converge leaves the earlier points in use. Raises
-    :class:`PointNotConverged` when every point of a due linearisation fails."""
+    :class:`PointNotConverged` when every point of a due linearisation fails.
+    ``spare_points``: room for the refinement points of the frame (no copies then)."""
     if due:
-        rep = lin.linearize(tuple(operating_points), screen_rows=screening)
+        rep = lin.linearize(tuple(operating_points), screen_rows=screening,
+                            spare_points=spare_points)
         return Round0(rep.package, tuple(rep.points))
     kept = [p for p in points if p.activation_fraction != 0.0]
     message = ""
@@ -97,7 +100,8 @@ def round0_package(lin: Linearizer, points: Sequence[OperatingPoint], *, due: bo
     except PointNotConverged:
         message = "zero point did not converge: earlier points used"
         kept = list(points)
-    return Round0(lin.package(kept, screen_rows=screening)[0], tuple(points), message)
+    return Round0(lin.package(kept, screen_rows=screening, spare_points=spare_points)[0],
+                  tuple(points), message)
 
 
 def inside_limits(limits: Limits, vm_pu: np.ndarray, loading_percent: np.ndarray) -> bool:
@@ -334,7 +338,8 @@ class DsoFrames:
         try:
             r0 = round0_package(self.lin, self.points, due=plan.due,
                                 operating_points=self.cfg["operating_points"],
-                                screening=self.cfg["screening"])
+                                screening=self.cfg["screening"],
+                                spare_points=int(self.cfg["refine_rounds"]))
         except PointNotConverged as exc:  # recorded; the frame is not cleared
             return self._final(0, self.session.failed(str(exc)))
         self.points = r0.points

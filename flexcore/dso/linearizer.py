@@ -28,6 +28,7 @@ from flexcore.exchange.package import (
     PointInfo,
     ScreeningReport,
     SensitivityPackage,
+    point_buffer,
     screen_masks,
 )
 from flexcore.grid import ppinternals, sensitivity
@@ -97,14 +98,17 @@ def _row_layout(net) -> tuple[np.ndarray, list[tuple[str, int]]]:
     return buses, [(str(e), int(i)) for e, i in branches]
 
 
-def _stack_rows(mats: list[np.ndarray], rows: np.ndarray | None) -> np.ndarray:
+def _stack_rows(mats: list[np.ndarray], rows: np.ndarray | None, spare: int = 0
+                ) -> np.ndarray:
     """``np.stack([m[rows] for m in mats])`` (all rows for None), gathered straight into
-    the result."""
-    if rows is None:
-        return np.stack(mats)
-    out = np.empty((len(mats), len(rows)) + mats[0].shape[1:])
+    the result, with room for ``spare`` more points (:func:`point_buffer`)."""
+    n_rows = mats[0].shape[0] if rows is None else len(rows)
+    out = point_buffer(len(mats), (n_rows,) + mats[0].shape[1:], spare=spare)
     for i, m in enumerate(mats):
-        np.take(m, rows, axis=0, out=out[i], mode="clip")  # rows are in range
+        if rows is None:
+            out[i] = m
+        else:
+            np.take(m, rows, axis=0, out=out[i], mode="clip")  # rows are in range
     return out
 
 
@@ -352,8 +356,8 @@ class Linearizer:
 
     # --------------------------------------------------------------- package
     def linearize(self, fractions=(0.0, 0.5, 1.0), *, screen_rows: bool = False,
-                  margin_vm_pu: float = 0.005, margin_loading_percent: float = 5.0
-                  ) -> LinearizationReport:
+                  margin_vm_pu: float = 0.005, margin_loading_percent: float = 5.0,
+                  spare_points: int = 0) -> LinearizationReport:
         """Operating points ``P_fix + a * P_M`` for each fraction a; failed points left out."""
         t0 = time.perf_counter()
         points, failed = [], []
@@ -367,14 +371,18 @@ class Linearizer:
         if not points:
             raise PointNotConverged(f"no operating point converged (tried {list(fractions)})")
         package, report = self.package(points, screen_rows=screen_rows, margin_vm_pu=margin_vm_pu,
-                                       margin_loading_percent=margin_loading_percent)
+                                       margin_loading_percent=margin_loading_percent,
+                                       spare_points=spare_points)
         return LinearizationReport(package, tuple(p.label for p in points), tuple(failed), report,
                                    time.perf_counter() - t0, tuple(points), self.undeliverable)
 
     def package(self, points, *, screen_rows: bool = False, margin_vm_pu: float = 0.005,
-                margin_loading_percent: float = 5.0) -> tuple[SensitivityPackage, dict | None]:
+                margin_loading_percent: float = 5.0, spare_points: int = 0
+                ) -> tuple[SensitivityPackage, dict | None]:
         """The package of ``points`` (e.g. a fresh zero point plus older ones) and the
-        screening report (None without screening); screening uses the current bid volumes."""
+        screening report (None without screening); screening uses the current bid volumes.
+        ``spare_points``: room for that many refinement points (:meth:`refine` then
+        writes a point instead of copying the package's matrices)."""
         points = list(points)
         p_flex = np.stack([p.p_flex_mw for p in points])
         vm = np.stack([p.vm_pu for p in points])
@@ -401,8 +409,8 @@ class Linearizer:
             p_flex_mw=p_flex,
             vm_pu=vm if vi is None else vm[:, vi],
             loading_percent=ld if li is None else ld[:, li],
-            vtdf=_stack_rows([p.vtdf for p in points], vi),
-            ltdf=_stack_rows([p.ltdf for p in points], li),
+            vtdf=_stack_rows([p.vtdf for p in points], vi, spare_points),
+            ltdf=_stack_rows([p.ltdf for p in points], li, spare_points),
             limits=self.limits, undeliverable=tuple(b for b, _ in self.undeliverable),
             screening=None if screening is None else screening.as_dict(),
         )

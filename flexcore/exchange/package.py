@@ -51,6 +51,7 @@ import io
 import json
 import math
 import os
+import weakref
 import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -81,6 +82,39 @@ from flexcore.exchange.signing import (
 FORMAT = "flexcosim-sensitivity-package"
 VERSION = 1
 ARRAY_NAMES = ("p_flex_mw", "vm_pu", "loading_percent", "vtdf", "ltdf")
+
+
+#: buffers with room for more points (:func:`point_buffer`): id -> points in use
+_IN_USE: dict[int, int] = {}
+
+
+def point_buffer(points: int, shape: tuple[int, ...], *, spare: int) -> FloatArray:
+    """An uninitialised ``(points, *shape)`` array (to be filled) that is the view of a
+    buffer with room for ``spare`` more points: :meth:`SensitivityPackage.with_point`
+    then writes a new point into the room instead of copying every point (refinement
+    rounds), as long as the package it extends is the buffer's latest (a view that
+    exists is never written)."""
+    buf = np.empty((points + max(spare, 0),) + tuple(shape))
+    if spare > 0:
+        _IN_USE[id(buf)] = points
+        weakref.finalize(buf, _IN_USE.pop, id(buf), None)
+    view: FloatArray = buf[:points]
+    return view
+
+
+def _append_point(old: FloatArray, point: FloatArray) -> FloatArray:
+    """``old`` with ``point`` appended along the first axis: in place in the room of
+    :func:`point_buffer` when ``old`` is its buffer's latest prefix, else a copy."""
+    base = old.base
+    m = old.shape[0]
+    if (isinstance(base, np.ndarray) and _IN_USE.get(id(base)) == m and base.shape[0] > m
+            and base.shape[1:] == old.shape[1:] and old.flags.c_contiguous
+            and old.ctypes.data == base.ctypes.data and base.dtype == old.dtype):
+        base[m] = point
+        _IN_USE[id(base)] = m + 1
+        out: FloatArray = base[:m + 1]
+        return out
+    return np.concatenate([old, point[None]], axis=0)
 
 
 def _check_finite(name: str, arr: FloatArray) -> None:
@@ -180,7 +214,7 @@ class SensitivityPackage:
                 raise PackageError(f"new point {label!r}: array '{name}' has shape "
                                    f"{arr.shape}, expected {shape}")
             _check_finite(name, arr)
-            new[name] = np.concatenate([getattr(self, name), arr[None]], axis=0)
+            new[name] = _append_point(getattr(self, name), arr)
         return self._derived(points=self.points + (PointInfo(label, activation_fraction),),
                              **new)
 
