@@ -159,3 +159,35 @@ def test_refinement_points_written_into_spare_room_never_change_a_package():
             want = np.concatenate([getattr(ref, name)]
                                   + [point(k)[name][None] for k in adds])
             assert np.array_equal(getattr(got, name), want)
+
+
+def test_request_rows_reuse_the_products_of_points_in_the_same_memory():
+    from flexcore.dso.privacy import RequestRows
+    from flexcore.exchange.package import point_buffer
+
+    rng = np.random.default_rng(11)
+    ref = _package(rng, m=3)
+    fields = {}
+    for name in ("vtdf", "ltdf"):
+        buf = point_buffer(3, getattr(ref, name).shape[1:], spare=1)
+        buf[:] = getattr(ref, name)
+        fields[name] = buf
+    pkg = SensitivityPackage(columns=ref.columns, vm_rows=ref.vm_rows,
+                             loading_rows=ref.loading_rows, points=ref.points,
+                             p_flex_mw=ref.p_flex_mw, vm_pu=ref.vm_pu,
+                             loading_percent=ref.loading_percent, **fields)
+    r0 = RequestRows(pkg, request_mw=0.5)
+    pkg1 = pkg.with_point("refine 1", **{k: getattr(ref, k)[1] * 0.9 for k in (
+        "p_flex_mw", "vm_pu", "loading_percent", "vtdf", "ltdf")})
+    reused = RequestRows(pkg1, request_mw=0.5, previous=r0)
+    fresh = RequestRows(pkg1, request_mw=0.5)
+    assert reused._products[1][0] is r0._products[1][0]          # same memory: reused
+    assert reused._products[3][0] is not None and len(reused.c) == 4
+    for a, b in zip(reused.c, fresh.c):
+        assert np.array_equal(a, b)
+    copied = RequestRows(ref.with_point("refine 1", **{k: getattr(ref, k)[1] * 0.9 for k in (
+        "p_flex_mw", "vm_pu", "loading_percent", "vtdf", "ltdf")}), request_mw=0.5,
+        previous=r0)                                               # other memory: computed
+    assert copied._products[1][0] is not r0._products[1][0]
+    for a, b in zip(copied.c, fresh.c):
+        assert np.array_equal(a, b)

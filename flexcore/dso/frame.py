@@ -491,7 +491,8 @@ class DsoFrames:
             if new_round or self._rows is None:
                 # a new round: the sides cut in this frame's earlier rounds start it
                 seed = self._rows.cut_names if self._rows is not None else set()
-                self._rows = RequestRows(package, request_mw=self.request_mw, seed=seed)
+                self._rows = RequestRows(package, request_mw=self.request_mw, seed=seed,
+                                         previous=self._rows)
             t_before = self._rows.time_s
             hardened, key = self._rows.publish()
             self._count(self._rows.time_s - t_before, 0)
