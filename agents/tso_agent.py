@@ -22,6 +22,7 @@ zero activation (cost 0).
 """
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -99,7 +100,8 @@ class TSOAgent(FrameSimulator):
         cols = package.columns
         pos, table = self._offer_table
         # a column without an offer this frame: the table's last entry (volume 0)
-        idx = np.fromiter((pos.get(c, -1) for c in cols), np.int64, len(cols))
+        idx = np.fromiter(map(pos.get, cols, itertools.repeat(-1, len(cols))), np.int64,
+                          len(cols))
         bids = BidTable(ids=cols, **{k: v[idx] for k, v in table.items()})
         r = clear(package, bids, self.request[frame], backend="direct", objective=self.objective,
                   mip_rel_gap=self.gap)
