@@ -74,7 +74,7 @@ class TSOAgent(FrameSimulator):
         frame = self._frame_of(time)
         for offers in data.get("offers", {}).values():
             self._offers = {o["bid_id"]: o for o in offers}
-            self._offer_table = _offer_table(self._offers)
+            self._offer_table = None  # built at the frame's first clearing (most have none)
             self._times = [0.0, 0.0]
             self._last = None
             self._by_round: dict = {}
@@ -98,6 +98,8 @@ class TSOAgent(FrameSimulator):
 
         package = msg.load()
         cols = package.columns
+        if self._offer_table is None:
+            self._offer_table = _offer_table(self._offers)
         pos, table = self._offer_table
         # a column without an offer this frame: the table's last entry (volume 0)
         idx = np.fromiter(map(pos.get, cols, itertools.repeat(-1, len(cols))), np.int64,
