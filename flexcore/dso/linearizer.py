@@ -474,6 +474,10 @@ class Linearizer:
         rows = None
         if isinstance(predicted_vm_pu, np.ndarray) or \
                 isinstance(predicted_loading_percent, np.ndarray):
+            if not (isinstance(predicted_vm_pu, np.ndarray)
+                    and isinstance(predicted_loading_percent, np.ndarray)):
+                raise ValueError("validate(): give both predictions as arrays over every "
+                                 "key-map row, or both as {row key: value}")
             rows = (np.arange(len(self._vm_keys)),
                     np.asarray(predicted_vm_pu, float).reshape(len(self._vm_keys)),
                     np.arange(len(self._ld_keys)),
