@@ -22,6 +22,7 @@ zero activation (cost 0).
 """
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -73,6 +74,7 @@ class TSOAgent(FrameSimulator):
         frame = self._frame_of(time)
         for offers in data.get("offers", {}).values():
             self._offers = {o["bid_id"]: o for o in offers}
+            self._offer_table = None  # built at the frame's first clearing (most have none)
             self._times = [0.0, 0.0]
             self._last = None
             self._by_round: dict = {}
@@ -96,13 +98,13 @@ class TSOAgent(FrameSimulator):
 
         package = msg.load()
         cols = package.columns
-        get = self._offers.get
-        bids = BidTable(
-            ids=cols,
-            volume_mw=np.array([get(c, {}).get("volume_mw", 0.0) for c in cols]),
-            price_eur_per_mwh=np.array([get(c, {}).get("price_eur_per_mwh", 0.0) for c in cols]),
-            min_mw=np.array([get(c, {}).get("min_mw", 0.0) for c in cols]),
-            indivisible=np.array([bool(get(c, {}).get("indivisible", False)) for c in cols]))
+        if self._offer_table is None:
+            self._offer_table = _offer_table(self._offers)
+        pos, table = self._offer_table
+        # a column without an offer this frame: the table's last entry (volume 0)
+        idx = np.fromiter(map(pos.get, cols, itertools.repeat(-1, len(cols))), np.int64,
+                          len(cols))
+        bids = BidTable(ids=cols, **{k: v[idx] for k, v in table.items()})
         r = clear(package, bids, self.request[frame], backend="direct", objective=self.objective,
                   mip_rel_gap=self.gap)
         self._times[0] += r.build_time_s
@@ -152,6 +154,19 @@ class TSOAgent(FrameSimulator):
             "message": verdict.message or "no request: nothing published, nothing activated",
             "activation_mw": {}, "predicted_vm_pu": {}, "predicted_loading_percent": {},
         }
+
+
+def _offer_table(offers: dict) -> tuple[dict, dict]:
+    """The frame's offers as ``({bid id: position}, {BidTable field: array})``; each array
+    has one entry more than there are offers, at position -1: a bid not offered (volume,
+    price and minimum 0, divisible)."""
+    pos = {b: k for k, b in enumerate(offers)}
+    rows = list(offers.values())
+    table = {name: np.array([o.get(name, 0.0) for o in rows] + [0.0], dtype=float)
+             for name in ("volume_mw", "price_eur_per_mwh", "min_mw")}
+    table["indivisible"] = np.array([bool(o.get("indivisible", False)) for o in rows]
+                                    + [False], dtype=bool)
+    return pos, table
 
 
 def main() -> None:

@@ -429,3 +429,24 @@ def test_format2_loads_recovered_at_most_behind_binding_rows(case):
     assert r["downstream_sets"].count <= bound["distinct_rows_published"]
     assert not r["edges"].applicable
     assert bound["loading_rows_with_both_sides"] <= hard.screening["rows_with_both_sides"]
+
+
+def test_topology_kept_between_audits_follows_a_switch(simbench):
+    """The audit computes the grid's topology once per run; a changed switch state is a
+    new topology (oracle: the computation without the kept one)."""
+    import copy
+
+    import pandapower as pp
+
+    net, _, lin, rep = simbench
+    pkg = rep.package
+    before = A._truth(net, lin.keymap, pkg).downstream
+    net2 = copy.deepcopy(net)
+    line = next(int(i) for e, i in lin.keymap.loading_percent.values() if e == "line")
+    pp.create_switch(net2, bus=int(net2.line.at[line, "from_bus"]), element=line, et="l",
+                     closed=False)
+    after = A._truth(net2, lin.keymap, pkg).downstream
+    A._TOPOLOGY_CACHE.clear()
+    fresh = A._truth(net2, lin.keymap, pkg).downstream
+    assert after == fresh and after != before
+    assert A._truth(net, lin.keymap, pkg).downstream == before

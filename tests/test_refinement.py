@@ -248,3 +248,23 @@ def test_session_dispatches_the_cheapest_safe_round_and_refuses_with_a_reason(se
     # the published package carries the solver margin; the DSO's own one does not
     assert session.published().limits.vm_min_pu == pytest.approx(0.999 + 1e-6)
     assert session.package.limits.vm_min_pu == 0.999
+
+
+def test_ac_check_from_arrays_equals_the_check_from_row_dicts(setup):
+    """The DSO's fast paths of the AC check (predictions from its package as arrays; the
+    zero frame's AC values over every row as arrays) give the report of the per-row dicts,
+    field by field."""
+    _, bids, lin, pkg = setup
+    r = clear(pkg, bids.without_bus(), REQUEST_MW)
+    stripped = dataclasses.replace(r, predicted_vm_pu={}, predicted_loading_percent={})
+    own = lin.validate(stripped, package=pkg)
+    told = lin.validate(r)  # the clearing's predictions, as {row key: value}
+    assert own.to_json() == told.to_json() and own.vm_errors and own.ac_loading_percent
+    vm, lp = lin.power_flow(np.zeros(len(bids)))
+    km = lin.keymap
+    by_dict = lin.validate(np.zeros(len(bids)), predicted_vm_pu=dict(zip(km.vm_pu, vm + 1e-4)),
+                           predicted_loading_percent=dict(zip(km.loading_percent, lp * 1.01)))
+    by_array = lin.validate(np.zeros(len(bids)), predicted_vm_pu=vm + 1e-4,
+                            predicted_loading_percent=lp * 1.01)
+    assert by_array.to_json() == by_dict.to_json()
+    assert by_array.vm_mae_pu == pytest.approx(1e-4, rel=1e-9)

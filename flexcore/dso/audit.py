@@ -714,21 +714,85 @@ def _truth(net, keymap, pkg: Any) -> _Truth:
     if missing:
         raise AuditError(f"the key map does not describe this package (unknown key(s) "
                          f"{missing[:5]})")
+    topo = _topology(net, keymap)
+    bid_bus = np.array([keymap.columns[c] for c in pkg.columns], dtype=np.int64)
+    bids_at: dict[int, list[int]] = {}
+    for j, b in enumerate(bid_bus.tolist()):
+        bids_at.setdefault(b, []).append(j)
+    branches = [keymap.loading_percent[k] for k in ld_keys]
+    ends = [topo.ends[(str(e), int(i))] for e, i in branches]
+    downstream: list[frozenset[int] | None] = []
+    cache: dict[frozenset, frozenset[int]] = {}
+    for a, b in ends:
+        e = frozenset((a, b))
+        comp = topo.behind.get(e)
+        if comp is None:
+            downstream.append(None)
+            continue
+        if e not in cache:
+            cache[e] = frozenset(j for bus in comp for j in bids_at.get(bus, ()))
+        downstream.append(cache[e])
+    return _Truth(graph=topo.graph, sources=list(topo.sources), bid_bus=bid_bus,
+                  vm_bus=np.array([keymap.vm_pu[k] for k in vm_keys], dtype=np.int64),
+                  branches=branches, ends=ends, downstream=downstream, radial=topo.radial,
+                  n_buses=topo.n_buses, n_branches=topo.n_branches)
+
+
+@dataclass(frozen=True)
+class _Topology:
+    """What :func:`_truth` needs of the grid's topology (the same for every package of a
+    run while switches and branches stay as they are): the graph, the sources, the end
+    buses of every key-map branch, per bridge the buses behind it (away from the sources)."""
+
+    graph: Any
+    sources: tuple[int, ...]
+    ends: dict[tuple[str, int], tuple[int, int]]
+    behind: dict[frozenset, frozenset[int]]
+    radial: bool
+    n_buses: int
+    n_branches: int
+
+
+#: the last topology computed: ``(fingerprint, _Topology)`` (audits of one run share it)
+_TOPOLOGY_CACHE: list[tuple[Any, _Topology]] = []
+
+
+def _topology_fingerprint(net, keymap) -> Any:
+    """Everything :func:`_topology` reads: key-map buses and branches, branch end buses,
+    switches, sources."""
+    def cols(tab, names):
+        return tuple(tuple(tab[c].tolist()) for c in names) if len(tab) else ()
+
+    return (tuple(keymap.vm_pu.values()),
+            tuple(tuple(v) for v in keymap.loading_percent.values()),
+            tuple(cols(getattr(net, e), ends) for e, ends in _BRANCH_ENDS.items()
+                  if e in net),
+            cols(net.switch, ("bus", "element", "et", "closed")),
+            cols(net.ext_grid, ("bus", "in_service")))
+
+
+#: branch element -> its end-bus columns (as the audit reads them)
+_BRANCH_ENDS = {"line": ("from_bus", "to_bus"), "impedance": ("from_bus", "to_bus"),
+                "trafo": ("hv_bus", "lv_bus"), "trafo3w": ("hv_bus", "lv_bus")}
+
+
+def _topology(net, keymap) -> _Topology:
+    key = _topology_fingerprint(net, keymap)
+    if _TOPOLOGY_CACHE and _TOPOLOGY_CACHE[0][0] == key:
+        return _TOPOLOGY_CACHE[0][1]
     g = nx.MultiGraph()
     buses = sorted(set(keymap.vm_pu.values()))
     g.add_nodes_from(buses)
 
     def ends_of(e: str, i: int) -> tuple[int, int]:
         tab = getattr(net, e)
-        if e == "line" or e == "impedance":
-            return int(tab.at[i, "from_bus"]), int(tab.at[i, "to_bus"])
-        if e == "trafo":
-            return int(tab.at[i, "hv_bus"]), int(tab.at[i, "lv_bus"])
-        if e == "trafo3w":
-            return int(tab.at[i, "hv_bus"]), int(tab.at[i, "lv_bus"])
-        raise ValueError(f"unknown branch element {e!r}")
+        if e not in _BRANCH_ENDS:
+            raise ValueError(f"unknown branch element {e!r}")
+        a, b = _BRANCH_ENDS[e]
+        return int(tab.at[i, a]), int(tab.at[i, b])
 
     all_branches = list(keymap.loading_percent.values())
+    ends = {(str(e), int(i)): ends_of(e, i) for e, i in all_branches}
     # a line behind an open line switch carries nothing: no edge (open rings are radial)
     open_lines: set[int] = set()
     if len(net.switch):
@@ -737,7 +801,7 @@ def _truth(net, keymap, pkg: Any) -> _Truth:
     for e, i in all_branches:
         if e == "line" and int(i) in open_lines:
             continue
-        a, b = ends_of(e, i)
+        a, b = ends[(str(e), int(i))]
         g.add_edge(a, b, key=(e, i))
     if len(net.switch):
         sw = net.switch[(net.switch.et == "b") & net.switch.closed]
@@ -745,39 +809,29 @@ def _truth(net, keymap, pkg: Any) -> _Truth:
             if int(bus) in g and int(el) in g:
                 g.add_edge(int(bus), int(el), key=("switch", -1))
     sources = [int(b) for b in net.ext_grid.bus[net.ext_grid.in_service] if int(b) in g]
-    bid_bus = np.array([keymap.columns[c] for c in pkg.columns], dtype=np.int64)
-    bids_at: dict[int, list[int]] = {}
-    for j, b in enumerate(bid_bus):
-        bids_at.setdefault(int(b), []).append(j)
     simple = nx.Graph(g)
     mult: dict[frozenset, int] = {}
     for a, b in g.edges():
         mult[frozenset((a, b))] = mult.get(frozenset((a, b)), 0) + 1
     bridges = {frozenset(e) for e in nx.bridges(simple) if mult[frozenset(e)] == 1}
-    branches = [keymap.loading_percent[k] for k in ld_keys]
-    ends = [ends_of(e, i) for e, i in branches]
-    downstream: list[frozenset[int] | None] = []
-    cache: dict[frozenset, frozenset[int]] = {}
-    for a, b in ends:
+    behind: dict[frozenset, frozenset[int]] = {}
+    for a, b in ends.values():
         e = frozenset((a, b))
-        if e not in bridges:
-            downstream.append(None)
+        if e not in bridges or e in behind:
             continue
-        if e not in cache:
-            simple.remove_edge(a, b)
-            comp = nx.node_connected_component(simple, b)
-            if any(s in comp for s in sources):
-                comp = nx.node_connected_component(simple, a)
-            simple.add_edge(a, b)
-            cache[e] = frozenset(j for bus in comp for j in bids_at.get(bus, ()))
-        downstream.append(cache[e])
+        simple.remove_edge(a, b)
+        comp = nx.node_connected_component(simple, b)
+        if any(s in comp for s in sources):
+            comp = nx.node_connected_component(simple, a)
+        simple.add_edge(a, b)
+        behind[e] = frozenset(comp)
     n_edges = g.number_of_edges()
     radial = nx.is_forest(simple) and n_edges == simple.number_of_edges() \
         and nx.number_connected_components(simple) == max(1, len(sources))
-    return _Truth(graph=g, sources=sources, bid_bus=bid_bus,
-                  vm_bus=np.array([keymap.vm_pu[k] for k in vm_keys], dtype=np.int64),
-                  branches=branches, ends=ends, downstream=downstream, radial=radial,
-                  n_buses=len(buses), n_branches=len(all_branches))
+    topo = _Topology(graph=g, sources=tuple(sources), ends=ends, behind=behind,
+                     radial=bool(radial), n_buses=len(buses), n_branches=len(all_branches))
+    _TOPOLOGY_CACHE[:] = [(key, topo)]
+    return topo
 
 
 def true_downstream_sets(net, keymap, package: Any) -> list[frozenset[int] | None]:
@@ -805,19 +859,24 @@ def _truth_loads(net, bid_bus: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _truth_ratings(net, branches: list[tuple[str, int]]) -> np.ndarray:
     """Equivalent rating (MVA) per loading row: sqrt(3) vn I_max for lines, sn_mva for
     transformers."""
-    out = []
-    for e, i in branches:
-        if e == "line":
-            ln = net.line.loc[i]
-            vn = float(net.bus.at[int(ln.from_bus), "vn_kv"])
-            out.append(math.sqrt(3) * vn * float(ln.max_i_ka) * float(ln.df) * float(ln.parallel))
-        elif e == "trafo":
-            out.append(float(net.trafo.at[i, "sn_mva"]) * float(net.trafo.at[i, "parallel"]))
-        elif e == "trafo3w":
-            out.append(float(net.trafo3w.at[i, "sn_lv_mva"]))
+    out = np.full(len(branches), math.nan)
+    kinds = [e for e, _ in branches]
+
+    def col(tab, name, idx):
+        return tab[name].loc[idx].to_numpy(float)
+
+    for kind in set(kinds) & {"line", "trafo", "trafo3w"}:
+        pos = [r for r, e in enumerate(kinds) if e == kind]
+        idx = [int(branches[r][1]) for r in pos]
+        if kind == "line":   # one element at a time, in the same order of operations
+            vn = col(net.bus, "vn_kv", net.line.from_bus.loc[idx].to_numpy(np.int64))
+            out[pos] = (math.sqrt(3) * vn * col(net.line, "max_i_ka", idx)
+                        * col(net.line, "df", idx) * col(net.line, "parallel", idx))
+        elif kind == "trafo":
+            out[pos] = col(net.trafo, "sn_mva", idx) * col(net.trafo, "parallel", idx)
         else:
-            out.append(math.nan)
-    return np.array(out)
+            out[pos] = col(net.trafo3w, "sn_lv_mva", idx)
+    return out
 
 
 # =========================================================================== scoring

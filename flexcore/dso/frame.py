@@ -57,11 +57,16 @@ def offer_arrays(columns: Sequence[str], offers: Iterable[Mapping[str, Any]]
     """(volume_mw, price_eur_per_mwh) in column order; a bid not offered has volume 0."""
     col = {b: k for k, b in enumerate(columns)}
     vol, price = np.zeros(len(columns)), np.zeros(len(columns))
-    for o in offers:
-        if o["bid_id"] not in col:
-            raise BidError(f"offer for bid {o['bid_id']!r}, which is not in the catalog")
-        k = col[o["bid_id"]]
-        vol[k], price[k] = o["volume_mw"], o["price_eur_per_mwh"]
+    offers = list(offers)
+    pos = [col.get(o["bid_id"], -1) for o in offers]
+    if -1 in pos:
+        bad = offers[pos.index(-1)]["bid_id"]
+        raise BidError(f"offer for bid {bad!r}, which is not in the catalog")
+    if len(set(pos)) != len(pos):  # a bid offered twice: the last offer holds, as before
+        last = {k: o for k, o in zip(pos, offers)}
+        pos, offers = list(last), list(last.values())
+    vol[pos] = [o["volume_mw"] for o in offers]
+    price[pos] = [o["price_eur_per_mwh"] for o in offers]
     return vol, price
 
 
@@ -76,13 +81,16 @@ class Round0:
 
 
 def round0_package(lin: Linearizer, points: Sequence[OperatingPoint], *, due: bool,
-                   operating_points: Sequence[float], screening: bool) -> Round0:
+                   operating_points: Sequence[float], screening: bool,
+                   spare_points: int = 0) -> Round0:
     """All operating points when ``due``; otherwise the earlier ``points`` with the zero
     point (this frame's base case) recomputed, so that a zero request is exact. A zero
     point that does not converge leaves the earlier points in use. Raises
-    :class:`PointNotConverged` when every point of a due linearisation fails."""
+    :class:`PointNotConverged` when every point of a due linearisation fails.
+    ``spare_points``: room for the refinement points of the frame (no copies then)."""
     if due:
-        rep = lin.linearize(tuple(operating_points), screen_rows=screening)
+        rep = lin.linearize(tuple(operating_points), screen_rows=screening,
+                            spare_points=spare_points)
         return Round0(rep.package, tuple(rep.points))
     kept = [p for p in points if p.activation_fraction != 0.0]
     message = ""
@@ -92,7 +100,8 @@ def round0_package(lin: Linearizer, points: Sequence[OperatingPoint], *, due: bo
     except PointNotConverged:
         message = "zero point did not converge: earlier points used"
         kept = list(points)
-    return Round0(lin.package(kept, screen_rows=screening)[0], tuple(points), message)
+    return Round0(lin.package(kept, screen_rows=screening, spare_points=spare_points)[0],
+                  tuple(points), message)
 
 
 def inside_limits(limits: Limits, vm_pu: np.ndarray, loading_percent: np.ndarray) -> bool:
@@ -159,7 +168,9 @@ class PublicationAudit:
         self._last = (frame, package)
         if self.mode == "sample" and day_type not in self._day_types:
             self._day_types.add(day_type)
-            self.audits[f"first_{day_type}"] = self._audit(frame, package, self.lin.net)
+            # the audit reads the grid's tables (topology, loads), no power-flow results
+            self.audits[f"first_{day_type}"] = self._audit(frame, package,
+                                                           self.lin.net_tables())
 
     def cleared(self, frame: int, request_mw: float) -> None:
         """The TSO cleared ``frame`` for ``request_mw`` (call at round 0)."""
@@ -167,7 +178,8 @@ class PublicationAudit:
                 or not request_mw):
             return
         if self._largest is None or abs(request_mw) > abs(self._largest[1]):
-            self._largest = (frame, float(request_mw), self._last[1], copy.deepcopy(self.lin.net))
+            self._largest = (frame, float(request_mw), self._last[1],
+                             copy.deepcopy(self.lin.net_tables()))
 
     def result(self) -> dict[str, Any]:
         """``{audits: {name: record}, audit_time_s}``; each record holds the frame, the
@@ -296,8 +308,10 @@ class DsoFrames:
         # relinearized: set when a package is built (on_request)
         self.report = {"frame": frame, "relinearized": False, "fix_moved_mw": plan.moved_mw,
                        "rounds": 0, "points": 0}
-        offered = {b for b, x in zip(self.lin.bids.ids, self._offered_mw) if x != 0.0}
-        islands = [b for b, _ in self.lin.undeliverable if b in offered]
+        islands = []
+        if self.lin.undeliverable:
+            offered = {b for b, x in zip(self.lin.bids.ids, self._offered_mw) if x != 0.0}
+            islands = [b for b, _ in self.lin.undeliverable if b in offered]
         self._islands = (f"{len(islands)} undeliverable bid(s) on isolated buses: "
                          + ", ".join(islands[:10])) if islands else ""
         self._zero_state = None
@@ -324,7 +338,8 @@ class DsoFrames:
         try:
             r0 = round0_package(self.lin, self.points, due=plan.due,
                                 operating_points=self.cfg["operating_points"],
-                                screening=self.cfg["screening"])
+                                screening=self.cfg["screening"],
+                                spare_points=int(self.cfg["refine_rounds"]))
         except PointNotConverged as exc:  # recorded; the frame is not cleared
             return self._final(0, self.session.failed(str(exc)))
         self.points = r0.points
@@ -361,11 +376,8 @@ class DsoFrames:
         predicted: the Validator's errors are NaN)."""
         self.report["published"] = False
         self.frames_unpublished += 1
-        km = self.lin.keymap
-        v = self.lin.validate(np.zeros(len(self.lin.bids.ids)),
-                              predicted_vm_pu=dict(zip(km.vm_pu, vm.tolist())),
-                              predicted_loading_percent=dict(zip(km.loading_percent,
-                                                                 lp.tolist())))
+        v = self.lin.validate(np.zeros(len(self.lin.bids.ids)), predicted_vm_pu=vm,
+                              predicted_loading_percent=lp)
         self.report.update(rounds=0, points=0, dso_vm_mae_pu=v.vm_mae_pu,
                            dso_loading_mae_percent=v.loading_mae_percent,
                            dso_violations=len(v.violations), ac_converged=v.converged)
@@ -479,7 +491,8 @@ class DsoFrames:
             if new_round or self._rows is None:
                 # a new round: the sides cut in this frame's earlier rounds start it
                 seed = self._rows.cut_names if self._rows is not None else set()
-                self._rows = RequestRows(package, request_mw=self.request_mw, seed=seed)
+                self._rows = RequestRows(package, request_mw=self.request_mw, seed=seed,
+                                         previous=self._rows)
             t_before = self._rows.time_s
             hardened, key = self._rows.publish()
             self._count(self._rows.time_s - t_before, 0)

@@ -24,7 +24,13 @@ from flexcore.errors import FlexcosimError
 from flexcore.exchange.bids import BidError, BidTable
 from flexcore.exchange.clearing import ClearingResult
 from flexcore.exchange.limits import Limits
-from flexcore.exchange.package import PointInfo, SensitivityPackage, screen
+from flexcore.exchange.package import (
+    PointInfo,
+    ScreeningReport,
+    SensitivityPackage,
+    point_buffer,
+    screen_masks,
+)
 from flexcore.grid import ppinternals, sensitivity
 from flexcore.grid.powerflow import DEFAULT_ENGINE, ArrayPowerFlow, run_fresh
 
@@ -58,7 +64,18 @@ def check_bid_plausibility(net, bids: BidTable, *, n_rows: int | None = None) ->
     """A bid larger than the transformers feeding the grid cannot be delivered (its AC power
     flow would not converge): name it. Also refuse, naming the estimate, a package whose
     sensitivities alone would need more than :data:`MAX_POINT_BYTES` per point."""
-    cap = feeding_capacity_mva(net)
+    _check_volumes(bids, feeding_capacity_mva(net))
+    if n_rows is not None:
+        need = 8 * n_rows * len(bids)
+        if need > MAX_POINT_BYTES:
+            raise BidError(f"{len(bids)} bids x {n_rows} grid rows need {need / 1e9:.2f} GB of "
+                           f"sensitivities per operating point, above the cap of "
+                           f"{MAX_POINT_BYTES / 1e9:.2f} GB (flexcore.dso.linearizer."
+                           "MAX_POINT_BYTES): split the bids into several packages")
+
+
+def _check_volumes(bids: BidTable, cap: float | None) -> None:
+    """BidError naming the first bid whose |volume| exceeds ``cap`` (MVA; None: no check)."""
     if cap is not None:
         big = np.flatnonzero(np.abs(bids.volume_mw) > cap)
         if big.size:
@@ -67,13 +84,6 @@ def check_bid_plausibility(net, bids: BidTable, *, n_rows: int | None = None) ->
             raise BidError(f"bid {bids.ids[k]!r}{where}: |volume_mw| = "
                            f"{abs(bids.volume_mw[k]):.6g} MW exceeds the {cap:.6g} MVA of the "
                            "transformers feeding the grid")
-    if n_rows is not None:
-        need = 8 * n_rows * len(bids)
-        if need > MAX_POINT_BYTES:
-            raise BidError(f"{len(bids)} bids x {n_rows} grid rows need {need / 1e9:.2f} GB of "
-                           f"sensitivities per operating point, above the cap of "
-                           f"{MAX_POINT_BYTES / 1e9:.2f} GB (flexcore.dso.linearizer."
-                           "MAX_POINT_BYTES): split the bids into several packages")
 
 
 def _row_layout(net) -> tuple[np.ndarray, list[tuple[str, int]]]:
@@ -86,6 +96,20 @@ def _row_layout(net) -> tuple[np.ndarray, list[tuple[str, int]]]:
     _, _, branches = sensitivity.signed_results(work)
     buses = ppinternals.extract_state(work, check=False).bus_index
     return buses, [(str(e), int(i)) for e, i in branches]
+
+
+def _stack_rows(mats: list[np.ndarray], rows: np.ndarray | None, spare: int = 0
+                ) -> np.ndarray:
+    """``np.stack([m[rows] for m in mats])`` (all rows for None), gathered straight into
+    the result, with room for ``spare`` more points (:func:`point_buffer`)."""
+    n_rows = mats[0].shape[0] if rows is None else len(rows)
+    out = point_buffer(len(mats), (n_rows,) + mats[0].shape[1:], spare=spare)
+    for i, m in enumerate(mats):
+        if rows is None:
+            out[i] = m
+        else:
+            np.take(m, rows, axis=0, out=out[i], mode="clip")  # rows are in range
+    return out
 
 
 # --------------------------------------------------------------------------- points
@@ -164,6 +188,8 @@ class Linearizer:
                            f"{first[:5]})")
         check_bid_plausibility(net, bids)
         self._net = copy.deepcopy(net)
+        #: :func:`feeding_capacity_mva` of the model (False: not computed yet)
+        self._capacity_mva: float | None | bool = False
         self.bids = bids
         self.limits = limits or Limits()
         buses, branches = _row_layout(self._net)
@@ -207,6 +233,7 @@ class Linearizer:
             vm=np.array([pos_bus[b] for b in self.keymap.vm_pu.values()], dtype=int),
             loading=np.array([pos_br[tuple(v)] for v in self.keymap.loading_percent.values()],
                              dtype=int))
+        self._rows_memo: tuple | None = None  # _package_rows
         self._vm_keys = tuple(self.keymap.vm_pu)
         self._ld_keys = tuple(self.keymap.loading_percent)
 
@@ -214,6 +241,12 @@ class Linearizer:
     def net(self):
         """The grid model with the current injections and their pandapower power flow."""
         return self.pf.sync_net()
+
+    def net_tables(self):
+        """The grid model with the current injections written into its tables, without a
+        power flow (its ``res_*`` tables may be stale): for readers of the input tables
+        only, e.g. the privacy audit."""
+        return self.pf.sync_net(run=False)
 
     @property
     def engine(self) -> str:
@@ -239,7 +272,9 @@ class Linearizer:
         bids = BidTable(ids=b.ids, volume_mw=volume_mw,
                         price_eur_per_mwh=b.price_eur_per_mwh if price_eur_per_mwh is None
                         else price_eur_per_mwh, bus=b.bus)
-        check_bid_plausibility(self._net, bids)
+        if self._capacity_mva is False:  # computed once per grid model (invalidate())
+            self._capacity_mva = feeding_capacity_mva(self._net)
+        _check_volumes(bids, self._capacity_mva)
         self.bids = bids
 
     # ----------------------------------------------------------- injections
@@ -259,6 +294,7 @@ class Linearizer:
         """Forget that ``self.net`` holds the current power flow: call it after running
         power flows on ``self.net`` yourself (e.g. finite differences) or changing anything
         but the injections (the engine is rebuilt from ``self.net``)."""
+        self._capacity_mva = False
         self.pf.rebuild()
 
     def activation_vector(self, activation: Activation) -> np.ndarray:
@@ -310,7 +346,8 @@ class Linearizer:
             vtdf, ltdf = np.zeros((len(vr), len(x))), np.zeros((len(lr), len(x)))
         else:
             col = np.minimum(self._bid_column, s.vtdf.shape[1] - 1)
-            vtdf, ltdf = s.vtdf[np.ix_(vr, col)], s.ltdf[np.ix_(lr, col)]
+            # rows first, then columns: the same values as np.ix_, a third of the time
+            vtdf, ltdf = s.vtdf[vr][:, col], s.ltdf[lr][:, col]
         if self.undeliverable:
             vtdf[:, self.undeliverable_mask] = 0.0
             ltdf[:, self.undeliverable_mask] = 0.0
@@ -319,8 +356,8 @@ class Linearizer:
 
     # --------------------------------------------------------------- package
     def linearize(self, fractions=(0.0, 0.5, 1.0), *, screen_rows: bool = False,
-                  margin_vm_pu: float = 0.005, margin_loading_percent: float = 5.0
-                  ) -> LinearizationReport:
+                  margin_vm_pu: float = 0.005, margin_loading_percent: float = 5.0,
+                  spare_points: int = 0) -> LinearizationReport:
         """Operating points ``P_fix + a * P_M`` for each fraction a; failed points left out."""
         t0 = time.perf_counter()
         points, failed = [], []
@@ -334,34 +371,63 @@ class Linearizer:
         if not points:
             raise PointNotConverged(f"no operating point converged (tried {list(fractions)})")
         package, report = self.package(points, screen_rows=screen_rows, margin_vm_pu=margin_vm_pu,
-                                       margin_loading_percent=margin_loading_percent)
+                                       margin_loading_percent=margin_loading_percent,
+                                       spare_points=spare_points)
         return LinearizationReport(package, tuple(p.label for p in points), tuple(failed), report,
                                    time.perf_counter() - t0, tuple(points), self.undeliverable)
 
     def package(self, points, *, screen_rows: bool = False, margin_vm_pu: float = 0.005,
-                margin_loading_percent: float = 5.0) -> tuple[SensitivityPackage, dict | None]:
+                margin_loading_percent: float = 5.0, spare_points: int = 0
+                ) -> tuple[SensitivityPackage, dict | None]:
         """The package of ``points`` (e.g. a fresh zero point plus older ones) and the
-        screening report (None without screening); screening uses the current bid volumes."""
+        screening report (None without screening); screening uses the current bid volumes.
+        ``spare_points``: room for that many refinement points (:meth:`refine` then
+        writes a point instead of copying the package's matrices)."""
         points = list(points)
+        p_flex = np.stack([p.p_flex_mw for p in points])
+        vm = np.stack([p.vm_pu for p in points])
+        ld = np.stack([p.loading_percent for p in points])
+        vi = li = None
+        screening = None
+        if screen_rows:
+            # the rows screen() keeps, from the points' own matrices: only those are stacked
+            vm_keep, ld_keep = screen_masks(
+                p_flex, vm, ld, [p.vtdf for p in points], [p.ltdf for p in points],
+                self.limits, lower_mw=self.bids.lower_mw, upper_mw=self.bids.upper_mw,
+                margin_vm_pu=margin_vm_pu, margin_loading_percent=margin_loading_percent)
+            screening = ScreeningReport(
+                vm_rows_total=len(self._vm_keys), vm_rows_kept=int(vm_keep.sum()),
+                loading_rows_total=len(self._ld_keys), loading_rows_kept=int(ld_keep.sum()),
+                margin_vm_pu=margin_vm_pu, margin_loading_percent=margin_loading_percent)
+            vi, li = np.flatnonzero(vm_keep), np.flatnonzero(ld_keep)
+        vm_keys, ld_keys = self._vm_keys, self._ld_keys
         package = SensitivityPackage(
-            columns=tuple(self.bids.ids), vm_rows=self._vm_keys, loading_rows=self._ld_keys,
+            columns=tuple(self.bids.ids),
+            vm_rows=vm_keys if vi is None else tuple(vm_keys[k] for k in vi.tolist()),
+            loading_rows=ld_keys if li is None else tuple(ld_keys[k] for k in li.tolist()),
             points=tuple(PointInfo(p.label, p.activation_fraction) for p in points),
-            p_flex_mw=np.stack([p.p_flex_mw for p in points]),
-            vm_pu=np.stack([p.vm_pu for p in points]),
-            loading_percent=np.stack([p.loading_percent for p in points]),
-            vtdf=np.stack([p.vtdf for p in points]),
-            ltdf=np.stack([p.ltdf for p in points]),
+            p_flex_mw=p_flex,
+            vm_pu=vm if vi is None else vm[:, vi],
+            loading_percent=ld if li is None else ld[:, li],
+            vtdf=_stack_rows([p.vtdf for p in points], vi, spare_points),
+            ltdf=_stack_rows([p.ltdf for p in points], li, spare_points),
             limits=self.limits, undeliverable=tuple(b for b, _ in self.undeliverable),
+            screening=None if screening is None else screening.as_dict(),
         )
-        if not screen_rows:
-            return package, None
-        package, rep = screen(package, lower_mw=self.bids.lower_mw, upper_mw=self.bids.upper_mw,
-                              margin_vm_pu=margin_vm_pu,
-                              margin_loading_percent=margin_loading_percent)
-        return package, rep.as_dict()
+        return package, None if screening is None else screening.as_dict()
 
     def _package_rows(self, package: SensitivityPackage) -> tuple[np.ndarray, np.ndarray]:
-        """Positions of ``package``'s rows among the key map's rows."""
+        """Positions of ``package``'s rows among the key map's rows (the last answer is
+        kept: a frame's packages share their row tuples)."""
+        last = self._rows_memo
+        if last is not None and last[0] is package.vm_rows and last[1] is package.loading_rows:
+            return last[2], last[3]
+        out = self._find_package_rows(package)
+        self._rows_memo = (package.vm_rows, package.loading_rows, *out)
+        return out
+
+    def _find_package_rows(self, package: SensitivityPackage
+                           ) -> tuple[np.ndarray, np.ndarray]:
         vm_pos = {k: i for i, k in enumerate(self._vm_keys)}
         ld_pos = {k: i for i, k in enumerate(self._ld_keys)}
         try:
@@ -395,21 +461,38 @@ class Linearizer:
                 {k: float(v) for k, v in zip(package.loading_rows, ld)})
 
     def validate(self, activation: Activation, *, package: SensitivityPackage | None = None,
-                 predicted_vm_pu: Mapping[str, float] | None = None,
-                 predicted_loading_percent: Mapping[str, float] | None = None
+                 predicted_vm_pu: Mapping[str, float] | np.ndarray | None = None,
+                 predicted_loading_percent: Mapping[str, float] | np.ndarray | None = None
                  ) -> ValidationReport:
         """AC power flow at the activation, compared with the linear estimates.
 
-        The estimates are the given ``predicted_*``; else, for a clearing, the DSO's own
+        The estimates are the given ``predicted_*`` (``{row key: value}``, or arrays over
+        every key-map row in key-map order); else, for a clearing, the DSO's own
         prediction from ``package`` (its private format-1 package, the one it published or
         hardened) or, without one, the clearing's ``predicted_*``. A format-2 clearing
         carries no predictions: without ``package`` it raises ValueError."""
-        if predicted_vm_pu is None and predicted_loading_percent is None:
+        rows = None
+        if isinstance(predicted_vm_pu, np.ndarray) or \
+                isinstance(predicted_loading_percent, np.ndarray):
+            if not (isinstance(predicted_vm_pu, np.ndarray)
+                    and isinstance(predicted_loading_percent, np.ndarray)):
+                raise ValueError("validate(): give both predictions as arrays over every "
+                                 "key-map row, or both as {row key: value}")
+            rows = (np.arange(len(self._vm_keys)),
+                    np.asarray(predicted_vm_pu, float).reshape(len(self._vm_keys)),
+                    np.arange(len(self._ld_keys)),
+                    np.asarray(predicted_loading_percent, float).reshape(len(self._ld_keys)))
+        elif predicted_vm_pu is None and predicted_loading_percent is None:
             if not isinstance(activation, ClearingResult):
                 raise ValueError("validate() needs a clearing or predicted_vm_pu / "
                                  "predicted_loading_percent")
             if package is not None:
-                predicted_vm_pu, predicted_loading_percent = self.predict(package, activation)
+                if activation.operating_point is None:
+                    raise ValueError("the clearing selected no operating point")
+                vm_pred, ld_pred = package.predict(activation.operating_point,
+                                                   activation.activation_vector(package.columns))
+                vi, li = self._package_rows(package)
+                rows = (vi, vm_pred, li, ld_pred)
             elif activation.ok and not (activation.predicted_vm_pu
                                         or activation.predicted_loading_percent):
                 raise ValueError("the clearing carries no predictions (package format 2): "
@@ -421,6 +504,11 @@ class Linearizer:
             vm, lp = self.power_flow(activation)
         except PointNotConverged as exc:
             return ValidationReport.not_converged(str(exc))
+        if rows is not None:
+            return ValidationReport.compare_rows(
+                limits=self.limits, vm_keys=self._vm_keys, vm_pu=vm, loading_keys=self._ld_keys,
+                loading_percent=lp, vm_rows=rows[0], predicted_vm_pu=rows[1],
+                loading_rows=rows[2], predicted_loading_percent=rows[3])
         return ValidationReport.compare(
             limits=self.limits, vm_keys=self._vm_keys, vm_pu=vm, loading_keys=self._ld_keys,
             loading_percent=lp, predicted_vm_pu=predicted_vm_pu or {},

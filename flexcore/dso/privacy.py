@@ -571,15 +571,16 @@ def _assemble(package: SensitivityPackage,
     ``package.columns`` order): rows and columns shuffled, and its DSO-private key."""
     rng = rng if rng is not None else np.random.default_rng(secrets.randbits(128))
     perm = rng.permutation(package.n)
+    perm_list = perm.tolist()
     rows_a, rows_rhs, key_rows = [], [], []
     both_sides = 0
     for i, (a, rhs, scale, names) in enumerate(per_point):
         order = rng.permutation(len(rhs))
         rows_a.append(a[order][:, perm] if len(rhs) else np.zeros((0, package.n)))
         rows_rhs.append(rhs[order])
-        sides = [names[o] for o in order]
-        key_rows.append(tuple(PublishedRow(i, kk, side, float(scale[o]))
-                              for (kk, side), o in zip(sides, order)))
+        order_list = order.tolist()
+        key_rows.append(tuple(PublishedRow(i, names[o][0], names[o][1], s)
+                              for o, s in zip(order_list, scale[order].tolist())))
         keys_by_side: dict[str, set[str]] = {"upper": set(), "lower": set()}
         for kk, side in names:
             keys_by_side[side].add(kk)
@@ -593,13 +594,13 @@ def _assemble(package: SensitivityPackage,
     }
     hardened = HardenedPackage(
         privacy=PrivacyLevel.EXACT,
-        columns=tuple(package.columns[j] for j in perm),
+        columns=tuple([package.columns[j] for j in perm_list]),
         points=package.points,
         p_flex_mw=package.p_flex_mw[:, perm],
         rows_a=tuple(rows_a), rows_rhs=tuple(rows_rhs),
         excluded=tuple(excluded), screening=screening,
         undeliverable=package.undeliverable, request_mw=request_mw)
-    key = HardeningKey(salt=secrets.token_hex(16), column_order=tuple(int(j) for j in perm),
+    key = HardeningKey(salt=secrets.token_hex(16), column_order=tuple(perm_list),
                        rows=tuple(key_rows), excluded=tuple(excluded),
                        report=screening | totals | {"time_s": time.perf_counter() - t0})
     return hardened, key
@@ -645,8 +646,11 @@ class RequestRows:
     """
 
     def __init__(self, package: SensitivityPackage, *, request_mw: float,
-                 seed: set[tuple[str, str]] | frozenset[tuple[str, str]] = frozenset()
-                 ) -> None:
+                 seed: set[tuple[str, str]] | frozenset[tuple[str, str]] = frozenset(),
+                 previous: RequestRows | None = None) -> None:
+        """``previous``: the request rows of the frame's earlier round, whose products
+        ``S_i @ P_i`` are reused for points whose matrices are the same memory (a
+        refinement point written into the round-0 package's spare room)."""
         t0 = time.perf_counter()
         self.package, self.request_mw = package, float(request_mw)
         lim, pf = package.limits, package.p_flex_mw
@@ -659,8 +663,16 @@ class RequestRows:
                  + [(k, "lower") for k in package.loading_rows])
         seeded = np.fromiter((nm in seed for nm in names), bool, len(names)) if seed \
             else np.zeros(len(names), bool)
+        self._products: list[tuple[np.ndarray, np.ndarray]] = []
         for i in range(package.m):
-            sv, sl = package.vtdf[i] @ pf[i], package.ltdf[i] @ pf[i]
+            reused = previous._product(package, i) if previous is not None else None
+            if reused is not None:
+                sv, sl = reused
+            elif pf[i].any():
+                sv, sl = package.vtdf[i] @ pf[i], package.ltdf[i] @ pf[i]
+            else:  # the zero point: S @ 0 is 0 (up to the sign of a zero, which no test sees)
+                sv, sl = np.zeros(len(package.vm_rows)), np.zeros(len(package.loading_rows))
+            self._products.append((sv, sl))
             vm, ld = package.vm_pu[i], package.loading_percent[i]
             c = np.concatenate([lim.vm_max_pu - vm + sv, vm - lim.vm_min_pu - sv,
                                 lim.loading_max_percent - ld + sl,
@@ -674,6 +686,21 @@ class RequestRows:
         #: of the frame's next round)
         self.cut_names: set[tuple[str, str]] = set(seed)
         self.time_s = time.perf_counter() - t0
+
+    def _product(self, package: SensitivityPackage, i: int
+                 ) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(S_v @ P_i, S_l @ P_i)`` of point ``i`` of ``package`` when this object's
+        package holds that point in the same memory with the same ``P_i``, else None.
+        Both packages are alive, so the same address, shape and strides are the same
+        (immutable) values."""
+        old = self.package
+        if i >= old.m or not np.array_equal(old.p_flex_mw[i], package.p_flex_mw[i]):
+            return None
+        for a, b in ((old.vtdf[i], package.vtdf[i]), (old.ltdf[i], package.ltdf[i])):
+            if (a.ctypes.data != b.ctypes.data or a.shape != b.shape
+                    or a.strides != b.strides):
+                return None
+        return self._products[i]
 
     def _rows(self, i: int, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Sides ``idx`` of point ``i`` as ``(A, c)`` (the rows of :func:`_sides`)."""

@@ -64,7 +64,7 @@ def with_solver_margin(package: SensitivityPackage, *,
                        ) -> SensitivityPackage:
     """The package with its limits tightened by the margins on both sides (exact: only the
     global Limits change). Clear against it; validate in AC against the nominal limits."""
-    return replace(package, limits=solver_margin_limits(
+    return package.with_limits(solver_margin_limits(
         package.limits, vm_margin_pu=vm_margin_pu, loading_margin_percent=loading_margin_percent))
 
 

@@ -52,21 +52,43 @@ class ValidationReport:
             [k for k in list(predicted_loading_percent) if k not in lpos]
         if unknown:
             raise ValueError(f"clearing names row key(s) unknown to the key map: {unknown[:5]}")
+        return cls.compare_rows(
+            limits=limits, vm_keys=vm_keys, vm_pu=vm_pu, loading_keys=loading_keys,
+            loading_percent=loading_percent,
+            vm_rows=np.fromiter((vpos[k] for k in predicted_vm_pu), np.int64,
+                                len(predicted_vm_pu)),
+            predicted_vm_pu=np.fromiter(predicted_vm_pu.values(), float, len(predicted_vm_pu)),
+            loading_rows=np.fromiter((lpos[k] for k in predicted_loading_percent), np.int64,
+                                     len(predicted_loading_percent)),
+            predicted_loading_percent=np.fromiter(predicted_loading_percent.values(), float,
+                                                  len(predicted_loading_percent)))
+
+    @classmethod
+    def compare_rows(cls, *, limits: Limits, vm_keys: Sequence[str], vm_pu: np.ndarray,
+                     loading_keys: Sequence[str], loading_percent: np.ndarray,
+                     vm_rows: np.ndarray, predicted_vm_pu: np.ndarray,
+                     loading_rows: np.ndarray, predicted_loading_percent: np.ndarray
+                     ) -> ValidationReport:
+        """:meth:`compare` with the predictions as arrays: ``predicted_vm_pu[k]`` is the
+        estimate of row ``vm_keys[vm_rows[k]]`` (distinct rows), likewise for loadings."""
         vm, lp = np.asarray(vm_pu, float), np.asarray(loading_percent, float)
-        ev = {k: float(x) - float(vm[vpos[k]]) for k, x in predicted_vm_pu.items()}
-        el = {k: abs(float(x)) - abs(float(lp[lpos[k]]))
-              for k, x in predicted_loading_percent.items()}
+        vr, lr = np.asarray(vm_rows, np.int64), np.asarray(loading_rows, np.int64)
+        vk = [vm_keys[r] for r in vr.tolist()]
+        lk = [loading_keys[r] for r in lr.tolist()]
+        ac_v, ac_l = vm[vr], lp[lr]
+        ev = np.asarray(predicted_vm_pu, float) - ac_v
+        el = np.abs(np.asarray(predicted_loading_percent, float)) - np.abs(ac_l)
         return cls(
             converged=True,
-            vm=ErrorStats.of(list(ev.values())), loading=ErrorStats.of(list(el.values())),
+            vm=ErrorStats.of(ev), loading=ErrorStats.of(el),
             violations=tuple(violations(limits, vm_pu=vm, vm_keys=vm_keys, loading_percent=lp,
                                         loading_keys=loading_keys)),
             max_loading_percent=float(np.abs(lp).max()) if len(lp) else math.nan,
             vm_min_pu=float(vm.min()) if len(vm) else math.nan,
             vm_max_pu=float(vm.max()) if len(vm) else math.nan,
-            vm_errors=ev, loading_errors=el,
-            ac_vm_pu={k: float(vm[vpos[k]]) for k in predicted_vm_pu},
-            ac_loading_percent={k: float(lp[lpos[k]]) for k in predicted_loading_percent},
+            vm_errors=dict(zip(vk, ev.tolist())), loading_errors=dict(zip(lk, el.tolist())),
+            ac_vm_pu=dict(zip(vk, ac_v.tolist())),
+            ac_loading_percent=dict(zip(lk, ac_l.tolist())),
         )
 
     # flat names (frames.csv, tables.json, the CLI report)

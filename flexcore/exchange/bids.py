@@ -133,6 +133,8 @@ class BidTable:
 
     def subset(self, ids: Sequence[str]) -> BidTable:
         """The bids in the given order (raises naming missing ids)."""
+        if tuple(ids) == self.ids:  # already in that order (a frozen table: itself)
+            return self
         pos = {b: k for k, b in enumerate(self.ids)}
         missing = [i for i in ids if i not in pos]
         if missing:

@@ -35,6 +35,7 @@ read into ``cost_eur_per_h``. Each version must use its own key: a version-2 fil
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -136,8 +137,9 @@ class ClearingResult:
         if unknown:
             raise ClearingError(f"clearing activates bid id(s) that are not columns of the "
                                 f"package: {unknown[:5]}")
-        get = self.activation_mw.get
-        return np.array([float(get(c, 0.0)) for c in columns])
+        n = len(columns)
+        return np.fromiter(map(self.activation_mw.get, columns, itertools.repeat(0.0, n)),
+                           float, n)
 
     def check_activation(self, ids: Sequence[str], lower_mw: npt.ArrayLike,
                          upper_mw: npt.ArrayLike, *, tol_mw: float = 1e-9) -> FloatArray:

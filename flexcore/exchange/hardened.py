@@ -110,7 +110,7 @@ class HardenedPackage:
             raise PackageError("privacy 'full' is package format 1 (SensitivityPackage), not "
                                "a HardenedPackage")
         object.__setattr__(self, "privacy", privacy)
-        object.__setattr__(self, "columns", tuple(str(c) for c in self.columns))
+        object.__setattr__(self, "columns", tuple(map(str, self.columns)))
         object.__setattr__(self, "points", tuple(self.points))
         object.__setattr__(self, "undeliverable",
                            check_undeliverable(self.undeliverable, self.columns))
@@ -146,7 +146,7 @@ class HardenedPackage:
             r = rhs_arr.shape[0]
             a_out.append(_float_array(f"a_{i}", a, (r, n)))
             rhs_arr = _float_array(f"rhs_{i}", rhs_arr, (r,))
-            bad = ~np.isin(rhs_arr, RHS_VALUES)
+            bad = ~((rhs_arr == -1.0) | (rhs_arr == 0.0) | (rhs_arr == 1.0))  # RHS_VALUES
             if bad.any():
                 k = int(np.flatnonzero(bad)[0])
                 raise PackageError(f"array 'rhs_{i}' holds {rhs_arr[k]!r} at index {k}; a "

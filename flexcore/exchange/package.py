@@ -51,9 +51,10 @@ import io
 import json
 import math
 import os
+import weakref
 import zipfile
-from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -64,7 +65,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flexcore.exchange.bids import BidTable
 from flexcore.exchange.clearing import ClearingError
 from flexcore.exchange.hardened import HardenedPackage, check_undeliverable
-from flexcore.exchange.limits import FloatArray, Limits, LimitsError
+from flexcore.exchange.limits import BoolArray, FloatArray, Limits, LimitsError
 from flexcore.exchange.points import PackageError, PointInfo
 from flexcore.exchange.signing import (
     StrictJSONError,
@@ -81,6 +82,53 @@ from flexcore.exchange.signing import (
 FORMAT = "flexcosim-sensitivity-package"
 VERSION = 1
 ARRAY_NAMES = ("p_flex_mw", "vm_pu", "loading_percent", "vtdf", "ltdf")
+
+
+#: buffers with room for more points (:func:`point_buffer`): id -> points in use
+_IN_USE: dict[int, int] = {}
+
+
+def point_buffer(points: int, shape: tuple[int, ...], *, spare: int) -> FloatArray:
+    """An uninitialised ``(points, *shape)`` array (to be filled) that is the view of a
+    buffer with room for ``spare`` more points: :meth:`SensitivityPackage.with_point`
+    then writes a new point into the room instead of copying every point (refinement
+    rounds), as long as the package it extends is the buffer's latest (a view that
+    exists is never written)."""
+    buf = np.empty((points + max(spare, 0),) + tuple(shape))
+    if spare > 0:
+        _IN_USE[id(buf)] = points
+        weakref.finalize(buf, _IN_USE.pop, id(buf), None)
+    view: FloatArray = buf[:points]
+    return view
+
+
+def _append_point(old: FloatArray, point: FloatArray) -> FloatArray:
+    """``old`` with ``point`` appended along the first axis: in place in the room of
+    :func:`point_buffer` when ``old`` is its buffer's latest prefix, else a copy."""
+    base = old.base
+    m = old.shape[0]
+    if (isinstance(base, np.ndarray) and _IN_USE.get(id(base)) == m and base.shape[0] > m
+            and base.shape[1:] == old.shape[1:] and old.flags.c_contiguous
+            and old.ctypes.data == base.ctypes.data and base.dtype == old.dtype):
+        base[m] = point
+        _IN_USE[id(base)] = m + 1
+        out: FloatArray = base[:m + 1]
+        return out
+    return np.concatenate([old, point[None]], axis=0)
+
+
+def _check_finite(name: str, arr: FloatArray) -> None:
+    """PackageError naming the first non-finite entry of ``arr``. One pass without a
+    temporary: a finite sum means every entry is finite (a NaN or an infinity makes the
+    sum NaN or infinite); only a non-finite sum (or an overflow) looks entry by entry."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = arr.sum()
+    if np.isfinite(total):
+        return
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        where = np.argwhere(bad)[0].tolist()
+        raise PackageError(f"array '{name}' holds a non-finite value at index {where}")
 
 
 @dataclass(frozen=True)
@@ -141,10 +189,7 @@ class SensitivityPackage:
                     f"array '{name}' has shape {arr.shape}, expected {shape} "
                     f"(m={m} points, n={n} columns, v={v} vm rows, l={l} loading rows)"
                 )
-            bad = ~np.isfinite(arr)
-            if bad.any():
-                where = np.argwhere(bad)[0].tolist()
-                raise PackageError(f"array '{name}' holds a non-finite value at index {where}")
+            _check_finite(name, arr)
         for label, keys in (("columns", self.columns), ("vm_rows", self.vm_rows),
                             ("loading_rows", self.loading_rows)):
             if len(set(keys)) != len(keys):
@@ -157,31 +202,59 @@ class SensitivityPackage:
     def with_point(self, label: str, *, p_flex_mw: npt.ArrayLike, vm_pu: npt.ArrayLike,
                    loading_percent: npt.ArrayLike, vtdf: npt.ArrayLike, ltdf: npt.ArrayLike,
                    activation_fraction: float | None = None) -> SensitivityPackage:
-        """A new package with one more operating point (refinement rounds)."""
-        return replace(
-            self,
-            points=self.points + (PointInfo(label, activation_fraction),),
-            p_flex_mw=np.vstack([self.p_flex_mw, np.asarray(p_flex_mw)[None, :]]),
-            vm_pu=np.vstack([self.vm_pu, np.asarray(vm_pu)[None, :]]),
-            loading_percent=np.vstack([self.loading_percent, np.asarray(loading_percent)[None, :]]),
-            vtdf=np.concatenate([self.vtdf, np.asarray(vtdf)[None]], axis=0),
-            ltdf=np.concatenate([self.ltdf, np.asarray(ltdf)[None]], axis=0),
-        )
+        """A new package with one more operating point (refinement rounds). Only the new
+        point's arrays are checked (this package was checked when it was made)."""
+        v, l, n = len(self.vm_rows), len(self.loading_rows), self.n
+        new: dict[str, FloatArray] = {}
+        for name, value, shape in (("p_flex_mw", p_flex_mw, (n,)), ("vm_pu", vm_pu, (v,)),
+                                   ("loading_percent", loading_percent, (l,)),
+                                   ("vtdf", vtdf, (v, n)), ("ltdf", ltdf, (l, n))):
+            arr = np.asarray(value, dtype=float)
+            if arr.shape != shape:
+                raise PackageError(f"new point {label!r}: array '{name}' has shape "
+                                   f"{arr.shape}, expected {shape}")
+            _check_finite(name, arr)
+            new[name] = _append_point(getattr(self, name), arr)
+        return self._derived(points=self.points + (PointInfo(label, activation_fraction),),
+                             **new)
+
+    def with_limits(self, limits: Limits) -> SensitivityPackage:
+        """The same package with other limits (arrays shared, not copied or re-checked)."""
+        if not isinstance(limits, Limits):
+            raise PackageError(f"limits must be a Limits, got {type(limits).__name__}")
+        return self._derived(limits=limits)
 
     def select_rows(self, vm_keep: npt.ArrayLike, loading_keep: npt.ArrayLike,
                     screening: dict[str, Any] | None = None) -> SensitivityPackage:
         vm_keep = np.asarray(vm_keep, bool)
         loading_keep = np.asarray(loading_keep, bool)
-        return replace(
-            self,
-            vm_rows=tuple(k for k, keep in zip(self.vm_rows, vm_keep) if keep),
-            loading_rows=tuple(k for k, keep in zip(self.loading_rows, loading_keep) if keep),
-            vm_pu=self.vm_pu[:, vm_keep],
-            loading_percent=self.loading_percent[:, loading_keep],
-            vtdf=self.vtdf[:, vm_keep, :],
-            ltdf=self.ltdf[:, loading_keep, :],
+        if vm_keep.shape != (len(self.vm_rows),) or \
+                loading_keep.shape != (len(self.loading_rows),):
+            raise PackageError(f"select_rows: masks of shape {vm_keep.shape} / "
+                               f"{loading_keep.shape}, the package has "
+                               f"{len(self.vm_rows)} vm / {len(self.loading_rows)} loading rows")
+        vi, li = np.flatnonzero(vm_keep), np.flatnonzero(loading_keep)
+        vm_rows, ld_rows = self.vm_rows, self.loading_rows
+        return self._derived(
+            vm_rows=tuple(vm_rows[k] for k in vi.tolist()),
+            loading_rows=tuple(ld_rows[k] for k in li.tolist()),
+            vm_pu=self.vm_pu[:, vi],
+            loading_percent=self.loading_percent[:, li],
+            vtdf=self.vtdf[:, vi, :],
+            ltdf=self.ltdf[:, li, :],
             screening=screening if screening is not None else self.screening,
         )
+
+    def _derived(self, **changes: Any) -> SensitivityPackage:
+        """A copy with ``changes`` applied, without :meth:`__post_init__`: for transforms of
+        this (checked) package whose new fields are checked by the caller or follow from
+        checked ones (a subset of rows, one more checked point, other limits)."""
+        out = object.__new__(SensitivityPackage)
+        for f in fields(self):
+            object.__setattr__(out, f.name, changes.pop(f.name, getattr(self, f.name)))
+        if changes:
+            raise TypeError(f"unknown package field(s) {sorted(changes)}")
+        return out
 
     def predict(self, point: int, activation_mw: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
         """The linear estimate at point ``point`` for an activation (column order):
@@ -224,24 +297,51 @@ def screen(package: SensitivityPackage, *, lower_mw: npt.ArrayLike, upper_mw: np
     is kept if, at any point, that range widened by the margin touches a limit. A margin
     covers the linearisation error (the bound itself is exact for the linear model).
     """
-    lo = np.asarray(lower_mw, float)
-    hi = np.asarray(upper_mw, float)
-    reach = np.maximum(np.abs(hi[None, :] - package.p_flex_mw),
-                       np.abs(lo[None, :] - package.p_flex_mw))  # (m, n)
-    lim = package.limits
-    dv = np.einsum("mvn,mn->mv", np.abs(package.vtdf), reach)
-    dl = np.einsum("mln,mn->ml", np.abs(package.ltdf), reach)
-    vm_keep = ((package.vm_pu - dv - margin_vm_pu <= lim.vm_min_pu)
-               | (package.vm_pu + dv + margin_vm_pu >= lim.vm_max_pu)).any(axis=0)
-    ld_keep = ((package.loading_percent - dl - margin_loading_percent <= lim.loading_min_percent)
-               | (package.loading_percent + dl + margin_loading_percent
-                  >= lim.loading_max_percent)).any(axis=0)
+    vm_keep, ld_keep = screen_masks(
+        package.p_flex_mw, package.vm_pu, package.loading_percent, list(package.vtdf),
+        list(package.ltdf), package.limits, lower_mw=lower_mw, upper_mw=upper_mw,
+        margin_vm_pu=margin_vm_pu, margin_loading_percent=margin_loading_percent)
     report = ScreeningReport(
         vm_rows_total=len(package.vm_rows), vm_rows_kept=int(vm_keep.sum()),
         loading_rows_total=len(package.loading_rows), loading_rows_kept=int(ld_keep.sum()),
         margin_vm_pu=margin_vm_pu, margin_loading_percent=margin_loading_percent,
     )
     return package.select_rows(vm_keep, ld_keep, screening=report.as_dict()), report
+
+
+def screen_masks(p_flex_mw: FloatArray, vm_pu: FloatArray, loading_percent: FloatArray,
+                 vtdf: Sequence[FloatArray], ltdf: Sequence[FloatArray], limits: Limits, *,
+                 lower_mw: npt.ArrayLike, upper_mw: npt.ArrayLike, margin_vm_pu: float,
+                 margin_loading_percent: float) -> tuple[BoolArray, BoolArray]:
+    """The rows :func:`screen` keeps, ``(vm_keep, loading_keep)``, from the arrays of a
+    package (``vtdf``/``ltdf``: one ``(rows, n)`` matrix per point, e.g. the operating
+    points' own, so that the DSO stacks only the kept rows)."""
+    lo = np.asarray(lower_mw, float)
+    hi = np.asarray(upper_mw, float)
+    reach = np.maximum(np.abs(hi[None, :] - p_flex_mw),
+                       np.abs(lo[None, :] - p_flex_mw))  # (m, n)
+    lim = limits
+    dv = _abs_times(vtdf, reach)
+    dl = _abs_times(ltdf, reach)
+    vm_keep = ((vm_pu - dv - margin_vm_pu <= lim.vm_min_pu)
+               | (vm_pu + dv + margin_vm_pu >= lim.vm_max_pu)).any(axis=0)
+    ld_keep = ((loading_percent - dl - margin_loading_percent <= lim.loading_min_percent)
+               | (loading_percent + dl + margin_loading_percent
+                  >= lim.loading_max_percent)).any(axis=0)
+    return np.asarray(vm_keep, dtype=bool), np.asarray(ld_keep, dtype=bool)
+
+
+def _abs_times(mats: Sequence[FloatArray], reach: FloatArray) -> FloatArray:
+    """``|S_i| @ reach_i`` per point (the values of ``einsum("mvn,mn->mv", |S|, reach)``,
+    one point at a time through one scratch buffer)."""
+    out: FloatArray = np.empty((len(mats), np.shape(mats[0])[0] if len(mats) else 0))
+    buf: FloatArray | None = None
+    for i, s in enumerate(mats):
+        s = np.asarray(s, dtype=float)
+        if buf is None or buf.shape != s.shape:
+            buf = np.empty(s.shape)
+        out[i] = np.einsum("vn,n->v", np.abs(s, out=buf), reach[i])
+    return out
 
 
 # --------------------------------------------------------------------------- file I/O

@@ -410,7 +410,8 @@ def region_program(p: Prepared, i: int, *, cost: FloatArray | None = None,
     col_lo = np.r_[p.lower, np.zeros(k), np.zeros(n if prox else 0)]
     col_hi = np.r_[p.upper, np.ones(k), np.full(n if prox else 0, INF)]
     integ = np.r_[np.zeros(n), np.ones(k), np.zeros(n if prox else 0)].astype(np.int8)
-    lp = LinearProgram(c, col_lo, col_hi, sp.vstack(mats, format="csr"),
+    a = mats[0] if len(mats) == 1 else sp.vstack(mats, format="csr")
+    lp = LinearProgram(c, col_lo, col_hi, a,
                        np.concatenate([np.asarray(v, float) for v in lo]),
                        np.concatenate([np.asarray(v, float) for v in hi]), integ)
     return lp, len(blk.rows)
