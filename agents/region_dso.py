@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -108,20 +109,26 @@ class _Entity:
                            ac, self.base)
 
     def receive(self, frame: int, attr: str, msg: dict) -> dict | None:
-        """Buffer ``msg``; returns the to_tso message when the entity has something to say."""
+        """Buffer ``msg``; returns the to_tso message when the entity has something to say
+        (with ``time_s``: the entity's own time in this frame so far)."""
+        t0 = time.perf_counter()
         if attr == "measured" and msg["round"] == -1:
             self.frame, self.base, self.pending = frame, _measured_ac(msg), {}
+            self.time_s = 0.0
             if not self.base.converged:
                 return {"frame": frame, "round": 0, "package": None,
                         "failed": f"{self.name}: the base-case AC power flow did not converge"}
-            return self.start(msg)
-        slot = self.pending.setdefault(int(msg["round"]), {})
-        slot[attr] = msg
-        if len(slot) < 2:
-            return None
-        k = int(msg["round"])
-        del self.pending[k]
-        return self.answer(k, slot["from_tso"], slot["measured"])
+            reply = self.start(msg)
+        else:
+            slot = self.pending.setdefault(int(msg["round"]), {})
+            slot[attr] = msg
+            if len(slot) < 2:
+                return None
+            k = int(msg["round"])
+            del self.pending[k]
+            reply = self.answer(k, slot["from_tso"], slot["measured"])
+        self.time_s += time.perf_counter() - t0
+        return reply | {"time_s": self.time_s}
 
 
 class _LVEntity(_Entity):
@@ -145,8 +152,12 @@ class _LVEntity(_Entity):
         eg = self.net.ext_grid.index[0]
         self.net.ext_grid.at[eg, "vm_pu"] = float(m["slack_vm_pu"])
         self.net.ext_grid.at[eg, "va_degree"] = float(m["slack_va_degree"])
-        self.dso = lv_dso(self.area, self.bids, limits=LV_LIMITS, fractions=self.fractions,
-                          salt=self.name)
+        if self.dso is None:
+            self.dso = lv_dso(self.area, self.bids, limits=LV_LIMITS,
+                              fractions=self.fractions, salt=self.name)
+        else:  # the same model, new loads and slack voltage: an update, no rebuild
+            self.dso.relinearize(self.fractions, net=self.net,
+                                 slack_vm_pu=float(m["slack_vm_pu"]))
         pkg = self.dso.published() if self.coupled else self.dso.package
         return {"frame": self.frame, "round": 0, "package": self.publish(pkg)}
 
@@ -188,9 +199,12 @@ class _MVEntity(_Entity):
         for a, p, q in zip(self.load_areas, m["draw_p_mw"], m["draw_q_mvar"]):
             i = self.net.load.index[names == AREA_LOAD_PREFIX + a][0]
             self.net.load.at[i, "p_mw"], self.net.load.at[i, "q_mvar"] = float(p), float(q)
-        self.dso = mv_dso(self.net, self.areas, [int(b) for b in self.spec["mv_buses"]],
-                          [float(v) for v in self.spec["volume_mw"]], limits=MV_LIMITS,
-                          fractions=self.fractions, salt=self.name)
+        if self.dso is None:
+            self.dso = mv_dso(self.net, self.areas, [int(b) for b in self.spec["mv_buses"]],
+                              [float(v) for v in self.spec["volume_mw"]], limits=MV_LIMITS,
+                              fractions=self.fractions, salt=self.name)
+        else:
+            self.dso.relinearize(self.fractions, net=self.net)
         return {"frame": self.frame, "round": 0, "package": self.publish(self.dso.package),
                 "slack_rows": dict(self.dso.slack_row)}
 

@@ -102,6 +102,7 @@ class Collector(FrameSimulator):
         self.acs: dict[tuple[int, int], dict] = {}
         self.reports: dict[tuple[int, int, str], dict] = {}
         self.wall: dict[int, float] = {}
+        self.t_start = math.nan   # when world.run started (the runner sets it)
 
     def create(self, num, model, run_dir: str):
         self.run_dir = Path(run_dir)
@@ -126,6 +127,12 @@ class Collector(FrameSimulator):
             ac = self.acs.get((f, k), {}) if c["dispatched"] else {}
             reps = {n: r for (ff, kk, n), r in self.reports.items() if ff == f and kk == k}
             checks = [r["check"] for r in reps.values()]
+            dso_s: dict[str, float] = {}   # each DSO's own time in the frame (cumulative)
+            for (ff, _, n), r in self.reports.items():
+                if ff == f:
+                    dso_s[n] = max(dso_s.get(n, 0.0), float(r.get("time_s", 0.0)))
+            grid_s = max((float(a.get("time_s", 0.0)) for (ff, _), a in self.acs.items()
+                          if ff == f), default=0.0)
             frames.append({
                 "frame": f, "status": c["status"], "dispatched": c["dispatched"],
                 "rounds": k, "request_mw": c["request_mw"],
@@ -140,6 +147,8 @@ class Collector(FrameSimulator):
                                                 for x in checks), default=math.nan),
                 "packages_verified": c["packages_verified"],
                 "verify_time_s": c["verify_time_s"], "clearing_time_s": c["clearing_time_s"],
+                "dso_time_s": sum(dso_s.values()), "grid_time_s": grid_s,
+                "wall_s": self.wall[f] - self.wall.get(f - 1, self.t_start),
                 "message": c["message"]})
             names = sorted(set(reps) | set(c["areas"]))
             for n in names:
@@ -366,6 +375,7 @@ def run_region_cosim(cfg, opts: CosimOptions, *, out: str | Path | None = None,
         for dso in dsos.values():
             world.connect(dso, col, "report")
         t1 = _now()
+        _COLLECTORS[str(folder)].t_start = t1
         world.run(until=frames * STEP_S, print_progress=False)
     except BaseException:
         world.shutdown()

@@ -22,6 +22,7 @@ Hybrid: at each frame's time it applies the frame's injections and runs the base
 from __future__ import annotations
 
 import math
+import time as _time
 
 import numpy as np
 
@@ -90,8 +91,10 @@ class RegionGridSim(FrameSimulator):
         sp = None
         for values in inputs.get("Region", {}).get("setpoint[MW]", {}).values():
             sp = values
+        t0 = _time.perf_counter()
         if self._base_at != time:
             self._base_at = time
+            self.time_s = 0.0
             if self.injections is not None:
                 self.injections.apply(self.grid.net, frame)
             self.base = self.grid.run(self.bid_bus, np.zeros(len(self.bid_bus)))
@@ -118,14 +121,17 @@ class RegionGridSim(FrameSimulator):
                                     ac, self.base)
                     areas[name] = {"violations": c.violations,
                                    "base_violations": c.base_violations, "worst": c.worst}
+            self.time_s += _time.perf_counter() - t0
+            t0 = _time.perf_counter()
             self._eout["Region"] = {"ac": {
-                "frame": frame, "round": k, "converged": ac.converged,
+                "frame": frame, "round": k, "converged": ac.converged, "time_s": self.time_s,
                 "activation_mw": float(x.sum()),
                 "ext_grid_p_mw": ac.ext_grid_p_mw,
                 "delivered_at_interface_mw": (self.base.ext_grid_p_mw - ac.ext_grid_p_mw)
                 if ac.converged else math.nan,
                 "violations": sum(a["violations"] for a in areas.values()),
                 "areas": areas}}
+        self.time_s += _time.perf_counter() - t0
         return time + self.step_s
 
     def _measure(self, frame: int, k: int, ac) -> None:

@@ -290,6 +290,18 @@ class Linearizer:
             pf.sgen_p_mw[self._own_sgen_pos] = np.asarray(sgen_p_mw, float)
         pf.changed()
 
+    def set_slack_vm(self, vm_pu: float) -> None:
+        """New voltage set point of the grid's ext_grid(s) (e.g. the measured voltage of an
+        LV area's MV bus): an update of the power-flow engine, no rebuild."""
+        self.pf.set_slack_vm(vm_pu)
+
+    @property
+    def slack_vm_pu(self) -> float:
+        """The voltage set point of the first in-service ext_grid."""
+        eg = self.pf.net.ext_grid
+        on = eg.in_service.to_numpy(bool)
+        return float(eg.vm_pu.to_numpy(float)[on][0])
+
     def invalidate(self) -> None:
         """Forget that ``self.net`` holds the current power flow: call it after running
         power flows on ``self.net`` yourself (e.g. finite differences) or changing anything

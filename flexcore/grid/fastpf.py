@@ -284,6 +284,31 @@ class FastPowerFlow:
                         gather=src[order], indices=jr[order].astype(np.int32),
                         indptr=np.cumsum(indptr).astype(np.int32), size=size)
 
+    def set_slack_vm(self, vm_pu: float, *, ext_grid=None) -> None:
+        """New voltage magnitude set point of the ext_grid(s) (``ext_grid``: one index;
+        None: every in-service ext_grid) without re-initialising: the slack's V is only a
+        boundary value of the Newton equations (its bus keeps its angle), so the admittance
+        build and the Jacobian pattern stay. Written into ``net.ext_grid.vm_pu`` as well
+        (a later re-initialisation sees it); the next :meth:`run` solves from the last
+        voltages scaled by the slack's change."""
+        eg = self.net.ext_grid
+        rows = eg.index[eg.in_service.to_numpy(bool)] if ext_grid is None else [ext_grid]
+        buses = self.model.bus_lookup[eg.bus.to_numpy(np.int64)[eg.index.get_indexer(rows)]]
+        if not np.isin(buses, self.ref).all():
+            raise ValueError(f"ext_grid(s) {list(rows)} are not at a slack bus of the model")
+        vm = float(vm_pu)
+        for r in rows:
+            eg.at[r, "vm_pu"] = vm
+        def moved(v: np.ndarray) -> np.ndarray:
+            old = v[buses]
+            v = v * (vm / np.abs(old[0])) if len(self.ref) == 1 else v.copy()
+            v[buses] = vm * old / np.abs(old)
+            return v
+
+        self.v, self._v0 = moved(self.v), moved(self._v0)
+        self.converged = False  # sensitivities need a run at the new set point
+        self._solution_id += 1
+
     # ------------------------------------------------------------------ solve
     def sbus(self, load_p_mw, load_q_mvar, sgen_p_mw, sgen_q_mvar=None) -> np.ndarray:
         """Specified internal injections (p.u.) for the tracked elements' powers."""

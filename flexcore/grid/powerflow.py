@@ -184,6 +184,18 @@ class ArrayPowerFlow:
         self._net_synced = False
         self.session.changed()
 
+    def set_slack_vm(self, vm_pu: float) -> None:
+        """New voltage magnitude set point of every in-service ext_grid, without a rebuild
+        on the fast engine (:meth:`FastPowerFlow.set_slack_vm`); the pandapower engine
+        writes it into ``net`` and rebuilds its internal model at the next run."""
+        if self._fast is not None:
+            self._fast.set_slack_vm(vm_pu)
+        else:
+            eg = self.net.ext_grid
+            eg.loc[eg.in_service.to_numpy(bool), "vm_pu"] = float(vm_pu)
+        self.session.invalidate()  # net's results and pandapower's model are stale
+        self._result = None
+
     def sync_net(self, *, run: bool = True) -> Any:
         """Write the tracked powers into ``net``'s tables and (``run``) make ``net`` hold
         pandapower's power flow of them, so that code reading ``net.res_*`` sees the

@@ -21,7 +21,7 @@ import numpy as np
 import pandapower as pp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from flexcore.dso.linearizer import Linearizer
+from flexcore.dso.linearizer import FLEX_SGEN_NAME, Linearizer
 from flexcore.exchange.bids import BidTable
 from flexcore.exchange.limits import Limits
 from flexcore.exchange.package import SensitivityPackage, load_package, save_package
@@ -41,7 +41,12 @@ SLACK_STEP_PU = 1e-4
 
 @dataclass
 class LVDso:
-    """One LV DSO: its area, bids, linearizer and current package (bid columns only)."""
+    """One LV DSO: its area, bids, linearizer and current package (bid columns only).
+
+    The linearizer is kept across frames: a new frame's loads and slack voltage are
+    updates of its power-flow engine (:meth:`relinearize`), and every slack-voltage step
+    (the finite difference, a refinement at the measured slack voltage) is
+    :meth:`~flexcore.dso.Linearizer.set_slack_vm`, never a rebuild."""
 
     area: LVArea
     bids: BidTable
@@ -51,6 +56,9 @@ class LVDso:
     slack_ltdf: np.ndarray          # (m, l)
     slack_offset_pu: np.ndarray     # (m,) slack set point of each point minus the base one
     rounds: int = 0
+    #: the inputs (load P, Q, sgen P, slack set point) and outputs of the last round-0
+    #: linearisation: a frame with the same inputs gets the same package without one
+    _round0: tuple | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -62,18 +70,7 @@ class LVDso:
                                  self.slack_offset_pu)
 
     def _slack_response(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        lin = self.lin
-        vm0, ld0 = _rows(lin, self.package, x)
-        eg = lin.net.ext_grid.index[0]
-        v = float(lin.net.ext_grid.at[eg, "vm_pu"])
-        lin.net.ext_grid.at[eg, "vm_pu"] = v + SLACK_STEP_PU
-        lin.invalidate()
-        try:
-            vm1, ld1 = _rows(lin, self.package, x)
-        finally:
-            lin.net.ext_grid.at[eg, "vm_pu"] = v
-            lin.invalidate()
-        return (vm1 - vm0) / SLACK_STEP_PU, (ld1 - ld0) / SLACK_STEP_PU
+        return _slack_response(self.lin, self.package, x)
 
     def refine(self, x: np.ndarray, slack_vm_pu: float | None = None) -> None:
         """One more point at activation ``x`` and the measured slack voltage (default: the
@@ -82,21 +79,81 @@ class LVDso:
         -1.9e-11 MW on a bid from 0), and a point outside them fails ``check_bids``."""
         x = np.clip(np.asarray(x, float), self.bids.lower_mw, self.bids.upper_mw)
         lin = self.lin
-        eg = lin.net.ext_grid.index[0]
-        v0 = float(lin.net.ext_grid.at[eg, "vm_pu"])
+        v0 = lin.slack_vm_pu
         v = v0 if slack_vm_pu is None else float(slack_vm_pu)
-        lin.net.ext_grid.at[eg, "vm_pu"] = v
-        lin.invalidate()
+        lin.set_slack_vm(v)
         try:
             self.package = lin.refine(self.package, x)
             gv, gl = self._slack_response(x)
         finally:
-            lin.net.ext_grid.at[eg, "vm_pu"] = v0
-            lin.invalidate()
+            lin.set_slack_vm(v0)
         self.slack_vtdf = np.vstack([self.slack_vtdf, gv[None]])
         self.slack_ltdf = np.vstack([self.slack_ltdf, gl[None]])
         self.slack_offset_pu = np.append(self.slack_offset_pu, v - v0)
         self.rounds += 1
+
+    def relinearize(self, fractions: tuple[float, ...] = (0.0, 0.5, 1.0), *,
+                    net: pp.pandapowerNet | None = None, slack_vm_pu: float | None = None
+                    ) -> None:
+        """A new round-0 package (refinements dropped, ``rounds`` = 0) at the loads and
+        sgen powers of ``net`` (the DSO's model with a new frame's injections: same
+        elements, in the same order) and the slack set point ``slack_vm_pu`` (default:
+        unchanged). The power-flow engine is updated, not rebuilt (a change of storage
+        powers, which it does not track, rebuilds it). Same inputs as the last round-0
+        linearisation: its package again, without a power flow."""
+        lin = self.lin
+        if net is not None:
+            _set_base(lin, net)
+        if slack_vm_pu is not None and float(slack_vm_pu) != lin.slack_vm_pu:
+            lin.set_slack_vm(float(slack_vm_pu))
+        self.rounds = 0
+        inputs = _inputs(lin, fractions)
+        if self._round0 is not None and _same_inputs(self._round0[0], inputs):
+            (self.package, self.slack_vtdf, self.slack_ltdf,
+             self.slack_offset_pu) = self._round0[1]
+            return
+        out = _round0(lin, self.area, fractions)
+        self.package, self.slack_vtdf, self.slack_ltdf, self.slack_offset_pu = out
+        self._round0 = (inputs, out)
+
+
+def _inputs(lin: Linearizer, fractions: tuple[float, ...]) -> tuple:
+    """What a round-0 package depends on (besides the model): loads, the grid's own sgens
+    (not the activation sgens), the slack set point, the fractions."""
+    pf = lin.pf
+    own = pf.net.sgen.name.to_numpy() != FLEX_SGEN_NAME
+    return (pf.load_p_mw.copy(), pf.load_q_mvar.copy(), pf.sgen_p_mw[own], lin.slack_vm_pu,
+            tuple(fractions))
+
+
+def _same_inputs(a: tuple, b: tuple) -> bool:
+    return all(np.array_equal(x, y) if isinstance(x, np.ndarray) else x == y
+               for x, y in zip(a, b))
+
+
+def _round0(lin: Linearizer, area: LVArea, fractions: tuple[float, ...]) -> tuple:
+    """(package over the LV rows, slack VTDF, slack LTDF, slack offsets) linearised at the
+    linearizer's current loads and slack set point."""
+    pkg = lin.linearize(fractions).package
+    slack_keys = {k for k, bus in lin.keymap.vm_pu.items() if bus == area.mv_bus}
+    pkg = pkg.select_rows([k not in slack_keys for k in pkg.vm_rows],
+                          np.ones(len(pkg.loading_rows), bool))
+    gv, gl = _slack_response(lin, pkg, np.zeros(len(lin.bids)))
+    return pkg, np.tile(gv, (pkg.m, 1)), np.tile(gl, (pkg.m, 1)), np.zeros(pkg.m)
+
+
+def _slack_response(lin: Linearizer, package: SensitivityPackage, x: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Every package row's response to the slack voltage at activation ``x``: a finite
+    difference of the set point (two power flows of the same engine)."""
+    vm0, ld0 = _rows(lin, package, x)
+    v = lin.slack_vm_pu
+    lin.set_slack_vm(v + SLACK_STEP_PU)
+    try:
+        vm1, ld1 = _rows(lin, package, x)
+    finally:
+        lin.set_slack_vm(v)
+    return (vm1 - vm0) / SLACK_STEP_PU, (ld1 - ld0) / SLACK_STEP_PU
 
 
 def _rows(lin: Linearizer, package: SensitivityPackage, x: np.ndarray
@@ -118,17 +175,8 @@ def lv_dso(area: LVArea, bids: BidTable, *, limits: Limits,
            fractions: tuple[float, ...] = (0.0, 0.5, 1.0), salt: str | None = None) -> LVDso:
     """The LV DSO of ``area`` linearised at its model's current loads and slack set point."""
     lin = Linearizer(area.net, bids, limits=limits, salt=salt)
-    rep = lin.linearize(fractions)
-    pkg = rep.package
-    slack_keys = {k for k, bus in lin.keymap.vm_pu.items() if bus == area.mv_bus}
-    pkg = pkg.select_rows([k not in slack_keys for k in pkg.vm_rows],
-                          np.ones(len(pkg.loading_rows), bool))
-    dso = LVDso(area, bids, lin, pkg, np.zeros((0, len(pkg.vm_rows))),
-                np.zeros((0, len(pkg.loading_rows))), np.zeros(pkg.m))
-    gv, gl = dso._slack_response(np.zeros(len(bids)))
-    dso.slack_vtdf = np.tile(gv, (pkg.m, 1))
-    dso.slack_ltdf = np.tile(gl, (pkg.m, 1))
-    return dso
+    out = _round0(lin, area, fractions)
+    return LVDso(area, bids, lin, *out, _round0=(_inputs(lin, fractions), out))
 
 
 def area_of(net: pp.pandapowerNet) -> LVArea:
@@ -181,20 +229,46 @@ class MVDso:
         lin = self.lin
         if draw_p_mw is None or draw_q_mvar is None:
             self.package = lin.refine(self.package, injection_mw)
-        else:
-            loads = [self.area_load[c] for c in self.bids.ids]
-            p0 = lin.net.load.loc[loads, "p_mw"].to_numpy(float)
-            q0 = lin.net.load.loc[loads, "q_mvar"].to_numpy(float)
-            lin.net.load.loc[loads, "p_mw"] = np.asarray(draw_p_mw) + injection_mw
-            lin.net.load.loc[loads, "q_mvar"] = np.asarray(draw_q_mvar)
-            lin.invalidate()
+        else:  # the area loads' powers are updates of the engine's arrays, no rebuild
+            pf = lin.pf
+            at = {int(i): k for k, i in enumerate(pf.load_index)}
+            pos = np.array([at[self.area_load[c]] for c in self.bids.ids], dtype=np.int64)
+            p0, q0 = pf.load_p_mw[pos].copy(), pf.load_q_mvar[pos].copy()
+            pf.load_p_mw[pos] = np.asarray(draw_p_mw) + injection_mw
+            pf.load_q_mvar[pos] = np.asarray(draw_q_mvar)
+            pf.changed()
             try:
                 self.package = lin.refine(self.package, injection_mw)
             finally:
-                lin.net.load.loc[loads, "p_mw"] = p0
-                lin.net.load.loc[loads, "q_mvar"] = q0
-                lin.invalidate()
+                pf.load_p_mw[pos], pf.load_q_mvar[pos] = p0, q0
+                pf.changed()
         self.rounds += 1
+
+
+    def relinearize(self, fractions: tuple[float, ...] = (0.0, 0.5, 1.0), *,
+                    net: pp.pandapowerNet | None = None) -> None:
+        """A new round-0 package (refinements dropped) at the loads and sgen powers of
+        ``net`` (the MV model with a new frame's injections and the areas' measured draws
+        on their loads; same elements in the same order): an update of the power-flow
+        engine, no rebuild (unless storage powers changed)."""
+        if net is not None:
+            _set_base(self.lin, net)
+        self.package = self.lin.linearize(fractions).package
+        self.rounds = 0
+
+
+def _set_base(lin: Linearizer, net: pp.pandapowerNet) -> None:
+    """The loads' and sgens' powers of ``net`` (the model the linearizer was built from,
+    with new values) into the linearizer's engine; storage powers, which the engine does
+    not track, by a rebuild when they changed."""
+    own = lin.pf.net
+    if "storage" in net and len(net.storage) and not np.array_equal(
+            own.storage.p_mw.to_numpy(float), net.storage.p_mw.to_numpy(float)):
+        own.storage["p_mw"] = net.storage.p_mw.to_numpy(float)
+        lin.invalidate()
+    lin.set_base(load_p_mw=net.load.p_mw.to_numpy(float),
+                 load_q_mvar=net.load.q_mvar.to_numpy(float),
+                 sgen_p_mw=net.sgen.p_mw.to_numpy(float))
 
 
 def make_mv_dso(region: Region, lv: list[LVDso], *,
