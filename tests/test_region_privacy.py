@@ -185,3 +185,27 @@ def test_no_private_name_in_what_crosses_to_the_tso(region, bids, setup, tmp_pat
     words = set(re.findall(r"[A-Za-z0-9:_\-@]+", text))
     assert not words & private
     assert not re.search(r"\blv\d+\b", text)
+
+
+def test_clear_region_takes_lp_screened_format2_packages(setup, bids):
+    """The region clearing over format-2 packages of `harden` (LP-screened, shuffled rows
+    and columns; uncoupled) gives the format-1 optimum, also against the m^N enumeration."""
+    from flexcore.dso.privacy import harden
+    from flexcore.market.multi import AreaPackage, clear_region, enumerate_regions
+
+    total = sum(b.volume_mw.sum() for b in bids.values())
+    one = [AreaPackage(d.name, d.package, d.bids) for d in setup.lv]
+    two = [AreaPackage(d.name, harden(d.package, lower_mw=d.bids.lower_mw,
+                                      upper_mw=d.bids.upper_mw,
+                                      rng=np.random.default_rng(k))[0], d.bids)
+           for k, d in enumerate(setup.lv)]
+    for share in (0.2, 0.4):
+        r1 = clear_region(one, share * total, mip_rel_gap=GAP)
+        r2 = clear_region(two, share * total, mip_rel_gap=GAP)
+        assert r1.status == r2.status
+        assert r2.cost_eur_per_h == pytest.approx(r1.cost_eur_per_h, rel=1e-7)
+        assert not r2.predicted_vm_pu          # format 2: the TSO predicts nothing
+    best, count = enumerate_regions(two[:3], 0.1 * total)
+    assert count == 27 and best is not None
+    assert clear_region(two[:3], 0.1 * total, mip_rel_gap=GAP).cost_eur_per_h == \
+        pytest.approx(best.cost_eur_per_h, rel=1e-7)

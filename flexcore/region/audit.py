@@ -153,8 +153,10 @@ def write_region_audit(setup: Any, folder: str | Path, **kw: Any) -> RegionAudit
 
 
 # --------------------------------------------------------------------------- coupled, format 2
-#: relative tolerance for equal entries of a link row (shared paths of one length)
-LINK_TOL = 1e-6
+#: entries of a link row closer than this (relative to its largest) are one shared path:
+#: areas branching off at one node differ only by second-order terms (~1e-5 relative),
+#: nodes by an MV line segment's resistance (percents of the path)
+LINK_TOL = 1e-3
 
 
 def attack_links(package: HardenedPackage, slack_columns: Mapping[str, str]
@@ -164,9 +166,11 @@ def attack_links(package: HardenedPackage, slack_columns: Mapping[str, str]
     ``slack_columns``: area id -> its slack column (what the TSO must know to chain the
     packages). Every published row with an entry in area ``a``'s slack column is ``(t,
     -1)`` up to scale on (injections, sigma_a): ``t_b = dV_a / dP_b``, the resistance the
-    paths of ``a`` and ``b`` share. For each distinct value ``v`` of ``t`` the areas with
-    ``t_b >= v`` are those branching off ``a``'s path at or behind one node: a nested group
-    (guessed when it has two or more areas). Returns the guessed groups (area ids)."""
+    paths of ``a`` and ``b`` share. Sorted from the largest, ``t`` falls in steps, one per
+    node of ``a``'s path where other areas branch off; the areas above a step (a drop of
+    more than :data:`LINK_TOL` of the largest entry) share the path up to that node: a
+    nested group (guessed when it has two or more areas). Returns the guessed groups (area
+    ids)."""
     sig = set(slack_columns.values())
     inj = [c for c in package.columns if c not in sig]
     idx = np.array([package.columns.index(c) for c in inj], np.int64)
@@ -181,11 +185,12 @@ def attack_links(package: HardenedPackage, slack_columns: Mapping[str, str]
                 scale = float(np.abs(t).max())
                 if scale <= 0.0:
                     continue
-                t = t / scale
-                for v in np.unique(t[t > LINK_TOL]):
-                    group = frozenset(c for c, tb in zip(inj, t) if tb >= v - LINK_TOL)
-                    if len(group) >= 2:
-                        out.add(group)
+                order = np.argsort(-t / scale, kind="stable")
+                ts = t[order] / scale
+                steps = np.flatnonzero(ts[:-1] - ts[1:] > LINK_TOL)
+                for cut in steps[ts[steps] > LINK_TOL]:
+                    if cut >= 1:
+                        out.add(frozenset(inj[j] for j in order[:cut + 1]))
     return out
 
 
@@ -230,7 +235,7 @@ class PublishedAudit:
     def as_dict(self) -> dict[str, Any]:
         return {"nesting": self.nesting.as_dict(),
                 "nesting_all_links": self.nesting_all_links.as_dict(),
-                "nesting_bound_linked_areas": self.bound, "links": self.links,
+                "nesting_on_linked_paths": self.bound, "links": self.links,
                 "areas": self.areas, "mv_limit_rows": self.mv_rows.as_dict(),
                 "published": self.published}
 
