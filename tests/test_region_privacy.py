@@ -17,6 +17,7 @@ import pandapower.topology as top
 import pytest
 
 from flexcore.exchange.hardened import HardenedPackage
+from flexcore.market.multi import SLACK_COLUMN
 from flexcore.region.audit import attack_links, audit_published
 from flexcore.region.dsos import SignedExchange
 from flexcore.region.ids import identities
@@ -161,6 +162,14 @@ def test_ids_and_salts_are_private_and_do_not_change_the_clearing(region, bids, 
         assert rep.cost_eur_per_h == reps[0].cost_eur_per_h
         assert [a.delivered_mw for a in rep.areas] == [a.delivered_mw for a in reps[0].areas]
         assert [a.name for a in rep.areas] == [a.name for a in reps[0].areas]
+    # format 2: every DSO shuffles from its own secret; the TSO orders by content
+    ex = [run_region(s, 0.3 * total, privacy="exact", mip_rel_gap=1e-3, max_rounds=0)
+          for s in (setup, other)]
+    assert ex[0].cost_eur_per_h == ex[1].cost_eur_per_h
+    assert [a.delivered_mw for a in ex[0].areas] == [a.delivered_mw for a in ex[1].areas]
+    p0, p1 = ex[0].published.packages[0], ex[1].published.packages[0]
+    assert set(p0.columns) & set(p1.columns) == {SLACK_COLUMN}
+    assert p0.row_counts == p1.row_counts
 
 
 def test_no_private_name_in_what_crosses_to_the_tso(region, bids, setup, tmp_path):

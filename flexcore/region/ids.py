@@ -8,7 +8,8 @@ derivable from public data):
   id of its column in the MV package and of its package folder;
 - its **salt** for the row keys of its format-1 packages;
 - its **bid pseudonyms** (``b`` + 16 hex digits, one per internal bid id): the column ids
-  of its packages and of the bid table the TSO clears.
+  of its packages and of the bid table the TSO clears;
+- the seed of the shuffles of its format-2 publications.
 
 The area's name (``lv<transformer index>``), its transformer, buses and load indices stay
 with the DSO. In a study run in one process every DSO's secret is derived from one master
@@ -44,6 +45,11 @@ class DsoIdentity:
     @property
     def salt(self) -> str:
         return self._mac("salt")
+
+    @property
+    def shuffle_seed(self) -> int:
+        """Seed of the row and column shuffles of the DSO's format-2 publications."""
+        return int(self._mac("shuffle")[:32], 16)
 
     def bid_id(self, internal: str) -> str:
         return "b" + self._mac(f"bid|{internal}")[:16]

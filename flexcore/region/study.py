@@ -277,6 +277,8 @@ class RegionSetup:
     times_s: dict[str, float]
     #: public DSO id -> the area's private name (``lv<trafo>``); the runner's view only
     area_names: dict[str, str] = field(default_factory=dict)
+    #: DSO (public id, "mv") -> seed of its publications' shuffles (each DSO's own)
+    shuffle_seeds: dict[str, int] = field(default_factory=dict)
 
     def area_name(self, dso: LVDso) -> str:
         return self.area_names.get(dso.name, dso.name)
@@ -303,7 +305,9 @@ def setup_region(region: Region, bids: dict[str, BidTable], *, coupled: bool = T
     grid = RegionGrid(region, bus)
     return RegionSetup(region, lv, mv, grid, bus,
                        {"lv_packages": t1 - t0, "mv_package": t2 - t1},
-                       {ids[n].public_id: n for n in bids})
+                       {ids[n].public_id: n for n in bids},
+                       {(ids[n].public_id if n != MV_NAME else n): ids[n].shuffle_seed
+                        for n in ids})
 
 
 PRIVACY_LEVELS = ("full", "exact")
@@ -321,15 +325,16 @@ class LazyPublication:
     packages: list[HardenedPackage]
     mv_package: HardenedPackage | None
     slack_rows: list[str]
-    rng: np.random.Generator
+    rngs: list[np.random.Generator]      # per LV DSO, then the MV DSO's
     clearings: int = 0
     sigma: np.ndarray | None = None
 
     @classmethod
-    def start(cls, setup: RegionSetup, request_mw: float, rng: np.random.Generator,
+    def start(cls, setup: RegionSetup, request_mw: float, seed: int,
               previous: LazyPublication | None = None) -> LazyPublication:
         """Every DSO's sides at its current package; the sides (by name) and links of
-        ``previous`` (the frame's earlier refinement round) are published from the start."""
+        ``previous`` (the frame's earlier refinement round) are published from the start.
+        Each DSO shuffles with its own generator (``setup.shuffle_seeds``, else ``seed``)."""
         coupled = setup.mv is not None
         lv = [lv_sides(d.published() if coupled else d.package, request_mw=request_mw)
               for d in setup.lv]
@@ -347,8 +352,11 @@ class LazyPublication:
                     sel |= np.fromiter((nm in names for nm in nms), bool, len(nms))
                 for a in old.linked:
                     new.add_link(a)
-        return cls(float(request_mw), lv, mv, [x.publish(rng=rng) for x in lv],
-                   mv.publish(rng=rng) if mv is not None else None, rows, rng)
+        rngs = [previous.rngs[k] if previous is not None else np.random.default_rng(
+            [setup.shuffle_seeds.get(name, 0), seed])
+            for k, name in enumerate([d.name for d in setup.lv] + [MV_NAME])]
+        return cls(float(request_mw), lv, mv, [x.publish(rng=r) for x, r in zip(lv, rngs)],
+                   mv.publish(rng=rngs[-1]) if mv is not None else None, rows, rngs)
 
     def area_packages(self, setup: RegionSetup) -> list[AreaPackage]:
         coupled = self.mv is not None
@@ -376,12 +384,12 @@ class LazyPublication:
                 x = np.r_[x, self.sigma[j]]
             state = sides.cut(clearing.points[d.name], x)
             if state == "cut":
-                self.packages[j] = sides.publish(rng=self.rng)
+                self.packages[j] = sides.publish(rng=self.rngs[j])
                 changed = True
             elif state == "published" and self.mv is not None and self.mv.add_link(j):
                 changed = mv_changed = True
         if mv_changed and self.mv is not None:
-            self.mv_package = self.mv.publish(rng=self.rng)
+            self.mv_package = self.mv.publish(rng=self.rngs[-1])
         return changed
 
     def predict(self, setup: RegionSetup, clearing: RegionClearing) -> None:
@@ -449,7 +457,7 @@ def run_region(setup: RegionSetup, request_mw: float, *, max_rounds: int = 3,
     ``privacy``: ``"full"`` (format 1, the TSO gets every DSO's linear model) or
     ``"exact"`` (format 2 with lazily published rows and links,
     :mod:`flexcore.region.publish`; the same optimum; at most ``max_cuts`` clearings per
-    round, ``seed`` shuffles the published rows and columns)."""
+    round; each DSO shuffles its rows and columns from its own secret and ``seed``)."""
     if privacy not in PRIVACY_LEVELS:
         raise ValueError(f"privacy must be one of {PRIVACY_LEVELS}, got {privacy!r}")
     t0 = time.perf_counter()
@@ -458,11 +466,10 @@ def run_region(setup: RegionSetup, request_mw: float, *, max_rounds: int = 3,
     rounds = 0
     history: list[dict[str, Any]] = []
     pub: LazyPublication | None = None
-    rng = np.random.default_rng(seed)
     while True:
         t1 = time.perf_counter()
         if privacy == "exact":
-            pub = LazyPublication.start(setup, request_mw, rng, previous=pub)
+            pub = LazyPublication.start(setup, request_mw, seed, previous=pub)
             while True:
                 pk: list[AreaPackage] = pub.area_packages(setup)
                 mv_pkg: Any = pub.mv_package
