@@ -110,6 +110,10 @@ def test_exact_coupled_clearing_reaches_the_format1_optimum(runs):
     assert 0 < pub["lv_sides_published"] < pub["lv_sides_total"] / 10
     # only feeder A's areas need their link; B's rows never bind
     assert 0 < pub["mv_links_published"] < pub["areas"]
+    region = runs["exact"][0].region
+    for k in exact.published.mv.linked:
+        name = runs["exact"][0].area_names[runs["exact"][0].lv[k].name]
+        assert region.area(name).net.bus.name.str.startswith("A").any()
     assert isinstance(exact.published.mv_package, HardenedPackage)
     assert all(isinstance(p, HardenedPackage) for p in exact.published.packages)
     # the DSOs' private predictions (format 2 carries none) are the TSO's format-1 ones:
