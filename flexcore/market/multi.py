@@ -363,16 +363,18 @@ def _prepare(blk: _Block, *, prefilter: bool) -> None:
 
 
 def _content_rank(blk: _Block) -> IntArray:
-    """Each row's rank in an order by content (limits, base values, sensitivities, slack
-    response), not by the package's row order: a package's rows come sorted by salted keys,
-    so a DSO's salt would otherwise reorder the MILP's rows, and HiGHS may end within the gap
-    at another point (README "Privacy of the region's packages"). Equal rows are equal
-    constraints, so ties do not matter."""
+    """Each row's rank in an order by content (limits, base values, and fixed projections of
+    the sensitivities and slack response), not by the package's row order: a package's rows
+    come sorted by salted keys, so a DSO's salt would otherwise reorder the MILP's rows, and
+    HiGHS may end within the gap at another point (README "Privacy of the region's
+    packages"). Rows equal in all these keys are (but for a measure-zero chance) equal
+    rows, i.e. equal constraints, so their order does not matter."""
     r = blk.base.shape[1]
     if not r:
         return np.zeros(0, np.int64)
-    parts = [blk.lb[:, None], blk.ub[:, None], blk.base.T,
-             blk.sens.transpose(1, 0, 2).reshape(r, -1)]
+    flat = blk.sens.transpose(1, 0, 2).reshape(r, -1)
+    weights = np.cos(0.7 * np.arange(flat.shape[1]) + 0.1)
+    parts = [blk.lb[:, None], blk.ub[:, None], blk.base.T, (flat @ weights)[:, None]]
     if blk.g is not None:
         parts.append(blk.g.T)
     keys = np.nan_to_num(np.hstack(parts), posinf=np.finfo(float).max,

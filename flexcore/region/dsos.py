@@ -205,6 +205,10 @@ class MVDso:
 def make_mv_dso(region: Region, lv: list[LVDso], *,
                 fractions: tuple[float, ...] = (0.0, 0.5, 1.0), salt: str | None = None,
                 model_names: list[str] | None = None) -> MVDso:
+    """The MV DSO of ``region`` over the areas of ``lv`` (columns: their public names;
+    ``model_names``: their names in the MV model, default the area models' own names)."""
+    if model_names is None:
+        model_names = [str(d.area.net.name) for d in lv]
     return mv_dso(region.mv_net, [d.name for d in lv], [d.area.mv_bus for d in lv],
                   [float(d.bids.volume_mw.sum()) for d in lv], limits=region.mv_limits,
                   fractions=fractions, salt=salt, model_names=model_names)
