@@ -49,8 +49,20 @@ that is feasible for the full problem is optimal for it; the gap certificate is 
 the relaxation, hence of the full problem. On SimBench semiurb (111 packages) 10-16 areas
 end up full after 2-4 rounds.
 
-Only format-1 packages (the full linear model) and divisible bids (no ``min_mw``, not
-indivisible) are supported here. This module imports neither pandapower nor the grid code.
+**Format 2** (:class:`~flexcore.exchange.hardened.HardenedPackage`, e.g. the rows a region
+DSO publishes lazily, ``flexcore.region.publish``): point i's rows ``a x <= rhs`` enter as
+rows of the same form with ``V_ir = a P_i`` (slack column included), ``S = a`` on the bids,
+``g`` = the slack column's entry, ``ub = rhs`` (the DSO applied the base-case rule), each
+row vacuous at the other points. A format-2 MV package has one column per area injection
+(``mv_column``) and one per published link (``mv_slack_column``: the area's slack change,
+tied to the LV block's ``sum_i (s_i + o_i b_i)``); an area without a published link has
+its slack change free within :data:`S_MAX_PU`. The TSO predicts nothing for format-2
+blocks (only the DSOs can). **Order:** the rows of every block are ordered by content and
+its columns by the bid table (format 2: not by the DSO's shuffle), so neither a DSO's key
+salt nor its shuffle changes the MILP.
+
+Only divisible bids (no ``min_mw``, not indivisible) are supported here. This module
+imports neither pandapower nor the grid code.
 """
 from __future__ import annotations
 

@@ -10,14 +10,17 @@ bus. The region's clearing adds one leak of its own: the coupling metadata
 (:func:`coupling_own_bus`), i.e. the own-bus answer, for free.
 
 The **hardened** MV package (format 2, :func:`flexcore.dso.privacy.harden`, the
-``privacy="exact"`` form) is audited too, for the before/after figures. It cannot be
-cleared by :func:`flexcore.market.multi.clear_region` as it is: the coupling needs the MV
-package's voltage prediction at each area's slack bus (keyed rows, base values), which
-format 2 removes by design. Those **coupling rows** alone (the MV package restricted to
-the areas' slack-bus voltage rows, no loading rows) are audited as ``mv_coupling``: what a
-hardened-but-coupled MV package would still have to publish. Their VTDF block
-``S_ab = dV_mv(a) / dP_b`` is the shared path resistance of areas a and b to the source,
-so the ``subtrees`` attack reads the feeder nesting off it.
+``privacy="exact"`` form) is audited too, for the before/after figures. The coupling needs
+more than its limit rows: the MV package's prediction of each area's slack voltage. Those
+**coupling rows** alone (the MV package restricted to the areas' slack-bus voltage rows)
+are audited as ``mv_coupling``: their VTDF block ``S_ab = dV_mv(a) / dP_b`` is the shared
+path resistance of areas a and b to the source, so the ``subtrees`` attack reads the feeder
+nesting off it.
+
+What the coupled clearing at ``privacy = "exact"`` actually published (format 2, lazily
+published rows and links, :mod:`flexcore.region.publish`) is attacked by
+:func:`audit_published`: :func:`attack_links` reads the nested groups off the published
+links, :func:`flexcore.dso.audit.audit` the MV limit rows.
 
 :func:`write_region_audit` writes ``audit_mv.json`` (format 1 and hardened) and
 ``audit_lv.json`` (one LV area) into a run folder.
