@@ -222,3 +222,24 @@ def test_clear_region_takes_lp_screened_format2_packages(setup, bids):
     assert count == 27 and best is not None
     assert clear_region(two[:3], 0.1 * total, mip_rel_gap=GAP).cost_eur_per_h == \
         pytest.approx(best.cost_eur_per_h, rel=1e-7)
+
+
+def test_region_config_privacy_and_secret_file(tmp_path):
+    from pathlib import Path
+
+    from scenarios.config import ConfigError
+    from scenarios.region import load_region_config
+
+    toml = tmp_path / "r.toml"
+    toml.write_text("[region]\n")
+    assert load_region_config(toml).privacy == "exact"         # the default
+    (tmp_path / "dso.secret").write_bytes(b"k" * 32)
+    toml.write_text('[region]\nprivacy = "full"\ndso_secret_file = "dso.secret"\n')
+    cfg = load_region_config(toml)
+    assert cfg.privacy == "full" and Path(cfg.dso_secret_file).read_bytes() == b"k" * 32
+    toml.write_text('[region]\nprivacy = "none"\n')
+    with pytest.raises(ConfigError, match=r"r\.toml: \[region\] privacy"):
+        load_region_config(toml)
+    toml.write_text('[region]\ndso_secret_file = "missing"\n')
+    with pytest.raises(ConfigError, match="dso_secret_file 'missing'"):
+        load_region_config(toml)
