@@ -30,7 +30,13 @@ from flexcore.grid.grids import load_grid
 from flexcore.region.dsos import SignedExchange
 from flexcore.region.profiles import ProfileError, region_profiles, simbench_day
 from flexcore.region.split import Region, split_region
-from flexcore.region.study import RegionReport, region_bids, run_region, setup_region
+from flexcore.region.study import (
+    PRIVACY_LEVELS,
+    RegionReport,
+    region_bids,
+    run_region,
+    setup_region,
+)
 from flexcore.runs import new_run_dir, versions, write_json, write_toml
 from scenarios.config import ConfigError
 
@@ -53,13 +59,19 @@ class RegionConfig:
     frame: int = 0
     #: audit the MV package and the largest LV package before clearing (audit_mv/lv.json)
     audit: bool = True
+    #: "exact": format-2 packages with lazily published rows and links (README "Privacy of
+    #: the region's packages"); "full": format 1 (research)
+    privacy: str = "exact"
+    #: a file holding the DSOs' master secret (ids, pseudonyms, salts); "": fresh per run
+    dso_secret_file: str = ""
 
 
 _TYPES: dict[str, type] = {"grid": str, "seed": int, "request_share": float,
                            "bid_share": list, "max_rounds": int, "areas": int, "coupled": bool,
                            "fractions": list, "time_limit_s": float,
                            "mip_rel_gap": float, "request_mw": float, "day_type": str,
-                           "date": str, "frame": int, "audit": bool}
+                           "date": str, "frame": int, "audit": bool, "privacy": str,
+                           "dso_secret_file": str}
 
 
 def load_region_config(path: str | Path) -> RegionConfig:
@@ -111,6 +123,14 @@ def load_region_config(path: str | Path) -> RegionConfig:
             simbench_day(data.get("day_type") or None, data.get("date") or None)
         except ProfileError as exc:
             raise ConfigError(f"{path}: [region] {exc}") from None
+    if data.get("privacy", "exact") not in PRIVACY_LEVELS:
+        raise ConfigError(f"{path}: [region] privacy must be one of {list(PRIVACY_LEVELS)}, "
+                          f"got {data['privacy']!r}")
+    secret_file = data.get("dso_secret_file", "")
+    if secret_file and not (path.parent / secret_file).is_file():
+        raise ConfigError(f"{path}: [region] dso_secret_file {secret_file!r}: no such file")
+    if secret_file:
+        data["dso_secret_file"] = str((path.parent / secret_file).resolve())
     if not 0 <= data.get("frame", 0) < 96:
         raise ConfigError(f"{path}: [region] frame must be a quarter-hour of the day, 0..95, "
                           f"got {data['frame']!r}")
@@ -146,7 +166,9 @@ def run_region_study(cfg: RegionConfig, *, out: str | Path | None = None,
     if cfg.areas:
         names = names[:cfg.areas]
     bids = region_bids(region, seed=cfg.seed, share=cfg.bid_share, areas=names)
-    setup = setup_region(region, bids, coupled=cfg.coupled, fractions=cfg.fractions)
+    secret = Path(cfg.dso_secret_file).read_bytes() if cfg.dso_secret_file else None
+    setup = setup_region(region, bids, coupled=cfg.coupled, fractions=cfg.fractions,
+                         seed=cfg.seed, secret=secret)
     say(f"packages: {len(setup.lv)} LV areas{' + MV' if setup.mv else ''} "
         f"({sum(setup.times_s.values()):.1f} s)")
     total = float(sum(b.volume_mw.sum() for b in bids.values()))
@@ -162,8 +184,15 @@ def run_region_study(cfg: RegionConfig, *, out: str | Path | None = None,
     exchange = SignedExchange(folder / "packages", [d.name for d in setup.lv] + ["mv"])
     report = run_region(setup, request, max_rounds=cfg.max_rounds,
                         grid_name=cfg.grid, exchange=exchange, time_limit_s=cfg.time_limit_s,
-                        mip_rel_gap=cfg.mip_rel_gap)
+                        mip_rel_gap=cfg.mip_rel_gap, privacy=cfg.privacy, seed=cfg.seed)
     report.times_s = {"load_and_split": t_split, **report.times_s}
+    if cfg.audit and report.published is not None and report.published.mv is not None:
+        from flexcore.region.audit import write_published_audit
+
+        pa = write_published_audit(setup, report.published, folder)
+        say(f"what the coupled clearing published: {pa.links} of {pa.areas} links, nested "
+            f"area groups revealed {pa.nesting.count}/{pa.nesting.total} (every link: "
+            f"{pa.nesting_all_links.count}); audit_mv_published.json")
     write_toml(folder / "config.resolved.toml", {"region": asdict(cfg)},
                header="# resolved region scenario (runnable: flexcosim region THIS_FILE)")
     write_json(folder / "summary.json", report.as_dict())

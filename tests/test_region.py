@@ -133,6 +133,7 @@ def test_packages_cross_signed_and_a_wrong_key_is_refused(region, tmp_path):
 @pytest.mark.slow
 def test_region_command_writes_its_run_folder(tmp_path):
     import json
+    import re
 
     from scenarios.cli import main
 
@@ -148,7 +149,11 @@ def test_region_command_writes_its_run_folder(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["ac_safe"] and summary["status"] in ("optimal", "time_limit")
     assert (out / "areas.csv").read_text().count("\n") == 5      # header, 3 areas, mv
-    assert sorted(p.name for p in (out / "packages").iterdir()) == ["lv0", "lv1", "lv2", "mv"]
+    folders = sorted(p.name for p in (out / "packages").iterdir())  # public ids, not lv<k>
+    assert len(folders) == 4 and folders[-1] == "mv"
+    assert all(re.fullmatch(r"d[0-9a-f]{12}", f) for f in folders[:-1])
+    published = json.loads((out / "audit_mv_published.json").read_text())  # privacy exact
+    assert published["nesting"]["total"] == 2 and published["areas"] == 3
     assert (out / "region.png").stat().st_size > 10_000
     meta = json.loads((out / "meta.json").read_text())
     assert meta["profile"]["date"] == "2016-01-20" and meta["profile"]["frame"] == 72

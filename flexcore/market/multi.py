@@ -49,8 +49,20 @@ that is feasible for the full problem is optimal for it; the gap certificate is 
 the relaxation, hence of the full problem. On SimBench semiurb (111 packages) 10-16 areas
 end up full after 2-4 rounds.
 
-Only format-1 packages (the full linear model) and divisible bids (no ``min_mw``, not
-indivisible) are supported here. This module imports neither pandapower nor the grid code.
+**Format 2** (:class:`~flexcore.exchange.hardened.HardenedPackage`, e.g. the rows a region
+DSO publishes lazily, ``flexcore.region.publish``): point i's rows ``a x <= rhs`` enter as
+rows of the same form with ``V_ir = a P_i`` (slack column included), ``S = a`` on the bids,
+``g`` = the slack column's entry, ``ub = rhs`` (the DSO applied the base-case rule), each
+row vacuous at the other points. A format-2 MV package has one column per area injection
+(``mv_column``) and one per published link (``mv_slack_column``: the area's slack change,
+tied to the LV block's ``sum_i (s_i + o_i b_i)``); an area without a published link has
+its slack change free within :data:`S_MAX_PU`. The TSO predicts nothing for format-2
+blocks (only the DSOs can). **Order:** the rows of every block are ordered by content and
+its columns by the bid table (format 2: not by the DSO's shuffle), so neither a DSO's key
+salt nor its shuffle changes the MILP.
+
+Only divisible bids (no ``min_mw``, not indivisible) are supported here. This module
+imports neither pandapower nor the grid code.
 """
 from __future__ import annotations
 
@@ -66,8 +78,9 @@ import scipy.sparse as sp
 from flexcore.exchange.bids import BidTable
 from flexcore.exchange.clearing import ClearingError
 from flexcore.exchange.enums import ClearingStatus
+from flexcore.exchange.hardened import HardenedPackage
 from flexcore.exchange.limits import FloatArray, IntArray
-from flexcore.exchange.package import SensitivityPackage, check_bids
+from flexcore.exchange.package import AnyPackage, SensitivityPackage, check_bids
 from flexcore.market.direct import INF, LinearProgram, align_bids, solve_highs
 
 #: the reserved column id of an LV package's response to its slack voltage (p.u. per p.u.)
@@ -120,10 +133,13 @@ class AreaPackage:
     its bids, and where it hangs in the MV package (``None``: not coupled)."""
 
     name: str
-    package: SensitivityPackage
+    package: AnyPackage
     bids: BidTable
     mv_column: str | None = None       # the MV package column of this area's injection
     mv_slack_row: str | None = None    # the MV package voltage row of this area's slack
+    #: format 2: the MV package column of this area's slack-voltage change, when the MV DSO
+    #: published its link (module doc "Format 2"); None: the change is free within S_MAX_PU
+    mv_slack_column: str | None = None
 
 
 @dataclass
@@ -236,7 +252,7 @@ class _Block:
     block (the regions cover the box)."""
 
     name: str
-    pkg: SensitivityPackage
+    pkg: AnyPackage
     lo: FloatArray             # (n,) lower bounds of the activation
     hi: FloatArray
     weight: FloatArray         # (n,) cost per MW
@@ -247,6 +263,7 @@ class _Block:
     dv_hi: float = S_MAX_PU
     mv_col: int | None = None  # this area's column in the MV package
     mv_row: int | None = None  # the MV voltage row of this area's slack (coupled only)
+    mv_sigma: int | None = None  # format 2: the MV column of this area's slack change
     full: bool = True
     col0: int = 0
     # set by _prepare
@@ -257,6 +274,15 @@ class _Block:
     ub: FloatArray = field(default_factory=lambda: np.zeros(0))
     keep_up: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros((0, 0), bool))
     keep_down: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros((0, 0), bool))
+    #: (r,) position of each row in the content order (:func:`_content_rank`)
+    rank: IntArray = field(default_factory=lambda: np.zeros(0, np.int64))
+    #: format 2: (m, r) whether row r is one of point i's rows (None: every row is)
+    own: npt.NDArray[np.bool_] | None = None
+    #: format 2: the package as published (with the slack column) and the index of its
+    #: slack column (None: not coupled); ``pkg`` then holds the bid columns in block order
+    raw: HardenedPackage | None = None
+    raw_cols: IntArray | None = None   # (n,) the raw package column of each block column
+    k_slack: int | None = None
 
     @property
     def m(self) -> int:
@@ -268,7 +294,7 @@ class _Block:
 
     @property
     def coupled(self) -> bool:
-        return self.g_v is not None
+        return self.g_v is not None or (self.raw is not None and self.k_slack is not None)
 
     @property
     def bindable(self) -> bool:
@@ -315,13 +341,17 @@ class _Block:
 def _prepare(blk: _Block, *, prefilter: bool) -> None:
     """Stack each point's rows and keep the sides that can reach a limit from the point's
     box (and slack range): the exact range of ``S dP + g s`` over a box is ``centre +-
-    radius`` in closed form, so a dropped side cannot bind in the linear model."""
+    radius`` in closed form, so a dropped side cannot bind in the linear model. Format 2:
+    the rows are set by :func:`_hardened_rows` before."""
     pkg = blk.pkg
-    blk.sens = np.concatenate([pkg.vtdf, pkg.ltdf], axis=1)
-    blk.base = np.concatenate([pkg.vm_pu, pkg.loading_percent], axis=1)
-    blk.g = (np.concatenate([blk.g_v, blk.g_l], axis=1)
-             if blk.g_v is not None and blk.g_l is not None else None)
-    blk.lb, blk.ub = effective_limits(pkg)
+    if isinstance(pkg, SensitivityPackage):
+        blk.sens = np.concatenate([pkg.vtdf, pkg.ltdf], axis=1)
+        blk.base = np.concatenate([pkg.vm_pu, pkg.loading_percent], axis=1)
+        blk.g = (np.concatenate([blk.g_v, blk.g_l], axis=1)
+                 if blk.g_v is not None and blk.g_l is not None else None)
+        blk.lb, blk.ub = effective_limits(pkg)
+    else:
+        _hardened_rows(blk)
     lo_box, hi_box = blk.boxes()
     mid = np.einsum("mrn,mn->mr", blk.sens, 0.5 * (lo_box + hi_box))
     rad = np.einsum("mrn,mn->mr", np.abs(blk.sens), 0.5 * (hi_box - lo_box))
@@ -338,6 +368,82 @@ def _prepare(blk: _Block, *, prefilter: bool) -> None:
     else:
         blk.keep_up = np.broadcast_to(fin_u, blk.base.shape).copy()
         blk.keep_down = np.broadcast_to(fin_l, blk.base.shape).copy()
+    if blk.own is not None:
+        blk.keep_up &= blk.own
+        blk.keep_down &= blk.own
+    blk.rank = _content_rank(blk)
+
+
+def _content_rank(blk: _Block) -> IntArray:
+    """Each row's rank in an order by content (limits, base values, and fixed projections of
+    the sensitivities and slack response), not by the package's row order: a package's rows
+    come sorted by salted keys, so a DSO's salt would otherwise reorder the MILP's rows, and
+    HiGHS may end within the gap at another point (README "Privacy of the region's
+    packages"). Rows equal in all these keys are (but for a measure-zero chance) equal
+    rows, i.e. equal constraints, so their order does not matter."""
+    r = blk.base.shape[1]
+    if not r:
+        return np.zeros(0, np.int64)
+    flat = blk.sens.transpose(1, 0, 2).reshape(r, -1)
+    weights = np.cos(0.7 * np.arange(flat.shape[1]) + 0.1)
+    parts = [blk.lb[:, None], blk.ub[:, None], blk.base.T, (flat @ weights)[:, None]]
+    if blk.g is not None:
+        parts.append(blk.g.T)
+    keys = np.nan_to_num(np.hstack(parts), posinf=np.finfo(float).max,
+                         neginf=-np.finfo(float).max)
+    order = np.lexsort(keys.T[::-1])
+    rank = np.empty(r, np.int64)
+    rank[order] = np.arange(r)
+    return rank
+
+
+def _hardened_rows(blk: _Block) -> None:
+    """The rows of a format-2 block: point i's published rows ``a x <= rhs`` (``x`` with
+    the slack column's value ``o_i + s_i``) as rows of the format-1 form, i.e. ``base =
+    a P_i`` (slack column included), ``S = a`` on the bid columns, ``g`` = the slack
+    column's entry, ``ub = rhs``, ``lb = -inf``; rows of all points stacked, each marked as
+    its point's own (``own``). The publisher applied the base-case rule itself."""
+    raw, cols = blk.raw, blk.raw_cols
+    assert raw is not None and cols is not None
+    m = raw.m
+    r = int(sum(raw.row_counts))
+    blk.sens = np.zeros((m, r, cols.size))
+    blk.base = np.zeros((m, r))
+    blk.own = np.zeros((m, r), bool)
+    g = np.zeros((m, r)) if blk.k_slack is not None else None
+    blk.ub = np.zeros(r)
+    start = 0
+    for i, (a, rhs) in enumerate(zip(raw.rows_a, raw.rows_rhs)):
+        sl = slice(start, start + a.shape[0])
+        blk.sens[i, sl] = a[:, cols]
+        blk.base[i, sl] = a @ raw.p_flex_mw[i]
+        if g is not None:
+            g[i, sl] = a[:, blk.k_slack]
+        blk.ub[sl] = rhs
+        blk.own[i, sl] = True
+        start = sl.stop
+    blk.lb = np.full(r, -np.inf)
+    blk.g = g
+
+
+def _hardened(name: str, hp: HardenedPackage, ids: Sequence[str], lo: FloatArray,
+              hi: FloatArray, weight: FloatArray, *, slack: bool) -> _Block:
+    """A block of the format-2 package ``hp`` with its columns in the order ``ids`` (the
+    TSO's order, not the DSO's shuffle: the MILP does not depend on it) and, with
+    ``slack``, the package's :data:`SLACK_COLUMN` as the slack-voltage change."""
+    where = {c: k for k, c in enumerate(hp.columns)}
+    cols = np.array([where[c] for c in ids], np.int64)
+    k_slack = where.get(SLACK_COLUMN) if slack else None
+    bare = HardenedPackage(
+        privacy=hp.privacy, columns=tuple(ids), points=hp.points,
+        p_flex_mw=hp.p_flex_mw[:, cols], rows_a=tuple(a[:, cols] for a in hp.rows_a),
+        rows_rhs=hp.rows_rhs, excluded=hp.excluded, undeliverable=hp.undeliverable)
+    off = None if k_slack is None else hp.p_flex_mw[:, k_slack].copy()
+    if off is not None and np.any(np.abs(off) > S_MAX_PU):
+        raise ClearingError(f"area {name!r}, column {SLACK_COLUMN!r}: a point's slack offset "
+                            f"exceeds {S_MAX_PU} p.u.")
+    return _Block(name, bare, lo, hi, weight, None, None, off, raw=hp, raw_cols=cols,
+                  k_slack=k_slack)
 
 
 def _full_rows(rows: _Rows, blk: _Block) -> None:
@@ -367,6 +473,8 @@ def _full_rows(rows: _Rows, blk: _Block) -> None:
     for keep, limit, lo, hi in ((blk.keep_up, blk.ub, -INF, 0.0),
                                 (blk.keep_down, blk.lb, 0.0, INF)):
         ii, rr = np.nonzero(keep)
+        order = np.lexsort((blk.rank[rr], ii))       # by point, then by content
+        ii, rr = ii[order], rr[order]
         cols = [dp[ii], b[ii][:, None]]
         vals = [blk.sens[ii, rr], (blk.base[ii, rr] - limit[rr])[:, None]]
         if blk.g is not None:
@@ -383,7 +491,10 @@ def _columns(blk: _Block) -> tuple[FloatArray, FloatArray, FloatArray, npt.NDArr
     lo_box, hi_box = blk.boxes()
     cost = [np.tile(blk.weight, m), blk.pkg.p_flex_mw @ blk.weight]
     lo = [np.minimum(lo_box, 0.0).ravel(), np.zeros(m)]
-    hi = [np.maximum(hi_box, 0.0).ravel(), np.ones(m)]
+    b_hi = np.ones(m)
+    if isinstance(blk.pkg, HardenedPackage):
+        b_hi[list(blk.pkg.excluded)] = 0.0     # a region empty on its own (format 2)
+    hi = [np.maximum(hi_box, 0.0).ravel(), b_hi]
     integ = [np.zeros(m * blk.n, np.int8), np.ones(m, np.int8)]
     if blk.coupled:
         s_lo, s_hi = blk.s_range()
@@ -408,6 +519,7 @@ def _slack_ranges(blocks: Sequence[_Block], mv_blk: _Block) -> None:
     linear model reaches from its points over the areas' bounds, and within the MV row's
     limits (exact for the linear model; keeps the LV rows and s bounds tight)."""
     mv = mv_blk.pkg
+    assert isinstance(mv, SensitivityPackage)
     z = _zero_point(mv)
     lb, ub = effective_limits(mv)
     lo_box, hi_box = mv_blk.boxes()
@@ -423,15 +535,33 @@ def _slack_ranges(blocks: Sequence[_Block], mv_blk: _Block) -> None:
 
 
 def _lv_block(area: AreaPackage) -> _Block:
+    if isinstance(area.package, HardenedPackage):
+        hp = area.package
+        cols = [c for c in hp.columns if c != SLACK_COLUMN]
+        if set(cols) != set(area.bids.ids) or len(cols) != len(area.bids.ids):
+            raise ClearingError(f"area {area.name!r}: the bids do not match the package's "
+                                "columns")
+        blk = _hardened(area.name, hp, area.bids.ids, area.bids.lower_mw, area.bids.upper_mw,
+                        area.bids.price_eur_per_mwh, slack=SLACK_COLUMN in hp.columns)
+        bids = align_bids(blk.pkg, area.bids)       # same order; island bids fixed to 0
+        check_bids(blk.pkg, bids)
+        _divisible(area.name, bids)
+        blk.lo, blk.hi = bids.lower_mw, bids.upper_mw
+        blk.weight = bids.price_eur_per_mwh * np.sign(bids.volume_mw)
+        return blk
     pkg, g_v, g_l, g_off = split_slack_column(area.package)
     bids = (area.bids if area.bids.ids == pkg.columns and not pkg.undeliverable
             else align_bids(pkg, area.bids))
     check_bids(pkg, bids)
-    if (bids.indivisible | (bids.min_mw > 0)).any():
-        raise ClearingError(f"area {area.name!r}: indivisible bids or bids with min_mw are not "
-                            "supported by the region clearing")
+    _divisible(area.name, bids)
     weight = bids.price_eur_per_mwh * np.sign(bids.volume_mw)
     return _Block(area.name, pkg, bids.lower_mw, bids.upper_mw, weight, g_v, g_l, g_off)
+
+
+def _divisible(name: str, bids: BidTable) -> None:
+    if (bids.indivisible | (bids.min_mw > 0)).any():
+        raise ClearingError(f"area {name!r}: indivisible bids or bids with min_mw are not "
+                            "supported by the region clearing")
 
 
 @dataclass
@@ -463,7 +593,7 @@ def _program(model: _Model) -> LinearProgram:
              np.concatenate([v for _, v in terms])[None, :], model.request_mw,
              model.request_mw)
     mv_blk = model.mv_blk
-    if mv_blk is not None and model.v0 is not None:
+    if mv_blk is not None:
         mv = mv_blk.pkg
         for blk in model.blocks:
             if blk.mv_col is None:
@@ -472,7 +602,17 @@ def _program(model: _Model) -> LinearProgram:
             c_lv, v_lv = _x_terms(blk)
             rows.add(np.concatenate([c_mv, c_lv])[None, :],
                      np.concatenate([v_mv, -v_lv])[None, :], 0.0, 0.0)
-            if not (blk.full and blk.coupled) or blk.mv_row is None:
+            if not (blk.full and blk.coupled):
+                continue
+            if blk.mv_sigma is not None:    # format 2: sigma_mv = sum_i (s_i + o_i b_i)
+                assert blk.g_off is not None
+                c_mv, v_mv = _x_terms(mv_blk, np.array([blk.mv_sigma]))
+                rows.add(np.concatenate([c_mv, blk.s, blk.b])[None, :],
+                         np.concatenate([v_mv, -np.ones(blk.m), -blk.g_off])[None, :],
+                         0.0, 0.0)
+                continue
+            if blk.mv_row is None or model.v0 is None or not isinstance(mv,
+                                                                        SensitivityPackage):
                 continue
             # sum_i (s_i + o_i b_i) = sum_k (V_k,r b_k + S_k,r dP_k) - V_0,r
             r = blk.mv_row
@@ -557,13 +697,26 @@ def _start(model: _Model, lp: LinearProgram, relaxed_x: FloatArray | None, bound
 def _mv_slack(model: _Model, x: FloatArray) -> tuple[int | None, FloatArray | None]:
     """The selected MV point and the predicted MV voltage change (per MV vm row), as the
     slack link rows compute it: ``sum_k V_k b_k + S_k dP_k - V_0`` (also for an LP
-    relaxation's fractional ``b``)."""
+    relaxation's fractional ``b``); format 2: (point, None)."""
     mv_blk = model.mv_blk
-    if mv_blk is None or model.v0 is None:
+    if mv_blk is None:
         return None, None
     mv = mv_blk.pkg
+    if model.v0 is None or not isinstance(mv, SensitivityPackage):
+        return int(np.argmax(x[mv_blk.b])), None
     dv = mv.vm_pu.T @ x[mv_blk.b] + np.einsum("mrn,mn->r", mv.vtdf, x[mv_blk.dp]) - model.v0
     return int(np.argmax(x[mv_blk.b])), dv
+
+
+def _slack_of(model: _Model, x: FloatArray, dv_mv: FloatArray | None, blk: _Block) -> float:
+    """The slack-voltage change the MV package gives a relaxed coupled area in ``x``; 0 (the
+    base set point, within every point's range) when its link is not published."""
+    if dv_mv is not None and blk.mv_row is not None:
+        return float(dv_mv[blk.mv_row])
+    if model.mv_blk is not None and blk.mv_sigma is not None:
+        c, v = _x_terms(model.mv_blk, np.array([blk.mv_sigma]))
+        return float(x[c] @ v)
+    return 0.0
 
 
 def _relaxed_point(blk: _Block, act: FloatArray, dv: float) -> int | None:
@@ -583,6 +736,10 @@ def _relaxed_point(blk: _Block, act: FloatArray, dv: float) -> int | None:
             pred = pred + blk.g[i] * s
         ok = (pred <= blk.ub + _CHECK_TOL * (1 + np.abs(blk.ub))) & \
              (pred >= blk.lb - _CHECK_TOL * (1 + np.abs(blk.lb)))
+        if blk.own is not None:
+            ok |= ~blk.own[i]
+        if isinstance(blk.pkg, HardenedPackage) and int(i) in blk.pkg.excluded:
+            continue
         if ok.all():
             return int(i)
     return None
@@ -603,8 +760,7 @@ def _selection(model: _Model, x: FloatArray
                              float(x[blk.s[i]]) if blk.coupled else 0.0)
             continue
         act = np.clip(x[blk.x], blk.lo, blk.hi)
-        dv = float(dv_mv[blk.mv_row]) if (dv_mv is not None and blk.coupled
-                                          and blk.mv_row is not None) else 0.0
+        dv = _slack_of(model, x, dv_mv, blk) if blk.coupled else 0.0
         pt = _relaxed_point(blk, act, dv)
         if pt is None:
             bad.append(blk)
@@ -614,15 +770,48 @@ def _selection(model: _Model, x: FloatArray
     return out, bad
 
 
-def _setup(areas: Sequence[AreaPackage], request_mw: float, mv: SensitivityPackage | None,
+def _hardened_mv(areas: Sequence[AreaPackage], blocks: list[_Block], mv: HardenedPackage
+                 ) -> _Block:
+    """The block of a format-2 MV package: columns = the areas' injections (``mv_column``)
+    and the published links' slack changes (``mv_slack_column``, bounded by
+    :data:`S_MAX_PU`), in the order of ``areas`` (not the MV DSO's shuffle)."""
+    inj = [a.mv_column for a in areas if a.mv_column is not None]
+    sig = [a.mv_slack_column for a in areas if a.mv_slack_column is not None]
+    if set(mv.columns) != set(inj) | set(sig) or len(mv.columns) != len(inj) + len(sig):
+        raise ClearingError("the MV package's columns must be the areas' mv_column and "
+                            "mv_slack_column")
+    by_col = {a.mv_column: b for a, b in zip(areas, blocks)}
+    lo = np.r_[[by_col[c].lo.sum() for c in inj], np.full(len(sig), -S_MAX_PU)]
+    hi = np.r_[[by_col[c].hi.sum() for c in inj], np.full(len(sig), S_MAX_PU)]
+    mv_blk = _hardened("mv", mv, [str(c) for c in inj + sig], lo, hi, np.zeros(len(lo)),
+                       slack=False)
+    pos = {c: k for k, c in enumerate(inj + sig)}
+    for a, b in zip(areas, blocks):
+        if a.mv_column is None:
+            b.g_v = b.g_l = b.g_off = None
+            b.k_slack = None
+            continue
+        b.mv_col = pos[a.mv_column]
+        if a.mv_slack_column is not None and b.coupled:
+            b.mv_sigma = pos[a.mv_slack_column]
+    return mv_blk
+
+
+def _setup(areas: Sequence[AreaPackage], request_mw: float, mv: AnyPackage | None,
            *, prefilter: bool) -> _Model:
     names = [a.name for a in areas]
     if len(set(names)) != len(names):
         raise ClearingError("area names must be unique")
+    for p in [a.package for a in areas] + [mv]:
+        if isinstance(p, HardenedPackage):   # rows published for one request only
+            p.check_request(request_mw)
     blocks = [_lv_block(a) for a in areas]
     mv_blk: _Block | None = None
     v0: FloatArray | None = None
-    if mv is not None:
+    if isinstance(mv, HardenedPackage):
+        mv_blk = _hardened_mv(areas, blocks, mv)
+        _prepare(mv_blk, prefilter=prefilter)
+    elif mv is not None:
         if set(mv.columns) != {a.mv_column for a in areas if a.mv_column is not None}:
             raise ClearingError("the MV package's columns must be the areas' mv_column")
         z = _zero_point(mv)
@@ -648,6 +837,7 @@ def _setup(areas: Sequence[AreaPackage], request_mw: float, mv: SensitivityPacka
     else:
         for b in blocks:       # no MV package: nothing to couple to
             b.g_v = b.g_l = b.g_off = None
+            b.k_slack = None
     for b in blocks:
         _prepare(b, prefilter=prefilter)
     return _Model(float(request_mw), blocks, mv_blk, v0)
@@ -712,7 +902,7 @@ def _lazy_round(model: _Model, fixed: Mapping[str, int], times: dict[str, float]
 
 
 def clear_region(areas: Sequence[AreaPackage], request_mw: float, *,
-                 mv: SensitivityPackage | None = None,
+                 mv: AnyPackage | None = None,
                  fixed_points: Mapping[str, int] | None = None, prefilter: bool = True,
                  lazy: bool = True, mip_rel_gap: float = 1e-6,
                  time_limit_s: float | None = None, mip_start: bool = True
@@ -769,13 +959,15 @@ def clear_region(areas: Sequence[AreaPackage], request_mw: float, *,
     res.cost_eur_per_h = obj
     for b in model.blocks:
         i, act, ds = sel[b.name]
+        res.points[b.name] = i
+        res.activation_mw[b.name] = act
+        res.slack_dv_pu[b.name] = ds + (float(b.g_off[i]) if b.g_off is not None else 0.0)
+        if not isinstance(b.pkg, SensitivityPackage):
+            continue        # format 2: only the DSO can predict its rows
         vm, ld = b.pkg.predict(i, act)
         if b.coupled:
             vm = vm + b.g_v[i] * ds                    # type: ignore[index]
             ld = ld + b.g_l[i] * ds                    # type: ignore[index]
-        res.points[b.name] = i
-        res.activation_mw[b.name] = act
-        res.slack_dv_pu[b.name] = ds + (float(b.g_off[i]) if b.g_off is not None else 0.0)
         res.predicted_vm_pu[b.name] = vm
         res.predicted_loading_percent[b.name] = ld
     if model.mv_blk is not None:
@@ -783,13 +975,14 @@ def clear_region(areas: Sequence[AreaPackage], request_mw: float, *,
         assert k is not None
         res.mv_point = k
         mvp = model.mv_blk.pkg
-        res.mv_predicted_vm_pu, res.mv_predicted_loading_percent = mvp.predict(
-            k, mvp.p_flex_mw[k] + x[model.mv_blk.dp[k]])
+        if isinstance(mvp, SensitivityPackage):
+            res.mv_predicted_vm_pu, res.mv_predicted_loading_percent = mvp.predict(
+                k, mvp.p_flex_mw[k] + x[model.mv_blk.dp[k]])
     return res
 
 
 def enumerate_regions(areas: Sequence[AreaPackage], request_mw: float, *,
-                      mv: SensitivityPackage | None = None, **options: object
+                      mv: AnyPackage | None = None, **options: object
                       ) -> tuple[RegionClearing | None, int]:
     """The oracle: one LP per combination of regions (``m^N``); the cheapest feasible one
     and the number of LPs solved."""

@@ -10,22 +10,27 @@ bus. The region's clearing adds one leak of its own: the coupling metadata
 (:func:`coupling_own_bus`), i.e. the own-bus answer, for free.
 
 The **hardened** MV package (format 2, :func:`flexcore.dso.privacy.harden`, the
-``privacy="exact"`` form) is audited too, for the before/after figures. It cannot be
-cleared by :func:`flexcore.market.multi.clear_region` as it is: the coupling needs the MV
-package's voltage prediction at each area's slack bus (keyed rows, base values), which
-format 2 removes by design. Those **coupling rows** alone (the MV package restricted to
-the areas' slack-bus voltage rows, no loading rows) are audited as ``mv_coupling``: what a
-hardened-but-coupled MV package would still have to publish. Their VTDF block
-``S_ab = dV_mv(a) / dP_b`` is the shared path resistance of areas a and b to the source,
-so the ``subtrees`` attack reads the feeder nesting off it.
+``privacy="exact"`` form) is audited too, for the before/after figures. The coupling needs
+more than its limit rows: the MV package's prediction of each area's slack voltage. Those
+**coupling rows** alone (the MV package restricted to the areas' slack-bus voltage rows)
+are audited as ``mv_coupling``: their VTDF block ``S_ab = dV_mv(a) / dP_b`` is the shared
+path resistance of areas a and b to the source, so the ``subtrees`` attack reads the feeder
+nesting off it.
+
+What the coupled clearing at ``privacy = "exact"`` actually published (format 2, lazily
+published rows and links, :mod:`flexcore.region.publish`) is attacked by
+:func:`audit_published`: :func:`attack_links` reads the nested groups off the published
+links, :func:`flexcore.dso.audit.audit` the MV limit rows.
 
 :func:`write_region_audit` writes ``audit_mv.json`` (format 1 and hardened) and
 ``audit_lv.json`` (one LV area) into a run folder.
 """
 from __future__ import annotations
 
+import copy
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +38,7 @@ import numpy as np
 
 from flexcore.dso.audit import AuditReport, Score, attack_subtrees, audit, true_downstream_sets
 from flexcore.dso.privacy import harden
+from flexcore.exchange.hardened import HardenedPackage
 
 #: salts an attacker who knows the region's naming scheme tries first: the MV DSO's and
 #: every area's name (:func:`flexcore.region.dsos.make_lv_dso` / ``make_mv_dso``)
@@ -108,7 +114,9 @@ def audit_region(setup: Any, *, lv_area: str | None = None, hardened: bool = Tru
     if setup.mv is None:
         raise ValueError("the region setup has no MV package (coupled = false)")
     mv = setup.mv
-    guesses = (MV_SALT,) + tuple(d.name for d in setup.lv)
+    # the old naming scheme ("mv", "lv<trafo>") and the public ids: the salts are private
+    guesses = (MV_SALT,) + tuple(getattr(setup, "area_names", {}).values()) + tuple(
+        d.name for d in setup.lv)
     rep_mv = audit(mv.package, net=mv.lin.net, keymap=mv.lin.keymap, salt_guesses=guesses,
                    order_permutations=order_permutations)
     rep_h = None
@@ -144,4 +152,139 @@ def write_region_audit(setup: Any, folder: str | Path, **kw: Any) -> RegionAudit
          "coupling_nesting": doc["coupling_nesting"], "summary": res.summary()}, indent=1))
     (folder / "audit_lv.json").write_text(json.dumps(
         {"lv_area": res.lv_name, "lv": doc["lv"]}, indent=1))
+    return res
+
+
+# --------------------------------------------------------------------------- coupled, format 2
+#: entries of a link row closer than this (relative to its largest) are one shared path:
+#: areas branching off at one node differ only by second-order terms (~1e-5 relative),
+#: nodes by an MV line segment's resistance (percents of the path)
+LINK_TOL = 1e-3
+
+
+def attack_links(package: HardenedPackage, slack_columns: Mapping[str, str]
+                 ) -> set[frozenset[str]]:
+    """The nesting an attacker reads off the links of a published format-2 MV package.
+
+    ``slack_columns``: area id -> its slack column (what the TSO must know to chain the
+    packages). Every published row with an entry in area ``a``'s slack column is ``(t,
+    -1)`` up to scale on (injections, sigma_a): ``t_b = dV_a / dP_b``, the resistance the
+    paths of ``a`` and ``b`` share. Sorted from the largest, ``t`` falls in steps, one per
+    node of ``a``'s path where other areas branch off; the areas above a step (a drop of
+    more than :data:`LINK_TOL` of the largest entry) share the path up to that node: a
+    nested group (guessed when it has two or more areas). Returns the guessed groups (area
+    ids)."""
+    sig = set(slack_columns.values())
+    inj = [c for c in package.columns if c not in sig]
+    idx = np.array([package.columns.index(c) for c in inj], np.int64)
+    out: set[frozenset[str]] = set()
+    for col in slack_columns.values():
+        if col not in package.columns:
+            continue
+        k = package.columns.index(col)
+        for a in package.rows_a:
+            for row in a[np.abs(a[:, k]) > 0]:
+                t = row[idx] / -row[k]
+                scale = float(np.abs(t).max())
+                if scale <= 0.0:
+                    continue
+                order = np.argsort(-t / scale, kind="stable")
+                ts = t[order] / scale
+                steps = np.flatnonzero(ts[:-1] - ts[1:] > LINK_TOL)
+                for cut in steps[ts[steps] > LINK_TOL]:
+                    if cut >= 1:
+                        out.add(frozenset(inj[j] for j in order[:cut + 1]))
+    return out
+
+
+def true_nesting(mv: Any) -> set[frozenset[str]]:
+    """The MV DSO's truth: per MV branch (a bridge), the areas behind it, as sets of two or
+    more area ids (the MV package's columns)."""
+    cols = mv.package.columns
+    return {frozenset(cols[j] for j in t)
+            for t in true_downstream_sets(mv.lin.net, mv.lin.keymap, mv.package)
+            if t is not None and len(t) >= 2}
+
+
+def limit_rows_only(package: HardenedPackage, slack_columns: Mapping[str, str]
+                    ) -> HardenedPackage:
+    """``package`` without the slack columns and the link rows (the MV limit rows only)."""
+    sig = set(slack_columns.values())
+    keep = [j for j, c in enumerate(package.columns) if c not in sig]
+    drop = [j for j, c in enumerate(package.columns) if c in sig]
+    rows = [np.all(a[:, drop] == 0.0, axis=1) for a in package.rows_a]
+    return replace(package, columns=tuple(package.columns[j] for j in keep),
+                   p_flex_mw=package.p_flex_mw[:, keep],
+                   rows_a=tuple(a[r][:, keep] for a, r in zip(package.rows_a, rows)),
+                   rows_rhs=tuple(rhs[r] for rhs, r in zip(package.rows_rhs, rows)),
+                   request_mw=None)
+
+
+@dataclass(frozen=True)
+class PublishedAudit:
+    """What the coupled clearing at ``privacy = "exact"`` published, attacked: the nested
+    groups of areas the links give back (``nesting``) against every link published
+    (``nesting_all_links``, what a coupled format-1 clearing reveals to the same attack),
+    their bound (true groups containing a linked area), and the MV limit rows' audit."""
+
+    nesting: Score
+    nesting_all_links: Score
+    bound: int
+    links: int
+    areas: int
+    mv_rows: AuditReport
+    published: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"nesting": self.nesting.as_dict(),
+                "nesting_all_links": self.nesting_all_links.as_dict(),
+                "nesting_on_linked_paths": self.bound, "links": self.links,
+                "areas": self.areas, "mv_limit_rows": self.mv_rows.as_dict(),
+                "published": self.published}
+
+
+def audit_published(setup: Any, published: Any, *, order_permutations: int = 50
+                    ) -> PublishedAudit:
+    """Audit the MV package the coupled clearing last cleared at ``privacy = "exact"``
+    (``published``: the report's :class:`~flexcore.region.study.LazyPublication`) with
+    the real attacks (:func:`attack_links`, :func:`flexcore.dso.audit.audit`), scored
+    against the MV DSO's private model."""
+    from flexcore.region.publish import slack_column_id
+
+    mv = setup.mv
+    if mv is None or published is None or published.mv is None:
+        raise ValueError("no coupled clearing at privacy 'exact' to audit")
+    ids = [d.name for d in setup.lv]
+    slack = {a: slack_column_id(a) for a in ids}
+    truth = true_nesting(mv)
+    sides = published.mv
+    got = attack_links(published.mv_package, slack)
+    every = copy.deepcopy(sides)
+    for k in range(len(ids)):
+        every.add_link(k)
+    got_all = attack_links(every.publish(rng=np.random.default_rng(0)), slack)
+    linked = {ids[k] for k in sides.linked}
+    bound = sum(1 for t in truth if t & linked)
+
+    def score(key: str, guess: set[frozenset[str]], note: str) -> Score:
+        return Score(key, "link rows -> areas sharing an MV branch", len(truth & guess),
+                     len(truth), f"{len(guess)} groups guessed; {note}",
+                     applicable=bool(truth))
+
+    rows = limit_rows_only(published.mv_package, slack)
+    assert sides.key is not None
+    rep = audit(rows, net=mv.lin.net, keymap=mv.lin.keymap, hardening_key=sides.key,
+                order_permutations=order_permutations)
+    return PublishedAudit(score("nesting", got, f"{len(linked)} links published"),
+                          score("nesting_all_links", got_all, "every link published"),
+                          bound, len(linked), len(ids), rep, published.summary())
+
+
+def write_published_audit(setup: Any, published: Any, folder: str | Path, **kw: Any
+                          ) -> PublishedAudit:
+    """:func:`audit_published` into ``folder/audit_mv_published.json``."""
+    res = audit_published(setup, published, **kw)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "audit_mv_published.json").write_text(json.dumps(res.as_dict(), indent=1))
     return res

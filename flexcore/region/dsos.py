@@ -24,7 +24,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flexcore.dso.linearizer import FLEX_SGEN_NAME, Linearizer
 from flexcore.exchange.bids import BidTable
 from flexcore.exchange.limits import Limits
-from flexcore.exchange.package import SensitivityPackage, load_package, save_package
+from flexcore.exchange.package import (
+    AnyPackage,
+    SensitivityPackage,
+    load_package,
+    save_package,
+)
 from flexcore.grid.gridgen import GridError
 from flexcore.market.multi import (
     AreaPackage,
@@ -272,18 +277,25 @@ def _set_base(lin: Linearizer, net: pp.pandapowerNet) -> None:
 
 
 def make_mv_dso(region: Region, lv: list[LVDso], *,
-                fractions: tuple[float, ...] = (0.0, 0.5, 1.0), salt: str | None = None
-                ) -> MVDso:
+                fractions: tuple[float, ...] = (0.0, 0.5, 1.0), salt: str | None = None,
+                model_names: list[str] | None = None) -> MVDso:
+    """The MV DSO of ``region`` over the areas of ``lv`` (columns: their public names;
+    ``model_names``: their names in the MV model, default the area models' own names)."""
+    if model_names is None:
+        model_names = [str(d.area.net.name) for d in lv]
     return mv_dso(region.mv_net, [d.name for d in lv], [d.area.mv_bus for d in lv],
                   [float(d.bids.volume_mw.sum()) for d in lv], limits=region.mv_limits,
-                  fractions=fractions, salt=salt)
+                  fractions=fractions, salt=salt, model_names=model_names)
 
 
 def mv_dso(mv_net: pp.pandapowerNet, names: list[str], mv_buses: list[int],
            volume_mw: list[float], *, limits: Limits,
-           fractions: tuple[float, ...] = (0.0, 0.5, 1.0), salt: str | None = None) -> MVDso:
+           fractions: tuple[float, ...] = (0.0, 0.5, 1.0), salt: str | None = None,
+           model_names: list[str] | None = None) -> MVDso:
     """The MV DSO over ``mv_net`` (areas as loads ``"area <name>"``) with one column per
-    area (its bid total ``volume_mw`` at its MV bus), linearised at the model's loads."""
+    area (its bid total ``volume_mw`` at its MV bus), linearised at the model's loads.
+    ``names``: the areas' public ids (its column ids); ``model_names``: their names in
+    ``mv_net`` when these differ (the DSOs tell the MV DSO their public ids)."""
     bids = BidTable(ids=tuple(names), volume_mw=np.asarray(volume_mw, float),
                     price_eur_per_mwh=np.zeros(len(names)),
                     bus=np.asarray(mv_buses, np.int64))
@@ -291,8 +303,8 @@ def mv_dso(mv_net: pp.pandapowerNet, names: list[str], mv_buses: list[int],
     pkg = lin.linearize(fractions).package
     by_bus = {bus: k for k, bus in lin.keymap.vm_pu.items()}
     load_names = lin.net.load.name.astype(str)
-    area_load = {n: int(lin.net.load.index[load_names == AREA_LOAD_PREFIX + n][0])
-                 for n in names}
+    area_load = {n: int(lin.net.load.index[load_names == AREA_LOAD_PREFIX + m][0])
+                 for n, m in zip(names, model_names or names)}
     return MVDso(bids, lin, pkg, {n: by_bus[b] for n, b in zip(names, mv_buses)}, area_load)
 
 
@@ -327,18 +339,22 @@ class SignedExchange:
         self.keys = {n: Ed25519PrivateKey.generate() for n in names}
         self.shipped = 0
         self._round = 0
+        self._last: dict[str, tuple[AnyPackage, AnyPackage]] = {}
 
-    def _ship(self, name: str, package: SensitivityPackage) -> SensitivityPackage:
+    def _ship(self, name: str, package: AnyPackage) -> AnyPackage:
+        last = self._last.get(name)
+        if last is not None and last[0] is package:   # unchanged since it last crossed
+            return last[1]
         d = self.folder / name / f"round-{self._round}"
         save_package(package, d, signing_key=self.keys[name])
-        loaded = load_package(d, allow_full=True, trust=[self.keys[name].public_key()],
-                              require_signature=True)
-        assert isinstance(loaded, SensitivityPackage)
+        loaded = load_package(d, allow_full=isinstance(package, SensitivityPackage),
+                              trust=[self.keys[name].public_key()], require_signature=True)
         self.shipped += 1
+        self._last[name] = (package, loaded)
         return loaded
 
-    def __call__(self, areas: list[AreaPackage], mv: SensitivityPackage | None
-                 ) -> tuple[list[AreaPackage], SensitivityPackage | None]:
+    def __call__(self, areas: list[AreaPackage], mv: AnyPackage | None
+                 ) -> tuple[list[AreaPackage], AnyPackage | None]:
         out = [replace(a, package=self._ship(a.name, a.package)) for a in areas]
         mv_out = self._ship("mv", mv) if mv is not None else None
         self._round += 1

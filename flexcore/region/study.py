@@ -22,10 +22,11 @@ import pandapower as pp
 
 from flexcore.dso.linearizer import FLEX_SGEN_NAME
 from flexcore.exchange.bids import BidTable
+from flexcore.exchange.hardened import HardenedPackage
 from flexcore.exchange.limits import Limits
 from flexcore.grid import ppinternals, sensitivity
 from flexcore.grid.powerflow import PF_OPTIONS
-from flexcore.market.multi import RegionClearing, clear_region
+from flexcore.market.multi import AreaPackage, RegionClearing, clear_region
 from flexcore.region.dsos import (
     LVDso,
     MVDso,
@@ -35,7 +36,18 @@ from flexcore.region.dsos import (
     make_lv_dso,
     make_mv_dso,
 )
+from flexcore.region.ids import identities
+from flexcore.region.publish import (
+    LazySides,
+    lv_sides,
+    mv_sides,
+    slack_changes,
+    slack_column_id,
+)
 from flexcore.region.split import Region
+
+#: the MV DSO's name (a role, public: its package is the one over area injections)
+MV_NAME = "mv"
 
 #: the source's Table 1 RMSE (p.u., %): the error target on the rows that matter
 TABLE1_VM_PU = 2.6e-5
@@ -207,10 +219,14 @@ class RegionReport:
     history: list[dict[str, Any]] = field(default_factory=list)
     #: the final dispatch's AC power flow of the whole region (not in as_dict)
     ac: RegionAC | None = field(default=None, repr=False, compare=False)
+    #: what the DSOs published for the final clearing (privacy "exact"; not in as_dict)
+    published: LazyPublication | None = field(default=None, repr=False, compare=False)
+    privacy: str = "full"
 
     def as_dict(self) -> dict[str, Any]:
-        d = asdict(replace(self, ac=None))
+        d = asdict(replace(self, ac=None, published=None))
         d.pop("ac")
+        d.pop("published")
         d["table1_rmse"] = {"vm_pu": TABLE1_VM_PU, "loading_percent": TABLE1_LOADING_PERCENT}
         d["within_table1"] = {"vm": self.max_vm_err_pu <= TABLE1_VM_PU,
                               "loading": self.max_loading_err_percent
@@ -259,20 +275,150 @@ class RegionSetup:
     grid: RegionGrid
     bid_bus: np.ndarray
     times_s: dict[str, float]
+    #: public DSO id -> the area's private name (``lv<trafo>``); the runner's view only
+    area_names: dict[str, str] = field(default_factory=dict)
+    #: DSO (public id, "mv") -> seed of its publications' shuffles (each DSO's own)
+    shuffle_seeds: dict[str, int] = field(default_factory=dict)
+
+    def area_name(self, dso: LVDso) -> str:
+        return self.area_names.get(dso.name, dso.name)
 
 
 def setup_region(region: Region, bids: dict[str, BidTable], *, coupled: bool = True,
-                 fractions: tuple[float, ...] = (0.0, 0.5, 1.0)) -> RegionSetup:
+                 fractions: tuple[float, ...] = (0.0, 0.5, 1.0), seed: int = 0,
+                 secret: str | bytes | None = None) -> RegionSetup:
+    """The DSOs of ``region`` (one per area in ``bids``, keyed by area name) and the
+    validator's grid. Each DSO is known to the TSO by its public id, its bids by pseudonyms,
+    and salts its row keys privately (:mod:`flexcore.region.ids`, from ``seed`` and
+    ``secret``; None: fresh OS entropy, so ids differ between runs but the clearing does
+    not)."""
     t0 = time.perf_counter()
-    lv = [make_lv_dso(region, region.area(name), b, fractions=fractions, salt=name)
+    ids = identities(list(bids) + [MV_NAME], seed=seed, secret=secret)
+    lv = [make_lv_dso(region, replace(region.area(name), name=ids[name].public_id),
+                      ids[name].pseudonymous(b), fractions=fractions, salt=ids[name].salt)
           for name, b in bids.items()]
     t1 = time.perf_counter()
-    mv = make_mv_dso(region, lv, fractions=fractions, salt="mv") if coupled else None
+    mv = make_mv_dso(region, lv, fractions=fractions, salt=ids[MV_NAME].salt,
+                     model_names=list(bids)) if coupled else None
     t2 = time.perf_counter()
     bus = np.concatenate([d.bids.bus for d in lv])
     grid = RegionGrid(region, bus)
     return RegionSetup(region, lv, mv, grid, bus,
-                       {"lv_packages": t1 - t0, "mv_package": t2 - t1})
+                       {"lv_packages": t1 - t0, "mv_package": t2 - t1},
+                       {ids[n].public_id: n for n in bids},
+                       {(ids[n].public_id if n != MV_NAME else n): ids[n].shuffle_seed
+                        for n in ids})
+
+
+PRIVACY_LEVELS = ("full", "exact")
+
+
+@dataclass
+class LazyPublication:
+    """The DSOs' private state of one clearing at privacy ``"exact"``
+    (:mod:`flexcore.region.publish`): every DSO's sides, what it published last, and the
+    MV DSO's slack-voltage changes ``sigma`` of the last clearing (told to each LV DSO)."""
+
+    request_mw: float
+    lv: list[LazySides]
+    mv: LazySides | None
+    packages: list[HardenedPackage]
+    mv_package: HardenedPackage | None
+    slack_rows: list[str]
+    rngs: list[np.random.Generator]      # per LV DSO, then the MV DSO's
+    clearings: int = 0
+    sigma: np.ndarray | None = None
+
+    @classmethod
+    def start(cls, setup: RegionSetup, request_mw: float, seed: int,
+              previous: LazyPublication | None = None) -> LazyPublication:
+        """Every DSO's sides at its current package; the sides (by name) and links of
+        ``previous`` (the frame's earlier refinement round) are published from the start.
+        Each DSO shuffles with its own generator (``setup.shuffle_seeds``, else ``seed``)."""
+        coupled = setup.mv is not None
+        lv = [lv_sides(d.published() if coupled else d.package, request_mw=request_mw)
+              for d in setup.lv]
+        rows = [setup.mv.slack_row[d.name] for d in setup.lv] if setup.mv is not None else []
+        mv = mv_sides(setup.mv.package, rows, request_mw=request_mw) \
+            if setup.mv is not None else None
+        if previous is not None:
+            for new, old in zip(lv + ([mv] if mv else []),
+                                previous.lv + ([previous.mv] if previous.mv else [])):
+                if new is None or old is None:
+                    continue
+                names = {nm for nms, sel in zip(old.names, old.selected)
+                         for nm, s in zip(nms, sel) if s}
+                for sel, nms in zip(new.selected, new.names):
+                    sel |= np.fromiter((nm in names for nm in nms), bool, len(nms))
+                for a in old.linked:
+                    new.add_link(a)
+        rngs = [previous.rngs[k] if previous is not None else np.random.default_rng(
+            [setup.shuffle_seeds.get(name, 0), seed])
+            for k, name in enumerate([d.name for d in setup.lv] + [MV_NAME])]
+        return cls(float(request_mw), lv, mv, [x.publish(rng=r) for x, r in zip(lv, rngs)],
+                   mv.publish(rng=rngs[-1]) if mv is not None else None, rows, rngs)
+
+    def area_packages(self, setup: RegionSetup) -> list[AreaPackage]:
+        coupled = self.mv is not None
+        return [AreaPackage(d.name, p, d.bids, mv_column=d.name if coupled else None,
+                            mv_slack_column=slack_column_id(d.name)
+                            if self.mv is not None and k in self.mv.linked else None)
+                for k, (d, p) in enumerate(zip(setup.lv, self.packages))]
+
+    def check(self, setup: RegionSetup, clearing: RegionClearing) -> bool:
+        """Every DSO checks its private sides at the clearing (module doc of
+        :mod:`flexcore.region.publish`); True when some DSO published more."""
+        self.clearings += 1
+        changed = mv_changed = False
+        self.sigma = None
+        if setup.mv is not None and self.mv is not None:
+            assert clearing.mv_point is not None
+            y = injections(setup.lv, clearing)
+            k = clearing.mv_point
+            if self.mv.cut(k, np.r_[y, np.zeros(len(y))]) == "cut":
+                changed = mv_changed = True
+            self.sigma = slack_changes(setup.mv.package, self.slack_rows, k, y)
+        for j, (d, sides) in enumerate(zip(setup.lv, self.lv)):
+            x = clearing.activation_mw[d.name]
+            if self.sigma is not None:
+                x = np.r_[x, self.sigma[j]]
+            state = sides.cut(clearing.points[d.name], x)
+            if state == "cut":
+                self.packages[j] = sides.publish(rng=self.rngs[j])
+                changed = True
+            elif state == "published" and self.mv is not None and self.mv.add_link(j):
+                changed = mv_changed = True
+        if mv_changed and self.mv is not None:
+            self.mv_package = self.mv.publish(rng=self.rngs[-1])
+        return changed
+
+    def predict(self, setup: RegionSetup, clearing: RegionClearing) -> None:
+        """The DSOs' private predictions of their rows at the clearing, written into
+        ``clearing`` (format 2 carries none): LV rows at the MV DSO's slack change."""
+        for j, d in enumerate(setup.lv):
+            i, x = clearing.points[d.name], clearing.activation_mw[d.name]
+            vm, ld = d.package.predict(i, x)
+            if self.sigma is not None:
+                ds = float(self.sigma[j]) - float(d.slack_offset_pu[i])
+                vm, ld = vm + d.slack_vtdf[i] * ds, ld + d.slack_ltdf[i] * ds
+                clearing.slack_dv_pu[d.name] = float(self.sigma[j])
+            clearing.predicted_vm_pu[d.name] = vm
+            clearing.predicted_loading_percent[d.name] = ld
+        if setup.mv is not None and clearing.mv_point is not None:
+            clearing.mv_predicted_vm_pu, clearing.mv_predicted_loading_percent = \
+                setup.mv.package.predict(clearing.mv_point, injections(setup.lv, clearing))
+
+    def summary(self) -> dict[str, Any]:
+        lv_sides_n = [s.published_sides for s in self.lv]
+        return {"clearings": self.clearings,
+                "lv_sides_published": int(sum(lv_sides_n)),
+                "lv_sides_total": int(sum(sum(len(c) for c in s.c) for s in self.lv)),
+                "lv_packages_with_sides": int(sum(n > 0 for n in lv_sides_n)),
+                "mv_limit_sides_published": 0 if self.mv is None else int(sum(
+                    (sel & (lk < 0)).sum() for sel, lk in zip(self.mv.selected,
+                                                              self.mv.link))),
+                "mv_links_published": 0 if self.mv is None else len(self.mv.linked),
+                "areas": len(self.lv)}
 
 
 def _evaluate(setup: RegionSetup, clearing: RegionClearing, base: RegionAC
@@ -302,24 +448,47 @@ def _evaluate(setup: RegionSetup, clearing: RegionClearing, base: RegionAC
 
 def run_region(setup: RegionSetup, request_mw: float, *, max_rounds: int = 3,
                grid_name: str = "region", exchange: SignedExchange | None = None,
-               time_limit_s: float | None = None, mip_rel_gap: float = 1e-6
+               time_limit_s: float | None = None, mip_rel_gap: float = 1e-6,
+               privacy: str = "full", max_cuts: int = 200, seed: int = 0
                ) -> RegionReport:
     """Clear, check in AC, refine the active areas (and the MV package) until AC-safe and
     within the Table 1 RMSE on the relevant rows, at most ``max_rounds`` refinements.
-    ``exchange``: packages cross as signed folders, checked by the TSO before clearing."""
+    ``exchange``: packages cross as signed folders, checked by the TSO before clearing.
+    ``privacy``: ``"full"`` (format 1, the TSO gets every DSO's linear model) or
+    ``"exact"`` (format 2 with lazily published rows and links,
+    :mod:`flexcore.region.publish`; the same optimum; at most ``max_cuts`` clearings per
+    round; each DSO shuffles its rows and columns from its own secret and ``seed``)."""
+    if privacy not in PRIVACY_LEVELS:
+        raise ValueError(f"privacy must be one of {PRIVACY_LEVELS}, got {privacy!r}")
     t0 = time.perf_counter()
     base = setup.grid.run(setup.bid_bus, np.zeros(len(setup.bid_bus)))
     t_clear = t_ac = 0.0
     rounds = 0
     history: list[dict[str, Any]] = []
+    pub: LazyPublication | None = None
     while True:
         t1 = time.perf_counter()
-        pk = area_packages(setup.lv, setup.mv)
-        mv_pkg = setup.mv.package if setup.mv is not None else None
-        if exchange is not None:
-            pk, mv_pkg = exchange(pk, mv_pkg)
-        clearing = clear_region(pk, request_mw, mv=mv_pkg, time_limit_s=time_limit_s,
-                                mip_rel_gap=mip_rel_gap)
+        if privacy == "exact":
+            pub = LazyPublication.start(setup, request_mw, seed, previous=pub)
+            while True:
+                pk: list[AreaPackage] = pub.area_packages(setup)
+                mv_pkg: Any = pub.mv_package
+                if exchange is not None:
+                    pk, mv_pkg = exchange(pk, mv_pkg)
+                clearing = clear_region(pk, request_mw, mv=mv_pkg, time_limit_s=time_limit_s,
+                                        mip_rel_gap=mip_rel_gap)
+                if not clearing.ok or not pub.check(setup, clearing) \
+                        or pub.clearings >= max_cuts:
+                    break
+            if clearing.ok:
+                pub.predict(setup, clearing)
+        else:
+            pk = area_packages(setup.lv, setup.mv)
+            mv_pkg = setup.mv.package if setup.mv is not None else None
+            if exchange is not None:
+                pk, mv_pkg = exchange(pk, mv_pkg)
+            clearing = clear_region(pk, request_mw, mv=mv_pkg, time_limit_s=time_limit_s,
+                                    mip_rel_gap=mip_rel_gap)
         t2 = time.perf_counter()
         t_clear += t2 - t1
         if not clearing.ok:
@@ -342,7 +511,8 @@ def run_region(setup: RegionSetup, request_mw: float, *, max_rounds: int = 3,
             "binding_mv_rows": mvc.n_binding_vm + mvc.n_binding_loading,
             "binding_lv_rows": sum(c.n_binding_vm + c.n_binding_loading for c in checks),
             "mv_vm_max_pu": mvc.vm_max_pu, "mv_max_abs_loading_percent":
-                mvc.max_abs_loading_percent, "clearing_s": t2 - t1})
+                mvc.max_abs_loading_percent, "clearing_s": t2 - t1,
+            **({"published": pub.summary()} if pub is not None else {})})
         if (safe and accurate) or rounds >= max_rounds or not ac.converged:
             break
         rounds += 1
@@ -360,7 +530,7 @@ def run_region(setup: RegionSetup, request_mw: float, *, max_rounds: int = 3,
     areas = []
     for d, c in zip(setup.lv, checks):
         x = clearing.activation_mw.get(d.name, np.zeros(len(d.bids)))
-        areas.append(AreaReport(d.name, len(d.bids), float(x.sum()),
+        areas.append(AreaReport(setup.area_name(d), len(d.bids), float(x.sum()),
                                 float(np.abs(x) @ d.bids.price_eur_per_mwh), d.rounds,
                                 clearing.points.get(d.name), clearing.slack_dv_pu.get(d.name,
                                                                                       0.0), c))
@@ -376,7 +546,7 @@ def run_region(setup: RegionSetup, request_mw: float, *, max_rounds: int = 3,
         max_vm_err_pu=max(c.max_vm_err_pu for c in all_checks),
         max_loading_err_percent=max(c.max_loading_err_percent for c in all_checks),
         relevant_rows=sum(c.n_relevant_vm + c.n_relevant_loading for c in all_checks),
-        areas=areas, mv=mv_rep, ac=ac, history=history,
+        areas=areas, mv=mv_rep, ac=ac, history=history, published=pub, privacy=privacy,
         binding_mv_rows=mvc.n_binding_vm + mvc.n_binding_loading,
         binding_lv_rows=sum(c.n_binding_vm + c.n_binding_loading for c in checks),
         times_s={**setup.times_s, "clearing": t_clear, "region_ac": t_ac,
