@@ -139,10 +139,9 @@ def run_chunked(cfg: ScenarioConfig, *, out: str | Path | None = None, quiet: bo
     0: one after another in this process) and merge them into one run folder; returns
     (run folder, summary). The summary's ``chunk_layout`` says which chunks failed."""
     from flexcore.runs import new_run_dir, versions, write_json, write_toml
+    from scenarios.bergwald import run_clock
     from scenarios.runner import copy_results_readme, scenario_document
     from scenarios.sweep import run_tasks
-
-    from scenarios.bergwald import run_clock
 
     chunks = plan_chunks(cfg)
     run_clock(chunk_config(cfg, chunks[0]))   # bad input (e.g. warmup_frames): exit 2 now
@@ -224,6 +223,7 @@ def merge_chunks(run_dir: Path, cfg: ScenarioConfig, chunks: list[Chunk], record
     from flexcore.runs import write_json
     from scenarios.results import TABLES, UNIT_FLAG_COLUMNS, read_table, summarize, write_summary
 
+    t_merge = time.perf_counter()
     ts = run_dir / "timeseries"
     ts.mkdir(exist_ok=True)
     expected = [f.timestamp for f in cfg.clock().frames]
@@ -258,6 +258,7 @@ def merge_chunks(run_dir: Path, cfg: ScenarioConfig, chunks: list[Chunk], record
     summary["warmup_days"] = cfg.calendar.warmup_days
     summary["chunks_failed"] = sum(r["status"] != "done" for r in records.values())
     summary["frames_missing"] = len(expected) - len(frames)
+    summary["merge_s"] = time.perf_counter() - t_merge   # the tables (plots come after)
     summary["chunk_layout"] = [{"chunk": c.index, "start": c.start, "end": c.end,
                                 "run_start": c.run_start, "first_frame": c.first_frame,
                                 "frames": c.frames, "warmup_frames": c.warmup_frames,

@@ -1,6 +1,6 @@
 """Chunked calendar runs (``[calendar] chunks``, ``flexcosim run --chunks K``).
 
-Real runs of four workdays at 60 minutes on a SimBench LV grid with the default fleet and
+Real runs of four workdays at 60 minutes (eight frames a day) on a SimBench LV grid with the default fleet and
 requests morning and evening: the sequential run against the same span in two chunks (the
 second after one warm-up day), merged into one run folder. The first chunk's rows equal the
 sequential run's in every table; the second chunk covers the same frames, with the same
@@ -25,13 +25,16 @@ from scenarios.cli import main
 from scenarios.config import ConfigError, load_config, parse_config
 from scenarios.results import TABLES, read_table
 
-SPAN = ("2025-01-06", "2025-01-10")   # Monday .. Thursday: 96 frames at 60 minutes
+SPAN = ("2025-01-06", "2025-01-10")   # Monday .. Thursday
+PER_DAY = 8                           # slots 06-09 and 17-20 h at 60 minutes
+N = 4 * PER_DAY
 SCENARIO = f"""[scenario]
 name = "chunks"
 grid = "simbench:1-LV-semiurb4--0-no_sw"
 buildings = "grid_loads"
 seed = 4
 resolution_min = 60
+slots = "6-9,17-20"
 [calendar]
 start = "{SPAN[0]}"
 end = "{SPAN[1]}"
@@ -103,7 +106,7 @@ def test_plan_of_a_year_at_midnights_with_warm_up():
 def test_first_chunk_equals_the_sequential_run(runs):
     _, seq, run_dir, summary = runs
     cut = summary["chunk_layout"][1]["first_frame"]
-    assert cut == 48 and summary["chunks_failed"] == 0 and summary["frames_missing"] == 0
+    assert cut == 2 * PER_DAY and summary["chunks_failed"] == 0 and summary["frames_missing"] == 0
     for name in TABLES:
         a, b = _table(seq, name), _table(run_dir, name)
         pd.testing.assert_frame_equal(a[a["frame"] < cut].reset_index(drop=True),
@@ -114,14 +117,14 @@ def test_second_chunk_differs_only_through_unit_states(runs):
     _, seq, run_dir, summary = runs
     cut = summary["chunk_layout"][1]["first_frame"]
     a, b = _table(seq, "frames"), _table(run_dir, "frames")
-    assert b["frame"].tolist() == list(range(96))
+    assert b["frame"].tolist() == list(range(N))
     exogenous = ["frame", "timestamp", "day_type", "slot", "request_mw"]
     pd.testing.assert_frame_equal(a[exogenous], b[exogenous])
     ua, ub = _table(seq, "units"), _table(run_dir, "units")
     fixed = ["frame", "unit_id", "building", "class", "profile_mw"]
     pd.testing.assert_frame_equal(ua[fixed], ub[fixed])     # the same loads and PV
     stateless = (ua["class"] == "pv_curtailment") & (ua["frame"] >= cut)
-    assert stateless.sum() == 25 * 48
+    assert stateless.sum() == 25 * 2 * PER_DAY
     pd.testing.assert_frame_equal(ua[stateless], ub[stateless])
     differ = ua.loc[(ua["frame"] >= cut) & ~np.isclose(ua["state_soc"], ub["state_soc"],
                                                        equal_nan=True), "class"]
@@ -132,16 +135,16 @@ def test_the_folder_reads_like_a_run_folder(runs):
     cfg, _, run_dir, summary = runs
     frames = read_table(run_dir, "frames")
     assert frames["timestamp"].tolist() == [f.timestamp for f in cfg.clock().frames]
-    part = read_table(run_dir, "units", columns=["frame", "p_mw"], frames=range(40, 56))
-    assert sorted(set(part["frame"])) == list(range(40, 56))
+    part = read_table(run_dir, "units", columns=["frame", "p_mw"], frames=range(12, 20))
+    assert sorted(set(part["frame"])) == list(range(12, 20))
     stored = json.loads((run_dir / "summary.json").read_text())
-    assert stored["frames"] == 96 and stored["chunks"] == 2 and stored["warmup_days"] == 1
-    assert stored["warmup_frames"] == 24              # the second chunk's warm-up day
+    assert stored["frames"] == N and stored["chunks"] == 2 and stored["warmup_days"] == 1
+    assert stored["warmup_frames"] == PER_DAY         # the second chunk's warm-up day
     assert stored["cost_eur"] == pytest.approx(frames["cost_eur_per_h"].sum() * 1.0, rel=1e-12)
     dlv = frames["delivered_mw"].fillna(0.0)
     assert stored["delivered_up_mwh"] == pytest.approx(dlv.clip(lower=0).sum(), rel=1e-12)
     assert stored["delivered_down_mwh"] == pytest.approx(-dlv.clip(upper=0).sum(), rel=1e-12)
-    assert pd.read_csv(run_dir / "frames.csv")["frame"].tolist() == list(range(96))
+    assert pd.read_csv(run_dir / "frames.csv")["frame"].tolist() == list(range(N))
     again = load_config(run_dir / "config.resolved.toml")
     assert (again.calendar.chunks, again.calendar.warmup_days) == (2, 1)
     layout = json.loads((run_dir / "chunks.json").read_text())["layout"]
@@ -180,10 +183,10 @@ def test_check_prints_the_layout(tmp_path, capsys):
     assert main(["run", "--check", str(tmp_path / "s.toml"), "--chunks", "2"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[1:] == [
-        "chunk 0: 2025-01-06T00:00 .. 2025-01-08T00:00: frames 0..47 (48), warm-up from "
+        "chunk 0: 2025-01-06T00:00 .. 2025-01-08T00:00: frames 0..15 (16), warm-up from "
         "2025-01-06T00:00 (0 frames)",
-        "chunk 1: 2025-01-08T00:00 .. 2025-01-10T00:00: frames 48..95 (48), warm-up from "
-        "2025-01-07T00:00 (24 frames)"]
+        "chunk 1: 2025-01-08T00:00 .. 2025-01-10T00:00: frames 16..31 (16), warm-up from "
+        "2025-01-07T00:00 (8 frames)"]
 
 
 @pytest.mark.slow
@@ -193,6 +196,6 @@ def test_cli_runs_chunks_in_two_processes(runs, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["run", str(tmp_path / "s.toml"), "--chunks", "2", "--out", str(out),
                  "--quiet"]) == 0
-    assert "warm-up frames (run, not recorded)      24" in capsys.readouterr().out
+    assert "warm-up frames (run, not recorded)      8" in capsys.readouterr().out
     for name in TABLES:   # the same runs in worker processes: the same rows
         pd.testing.assert_frame_equal(_table(in_process, name), _table(out, name), obj=name)
