@@ -282,12 +282,17 @@ def _write_record(sweep_dir: Path, point: SweepPoint, result: dict) -> dict:
 
 # --------------------------------------------------------------------------- executors
 def _local_cluster(workers: int):
+    import logging
+
     from distributed import Client, LocalCluster
 
     from flexcore.runs import BLAS_THREAD_VARS
 
+    # silence_logs: Dask's own warnings (e.g. a worker killed at close after its run) stay
+    # out of the command's output; errors are still shown
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           dashboard_address=":0", env={v: "1" for v in BLAS_THREAD_VARS})
+                           dashboard_address=":0", env={v: "1" for v in BLAS_THREAD_VARS},
+                           silence_logs=logging.ERROR)
     return Client(cluster), cluster
 
 
