@@ -199,3 +199,46 @@ def test_cli_runs_chunks_in_two_processes(runs, tmp_path, capsys):
     assert "warm-up frames (run, not recorded)      8" in capsys.readouterr().out
     for name in TABLES:   # the same runs in worker processes: the same rows
         pd.testing.assert_frame_equal(_table(in_process, name), _table(out, name), obj=name)
+
+
+FAILING_SIM = '''
+from scenarios.examples.ext_battery import BatterySim
+
+
+class FailingSim(BatterySim):
+    """The example battery, broken: its simulator raises from mosaik time FAIL_AT_S on."""
+
+    def step(self, time, inputs, max_advance):
+        if time >= FAIL_AT_S:
+            raise RuntimeError("injected failure at %d s" % time)
+        return super().step(time, inputs, max_advance)
+'''
+
+
+def test_a_failing_chunk_is_recorded_and_the_others_frames_are_kept(tmp_path, monkeypatch):
+    """A unit simulator that breaks after 20 frames of a run: only the second chunk (8
+    warm-up frames + 16) gets there; the first chunk's 16 frames and the second's finished
+    ones are merged, the failure is in chunks.json and the summary."""
+    (tmp_path / "failing_sim.py").write_text(f"FAIL_AT_S = {20 * 3600}\n" + FAILING_SIM)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "s.toml").write_text(SCENARIO + '''
+[[external_unit]]
+name = "broken_battery"
+building = "LV4.101 Load 1"
+python = "failing_sim:FailingSim"
+model = "Battery"
+sim_params = { step_size = 3600 }
+''')
+    cfg = with_chunks(load_config(tmp_path / "s.toml"), chunks=2)
+    run_dir, summary = run_chunked(cfg, out=tmp_path / "run", workers=0)
+    layout = json.loads((run_dir / "chunks.json").read_text())["layout"]
+    assert [c["status"] for c in layout] == ["done", "failed"]
+    assert "injected failure at 72000 s" in layout[1]["error"] and "\n" not in layout[1]["error"]
+    assert summary["chunks_failed"] == 1 and summary["chunk_layout"][1]["status"] == "failed"
+    frames = read_table(run_dir, "frames")["frame"].tolist()
+    kept = frames[2 * PER_DAY:]           # the second chunk's finished frames, from 16 on
+    assert frames[:2 * PER_DAY] == list(range(2 * PER_DAY))
+    assert kept == list(range(2 * PER_DAY, 2 * PER_DAY + len(kept))) and len(kept) <= 12
+    assert summary["frames_missing"] == N - len(frames) >= 4
+    units = read_table(run_dir, "units", columns=["frame"])
+    assert sorted(set(units["frame"])) == frames
