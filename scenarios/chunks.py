@@ -2,7 +2,7 @@
 processes, merged into one ordinary run folder (README "Calendar runs").
 
 ``[calendar] chunks = K`` (or ``flexcosim run --calendar 2025 --chunks K``) splits the span
-at midnights into K consecutive date ranges with about equal numbers of frames
+at midnights into K consecutive date ranges with about equal work, warm-up included
 (:func:`plan_chunks`). Each chunk is an ordinary calendar run of its own in a worker
 process (the sweep's executor, :func:`scenarios.sweep.run_tasks`), written to
 ``<run>/chunks/<k>/``. Every chunk but the first starts ``[calendar] warmup_days`` W days
@@ -65,8 +65,9 @@ class Chunk:
 
 def plan_chunks(cfg: ScenarioConfig) -> list[Chunk]:
     """The chunks of a calendar scenario: ``cfg.calendar.chunks`` consecutive date ranges
-    split at midnights with about equal numbers of frames (of the span's clock: its day
-    types and slots), each after ``warmup_days`` of warm-up (cut at the span's start).
+    split at midnights with about equal work (the frames of the span's clock, its day types
+    and slots, plus the warm-up: ``warmup_days`` before each chunk but the first, cut at the
+    span's start), so the first chunk gets about the warm-up's frames more.
     ConfigError if the span has fewer dates with frames than chunks."""
     cal = cfg.calendar
     if cal is None:
@@ -80,10 +81,15 @@ def plan_chunks(cfg: ScenarioConfig) -> list[Chunk]:
                           f"{len(dates)} date(s); at most {len(dates)}")
     first = [bisect.bisect_left(starts, d) for d in dates]   # frame number at each date
     n, k = len(starts), cal.chunks
+    # equal work: chunk 0 runs [0, c1), chunk j [c_j, c_j+1) plus w warm-up frames, so
+    # c_j = j L - (j - 1) w with L = (n + (K - 1) w) / K; the cut is the nearest midnight
+    w = min(cal.warmup_days, len(dates)) * n / len(dates)
+    load = (n + (k - 1) * w) / k
     cuts = [0]
-    for j in range(1, k):   # the date whose first frame is nearest to j/K of the frames
+    for j in range(1, k):
         lo, hi = cuts[-1] + 1, len(dates) - (k - j)
-        cuts.append(min(range(lo, hi + 1), key=lambda i: abs(first[i] - j * n / k)))
+        target = j * load - (j - 1) * w
+        cuts.append(min(range(lo, hi + 1), key=lambda i: abs(first[i] - target)))
     span0, span1 = pd.Timestamp(cal.start), pd.Timestamp(cal.end)
     out = []
     for j, i in enumerate(cuts):
