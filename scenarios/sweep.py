@@ -281,18 +281,27 @@ def _write_record(sweep_dir: Path, point: SweepPoint, result: dict) -> dict:
 
 
 # --------------------------------------------------------------------------- executors
+#: Dask settings of the local workers: no statistical profiler (it samples the task's stack
+#: every 10 ms) and no GIL monitor (every 1 ms); measured on one Bergwald day in a worker,
+#: 23.6 s CPU with them vs 18.8 s without (17.9 s in this process)
+WORKER_CONFIG = {"distributed.worker.profile.enabled": False,
+                 "distributed.admin.system-monitor.gil.enabled": False}
+
+
 def _local_cluster(workers: int):
     import logging
 
+    import dask
     from distributed import Client, LocalCluster
 
     from flexcore.runs import BLAS_THREAD_VARS
 
     # silence_logs: Dask's own warnings (e.g. a worker killed at close after its run) stay
-    # out of the command's output; errors are still shown
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           dashboard_address=":0", env={v: "1" for v in BLAS_THREAD_VARS},
-                           silence_logs=logging.ERROR)
+    # out of the command's output; errors are still shown. The nannies hand the config on.
+    with dask.config.set(WORKER_CONFIG):
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               dashboard_address=":0", env={v: "1" for v in BLAS_THREAD_VARS},
+                               silence_logs=logging.ERROR)
     return Client(cluster), cluster
 
 
