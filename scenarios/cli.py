@@ -159,6 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--calendar", metavar="YEAR|START..END",
                      help="real dates instead of the representative days, e.g. 2025 or "
                           "2025-01-01..2025-02-01 (end exclusive; README 'Calendar runs')")
+    run.add_argument("--chunks", type=int, metavar="K", default=None,
+                     help="calendar runs: split the span into K consecutive chunks run in "
+                          "parallel processes, merged into one run folder (default: "
+                          "[calendar] chunks, 1; README 'Calendar runs')")
+    run.add_argument("--warmup-days", type=int, metavar="W", default=None,
+                     help="with --chunks: days run before each chunk but the first and "
+                          "not kept (default: [calendar] warmup_days, 2)")
     run.add_argument("--out", help="run folder (default: a new folder under results/)")
     run.add_argument("--warmup-frames", type=int, metavar="N", default=None,
                      help="run N frames before the first slot of each day type without "
@@ -358,8 +365,12 @@ def _run(args) -> int:
         cfg = _with_calendar(apply_overrides(load_config(args.scenario),
                                              day_types=args.day_types, frames=args.frames,
                                              warmup_frames=args.warmup_frames),
-                             args.calendar)
+                             args.calendar, args)
         print(check_scenario(cfg))
+        if _chunked(cfg):
+            from scenarios.chunks import layout_text, plan_chunks
+
+            print(layout_text(plan_chunks(cfg)))
         return EXIT_OK
 
     from scenarios.results import summary_text
@@ -375,10 +386,23 @@ def _run(args) -> int:
         logger.add(sys.stderr, level="WARNING")
     cfg = _with_calendar(apply_overrides(load_config(args.scenario), day_types=args.day_types,
                                          frames=args.frames, warmup_frames=args.warmup_frames),
-                         args.calendar)
-    run_dir, summary = run_scenario(cfg, out=args.out, quiet=args.quiet)
+                         args.calendar, args)
+    if _chunked(cfg):
+        from scenarios.chunks import run_chunked
+
+        run_dir, summary = run_chunked(cfg, out=args.out, quiet=args.quiet)
+    else:
+        run_dir, summary = run_scenario(cfg, out=args.out, quiet=args.quiet)
     print(summary_text(summary))
     print(f"run folder: {run_dir}")
+    failed = [c for c in summary.get("chunk_layout", []) if c["status"] != "done"]
+    for c in failed:
+        print(f"chunk {c['chunk']} ({c['start'][:10]}..{c['end'][:10]}) failed: {c['error']}",
+              file=sys.stderr)
+    if failed:
+        print(f"flexcosim: {len(failed)} chunk(s) failed; the folder holds the other chunks' "
+              "frames (chunks.json)", file=sys.stderr)
+        return EXIT_INTERNAL
     from scenarios.results import read_table
 
     frames = read_table(run_dir, "frames")
@@ -396,13 +420,25 @@ def _sweep(args) -> int:
     return sweep_cli(args)
 
 
-def _with_calendar(cfg, text: str | None):
-    """``run --calendar``: the scenario on real dates (README "Calendar runs")."""
-    if not text:
-        return cfg
-    from scenarios.config import with_calendar
+def _with_calendar(cfg, text: str | None, args=None):
+    """``run --calendar``: the scenario on real dates, ``--chunks``, ``--warmup-days``: in
+    parallel chunks (README "Calendar runs")."""
+    if text:
+        from scenarios.config import with_calendar
 
-    return with_calendar(cfg, text)
+        cfg = with_calendar(cfg, text)
+    chunks, days = getattr(args, "chunks", None), getattr(args, "warmup_days", None)
+    if chunks is None and days is None:
+        return cfg
+    from scenarios.chunks import with_chunks
+
+    return with_chunks(cfg, chunks=chunks, warmup_days=days)
+
+
+def _chunked(cfg) -> bool:
+    return cfg.calendar is not None and cfg.calendar.chunks > 1
+
+
 def _region(args) -> int:
     import dataclasses
 

@@ -28,7 +28,9 @@ Tables (all optional except ``[scenario]``; defaults in the dataclasses below)::
     [calendar]   year = 2025, or start = "2025-01-01", end = "2025-02-01" (end exclusive;
                  dates or "YYYY-MM-DDTHH:MM", CET), unit_state ("carry" default |
                  "reset_daily"): real dates instead of the representative days; day_types
-                 and slots then select dates and frames of the day (README "Calendar runs")
+                 and slots then select dates and frames of the day (README "Calendar runs");
+                 chunks (default 1), warmup_days (default 2): the span in that many
+                 parallel chunks, each but the first after warm-up days (scenarios.chunks)
     [test]       extra_load = [{frame = 2, mw = 50.0}]: TEST-ONLY knob, an unforecast load
                  added at the transformer's LV bus of the GridSim only (forces a
                  non-converging AC power flow without touching the DSO's forecast)
@@ -96,6 +98,12 @@ class CalendarConfig:
     start: str
     end: str
     unit_state: str = "carry"
+    #: split the span into this many consecutive date ranges run in parallel processes and
+    #: merged into one run folder (scenarios.chunks); 1: one run, as without it
+    chunks: int = 1
+    #: days before each chunk (but the first) that its run computes and does not keep, so
+    #: the units start near the state a sequential run would carry (scenarios.chunks)
+    warmup_days: int = 2
 
 
 @dataclass(frozen=True)
@@ -167,7 +175,7 @@ _KEYS = {
     "market": {"objective", "mip_rel_gap"},
     "results": {"plots"},
     "test": {"extra_load"},
-    "calendar": {"year", "start", "end", "unit_state"},
+    "calendar": {"year", "start", "end", "unit_state", "chunks", "warmup_days"},
     "grid": {"engine"},
 }
 OBJECTIVES = Objective.values()
@@ -334,8 +342,13 @@ def _calendar_time(cal: dict, key: str) -> pd.Timestamp:
     return t
 
 
+#: the most chunks a calendar run may be split into (``[calendar] chunks``)
+MAX_CHUNKS = 366
+
+
 def parse_calendar(cal: Any, resolution_min: int) -> CalendarConfig:
-    """Validate a ``[calendar]`` table (year, or start and end; unit_state)."""
+    """Validate a ``[calendar]`` table (year, or start and end; unit_state; chunks and
+    warmup_days: scenarios.chunks)."""
     from flexcore.district.clock import UNIT_STATES
 
     cal = _check_keys("calendar", cal, _KEYS["calendar"])
@@ -362,7 +375,13 @@ def parse_calendar(cal: Any, resolution_min: int) -> CalendarConfig:
     if unit_state not in UNIT_STATES:
         raise ConfigError(f"[calendar] unit_state: expected one of {list(UNIT_STATES)}, got "
                           f"{_show(unit_state)}")
-    return CalendarConfig(t0.isoformat(), t1.isoformat(), unit_state)
+    chunks = _get(cal, "calendar", "chunks", int, 1)
+    if not 1 <= chunks <= MAX_CHUNKS:
+        raise ConfigError(f"[calendar] chunks: must be in 1..{MAX_CHUNKS}, got {chunks}")
+    warmup_days = _get(cal, "calendar", "warmup_days", int, 2)
+    if not 0 <= warmup_days <= 366:
+        raise ConfigError(f"[calendar] warmup_days: must be in 0..366, got {warmup_days}")
+    return CalendarConfig(t0.isoformat(), t1.isoformat(), unit_state, chunks, warmup_days)
 
 
 def with_calendar(cfg: ScenarioConfig, text: str) -> ScenarioConfig:
@@ -381,7 +400,7 @@ def with_calendar(cfg: ScenarioConfig, text: str) -> ScenarioConfig:
             raise ConfigError(f"--calendar: expected YEAR or START..END, got {_show(text)}"
                               ) from None
     if cfg.calendar is not None:
-        table["unit_state"] = cfg.calendar.unit_state
+        table |= {k: getattr(cfg.calendar, k) for k in ("unit_state", "chunks", "warmup_days")}
     try:
         return replace(cfg, calendar=parse_calendar(table, cfg.resolution_min))
     except ConfigError as exc:

@@ -281,13 +281,27 @@ def _write_record(sweep_dir: Path, point: SweepPoint, result: dict) -> dict:
 
 
 # --------------------------------------------------------------------------- executors
+#: Dask settings of the local workers: no statistical profiler (it samples the task's stack
+#: every 10 ms) and no GIL monitor (every 1 ms); measured on one Bergwald day in a worker,
+#: 23.6 s CPU with them vs 18.8 s without (17.9 s in this process)
+WORKER_CONFIG = {"distributed.worker.profile.enabled": False,
+                 "distributed.admin.system-monitor.gil.enabled": False}
+
+
 def _local_cluster(workers: int):
+    import logging
+
+    import dask
     from distributed import Client, LocalCluster
 
     from flexcore.runs import BLAS_THREAD_VARS
 
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           dashboard_address=":0", env={v: "1" for v in BLAS_THREAD_VARS})
+    # silence_logs: Dask's own warnings (e.g. a worker killed at close after its run) stay
+    # out of the command's output; errors are still shown. The nannies hand the config on.
+    with dask.config.set(WORKER_CONFIG):
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               dashboard_address=":0", env={v: "1" for v in BLAS_THREAD_VARS},
+                               silence_logs=logging.ERROR)
     return Client(cluster), cluster
 
 
@@ -316,11 +330,8 @@ def run_sweep(sweep: Sweep, *, sweep_dir: Path, workers: int = 1,
         return p.doc, str(sweep.base), str(sweep_dir / "points" / p.point_id)
 
     try:
-        if todo and workers == 0 and scheduler is None and client is None:
-            for p in todo:
-                done(p, run_point(*args(p)))
-        elif todo:
-            _run_dask(todo, args, done, workers=workers, scheduler=scheduler, client=client)
+        run_tasks(todo, args, done, key=lambda p: f"point-{p.point_id}", workers=workers,
+                  scheduler=scheduler, client=client)
     finally:
         bar.close()
     records = [_read_record(sweep_dir, p) for p in sweep.points]
@@ -328,7 +339,22 @@ def run_sweep(sweep: Sweep, *, sweep_dir: Path, workers: int = 1,
     return records
 
 
-def _run_dask(todo: list[SweepPoint], args: Callable, done: Callable, *, workers: int,
+def run_tasks(items: list, args: Callable, done: Callable, *, key: Callable, workers: int,
+              scheduler: str | None = None, client: Any = None) -> None:
+    """The executor of sweeps and chunked calendar runs (scenarios.chunks): ``run_point(
+    *args(item))`` for every item, ``done(item, result)`` as each one finishes (a task
+    that could not run at all counts as failed). ``workers = 0`` without a scheduler or
+    client: one after another in this process; else on Dask (a LocalCluster of ``workers``
+    processes, ``scheduler``, or ``client``), under the task names ``key(item)``."""
+    if items and workers == 0 and scheduler is None and client is None:
+        for item in items:
+            done(item, run_point(*args(item)))
+    elif items:
+        _run_dask(items, args, done, key=key, workers=workers, scheduler=scheduler,
+                  client=client)
+
+
+def _run_dask(todo: list, args: Callable, done: Callable, *, key: Callable, workers: int,
               scheduler: str | None, client: Any) -> None:
     from distributed import Client, as_completed
 
@@ -340,8 +366,7 @@ def _run_dask(todo: list[SweepPoint], args: Callable, done: Callable, *, workers
             own, cluster = _local_cluster(max(1, workers))
             client = own
     try:
-        futures = {client.submit(run_point, *args(p), key=f"point-{p.point_id}", pure=False): p
-                   for p in todo}
+        futures = {client.submit(run_point, *args(p), key=key(p), pure=False): p for p in todo}
         for fut in as_completed(futures):
             point = futures[fut]
             try:
@@ -468,4 +493,4 @@ def sweep_cli(args) -> int:
 
 
 __all__ = ["Sweep", "SweepError", "SweepPoint", "load_sweep", "parse_sweep", "run_sweep",
-           "sweep_cli", "code_version", "point_id", "finished"]
+           "sweep_cli", "code_version", "point_id", "finished", "run_point", "run_tasks"]
