@@ -139,7 +139,7 @@ class Collector(FrameSimulator):
             k = c["round"]
             ac = self.acs.get((f, k), {}) if c["dispatched"] else {}
             reps = {n: r for (ff, kk, n), r in self.reports.items() if ff == f and kk == k}
-            checks = [r["check"] for r in reps.values()]
+            checks = [r["check"] for r in reps.values() if "check" in r]
             dso_s: dict[str, float] = {}   # each DSO's own time in the frame (cumulative)
             for (ff, _, n), r in self.reports.items():
                 if ff == f:

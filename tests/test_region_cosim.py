@@ -354,3 +354,20 @@ def test_the_tso_sees_public_ids_and_pseudonyms_only(tmp_path):
     rep = run_region(setup_region(region, bids, secret="other"), 0.3 * total, max_rounds=1,
                      mip_rel_gap=1e-7, time_limit_s=60.0)
     assert row["cost_eur_per_h"] == pytest.approx(rep.cost_eur_per_h, rel=1e-7)
+
+
+def test_an_undispatched_frame_is_a_row_not_a_crash(tmp_path):
+    """A request above every bid: the clearing fails in round 0 (no DSO check is sent);
+    the frame's row says so (it once raised a KeyError in the tables)."""
+    from scenarios.region import RegionConfig
+    from scenarios.region_cosim import CosimOptions, run_region_cosim
+
+    region = split_region(small_region(n_lv=2), source="small")
+    cfg = RegionConfig(grid="small", request_share=1.5, max_rounds=1)
+    res = run_region_cosim(cfg, CosimOptions(frames=1, starter="python"),
+                           out=tmp_path / "run", region=region,
+                           bids=region_bids(region, seed=1, share=(1.0, 3.0)))
+    row = res.frames[0]
+    assert row["status"] == "infeasible" and not row["dispatched"]
+    assert row["dso_violations"] == 0 and np.isnan(row["max_vm_err_pu"])
+    assert (tmp_path / "run" / "frames.csv").is_file()
