@@ -4,13 +4,22 @@ Models: ``LV`` (one entity per LV DSO; ``create(n, "LV", dsos=[spec, ...])``) an
 (the MV DSO; ``create(1, "MV", dso=spec)``). Every file an entity names is relative to the
 simulator's working folder (the ``cwd`` of a ``cmd`` process, the folder a ``--remote``
 server was started in): a path on one machine means nothing on another, so no path leaves
-the process. An LV spec: ``name``, ``area_file`` (its pandapower JSON written by the split
+the process. An LV spec: ``area_file`` (its pandapower JSON written by the split
 step), ``bids_file`` (bids CSV with buses), ``key_file`` (its Ed25519 private key, PEM),
-optional ``injections_file`` (its elements' per-frame injections,
+``secret_file`` (its private secret, :mod:`flexcore.region.ids`), ``seed``, optional
+``injections_file`` (its elements' per-frame injections,
 :class:`flexcore.region.dsos.FrameInjections`; absent: static loads), ``fractions``. The MV
-spec: ``model_file``, ``key_file``, ``injections_file``, ``areas`` (names of the areas in
-the clearing: its columns), ``mv_buses``, ``volume_mw`` (their bid totals), ``load_areas``
+spec: ``model_file``, ``key_file``, ``secret_file``, ``seed``, ``injections_file``,
+``areas`` (the public ids of the areas in the clearing: its columns), ``model_names``
+(their names in its model), ``mv_buses``, ``volume_mw`` (their bid totals), ``load_areas``
 (every area load of its model, in the order of its meter's draws), ``fractions``.
+
+Every DSO derives its names from its secret (:class:`flexcore.region.ids.DsoIdentity`):
+an LV entity's id is its **public id** (what the TSO knows it by), its package columns are
+its **bid pseudonyms**, its row keys are salted with its **private salt**; the area's name
+(``lv<trafo>``), its buses and loads stay in the process, and its check goes to the TSO as
+numbers only. The MV DSO (entity ``mv``, a public role) salts its rows with its own salt;
+its columns are the areas' public ids.
 
 Per frame (mosaik time = frame x ``step_s``) and round k, with the region grid's meter of
 the entity's own area (``measured``) and the TSO's answer (``from_tso``)::
@@ -71,16 +80,24 @@ def _ok(check) -> bool:
             and check.max_loading_err_percent <= TABLE1_LOADING_PERCENT)
 
 
+def _public(check) -> dict:
+    """A check as it goes to the TSO: numbers only (``worst`` names a bus or branch)."""
+    return {k: v for k, v in check.__dict__.items() if k != "worst"}
+
+
 class _Entity:
     """What every DSO entity shares: its files, key, the frame's base state, the rounds."""
 
     def __init__(self, root: Path, spec: dict, max_rounds: int):
         from flexcore.exchange.signing import load_private_key
         from flexcore.region.dsos import FrameInjections
+        from flexcore.region.ids import DsoIdentity
 
         self.spec, self.max_rounds = spec, int(max_rounds)
-        self.name = str(spec["name"])
         self.key = load_private_key(root / spec["key_file"])
+        self.identity = DsoIdentity((root / spec["secret_file"]).read_bytes(),
+                                    int(spec.get("seed", 0)))
+        self.eid = "mv"
         inj = spec.get("injections_file")
         self.injections = FrameInjections.load(root / inj) if inj else None
         self.fractions = tuple(float(f) for f in spec.get("fractions", (0.0, 0.5, 1.0)))
@@ -117,7 +134,7 @@ class _Entity:
             self.time_s = 0.0
             if not self.base.converged:
                 return {"frame": frame, "round": 0, "package": None,
-                        "failed": f"{self.name}: the base-case AC power flow did not converge"}
+                        "failed": f"{self.eid}: the base-case AC power flow did not converge"}
             reply = self.start(msg)
         else:
             slot = self.pending.setdefault(int(msg["round"]), {})
@@ -138,8 +155,10 @@ class _LVEntity(_Entity):
 
         super().__init__(root, spec, max_rounds)
         self.net = read_area(root / spec["area_file"])
-        self.area = area_of(self.net)
-        self.bids = read_bids(root / spec["bids_file"], require_bus=True)
+        self.area = area_of(self.net)   # its name stays here: the TSO knows the public id
+        self.eid = self.identity.public_id
+        self.bids = self.identity.pseudonymous(read_bids(root / spec["bids_file"],
+                                                         require_bus=True))
         self.coupled = bool(coupled)
         self.dso = None
 
@@ -154,7 +173,7 @@ class _LVEntity(_Entity):
         self.net.ext_grid.at[eg, "va_degree"] = float(m["slack_va_degree"])
         if self.dso is None:
             self.dso = lv_dso(self.area, self.bids, limits=LV_LIMITS,
-                              fractions=self.fractions, salt=self.name)
+                              fractions=self.fractions, salt=self.identity.salt)
         else:  # the same model, new loads and slack voltage: an update, no rebuild
             self.dso.relinearize(self.fractions, net=self.net,
                                  slack_vm_pu=float(m["slack_vm_pu"]))
@@ -173,7 +192,7 @@ class _LVEntity(_Entity):
             d.refine(x, ac.vm_pu[d.area.mv_bus])
             package = self.publish(d.published() if self.coupled else d.package)
         return {"frame": self.frame, "round": k, "converged": ac.converged, "ok": ok,
-                "check": check.__dict__.copy(), "rounds": d.rounds, "package": package}
+                "check": _public(check), "rounds": d.rounds, "package": package}
 
 
 class _MVEntity(_Entity):
@@ -183,8 +202,9 @@ class _MVEntity(_Entity):
         super().__init__(root, spec, max_rounds)
         self.net = read_area(root / spec["model_file"])
         self.areas = [str(a) for a in spec["areas"]]
-        self.load_areas = [str(a) for a in spec.get("load_areas", self.areas)]
-        self._col = [self.load_areas.index(a) for a in self.areas]
+        self.model_names = [str(a) for a in spec.get("model_names", self.areas)]
+        self.load_areas = [str(a) for a in spec.get("load_areas", self.model_names)]
+        self._col = [self.load_areas.index(a) for a in self.model_names]
         self.dso = None
 
     def start(self, m: dict) -> dict:
@@ -202,7 +222,8 @@ class _MVEntity(_Entity):
         if self.dso is None:
             self.dso = mv_dso(self.net, self.areas, [int(b) for b in self.spec["mv_buses"]],
                               [float(v) for v in self.spec["volume_mw"]], limits=MV_LIMITS,
-                              fractions=self.fractions, salt=self.name)
+                              fractions=self.fractions, salt=self.identity.salt,
+                              model_names=self.model_names)
         else:
             self.dso.relinearize(self.fractions, net=self.net)
         return {"frame": self.frame, "round": 0, "package": self.publish(self.dso.package),
@@ -220,7 +241,7 @@ class _MVEntity(_Entity):
                      draw_q_mvar=np.asarray(m["draw_q_mvar"], float)[self._col])
             package = self.publish(d.package)
         return {"frame": self.frame, "round": k, "converged": ac.converged, "ok": _ok(check),
-                "check": check.__dict__.copy(), "rounds": k, "package": package}
+                "check": _public(check), "rounds": k, "package": package}
 
 
 class RegionDSO(FrameSimulator):
@@ -245,12 +266,12 @@ class RegionDSO(FrameSimulator):
             raise ValueError(f"RegionDSO.{model}: {num} entities need {num} DSO spec(s)")
         out = []
         for s in specs:
-            name = str(s["name"])
-            if name in self.entities:
-                raise ValueError(f"RegionDSO: DSO {name!r} created twice")
-            self.entities[name] = (_LVEntity(self.root, s, max_rounds, coupled)
-                                   if model == "LV" else _MVEntity(self.root, s, max_rounds))
-            out.append({"eid": name, "type": model})
+            ent = (_LVEntity(self.root, s, max_rounds, coupled) if model == "LV"
+                   else _MVEntity(self.root, s, max_rounds))
+            if ent.eid in self.entities:
+                raise ValueError(f"RegionDSO: DSO {ent.eid!r} created twice")
+            self.entities[ent.eid] = ent
+            out.append({"eid": ent.eid, "type": model})   # LV: its public id
         return out
 
     def step(self, time, inputs, max_advance):

@@ -9,7 +9,10 @@ Models: ``TSO`` (one: ``request_mw`` per frame, ``max_rounds``, ``time_limit_s``
 ``mip_rel_gap``; outputs ``setpoint[MW]`` to the region grid and the frame's ``clearing``
 record) and ``Desk`` (one per DSO: ``create(n, "Desk", dsos=[{"name", "public_key" (PEM
 text), "bids": {"ids", "volume_mw", "price_eur_per_mwh"} or absent for the MV DSO}])``;
-``from_dso`` in, ``to_dso`` out).
+``from_dso`` in, ``to_dso`` out). A desk's name is the DSO's public id (``mv`` for the MV
+DSO), its bid ids the DSO's pseudonyms (:mod:`flexcore.region.ids`): the TSO never learns an
+area's, bus's or load's name. Sim param ``log_file``: every message the TSO receives and
+sends, one JSON line each (what the TSO sees, for the privacy tests and audits).
 
 Round loop (a same-time loop of mosaik tiers, weak connections TSO -> DSOs and TSO ->
 grid): when every desk holds a package of round 0, every package is read with
@@ -47,9 +50,18 @@ class RegionTSO(FrameSimulator):
         self.desks: dict[str, dict] = {}
         self._eout: dict[str, dict] = {}
 
-    def init(self, sid, time_resolution=1.0, step_s: int = 900, **sim_params):
+    def init(self, sid, time_resolution=1.0, step_s: int = 900, log_file: str | None = None,
+             **sim_params):
         self.step_s = int(step_s)
+        self.log_file = log_file
         return self.meta
+
+    def _log(self, kind: str, messages: dict) -> None:
+        if self.log_file and messages:
+            import json
+
+            with open(self.log_file, "a") as fh:
+                fh.write(json.dumps({"kind": kind, "messages": messages}) + "\n")
 
     def create(self, num, model, **params):
         from flexcore.exchange.bids import BidTable
@@ -93,6 +105,7 @@ class RegionTSO(FrameSimulator):
         if getattr(self, "frame", None) != frame:
             self._new_frame(frame)
         self._eout = {}
+        self._log("received", inputs)
         for eid, attrs in inputs.items():
             for msg in attrs.get("from_dso", {}).values():
                 self._receive(eid, msg)
@@ -207,8 +220,10 @@ class RegionTSO(FrameSimulator):
         self.done = True
 
     def get_data(self, outputs):
-        return {eid: {a: self._eout[eid][a] for a in attrs if a in self._eout.get(eid, {})}
-                for eid, attrs in outputs.items()}
+        out = {eid: {a: self._eout[eid][a] for a in attrs if a in self._eout.get(eid, {})}
+               for eid, attrs in outputs.items()}
+        self._log("sent", {eid: v for eid, v in out.items() if v})
+        return out
 
 
 def main() -> None:

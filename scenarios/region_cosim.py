@@ -14,7 +14,8 @@ as a mosaik co-simulation over frames, with the DSOs as agents in their own proc
 Processes: the LV DSO entities are split into ``processes`` = K groups, each one
 ``RegionDSO`` simulator started with the ``cmd`` starter in its **own working folder**
 ``<run>/dso-<k>/`` (``<area>/area.json`` = the area's private model written by the split,
-``<area>/bids.csv``, ``<area>/dso.key`` = its Ed25519 key); the MV DSO in ``<run>/dso-mv/``.
+``<area>/bids.csv``, ``<area>/dso.key`` = its Ed25519 key, ``<area>/dso.secret`` = its
+private secret); the MV DSO in ``<run>/dso-mv/``.
 ``connect=[(HOST:PORT, folder, n)]`` serves the last n LV DSOs from a ``RegionDSO`` that
 was started separately (``python -m agents.region_dso HOST:PORT --remote`` in ``folder``)
 and is joined with mosaik's ``connect`` starter; the runner writes those DSOs' files into
@@ -23,6 +24,16 @@ public keys (``<run>/tso/trusted/<dso>.pub``, handed over as PEM text) and bids 
 buses; the grid and the collector run in the runner's process. Packages cross as signed
 bytes inside the messages; no path crosses a process boundary except the folders the
 runner itself creates.
+
+Names: as in the study (:func:`flexcore.region.study.setup_region`), every DSO's secret is
+derived from one master secret (``[region] dso_secret_file``, else fresh entropy) by
+:func:`flexcore.region.ids.identities`, and each DSO derives from its own secret its public
+id (its mosaik entity, its desk, its trusted key's file name), its bid pseudonyms (its
+package columns, the TSO's bid table and set-points) and its salt. The TSO sees no area,
+bus, load or transformer name; ``CosimOptions(tso_log=True)`` writes everything it received
+and sent to ``<run>/tso/messages.jsonl``. The runner (and its tables) keep both names.
+Packages are format 1 (the TSO gets every DSO's linear model): ``privacy = "exact"`` is not
+yet built into the co-simulation.
 
 Each frame: the grid applies the frame's injections (``injections``, a
 :class:`~flexcore.region.dsos.FrameInjections` of the region; ``None``: static loads) and
@@ -59,6 +70,7 @@ class CosimOptions:
     connect: tuple[tuple[str, str, int], ...] = ()   # (HOST:PORT, folder, LV DSOs)
     day_type: str | None = None          # SimBench profiles of that day type's 2016 date
     date: str | None = None              # ... or of this 2016 date ("2016-01-20")
+    tso_log: bool = False                # <run>/tso/messages.jsonl: what the TSO saw
 
 
 def region_injections(region, cfg, opts: CosimOptions):
@@ -103,6 +115,7 @@ class Collector(FrameSimulator):
         self.reports: dict[tuple[int, int, str], dict] = {}
         self.wall: dict[int, float] = {}
         self.t_start = math.nan   # when world.run started (the runner sets it)
+        self.area_names: dict[str, str] = {}   # public id -> area name (the runner sets it)
 
     def create(self, num, model, run_dir: str):
         self.run_dir = Path(run_dir)
@@ -126,7 +139,7 @@ class Collector(FrameSimulator):
             k = c["round"]
             ac = self.acs.get((f, k), {}) if c["dispatched"] else {}
             reps = {n: r for (ff, kk, n), r in self.reports.items() if ff == f and kk == k}
-            checks = [r["check"] for r in reps.values()]
+            checks = [r["check"] for r in reps.values() if "check" in r]
             dso_s: dict[str, float] = {}   # each DSO's own time in the frame (cumulative)
             for (ff, _, n), r in self.reports.items():
                 if ff == f:
@@ -156,7 +169,8 @@ class Collector(FrameSimulator):
                 chk = r.get("check", {})
                 g = ac.get("areas", {}).get(n, {})
                 areas.append({
-                    "frame": f, "area": n, "delivered_mw": a.get("delivered_mw", 0.0),
+                    "frame": f, "area": self.area_names.get(n, n), "dso": n,
+                    "delivered_mw": a.get("delivered_mw", 0.0),
                     "cost_eur_per_h": a.get("cost_eur_per_h", 0.0),
                     "rounds": r.get("rounds", 0), "point": a.get("point"),
                     "slack_dv_pu": a.get("slack_dv_pu", 0.0),
@@ -194,7 +208,7 @@ def _groups(names: list[str], k: int) -> list[list[str]]:
     return [list(a) for a in np.array_split(np.array(names, dtype=object), k) if len(a)]
 
 
-def _write_lv(folder: Path, area, bids, key) -> dict:
+def _write_lv(folder: Path, area, bids, key, identity) -> dict:
     from cryptography.hazmat.primitives import serialization
 
     from flexcore.exchange.bids import write_bids
@@ -204,17 +218,23 @@ def _write_lv(folder: Path, area, bids, key) -> dict:
     write_area(area.net, d / "area.json")
     write_bids(bids, d / "bids.csv")
     _write_key(key, d / "dso.key", serialization)
-    return {"name": area.name, "area_file": f"{area.name}/area.json",
-            "bids_file": f"{area.name}/bids.csv", "key_file": f"{area.name}/dso.key"}
+    _write_private(identity.secret, d / "dso.secret")
+    return {"area_file": f"{area.name}/area.json", "bids_file": f"{area.name}/bids.csv",
+            "key_file": f"{area.name}/dso.key", "secret_file": f"{area.name}/dso.secret",
+            "seed": identity.seed}
 
 
 def _write_key(key, path: Path, serialization) -> None:
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+    _write_private(key.private_bytes(serialization.Encoding.PEM,
+                                     serialization.PrivateFormat.PKCS8,
+                                     serialization.NoEncryption()), path)
+
+
+def _write_private(data: bytes, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
-        fh.write(pem)
+        fh.write(data)
 
 
 def _workdir(sim_cfg: dict, wdir: Path) -> dict:
@@ -225,19 +245,22 @@ def _workdir(sim_cfg: dict, wdir: Path) -> dict:
 
 def run_region_cosim(cfg, opts: CosimOptions, *, out: str | Path | None = None,
                      injections=None, keys: dict | None = None, quiet: bool = True,
-                     region=None, bids: dict | None = None) -> CosimResult:
+                     region=None, bids: dict | None = None,
+                     secret: str | bytes | None = None) -> CosimResult:
     """Run ``opts.frames`` frames of the region of ``cfg`` (a
     :class:`scenarios.region.RegionConfig`) as a co-simulation. ``region`` / ``bids``: an
     already split region and its bids (else from ``cfg``); ``keys``: the DSOs' private
-    keys by name (else new ones); ``injections``: the region's FrameInjections."""
+    keys by name (else new ones); ``injections``: the region's FrameInjections; ``secret``:
+    the DSOs' master secret (else ``cfg.dso_secret_file``, else fresh entropy)."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from flexcore.exchange.wire import public_key_pem
     from flexcore.grid.grids import load_grid
     from flexcore.region.dsos import write_area
+    from flexcore.region.ids import identities
     from flexcore.region.split import split_region
-    from flexcore.region.study import region_bids
+    from flexcore.region.study import MV_NAME, region_bids
     from flexcore.runs import new_run_dir, versions, write_json
     from scenarios.runner import new_world
 
@@ -255,8 +278,14 @@ def run_region_cosim(cfg, opts: CosimOptions, *, out: str | Path | None = None,
         bids = region_bids(region, seed=cfg.seed, share=cfg.bid_share, areas=names)
     names = [n for n in names if n in bids]
     keys = dict(keys or {})
-    for n in names + ["mv"]:
+    for n in names + [MV_NAME]:
         keys.setdefault(n, Ed25519PrivateKey.generate())
+    secret_file = getattr(cfg, "dso_secret_file", "")
+    if secret is None and secret_file:
+        secret = Path(secret_file).read_bytes()
+    ids = identities(names + [MV_NAME], seed=cfg.seed, secret=secret)
+    pub = {n: ids[n].public_id for n in names}     # area name -> what the TSO knows
+    pbids = {n: ids[n].pseudonymous(bids[n]) for n in names}
     folder = new_run_dir("region-cosim", out=out)
     total = float(sum(bids[n].volume_mw.sum() for n in names))
     request = getattr(cfg, "request_mw", 0.0) or cfg.request_share * total
@@ -283,7 +312,7 @@ def run_region_cosim(cfg, opts: CosimOptions, *, out: str | Path | None = None,
     specs: dict[str, dict] = {}
     for _, wdir, g, *_ in groups + connects:
         for n in g:
-            specs[n] = _write_lv(wdir, region.area(n), bids[n], keys[n])
+            specs[n] = _write_lv(wdir, region.area(n), bids[n], keys[n], ids[n])
             if injections is not None:
                 sub = injections.subset(region.area(n).net)
                 specs[n]["injections_file"] = str(sub.save(wdir / n / "injections.npz")
@@ -293,9 +322,12 @@ def run_region_cosim(cfg, opts: CosimOptions, *, out: str | Path | None = None,
     coupled = bool(cfg.coupled)
     if coupled:
         write_area(region.mv_net, mvdir / "mv.json")
-        _write_key(keys["mv"], mvdir / "dso.key", serialization)
-        mv_spec = {"name": "mv", "model_file": "mv.json", "key_file": "dso.key",
-                   "areas": names, "mv_buses": [region.area(n).mv_bus for n in names],
+        _write_key(keys[MV_NAME], mvdir / "dso.key", serialization)
+        _write_private(ids[MV_NAME].secret, mvdir / "dso.secret")
+        mv_spec = {"model_file": "mv.json", "key_file": "dso.key",
+                   "secret_file": "dso.secret", "seed": ids[MV_NAME].seed,
+                   "areas": [pub[n] for n in names], "model_names": names,
+                   "mv_buses": [region.area(n).mv_bus for n in names],
                    "volume_mw": [float(bids[n].volume_mw.sum()) for n in names],
                    "load_areas": [a.name for a in region.areas],
                    "fractions": list(cfg.fractions)}
@@ -304,8 +336,9 @@ def run_region_cosim(cfg, opts: CosimOptions, *, out: str | Path | None = None,
                 mvdir / "injections.npz").relative_to(mvdir))
     tdir = folder / "tso" / "trusted"
     tdir.mkdir(parents=True)
-    for n in names + (["mv"] if coupled else []):
-        (tdir / f"{n}.pub").write_text(public_key_pem(keys[n]))
+    trusted = {pub[n]: keys[n] for n in names} | ({MV_NAME: keys[MV_NAME]} if coupled else {})
+    for d, key in trusted.items():
+        (tdir / f"{d}.pub").write_text(public_key_pem(key))
 
     # ---- mosaik
     env = {"PYTHONPATH": os.pathsep.join([str(REPO)] + [p for p in os.environ.get(
@@ -327,11 +360,14 @@ def run_region_cosim(cfg, opts: CosimOptions, *, out: str | Path | None = None,
     say(f"region: {len(names)} LV DSOs in {len(groups)} process(es)"
         f"{f' + {len(connects)} joined' if connects else ''}{' + MV' if coupled else ''}; "
         f"setup {t_setup:.1f} s")
+    if getattr(cfg, "privacy", "full") != "full":
+        say(f"privacy {cfg.privacy!r} is not built into the co-simulation yet: its DSOs "
+            "publish format 1 (under public ids, bid pseudonyms and private salts)")
     try:
         with world.group():
             grid_sim = world.start("RegionGrid", region_file=str(region_file),
                                    units={b: int(bus) for n in names
-                                          for b, bus in zip(bids[n].ids, bids[n].bus)},
+                                          for b, bus in zip(pbids[n].ids, pbids[n].bus)},
                                    injections_file=str(inj_file) if inj_file else None,
                                    step_s=STEP_S)
             region_ent = grid_sim.Region()
@@ -346,28 +382,33 @@ def run_region_cosim(cfg, opts: CosimOptions, *, out: str | Path | None = None,
             dsos = {}
             for name, wdir, g, *_ in groups + connects:
                 sim = world.start(name, step_s=STEP_S, **_workdir(sim_config[name], wdir))
-                for e in sim.LV.create(len(g), dsos=[specs[n] for n in g],
-                                       max_rounds=cfg.max_rounds, coupled=coupled):
-                    dsos[e.eid] = e
+                ents = sim.LV.create(len(g), dsos=[specs[n] for n in g],
+                                     max_rounds=cfg.max_rounds, coupled=coupled)
+                for n, e in zip(g, ents):
+                    if e.eid != pub[n]:
+                        raise RuntimeError(f"DSO of {n}: public id {e.eid}, expected {pub[n]}")
+                    dsos[n] = e
             if coupled:
-                dsos["mv"] = world.start("RegionDSO-mv", step_s=STEP_S,
+                dsos[MV_NAME] = world.start("RegionDSO-mv", step_s=STEP_S,
                                          **_workdir(sim_config["RegionDSO-mv"], mvdir)).MV(
                     dso=mv_spec, max_rounds=cfg.max_rounds)
-            tso_sim = world.start("RegionTSO", step_s=STEP_S)
+            tso_sim = world.start("RegionTSO", step_s=STEP_S, log_file=str(
+                folder / "tso" / "messages.jsonl") if opts.tso_log else None)
             tso = tso_sim.TSO(request_mw=[request] * frames, max_rounds=cfg.max_rounds,
                               time_limit_s=cfg.time_limit_s, mip_rel_gap=cfg.mip_rel_gap)
-            desk_specs = [{"name": n, "public_key": (tdir / f"{n}.pub").read_text(),
-                           "bids": {"ids": list(bids[n].ids),
-                                    "volume_mw": bids[n].volume_mw.tolist(),
-                                    "price_eur_per_mwh": bids[n].price_eur_per_mwh.tolist()}}
+            desk_specs = [{"name": pub[n], "public_key": (tdir / f"{pub[n]}.pub").read_text(),
+                           "bids": {"ids": list(pbids[n].ids),
+                                    "volume_mw": pbids[n].volume_mw.tolist(),
+                                    "price_eur_per_mwh": pbids[n].price_eur_per_mwh.tolist()}}
                           for n in names]
             if coupled:
-                desk_specs.append({"name": "mv", "public_key": (tdir / "mv.pub").read_text()})
+                desk_specs.append({"name": MV_NAME,
+                                   "public_key": (tdir / f"{MV_NAME}.pub").read_text()})
             desks = {d.eid: d for d in tso_sim.Desk.create(len(desk_specs), dsos=desk_specs)}
             for n, dso in dsos.items():
                 world.connect(meters[n], dso, "measured")
-                world.connect(dso, desks[n], ("to_tso", "from_dso"))
-                world.connect(desks[n], dso, ("to_dso", "from_tso"), weak=True)
+                world.connect(dso, desks[dso.eid], ("to_tso", "from_dso"))
+                world.connect(desks[dso.eid], dso, ("to_dso", "from_tso"), weak=True)
             world.connect(tso, region_ent, "setpoint[MW]", weak=True)
         col = world.start("Collector").Collector(run_dir=str(folder))
         world.connect(tso, col, "clearing")
@@ -376,6 +417,7 @@ def run_region_cosim(cfg, opts: CosimOptions, *, out: str | Path | None = None,
             world.connect(dso, col, "report")
         t1 = _now()
         _COLLECTORS[str(folder)].t_start = t1
+        _COLLECTORS[str(folder)].area_names = {pub[n]: n for n in names}
         world.run(until=frames * STEP_S, print_progress=False)
     except BaseException:
         world.shutdown()
@@ -389,6 +431,7 @@ def run_region_cosim(cfg, opts: CosimOptions, *, out: str | Path | None = None,
         "options": {"frames": frames, "processes": len(groups), "starter": opts.starter,
                     "joined": [(a, n) for a, _, n in opts.connect], "coupled": coupled,
                     "lv_dsos": len(names), "request_mw": request,
+                    "privacy": "full (format 1; public ids, bid pseudonyms, private salts)",
                     "day_type": opts.day_type, "date": opts.date,
                     "profiles": injections is not None},
         "config": asdict(cfg)})

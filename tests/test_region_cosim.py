@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import io
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -273,3 +274,100 @@ def test_region_tso_and_the_bytes_format_load_no_grid_code():
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                           text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def _tso_words(tso_dir: Path) -> tuple[str, set[str]]:
+    """Everything the TSO held: its files and every message it received or sent, with each
+    package's bytes opened (manifest, array names, arrays' string contents)."""
+    import base64
+    import json
+
+    parts = [str(p.relative_to(tso_dir)) for p in tso_dir.rglob("*")]
+    parts += [p.read_text() for p in tso_dir.rglob("*.pub")]
+
+    def walk(x):
+        if isinstance(x, dict):
+            for k, v in x.items():
+                parts.append(str(k))
+                if k == "package" and isinstance(v, str):
+                    with zipfile.ZipFile(io.BytesIO(base64.b64decode(v))) as z:
+                        for info in z.infolist():
+                            parts.append(info.filename)
+                            blob = z.read(info)
+                            if info.filename.endswith(".json"):
+                                parts.append(blob.decode())
+                            elif info.filename.endswith(".npz"):
+                                with zipfile.ZipFile(io.BytesIO(blob)) as inner:
+                                    parts.extend(inner.namelist())
+                                parts.extend(str(a) for a in np.load(
+                                    io.BytesIO(blob), allow_pickle=False).values()
+                                    if a.dtype.kind in "US")
+                else:
+                    walk(v)
+        elif isinstance(x, list):
+            for v in x:
+                walk(v)
+        else:
+            parts.append(str(x))
+
+    lines = (tso_dir / "messages.jsonl").read_text().splitlines()
+    for line in lines:
+        walk(json.loads(line))
+    text = "\n".join(parts)
+    return text, set(re.findall(r"[A-Za-z0-9:_\-@]+", text))
+
+
+def test_the_tso_sees_public_ids_and_pseudonyms_only(tmp_path):
+    """One frame of a 2-area region in one process (starter "python"), the TSO's messages
+    logged: no area, bus, load or transformer name and no internal bid id in anything the
+    TSO held; its desks are the DSOs' public ids and its bid ids their pseudonyms, and the
+    cost is the study's (which uses ids too) and independent of the secret."""
+    from flexcore.region.ids import identities
+    from scenarios.region import RegionConfig
+    from scenarios.region_cosim import CosimOptions, run_region_cosim
+
+    region = split_region(small_region(n_lv=2), source="small")
+    bids = region_bids(region, seed=1, share=(1.0, 3.0))
+    cfg = RegionConfig(grid="small", request_share=0.3, max_rounds=1, mip_rel_gap=1e-7,
+                       time_limit_s=60.0, seed=5)
+    res = run_region_cosim(cfg, CosimOptions(frames=1, starter="python", tso_log=True),
+                           out=tmp_path / "run", region=region, bids=bids, secret="s1")
+    row = res.frames[0]
+    assert row["status"] == "optimal" and row["ac_violations"] == 0
+    text, words = _tso_words(tmp_path / "run" / "tso")
+    net = region.net
+    private = {a.name for a in region.areas} | set(net.bus.name) | set(net.load.name)
+    private |= {b for t in bids.values() for b in t.ids}
+    private |= {f"trafo:{t}" for t in net.trafo.index} | {f"{t}" for t in ("line", "trafo")}
+    assert "package" in words                          # the log holds the messages
+    assert not words & private, words & private
+    assert not re.search(r"\blv\d+", text)
+    ids = identities([a.name for a in region.areas] + ["mv"], seed=5, secret="s1")
+    pub = {ids[n].public_id for n in bids}
+    assert pub <= words and {ids[n].bid_id(b) for n, t in bids.items() for b in t.ids} <= words
+    assert sorted(p.stem for p in (tmp_path / "run" / "tso" / "trusted").iterdir()) == \
+        sorted(pub | {"mv"})
+    # the runner's table keeps both names
+    assert {(a["area"], a["dso"]) for a in res.areas if a["dso"] != "mv"} == \
+        {(n, ids[n].public_id) for n in bids}
+    total = sum(b.volume_mw.sum() for b in bids.values())
+    rep = run_region(setup_region(region, bids, secret="other"), 0.3 * total, max_rounds=1,
+                     mip_rel_gap=1e-7, time_limit_s=60.0)
+    assert row["cost_eur_per_h"] == pytest.approx(rep.cost_eur_per_h, rel=1e-7)
+
+
+def test_an_undispatched_frame_is_a_row_not_a_crash(tmp_path):
+    """A request above every bid: the clearing fails in round 0 (no DSO check is sent);
+    the frame's row says so (it once raised a KeyError in the tables)."""
+    from scenarios.region import RegionConfig
+    from scenarios.region_cosim import CosimOptions, run_region_cosim
+
+    region = split_region(small_region(n_lv=2), source="small")
+    cfg = RegionConfig(grid="small", request_share=1.5, max_rounds=1)
+    res = run_region_cosim(cfg, CosimOptions(frames=1, starter="python"),
+                           out=tmp_path / "run", region=region,
+                           bids=region_bids(region, seed=1, share=(1.0, 3.0)))
+    row = res.frames[0]
+    assert row["status"] == "infeasible" and not row["dispatched"]
+    assert row["dso_violations"] == 0 and np.isnan(row["max_vm_err_pu"])
+    assert (tmp_path / "run" / "frames.csv").is_file()
