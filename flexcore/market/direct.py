@@ -509,9 +509,10 @@ class RegionArrays:
                 counts.append(ok.sum(axis=1))
                 idx.append(pairs_c[ok])
                 val.append(pairs_v[ok])
-        self.tail_count = (np.concatenate(counts) if counts else np.zeros(0, np.int64))
-        self.tail_index = (np.concatenate(idx) if idx else np.zeros(0, np.int64))
-        self.tail_value = (np.concatenate(val) if val else np.zeros(0))
+        # CSR pieces of those rows: starts after the dense block's last entry, columns, values
+        self.tail_start = np.cumsum(np.concatenate(counts)) if counts else np.zeros(0, np.int64)
+        self.tail_index = (np.concatenate(idx) if idx else np.zeros(0)).astype(np.int32)
+        self.tail_value = (np.concatenate(val) if val else np.zeros(0)).astype(float)
         lo_t: list[FloatArray] = []
         hi_t: list[FloatArray] = []
         if k:
@@ -548,10 +549,10 @@ class RegionArrays:
         nf = self.nf
         dense = np.vstack([blk.sens[:, fx], d[:, fx], self.ones])
         nd = dense.shape[0]
-        start = np.r_[np.arange(0, nd * nf + 1, nf),
-                      nd * nf + np.cumsum(self.tail_count)].astype(np.int32)
-        index = np.r_[np.tile(np.arange(nf), nd), self.tail_index].astype(np.int32)
-        value = np.r_[dense.ravel(), self.tail_value].astype(float)
+        start = np.concatenate([np.arange(0, nd * nf + 1, nf, dtype=np.int32),
+                                (nd * nf + self.tail_start).astype(np.int32)])
+        index = np.concatenate([np.tile(np.arange(nf, dtype=np.int32), nd), self.tail_index])
+        value = np.concatenate([dense.ravel(), self.tail_value])
         return HighsArrays(self.r_cost, self.r_col_lo, self.r_col_hi,
                            np.ascontiguousarray(np.concatenate(
                                [np.asarray(v, float) for v in lo]), float),
