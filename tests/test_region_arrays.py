@@ -19,6 +19,7 @@ from flexcore.dso.linearizer import Linearizer
 from flexcore.dso.privacy import harden
 from flexcore.exchange.bids import BidTable
 from flexcore.exchange.enums import Objective
+from flexcore.exchange.hardened import HardenedPackage
 from flexcore.grid.grids import load_grid
 from flexcore.market.direct import (
     HighsArrays,
@@ -43,6 +44,16 @@ def bergwald():
     hard, _ = harden(pkg, lower_mw=b.lower_mw, upper_mw=b.upper_mw,
                      rng=np.random.default_rng(0))
     return pkg, hard, bids
+
+
+def _fortran(package):
+    """The package with Fortran-ordered arrays, as packages read from the wire can be: numpy
+    then takes other summation paths, which the fast builder must follow exactly."""
+    if isinstance(package, HardenedPackage):
+        return replace(package, p_flex_mw=np.asfortranarray(package.p_flex_mw),
+                       rows_a=[np.asfortranarray(a) for a in package.rows_a])
+    return replace(package, p_flex_mw=np.asfortranarray(package.p_flex_mw),
+                   vtdf=np.asfortranarray(package.vtdf), ltdf=np.asfortranarray(package.ltdf))
 
 
 def _variants(bids: BidTable) -> dict[str, BidTable]:
@@ -80,13 +91,17 @@ def _held_by_highs(arr: HighsArrays) -> dict[str, np.ndarray]:
             "integrality": np.array([int(v) for v in lp.integrality_])}
 
 
+@pytest.mark.parametrize("order", ["C", "F"])
 @pytest.mark.parametrize("fmt", ["full", "hardened"])
 @pytest.mark.parametrize("objective", list(Objective))
 @pytest.mark.parametrize("variant", ["plain", "zero", "binaries"])
-def test_fast_region_arrays_equal_the_general_path(bergwald, fmt, objective, variant):
+def test_fast_region_arrays_equal_the_general_path(bergwald, fmt, objective, variant, order):
     pkg, hard, bids = bergwald
     table = _variants(bids)[variant]
     package = pkg if fmt == "full" else hard
+    if order == "F":
+        package = _fortran(package)
+        assert package.p_flex_mw.flags["F_CONTIGUOUS"]
     for request in (0.9, -0.4):
         p = prepare(package, table, request, objective=objective)
         fast = RegionArrays(p)

@@ -519,7 +519,6 @@ class RegionArrays:
             lo_t += [np.zeros(k), np.full(k, -INF)]
             hi_t += [np.full(k, INF), np.zeros(k)]
         self.k_lo, self.k_hi = lo_t, hi_t
-        self.ones = np.ones((1, nf))
 
     def arrays(self, i: int) -> HighsArrays | None:
         """Region ``i`` as passModel arrays (None: use region_program + solve_highs)."""
@@ -531,7 +530,9 @@ class RegionArrays:
         pf = pf_all[i]
         blk = p.blocks[i]
         fixed = self.fixed_x
-        d = pf[None, :] - np.delete(pf_all, i, axis=0)          # (m-1, n): P_i - P_j
+        # (m-1, n): P_i - P_j, the very expression of region_program (the memory order of
+        # the result, hence the summation order of d @ pf, follows that of p_flex_mw)
+        d = pf[None, :] - np.delete(pf_all, i, axis=0)
         if len(fixed) and not (np.all(np.isfinite(blk.sens[:, fixed]))
                                and np.all(np.isfinite(d[:, fixed]))):
             return None
@@ -547,12 +548,17 @@ class RegionArrays:
             hi += [np.full(n, INF), np.full(n, INF)]
         fx = self.fx
         nf = self.nf
-        dense = np.vstack([blk.sens[:, fx], d[:, fx], self.ones])
-        nd = dense.shape[0]
+        nr = len(blk.rows)
+        nd = nr + m                                     # voltage/loading, Voronoi, balance
+        value = np.empty(nd * nf + len(self.tail_value))
+        body = value[:nd * nf].reshape(nd, nf)
+        np.take(blk.sens, fx, axis=1, out=body[:nr], mode="clip")
+        np.take(d, fx, axis=1, out=body[nr:nd - 1], mode="clip")
+        body[nd - 1] = 1.0
+        value[nd * nf:] = self.tail_value
         start = np.concatenate([np.arange(0, nd * nf + 1, nf, dtype=np.int32),
                                 (nd * nf + self.tail_start).astype(np.int32)])
         index = np.concatenate([np.tile(np.arange(nf, dtype=np.int32), nd), self.tail_index])
-        value = np.concatenate([dense.ravel(), self.tail_value])
         return HighsArrays(self.r_cost, self.r_col_lo, self.r_col_hi,
                            np.ascontiguousarray(np.concatenate(
                                [np.asarray(v, float) for v in lo]), float),
