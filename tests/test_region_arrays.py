@@ -18,9 +18,10 @@ from flexcore.district.buildings import load_building_table
 from flexcore.dso.linearizer import Linearizer
 from flexcore.dso.privacy import harden
 from flexcore.exchange.bids import BidTable
-from flexcore.exchange.enums import Objective
+from flexcore.exchange.enums import ClearingStatus, Objective
 from flexcore.exchange.hardened import HardenedPackage
 from flexcore.grid.grids import load_grid
+from flexcore.market import clear
 from flexcore.market.direct import (
     HighsArrays,
     RegionArrays,
@@ -119,3 +120,12 @@ def test_fast_region_arrays_equal_the_general_path(bergwald, fmt, objective, var
                     assert np.array_equal(held_new[f], held_old[f]), f
             if variant == "zero":
                 assert len(new.cost) < p.n + len(p.binary) + (p.n if p.proximity else 0)
+
+
+def test_no_bid_with_volume_takes_the_general_path(bergwald):
+    pkg, _, bids = bergwald
+    table = replace(bids, volume_mw=np.zeros(len(bids)))
+    p = prepare(pkg, table, 0.5, objective=Objective.ABS_COST_PROXIMITY)
+    assert RegionArrays(p).arrays(0) is None          # only the t columns are free
+    r = clear(pkg, table, 0.5, objective=Objective.ABS_COST_PROXIMITY, diagnose_infeasible=False)
+    assert r.status == ClearingStatus.INFEASIBLE      # nothing can deliver 0.5 MW

@@ -227,7 +227,8 @@ class LinearProgram:
 
 @dataclass
 class HighsOutcome:
-    """One HiGHS solve: ``x`` and ``row_activity`` are set when a solution exists."""
+    """One HiGHS solve: ``x`` is set when a solution exists, ``row_activity`` too except on
+    the region fast path of :func:`_solve_regions` (which does not read it)."""
 
     status: ClearingStatus
     message: str
@@ -456,7 +457,7 @@ class RegionArrays:
     :func:`region_program` after ``_drop_fixed_columns``, without the sparse-matrix detour.
 
     :meth:`arrays` returns None when the shortcut does not apply exactly (a column fixed at
-    a non-zero value, a non-finite coefficient on a fixed column, or no free column); the
+    a non-zero value, a non-finite coefficient on a fixed column, or no bid with volume); the
     caller then takes the general path.
     """
 
@@ -482,6 +483,7 @@ class RegionArrays:
         self.fx = fx
         nf = len(fx)
         self.nf = nf
+        self.exact = self.exact and nf > 0
         newpos = np.full(self.ncol, -1, np.int64)
         newpos[self.free] = np.arange(len(self.free))
         self.r_cost = np.ascontiguousarray(self.cost[self.free], float)
