@@ -227,7 +227,8 @@ class LinearProgram:
 
 @dataclass
 class HighsOutcome:
-    """One HiGHS solve: ``x`` and ``row_activity`` are set when a solution exists."""
+    """One HiGHS solve: ``x`` is set when a solution exists, ``row_activity`` too except on
+    the region fast path of :func:`_solve_regions` (which does not read it)."""
 
     status: ClearingStatus
     message: str
@@ -259,6 +260,34 @@ def _new_highs() -> Any:
     return h
 
 
+@dataclass
+class HighsArrays:
+    """Exactly what :func:`solve_highs` passes to ``Highs.passModel`` (row-wise CSR)."""
+
+    cost: FloatArray
+    col_lo: FloatArray
+    col_hi: FloatArray
+    row_lo: FloatArray
+    row_hi: FloatArray
+    start: npt.NDArray[np.int32]      # CSR row starts (nrow + 1)
+    index: npt.NDArray[np.int32]      # column of each entry, sorted within a row
+    value: FloatArray
+    integrality: npt.NDArray[np.int32]
+
+
+def highs_arrays(lp: LinearProgram) -> HighsArrays:
+    """The passModel arrays of ``lp`` (its columns fixed by their bounds already dropped)."""
+    a = lp.a.tocsr()
+    a.sort_indices()
+    return HighsArrays(np.ascontiguousarray(lp.cost, float),
+                       np.ascontiguousarray(lp.col_lo, float),
+                       np.ascontiguousarray(lp.col_hi, float),
+                       np.ascontiguousarray(lp.row_lo, float),
+                       np.ascontiguousarray(lp.row_hi, float), a.indptr.astype(np.int32),
+                       a.indices.astype(np.int32), a.data.astype(float),
+                       lp.integrality.astype(np.int32))
+
+
 def solve_highs(lp: LinearProgram, *, mip_rel_gap: float = 1e-6, time_limit_s: float | None = None,
                 start: FloatArray | None = None, threads: int | None = None) -> HighsOutcome:
     """Pass ``lp`` to HiGHS in one call (row-wise CSR) and solve it."""
@@ -272,25 +301,30 @@ def solve_highs(lp: LinearProgram, *, mip_rel_gap: float = 1e-6, time_limit_s: f
                              time.perf_counter() - t0) if ok else
                 HighsOutcome(ClearingStatus.INFEASIBLE, "infeasible (every column is fixed)",
                              None, None, None, time.perf_counter() - t0))
+    return _run_highs(highs_arrays(lp), full.cost, full.col_lo, free, full.a, t0=t0,
+                      mip_rel_gap=mip_rel_gap, time_limit_s=time_limit_s, start=start,
+                      threads=threads)
+
+
+def _run_highs(arr: HighsArrays, full_cost: FloatArray, full_col_lo: FloatArray,
+               free: IntArray, full_a: sp.csr_matrix | None, *, t0: float, mip_rel_gap: float,
+               time_limit_s: float | None, start: FloatArray | None = None,
+               threads: int | None = None) -> HighsOutcome:
+    """Solve the passModel arrays; ``x`` is mapped back onto the full columns (``free``);
+    ``row_activity`` is ``full_a @ x`` (None without ``full_a``)."""
     h = _new_highs()
     h.setOptionValue("mip_rel_gap", float(mip_rel_gap))
-    if not lp.integrality.any():
+    if not arr.integrality.any():
         # a dense LP: HiGHS presolve costs ~5x the simplex itself (measured on Bergwald)
         h.setOptionValue("presolve", "off")
     if time_limit_s is not None:
         h.setOptionValue("time_limit", float(max(time_limit_s, 1e-3)))
     if threads is not None:
         h.setOptionValue("threads", int(threads))
-    a = lp.a.tocsr()
-    a.sort_indices()
-    ncol, nrow = len(lp.cost), a.shape[0]
-    integ = lp.integrality.astype(np.int32)
-    st = h.passModel(ncol, nrow, int(a.nnz), int(highspy.MatrixFormat.kRowwise),
-                int(highspy.ObjSense.kMinimize), 0.0,
-                np.ascontiguousarray(lp.cost, float), np.ascontiguousarray(lp.col_lo, float),
-                np.ascontiguousarray(lp.col_hi, float), np.ascontiguousarray(lp.row_lo, float),
-                np.ascontiguousarray(lp.row_hi, float), a.indptr.astype(np.int32),
-                a.indices.astype(np.int32), a.data.astype(float), integ)
+    ncol, nrow = len(arr.cost), len(arr.row_lo)
+    st = h.passModel(ncol, nrow, int(arr.start[-1]), int(highspy.MatrixFormat.kRowwise),
+                     int(highspy.ObjSense.kMinimize), 0.0, arr.cost, arr.col_lo, arr.col_hi,
+                     arr.row_lo, arr.row_hi, arr.start, arr.index, arr.value, arr.integrality)
     if st == highspy.HighsStatus.kError:
         return HighsOutcome(ClearingStatus.ERROR, "HiGHS rejected the model (passModel)", None,
                             None, None, time.perf_counter() - t0)
@@ -306,10 +340,10 @@ def solve_highs(lp: LinearProgram, *, mip_rel_gap: float = 1e-6, time_limit_s: f
     obj: float | None = None
     if has_sol:
         sol = h.getSolution()
-        x = full.col_lo.copy()
+        x = full_col_lo.copy()
         x[free] = sol.col_value
-        act = full.a @ x
-        obj = float(full.cost @ x)
+        act = None if full_a is None else full_a @ x
+        obj = float(full_cost @ x)
     dt = time.perf_counter() - t0
     if ms == MS.kOptimal:
         return HighsOutcome(ClearingStatus.OPTIMAL, "", x, act, obj, dt)
@@ -417,6 +451,124 @@ def region_program(p: Prepared, i: int, *, cost: FloatArray | None = None,
     return lp, len(blk.rows)
 
 
+class RegionArrays:
+    """The HiGHS arrays of every region of one clearing (``b_i = 1``, full cost, balance row),
+    built from pieces shared by all regions: the same arrays that ``highs_arrays`` makes of
+    :func:`region_program` after ``_drop_fixed_columns``, without the sparse-matrix detour.
+
+    :meth:`arrays` returns None when the shortcut does not apply exactly (a column fixed at
+    a non-zero value, a non-finite coefficient on a fixed column, or no bid with volume); the
+    caller then takes the general path.
+    """
+
+    def __init__(self, p: Prepared) -> None:
+        self.p = p
+        n, k = p.n, len(p.binary)
+        prox = p.proximity
+        nt = n if prox else 0
+        self.ncol = n + k + nt
+        self.cost = np.zeros(self.ncol)
+        self.cost[:n] = p.weight
+        if prox:
+            self.cost[n + k:] = p.proximity_weight
+        self.col_lo = np.r_[p.lower, np.zeros(k), np.zeros(nt)]
+        self.col_hi = np.r_[p.upper, np.ones(k), np.full(nt, INF)]
+        integ = np.r_[np.zeros(n), np.ones(k), np.zeros(nt)].astype(np.int8)
+        self.free = np.flatnonzero(self.col_hi > self.col_lo)
+        fixed_x = np.flatnonzero(~(p.upper > p.lower))
+        self.fixed_x = fixed_x
+        # a column fixed at 0 shifts no row bound (exactly: a @ x_fixed is +0.0)
+        self.exact = bool(np.all(self.col_lo[fixed_x] == 0.0)) and len(self.free) > 0
+        fx = np.flatnonzero(p.upper > p.lower)
+        self.fx = fx
+        nf = len(fx)
+        self.nf = nf
+        self.exact = self.exact and nf > 0
+        newpos = np.full(self.ncol, -1, np.int64)
+        newpos[self.free] = np.arange(len(self.free))
+        self.r_cost = np.ascontiguousarray(self.cost[self.free], float)
+        self.r_col_lo = np.ascontiguousarray(self.col_lo[self.free], float)
+        self.r_col_hi = np.ascontiguousarray(self.col_hi[self.free], float)
+        self.r_integ = integ[self.free].astype(np.int32)
+        # rows after the dense block, the same for every region: [min size | max size | prox]
+        counts: list[IntArray] = []
+        idx: list[IntArray] = []
+        val: list[FloatArray] = []
+        if k:
+            bj = p.binary
+            for mag in (p.min_mag, p.max_mag):
+                pairs_c = np.stack([newpos[bj], newpos[n + np.arange(k)]], axis=1)
+                pairs_v = np.stack([p.sign[bj], -mag], axis=1).astype(float)
+                ok = pairs_c >= 0
+                counts.append(ok.sum(axis=1))
+                idx.append(pairs_c[ok])
+                val.append(pairs_v[ok])
+        if prox:
+            for x_val in (-1.0, 1.0):
+                pairs_c = np.stack([newpos[np.arange(n)], newpos[n + k + np.arange(n)]], axis=1)
+                pairs_v = np.stack([np.full(n, x_val), np.ones(n)], axis=1)
+                ok = pairs_c >= 0
+                counts.append(ok.sum(axis=1))
+                idx.append(pairs_c[ok])
+                val.append(pairs_v[ok])
+        # CSR pieces of those rows: starts after the dense block's last entry, columns, values
+        self.tail_start = np.cumsum(np.concatenate(counts)) if counts else np.zeros(0, np.int64)
+        self.tail_index = (np.concatenate(idx) if idx else np.zeros(0)).astype(np.int32)
+        self.tail_value = (np.concatenate(val) if val else np.zeros(0)).astype(float)
+        lo_t: list[FloatArray] = []
+        hi_t: list[FloatArray] = []
+        if k:
+            lo_t += [np.zeros(k), np.full(k, -INF)]
+            hi_t += [np.full(k, INF), np.zeros(k)]
+        self.k_lo, self.k_hi = lo_t, hi_t
+
+    def arrays(self, i: int) -> HighsArrays | None:
+        """Region ``i`` as passModel arrays (None: use region_program + solve_highs)."""
+        if not self.exact:
+            return None
+        p = self.p
+        n, m = p.n, p.m
+        pf_all = p.package.p_flex_mw
+        pf = pf_all[i]
+        blk = p.blocks[i]
+        fixed = self.fixed_x
+        # (m-1, n): P_i - P_j, the very expression of region_program (the memory order of
+        # the result, hence the summation order of d @ pf, follows that of p_flex_mw)
+        d = pf[None, :] - np.delete(pf_all, i, axis=0)
+        if len(fixed) and not (np.all(np.isfinite(blk.sens[:, fixed]))
+                               and np.all(np.isfinite(d[:, fixed]))):
+            return None
+        shift = blk.sens @ pf
+        lo: list[npt.ArrayLike] = [blk.lb - blk.base + shift,
+                                   d @ pf - 0.5 * np.einsum("jn,jn->j", d, d), [p.request_mw]]
+        hi: list[npt.ArrayLike] = [blk.ub - blk.base + shift, np.full(m - 1, INF),
+                                   [p.request_mw]]
+        lo += self.k_lo
+        hi += self.k_hi
+        if p.proximity:
+            lo += [-pf, pf]
+            hi += [np.full(n, INF), np.full(n, INF)]
+        fx = self.fx
+        nf = self.nf
+        nr = len(blk.rows)
+        nd = nr + m                                     # voltage/loading, Voronoi, balance
+        value = np.empty(nd * nf + len(self.tail_value))
+        body = value[:nd * nf].reshape(nd, nf)
+        np.take(blk.sens, fx, axis=1, out=body[:nr], mode="clip")
+        np.take(d, fx, axis=1, out=body[nr:nd - 1], mode="clip")
+        body[nd - 1] = 1.0
+        value[nd * nf:] = self.tail_value
+        start = np.concatenate([np.arange(0, nd * nf + 1, nf, dtype=np.int32),
+                                (nd * nf + self.tail_start).astype(np.int32)])
+        index = np.concatenate([np.tile(np.arange(nf, dtype=np.int32), nd), self.tail_index])
+        return HighsArrays(self.r_cost, self.r_col_lo, self.r_col_hi,
+                           np.ascontiguousarray(np.concatenate(
+                               [np.asarray(v, float) for v in lo]), float),
+                           np.ascontiguousarray(np.concatenate(
+                               [np.asarray(v, float) for v in hi]), float),
+                           start, index, value, self.r_integ)
+
+
 def _solve_regions(p: Prepared, *, mip_rel_gap: float, time_limit_s: float | None
                    ) -> Solution:
     t_build = t_solve = 0.0
@@ -424,14 +576,22 @@ def _solve_regions(p: Prepared, *, mip_rel_gap: float, time_limit_s: float | Non
     errors: list[str] = []
     timed_out = False
     t_start = time.perf_counter()
+    fast = RegionArrays(p)
+    t_build += time.perf_counter() - t_start
     for i in range(p.m):
         if i in p.excluded:
             continue
         t0 = time.perf_counter()
-        lp, _ = region_program(p, i)
+        arr = fast.arrays(i)
+        lp = region_program(p, i)[0] if arr is None else None
         t_build += time.perf_counter() - t0
         left = None if time_limit_s is None else time_limit_s - (time.perf_counter() - t_start)
-        out = solve_highs(lp, mip_rel_gap=mip_rel_gap, time_limit_s=left)
+        if arr is None:
+            assert lp is not None
+            out = solve_highs(lp, mip_rel_gap=mip_rel_gap, time_limit_s=left)
+        else:
+            out = _run_highs(arr, fast.cost, fast.col_lo, fast.free, None,
+                             t0=time.perf_counter(), mip_rel_gap=mip_rel_gap, time_limit_s=left)
         t_solve += out.solve_time_s
         if out.x is not None and out.objective is not None and out.status.has_solution:
             if best is None or out.objective < best[0] - 1e-9 * (1 + abs(best[0])):
@@ -639,7 +799,7 @@ def make_result(p: Prepared, *, status: ClearingStatus | str, message: str, poin
     res.objective = None if objective is None else float(objective)
     res.operating_point = int(point)
     res.operating_point_label = pkg.points[point].label
-    res.activation_mw = {c: float(v) for c, v in zip(pkg.columns, xa)}
+    res.activation_mw = dict(zip(pkg.columns, xa.tolist()))
     if isinstance(pkg, HardenedPackage):
         return res    # format 2: the predictions are the DSO's (SensitivityPackage.predict)
     vm, ld = pkg.predict(point, xa)
