@@ -144,20 +144,13 @@ def run_chunked(cfg: ScenarioConfig, *, out: str | Path | None = None, quiet: bo
     """Run a calendar scenario in its chunks (``workers`` processes, default one per chunk;
     0: one after another in this process) and merge them into one run folder; returns
     (run folder, summary). The summary's ``chunk_layout`` says which chunks failed."""
-    from flexcore.runs import new_run_dir, versions, write_json, write_toml
     from scenarios.bergwald import run_clock
-    from scenarios.runner import copy_results_readme, scenario_document
+    from scenarios.runner import open_run_dir, scenario_document
     from scenarios.sweep import run_tasks
 
     chunks = plan_chunks(cfg)
     run_clock(chunk_config(cfg, chunks[0]))   # bad input (e.g. warmup_frames): exit 2 now
-    run_dir = new_run_dir("run", out=out).resolve()
-    write_json(run_dir / "config.resolved.json", cfg.to_dict())
-    write_toml(run_dir / "config.resolved.toml", scenario_document(cfg),
-               header=f"flexcosim resolved scenario (from {cfg.source or 'a dict'}); "
-                      "a runnable scenario file.\nNone values are left out (TOML has no null).")
-    write_json(run_dir / "versions.json", {**versions(), "seed": cfg.seed})
-    copy_results_readme(run_dir)
+    run_dir = open_run_dir(cfg, out=out)
     records = {c.index: {"status": "pending", "error": "", "wall_s": None} for c in chunks}
     _write_layout(run_dir, cfg, chunks, records)
     t0 = time.perf_counter()

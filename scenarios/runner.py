@@ -305,6 +305,22 @@ def _quiet_exception_handler(loop, context: dict) -> None:
 RESULTS_README = Path(__file__).resolve().parents[1] / "results" / "README.md"
 
 
+def open_run_dir(cfg: ScenarioConfig, *, out: str | Path | None = None) -> Path:
+    """A new run folder (never an existing one) with what every run writes before its first
+    frame: the resolved scenario (JSON and a runnable TOML), the versions and seed, and the
+    run-folder documentation."""
+    from flexcore.runs import new_run_dir, versions, write_json, write_toml
+
+    run_dir = new_run_dir("run", out=out).resolve()
+    write_json(run_dir / "config.resolved.json", cfg.to_dict())
+    write_toml(run_dir / "config.resolved.toml", scenario_document(cfg),
+               header=f"flexcosim resolved scenario (from {cfg.source or 'a dict'}); "
+                      "a runnable scenario file.\nNone values are left out (TOML has no null).")
+    write_json(run_dir / "versions.json", {**versions(), "seed": cfg.seed})
+    copy_results_readme(run_dir)
+    return run_dir
+
+
 def copy_results_readme(run_dir: Path) -> None:
     """``results/README.md`` (what every file and column of a run folder means) into the
     run folder, so the folder explains itself; skipped where the file is not shipped."""
@@ -319,17 +335,10 @@ def run_scenario(cfg: ScenarioConfig, *, out: str | Path | None = None, quiet: b
     """Run the co-simulation; returns (run folder, summary)."""
     import pandas as pd
 
-    from flexcore.runs import new_run_dir, versions, write_json, write_toml
     from scenarios.bergwald import create_scenario, sim_config
     from scenarios.results import close_open_recorders, read_table, summarize, write_summary
 
-    run_dir = new_run_dir("run", out=out).resolve()
-    write_json(run_dir / "config.resolved.json", cfg.to_dict())
-    write_toml(run_dir / "config.resolved.toml", scenario_document(cfg),
-               header=f"flexcosim resolved scenario (from {cfg.source or 'a dict'}); "
-                      "a runnable scenario file.\nNone values are left out (TOML has no null).")
-    write_json(run_dir / "versions.json", {**versions(), "seed": cfg.seed})
-    copy_results_readme(run_dir)
+    run_dir = open_run_dir(cfg, out=out)
     t0 = time.perf_counter()
     world = new_world(sim_config(cfg.starter, cfg.external_units))
     try:

@@ -22,3 +22,28 @@ def small_region(*, n_lv: int = 3, lv_buses: int = 5):
         for i, b in enumerate(lv[1:]):
             pp.create_load(net, b, p_mw=0.02, q_mvar=0.005, name=f"load{k}-{i}")
     return net
+
+
+def true_nesting(setup, *, min_size: int = 0) -> set[frozenset[str]]:
+    """Independent oracle of how LV areas nest on MV feeders: per MV line of the whole
+    region, the names of the areas (``d.name`` of ``setup.lv``) whose transformer hangs
+    behind it (seen from the ext_grid), from pandapower's graph of the region; groups of at
+    least ``min_size`` areas."""
+    import networkx as nx
+    import pandapower.topology as top
+
+    net = setup.region.net
+    g = top.create_nxgraph(net)
+    src = int(net.ext_grid.bus.iloc[0])
+    out = set()
+    for a, b in zip(net.line.from_bus, net.line.to_bus):
+        if net.bus.vn_kv[a] < 1:
+            continue
+        h = nx.Graph(g)
+        h.remove_edge(a, b)
+        far = b if nx.has_path(h, src, a) else a
+        comp = nx.node_connected_component(h, far)
+        group = frozenset(d.name for d in setup.lv if d.area.mv_bus in comp)
+        if len(group) >= min_size:
+            out.add(group)
+    return out

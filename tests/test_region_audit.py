@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import json
 
-import networkx as nx
 import numpy as np
-import pandapower.topology as top
 import pytest
 
 from flexcore.dso.audit import attack_downstream_sets
 from flexcore.region.audit import audit_region, write_region_audit
 from flexcore.region.split import split_region
 from flexcore.region.study import region_bids, setup_region
-from tests.region_grid import small_region
+from tests.region_grid import small_region, true_nesting
 
 
 @pytest.fixture(scope="module")
@@ -29,24 +27,6 @@ def setup():
     return setup_region(region, bids)
 
 
-def _true_nesting(setup) -> set[frozenset[str]]:
-    """Independent oracle: per MV line of the whole region, the areas whose transformer
-    hangs behind it (seen from the ext_grid), from pandapower's graph of the region."""
-    net = setup.region.net
-    g = top.create_nxgraph(net)
-    src = int(net.ext_grid.bus.iloc[0])
-    out = set()
-    for a, b in zip(net.line.from_bus, net.line.to_bus):
-        if net.bus.vn_kv[a] < 1:
-            continue
-        h = nx.Graph(g)
-        h.remove_edge(a, b)
-        far = b if nx.has_path(h, src, a) else a
-        comp = nx.node_connected_component(h, far)
-        out.add(frozenset(d.name for d in setup.lv if d.area.mv_bus in comp))
-    return out
-
-
 def test_mv_package_reveals_the_nesting_of_areas(setup):
     res = audit_region(setup, order_permutations=10)
     mv = res.mv
@@ -58,7 +38,7 @@ def test_mv_package_reveals_the_nesting_of_areas(setup):
     # the attack's sets, as area names, are the true nesting from the region's own graph
     pkg = setup.mv.package
     guessed = {frozenset(pkg.columns[j] for j in s) for s in attack_downstream_sets(pkg)}
-    assert guessed == _true_nesting(setup)
+    assert guessed == true_nesting(setup)
     assert len(guessed) == n_areas      # a chain: {all}, {all but first}, ..., {last}
     # the salts are private (flexcore.region.ids): neither the old naming scheme ("mv",
     # "lv<trafo>") nor the public ids rebuild a row key

@@ -10,10 +10,8 @@ import re
 import zipfile
 from dataclasses import replace
 
-import networkx as nx
 import numpy as np
 import pandapower as pp
-import pandapower.topology as top
 import pytest
 
 from flexcore.exchange.hardened import HardenedPackage
@@ -24,6 +22,7 @@ from flexcore.region.ids import identities
 from flexcore.region.publish import slack_column_id
 from flexcore.region.split import split_region
 from flexcore.region.study import region_bids, run_region, setup_region
+from tests.region_grid import true_nesting
 
 GAP = 1e-7
 
@@ -62,26 +61,6 @@ def bids(region):
         if a.net.bus.name.str.startswith("B").any():
             b = out[a.name]
             out[a.name] = replace(b, volume_mw=np.round(0.05 * b.volume_mw, 6))
-    return out
-
-
-def _true_nesting(setup) -> set[frozenset[str]]:
-    """Independent oracle: per MV line, the areas (public ids) whose transformer hangs
-    behind it, from pandapower's graph of the whole region; groups of two or more."""
-    net = setup.region.net
-    g = top.create_nxgraph(net)
-    src = int(net.ext_grid.bus.iloc[0])
-    out = set()
-    for a, b in zip(net.line.from_bus, net.line.to_bus):
-        if net.bus.vn_kv[a] < 1:
-            continue
-        h = nx.Graph(g)
-        h.remove_edge(a, b)
-        far = b if nx.has_path(h, src, a) else a
-        comp = nx.node_connected_component(h, far)
-        group = frozenset(d.name for d in setup.lv if d.area.mv_bus in comp)
-        if len(group) >= 2:
-            out.add(group)
     return out
 
 
@@ -125,7 +104,7 @@ def test_exact_coupled_clearing_reaches_the_format1_optimum(runs):
 
 def test_the_attacker_reads_only_the_linked_areas_nesting(runs):
     setup, exact = runs["exact"]
-    truth = _true_nesting(setup)
+    truth = true_nesting(setup, min_size=2)
     assert len(truth) == 4                   # {A0, A1, A2}, {A1, A2} and the same on B
     res = audit_published(setup, exact.published, order_permutations=5)
     slack = {d.name: slack_column_id(d.name) for d in setup.lv}

@@ -123,23 +123,28 @@ def test_tso_offer_table_maps_columns_like_the_offer_dicts():
     assert bids.subset(cols) is bids and bids.subset(("b1", "b2", "zz")).ids == ("b1", "b2", "zz")
 
 
+def _with_room(ref: SensitivityPackage, *, spare: int) -> SensitivityPackage:
+    """``ref`` with its vtdf and ltdf in point buffers with room for ``spare`` more points."""
+    from flexcore.exchange.package import point_buffer
+
+    fields = {}
+    for name in ("vtdf", "ltdf"):
+        buf = point_buffer(len(ref.points), getattr(ref, name).shape[1:], spare=spare)
+        buf[:] = getattr(ref, name)
+        fields[name] = buf
+    return SensitivityPackage(columns=ref.columns, vm_rows=ref.vm_rows,
+                              loading_rows=ref.loading_rows, points=ref.points,
+                              p_flex_mw=ref.p_flex_mw, vm_pu=ref.vm_pu,
+                              loading_percent=ref.loading_percent, **fields)
+
+
 def test_refinement_points_written_into_spare_room_never_change_a_package():
     """A package whose matrices have room for more points (point_buffer) gets its
     refinement point written in place; every package made before keeps its values, and
     extending an older package copies (oracle: np.concatenate)."""
-    from flexcore.exchange.package import point_buffer
-
     rng = np.random.default_rng(10)
     ref = _package(rng, m=2)
-    fields = {}
-    for name in ("vtdf", "ltdf"):
-        buf = point_buffer(2, getattr(ref, name).shape[1:], spare=2)
-        buf[:] = getattr(ref, name)
-        fields[name] = buf
-    pkg = SensitivityPackage(columns=ref.columns, vm_rows=ref.vm_rows,
-                             loading_rows=ref.loading_rows, points=ref.points,
-                             p_flex_mw=ref.p_flex_mw, vm_pu=ref.vm_pu,
-                             loading_percent=ref.loading_percent, **fields)
+    pkg = _with_room(ref, spare=2)
 
     def point(k):
         return {name: getattr(ref, name)[0] + k for name in ("p_flex_mw", "vm_pu",
@@ -163,19 +168,10 @@ def test_refinement_points_written_into_spare_room_never_change_a_package():
 
 def test_request_rows_reuse_the_products_of_points_in_the_same_memory():
     from flexcore.dso.privacy import RequestRows
-    from flexcore.exchange.package import point_buffer
 
     rng = np.random.default_rng(11)
     ref = _package(rng, m=3)
-    fields = {}
-    for name in ("vtdf", "ltdf"):
-        buf = point_buffer(3, getattr(ref, name).shape[1:], spare=1)
-        buf[:] = getattr(ref, name)
-        fields[name] = buf
-    pkg = SensitivityPackage(columns=ref.columns, vm_rows=ref.vm_rows,
-                             loading_rows=ref.loading_rows, points=ref.points,
-                             p_flex_mw=ref.p_flex_mw, vm_pu=ref.vm_pu,
-                             loading_percent=ref.loading_percent, **fields)
+    pkg = _with_room(ref, spare=1)
     r0 = RequestRows(pkg, request_mw=0.5)
     pkg1 = pkg.with_point("refine 1", **{k: getattr(ref, k)[1] * 0.9 for k in (
         "p_flex_mw", "vm_pu", "loading_percent", "vtdf", "ltdf")})
