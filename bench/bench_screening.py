@@ -118,7 +118,7 @@ def balance(args: argparse.Namespace, slots: list[int]) -> None:
         req = cfg.request_mw(slot)
         for i in range(pkg.m):
             a_raw, c, _ = privacy._sides(pkg, i)
-            a, rhs, _ = privacy._normalise(a_raw, c)
+            a, rhs, _ = privacy.normalise_sides(a_raw, c)
             centre, half = 0.5 * (lo + hi), 0.5 * (hi - lo)
             tol = 1e-9 * (1 + np.abs(rhs))
             box = a @ centre + np.abs(a) @ half > rhs + tol
@@ -222,7 +222,7 @@ def main() -> None:
         a_, rhs, *_ = privacy.screen_point(pkg, 0, lo, hi)
         new_s = time.perf_counter() - t0
         a_raw, c, _ = privacy._sides(pkg, 0)
-        a_n, rhs_n, _ = privacy._normalise(a_raw, c)
+        a_n, rhs_n, _ = privacy.normalise_sides(a_raw, c)
         centre, half = 0.5 * (lo + hi), 0.5 * (hi - lo)
         box_max = a_n @ centre + np.abs(a_n) @ half
         idx = np.flatnonzero(box_max > rhs_n + 1e-9 * (1 + np.abs(rhs_n)))

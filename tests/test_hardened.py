@@ -395,7 +395,7 @@ def test_screening_cache_gives_the_same_sides_with_fewer_lps(simbench):
     earlier publication, base case moved by 5 %) publishes the same sides as a cold
     screening, and those are the sides the reference method (one LP per side over all
     sides still kept) keeps; the clearing's cost equals format 1's."""
-    from flexcore.dso.privacy import ScreeningCache, _normalise, _screen_sequential, _sides
+    from flexcore.dso.privacy import ScreeningCache, _screen_sequential, _sides, normalise_sides
 
     net, bids, lin, pkg, hard, _ = simbench
     cache = ScreeningCache()
@@ -416,7 +416,7 @@ def test_screening_cache_gives_the_same_sides_with_fewer_lps(simbench):
     # the reference method keeps as many sides per point
     for i in range(pkg2.m):
         a_raw, c, _ = _sides(pkg2, i)
-        a, rhs, _ = _normalise(a_raw, c)
+        a, rhs, _ = normalise_sides(a_raw, c)
         centre, half = 0.5 * (b.lower_mw + b.upper_mw), 0.5 * (b.upper_mw - b.lower_mw)
         box_max = a @ centre + np.abs(a) @ half
         idx = np.flatnonzero(box_max > rhs + 1e-9 * (1 + np.abs(rhs)))

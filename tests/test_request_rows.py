@@ -121,7 +121,7 @@ def test_cut_adds_exactly_the_violated_sides(simbench):
     rng = np.random.default_rng(5)
     for i in range(pkg.m):
         a_raw, c, names = P._sides(pkg, i)
-        a, rhs, _ = P._normalise(a_raw, c)
+        a, rhs, _ = P.normalise_sides(a_raw, c)
         assert names == rows.names_[i]
         assert np.array_equal(rows.selected[i], rhs <= 0.0)   # at or past the limit
         for _ in range(3):

@@ -85,7 +85,7 @@ def _sides(pkg: SensitivityPackage, i: int) -> tuple[np.ndarray, np.ndarray, lis
     return np.vstack(a_parts), np.concatenate(c_parts), names
 
 
-def _normalise(a: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def normalise_sides(a: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``a x <= c`` as ``a' x <= rhs``, rhs in {-1, 0, 1}; returns a', rhs, scale."""
     norm = np.linalg.norm(a, axis=1)
     zero = np.abs(c) <= _ZERO_TOL * np.maximum(norm, 1.0)
@@ -473,7 +473,7 @@ def screen_point(pkg: SensitivityPackage, i: int, lower: np.ndarray, upper: np.n
                             dict[str, int]]:
     """The sides of point ``i`` that can bind: ``(a, rhs, scale, names, feasible, counts)``."""
     a_raw, c, names = _sides(pkg, i)
-    a, rhs, scale = _normalise(a_raw, c)
+    a, rhs, scale = normalise_sides(a_raw, c)
     total = len(rhs)
     # closed-form box bound without margin (flexcore.market.direct._keep_rows, one side)
     lo_box = np.asarray(lower, float)
@@ -558,15 +558,17 @@ def harden(package: SensitivityPackage, *, lower_mw: npt.ArrayLike, upper_mw: np
             excluded.append(i)
         per_point.append((a, rhs, scale, names))
     screening = {k: totals[k] for k in ("sides_total", "sides_after_box", "sides_kept")}
-    return _assemble(package, per_point, excluded=excluded, rng=rng, screening=screening,
-                     totals=totals, t0=t0)
+    return assemble_hardened(package, per_point, excluded=excluded, rng=rng,
+                             screening=screening, totals=totals, t0=t0)
 
 
-def _assemble(package: SensitivityPackage,
-              per_point: list[tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple[str, str]]]],
-              *, excluded: list[int], rng: np.random.Generator | None,
-              screening: dict[str, Any], totals: dict[str, Any], t0: float,
-              request_mw: float | None = None) -> tuple[HardenedPackage, HardeningKey]:
+def assemble_hardened(package: SensitivityPackage,
+                      per_point: list[tuple[np.ndarray, np.ndarray, np.ndarray,
+                                            list[tuple[str, str]]]],
+                      *, excluded: list[int], rng: np.random.Generator | None,
+                      screening: dict[str, Any], totals: dict[str, Any], t0: float,
+                      request_mw: float | None = None
+                      ) -> tuple[HardenedPackage, HardeningKey]:
     """The format-2 package of the sides ``per_point[i] = (a, rhs, scale, names)`` (in
     ``package.columns`` order): rows and columns shuffled, and its DSO-private key."""
     rng = rng if rng is not None else np.random.default_rng(secrets.randbits(128))
@@ -677,7 +679,7 @@ class RequestRows:
             c = np.concatenate([lim.vm_max_pu - vm + sv, vm - lim.vm_min_pu - sv,
                                 lim.loading_max_percent - ld + sl,
                                 ld - lim.loading_min_percent - sl])
-            _, rhs, _ = _normalise(np.ones((len(c), 1)), c)  # rhs <= 0: at/past the limit
+            _, rhs, _ = normalise_sides(np.ones((len(c), 1)), c)  # rhs <= 0: at/past the limit
             self.c.append(c)
             self.selected.append((rhs <= 0.0) | seeded)
             self.names_.append(names)
@@ -725,7 +727,7 @@ class RequestRows:
         cand = np.flatnonzero((value > self.c[point]) & ~self.selected[point])
         new = cand[:0]
         if len(cand):  # the test of the published (normalised) form
-            a, rhs, _ = _normalise(*self._rows(point, cand))
+            a, rhs, _ = normalise_sides(*self._rows(point, cand))
             excess = a @ x - rhs
             hit = excess > _CUT_TOL * (1.0 + np.abs(rhs))
             new = cand[hit]
@@ -749,13 +751,14 @@ class RequestRows:
         per_point = []
         for i, (names, sel) in enumerate(zip(self.names_, self.selected)):
             idx = np.flatnonzero(sel)
-            a, rhs, scale = _normalise(*self._rows(i, idx))
+            a, rhs, scale = normalise_sides(*self._rows(i, idx))
             per_point.append((a, rhs, scale, [names[k] for k in idx]))
         total = sum(len(c) for c in self.c)
         kept = sum(int(sel.sum()) for sel in self.selected)
         screening = {"sides_total": total, "sides_kept": kept, "method": "request_rows",
                      "cuts": self.cuts}
-        out = _assemble(self.package, per_point, excluded=[], rng=rng, screening=screening,
-                        totals={"lps": 0}, t0=t0, request_mw=self.request_mw)
+        out = assemble_hardened(self.package, per_point, excluded=[], rng=rng,
+                                screening=screening, totals={"lps": 0}, t0=t0,
+                                request_mw=self.request_mw)
         self.time_s += out[1].report["time_s"]
         return out

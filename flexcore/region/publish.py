@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from flexcore.dso.privacy import HardeningKey, _assemble, _normalise
+from flexcore.dso.privacy import HardeningKey, assemble_hardened, normalise_sides
 from flexcore.exchange.hardened import HardenedPackage
 from flexcore.exchange.package import SensitivityPackage
 from flexcore.exchange.points import PointInfo
@@ -52,7 +52,7 @@ def slack_column_id(area_id: str) -> str:
 
 @dataclass
 class _Columns:
-    """The column part of a package (what ``privacy._assemble`` reads)."""
+    """The column part of a package (what ``privacy.assemble_hardened`` reads)."""
 
     columns: tuple[str, ...]
     points: tuple[PointInfo, ...]
@@ -90,14 +90,14 @@ class LazySides:
         if not self.selected:
             self.selected = []
             for a, c, link in zip(self.a, self.c, self.link):
-                _, rhs, _ = _normalise(a, c)
+                _, rhs, _ = normalise_sides(a, c)
                 self.selected.append((rhs <= 0.0) & (link < 0))   # at or past a limit
 
     # ------------------------------------------------------------------ checks
     def violated(self, point: int, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Indices of the limit sides of ``point`` that ``x`` violates (normalised test)
         and their excess."""
-        a, rhs, _ = _normalise(self.a[point], self.c[point])
+        a, rhs, _ = normalise_sides(self.a[point], self.c[point])
         excess = a @ x - rhs
         bad = (excess > CUT_TOL * (1.0 + np.abs(rhs))) & (self.link[point] < 0)
         idx = np.flatnonzero(bad)
@@ -136,13 +136,13 @@ class LazySides:
         per_point = []
         for a, c, names, sel in zip(self.a, self.c, self.names, self.selected):
             idx = np.flatnonzero(sel)
-            an, rhs, scale = _normalise(a[idx], c[idx])
+            an, rhs, scale = normalise_sides(a[idx], c[idx])
             per_point.append((an[:, keep], rhs, scale, [names[k] for k in idx]))
         cols = _Columns(tuple(self.columns[j] for j in keep), self.points,
                         self.p_flex_mw[:, keep])
         total = sum(len(c) for c in self.c)
         kept = sum(int(s.sum()) for s in self.selected)
-        pkg, self.key = _assemble(
+        pkg, self.key = assemble_hardened(
             cols, per_point, excluded=[], rng=rng,  # type: ignore[arg-type]
             screening={"sides_total": total, "sides_kept": kept, "method": "region_lazy_rows",
                        "cuts": self.cuts, "links": len(self.linked)},
