@@ -29,6 +29,7 @@ area, which gives the nested groups on ``a``'s path to the substation
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -36,7 +37,12 @@ from flexcore.dso.privacy import HardeningKey, assemble_hardened, normalise_side
 from flexcore.exchange.hardened import HardenedPackage
 from flexcore.exchange.package import SensitivityPackage
 from flexcore.exchange.points import PointInfo
-from flexcore.market.multi import SLACK_COLUMN, effective_limits
+from flexcore.market.multi import (
+    SLACK_COLUMN,
+    AreaPackage,
+    RegionClearing,
+    effective_limits,
+)
 
 #: a side the activation exceeds by more than this (normalised) is violated
 CUT_TOL = 1e-9
@@ -153,6 +159,17 @@ class LazySides:
     def published_sides(self) -> int:
         return int(sum(s.sum() for s in self.selected))
 
+    def carry_over(self, previous: LazySides) -> None:
+        """Publish from the start the sides (by name, at every point) and links that
+        ``previous`` (the same DSO's sides of the round before, a refinement ago) had
+        published."""
+        names = {nm for nms, sel in zip(previous.names, previous.selected)
+                 for nm, s in zip(nms, sel) if s}
+        for sel, nms in zip(self.selected, self.names):
+            sel |= np.fromiter((nm in names for nm in nms), bool, len(nms))
+        for a in previous.linked:
+            self.add_link(a)
+
 
 def _limit_sides(pkg: SensitivityPackage, i: int, lb: np.ndarray, ub: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
@@ -218,3 +235,223 @@ def slack_changes(package: SensitivityPackage, slack_rows: list[str], point: int
     vm, _ = package.predict(point, np.asarray(injection_mw, float))
     out: np.ndarray = vm[rows] - package.vm_pu[z][rows]
     return out
+
+
+# --------------------------------------------------------------------------- per DSO
+#: the MV DSO's role name (public: its package is the one over area injections)
+MV_ROLE = "mv"
+
+
+def shuffle_rng(shuffle_seed: int, seed: int) -> np.random.Generator:
+    """The generator of a DSO's format-2 shuffles (its private shuffle seed and the
+    scenario seed, :class:`flexcore.region.ids.DsoIdentity`)."""
+    return np.random.default_rng([int(shuffle_seed), int(seed)])
+
+
+@dataclass
+class LVPublisher:
+    """One LV DSO's side of the exact publication within one clearing round (private to
+    the DSO): its sides, what it published last, and the slack-voltage change the MV DSO
+    told it for the last clearing (``sigma``; None when uncoupled or not yet told)."""
+
+    sides: LazySides
+    rng: np.random.Generator
+    package: HardenedPackage
+    sigma: float | None = None
+
+    @classmethod
+    def start(cls, package: SensitivityPackage, *, request_mw: float,
+              rng: np.random.Generator, previous: LVPublisher | None = None) -> LVPublisher:
+        """The sides of ``package`` (format 1 as published for the coupled clearing, with
+        the slack column; uncoupled: without it), carrying over what ``previous`` published,
+        and the first format-2 package."""
+        sides = lv_sides(package, request_mw=request_mw)
+        if previous is not None:
+            sides.carry_over(previous.sides)
+        return cls(sides, rng, sides.publish(rng=rng))
+
+    def check(self, point: int, x: np.ndarray, sigma: float | None) -> str:
+        """Check every side at the cleared activation ``x`` of ``point`` and the MV DSO's
+        ``sigma``: ``"ok"``, ``"cut"`` (a side added, :attr:`package` republished) or
+        ``"published"`` (only published sides violated: ask the MV DSO for the link)."""
+        self.sigma = None if sigma is None else float(sigma)
+        x = np.asarray(x, float)
+        state = self.sides.cut(point, x if sigma is None else np.r_[x, float(sigma)])
+        if state == "cut":
+            self.package = self.sides.publish(rng=self.rng)
+        return state
+
+    def predict(self, dso: Any, point: int, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The DSO's private prediction of its rows (``dso``: its
+        :class:`~flexcore.region.dsos.LVDso`) at ``point`` and ``x``, at the slack change
+        the MV DSO told it (format 2 carries no base values: only the DSO can predict)."""
+        vm, ld = dso.package.predict(point, np.asarray(x, float))
+        if self.sigma is not None:
+            ds = self.sigma - float(dso.slack_offset_pu[point])
+            vm, ld = vm + dso.slack_vtdf[point] * ds, ld + dso.slack_ltdf[point] * ds
+        return vm, ld
+
+
+@dataclass
+class MVPublisher:
+    """The MV DSO's side of the exact publication within one clearing round (private):
+    its private model ``model`` (format 1, for the slack changes), its sides, the areas'
+    voltage rows, what it published last and whether it has more to publish."""
+
+    model: SensitivityPackage
+    slack_rows: list[str]
+    sides: LazySides
+    rng: np.random.Generator
+    package: HardenedPackage
+    changed: bool = False
+
+    @classmethod
+    def start(cls, model: SensitivityPackage, slack_rows: list[str], *, request_mw: float,
+              rng: np.random.Generator, previous: MVPublisher | None = None) -> MVPublisher:
+        sides = mv_sides(model, slack_rows, request_mw=request_mw)
+        if previous is not None:
+            sides.carry_over(previous.sides)
+        return cls(model, list(slack_rows), sides, rng, sides.publish(rng=rng))
+
+    def check(self, point: int, injection_mw: np.ndarray) -> np.ndarray:
+        """Check the limit sides at the cleared injections of ``point`` (adds the most
+        violated unpublished one) and return every area's slack-voltage change there (each
+        goes to its LV DSO only)."""
+        y = np.asarray(injection_mw, float)
+        if self.sides.cut(point, np.r_[y, np.zeros(len(y))]) == "cut":
+            self.changed = True
+        return slack_changes(self.model, self.slack_rows, point, y)
+
+    def link(self, area: int) -> None:
+        """An LV DSO (area index ``area``) asked for its link."""
+        if self.sides.add_link(area):
+            self.changed = True
+
+    def republish(self) -> bool:
+        """Publish again when a side or link was added since (True then)."""
+        if not self.changed:
+            return False
+        self.package = self.sides.publish(rng=self.rng)
+        self.changed = False
+        return True
+
+    def slack_columns(self, area_ids: list[str]) -> dict[str, str]:
+        """Area id -> its slack column in :attr:`package`, for the linked areas (what the
+        TSO needs to tie an LV block to its link)."""
+        return {a: slack_column_id(a) for k, a in enumerate(area_ids)
+                if k in self.sides.linked}
+
+
+# --------------------------------------------------------------------------- in process
+@dataclass
+class LazyPublication:
+    """The exact publication of one clearing round with every DSO in one process (the
+    study, :func:`flexcore.region.study.run_region`): the per-DSO publishers above, composed
+    as the co-simulation's messages compose them (``agents.region_dso``): the MV DSO checks
+    and tells each LV DSO its slack change, each LV DSO checks and asks for its link.
+    ``setup``: a :class:`flexcore.region.study.RegionSetup` (its ``lv``, ``mv`` and
+    ``shuffle_seeds``)."""
+
+    request_mw: float
+    lvs: list[LVPublisher]
+    mvp: MVPublisher | None
+    clearings: int = 0
+    sigma: np.ndarray | None = None
+
+    @classmethod
+    def start(cls, setup: Any, request_mw: float, seed: int,
+              previous: LazyPublication | None = None) -> LazyPublication:
+        """Every DSO's sides at its current package; the sides (by name) and links of
+        ``previous`` (the frame's earlier refinement round) are published from the start.
+        Each DSO shuffles with its own generator (``setup.shuffle_seeds``, else ``seed``)."""
+        coupled = setup.mv is not None
+
+        def rng(k: int, name: str) -> np.random.Generator:
+            if previous is not None:
+                return (previous.lvs[k].rng if k < len(previous.lvs) else
+                        previous.mvp.rng)   # type: ignore[union-attr]
+            return shuffle_rng(setup.shuffle_seeds.get(name, 0), seed)
+
+        lvs = [LVPublisher.start(d.published() if coupled else d.package,
+                                 request_mw=request_mw, rng=rng(k, d.name),
+                                 previous=previous.lvs[k] if previous is not None else None)
+               for k, d in enumerate(setup.lv)]
+        mvp = None
+        if setup.mv is not None:
+            mvp = MVPublisher.start(setup.mv.package, [setup.mv.slack_row[d.name]
+                                                       for d in setup.lv],
+                                    request_mw=request_mw, rng=rng(len(setup.lv), MV_ROLE),
+                                    previous=previous.mvp if previous is not None else None)
+        return cls(float(request_mw), lvs, mvp)
+
+    # what the study's tests and audits read
+    @property
+    def lv(self) -> list[LazySides]:
+        return [p.sides for p in self.lvs]
+
+    @property
+    def mv(self) -> LazySides | None:
+        return self.mvp.sides if self.mvp is not None else None
+
+    @property
+    def packages(self) -> list[HardenedPackage]:
+        return [p.package for p in self.lvs]
+
+    @property
+    def mv_package(self) -> HardenedPackage | None:
+        return self.mvp.package if self.mvp is not None else None
+
+    def area_packages(self, setup: Any) -> list[AreaPackage]:
+        coupled = self.mvp is not None
+        linked = self.mvp.sides.linked if self.mvp is not None else set()
+        return [AreaPackage(d.name, p.package, d.bids, mv_column=d.name if coupled else None,
+                            mv_slack_column=slack_column_id(d.name) if k in linked else None)
+                for k, (d, p) in enumerate(zip(setup.lv, self.lvs))]
+
+    def check(self, setup: Any, clearing: RegionClearing) -> bool:
+        """Every DSO checks its private sides at the clearing (module doc); True when some
+        DSO published more."""
+        self.clearings += 1
+        changed = False
+        self.sigma = None
+        if self.mvp is not None:
+            assert clearing.mv_point is not None
+            y = np.array([clearing.activation_mw[d.name].sum() for d in setup.lv])
+            self.sigma = self.mvp.check(clearing.mv_point, y)
+        for j, (d, p) in enumerate(zip(setup.lv, self.lvs)):
+            state = p.check(clearing.points[d.name], clearing.activation_mw[d.name],
+                            None if self.sigma is None else self.sigma[j])
+            if state == "cut":
+                changed = True
+            elif state == "published" and self.mvp is not None:
+                self.mvp.link(j)
+        if self.mvp is not None and self.mvp.republish():
+            changed = True
+        return changed
+
+    def predict(self, setup: Any, clearing: RegionClearing) -> None:
+        """The DSOs' private predictions of their rows at the clearing, written into
+        ``clearing`` (format 2 carries none): LV rows at the MV DSO's slack change."""
+        for d, p in zip(setup.lv, self.lvs):
+            i, x = clearing.points[d.name], clearing.activation_mw[d.name]
+            vm, ld = p.predict(d, i, x)
+            if p.sigma is not None:
+                clearing.slack_dv_pu[d.name] = p.sigma
+            clearing.predicted_vm_pu[d.name] = vm
+            clearing.predicted_loading_percent[d.name] = ld
+        if self.mvp is not None and clearing.mv_point is not None:
+            y = np.array([clearing.activation_mw[d.name].sum() for d in setup.lv])
+            clearing.mv_predicted_vm_pu, clearing.mv_predicted_loading_percent = \
+                self.mvp.model.predict(clearing.mv_point, y)
+
+    def summary(self) -> dict[str, Any]:
+        lv_sides_n = [s.published_sides for s in self.lv]
+        mv = self.mv
+        return {"clearings": self.clearings,
+                "lv_sides_published": int(sum(lv_sides_n)),
+                "lv_sides_total": int(sum(sum(len(c) for c in s.c) for s in self.lv)),
+                "lv_packages_with_sides": int(sum(n > 0 for n in lv_sides_n)),
+                "mv_limit_sides_published": 0 if mv is None else int(sum(
+                    (sel & (lk < 0)).sum() for sel, lk in zip(mv.selected, mv.link))),
+                "mv_links_published": 0 if mv is None else len(mv.linked),
+                "areas": len(self.lv)}

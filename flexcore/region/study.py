@@ -22,7 +22,6 @@ import pandapower as pp
 
 from flexcore.dso.linearizer import FLEX_SGEN_NAME
 from flexcore.exchange.bids import BidTable
-from flexcore.exchange.hardened import HardenedPackage
 from flexcore.exchange.limits import Limits
 from flexcore.grid import ppinternals, sensitivity
 from flexcore.grid.powerflow import PF_OPTIONS
@@ -37,17 +36,11 @@ from flexcore.region.dsos import (
     make_mv_dso,
 )
 from flexcore.region.ids import identities
-from flexcore.region.publish import (
-    LazySides,
-    lv_sides,
-    mv_sides,
-    slack_changes,
-    slack_column_id,
-)
+from flexcore.region.publish import MV_ROLE, LazyPublication
 from flexcore.region.split import Region
 
 #: the MV DSO's name (a role, public: its package is the one over area injections)
-MV_NAME = "mv"
+MV_NAME = MV_ROLE
 
 #: the source's Table 1 RMSE (p.u., %): the error target on the rows that matter
 TABLE1_VM_PU = 2.6e-5
@@ -311,114 +304,6 @@ def setup_region(region: Region, bids: dict[str, BidTable], *, coupled: bool = T
 
 
 PRIVACY_LEVELS = ("full", "exact")
-
-
-@dataclass
-class LazyPublication:
-    """The DSOs' private state of one clearing at privacy ``"exact"``
-    (:mod:`flexcore.region.publish`): every DSO's sides, what it published last, and the
-    MV DSO's slack-voltage changes ``sigma`` of the last clearing (told to each LV DSO)."""
-
-    request_mw: float
-    lv: list[LazySides]
-    mv: LazySides | None
-    packages: list[HardenedPackage]
-    mv_package: HardenedPackage | None
-    slack_rows: list[str]
-    rngs: list[np.random.Generator]      # per LV DSO, then the MV DSO's
-    clearings: int = 0
-    sigma: np.ndarray | None = None
-
-    @classmethod
-    def start(cls, setup: RegionSetup, request_mw: float, seed: int,
-              previous: LazyPublication | None = None) -> LazyPublication:
-        """Every DSO's sides at its current package; the sides (by name) and links of
-        ``previous`` (the frame's earlier refinement round) are published from the start.
-        Each DSO shuffles with its own generator (``setup.shuffle_seeds``, else ``seed``)."""
-        coupled = setup.mv is not None
-        lv = [lv_sides(d.published() if coupled else d.package, request_mw=request_mw)
-              for d in setup.lv]
-        rows = [setup.mv.slack_row[d.name] for d in setup.lv] if setup.mv is not None else []
-        mv = mv_sides(setup.mv.package, rows, request_mw=request_mw) \
-            if setup.mv is not None else None
-        if previous is not None:
-            for new, old in zip(lv + ([mv] if mv else []),
-                                previous.lv + ([previous.mv] if previous.mv else [])):
-                if new is None or old is None:
-                    continue
-                names = {nm for nms, sel in zip(old.names, old.selected)
-                         for nm, s in zip(nms, sel) if s}
-                for sel, nms in zip(new.selected, new.names):
-                    sel |= np.fromiter((nm in names for nm in nms), bool, len(nms))
-                for a in old.linked:
-                    new.add_link(a)
-        rngs = [previous.rngs[k] if previous is not None else np.random.default_rng(
-            [setup.shuffle_seeds.get(name, 0), seed])
-            for k, name in enumerate([d.name for d in setup.lv] + [MV_NAME])]
-        return cls(float(request_mw), lv, mv, [x.publish(rng=r) for x, r in zip(lv, rngs)],
-                   mv.publish(rng=rngs[-1]) if mv is not None else None, rows, rngs)
-
-    def area_packages(self, setup: RegionSetup) -> list[AreaPackage]:
-        coupled = self.mv is not None
-        return [AreaPackage(d.name, p, d.bids, mv_column=d.name if coupled else None,
-                            mv_slack_column=slack_column_id(d.name)
-                            if self.mv is not None and k in self.mv.linked else None)
-                for k, (d, p) in enumerate(zip(setup.lv, self.packages))]
-
-    def check(self, setup: RegionSetup, clearing: RegionClearing) -> bool:
-        """Every DSO checks its private sides at the clearing (module doc of
-        :mod:`flexcore.region.publish`); True when some DSO published more."""
-        self.clearings += 1
-        changed = mv_changed = False
-        self.sigma = None
-        if setup.mv is not None and self.mv is not None:
-            assert clearing.mv_point is not None
-            y = injections(setup.lv, clearing)
-            k = clearing.mv_point
-            if self.mv.cut(k, np.r_[y, np.zeros(len(y))]) == "cut":
-                changed = mv_changed = True
-            self.sigma = slack_changes(setup.mv.package, self.slack_rows, k, y)
-        for j, (d, sides) in enumerate(zip(setup.lv, self.lv)):
-            x = clearing.activation_mw[d.name]
-            if self.sigma is not None:
-                x = np.r_[x, self.sigma[j]]
-            state = sides.cut(clearing.points[d.name], x)
-            if state == "cut":
-                self.packages[j] = sides.publish(rng=self.rngs[j])
-                changed = True
-            elif state == "published" and self.mv is not None and self.mv.add_link(j):
-                changed = mv_changed = True
-        if mv_changed and self.mv is not None:
-            self.mv_package = self.mv.publish(rng=self.rngs[-1])
-        return changed
-
-    def predict(self, setup: RegionSetup, clearing: RegionClearing) -> None:
-        """The DSOs' private predictions of their rows at the clearing, written into
-        ``clearing`` (format 2 carries none): LV rows at the MV DSO's slack change."""
-        for j, d in enumerate(setup.lv):
-            i, x = clearing.points[d.name], clearing.activation_mw[d.name]
-            vm, ld = d.package.predict(i, x)
-            if self.sigma is not None:
-                ds = float(self.sigma[j]) - float(d.slack_offset_pu[i])
-                vm, ld = vm + d.slack_vtdf[i] * ds, ld + d.slack_ltdf[i] * ds
-                clearing.slack_dv_pu[d.name] = float(self.sigma[j])
-            clearing.predicted_vm_pu[d.name] = vm
-            clearing.predicted_loading_percent[d.name] = ld
-        if setup.mv is not None and clearing.mv_point is not None:
-            clearing.mv_predicted_vm_pu, clearing.mv_predicted_loading_percent = \
-                setup.mv.package.predict(clearing.mv_point, injections(setup.lv, clearing))
-
-    def summary(self) -> dict[str, Any]:
-        lv_sides_n = [s.published_sides for s in self.lv]
-        return {"clearings": self.clearings,
-                "lv_sides_published": int(sum(lv_sides_n)),
-                "lv_sides_total": int(sum(sum(len(c) for c in s.c) for s in self.lv)),
-                "lv_packages_with_sides": int(sum(n > 0 for n in lv_sides_n)),
-                "mv_limit_sides_published": 0 if self.mv is None else int(sum(
-                    (sel & (lk < 0)).sum() for sel, lk in zip(self.mv.selected,
-                                                              self.mv.link))),
-                "mv_links_published": 0 if self.mv is None else len(self.mv.linked),
-                "areas": len(self.lv)}
 
 
 def _evaluate(setup: RegionSetup, clearing: RegionClearing, base: RegionAC
