@@ -30,6 +30,29 @@ the entity's own area (``measured``) and the TSO's answer (``from_tso``)::
     from_tso(round k) + measured(round k) -> check the own rows (errors against the AC, the
         base-case violation rule) -> to_tso {round k, check, ok, package of round k+1 or null}
 
+**privacy "exact"** (format 2, :mod:`flexcore.region.publish`; "full": format 1, the TSO
+gets the DSO's whole linear model). Each DSO publishes only the sides of its rows that
+the clearing of the frame's announced request (``request_mw``) needs, found lazily inside
+each round: the TSO's clearing ``j`` of round k (``lazy = j``, no set-points yet) comes
+first, and the DSOs answer it among themselves and to the TSO::
+
+    from_tso(k, j) to MV: its injections and point -> check its limit sides (adds the most
+        violated unpublished one), every area's slack-voltage change sigma_a from its
+        private model -> to_lv on the area's Port (each LV DSO gets its own sigma only)
+    from_tso(k, j) + from_mv(k, j) at LV a -> check every side at (x, sigma_a) ->
+        to_tso {k, j, added, package or null}; to_mv {k, j, link: only published sides
+        violated, i.e. the clearing assumed another slack voltage}
+    from_lv(k, j) of every area at MV -> publish the links asked for ->
+        to_tso {k, j, added, package or null, slack_columns}
+
+The TSO clears again until no DSO adds anything, then dispatches that clearing (round k
+as above): the DSOs predict their rows privately (LV: at the sigma the MV DSO told it) and
+a refinement starts the next round's sides from those published before
+(:meth:`~flexcore.region.publish.LazySides.carry_over`). The ``Port`` model (in the MV
+DSO's simulator, one per LV DSO, named by its public id) is the MV DSO's mailbox to that
+LV DSO: a mosaik entity sends one value to every entity it is connected to, so one port per
+LV DSO keeps each sigma private to its area.
+
 An LV DSO refines (:meth:`LVDso.refine`, at the cleared activation and the measured slack
 voltage) when k < ``max_rounds``, the AC converged, it is active and its check failed, the
 rule of :func:`flexcore.region.study.run_region`. The MV DSO refines whenever k <
@@ -53,13 +76,19 @@ import numpy as np
 from simulators import FrameSimulator, meta_from_table
 
 ATTRS_IN = (("measured", "the region grid's meter of the own area (its AC values)"),
-            ("from_tso", "the TSO's clearing for this DSO"))
+            ("from_tso", "the TSO's clearing for this DSO"),
+            ("from_mv", "LV, exact: the MV DSO's slack-voltage change of this area"))
 ATTRS_OUT = (("to_tso", "package (signed bytes, base64) and/or the round's check"),
-             ("report", "the DSO's round record (check, rounds)"))
+             ("to_mv", "LV, exact: whether the DSO asks for its link"),
+             ("report", "the DSO's round record (check, rounds) for the run's tables"))
 _MODEL = {"public": True, "attrs": [a for a, _ in ATTRS_IN + ATTRS_OUT]}
-META = meta_from_table({"LV": _MODEL | {"params": ["dsos", "max_rounds", "coupled"]},
-                        "MV": _MODEL | {"params": ["dso", "max_rounds"]}},
+_PARAMS = ["max_rounds", "privacy", "request_mw"]
+META = meta_from_table({"LV": _MODEL | {"params": ["dsos", "coupled", *_PARAMS]},
+                        "MV": _MODEL | {"params": ["dso", *_PARAMS]},
+                        "Port": {"public": True, "params": ["areas"],
+                                 "attrs": ["from_lv", "to_lv"]}},
                        sim_type="event-based")
+PRIVACY = ("full", "exact")
 
 
 def _measured_ac(m: dict):
@@ -86,33 +115,45 @@ def _public(check) -> dict:
 
 
 class _Entity:
-    """What every DSO entity shares: its files, key, the frame's base state, the rounds."""
+    """What every DSO entity shares: its files, key, the frame's base state, the rounds,
+    the privacy level and, at ``"exact"``, its shuffle generator."""
 
-    def __init__(self, root: Path, spec: dict, max_rounds: int):
+    def __init__(self, root: Path, spec: dict, max_rounds: int, privacy: str,
+                 request_mw: list[float] | None):
         from flexcore.exchange.signing import load_private_key
         from flexcore.region.dsos import FrameInjections
         from flexcore.region.ids import DsoIdentity
+        from flexcore.region.publish import shuffle_rng
 
+        if privacy not in PRIVACY:
+            raise ValueError(f"RegionDSO: privacy must be one of {PRIVACY}, got {privacy!r}")
+        if privacy == "exact" and request_mw is None:
+            raise ValueError("RegionDSO: privacy 'exact' needs the frames' request_mw (the "
+                             "rows are published for one request)")
         self.spec, self.max_rounds = spec, int(max_rounds)
+        self.exact = privacy == "exact"
+        self.request = [float(r) for r in request_mw or []]
         self.key = load_private_key(root / spec["key_file"])
         self.identity = DsoIdentity((root / spec["secret_file"]).read_bytes(),
                                     int(spec.get("seed", 0)))
+        self.rng = shuffle_rng(self.identity.shuffle_seed, self.identity.seed)
         self.eid = "mv"
         inj = spec.get("injections_file")
         self.injections = FrameInjections.load(root / inj) if inj else None
         self.fractions = tuple(float(f) for f in spec.get("fractions", (0.0, 0.5, 1.0)))
         self.frame = -1
         self.base = None
-        self.pending: dict[int, dict] = {}
+        self.pub = None      # exact: the round's LVPublisher / MVPublisher
+        self.pending: dict[tuple[int, int | None], dict] = {}
 
     def publish(self, package) -> str:
         from flexcore.exchange.wire import package_to_text
 
         return package_to_text(package, self.key)
 
-    def check(self, limits, clearing: dict, ac):
-        """The DSO's check of its package rows: the clearing's predictions against the
-        measured AC state (``RowCheck()`` when the power flow failed)."""
+    def check(self, limits, pred_vm: np.ndarray, pred_ld: np.ndarray, ac):
+        """The DSO's check of its package rows: the predictions against the measured AC
+        state (``RowCheck()`` when the power flow failed)."""
         from flexcore.region.study import RowCheck, _check_rows
 
         if not ac.converged:
@@ -121,39 +162,63 @@ class _Entity:
         km = d.lin.keymap
         return _check_rows(limits, [km.vm_pu[r] for r in d.package.vm_rows],
                            [km.loading_percent[r] for r in d.package.loading_rows],
-                           np.asarray(clearing["predicted_vm_pu"], float),
-                           np.asarray(clearing["predicted_loading_percent"], float),
+                           np.asarray(pred_vm, float), np.asarray(pred_ld, float),
                            ac, self.base)
 
-    def receive(self, frame: int, attr: str, msg: dict) -> dict | None:
-        """Buffer ``msg``; returns the to_tso message when the entity has something to say
-        (with ``time_s``: the entity's own time in this frame so far)."""
+    def receive(self, frame: int, attr: str, msg: dict, port: str | None = None
+                ) -> dict[str, dict]:
+        """Buffer ``msg`` (by round and lazy clearing; a port's message under the port's
+        name); returns what to send, by entity id and attribute. A ``to_tso`` message
+        carries ``time_s`` (the entity's own time in this frame so far); every one but a
+        lazy answer goes to the ``report`` too."""
         t0 = time.perf_counter()
+        lazy = None
         if attr == "measured" and msg["round"] == -1:
             self.frame, self.base, self.pending = frame, _measured_ac(msg), {}
             self.time_s = 0.0
             if not self.base.converged:
-                return {"frame": frame, "round": 0, "package": None,
-                        "failed": f"{self.eid}: the base-case AC power flow did not converge"}
-            reply = self.start(msg)
+                out = {self.eid: {"to_tso": {
+                    "frame": frame, "round": 0, "package": None,
+                    "failed": f"{self.eid}: the base-case AC power flow did not converge"}}}
+            else:
+                out = {self.eid: {"to_tso": self.start(msg)}}
         else:
-            slot = self.pending.setdefault(int(msg["round"]), {})
-            slot[attr] = msg
-            if len(slot) < 2:
-                return None
-            k = int(msg["round"])
-            del self.pending[k]
-            reply = self.answer(k, slot["from_tso"], slot["measured"])
+            lazy = msg.get("lazy")
+            key = (int(msg["round"]), lazy)
+            slot = self.pending.setdefault(key, {})
+            slot[port or attr] = msg
+            out = self.handle(key, slot)
         self.time_s += time.perf_counter() - t0
-        return reply | {"time_s": self.time_s}
+        mine = out.get(self.eid, {})
+        if "to_tso" in mine:
+            mine["to_tso"] = mine["to_tso"] | {"time_s": self.time_s}
+            if lazy is None:
+                mine["report"] = {k: v for k, v in mine["to_tso"].items() if k != "package"} \
+                    | self.private_report()
+        return out
+
+    def handle(self, key: tuple[int, int | None], slot: dict) -> dict[str, dict]:
+        """A dispatched clearing (``key = (k, None)``) once its measurement is in: the
+        round's check; a lazy clearing: :meth:`lazy` (entity-specific)."""
+        k, lazy = key
+        if lazy is not None:
+            return self.lazy(k, lazy, slot)
+        if "from_tso" not in slot or "measured" not in slot:
+            return {}
+        del self.pending[key]
+        return {self.eid: {"to_tso": self.answer(k, slot["from_tso"], slot["measured"])}}
+
+    def private_report(self) -> dict:
+        return {}
 
 
 class _LVEntity(_Entity):
-    def __init__(self, root: Path, spec: dict, max_rounds: int, coupled: bool):
+    def __init__(self, root: Path, spec: dict, max_rounds: int, coupled: bool, privacy: str,
+                 request_mw: list[float] | None):
         from flexcore.exchange.bids import read_bids
         from flexcore.region.dsos import area_of, read_area
 
-        super().__init__(root, spec, max_rounds)
+        super().__init__(root, spec, max_rounds, privacy, request_mw)
         self.net = read_area(root / spec["area_file"])
         self.area = area_of(self.net)   # its name stays here: the TSO knows the public id
         self.eid = self.identity.public_id
@@ -161,6 +226,19 @@ class _LVEntity(_Entity):
                                                          require_bus=True))
         self.coupled = bool(coupled)
         self.dso = None
+
+    def _package(self, previous=None) -> str:
+        """The package to publish (signed text): format 1 (with the slack column when
+        coupled), or at "exact" the first format-2 package of a new round's sides."""
+        from flexcore.region.publish import LVPublisher
+
+        d = self.dso
+        linear = d.published() if self.coupled else d.package
+        if not self.exact:
+            return self.publish(linear)
+        self.pub = LVPublisher.start(linear, request_mw=self.request[self.frame],
+                                     rng=self.rng, previous=previous)
+        return self.publish(self.pub.package)
 
     def start(self, m: dict) -> dict:
         from flexcore.region.dsos import lv_dso
@@ -177,35 +255,75 @@ class _LVEntity(_Entity):
         else:  # the same model, new loads and slack voltage: an update, no rebuild
             self.dso.relinearize(self.fractions, net=self.net,
                                  slack_vm_pu=float(m["slack_vm_pu"]))
-        pkg = self.dso.published() if self.coupled else self.dso.package
-        return {"frame": self.frame, "round": 0, "package": self.publish(pkg)}
+        return {"frame": self.frame, "round": 0, "package": self._package()}
+
+    def lazy(self, k: int, j: int, slot: dict) -> dict[str, dict]:
+        """Exact: check every side at the lazy clearing ``j`` and the MV DSO's sigma."""
+        if "from_tso" not in slot or (self.coupled and "from_mv" not in slot):
+            return {}
+        del self.pending[k, j]
+        c = slot["from_tso"]
+        sigma = slot["from_mv"]["sigma"] if self.coupled else None
+        state = self.pub.check(int(c["point"]), np.asarray(c["activation_mw"], float), sigma)
+        head = {"frame": self.frame, "round": k, "lazy": j}
+        out = {"to_tso": head | {"added": state == "cut", "package": self.publish(
+            self.pub.package) if state == "cut" else None}}
+        if self.coupled:
+            out["to_mv"] = head | {"link": state == "published"}
+        return {self.eid: out}
 
     def answer(self, k: int, clearing: dict, m: dict) -> dict:
         from flexcore.region.split import LV_LIMITS
         d = self.dso
         ac = _measured_ac(m)
         x = np.asarray(clearing["activation_mw"], float)
-        check = self.check(LV_LIMITS, clearing, ac)
+        if self.exact:   # format 2 carries no base values: the DSO predicts its own rows
+            pred = self.pub.predict(d, int(clearing["point"]), x)
+        else:
+            pred = clearing["predicted_vm_pu"], clearing["predicted_loading_percent"]
+        check = self.check(LV_LIMITS, *pred, ac)
         ok = _ok(check)
         package = None
         if k < self.max_rounds and ac.converged and not ok and np.any(np.abs(x) > 1e-9):
             d.refine(x, ac.vm_pu[d.area.mv_bus])
-            package = self.publish(d.published() if self.coupled else d.package)
+            package = self._package(previous=self.pub)
         return {"frame": self.frame, "round": k, "converged": ac.converged, "ok": ok,
                 "check": _public(check), "rounds": d.rounds, "package": package}
 
+    def private_report(self) -> dict:
+        """The slack change the MV DSO told this DSO (exact; the TSO does not see it)."""
+        if self.pub is not None and self.pub.sigma is not None:
+            return {"slack_dv_pu": self.pub.sigma}
+        return {}
+
 
 class _MVEntity(_Entity):
-    def __init__(self, root: Path, spec: dict, max_rounds: int):
+    def __init__(self, root: Path, spec: dict, max_rounds: int, privacy: str,
+                 request_mw: list[float] | None):
         from flexcore.region.dsos import read_area
 
-        super().__init__(root, spec, max_rounds)
+        super().__init__(root, spec, max_rounds, privacy, request_mw)
         self.net = read_area(root / spec["model_file"])
         self.areas = [str(a) for a in spec["areas"]]
         self.model_names = [str(a) for a in spec.get("model_names", self.areas)]
         self.load_areas = [str(a) for a in spec.get("load_areas", self.model_names)]
         self._col = [self.load_areas.index(a) for a in self.model_names]
         self.dso = None
+
+    def _package(self, previous=None) -> dict:
+        """The package message part: format 1 with the map area -> voltage row, or at
+        "exact" a new round's first format-2 package with the slack columns of its links
+        (the TSO gets no row of the MV model by name)."""
+        from flexcore.region.publish import MVPublisher
+
+        d = self.dso
+        if not self.exact:
+            return {"package": self.publish(d.package), "slack_rows": dict(d.slack_row)}
+        self.pub = MVPublisher.start(d.package, [d.slack_row[a] for a in self.areas],
+                                     request_mw=self.request[self.frame], rng=self.rng,
+                                     previous=previous)
+        return {"package": self.publish(self.pub.package),
+                "slack_columns": self.pub.slack_columns(self.areas)}
 
     def start(self, m: dict) -> dict:
         from flexcore.region.dsos import mv_dso
@@ -226,28 +344,53 @@ class _MVEntity(_Entity):
                               model_names=self.model_names)
         else:
             self.dso.relinearize(self.fractions, net=self.net)
-        return {"frame": self.frame, "round": 0, "package": self.publish(self.dso.package),
-                "slack_rows": dict(self.dso.slack_row)}
+        return {"frame": self.frame, "round": 0} | self._package()
+
+    def lazy(self, k: int, j: int, slot: dict) -> dict[str, dict]:
+        """Exact, in two steps: the TSO's clearing ``j`` -> check, each area's sigma to its
+        port; every area's answer -> publish the links asked for -> to the TSO."""
+        out: dict[str, dict] = {}
+        head = {"frame": self.frame, "round": k, "lazy": j}
+        if "from_tso" in slot and "told" not in slot:
+            c = slot["from_tso"]
+            sigma = self.pub.check(int(c["point"]), np.asarray(c["injection_mw"], float))
+            out = {a: {"to_lv": head | {"sigma": float(s)}} for a, s in zip(self.areas, sigma)}
+            slot["told"] = True
+        if "told" in slot and all(a in slot for a in self.areas):
+            del self.pending[k, j]
+            for idx, a in enumerate(self.areas):
+                if slot[a]["link"]:
+                    self.pub.link(idx)
+            added = self.pub.republish()
+            out[self.eid] = {"to_tso": head | {
+                "added": added, "package": self.publish(self.pub.package) if added else None,
+                "slack_columns": self.pub.slack_columns(self.areas)}}
+        return out
 
     def answer(self, k: int, clearing: dict, m: dict) -> dict:
         from flexcore.region.split import MV_LIMITS
         d = self.dso
         ac = _measured_ac(m)
-        check = self.check(MV_LIMITS, clearing, ac)
-        package = None
+        y = np.asarray(clearing["injection_mw"], float)
+        if self.exact:
+            pred = d.package.predict(int(clearing["point"]), y)
+        else:
+            pred = clearing["predicted_vm_pu"], clearing["predicted_loading_percent"]
+        check = self.check(MV_LIMITS, *pred, ac)
+        out = {"frame": self.frame, "round": k, "converged": ac.converged, "ok": _ok(check),
+               "check": _public(check), "rounds": k, "package": None}
         if k < self.max_rounds and ac.converged:
-            d.refine(np.asarray(clearing["injection_mw"], float),
-                     draw_p_mw=np.asarray(m["draw_p_mw"], float)[self._col],
+            d.refine(y, draw_p_mw=np.asarray(m["draw_p_mw"], float)[self._col],
                      draw_q_mvar=np.asarray(m["draw_q_mvar"], float)[self._col])
-            package = self.publish(d.package)
-        return {"frame": self.frame, "round": k, "converged": ac.converged, "ok": _ok(check),
-                "check": _public(check), "rounds": k, "package": package}
+            out |= self._package(previous=self.pub)
+        return out
 
 
 class RegionDSO(FrameSimulator):
     def __init__(self) -> None:
         super().__init__(META)
         self.entities: dict[str, _Entity] = {}
+        self.ports: dict[str, _MVEntity] = {}     # port id (an LV DSO's public id) -> MV
         self.step_s = 900
         self._eout: dict[str, dict] = {}
 
@@ -260,14 +403,25 @@ class RegionDSO(FrameSimulator):
         return self.meta
 
     def create(self, num, model, *, max_rounds: int = 3, coupled: bool = True,
-               dsos: list[dict] | None = None, dso: dict | None = None):
+               privacy: str = "full", request_mw: list[float] | None = None,
+               dsos: list[dict] | None = None, dso: dict | None = None,
+               areas: list[str] | None = None):
+        if model == "Port":
+            mv = self.entities.get("mv")
+            if not isinstance(mv, _MVEntity) or list(areas or []) != mv.areas or \
+                    num != len(mv.areas):
+                raise ValueError("RegionDSO.Port: one port per area of the MV DSO created "
+                                 "before, in its order")
+            self.ports = {a: mv for a in mv.areas}
+            return [{"eid": a, "type": model} for a in mv.areas]
         specs = list(dsos or []) if model == "LV" else [dso]
         if len(specs) != num or any(s is None for s in specs):
             raise ValueError(f"RegionDSO.{model}: {num} entities need {num} DSO spec(s)")
         out = []
         for s in specs:
-            ent = (_LVEntity(self.root, s, max_rounds, coupled) if model == "LV"
-                   else _MVEntity(self.root, s, max_rounds))
+            ent = (_LVEntity(self.root, s, max_rounds, coupled, privacy, request_mw)
+                   if model == "LV" else _MVEntity(self.root, s, max_rounds, privacy,
+                                                   request_mw))
             if ent.eid in self.entities:
                 raise ValueError(f"RegionDSO: DSO {ent.eid!r} created twice")
             self.entities[ent.eid] = ent
@@ -278,14 +432,19 @@ class RegionDSO(FrameSimulator):
         frame = int(time) // self.step_s
         self._eout = {}
         for eid, attrs in inputs.items():
+            if eid in self.ports:    # an LV DSO's answer to the MV DSO
+                for msg in attrs.get("from_lv", {}).values():
+                    self._emit(self.ports[eid].receive(frame, "from_lv", msg, port=eid))
+                continue
             ent = self.entities[eid]
-            for attr in ("measured", "from_tso"):
+            for attr in ("measured", "from_mv", "from_tso"):
                 for msg in attrs.get(attr, {}).values():
-                    reply = ent.receive(frame, attr, msg)
-                    if reply is not None:
-                        self._eout[eid] = {"to_tso": reply, "report": {
-                            k: v for k, v in reply.items() if k != "package"}}
+                    self._emit(ent.receive(frame, attr, msg))
         return None
+
+    def _emit(self, out: dict[str, dict]) -> None:
+        for eid, attrs in out.items():
+            self._eout.setdefault(eid, {}).update(attrs)
 
     def get_data(self, outputs):
         return {eid: {a: self._eout[eid][a] for a in attrs if a in self._eout.get(eid, {})}

@@ -24,6 +24,14 @@ desk holds the DSO's check of round k, the TSO stops if every check is ok (AC-sa
 within the Table 1 RMSE on the DSO's relevant rows), if k = ``max_rounds`` or if the AC did
 not converge; otherwise it clears again with the refined packages (round k+1). The frame's
 record names the final round; that round's clearing is the dispatch.
+
+``privacy = "exact"`` (the TOML's ``[region] privacy``): every package must be format 2
+(a format-1 package is refused: the TSO never holds a DSO's linear model), and the MV DSO
+sends the slack columns of the links it published instead of its voltage rows. Before a
+round's clearing is dispatched, it goes to the DSOs as lazy clearing ``j`` (``lazy = j``,
+no set-points): when every desk has answered it (``added``: a DSO published more), the
+TSO clears again (j + 1) or, when none added anything (or after ``max_cuts`` clearings),
+dispatches the last one; the DSOs predict their own rows (``agents.region_dso``).
 """
 from __future__ import annotations
 
@@ -37,7 +45,8 @@ from simulators import FrameSimulator, meta_from_table
 MV = "mv"
 META = meta_from_table({
     "TSO": {"public": True,
-            "params": ["request_mw", "max_rounds", "time_limit_s", "mip_rel_gap"],
+            "params": ["request_mw", "max_rounds", "time_limit_s", "mip_rel_gap",
+                       "privacy", "max_cuts"],
             "attrs": ["setpoint[MW]", "clearing"]},
     "Desk": {"public": True, "params": ["dsos"], "attrs": ["from_dso", "to_dso"]},
 }, sim_type="event-based")
@@ -74,6 +83,11 @@ class RegionTSO(FrameSimulator):
             self.max_rounds = int(params.get("max_rounds", 3))
             self.time_limit_s = params.get("time_limit_s")
             self.gap = float(params.get("mip_rel_gap", 1e-6))
+            self.privacy = str(params.get("privacy", "full"))
+            if self.privacy not in ("full", "exact"):
+                raise ValueError(f"RegionTSO: privacy must be 'full' or 'exact', got "
+                                 f"{self.privacy!r}")
+            self.max_cuts = int(params.get("max_cuts", 200))
             return [{"eid": "TSO", "type": model}]
         specs = list(params["dsos"])
         if len(specs) != num:
@@ -95,7 +109,11 @@ class RegionTSO(FrameSimulator):
         self.frame, self.round, self.done = frame, 0, False
         self.packages: dict = {}
         self.reports: dict[str, dict] = {}
-        self.slack_rows: dict[str, str] = {}
+        self.slack_rows: dict[str, str] = {}       # full: area -> MV voltage row
+        self.slack_columns: dict[str, str] = {}    # exact: area -> MV link column
+        self.answers: dict[str, dict] = {}         # exact: the DSOs' lazy answers
+        self.lazy = 0                              # exact: lazy clearings this round
+        self.clearings = 0
         self.verified = 0
         self.t_verify = self.t_clear = 0.0
         self.last = None
@@ -114,6 +132,8 @@ class RegionTSO(FrameSimulator):
         if self.round == 0 and not self.reports and set(self.packages) == set(self.desks) \
                 and self.last is None:
             self._clear()
+        elif self.answers and set(self.answers) == set(self.desks):
+            self._lazy_answered()
         elif self.last is not None and set(self.reports) == set(self.desks):
             self._decide()
         return None
@@ -133,7 +153,8 @@ class RegionTSO(FrameSimulator):
             t0 = _time.perf_counter()
             try:
                 self.packages[name] = package_from_text(
-                    msg["package"], trusted=[self.desks[name]["key"]], allow_full=True,
+                    msg["package"], trusted=[self.desks[name]["key"]],
+                    allow_full=self.privacy == "full",
                     source=f"package of {name} (frame {self.frame}, round {msg['round']})")
             except (PackageError, SignatureError) as exc:
                 self._finish("refused", str(exc))
@@ -143,48 +164,83 @@ class RegionTSO(FrameSimulator):
             self.verified += 1
         if "slack_rows" in msg:
             self.slack_rows = dict(msg["slack_rows"])
-        if "check" in msg:
+        if "slack_columns" in msg:
+            self.slack_columns = dict(msg["slack_columns"])
+        if msg.get("lazy") is not None:
+            self.answers[name] = msg
+        elif "check" in msg:
             self.reports[name] = msg
 
     def _clear(self) -> None:
+        """One clearing over the packages held; full: dispatched at once; exact: first
+        to the DSOs as lazy clearing ``self.lazy``."""
         from flexcore.market.multi import AreaPackage, clear_region
 
         coupled = MV in self.desks
-        areas = [AreaPackage(n, self.packages[n], d["bids"],
-                             mv_column=n if coupled else None,
-                             mv_slack_row=self.slack_rows.get(n) if coupled else None)
-                 for n, d in self.desks.items() if n != MV]
+        self.areas = [AreaPackage(n, self.packages[n], d["bids"],
+                                  mv_column=n if coupled else None,
+                                  mv_slack_row=self.slack_rows.get(n) if coupled else None,
+                                  mv_slack_column=self.slack_columns.get(n))
+                      for n, d in self.desks.items() if n != MV]
         t0 = _time.perf_counter()
-        r = clear_region(areas, self.request[self.frame], mv=self.packages.get(MV),
+        r = clear_region(self.areas, self.request[self.frame], mv=self.packages.get(MV),
                          time_limit_s=self.time_limit_s, mip_rel_gap=self.gap)
         self.t_clear += _time.perf_counter() - t0
-        self.last, self.reports = r, {}
+        self.clearings += 1
+        self.last, self.reports, self.answers = r, {}, {}
         if not r.ok:
             self._finish(r.status.value, r.message)
             return
+        if self.privacy == "exact":
+            self._eout = self._to_dsos(r, lazy=self.lazy)
+        else:
+            self._dispatch()
+
+    def _to_dsos(self, r, *, lazy: int | None = None) -> dict[str, dict]:
+        """Each DSO's share of clearing ``r`` (with the TSO's predictions at format 1)."""
+        head = {"frame": self.frame, "round": self.round} | (
+            {"lazy": lazy} if lazy is not None else {})
+        full = self.privacy == "full"
         out: dict[str, dict] = {}
-        setpoints: dict[str, float] = {}
-        for n, d in self.desks.items():
-            if n == MV:
-                continue
-            x = r.activation_mw[n]
-            setpoints.update({b: float(v) for b, v in zip(d["bids"].ids, x) if v != 0.0})
-            out[n] = {"to_dso": {
-                "frame": self.frame, "round": self.round, "activation_mw": x.tolist(),
-                "point": r.points.get(n), "slack_dv_pu": r.slack_dv_pu.get(n, 0.0),
-                "predicted_vm_pu": r.predicted_vm_pu[n].tolist(),
-                "predicted_loading_percent": r.predicted_loading_percent[n].tolist()}}
+        for a in self.areas:
+            msg = head | {"activation_mw": r.activation_mw[a.name].tolist(),
+                          "point": r.points.get(a.name)}
+            if full:
+                msg |= {"slack_dv_pu": r.slack_dv_pu.get(a.name, 0.0),
+                        "predicted_vm_pu": r.predicted_vm_pu[a.name].tolist(),
+                        "predicted_loading_percent":
+                            r.predicted_loading_percent[a.name].tolist()}
+            out[a.name] = {"to_dso": msg}
         if MV in self.desks:
-            out[MV] = {"to_dso": {
-                "frame": self.frame, "round": self.round,
-                "injection_mw": [float(r.activation_mw[a.name].sum()) for a in areas],
-                "point": r.mv_point,
-                "predicted_vm_pu": np.asarray(r.mv_predicted_vm_pu).tolist(),
-                "predicted_loading_percent": np.asarray(
-                    r.mv_predicted_loading_percent).tolist()}}
-        out["TSO"] = {"setpoint[MW]": {"frame": self.frame, "round": self.round,
-                                       "activation_mw": setpoints}}
-        self._eout = out
+            msg = head | {"injection_mw": [float(r.activation_mw[a.name].sum())
+                                           for a in self.areas], "point": r.mv_point}
+            if full:
+                msg |= {"predicted_vm_pu": np.asarray(r.mv_predicted_vm_pu).tolist(),
+                        "predicted_loading_percent": np.asarray(
+                            r.mv_predicted_loading_percent).tolist()}
+            out[MV] = {"to_dso": msg}
+        return out
+
+    def _lazy_answered(self) -> None:
+        """Exact: every DSO answered lazy clearing ``self.lazy``; clear again when one of
+        them published more, else dispatch it."""
+        added = any(a["added"] for a in self.answers.values())
+        self.answers = {}
+        self.lazy += 1
+        if added and self.lazy < self.max_cuts:
+            self._clear()
+        else:
+            self._dispatch()
+
+    def _dispatch(self) -> None:
+        """The last clearing to the grid (set-points) and to the DSOs (for their checks)."""
+        r = self.last
+        setpoints: dict[str, float] = {}
+        for a in self.areas:
+            setpoints.update({b: float(v) for b, v in zip(a.bids.ids, r.activation_mw[a.name])
+                              if v != 0.0})
+        self._eout = self._to_dsos(r) | {"TSO": {"setpoint[MW]": {
+            "frame": self.frame, "round": self.round, "activation_mw": setpoints}}}
 
     def _decide(self) -> None:
         reps = self.reports.values()
@@ -193,6 +249,7 @@ class RegionTSO(FrameSimulator):
             self._finish(self.last.status.value, self.last.message)
             return
         self.round += 1
+        self.lazy = 0
         self._clear()
 
     def _finish(self, status: str, message: str) -> None:
@@ -214,6 +271,9 @@ class RegionTSO(FrameSimulator):
             "cost_eur_per_h": float(r.cost_eur_per_h) if ok else math.nan,
             "mv_point": r.mv_point if ok else None, "areas": areas,
             "packages_verified": self.verified, "verify_time_s": self.t_verify,
+            "privacy": self.privacy, "clearings": self.clearings,
+            "rows_held": sum(_rows(p) for p in self.packages.values()),
+            "links": len(self.slack_columns),
             "clearing_time_s": self.t_clear,
             "build_time_s": r.build_time_s if r is not None else 0.0,
             "solve_time_s": r.solve_time_s if r is not None else 0.0}}}
@@ -224,6 +284,14 @@ class RegionTSO(FrameSimulator):
                for eid, attrs in outputs.items()}
         self._log("sent", {eid: v for eid, v in out.items() if v})
         return out
+
+
+def _rows(package) -> int:
+    """Constraint rows in a package as the TSO holds it (format 1: both sides of every
+    voltage and loading row at every point; format 2: its published rows)."""
+    if hasattr(package, "rows_a"):
+        return int(sum(len(a) for a in package.rows_a))
+    return 2 * package.m * (len(package.vm_rows) + len(package.loading_rows))
 
 
 def main() -> None:

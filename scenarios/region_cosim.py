@@ -3,13 +3,33 @@ as a mosaik co-simulation over frames, with the DSOs as agents in their own proc
 
 ::
 
-    +----------------------------- world.group() ------------------------------------+
+    +----------------------------- world.group() -----------------------------------------+
     | RegionGrid.Meter[a] --measured--> RegionDSO.LV[a] / .MV --to_tso--> RegionTSO.Desk[a] |
-    |        ^                               ^                                 |        |
-    |        | setpoint[MW] (weak)           +------ to_dso (weak) ------------+        |
-    | RegionGrid.Region <-------------------------- RegionTSO.TSO                       |
-    +---------------------------------------------------------------------------------+
+    |        ^                               ^                                 |             |
+    |        | setpoint[MW] (weak)           +------ to_dso (weak) ------------+             |
+    | RegionGrid.Region <-------------------------- RegionTSO.TSO                            |
+    |                                                                                        |
+    | privacy "exact" only (DSO to DSO, never through the TSO):                              |
+    | RegionDSO.Port[a] (the MV DSO's mailbox of area a) --to_lv/from_mv--> RegionDSO.LV[a]  |
+    | RegionDSO.LV[a] --to_mv/from_lv (weak)--> RegionDSO.Port[a]                            |
+    +----------------------------------------------------------------------------------------+
     RegionTSO.TSO --clearing--> Collector <--ac-- RegionGrid.Region;  RegionDSO --report-->
+
+Tiers of one clearing round at ``privacy = "exact"`` (mosaik's same-time loop, one frame
+time; ``agents.region_dso`` and ``agents.region_tso`` hold the message contents)::
+
+    tier t    TSO clears (lazy clearing j) -> to_dso {lazy j} (weak)
+    tier t+1  MV: check own sides, sigma_a -> Port[a] -> LV[a] (same tier);
+              LV[a]: check own sides at (x_a, sigma_a) -> to_tso {added, package?},
+              to_mv {link?} (weak)
+    tier t+2  MV: publish the links asked for -> to_tso {added, package?, slack_columns};
+              TSO: anything added -> clear again (lazy j+1, tier t+3); else dispatch:
+              setpoint[MW] to the grid and the clearing to the DSOs (weak)
+    tier t+3  grid: AC power flow -> measured; DSOs: check, refine -> to_tso {check, package}
+    tier t+3  TSO: every check ok (or max_rounds): the frame's record; else round k+1
+
+At ``privacy = "full"`` (format 1) the TSO dispatches every clearing at once (no lazy
+tiers, no ports).
 
 Processes: the LV DSO entities are split into ``processes`` = K groups, each one
 ``RegionDSO`` simulator started with the ``cmd`` starter in its **own working folder**
@@ -32,8 +52,10 @@ id (its mosaik entity, its desk, its trusted key's file name), its bid pseudonym
 package columns, the TSO's bid table and set-points) and its salt. The TSO sees no area,
 bus, load or transformer name; ``CosimOptions(tso_log=True)`` writes everything it received
 and sent to ``<run>/tso/messages.jsonl``. The runner (and its tables) keep both names.
-Packages are format 1 (the TSO gets every DSO's linear model): ``privacy = "exact"`` is not
-yet built into the co-simulation.
+Packages follow the scenario's ``privacy``: ``"exact"`` (the default; format 2, only the
+rows the clearing of the frame's request needs, :mod:`flexcore.region.publish`) or
+``"full"`` (format 1: the TSO gets every DSO's linear model). The frames' requests are
+announced to the DSOs with their specs (``request_mw``): exact rows hold for one request.
 
 Each frame: the grid applies the frame's injections (``injections``, a
 :class:`~flexcore.region.dsos.FrameInjections` of the region; ``None``: static loads) and
@@ -59,6 +81,8 @@ from scenarios.config import ConfigError
 from simulators import FrameSimulator, meta_from_table
 
 STEP_S = 900
+#: lazy clearings per round at privacy "exact" (as ``run_region``'s ``max_cuts``)
+MAX_CUTS = 200
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -158,6 +182,8 @@ class Collector(FrameSimulator):
                 "max_vm_err_pu": max((x["max_vm_err_pu"] for x in checks), default=math.nan),
                 "max_loading_err_percent": max((x["max_loading_err_percent"]
                                                 for x in checks), default=math.nan),
+                "privacy": c.get("privacy", ""), "clearings": c.get("clearings", 0),
+                "rows_held": c.get("rows_held", 0), "links": c.get("links", 0),
                 "packages_verified": c["packages_verified"],
                 "verify_time_s": c["verify_time_s"], "clearing_time_s": c["clearing_time_s"],
                 "dso_time_s": sum(dso_s.values()), "grid_time_s": grid_s,
@@ -173,7 +199,8 @@ class Collector(FrameSimulator):
                     "delivered_mw": a.get("delivered_mw", 0.0),
                     "cost_eur_per_h": a.get("cost_eur_per_h", 0.0),
                     "rounds": r.get("rounds", 0), "point": a.get("point"),
-                    "slack_dv_pu": a.get("slack_dv_pu", 0.0),
+                    # exact: the MV DSO's sigma, as the DSO reports it (not the TSO's)
+                    "slack_dv_pu": r.get("slack_dv_pu", a.get("slack_dv_pu", 0.0)),
                     "relevant_vm_rows": chk.get("n_relevant_vm", 0),
                     "relevant_loading_rows": chk.get("n_relevant_loading", 0),
                     "max_vm_err_pu": chk.get("max_vm_err_pu", math.nan),
@@ -320,6 +347,8 @@ def run_region_cosim(cfg, opts: CosimOptions, *, out: str | Path | None = None,
             specs[n]["fractions"] = list(cfg.fractions)
     mvdir = folder / "dso-mv"
     coupled = bool(cfg.coupled)
+    privacy = getattr(cfg, "privacy", "full")
+    announced = {"privacy": privacy, "request_mw": [request] * frames}
     if coupled:
         write_area(region.mv_net, mvdir / "mv.json")
         _write_key(keys[MV_NAME], mvdir / "dso.key", serialization)
@@ -355,14 +384,15 @@ def run_region_cosim(cfg, opts: CosimOptions, *, out: str | Path | None = None,
                             {"python": "agents.region_dso:RegionDSO"})
     for name, _, _, addr in connects:
         sim_config[name] = {"connect": addr}
-    world = new_world(sim_config)
+    # same-time tiers per frame: per round, two per lazy clearing and one for the check
+    world = new_world(sim_config, max_loop_iterations=(cfg.max_rounds + 1) * (
+        2 * MAX_CUTS + 4) + 10)
     t_setup = _now() - t0
     say(f"region: {len(names)} LV DSOs in {len(groups)} process(es)"
         f"{f' + {len(connects)} joined' if connects else ''}{' + MV' if coupled else ''}; "
         f"setup {t_setup:.1f} s")
-    if getattr(cfg, "privacy", "full") != "full":
-        say(f"privacy {cfg.privacy!r} is not built into the co-simulation yet: its DSOs "
-            "publish format 1 (under public ids, bid pseudonyms and private salts)")
+    say(f"privacy {privacy!r}: " + ("format-2 packages, rows published lazily" if
+                                     privacy == "exact" else "format-1 packages"))
     try:
         with world.group():
             grid_sim = world.start("RegionGrid", region_file=str(region_file),
@@ -383,19 +413,24 @@ def run_region_cosim(cfg, opts: CosimOptions, *, out: str | Path | None = None,
             for name, wdir, g, *_ in groups + connects:
                 sim = world.start(name, step_s=STEP_S, **_workdir(sim_config[name], wdir))
                 ents = sim.LV.create(len(g), dsos=[specs[n] for n in g],
-                                     max_rounds=cfg.max_rounds, coupled=coupled)
+                                     max_rounds=cfg.max_rounds, coupled=coupled, **announced)
                 for n, e in zip(g, ents):
                     if e.eid != pub[n]:
                         raise RuntimeError(f"DSO of {n}: public id {e.eid}, expected {pub[n]}")
                     dsos[n] = e
+            ports = {}
             if coupled:
-                dsos[MV_NAME] = world.start("RegionDSO-mv", step_s=STEP_S,
-                                         **_workdir(sim_config["RegionDSO-mv"], mvdir)).MV(
-                    dso=mv_spec, max_rounds=cfg.max_rounds)
+                mv_sim = world.start("RegionDSO-mv", step_s=STEP_S,
+                                     **_workdir(sim_config["RegionDSO-mv"], mvdir))
+                dsos[MV_NAME] = mv_sim.MV(dso=mv_spec, max_rounds=cfg.max_rounds, **announced)
+                if privacy == "exact":   # the MV DSO's mailbox to each LV DSO
+                    ports = {p.eid: p for p in mv_sim.Port.create(
+                        len(names), areas=[pub[n] for n in names])}
             tso_sim = world.start("RegionTSO", step_s=STEP_S, log_file=str(
                 folder / "tso" / "messages.jsonl") if opts.tso_log else None)
             tso = tso_sim.TSO(request_mw=[request] * frames, max_rounds=cfg.max_rounds,
-                              time_limit_s=cfg.time_limit_s, mip_rel_gap=cfg.mip_rel_gap)
+                              time_limit_s=cfg.time_limit_s, mip_rel_gap=cfg.mip_rel_gap,
+                              privacy=privacy, max_cuts=MAX_CUTS)
             desk_specs = [{"name": pub[n], "public_key": (tdir / f"{pub[n]}.pub").read_text(),
                            "bids": {"ids": list(pbids[n].ids),
                                     "volume_mw": pbids[n].volume_mw.tolist(),
@@ -409,6 +444,10 @@ def run_region_cosim(cfg, opts: CosimOptions, *, out: str | Path | None = None,
                 world.connect(meters[n], dso, "measured")
                 world.connect(dso, desks[dso.eid], ("to_tso", "from_dso"))
                 world.connect(desks[dso.eid], dso, ("to_dso", "from_tso"), weak=True)
+            for n in names:
+                if pub[n] in ports:   # DSO to DSO: sigma to the area, link requests back
+                    world.connect(ports[pub[n]], dsos[n], ("to_lv", "from_mv"))
+                    world.connect(dsos[n], ports[pub[n]], ("to_mv", "from_lv"), weak=True)
             world.connect(tso, region_ent, "setpoint[MW]", weak=True)
         col = world.start("Collector").Collector(run_dir=str(folder))
         world.connect(tso, col, "clearing")
@@ -431,7 +470,7 @@ def run_region_cosim(cfg, opts: CosimOptions, *, out: str | Path | None = None,
         "options": {"frames": frames, "processes": len(groups), "starter": opts.starter,
                     "joined": [(a, n) for a, _, n in opts.connect], "coupled": coupled,
                     "lv_dsos": len(names), "request_mw": request,
-                    "privacy": "full (format 1; public ids, bid pseudonyms, private salts)",
+                    "privacy": privacy,
                     "day_type": opts.day_type, "date": opts.date,
                     "profiles": injections is not None},
         "config": asdict(cfg)})

@@ -269,7 +269,7 @@ def mosaik_patchable() -> bool:
 START_TIMEOUT_S = 120.0
 
 
-def new_world(sim_config: dict):
+def new_world(sim_config: dict, *, max_loop_iterations: int = 100):
     """A mosaik World without the start-up logo (``skip_greetings`` where mosaik has it),
     with the scheduler's time arithmetic and progress updates made cheaper
     (:func:`fast_tiered_time`, :func:`fast_progress_updates`), without
@@ -290,7 +290,7 @@ def new_world(sim_config: dict):
     params = inspect.signature(mosaik.World).parameters
     extra = {"skip_greetings": True} if "skip_greetings" in params else {}
     return mosaik.World(sim_config, mosaik_config={"start_timeout": START_TIMEOUT_S},
-                        debug=False, **extra)
+                        debug=False, max_loop_iterations=max_loop_iterations, **extra)
 
 
 def _quiet_exception_handler(loop, context: dict) -> None:
