@@ -321,7 +321,9 @@ def test_the_tso_sees_public_ids_and_pseudonyms_only(tmp_path):
     """One frame of a 2-area region in one process (starter "python"), the TSO's messages
     logged: no area, bus, load or transformer name and no internal bid id in anything the
     TSO held; its desks are the DSOs' public ids and its bid ids their pseudonyms, and the
-    cost is the study's (which uses ids too) and independent of the secret."""
+    cost is the study's (which uses ids too) and independent of the secret. At privacy
+    "exact" (the default) every row the TSO received is a side of the DSO's private model
+    (here 1 of 60 LV sides and one link, 6 of 42 MV sides), never all of them."""
     from flexcore.region.ids import identities
     from scenarios.region import RegionConfig
     from scenarios.region_cosim import CosimOptions, run_region_cosim
@@ -354,6 +356,54 @@ def test_the_tso_sees_public_ids_and_pseudonyms_only(tmp_path):
     rep = run_region(setup_region(region, bids, secret="other"), 0.3 * total, max_rounds=1,
                      mip_rel_gap=1e-7, time_limit_s=60.0)
     assert row["cost_eur_per_h"] == pytest.approx(rep.cost_eur_per_h, rel=1e-7)
+    # privacy "exact" (the default): the TSO never held a linear model, only rows of the
+    # DSOs' private models, and not all of them
+    assert row["privacy"] == "exact"
+    assert not words & {"vm_rows", "loading_rows", "vtdf", "ltdf", "slack_rows"}
+    _published_rows_are_private_sides(tmp_path / "run" / "tso", setup_region(
+        region, bids, seed=5, secret="s1"), 0.3 * total)
+
+
+def _published_rows_are_private_sides(tso_dir: Path, setup, request_mw: float) -> None:
+    """Every row of every round-0 package the TSO received (the sides each DSO published
+    before any refinement, lazily added ones included) is a side of that DSO's private
+    linear model (``setup``: the same DSOs in one process), and each DSO kept some sides
+    back: a strict subset."""
+    import json
+
+    from flexcore.dso.privacy import normalise_sides
+    from flexcore.exchange.wire import public_key_from_pem
+    from flexcore.region.publish import lv_sides, mv_sides
+
+    private = {d.name: lv_sides(d.published(), request_mw=request_mw) for d in setup.lv}
+    private["mv"] = mv_sides(setup.mv.package, [setup.mv.slack_row[d.name] for d in setup.lv],
+                             request_mw=request_mw)
+    keys = {p.stem: public_key_from_pem(p.read_text()) for p in (tso_dir / "trusted").iterdir()}
+    published: dict[str, set] = {n: set() for n in private}
+    for line in (tso_dir / "messages.jsonl").read_text().splitlines():
+        entry = json.loads(line)
+        if entry["kind"] != "received":
+            continue
+        for desk, attrs in entry["messages"].items():
+            for m in attrs["from_dso"].values():
+                if m["round"] != 0 or "check" in m or not m.get("package"):
+                    continue      # refined packages hold rows of later points
+                pkg = package_from_text(m["package"], trusted=[keys[desk]])
+                sides = private[desk]
+                col = [sides.columns.index(c) for c in pkg.columns]
+                for i in range(pkg.m):
+                    a, rhs, _ = normalise_sides(sides.a[i], sides.c[i])
+                    for row, r in zip(pkg.rows_a[i], pkg.rows_rhs[i]):
+                        full = np.zeros(len(sides.columns))
+                        full[col] = row
+                        dev = np.abs(a - full).max(axis=1) / max(1.0, np.abs(full).max())
+                        k = int(np.argmin(dev))
+                        assert dev[k] < 1e-6 and rhs[k] == r, (desk, i, dev[k])
+                        published[desk].add((i, k))
+    for name, sides in private.items():
+        total = sum(len(c) for c in sides.c)
+        assert len(published[name]) < total, name
+    assert sum(map(len, published.values())) > 0
 
 
 def test_an_undispatched_frame_is_a_row_not_a_crash(tmp_path):
