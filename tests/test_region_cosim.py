@@ -229,6 +229,7 @@ def test_cosim_with_dso_processes_and_a_joined_dso_equals_the_study(tmp_path):
         rep = run_region(setup_region(split_region(net, source="small"), bids),
                          0.3 * total, max_rounds=3, mip_rel_gap=1e-7, time_limit_s=60.0)
         assert row["status"] == rep.status == "optimal"
+        assert row["privacy"] == "exact"      # the default; the study here: format 1
         assert row["cost_eur_per_h"] == pytest.approx(rep.cost_eur_per_h, rel=1e-7)
         assert row["rounds"] == rep.rounds
         assert row["ac_converged"] and row["ac_violations"] == 0 and row["dso_violations"] == 0
