@@ -6,8 +6,9 @@ values raise :class:`scenarios.config.ConfigError` naming the file and key. The 
 :class:`~flexcore.region.study.RegionReport`), ``areas.csv`` (one row per LV area plus the
 MV area), ``summary.txt``, ``region.png`` (the MV map with the areas' congestion and
 delivered flexibility), ``meta.json`` (versions, seed, bid total, the load values used) and
-``packages/<dso>/round-<k>/``: every package as it crossed to the TSO (format 1, signed by
-its DSO's key, loaded back with that key as the only trusted one before clearing).
+``packages/<dso>/round-<k>/``: every package as it crossed to the TSO (format 2 at
+``privacy = "exact"``, format 1 at ``"full"``; signed by its DSO's key, loaded back with
+that key as the only trusted one before clearing).
 
 The request is ``request_mw`` when given (> 0), else ``request_share`` x all areas' bids.
 Load values: the grid's static ones, or with ``day_type`` or ``date`` frame ``frame``
