@@ -289,7 +289,9 @@ class RegionTSO(FrameSimulator):
 def _rows(package) -> int:
     """Constraint rows in a package as the TSO holds it (format 1: both sides of every
     voltage and loading row at every point; format 2: its published rows)."""
-    if hasattr(package, "rows_a"):
+    from flexcore.exchange.hardened import HardenedPackage
+
+    if isinstance(package, HardenedPackage):
         return int(sum(len(a) for a in package.rows_a))
     return 2 * package.m * (len(package.vm_rows) + len(package.loading_rows))
 
