@@ -226,6 +226,7 @@ class _LVEntity(_Entity):
                                                          require_bus=True))
         self.coupled = bool(coupled)
         self.dso = None
+        self.sigma: float | None = None    # exact: the MV DSO's sigma of the dispatch
 
     def _package(self, previous=None) -> str:
         """The package to publish (signed text): format 1 (with the slack column when
@@ -244,6 +245,7 @@ class _LVEntity(_Entity):
         from flexcore.region.dsos import lv_dso
         from flexcore.region.split import LV_LIMITS
 
+        self.sigma = None
         if self.injections is not None:
             self.injections.apply(self.net, self.frame)
         eg = self.net.ext_grid.index[0]
@@ -279,6 +281,7 @@ class _LVEntity(_Entity):
         x = np.asarray(clearing["activation_mw"], float)
         if self.exact:   # format 2 carries no base values: the DSO predicts its own rows
             pred = self.pub.predict(d, int(clearing["point"]), x)
+            self.sigma = self.pub.sigma
         else:
             pred = clearing["predicted_vm_pu"], clearing["predicted_loading_percent"]
         check = self.check(LV_LIMITS, *pred, ac)
@@ -291,10 +294,9 @@ class _LVEntity(_Entity):
                 "check": _public(check), "rounds": d.rounds, "package": package}
 
     def private_report(self) -> dict:
-        """The slack change the MV DSO told this DSO (exact; the TSO does not see it)."""
-        if self.pub is not None and self.pub.sigma is not None:
-            return {"slack_dv_pu": self.pub.sigma}
-        return {}
+        """The slack change the MV DSO told this DSO for the dispatched clearing (exact;
+        the TSO does not see it)."""
+        return {} if self.sigma is None else {"slack_dv_pu": self.sigma}
 
 
 class _MVEntity(_Entity):
