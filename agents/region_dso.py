@@ -1,13 +1,16 @@
 """RegionDSO: a mosaik simulator holding many DSOs of a region, each with its private model.
 
-Models: ``LV`` (one entity per LV DSO; ``create(n, "LV", dsos=[spec, ...])``) and ``MV``
-(the MV DSO; ``create(1, "MV", dso=spec)``). Every file an entity names is relative to the
-simulator's working folder (the ``cwd`` of a ``cmd`` process, the folder a ``--remote``
-server was started in): a path on one machine means nothing on another, so no path leaves
-the process. An LV spec: ``area_file`` (its pandapower JSON written by the split
-step), ``bids_file`` (bids CSV with buses), ``key_file`` (its Ed25519 private key, PEM),
-``secret_file`` (its private secret, :mod:`flexcore.region.ids`), ``seed``, optional
-``injections_file`` (its elements' per-frame injections,
+Models: ``LV`` (one entity per LV DSO; ``create(n, "LV", dsos=[spec, ...])``), ``MV`` (the
+MV DSO; ``create(1, "MV", dso=spec)``) and, at privacy "exact", ``Port`` (the MV DSO's
+mailbox to each LV DSO; ``create(n, "Port", areas=[public ids])`` after ``MV``, in its
+simulator). Params of ``LV`` and ``MV``: ``max_rounds``, ``privacy`` ("full" or "exact"),
+``request_mw`` (the frames' announced requests; needed at "exact"). Every file an entity
+names is relative to the simulator's working folder (the ``cwd`` of a ``cmd`` process, the
+folder a ``--remote`` server was started in): a path on one machine means nothing on
+another, so no path leaves the process. An LV spec: ``area_file`` (its pandapower JSON
+written by the split step), ``bids_file`` (bids CSV with buses), ``key_file`` (its Ed25519
+private key, PEM), ``secret_file`` (its private secret, :mod:`flexcore.region.ids`),
+``seed``, optional ``injections_file`` (its elements' per-frame injections,
 :class:`flexcore.region.dsos.FrameInjections`; absent: static loads), ``fractions``. The MV
 spec: ``model_file``, ``key_file``, ``secret_file``, ``seed``, ``injections_file``,
 ``areas`` (the public ids of the areas in the clearing: its columns), ``model_names``
