@@ -15,8 +15,9 @@ solver on arrays:
   vectors: pandapower's current-based loading, signed by the direction of active power at
   the from (hv) side, exactly as :func:`flexcore.grid.ppinternals.branch_loading`;
 - :meth:`FastPowerFlow.sensitivities` factorises the Jacobian once at the converged voltages
-  (cached per solution) and solves all injection columns at once (one SuperLU solve with a
-  block of right-hand sides), as
+  (cached per solution) and solves all injection columns at once (SuperLU's factors, both
+  triangular solves over the block of right-hand sides in one compiled kernel:
+  :class:`flexcore.grid.lusolve.BlockLU`), as
   :func:`flexcore.grid.sensitivity.compute`, which it reproduces to rounding.
 
 Use (one object per grid model, e.g. in GridSim and behind the Linearizer's power-flow
@@ -57,6 +58,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
+from flexcore.grid.lusolve import BlockLU
 from flexcore.grid.ppinternals import FastModel, extract_fast_model
 from flexcore.grid.sensitivity import Sensitivities
 
@@ -152,7 +154,7 @@ class FastPowerFlow:
         self.max_iterations = int(max_iterations)
         self.reinit_count = 0
         # (solution id, SuperLU) of the Jacobian at the converged voltages
-        self._lu: tuple[int, spla.SuperLU] | None = None
+        self._lu: tuple[int, BlockLU] | None = None
         self._solution_id = 0
         self.reinit()
 
@@ -459,7 +461,7 @@ class FastPowerFlow:
         cols = np.flatnonzero(pos[uniq] >= 0)  # an injection at the slack changes nothing
         rhs[pos[uniq[cols]], cols] = 1.0 / self.base_mva
         if self._lu is None or self._lu[0] != self._solution_id:
-            self._lu = (self._solution_id, spla.splu(self.jacobian(v)))
+            self._lu = (self._solution_id, BlockLU(self.jacobian(v)))
         x = self._lu[1].solve(rhs)
 
         # VTDF: the Vm unknowns of PQ buses (0 at slack and PV buses)
