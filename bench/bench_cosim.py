@@ -27,6 +27,7 @@ prints it. Measured in the same process, one after the other:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import resource
@@ -203,12 +204,14 @@ def compare(fast, ref) -> dict:
 def bench(*, scenario: str = "scenarios/bergwald.toml", day_types: str | None = None,
           frames: str | None = None, engines: tuple[str, ...] = ("fast", "pandapower"),
           out_path: str | Path = "results/benchmarks/cosim.json",
-          baseline: str | Path | None = None) -> dict:
+          baseline: str | Path | None = None, keep_runs: str | Path | None = None) -> dict:
     """Time the scenario on each engine (no plots), the runpp loop and the power-flow-only
     co-simulation of its frames; writes ``out_path`` and returns its content. ``baseline``:
     another checkout of flexcosim (e.g. a worktree of the previous commit) whose fast-engine
     run is timed the same way in the same bench (``runs["baseline"]``), before and after
-    side by side; ``fast_vs_baseline`` compares their results."""
+    side by side; ``fast_vs_baseline`` compares their results. ``keep_runs``: a folder
+    (new or empty) that keeps the run folders (``run-<name>``, e.g. for
+    ``bench/compare_runs.py``) instead of a temporary one."""
     import os
 
     import pandas as pd
@@ -221,7 +224,14 @@ def bench(*, scenario: str = "scenarios/bergwald.toml", day_types: str | None = 
     todo = [(e, e, None) for e in engines]
     if baseline is not None:
         todo.append(("baseline", "fast", Path(baseline).resolve()))
-    with tempfile.TemporaryDirectory() as tmp:
+    keep = None if keep_runs is None else Path(keep_runs)
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        if any(keep.iterdir()):
+            raise SystemExit(f"--keep-runs {keep}: not empty (run folders are never "
+                             "overwritten)")
+    with (tempfile.TemporaryDirectory() if keep is None
+          else contextlib.nullcontext(str(keep))) as tmp:
         for name, engine, checkout in todo:
             run_dir = Path(tmp) / f"run-{name}"
             # this file as a script (its timing wrappers) on the checkout's modules
@@ -285,6 +295,9 @@ def main(argv: list[str] | None = None, *, quick: bool = False) -> int:
     ap.add_argument("--baseline", metavar="CHECKOUT",
                     help="another flexcosim checkout (e.g. a worktree of main) timed the same "
                          "way in the same bench: before/after side by side")
+    ap.add_argument("--keep-runs", metavar="DIR",
+                    help="keep the run folders in DIR (new or empty; e.g. for "
+                         "bench/compare_runs.py) instead of a temporary folder")
     ap.add_argument("--one-run", metavar="ENGINE", help=argparse.SUPPRESS)  # internal: one run
     ap.add_argument("--run-out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -293,7 +306,8 @@ def main(argv: list[str] | None = None, *, quick: bool = False) -> int:
         return 0
     engines = tuple(e.strip() for e in args.engines.split(",") if e.strip())
     out = bench(scenario=args.scenario, day_types=args.day_types, frames=args.frames,
-                engines=engines, out_path=args.out, baseline=args.baseline)
+                engines=engines, out_path=args.out, baseline=args.baseline,
+                keep_runs=args.keep_runs)
     print(f"== co-simulation (written to {args.out})")
     print(json.dumps({k: ({e: {x: y for x, y in r.items() if x != "summary"}
                            for e, r in v.items()} if k == "runs" else v)
