@@ -457,18 +457,17 @@ class FastPowerFlow:
         pos = np.full(nb, -1, dtype=np.int64)
         pos[self.pvpq] = np.arange(npvpq)
         uniq, inverse = np.unique(rows, return_inverse=True)
-        rhs = np.zeros((self._pattern.size, len(uniq)))
         cols = np.flatnonzero(pos[uniq] >= 0)  # an injection at the slack changes nothing
-        rhs[pos[uniq[cols]], cols] = 1.0 / self.base_mva
         if self._lu is None or self._lu[0] != self._solution_id:
             self._lu = (self._solution_id, BlockLU(self.jacobian(v)))
-        x = self._lu[1].solve(rhs)
+        x = self._lu[1].solve_unit(pos[uniq[cols]], cols, 1.0 / self.base_mva, len(uniq))
 
         # VTDF: the Vm unknowns of PQ buses (0 at slack and PV buses)
         pos_m = np.full(nb, -1, dtype=np.int64)
         pos_m[self.pq] = npvpq + np.arange(len(self.pq))
         vrow = pos_m[self.bus_row]
-        vtdf = np.where(vrow[:, None] >= 0, x[np.maximum(vrow, 0)], 0.0)
+        vtdf = x[np.maximum(vrow, 0)]
+        vtdf[vrow < 0] = 0.0
         # LTDF: d|I|/dx = Re(conj(I)/|I| * Y * dV/dx) on the reported side, one real sparse
         # matrix G (branches x unknowns) with dV/dVa = jV, dV/dVm = V/|V|
         n_x = self._pattern.size
@@ -485,10 +484,13 @@ class FastPowerFlow:
         w_t = np.where(side_from, 0.0, _unit_conj(i_t) * sign * self._k_to)
         g = (sp.diags(w_f) @ self._yf + sp.diags(w_t) @ self._yt) @ d
         ltdf = sp.csr_matrix(g.real) @ x
+        same = len(inverse) == len(uniq) and bool(np.all(inverse == np.arange(len(uniq))))
         return Sensitivities(
             injection_buses=injection_buses, bus_index=self.bus_index,
             branches=self.branch_keys, vm_pu=np.abs(v[self.bus_row]),
-            loading_percent=loading, vtdf=vtdf[:, inverse], ltdf=ltdf[:, inverse])
+            loading_percent=loading,
+            # the columns in the order asked for (already so for sorted distinct buses)
+            vtdf=vtdf if same else vtdf[:, inverse], ltdf=ltdf if same else ltdf[:, inverse])
 
 
 def _unit_conj(i: np.ndarray) -> np.ndarray:

@@ -62,6 +62,21 @@ class BlockLU:
             self._factors = (low.indptr, low.indices, low.data, up.indptr, up.indices,
                              up.data)
 
+    def solve_unit(self, rows: np.ndarray, cols: np.ndarray, value: float, k: int
+                   ) -> np.ndarray:
+        """``a^-1 @ B`` for the ``(n, k)`` block ``B`` that is ``value`` at ``(rows[j],
+        cols[j])`` and 0 elsewhere (unit injections), built straight in SuperLU's row
+        order."""
+        n = self.lu.shape[0]
+        if self._factors is None:
+            rhs = np.zeros((n, k))
+            rhs[rows, cols] = value
+            return self.lu.solve(rhs)
+        b = np.zeros((n, k))
+        b[self.lu.perm_r[rows], cols] = value   # Pr @ B
+        _KERNEL(*self._factors, b)
+        return b[self.lu.perm_c]
+
     def solve(self, rhs: np.ndarray) -> np.ndarray:
         """``a^-1 @ rhs`` for a ``(n,)`` or ``(n, k)`` array."""
         if self._factors is None or rhs.ndim != 2:
