@@ -78,6 +78,7 @@ class TSOAgent(FrameSimulator):
             self._times = [0.0, 0.0]
             self._last = None
             self._by_round: dict = {}
+            self._regions = None  # the frame's RegionCache (made at its first clearing)
             # the request first: the DSO publishes for it (or nothing, without a request)
             self._out["to_dso"] = RequestMessage(frame, self.request[frame]).to_wire()
         for wire in data.get("from_dso", {}).values():
@@ -105,8 +106,14 @@ class TSOAgent(FrameSimulator):
         idx = np.fromiter(map(pos.get, cols, itertools.repeat(-1, len(cols))), np.int64,
                           len(cols))
         bids = BidTable(ids=cols, **{k: v[idx] for k, v in table.items()})
+        if self._regions is None:
+            from flexcore.market.direct import RegionCache
+
+            self._regions = RegionCache()
+        # a re-published package of the same round (rows added to one point) repeats the
+        # other points' regions: their solves are reused (the same results)
         r = clear(package, bids, self.request[frame], backend="direct", objective=self.objective,
-                  mip_rel_gap=self.gap)
+                  mip_rel_gap=self.gap, region_cache=self._regions)
         self._times[0] += r.build_time_s
         self._times[1] += r.solve_time_s
         self._last = self._by_round[msg.round] = r

@@ -1,7 +1,8 @@
 """Co-simulation throughput: the default scenario on both power-flow engines vs the power flows
 alone, measured in one run.
 
-``python bench/bench_cosim.py [--day-types a,b] [--frames 0-95] [--engines fast,pandapower]``
+``python bench/bench_cosim.py [--day-types a,b] [--frames 0-95] [--calendar SPAN]
+[--engines fast,pandapower] [--baseline CHECKOUT] [--keep-runs DIR]``
 (default: the full default scenario, 9 x 96 = 864 frames, on both engines; part of
 `flexcosim bench`, one day type with `--quick`). Writes results/benchmarks/cosim.json and
 prints it. Measured in the same process, one after the other:
@@ -27,6 +28,7 @@ prints it. Measured in the same process, one after the other:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import resource
@@ -96,12 +98,23 @@ def _timed_parts() -> dict[str, float]:
     return acc
 
 
+def _config(scenario: str, day_types: str | None, frames: str | None,
+            calendar: str | None = None):
+    """The scenario with ``--day-types``, ``--frames`` and ``--calendar SPAN`` (real dates,
+    README "Calendar runs"; e.g. a summer week, whose frames publish more often)."""
+    cfg = apply_overrides(load_config(scenario), day_types=day_types, frames=frames)
+    if calendar:
+        from scenarios.config import with_calendar
+
+        cfg = with_calendar(cfg, calendar)
+    return cfg
+
+
 def _one_run(args) -> None:
     """``--one-run ENGINE``: the scenario into ``--run-out`` (no plots) and its parts' CPU
     seconds into ``<run-out>.parts.json``."""
     parts = _timed_parts()
-    cfg = apply_overrides(load_config(args.scenario), day_types=args.day_types,
-                          frames=args.frames)
+    cfg = _config(args.scenario, args.day_types, args.frames, args.calendar)
     run_scenario(dataclasses.replace(cfg, plots=False, grid_engine=args.one_run),
                  out=args.run_out)
     steps = sum(v for k, v in parts.items() if k.endswith(".step"))
@@ -203,25 +216,34 @@ def compare(fast, ref) -> dict:
 def bench(*, scenario: str = "scenarios/bergwald.toml", day_types: str | None = None,
           frames: str | None = None, engines: tuple[str, ...] = ("fast", "pandapower"),
           out_path: str | Path = "results/benchmarks/cosim.json",
-          baseline: str | Path | None = None) -> dict:
+          baseline: str | Path | None = None, keep_runs: str | Path | None = None,
+          calendar: str | None = None) -> dict:
     """Time the scenario on each engine (no plots), the runpp loop and the power-flow-only
     co-simulation of its frames; writes ``out_path`` and returns its content. ``baseline``:
     another checkout of flexcosim (e.g. a worktree of the previous commit) whose fast-engine
     run is timed the same way in the same bench (``runs["baseline"]``), before and after
-    side by side; ``fast_vs_baseline`` compares their results."""
+    side by side; ``fast_vs_baseline`` compares their results. ``keep_runs``: a folder
+    (new or empty) that keeps the run folders (``run-<name>``, e.g. for
+    ``bench/compare_runs.py``) instead of a temporary one."""
     import os
 
     import pandas as pd
 
     from flexcore.runs import versions
 
-    cfg = apply_overrides(load_config(scenario), day_types=day_types, frames=frames)
-    cfg = dataclasses.replace(cfg, plots=False)
+    cfg = dataclasses.replace(_config(scenario, day_types, frames, calendar), plots=False)
     runs, tables = {}, {}
     todo = [(e, e, None) for e in engines]
     if baseline is not None:
         todo.append(("baseline", "fast", Path(baseline).resolve()))
-    with tempfile.TemporaryDirectory() as tmp:
+    keep = None if keep_runs is None else Path(keep_runs)
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        if any(keep.iterdir()):
+            raise SystemExit(f"--keep-runs {keep}: not empty (run folders are never "
+                             "overwritten)")
+    with (tempfile.TemporaryDirectory() if keep is None
+          else contextlib.nullcontext(str(keep))) as tmp:
         for name, engine, checkout in todo:
             run_dir = Path(tmp) / f"run-{name}"
             # this file as a script (its timing wrappers) on the checkout's modules
@@ -229,9 +251,11 @@ def bench(*, scenario: str = "scenarios/bergwald.toml", day_types: str | None = 
                    str(Path(scenario).resolve()), "--one-run", engine, "--run-out", str(run_dir)]
             cmd += ["--day-types", day_types] if day_types else []
             cmd += ["--frames", frames] if frames else []
+            cmd += ["--calendar", calendar] if calendar else []
             path = os.pathsep.join(x for x in (str(checkout or ROOT),
                                                os.environ.get("PYTHONPATH", "")) if x)
             env = {**os.environ, "PYTHONPATH": path}
+            load_before = os.getloadavg()
             t0, c0 = time.perf_counter(), _children_cpu_s()
             subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, cwd=checkout, env=env)
             process_s, cpu_s = time.perf_counter() - t0, _children_cpu_s() - c0
@@ -242,6 +266,7 @@ def bench(*, scenario: str = "scenarios/bergwald.toml", day_types: str | None = 
             parts_file = Path(f"{run_dir}.parts.json")
             runs[name] = {"wall_s": wall, "process_wall_s": process_s,
                             "process_cpu_s": cpu_s, "frames_per_s": n / wall,
+                            "load_average_before": load_before,
                             "extrapolated_864_frames_s": wall / n * 864,
                             "dso_time_s": float(tables[name]["dso_time_s"].sum()),
                             "parts_cpu_s": json.loads(parts_file.read_text())
@@ -254,7 +279,8 @@ def bench(*, scenario: str = "scenarios/bergwald.toml", day_types: str | None = 
         r["cpu_ratio_to_runpp_loop"] = r["process_cpu_s"] / loop["loop_cpu_s"]
         r["ratio_to_pf_only_cosim"] = r["wall_s"] / t_pf
     out = {"measured_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
-           "machine": versions()["platform"], "scenario": scenario, "frames": n,
+           "machine": versions()["platform"], "scenario": scenario, "calendar": calendar,
+           "frames": n, "load_average": os.getloadavg(),
            "runs": runs, "runpp_loop": loop,
            "pf_only_cosim": {"wall_s": t_pf, "frames_per_s": n / t_pf, "engine": "fast"}}
     if "fast" in tables and "pandapower" in tables:
@@ -279,12 +305,18 @@ def main(argv: list[str] | None = None, *, quick: bool = False) -> int:
     ap.add_argument("--scenario", default="scenarios/bergwald.toml")
     ap.add_argument("--day-types", default="winter_workday" if quick else None)
     ap.add_argument("--frames")
+    ap.add_argument("--calendar", metavar="SPAN",
+                    help="real dates instead of the representative days, e.g. "
+                         "2025-07-07..2025-07-14 (README 'Calendar runs')")
     ap.add_argument("--engines", default="fast,pandapower",
                     help="comma-separated: fast, pandapower (default both)")
     ap.add_argument("--out", default="results/benchmarks/cosim.json")
     ap.add_argument("--baseline", metavar="CHECKOUT",
                     help="another flexcosim checkout (e.g. a worktree of main) timed the same "
                          "way in the same bench: before/after side by side")
+    ap.add_argument("--keep-runs", metavar="DIR",
+                    help="keep the run folders in DIR (new or empty; e.g. for "
+                         "bench/compare_runs.py) instead of a temporary folder")
     ap.add_argument("--one-run", metavar="ENGINE", help=argparse.SUPPRESS)  # internal: one run
     ap.add_argument("--run-out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -293,7 +325,8 @@ def main(argv: list[str] | None = None, *, quick: bool = False) -> int:
         return 0
     engines = tuple(e.strip() for e in args.engines.split(",") if e.strip())
     out = bench(scenario=args.scenario, day_types=args.day_types, frames=args.frames,
-                engines=engines, out_path=args.out, baseline=args.baseline)
+                engines=engines, out_path=args.out, baseline=args.baseline,
+                keep_runs=args.keep_runs, calendar=args.calendar)
     print(f"== co-simulation (written to {args.out})")
     print(json.dumps({k: ({e: {x: y for x, y in r.items() if x != "summary"}
                            for e, r in v.items()} if k == "runs" else v)

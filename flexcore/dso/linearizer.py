@@ -14,6 +14,7 @@ import copy
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 import numpy as np
 import pandapower as pp
@@ -98,33 +99,63 @@ def _row_layout(net) -> tuple[np.ndarray, list[tuple[str, int]]]:
     return buses, [(str(e), int(i)) for e, i in branches]
 
 
-def _stack_rows(mats: list[np.ndarray], rows: np.ndarray | None, spare: int = 0
-                ) -> np.ndarray:
-    """``np.stack([m[rows] for m in mats])`` (all rows for None), gathered straight into
-    the result, with room for ``spare`` more points (:func:`point_buffer`)."""
+def _stack_rows(mats: list[np.ndarray], rows: np.ndarray | None, spare: int = 0,
+                bid_column: np.ndarray | None = None) -> np.ndarray:
+    """``np.stack([m[rows][:, bid_column] for m in mats])`` (all rows for None; no column
+    gather without ``bid_column``), gathered straight into the result, with room for
+    ``spare`` more points (:func:`point_buffer`)."""
     n_rows = mats[0].shape[0] if rows is None else len(rows)
-    out = point_buffer(len(mats), (n_rows,) + mats[0].shape[1:], spare=spare)
+    n_cols = mats[0].shape[1] if bid_column is None else len(bid_column)
+    out = point_buffer(len(mats), (n_rows, n_cols), spare=spare)
     for i, m in enumerate(mats):
-        if rows is None:
-            out[i] = m
-        else:
-            np.take(m, rows, axis=0, out=out[i], mode="clip")  # rows are in range
+        _expand(m, bid_column, rows, out=out[i])
     return out
 
 
 # --------------------------------------------------------------------------- points
 @dataclass(frozen=True)
 class OperatingPoint:
-    """One linearisation point, rows in key-map order, columns in bid order."""
+    """One linearisation point, rows in key-map order, columns in bid order.
+
+    ``bid_column`` None: ``vtdf_cols``/``ltdf_cols`` have one column per bid. Else they
+    have one column per distinct bid bus (bids on one bus share their sensitivities) and
+    bid ``j``'s column is ``bid_column[j]``: the per-bid matrices (:attr:`vtdf`,
+    :attr:`ltdf`) are the gather ``vtdf_cols[:, bid_column]``, made only when read (the
+    package stacks its kept rows straight from the compact ones, screening works on them)."""
 
     label: str
     activation_fraction: float | None
     p_flex_mw: np.ndarray
     vm_pu: np.ndarray
     loading_percent: np.ndarray
-    vtdf: np.ndarray
-    ltdf: np.ndarray
+    vtdf_cols: np.ndarray
+    ltdf_cols: np.ndarray
     time_s: float
+    bid_column: np.ndarray | None = None
+
+    @cached_property
+    def vtdf(self) -> np.ndarray:
+        """VTDF (rows, bids), p.u. per MW."""
+        return _expand(self.vtdf_cols, self.bid_column)
+
+    @cached_property
+    def ltdf(self) -> np.ndarray:
+        """LTDF (rows, bids), % per MW."""
+        return _expand(self.ltdf_cols, self.bid_column)
+
+
+def _expand(mat: np.ndarray, bid_column: np.ndarray | None,
+            rows: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
+    """``mat[rows][:, bid_column]`` (all rows for None; ``mat[rows]`` without
+    ``bid_column``), into ``out`` when given."""
+    if rows is not None:
+        mat = np.take(mat, rows, axis=0, mode="clip")  # rows are in range
+    if bid_column is None:
+        if out is None:
+            return mat
+        out[...] = mat
+        return out
+    return np.take(mat, bid_column, axis=1, out=out, mode="clip")
 
 
 @dataclass(frozen=True)
@@ -354,17 +385,15 @@ class Linearizer:
         # one column per supplied bid bus, spread to the bids (undeliverable bids: 0) by one
         # gather per matrix
         s = self.pf.sensitivities(self._flex_buses[self._flex_supplied])
-        if not s.vtdf.shape[1]:  # every bid on an isolated bus
-            vtdf, ltdf = np.zeros((len(vr), len(x))), np.zeros((len(lr), len(x)))
-        else:
-            col = np.minimum(self._bid_column, s.vtdf.shape[1] - 1)
-            # rows first, then columns: the same values as np.ix_, a third of the time
-            vtdf, ltdf = s.vtdf[vr][:, col], s.ltdf[lr][:, col]
+        # one column per supplied bid bus (kept compact: OperatingPoint.vtdf spreads them
+        # to the bids); undeliverable bids point at an extra column of zeros
+        vtdf, ltdf = s.vtdf[vr], s.ltdf[lr]
         if self.undeliverable:
-            vtdf[:, self.undeliverable_mask] = 0.0
-            ltdf[:, self.undeliverable_mask] = 0.0
+            vtdf = np.hstack([vtdf, np.zeros((len(vr), 1))])
+            ltdf = np.hstack([ltdf, np.zeros((len(lr), 1))])
         return OperatingPoint(label, activation_fraction, x, s.vm_pu[vr],
-                              s.loading_percent[lr], vtdf, ltdf, time.perf_counter() - t0)
+                              s.loading_percent[lr], vtdf, ltdf, time.perf_counter() - t0,
+                              bid_column=self._bid_column)
 
     # --------------------------------------------------------------- package
     def linearize(self, fractions=(0.0, 0.5, 1.0), *, screen_rows: bool = False,
@@ -401,12 +430,23 @@ class Linearizer:
         ld = np.stack([p.loading_percent for p in points])
         vi = li = None
         screening = None
+        # the points' own matrices: compact (one column per bid bus) when they share the
+        # column map (points of this linearizer), else per bid
+        col = points[0].bid_column
+        if col is not None and all(p.bid_column is col or (
+                p.bid_column is not None and np.array_equal(p.bid_column, col))
+                for p in points[1:]):
+            vmats, lmats = [p.vtdf_cols for p in points], [p.ltdf_cols for p in points]
+        else:
+            col = None
+            vmats, lmats = [p.vtdf for p in points], [p.ltdf for p in points]
         if screen_rows:
             # the rows screen() keeps, from the points' own matrices: only those are stacked
             vm_keep, ld_keep = screen_masks(
-                p_flex, vm, ld, [p.vtdf for p in points], [p.ltdf for p in points],
+                p_flex, vm, ld, vmats, lmats,
                 self.limits, lower_mw=self.bids.lower_mw, upper_mw=self.bids.upper_mw,
-                margin_vm_pu=margin_vm_pu, margin_loading_percent=margin_loading_percent)
+                margin_vm_pu=margin_vm_pu, margin_loading_percent=margin_loading_percent,
+                bid_column=col)
             screening = ScreeningReport(
                 vm_rows_total=len(self._vm_keys), vm_rows_kept=int(vm_keep.sum()),
                 loading_rows_total=len(self._ld_keys), loading_rows_kept=int(ld_keep.sum()),
@@ -421,8 +461,8 @@ class Linearizer:
             p_flex_mw=p_flex,
             vm_pu=vm if vi is None else vm[:, vi],
             loading_percent=ld if li is None else ld[:, li],
-            vtdf=_stack_rows([p.vtdf for p in points], vi, spare_points),
-            ltdf=_stack_rows([p.ltdf for p in points], li, spare_points),
+            vtdf=_stack_rows(vmats, vi, spare_points, col),
+            ltdf=_stack_rows(lmats, li, spare_points, col),
             limits=self.limits, undeliverable=tuple(b for b, _ in self.undeliverable),
             screening=None if screening is None else screening.as_dict(),
         )
@@ -457,8 +497,9 @@ class Linearizer:
         pt = self.point(activation, label=label or f"refine {n_refined + 1}")
         vi, li = self._package_rows(package)
         return package.with_point(pt.label, p_flex_mw=pt.p_flex_mw, vm_pu=pt.vm_pu[vi],
-                                  loading_percent=pt.loading_percent[li], vtdf=pt.vtdf[vi],
-                                  ltdf=pt.ltdf[li])
+                                  loading_percent=pt.loading_percent[li],
+                                  vtdf=_expand(pt.vtdf_cols, pt.bid_column, vi),
+                                  ltdf=_expand(pt.ltdf_cols, pt.bid_column, li))
 
     # ------------------------------------------------------------ validation
     def predict(self, package: SensitivityPackage, clearing: ClearingResult

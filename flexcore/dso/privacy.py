@@ -567,17 +567,28 @@ def assemble_hardened(package: SensitivityPackage,
                                             list[tuple[str, str]]]],
                       *, excluded: list[int], rng: np.random.Generator | None,
                       screening: dict[str, Any], totals: dict[str, Any], t0: float,
-                      request_mw: float | None = None
+                      request_mw: float | None = None, shuffle_seed: int | None = None
                       ) -> tuple[HardenedPackage, HardeningKey]:
     """The format-2 package of the sides ``per_point[i] = (a, rhs, scale, names)`` (in
-    ``package.columns`` order): rows and columns shuffled, and its DSO-private key."""
+    ``package.columns`` order): rows and columns shuffled, and its DSO-private key.
+
+    ``shuffle_seed`` (a secret, e.g. one per round of a frame: :class:`RequestRows`): the
+    column order and each point's row order are drawn from it (from ``(seed, point)`` for
+    the rows), so that the packages of one round published with that seed order their
+    columns alike and repeat a point whose sides did not change as they were (the TSO
+    can reuse its solve of that region: flexcore.market.direct.RegionCache); else from
+    ``rng`` (default: fresh OS entropy)."""
+    if shuffle_seed is not None:
+        rng = np.random.default_rng([shuffle_seed, 0])
     rng = rng if rng is not None else np.random.default_rng(secrets.randbits(128))
     perm = rng.permutation(package.n)
     perm_list = perm.tolist()
     rows_a, rows_rhs, key_rows = [], [], []
     both_sides = 0
     for i, (a, rhs, scale, names) in enumerate(per_point):
-        order = rng.permutation(len(rhs))
+        row_rng = rng if shuffle_seed is None else \
+            np.random.default_rng([shuffle_seed, 1, i])
+        order = row_rng.permutation(len(rhs))
         rows_a.append(a[order][:, perm] if len(rhs) else np.zeros((0, package.n)))
         rows_rhs.append(rhs[order])
         order_list = order.tolist()
@@ -684,6 +695,9 @@ class RequestRows:
             self.selected.append((rhs <= 0.0) | seeded)
             self.names_.append(names)
         self.cuts = 0
+        #: secret of this round's shuffles: its packages order columns alike and repeat
+        #: the rows of points without new sides (:func:`assemble_hardened`)
+        self._shuffle_seed = secrets.randbits(128)
         #: ``(row key, side)`` of the seed and of the sides added by :meth:`cut` (the seed
         #: of the frame's next round)
         self.cut_names: set[tuple[str, str]] = set(seed)
@@ -759,6 +773,7 @@ class RequestRows:
                      "cuts": self.cuts}
         out = assemble_hardened(self.package, per_point, excluded=[], rng=rng,
                                 screening=screening, totals={"lps": 0}, t0=t0,
-                                request_mw=self.request_mw)
+                                request_mw=self.request_mw,
+                                shuffle_seed=None if rng is not None else self._shuffle_seed)
         self.time_s += out[1].report["time_s"]
         return out

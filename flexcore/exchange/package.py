@@ -312,14 +312,23 @@ def screen(package: SensitivityPackage, *, lower_mw: npt.ArrayLike, upper_mw: np
 def screen_masks(p_flex_mw: FloatArray, vm_pu: FloatArray, loading_percent: FloatArray,
                  vtdf: Sequence[FloatArray], ltdf: Sequence[FloatArray], limits: Limits, *,
                  lower_mw: npt.ArrayLike, upper_mw: npt.ArrayLike, margin_vm_pu: float,
-                 margin_loading_percent: float) -> tuple[BoolArray, BoolArray]:
+                 margin_loading_percent: float,
+                 bid_column: npt.NDArray[np.intp] | None = None
+                 ) -> tuple[BoolArray, BoolArray]:
     """The rows :func:`screen` keeps, ``(vm_keep, loading_keep)``, from the arrays of a
     package (``vtdf``/``ltdf``: one ``(rows, n)`` matrix per point, e.g. the operating
-    points' own, so that the DSO stacks only the kept rows)."""
+    points' own, so that the DSO stacks only the kept rows). ``bid_column``: the matrices
+    have one column per group of bids with equal columns (bids on one bus) and column
+    ``j`` of the package is their column ``bid_column[j]``; the reach of a group is the sum
+    of its bids' (the same bound, summed in another order)."""
     lo = np.asarray(lower_mw, float)
     hi = np.asarray(upper_mw, float)
     reach = np.maximum(np.abs(hi[None, :] - p_flex_mw),
                        np.abs(lo[None, :] - p_flex_mw))  # (m, n)
+    if bid_column is not None:
+        k = np.shape(vtdf[0])[1] if len(vtdf) else 0
+        reach = np.stack([np.bincount(bid_column, weights=r, minlength=k) for r in reach]) \
+            if len(reach) else np.zeros((0, k))
     lim = limits
     dv = _abs_times(vtdf, reach)
     dl = _abs_times(ltdf, reach)

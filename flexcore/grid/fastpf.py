@@ -15,8 +15,9 @@ solver on arrays:
   vectors: pandapower's current-based loading, signed by the direction of active power at
   the from (hv) side, exactly as :func:`flexcore.grid.ppinternals.branch_loading`;
 - :meth:`FastPowerFlow.sensitivities` factorises the Jacobian once at the converged voltages
-  (cached per solution) and solves all injection columns at once (one SuperLU solve with a
-  block of right-hand sides), as
+  (cached per solution) and solves all injection columns at once (SuperLU's factors, both
+  triangular solves over the block of right-hand sides in one compiled kernel:
+  :class:`flexcore.grid.lusolve.BlockLU`), as
   :func:`flexcore.grid.sensitivity.compute`, which it reproduces to rounding.
 
 Use (one object per grid model, e.g. in GridSim and behind the Linearizer's power-flow
@@ -57,6 +58,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
+from flexcore.grid.lusolve import BlockLU
 from flexcore.grid.ppinternals import FastModel, extract_fast_model
 from flexcore.grid.sensitivity import Sensitivities
 
@@ -152,7 +154,7 @@ class FastPowerFlow:
         self.max_iterations = int(max_iterations)
         self.reinit_count = 0
         # (solution id, SuperLU) of the Jacobian at the converged voltages
-        self._lu: tuple[int, spla.SuperLU] | None = None
+        self._lu: tuple[int, BlockLU] | None = None
         self._solution_id = 0
         self.reinit()
 
@@ -455,18 +457,17 @@ class FastPowerFlow:
         pos = np.full(nb, -1, dtype=np.int64)
         pos[self.pvpq] = np.arange(npvpq)
         uniq, inverse = np.unique(rows, return_inverse=True)
-        rhs = np.zeros((self._pattern.size, len(uniq)))
         cols = np.flatnonzero(pos[uniq] >= 0)  # an injection at the slack changes nothing
-        rhs[pos[uniq[cols]], cols] = 1.0 / self.base_mva
         if self._lu is None or self._lu[0] != self._solution_id:
-            self._lu = (self._solution_id, spla.splu(self.jacobian(v)))
-        x = self._lu[1].solve(rhs)
+            self._lu = (self._solution_id, BlockLU(self.jacobian(v)))
+        x = self._lu[1].solve_unit(pos[uniq[cols]], cols, 1.0 / self.base_mva, len(uniq))
 
         # VTDF: the Vm unknowns of PQ buses (0 at slack and PV buses)
         pos_m = np.full(nb, -1, dtype=np.int64)
         pos_m[self.pq] = npvpq + np.arange(len(self.pq))
         vrow = pos_m[self.bus_row]
-        vtdf = np.where(vrow[:, None] >= 0, x[np.maximum(vrow, 0)], 0.0)
+        vtdf = x[np.maximum(vrow, 0)]
+        vtdf[vrow < 0] = 0.0
         # LTDF: d|I|/dx = Re(conj(I)/|I| * Y * dV/dx) on the reported side, one real sparse
         # matrix G (branches x unknowns) with dV/dVa = jV, dV/dVm = V/|V|
         n_x = self._pattern.size
@@ -483,10 +484,13 @@ class FastPowerFlow:
         w_t = np.where(side_from, 0.0, _unit_conj(i_t) * sign * self._k_to)
         g = (sp.diags(w_f) @ self._yf + sp.diags(w_t) @ self._yt) @ d
         ltdf = sp.csr_matrix(g.real) @ x
+        same = len(inverse) == len(uniq) and bool(np.all(inverse == np.arange(len(uniq))))
         return Sensitivities(
             injection_buses=injection_buses, bus_index=self.bus_index,
             branches=self.branch_keys, vm_pu=np.abs(v[self.bus_row]),
-            loading_percent=loading, vtdf=vtdf[:, inverse], ltdf=ltdf[:, inverse])
+            loading_percent=loading,
+            # the columns in the order asked for (already so for sorted distinct buses)
+            vtdf=vtdf if same else vtdf[:, inverse], ltdf=ltdf if same else ltdf[:, inverse])
 
 
 def _unit_conj(i: np.ndarray) -> np.ndarray:

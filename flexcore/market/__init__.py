@@ -28,6 +28,7 @@ from flexcore.exchange.package import SensitivityPackage
 from flexcore.market.diagnose import base_violations, diagnose
 from flexcore.market.direct import (
     METHODS,
+    RegionCache,
     align_bids,
     make_result,
     prepare,
@@ -51,7 +52,8 @@ def clear(package: SensitivityPackage | HardenedPackage, bids: BidTable, request
           extra_constraints: Callable[[Any], None] | None = None,
           proximity_weight: float = 1e-3, warm_start: ClearingResult | None = None,
           method: str = "auto", prefilter: bool = True,
-          diagnose_infeasible: bool = True) -> ClearingResult:
+          diagnose_infeasible: bool = True,
+          region_cache: RegionCache | None = None) -> ClearingResult:
     """Clear ``bids`` for the balancing request ``request_mw`` (MW, > 0 upward).
 
     backend
@@ -73,6 +75,10 @@ def clear(package: SensitivityPackage | HardenedPackage, bids: BidTable, request
     warm_start
         a previous result on a package with the same columns: MIP start of the direct
         MILP (ignored by the other paths).
+    region_cache
+        direct backend, ``"regions"``: a :class:`flexcore.market.direct.RegionCache`
+        kept between the clearings of one frame; a region identical to the same region of
+        the last clearing reuses its solve (the same result, no HiGHS run).
 
     A zero request that activating nothing provably meets at least cost (see
     :func:`flexcore.market.direct.zero_activation_point`) is answered without a solver
@@ -108,7 +114,8 @@ def clear(package: SensitivityPackage | HardenedPackage, bids: BidTable, request
                              method="zero", build_time_s=0.0, solve_time_s=0.0)
     elif backend == "direct":
         result = solve_direct(p, method=method, mip_rel_gap=mip_rel_gap,
-                              time_limit_s=time_limit_s, warm_start=warm_start)
+                              time_limit_s=time_limit_s, warm_start=warm_start,
+                              region_cache=region_cache)
     else:
         from flexcore.market.model import build_from_prepared, extract_solution, solve_pyomo_model
 

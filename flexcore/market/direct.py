@@ -28,7 +28,7 @@ carry no predictions (they are the DSO's, from its private format-1 package).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import highspy
@@ -569,8 +569,53 @@ class RegionArrays:
                            start, index, value, self.r_integ)
 
 
-def _solve_regions(p: Prepared, *, mip_rel_gap: float, time_limit_s: float | None
-                   ) -> Solution:
+class RegionCache:
+    """The region solves of the last clearing, for the next clearing of the same frame
+    (TSO-side; e.g. after the DSO added rows to one point of a format-2 package, every
+    other region is the same program again). A region whose passModel arrays, options and
+    column mapping equal those of the same region in the last clearing gets that solve's
+    outcome (copied) instead of a new HiGHS run: HiGHS is deterministic, the same model
+    and options give the same result. Only solves without a time limit are reused."""
+
+    def __init__(self) -> None:
+        self._last: dict[int, tuple[tuple[Any, ...], HighsOutcome]] = {}
+        self._now: dict[int, tuple[tuple[Any, ...], HighsOutcome]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def new_clearing(self) -> None:
+        """Start a clearing: the regions solved in the previous one become the candidates."""
+        if self._now:
+            self._last, self._now = self._now, {}
+
+    @staticmethod
+    def _same(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+        return len(a) == len(b) and all(
+            (x == y) if not isinstance(x, np.ndarray) else
+            (isinstance(y, np.ndarray) and x.dtype == y.dtype and np.array_equal(x, y))
+            for x, y in zip(a, b))
+
+    def get(self, i: int, key: tuple[Any, ...]) -> HighsOutcome | None:
+        last = self._last.get(i)
+        if last is None or not self._same(last[0], key):
+            self.misses += 1
+            return None
+        self.hits += 1
+        out = last[1]
+        self._now[i] = last
+        return replace(
+            out, x=None if out.x is None else out.x.copy(),
+            row_activity=None if out.row_activity is None else out.row_activity.copy(),
+            solve_time_s=0.0)
+
+    def put(self, i: int, key: tuple[Any, ...], out: HighsOutcome) -> None:
+        self._now[i] = (key, replace(
+            out, x=None if out.x is None else out.x.copy(),
+            row_activity=None if out.row_activity is None else out.row_activity.copy()))
+
+
+def _solve_regions(p: Prepared, *, mip_rel_gap: float, time_limit_s: float | None,
+                   cache: RegionCache | None = None) -> Solution:
     t_build = t_solve = 0.0
     best: tuple[float, int, FloatArray, ClearingStatus] | None = None
     errors: list[str] = []
@@ -578,6 +623,10 @@ def _solve_regions(p: Prepared, *, mip_rel_gap: float, time_limit_s: float | Non
     t_start = time.perf_counter()
     fast = RegionArrays(p)
     t_build += time.perf_counter() - t_start
+    if time_limit_s is not None:
+        cache = None
+    if cache is not None:
+        cache.new_clearing()
     for i in range(p.m):
         if i in p.excluded:
             continue
@@ -590,8 +639,17 @@ def _solve_regions(p: Prepared, *, mip_rel_gap: float, time_limit_s: float | Non
             assert lp is not None
             out = solve_highs(lp, mip_rel_gap=mip_rel_gap, time_limit_s=left)
         else:
-            out = _run_highs(arr, fast.cost, fast.col_lo, fast.free, None,
-                             t0=time.perf_counter(), mip_rel_gap=mip_rel_gap, time_limit_s=left)
+            key: tuple[Any, ...] = ()
+            hit = None
+            if cache is not None:
+                key = (*(getattr(arr, f.name) for f in fields(arr)), fast.cost, fast.col_lo,
+                       fast.free, p.n, float(mip_rel_gap))
+                hit = cache.get(i, key)
+            out = hit if hit is not None else _run_highs(
+                arr, fast.cost, fast.col_lo, fast.free, None, t0=time.perf_counter(),
+                mip_rel_gap=mip_rel_gap, time_limit_s=left)
+            if cache is not None and hit is None:
+                cache.put(i, key, out)
         t_solve += out.solve_time_s
         if out.x is not None and out.objective is not None and out.status.has_solution:
             if best is None or out.objective < best[0] - 1e-9 * (1 + abs(best[0])):
@@ -810,14 +868,17 @@ def make_result(p: Prepared, *, status: ClearingStatus | str, message: str, poin
 
 def solve_direct(p: Prepared, *, method: str = "auto", mip_rel_gap: float = 1e-6,
                  time_limit_s: float | None = None,
-                 warm_start: ClearingResult | None = None) -> ClearingResult:
-    """Solve a prepared clearing with highspy; see the module docstring for ``method``."""
+                 warm_start: ClearingResult | None = None,
+                 region_cache: RegionCache | None = None) -> ClearingResult:
+    """Solve a prepared clearing with highspy; see the module docstring for ``method``;
+    ``region_cache``: reuse identical region solves of the last clearing (RegionCache)."""
     if method not in METHODS:
         raise ClearingError(f"unknown method {method!r}; choose one of {METHODS}")
     if method == "auto":
         method = "regions"
     if method == "regions":
-        s = _solve_regions(p, mip_rel_gap=mip_rel_gap, time_limit_s=time_limit_s)
+        s = _solve_regions(p, mip_rel_gap=mip_rel_gap, time_limit_s=time_limit_s,
+                           cache=region_cache)
     else:
         s = _solve_milp(p, mip_rel_gap=mip_rel_gap, time_limit_s=time_limit_s,
                         warm_start=warm_start)
