@@ -58,6 +58,7 @@ class RegionTSO(FrameSimulator):
         self.request: list[float] | None = None
         self.desks: dict[str, dict] = {}
         self._eout: dict[str, dict] = {}
+        self.warm_full: tuple[str, ...] = ()   # the last clearing's full areas (its start)
 
     def init(self, sid, time_resolution=1.0, step_s: int = 900, log_file: str | None = None,
              **sim_params):
@@ -184,7 +185,9 @@ class RegionTSO(FrameSimulator):
                       for n, d in self.desks.items() if n != MV]
         t0 = _time.perf_counter()
         r = clear_region(self.areas, self.request[self.frame], mv=self.packages.get(MV),
-                         time_limit_s=self.time_limit_s, mip_rel_gap=self.gap)
+                         time_limit_s=self.time_limit_s, mip_rel_gap=self.gap,
+                         warm_full=self.warm_full)
+        self.warm_full = r.full_names or self.warm_full
         self.t_clear += _time.perf_counter() - t0
         self.clearings += 1
         self.last, self.reports, self.answers = r, {}, {}

@@ -13,13 +13,17 @@ of the packages, the DSOs' own time summed over DSOs, the region grid's power fl
 machine's load average, and a day of 96 frames **extrapolated** from them: setup + frame 0
 + 95 x the mean of frames 1 .. F-1 (``day_s_extrapolated``; ``--frames 96 --start 0``
 measures the day itself: ``day_s_measured``). Costs of one N with different K must agree
-(the same clearing whatever the process layout).
+(the same clearing whatever the process layout). Per run also the CPU time of the whole run
+(``cpu_runner_s``: this process, i.e. the TSO, the region grid and mosaik;
+``cpu_dso_processes_s``: the DSO processes, counted when they exit), the steadier figure on
+a shared machine.
 """
 from __future__ import annotations
 
 import argparse
 import math
 import os
+import resource
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -40,6 +44,10 @@ DAY_FRAMES = 96
 _FRAME_KEYS = ("frame", "status", "cost_eur_per_h", "rounds", "ac_violations", "max_vm_err_pu",
                "packages_verified", "wall_s", "clearing_time_s", "verify_time_s",
                "dso_time_s", "grid_time_s")
+
+
+def _cpu_s(usage: resource.struct_rusage) -> float:
+    return float(usage.ru_utime + usage.ru_stime)
 
 
 def _run_spec(text: str) -> tuple[int, int]:
@@ -103,13 +111,18 @@ def main(argv: list[str] | None = None) -> dict:
         bids = {x: bids_all[x] for x in names if x in bids_all}
         cfg = replace(cfg0, areas=n)
         load0 = os.getloadavg()[0]
+        cpu0 = (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
+            resource.RUSAGE_CHILDREN))
         t1 = time.perf_counter()
         res = run_region_cosim(cfg, CosimOptions(frames=a.frames, processes=k),
                                out=Path("results") / f"{stamp}-bench-region-cosim-n{n}-k{k}",
                                region=region, bids=bids, injections=inj)
         wall = time.perf_counter() - t1
+        cpu = [_cpu_s(resource.getrusage(w)) - _cpu_s(c) for w, c in
+               zip((resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN), cpu0)]
         frames = [{key: r[key] for key in _FRAME_KEYS} for r in res.frames]
         run = {"lv_areas": len(bids), "processes": k, "wall_s": wall,
+               "cpu_runner_s": cpu[0], "cpu_dso_processes_s": cpu[1],
                "setup_s": res.times_s["setup"], "run_s": res.times_s["run"],
                "load_avg_before": load0, "load_avg_after": os.getloadavg()[0],
                **summarize(frames, res.times_s["setup"]), "frames": frames}
@@ -119,7 +132,8 @@ def main(argv: list[str] | None = None) -> dict:
               f"(clearing {run['mean_clearing_time_s']:.1f}, signatures "
               f"{run['mean_verify_time_s']:.1f}, DSOs {run['mean_dso_time_s']:.1f} summed, "
               f"grid {run['mean_grid_time_s']:.1f}); day extrapolated "
-              f"{run['day_s_extrapolated']:.0f} s; load {load0:.1f}; costs "
+              f"{run['day_s_extrapolated']:.0f} s; load {load0:.1f}; CPU (whole run) "
+              f"runner {cpu[0]:.1f} s, DSO processes {cpu[1]:.1f} s; costs "
               f"{[round(f['cost_eur_per_h'], 3) for f in frames]}", flush=True)
     oracle = None
     if a.oracle and not a.day_type:

@@ -284,7 +284,7 @@ def run_region_cosim(cfg, opts: CosimOptions, *, out: str | Path | None = None,
 
     from flexcore.exchange.wire import public_key_pem
     from flexcore.grid.grids import load_grid
-    from flexcore.region.dsos import write_area
+    from flexcore.region.dsos import DSO_BLAS_THREADS, write_area
     from flexcore.region.ids import identities
     from flexcore.region.split import split_region
     from flexcore.region.study import MV_NAME, region_bids
@@ -372,6 +372,7 @@ def run_region_cosim(cfg, opts: CosimOptions, *, out: str | Path | None = None,
     # ---- mosaik
     env = {"PYTHONPATH": os.pathsep.join([str(REPO)] + [p for p in os.environ.get(
         "PYTHONPATH", "").split(os.pathsep) if p])}
+    env |= {v: os.environ.get(v, "1") for v in DSO_BLAS_THREADS}   # README "... speed"
     cmd = "%(python)s -m agents.region_dso %(addr)s"
     sim_config: dict[str, dict] = {
         "RegionGrid": {"python": "simulators.region_grid:RegionGridSim"},

@@ -180,3 +180,40 @@ def test_lazy_areas_equal_the_full_formulation_on_a_medium_case(coupled):
                 d = ((x[None, :] - pkg.p_flex_mw) ** 2).sum(axis=1)
                 assert d[lazy.points[a.name]] <= d.min() + 1e-7     # its Voronoi region
     assert promoted >= 2 and rounds >= 2   # the lazy rounds were exercised
+
+
+@pytest.mark.parametrize("coupled", [False, True])
+def test_warm_start_gives_the_cold_optimum(coupled):
+    """``warm_full`` (areas to start full: the previous clearing's, none, all, or some
+    that never bind) changes the lazy rounds, not the optimum: equal to the cold clearing
+    and to the m^N enumeration; with the cold clearing's own full set it is the same
+    solution after one round."""
+    warm_used = 0
+    for seed in range(3):
+        areas, mv = _areas(seed, coupled=coupled)
+        total = sum(a.bids.volume_mw.sum() for a in areas)
+        for frac in (0.4, 0.8):
+            req = frac * total
+            cold = clear_region(areas, req, mv=mv, mip_rel_gap=1e-9)
+            best, _ = enumerate_regions(areas, req, mv=mv)
+            names = [a.name for a in areas]
+            for warm in (cold.full_names, names, names[:1], ("nope",)):
+                r = clear_region(areas, req, mv=mv, mip_rel_gap=1e-9, warm_full=warm)
+                assert r.status == cold.status
+                if best is None:
+                    continue
+                assert r.cost_eur_per_h == pytest.approx(best.cost_eur_per_h, rel=1e-7)
+                assert r.cost_eur_per_h == pytest.approx(cold.cost_eur_per_h, rel=1e-9)
+            if best is None:
+                continue
+            same = clear_region(areas, req, mv=mv, mip_rel_gap=1e-9,
+                                warm_full=cold.full_names)
+            assert set(same.full_names) == set(cold.full_names)
+            assert same.points == cold.points
+            for a in areas:
+                np.testing.assert_allclose(same.activation_mw[a.name],
+                                           cold.activation_mw[a.name], atol=1e-9)
+            if cold.lazy_rounds > 1:
+                assert same.lazy_rounds == 1
+                warm_used += 1
+    assert warm_used >= 1     # a case where the cold start needed more than one round

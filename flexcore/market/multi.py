@@ -68,7 +68,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -162,6 +162,8 @@ class RegionClearing:
     rows: int = 0
     binaries: int = 0
     full_areas: int = 0        # LV areas in the full form in the last round
+    #: the names of those areas: ``warm_full`` of the next clearing (:func:`clear_region`)
+    full_names: tuple[str, ...] = ()
     lazy_rounds: int = 0       # MILPs solved (module doc "Lazy areas")
     build_time_s: float = 0.0  # model assembly, all rounds
     start_time_s: float = 0.0  # the incumbent LPs, all rounds
@@ -905,8 +907,8 @@ def clear_region(areas: Sequence[AreaPackage], request_mw: float, *,
                  mv: AnyPackage | None = None,
                  fixed_points: Mapping[str, int] | None = None, prefilter: bool = True,
                  lazy: bool = True, mip_rel_gap: float = 1e-6,
-                 time_limit_s: float | None = None, mip_start: bool = True
-                 ) -> RegionClearing:
+                 time_limit_s: float | None = None, mip_start: bool = True,
+                 warm_full: Collection[str] = ()) -> RegionClearing:
     """Clear ``request_mw`` over every area's bids at least cost (``sum c_j |x_j|``).
 
     ``mv`` (the MV DSO's package, columns = the areas' ``mv_column``) couples the areas:
@@ -921,7 +923,14 @@ def clear_region(areas: Sequence[AreaPackage], request_mw: float, *,
     for them, re-solving until none is (module doc "Lazy areas"; exact). ``mip_start``:
     the incumbent LPs (module doc): they end a round when within ``mip_rel_gap`` of the LP
     bound, else the best is HiGHS's MIP start (on SimBench semiurb HiGHS otherwise found
-    no feasible point in 150 s). Without it every round solves the MILP."""
+    no feasible point in 150 s). Without it every round solves the MILP.
+
+    ``warm_full`` (with ``lazy``): names of areas to start in the full form, e.g. the
+    previous clearing's :attr:`RegionClearing.full_names` (the next refinement round, the
+    next frame): the lazy rounds that would make them full one by one are skipped. Exact
+    whatever the names (the lazy check still runs; an unknown name or an area that cannot
+    bind is ignored); the optimum is the same, and when the names are the areas the cold
+    start ends with, the last round's model and solution are the same too."""
     t0 = time.perf_counter()
     if not np.isfinite(request_mw):
         raise ClearingError(f"request_mw must be finite, got {request_mw!r}")
@@ -931,8 +940,10 @@ def clear_region(areas: Sequence[AreaPackage], request_mw: float, *,
         if name not in by_name or not 0 <= point < by_name[name].m:
             raise ClearingError(f"fixed_points: no area {name!r} with point {point}")
     fixed = dict(fixed_points or {})
+    warm = set(warm_full) if lazy else set()
     for b in model.blocks:
-        b.full = b.name in fixed or (not lazy and b.bindable)
+        b.full = b.name in fixed or (not lazy and b.bindable) or (b.name in warm
+                                                                  and b.bindable)
     t_build = time.perf_counter() - t0
     times = {"build": t_build, "start": 0.0, "solve": 0.0}
     rounds = 0
@@ -943,6 +954,7 @@ def clear_region(areas: Sequence[AreaPackage], request_mw: float, *,
         res.request_mw = float(request_mw)
         res.lazy_rounds = rounds
         res.full_areas = sum(b.full for b in model.blocks)
+        res.full_names = tuple(b.name for b in model.blocks if b.full)
         res.build_time_s, res.start_time_s = times["build"], times["start"]
         res.solve_time_s = times["solve"]
         if x is None:

@@ -42,6 +42,11 @@ from flexcore.region.split import AREA_LOAD_PREFIX, LVArea, Region
 
 #: set-point step of the slack-response finite difference (p.u.)
 SLACK_STEP_PU = 1e-4
+#: environment variables set to 1 (unless set) for a DSO simulator process: its matrices are
+#: small (an LV area's Jacobian ~200 x 200, ~100 right-hand sides), and OpenBLAS's threads
+#: contending for shared cores made each sensitivity solve ~40x slower (45 ms instead of
+#: ~1 ms per point on 2 cores at load 5; README "Region co-simulation speed")
+DSO_BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 @dataclass

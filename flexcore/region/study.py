@@ -351,6 +351,7 @@ def run_region(setup: RegionSetup, request_mw: float, *, max_rounds: int = 3,
     rounds = 0
     history: list[dict[str, Any]] = []
     pub: LazyPublication | None = None
+    warm: tuple[str, ...] = ()     # the last clearing's full areas: the next one's start
     while True:
         t1 = time.perf_counter()
         if privacy == "exact":
@@ -361,7 +362,8 @@ def run_region(setup: RegionSetup, request_mw: float, *, max_rounds: int = 3,
                 if exchange is not None:
                     pk, mv_pkg = exchange(pk, mv_pkg)
                 clearing = clear_region(pk, request_mw, mv=mv_pkg, time_limit_s=time_limit_s,
-                                        mip_rel_gap=mip_rel_gap)
+                                        mip_rel_gap=mip_rel_gap, warm_full=warm)
+                warm = clearing.full_names or warm
                 if not clearing.ok or not pub.check(setup, clearing) \
                         or pub.clearings >= max_cuts:
                     break
@@ -373,7 +375,8 @@ def run_region(setup: RegionSetup, request_mw: float, *, max_rounds: int = 3,
             if exchange is not None:
                 pk, mv_pkg = exchange(pk, mv_pkg)
             clearing = clear_region(pk, request_mw, mv=mv_pkg, time_limit_s=time_limit_s,
-                                    mip_rel_gap=mip_rel_gap)
+                                    mip_rel_gap=mip_rel_gap, warm_full=warm)
+            warm = clearing.full_names or warm
         t2 = time.perf_counter()
         t_clear += t2 - t1
         if not clearing.ok:
