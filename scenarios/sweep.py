@@ -290,9 +290,16 @@ def _write_record(sweep_dir: Path, point: SweepPoint, result: dict) -> dict:
 #: 128 kB, so every larger array of a frame is mapped, zeroed by the kernel and unmapped
 #: again: three Bergwald days in this process took 2.24 M minor page faults and 10.0 s system
 #: CPU with it against 0.16 M and 2.6 s without (README "Calendar runs").
+#: The event loops' tick (every 20 ms, to warn of a blocked loop; each wakes the process and
+#: takes the GIL from the running task), the memory monitors (every 100 ms) and the system
+#: monitor (every 500 ms) run less often: two idle workers and their scheduler cost 9.7 % of
+#: a core with Dask's defaults, 1.7 % with these (``bench.bench_sweep --idle``).
 WORKER_CONFIG = {"distributed.worker.profile.enabled": False,
                  "distributed.admin.system-monitor.gil.enabled": False,
-                 "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+                 "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+                 "distributed.admin.tick.interval": "1s",
+                 "distributed.worker.memory.monitor-interval": "1s",
+                 "distributed.admin.system-monitor.interval": "5s"}
 #: glibc ``mallopt`` parameters (malloc.h) and the values of its dynamic thresholds' limits
 #: on 64-bit Linux (DEFAULT_MMAP_THRESHOLD_MAX, and twice that for trimming)
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
@@ -318,7 +325,9 @@ def restore_malloc() -> bool:
         return False
 
 
-def _local_cluster(workers: int):
+def _local_cluster(workers: int, *, config: dict | None = None):
+    """A LocalCluster of ``workers`` processes with one thread each and its client, with
+    ``config`` (default :data:`WORKER_CONFIG`; ``{}``: Dask's own defaults, for benchmarks)."""
     import logging
 
     import dask
@@ -328,7 +337,7 @@ def _local_cluster(workers: int):
 
     # silence_logs: Dask's own warnings (e.g. a worker killed at close after its run) stay
     # out of the command's output; errors are still shown. The nannies hand the config on.
-    with dask.config.set(WORKER_CONFIG):
+    with dask.config.set(WORKER_CONFIG if config is None else config):
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                dashboard_address=":0", env={v: "1" for v in BLAS_THREAD_VARS},
                                silence_logs=logging.ERROR)
