@@ -22,7 +22,8 @@ parameters, ``status``, ``error``, the run's ``summary.csv`` figures) and
 ``comparison.png`` plots the main figures side by side.
 
 Executors: Dask distributed. ``workers`` N starts a ``LocalCluster`` of N processes with one
-thread each (BLAS limited to one thread); ``scheduler`` joins a running cluster. Workers
+thread each (BLAS limited to one thread, glibc's default heap: ``WORKER_CONFIG``);
+``scheduler`` joins a running cluster. Workers
 write the run folders themselves at the sweep folder's path: remote workers must see the
 same path (a shared file system); the client checks every finished point's folder and
 records a point whose folder it cannot read as failed. ``workers = 0`` runs the points one
@@ -293,7 +294,8 @@ def _write_record(sweep_dir: Path, point: SweepPoint, result: dict) -> dict:
 #: The event loops' tick (every 20 ms, to warn of a blocked loop; each wakes the process and
 #: takes the GIL from the running task), the memory monitors (every 100 ms) and the system
 #: monitor (every 500 ms) run less often: two idle workers and their scheduler cost 9.7 % of
-#: a core with Dask's defaults, 1.7 % with these (``bench.bench_sweep --idle``).
+#: a core with only the settings above, 14-15 % with all of Dask's defaults, 1.6-1.9 % with
+#: these (``python -m bench.bench_sweep --idle 30``).
 WORKER_CONFIG = {"distributed.worker.profile.enabled": False,
                  "distributed.admin.system-monitor.gil.enabled": False,
                  "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
