@@ -13,7 +13,8 @@ with ``--quick``). Measured in one run:
   in a fresh process: the run's wall time as the run reports it (``summary.json``,
   start-up of the simulators included), frames/s, the steady frames/s (the frames after
   the first, from ``wall_time_s`` of the frames table), the year (35,040 frames)
-  extrapolated from both, the CPU time of the process tree, the peak RSS of the whole
+  extrapolated from both, the CPU time of the process tree (user and system apart, and its
+  minor page faults: ``getrusage`` of the finished children), the peak RSS of the whole
   process tree (the runner and its simulator processes, the sum of their ``VmRSS`` sampled
   every 0.25 s), and the size on disk of the run folder (and of ``timeseries/``),
   extrapolated to a year.
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -128,6 +130,7 @@ def run(scenario: str, span: str, *, plots: bool, chunks: int = 1, warmup_days: 
                "--span", span, "--one-run", str(out), "--chunks", str(chunks),
                "--warmup-days", str(warmup_days)] + (["--plots"] if plots else [])
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        load0 = os.getloadavg()[0]
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 text=True)
@@ -148,10 +151,13 @@ def run(scenario: str, span: str, *, plots: bool, chunks: int = 1, warmup_days: 
         done.set()
         sampler.join()
         process_s = time.perf_counter() - t0
+        load1 = os.getloadavg()[0]
         if proc.returncode != 0:
             raise RuntimeError(f"calendar run failed ({proc.returncode}): {err[-2000:]}")
         ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = (ru.ru_utime - ru0.ru_utime) + (ru.ru_stime - ru0.ru_stime)
+        user, system = ru.ru_utime - ru0.ru_utime, ru.ru_stime - ru0.ru_stime
+        cpu = user + system
+        faults = ru.ru_minflt - ru0.ru_minflt
         summary = json.loads((out / "summary.json").read_text())
         n = int(summary["frames"]) + int(summary.get("warmup_frames", 0))
         wall = float(summary["wall_time_s"])
@@ -173,6 +179,9 @@ def run(scenario: str, span: str, *, plots: bool, chunks: int = 1, warmup_days: 
     year_frames = -(-YEAR_FRAMES // len(layout)) + warm
     return {"chunks": len(layout), "frames": int(summary["frames"]), "frames_run": n,
             "wall_s": wall, "process_wall_s": process_s, "process_tree_cpu_s": cpu,
+            "process_tree_user_s": user, "process_tree_system_s": system,
+            "system_share": system / cpu if cpu else None,
+            "process_tree_minor_faults": faults, "minor_faults_per_frame": faults / n,
             "frames_per_s": int(summary["frames"]) / wall, "cpu_ms_per_frame": 1e3 * cpu / n,
             "steady_frames_per_s": 1 / steady_s if steady_s else None,
             "start_up_and_end_s": fixed_s, "merge_s": summary.get("merge_s"),
@@ -180,6 +189,7 @@ def run(scenario: str, span: str, *, plots: bool, chunks: int = 1, warmup_days: 
             "year_extrapolated_min": wall * year / 60,
             "year_steady_extrapolated_min": (fixed_s + steady_s * year_frames) / 60,
             "year_extrapolated_cpu_min": cpu * YEAR_FRAMES / n / 60,
+            "load_average_1min": [load0, load1],
             "peak_rss_tree_mb": peak[0], "run_folder_mb": size / 2**20,
             "timeseries_mb": ts / 2**20, "year_run_folder_extrapolated_gb": size * year / 2**30,
             "largest_files_mb": {k: v / 2**20 for k, v in sorted(
@@ -198,6 +208,8 @@ def main(argv: list[str] | None = None, *, quick: bool = False) -> int:
                     help="K > 1: the span as one run and as K chunks, side by side")
     ap.add_argument("--warmup-days", type=int, default=2, help="with --chunks (default 2)")
     ap.add_argument("--keep", metavar="DIR", help="keep the run folders in DIR")
+    ap.add_argument("--chunked-only", action="store_true",
+                    help="with --chunks: only the chunked run (no sequential run, no difference)")
     ap.add_argument("--one-run", metavar="RUN_DIR", help=argparse.SUPPRESS)  # internal
     args = ap.parse_args(argv)
     if args.chunks > 1 and "--span" not in (argv if argv is not None else sys.argv):
@@ -252,16 +264,18 @@ def _side_by_side(args) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         keep = Path(args.keep or tmp)
         keep.mkdir(parents=True, exist_ok=True)
-        one = run(args.scenario, args.span, plots=args.plots, keep=keep)
+        one = (None if args.chunked_only
+               else run(args.scenario, args.span, plots=args.plots, keep=keep))
         many = run(args.scenario, args.span, plots=args.plots, chunks=args.chunks,
                    warmup_days=args.warmup_days, keep=keep)
-        diff = difference(keep / "run", keep / f"run-{args.chunks}-chunks")
+        diff = (None if one is None
+                else difference(keep / "run", keep / f"run-{args.chunks}-chunks"))
     res = {"measured_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
            "machine": versions()["platform"], "scenario": args.scenario, "span": args.span,
            "chunks": args.chunks, "warmup_days": args.warmup_days, "plots": args.plots,
            "sequential": one, "chunked": many,
-           "speed_up_wall": one["wall_s"] / many["wall_s"],
-           "cpu_ratio_chunked_over_sequential": many["process_tree_cpu_s"]
+           "speed_up_wall": one and one["wall_s"] / many["wall_s"],
+           "cpu_ratio_chunked_over_sequential": one and many["process_tree_cpu_s"]
            / one["process_tree_cpu_s"],
            "difference": diff,
            "note": "one run after the other, each in a fresh process; year_steady_*: start-up "

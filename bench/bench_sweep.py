@@ -11,6 +11,9 @@ Target (issue 16): 2 workers >= 1.7x faster than 1 on the 2-core machine; the ra
 when other processes share the cores (the JSON has the load average before and after, and
 ``points_running_at_once``: the sum of the points' wall times over the sweep's, about the
 number of workers when the executor keeps them all busy).
+
+``--idle SECONDS``: Dask's own CPU while two workers each run a task that only sleeps, with
+the executor's settings and with Dask's defaults (results/benchmarks/sweep_idle.json).
 """
 from __future__ import annotations
 
@@ -107,11 +110,64 @@ def bench(*, points: int = 4, frames: str = "64-71", order: tuple[int, ...] = (1
     return out
 
 
+def _nap(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def idle(*, seconds: float = 30.0, workers: int = 2) -> dict:
+    """Dask's own CPU: the process tree's CPU time (client with scheduler and nannies,
+    workers) while every worker runs a task that only sleeps, on a LocalCluster with the
+    executor's settings (``scenarios.sweep.WORKER_CONFIG``) and with Dask's defaults, side
+    by side. Writes results/benchmarks/sweep_idle.json."""
+    import psutil
+
+    from scenarios.sweep import WORKER_CONFIG, _local_cluster
+
+    def tree_cpu_s() -> float:
+        total = 0.0
+        for p in [psutil.Process(), *psutil.Process().children(recursive=True)]:
+            try:
+                t = p.cpu_times()
+            except psutil.Error:
+                continue
+            total += t.user + t.system
+        return total
+
+    out: dict = {"measured_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+                 "workers": workers, "seconds": seconds,
+                 "load_average_1min_before": os.getloadavg()[0]}
+    for label, config in (("dask_defaults", {}), ("executor", WORKER_CONFIG),
+                          ("dask_defaults_again", {}), ("executor_again", WORKER_CONFIG)):
+        client, cluster = _local_cluster(workers, config=config)
+        try:
+            client.gather([client.submit(_nap, 0.1, pure=False) for _ in range(workers)])
+            c0, t0 = tree_cpu_s(), time.perf_counter()
+            client.gather([client.submit(_nap, seconds, pure=False) for _ in range(workers)])
+            cpu, wall = tree_cpu_s() - c0, time.perf_counter() - t0
+        finally:
+            client.close()
+            cluster.close()
+        out[label] = {"cpu_s": cpu, "wall_s": wall, "share_of_a_core": cpu / wall}
+    out["load_average_1min_after"] = os.getloadavg()[0]
+    path = Path("results/benchmarks/sweep_idle.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1))
+    return out
+
+
 def main(argv: list[str] | None = None, *, quick: bool = False) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--points", type=int, default=4)
     ap.add_argument("--frames", default="68-71" if quick else "64-71")
+    ap.add_argument("--idle", type=float, metavar="SECONDS", default=None,
+                    help="only Dask's own CPU while 2 workers sleep SECONDS (executor's "
+                         "settings vs Dask's defaults)")
     args = ap.parse_args(argv)
+    if args.idle is not None:
+        print("== sweep executor idle (written to results/benchmarks/sweep_idle.json)")
+        print(json.dumps(idle(seconds=args.idle), indent=1))
+        return 0
     out = bench(points=args.points, frames=args.frames, order=(1, 2) if quick else (1, 2, 2, 1))
     print("== sweep (written to results/benchmarks/sweep.json)")
     print(json.dumps(out, indent=1))

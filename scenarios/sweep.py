@@ -22,7 +22,8 @@ parameters, ``status``, ``error``, the run's ``summary.csv`` figures) and
 ``comparison.png`` plots the main figures side by side.
 
 Executors: Dask distributed. ``workers`` N starts a ``LocalCluster`` of N processes with one
-thread each (BLAS limited to one thread); ``scheduler`` joins a running cluster. Workers
+thread each (BLAS limited to one thread, glibc's default heap: ``WORKER_CONFIG``);
+``scheduler`` joins a running cluster. Workers
 write the run folders themselves at the sweep folder's path: remote workers must see the
 same path (a shared file system); the client checks every finished point's folder and
 records a point whose folder it cannot read as failed. ``workers = 0`` runs the points one
@@ -208,6 +209,7 @@ def run_point(doc: dict, base: str, out: str) -> dict:
     from flexcore.runs import limit_blas_threads
 
     limit_blas_threads()
+    restore_malloc()
     t0 = time.perf_counter()
     try:
         _quiet_logs()
@@ -283,12 +285,51 @@ def _write_record(sweep_dir: Path, point: SweepPoint, result: dict) -> dict:
 # --------------------------------------------------------------------------- executors
 #: Dask settings of the local workers: no statistical profiler (it samples the task's stack
 #: every 10 ms) and no GIL monitor (every 1 ms); measured on one Bergwald day in a worker,
-#: 23.6 s CPU with them vs 18.8 s without (17.9 s in this process)
+#: 23.6 s CPU with them vs 18.8 s without (17.9 s in this process). And glibc's own heap
+#: policy: Dask's nannies start workers with ``MALLOC_TRIM_THRESHOLD_=65536``
+#: (``distributed.nanny.pre-spawn-environ``), which also freezes glibc's mmap threshold at
+#: 128 kB, so every larger array of a frame is mapped, zeroed by the kernel and unmapped
+#: again: three Bergwald days in this process took 2.24 M minor page faults and 10.0 s system
+#: CPU with it against 0.16 M and 2.6 s without (README "Calendar runs").
+#: The event loops' tick (every 20 ms, to warn of a blocked loop; each wakes the process and
+#: takes the GIL from the running task), the memory monitors (every 100 ms) and the system
+#: monitor (every 500 ms) run less often: two idle workers and their scheduler cost 9.7 % of
+#: a core with only the settings above, 14-15 % with all of Dask's defaults, 1.6-1.9 % with
+#: these (``python -m bench.bench_sweep --idle 30``).
 WORKER_CONFIG = {"distributed.worker.profile.enabled": False,
-                 "distributed.admin.system-monitor.gil.enabled": False}
+                 "distributed.admin.system-monitor.gil.enabled": False,
+                 "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+                 "distributed.admin.tick.interval": "1s",
+                 "distributed.worker.memory.monitor-interval": "1s",
+                 "distributed.admin.system-monitor.interval": "5s"}
+#: glibc ``mallopt`` parameters (malloc.h) and the values of its dynamic thresholds' limits
+#: on 64-bit Linux (DEFAULT_MMAP_THRESHOLD_MAX, and twice that for trimming)
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD_MAX = 32 * 2**20
 
 
-def _local_cluster(workers: int):
+def restore_malloc() -> bool:
+    """In a process started with ``MALLOC_TRIM_THRESHOLD_`` (e.g. a Dask worker of a
+    ``--scheduler`` cluster, whose nanny sets it; see ``WORKER_CONFIG``), set glibc's mmap
+    and trim thresholds to the limits its dynamic thresholds reach in a plain process, so a
+    run's temporary arrays reuse the heap instead of being mapped anew every frame. Returns
+    whether it did (only on glibc, only with the variable set)."""
+    import ctypes
+    import os
+
+    if "MALLOC_TRIM_THRESHOLD_" not in os.environ:
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)
+                    and libc.mallopt(M_TRIM_THRESHOLD, 2 * MMAP_THRESHOLD_MAX))
+    except (OSError, AttributeError):   # not glibc
+        return False
+
+
+def _local_cluster(workers: int, *, config: dict | None = None):
+    """A LocalCluster of ``workers`` processes with one thread each and its client, with
+    ``config`` (default :data:`WORKER_CONFIG`; ``{}``: Dask's own defaults, for benchmarks)."""
     import logging
 
     import dask
@@ -298,7 +339,7 @@ def _local_cluster(workers: int):
 
     # silence_logs: Dask's own warnings (e.g. a worker killed at close after its run) stay
     # out of the command's output; errors are still shown. The nannies hand the config on.
-    with dask.config.set(WORKER_CONFIG):
+    with dask.config.set(WORKER_CONFIG if config is None else config):
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                dashboard_address=":0", env={v: "1" for v in BLAS_THREAD_VARS},
                                silence_logs=logging.ERROR)
@@ -493,4 +534,5 @@ def sweep_cli(args) -> int:
 
 
 __all__ = ["Sweep", "SweepError", "SweepPoint", "load_sweep", "parse_sweep", "run_sweep",
-           "sweep_cli", "code_version", "point_id", "finished", "run_point", "run_tasks"]
+           "sweep_cli", "code_version", "point_id", "finished", "run_point", "run_tasks",
+           "restore_malloc"]
