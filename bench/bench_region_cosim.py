@@ -77,22 +77,19 @@ def summarize(frames: list[dict], setup_s: float) -> dict:
     return out
 
 
-def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_region_args(p: argparse.ArgumentParser) -> None:
+    """The region and frame options both region co-simulation benches take."""
     p.add_argument("--grid", default="simbench:1-MVLV-semiurb-all-0-sw")
-    p.add_argument("--runs", type=_run_spec, nargs="+",
-                   default=[(10, 2), (30, 1), (30, 2), (30, 4), (0, 2)],
-                   help="AREAS:PROCESSES per run (areas 0: all)")
     p.add_argument("--frames", type=int, default=3)
     p.add_argument("--start", type=int, default=72, help="first quarter-hour of the day")
     p.add_argument("--day-type", default="winter_workday", help='"" for static loads')
     p.add_argument("--max-rounds", type=int, default=3)
     p.add_argument("--mip-rel-gap", type=float, default=1e-3)
-    p.add_argument("--out", default=str(OUT))
-    p.add_argument("--oracle", action="store_true",
-                   help="also run the in-process study (run_region) on the first frame of "
-                        "the first run, static loads only")
-    a = p.parse_args(argv)
+
+
+def load_region(a: argparse.Namespace):
+    """The split region, the split's time (s), the base config, every area's bids and the
+    frames' injections (None: static loads) for the options of :func:`add_region_args`."""
     t0 = time.perf_counter()
     region = split_region(load_grid(a.grid, allow_mvlv=True), source=a.grid)
     t_split = time.perf_counter() - t0
@@ -104,6 +101,21 @@ def main(argv: list[str] | None = None) -> dict:
         inj = FrameInjections.of(region_profiles(region.net, day_type=a.day_type,
                                                  seed=cfg0.seed, source=a.grid))
         inj = inj.window(a.start, a.frames)
+    return region, t_split, cfg0, bids_all, inj
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_region_args(p)
+    p.add_argument("--runs", type=_run_spec, nargs="+",
+                   default=[(10, 2), (30, 1), (30, 2), (30, 4), (0, 2)],
+                   help="AREAS:PROCESSES per run (areas 0: all)")
+    p.add_argument("--out", default=str(OUT))
+    p.add_argument("--oracle", action="store_true",
+                   help="also run the in-process study (run_region) on the first frame of "
+                        "the first run, static loads only")
+    a = p.parse_args(argv)
+    region, t_split, cfg0, bids_all, inj = load_region(a)
     runs = []
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     for n, k in a.runs:

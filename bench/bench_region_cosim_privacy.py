@@ -20,14 +20,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from bench.bench_region_cosim import summarize
-from flexcore.grid.grids import load_grid
-from flexcore.region.dsos import FrameInjections
-from flexcore.region.profiles import region_profiles
-from flexcore.region.split import split_region
-from flexcore.region.study import region_bids
+from bench.bench_region_cosim import add_region_args, load_region, summarize
 from flexcore.runs import write_json
-from scenarios.region import RegionConfig
 from scenarios.region_cosim import CosimOptions, run_region_cosim
 
 _FRAME_KEYS = ("frame", "status", "cost_eur_per_h", "rounds", "clearings", "rows_held",
@@ -38,29 +32,14 @@ _FRAME_KEYS = ("frame", "status", "cost_eur_per_h", "rounds", "clearings", "rows
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--grid", default="simbench:1-MVLV-semiurb-all-0-sw")
+    add_region_args(p)
     p.add_argument("--areas", type=int, nargs="+", default=[10, 30])
     p.add_argument("--processes", type=int, default=2)
-    p.add_argument("--frames", type=int, default=3)
-    p.add_argument("--start", type=int, default=72, help="first quarter-hour of the day")
-    p.add_argument("--day-type", default="winter_workday", help='"" for static loads')
-    p.add_argument("--max-rounds", type=int, default=3)
-    p.add_argument("--mip-rel-gap", type=float, default=1e-3)
     p.add_argument("--out", default="")
     a = p.parse_args(argv)
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     out_file = Path(a.out or f"results/benchmarks/region_cosim_privacy-{stamp}.json")
-    t0 = time.perf_counter()
-    region = split_region(load_grid(a.grid, allow_mvlv=True), source=a.grid)
-    t_split = time.perf_counter() - t0
-    cfg0 = replace(RegionConfig(), grid=a.grid, max_rounds=a.max_rounds,
-                   mip_rel_gap=a.mip_rel_gap)
-    bids_all = region_bids(region, seed=cfg0.seed, share=cfg0.bid_share)
-    inj = None
-    if a.day_type:
-        inj = FrameInjections.of(region_profiles(region.net, day_type=a.day_type,
-                                                 seed=cfg0.seed, source=a.grid))
-        inj = inj.window(a.start, a.frames)
+    region, t_split, cfg0, bids_all, inj = load_region(a)
     result: dict = {"grid": a.grid, "frames": a.frames, "start": a.start,
                     "day_type": a.day_type, "processes": a.processes,
                     "max_rounds": a.max_rounds, "mip_rel_gap": a.mip_rel_gap,
