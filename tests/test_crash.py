@@ -2,7 +2,7 @@
 time series of its finished frames, and leaves no simulator process behind.
 
 Each test starts ``python -m scenarios.cli run`` as a real subprocess (its own session, as a
-shell would start it) on a short winter-workday scenario, waits until the Recorder has
+shell would start it) on three winter day types, waits until the Recorder has
 recorded a few finished frames (``timeseries/frames.csv``), then signals it. After the kill
 every frame listed in ``frames.csv`` has its rows in every table, read with
 ``scenarios.results.read_table`` from the Arrow streams (``timeseries/<table>.arrows``, one
@@ -75,8 +75,10 @@ def _alive(pid: int) -> bool:
 def _start(tmp_path: Path, starter: str) -> tuple[subprocess.Popen, Path]:
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "scenarios.cli", "run", str(_scenario(tmp_path, starter)),
-           "--quiet", "--day-types", "winter_workday,winter_saturday", "--frames", "60-95",
-           "--out", str(out)]   # 72 frames: the Recorder writes every 16 frames or 2 s
+           "--quiet", "--day-types", "winter_workday,winter_saturday,winter_sunday",
+           "--out", str(out)]
+    # 288 frames (the Recorder writes every 16 frames or 2 s): long enough that the signal
+    # always lands mid-run (a run of 72 frames could end before it, at ~25 frames/s)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
