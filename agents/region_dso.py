@@ -85,7 +85,7 @@ ATTRS_OUT = (("to_tso", "package (signed bytes, base64) and/or the round's check
              ("to_mv", "LV, exact: whether the DSO asks for its link"),
              ("report", "the DSO's round record (check, rounds) for the run's tables"))
 _MODEL = {"public": True, "attrs": [a for a, _ in ATTRS_IN + ATTRS_OUT]}
-_PARAMS = ["max_rounds", "privacy", "request_mw"]
+_PARAMS = ["max_rounds", "privacy", "request_mw", "policy"]
 META = meta_from_table({"LV": _MODEL | {"params": ["dsos", "coupled", *_PARAMS]},
                         "MV": _MODEL | {"params": ["dso", *_PARAMS]},
                         "Port": {"public": True, "params": ["areas"],
@@ -122,9 +122,9 @@ class _Entity:
     the privacy level and, at ``"exact"``, its shuffle generator."""
 
     def __init__(self, root: Path, spec: dict, max_rounds: int, privacy: str,
-                 request_mw: list[float] | None):
+                 request_mw: list[float] | None, policy: dict | None = None):
         from flexcore.exchange.signing import load_private_key
-        from flexcore.region.dsos import FrameInjections
+        from flexcore.region.dsos import FrameInjections, FramePolicy
         from flexcore.region.ids import DsoIdentity
         from flexcore.region.publish import shuffle_rng
 
@@ -134,6 +134,7 @@ class _Entity:
             raise ValueError("RegionDSO: privacy 'exact' needs the frames' request_mw (the "
                              "rows are published for one request)")
         self.spec, self.max_rounds = spec, int(max_rounds)
+        self.policy = FramePolicy.of(policy)
         self.exact = privacy == "exact"
         self.request = [float(r) for r in request_mw or []]
         self.key = load_private_key(root / spec["key_file"])
@@ -147,6 +148,7 @@ class _Entity:
         self.frame = -1
         self.base = None
         self.pub = None      # exact: the round's LVPublisher / MVPublisher
+        self.last_x: np.ndarray | None = None   # the last dispatched activation (own share)
         self.pending: dict[tuple[int, int | None], dict] = {}
 
     def publish(self, package) -> str:
@@ -217,11 +219,11 @@ class _Entity:
 
 class _LVEntity(_Entity):
     def __init__(self, root: Path, spec: dict, max_rounds: int, coupled: bool, privacy: str,
-                 request_mw: list[float] | None):
+                 request_mw: list[float] | None, policy: dict | None = None):
         from flexcore.exchange.bids import read_bids
         from flexcore.region.dsos import area_of, read_area
 
-        super().__init__(root, spec, max_rounds, privacy, request_mw)
+        super().__init__(root, spec, max_rounds, privacy, request_mw, policy)
         self.net = read_area(root / spec["area_file"])
         self.area = area_of(self.net)   # its name stays here: the TSO knows the public id
         self.eid = self.identity.public_id
@@ -230,6 +232,7 @@ class _LVEntity(_Entity):
         self.coupled = bool(coupled)
         self.dso = None
         self.sigma: float | None = None    # exact: the MV DSO's sigma of the dispatch
+        self.last_dv: float | None = None  # the slack change of the last dispatched clearing
 
     def _package(self, previous=None) -> str:
         """The package to publish (signed text): format 1 (with the slack column when
@@ -241,14 +244,15 @@ class _LVEntity(_Entity):
         if not self.exact:
             return self.publish(linear)
         self.pub = LVPublisher.start(linear, request_mw=self.request[self.frame],
-                                     rng=self.rng, previous=previous)
+                                     rng=self.rng, previous=previous,
+                                     per_cut=self.policy.cut_sides)
         return self.publish(self.pub.package)
 
     def start(self, m: dict) -> dict:
         from flexcore.region.dsos import lv_dso
         from flexcore.region.split import LV_LIMITS
 
-        self.sigma = None
+        sigma, self.sigma = self.last_dv, None
         if self.injections is not None:
             self.injections.apply(self.net, self.frame)
         eg = self.net.ext_grid.index[0]
@@ -260,7 +264,9 @@ class _LVEntity(_Entity):
         else:  # the same model, new loads and slack voltage: an update, no rebuild
             self.dso.relinearize(self.fractions, net=self.net,
                                  slack_vm_pu=float(m["slack_vm_pu"]))
-        return {"frame": self.frame, "round": 0, "package": self._package()}
+        self.policy.warm_lv(self.dso, self.last_x, sigma)
+        carried = self.pub if self.policy.carry_frames else None
+        return {"frame": self.frame, "round": 0, "package": self._package(carried)}
 
     def lazy(self, k: int, j: int, slot: dict) -> dict[str, dict]:
         """Exact: check every side at the lazy clearing ``j`` and the MV DSO's sigma."""
@@ -282,11 +288,13 @@ class _LVEntity(_Entity):
         d = self.dso
         ac = _measured_ac(m)
         x = np.asarray(clearing["activation_mw"], float)
+        self.last_x = x
         if self.exact:   # format 2 carries no base values: the DSO predicts its own rows
             pred = self.pub.predict(d, int(clearing["point"]), x)
-            self.sigma = self.pub.sigma
+            self.sigma = self.last_dv = self.pub.sigma
         else:
             pred = clearing["predicted_vm_pu"], clearing["predicted_loading_percent"]
+            self.last_dv = clearing.get("slack_dv_pu")
         check = self.check(LV_LIMITS, *pred, ac)
         ok = _ok(check)
         package = None
@@ -304,16 +312,18 @@ class _LVEntity(_Entity):
 
 class _MVEntity(_Entity):
     def __init__(self, root: Path, spec: dict, max_rounds: int, privacy: str,
-                 request_mw: list[float] | None):
+                 request_mw: list[float] | None, policy: dict | None = None):
         from flexcore.region.dsos import read_area
 
-        super().__init__(root, spec, max_rounds, privacy, request_mw)
+        super().__init__(root, spec, max_rounds, privacy, request_mw, policy)
         self.net = read_area(root / spec["model_file"])
         self.areas = [str(a) for a in spec["areas"]]
         self.model_names = [str(a) for a in spec.get("model_names", self.areas)]
         self.load_areas = [str(a) for a in spec.get("load_areas", self.model_names)]
         self._col = [self.load_areas.index(a) for a in self.model_names]
         self.dso = None
+        self.base_draws: tuple[np.ndarray, np.ndarray] | None = None   # measured, per column
+        self.draw_change: tuple[np.ndarray, np.ndarray] | None = None  # by the dispatch
 
     def _package(self, previous=None) -> dict:
         """The package message part: format 1 with the map area -> voltage row, or at
@@ -326,7 +336,7 @@ class _MVEntity(_Entity):
             return {"package": self.publish(d.package), "slack_rows": dict(d.slack_row)}
         self.pub = MVPublisher.start(d.package, [d.slack_row[a] for a in self.areas],
                                      request_mw=self.request[self.frame], rng=self.rng,
-                                     previous=previous)
+                                     previous=previous, per_cut=self.policy.cut_sides)
         return {"package": self.publish(self.pub.package),
                 "slack_columns": self.pub.slack_columns(self.areas)}
 
@@ -349,7 +359,11 @@ class _MVEntity(_Entity):
                               model_names=self.model_names)
         else:
             self.dso.relinearize(self.fractions, net=self.net)
-        return {"frame": self.frame, "round": 0} | self._package()
+        self.policy.warm_mv(self.dso, self.last_x, self.draw_change)
+        self.base_draws = (np.asarray(m["draw_p_mw"], float)[self._col],
+                           np.asarray(m["draw_q_mvar"], float)[self._col])
+        carried = self.pub if self.policy.carry_frames else None
+        return {"frame": self.frame, "round": 0} | self._package(carried)
 
     def lazy(self, k: int, j: int, slot: dict) -> dict[str, dict]:
         """Exact, in two steps: the TSO's clearing ``j`` -> check, each area's sigma to its
@@ -377,6 +391,12 @@ class _MVEntity(_Entity):
         d = self.dso
         ac = _measured_ac(m)
         y = np.asarray(clearing["injection_mw"], float)
+        self.last_x = y
+        if ac.converged and self.base_draws is not None:
+            self.draw_change = (np.asarray(m["draw_p_mw"], float)[self._col]
+                                - self.base_draws[0],
+                                np.asarray(m["draw_q_mvar"], float)[self._col]
+                                - self.base_draws[1])
         if self.exact:
             pred = d.package.predict(int(clearing["point"]), y)
         else:
@@ -410,7 +430,7 @@ class RegionDSO(FrameSimulator):
     def create(self, num, model, *, max_rounds: int = 3, coupled: bool = True,
                privacy: str = "full", request_mw: list[float] | None = None,
                dsos: list[dict] | None = None, dso: dict | None = None,
-               areas: list[str] | None = None):
+               areas: list[str] | None = None, policy: dict | None = None):
         if model == "Port":
             mv = self.entities.get("mv")
             if not isinstance(mv, _MVEntity) or list(areas or []) != mv.areas or \
@@ -424,9 +444,9 @@ class RegionDSO(FrameSimulator):
             raise ValueError(f"RegionDSO.{model}: {num} entities need {num} DSO spec(s)")
         out = []
         for s in specs:
-            ent = (_LVEntity(self.root, s, max_rounds, coupled, privacy, request_mw)
+            ent = (_LVEntity(self.root, s, max_rounds, coupled, privacy, request_mw, policy)
                    if model == "LV" else _MVEntity(self.root, s, max_rounds, privacy,
-                                                   request_mw))
+                                                   request_mw, policy))
             if ent.eid in self.entities:
                 raise ValueError(f"RegionDSO: DSO {ent.eid!r} created twice")
             self.entities[ent.eid] = ent

@@ -95,6 +95,8 @@ class CosimOptions:
     day_type: str | None = None          # SimBench profiles of that day type's 2016 date
     date: str | None = None              # ... or of this 2016 date ("2016-01-20")
     tso_log: bool = False                # <run>/tso/messages.jsonl: what the TSO saw
+    #: how a DSO starts a frame (flexcore.region.dsos.FramePolicy; None: its defaults)
+    policy: Any = None
 
 
 def region_injections(region, cfg, opts: CosimOptions):
@@ -348,7 +350,8 @@ def run_region_cosim(cfg, opts: CosimOptions, *, out: str | Path | None = None,
     mvdir = folder / "dso-mv"
     coupled = bool(cfg.coupled)
     privacy = getattr(cfg, "privacy", "full")
-    announced = {"privacy": privacy, "request_mw": [request] * frames}
+    announced = {"privacy": privacy, "request_mw": [request] * frames,
+                 "policy": opts.policy.as_dict() if opts.policy is not None else None}
     if coupled:
         write_area(region.mv_net, mvdir / "mv.json")
         _write_key(keys[MV_NAME], mvdir / "dso.key", serialization)

@@ -38,6 +38,7 @@ from flexcore.market.multi import (
     with_slack_column,
 )
 from flexcore.region.profiles import matching_rows
+from flexcore.region.publish import CARRY_FRAMES, CUT_SIDES
 from flexcore.region.split import AREA_LOAD_PREFIX, LVArea, Region
 
 #: set-point step of the slack-response finite difference (p.u.)
@@ -47,6 +48,74 @@ SLACK_STEP_PU = 1e-4
 #: contending for shared cores made each sensitivity solve ~40x slower (45 ms instead of
 #: ~1 ms per point on 2 cores at load 5; README "Region co-simulation speed")
 DSO_BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+#: round 0 of a frame also linearises each DSO at its previous frame's cleared activation
+WARM_POINT = False
+
+
+@dataclass(frozen=True)
+class FramePolicy:
+    """How a DSO starts a new frame, the same for the agents (``agents.region_dso``) and
+    the in-process study (:func:`flexcore.region.study.run_region`):
+
+    - ``carry_frames``: at ``privacy = "exact"``, publish from the start the sides (by
+      name) and links published at the end of the previous frame
+      (:data:`flexcore.region.publish.CARRY_FRAMES`);
+    - ``cut_sides``: sides a DSO adds per lazy clearing (None: every violated one;
+      :data:`flexcore.region.publish.CUT_SIDES`);
+    - ``warm_point``: round 0's package also holds a point at the previous frame's cleared
+      activation (LV: at the previous frame's slack change added to the new frame's
+      measured slack voltage; MV: at the new frame's measured draws), not counted as a
+      refinement round (:data:`WARM_POINT`).
+    """
+
+    carry_frames: bool = CARRY_FRAMES
+    cut_sides: int | None = CUT_SIDES
+    warm_point: bool = WARM_POINT
+
+    def as_dict(self) -> dict:
+        return {"carry_frames": self.carry_frames, "cut_sides": self.cut_sides,
+                "warm_point": self.warm_point}
+
+    @classmethod
+    def of(cls, d: dict | None) -> FramePolicy:
+        """From :meth:`as_dict`'s form (missing keys: the defaults)."""
+        d = dict(d or {})
+        unknown = set(d) - set(cls().as_dict())
+        if unknown:
+            raise ValueError(f"FramePolicy: unknown option(s) {sorted(unknown)}")
+        return cls(**d)
+
+    def warm(self, x: np.ndarray | None) -> bool:
+        """Whether round 0 adds the warm point at the previous frame's activation ``x``
+        (None: no previous frame; an inactive DSO gets none)."""
+        return self.warm_point and x is not None and bool(np.any(np.abs(x) > 1e-9))
+
+    def warm_lv(self, dso: LVDso, x: np.ndarray | None, slack_dv_pu: float | None) -> bool:
+        """After ``dso``'s round-0 linearisation of a frame: its warm point at the previous
+        frame's activation ``x`` and slack change ``slack_dv_pu`` (from the new base slack
+        voltage); True when added."""
+        if not self.warm(x):
+            return False
+        dso.add_point(np.asarray(x), dso.lin.slack_vm_pu + float(slack_dv_pu or 0.0))
+        return True
+
+    def warm_mv(self, dso: MVDso, injection_mw: np.ndarray | None,
+                draw_change: tuple[np.ndarray, np.ndarray] | None = None) -> bool:
+        """The MV DSO's warm point at the previous frame's area injections, at the draws
+        of the new frame's base case plus the change that the previous frame's dispatch made
+        to them (``draw_change``: measured P, Q change per column: the LV areas' losses and
+        reactive changes; None: base draws)."""
+        if not self.warm(injection_mw):
+            return False
+        if draw_change is None:
+            dso.add_point(np.asarray(injection_mw))
+        else:
+            p, q = dso.base_draws()
+            dso.add_point(np.asarray(injection_mw), draw_p_mw=p + draw_change[0],
+                          draw_q_mvar=q + draw_change[1])
+        return True
 
 
 @dataclass
@@ -87,6 +156,12 @@ class LVDso:
         base set point); the slack response is recomputed there. ``x`` is clipped to the
         bids' bounds first: a clearing may exceed them by the solver's tolerance (e.g.
         -1.9e-11 MW on a bid from 0), and a point outside them fails ``check_bids``."""
+        self.add_point(x, slack_vm_pu)
+        self.rounds += 1
+
+    def add_point(self, x: np.ndarray, slack_vm_pu: float | None = None) -> None:
+        """:meth:`refine` without counting a round (the frame's warm point,
+        :class:`FramePolicy`)."""
         x = np.clip(np.asarray(x, float), self.bids.lower_mw, self.bids.upper_mw)
         lin = self.lin
         v0 = lin.slack_vm_pu
@@ -100,7 +175,6 @@ class LVDso:
         self.slack_vtdf = np.vstack([self.slack_vtdf, gv[None]])
         self.slack_ltdf = np.vstack([self.slack_ltdf, gl[None]])
         self.slack_offset_pu = np.append(self.slack_offset_pu, v - v0)
-        self.rounds += 1
 
     def relinearize(self, fractions: tuple[float, ...] = (0.0, 0.5, 1.0), *,
                     net: pp.pandapowerNet | None = None, slack_vm_pu: float | None = None
@@ -234,6 +308,22 @@ class MVDso:
         draws at the transformers' MV side (P, Q per area, the MV DSO's own meters) the
         point is computed at them, so the areas' loss and reactive changes are in it.
         ``injection_mw`` is clipped to the areas' bounds (solver tolerance, as for LV)."""
+        self.add_point(injection_mw, draw_p_mw=draw_p_mw, draw_q_mvar=draw_q_mvar)
+        self.rounds += 1
+
+    def _load_pos(self) -> np.ndarray:
+        pf = self.lin.pf
+        at = {int(i): k for k, i in enumerate(pf.load_index)}
+        return np.array([at[self.area_load[c]] for c in self.bids.ids], dtype=np.int64)
+
+    def base_draws(self) -> tuple[np.ndarray, np.ndarray]:
+        """The areas' draws (P, Q per column) in the model's base case."""
+        pos = self._load_pos()
+        return self.lin.pf.load_p_mw[pos].copy(), self.lin.pf.load_q_mvar[pos].copy()
+
+    def add_point(self, injection_mw: np.ndarray, *, draw_p_mw: np.ndarray | None = None,
+                  draw_q_mvar: np.ndarray | None = None) -> None:
+        """:meth:`refine` without counting a round (the frame's warm point)."""
         injection_mw = np.clip(np.asarray(injection_mw, float), self.bids.lower_mw,
                                self.bids.upper_mw)
         lin = self.lin
@@ -241,8 +331,7 @@ class MVDso:
             self.package = lin.refine(self.package, injection_mw)
         else:  # the area loads' powers are updates of the engine's arrays, no rebuild
             pf = lin.pf
-            at = {int(i): k for k, i in enumerate(pf.load_index)}
-            pos = np.array([at[self.area_load[c]] for c in self.bids.ids], dtype=np.int64)
+            pos = self._load_pos()
             p0, q0 = pf.load_p_mw[pos].copy(), pf.load_q_mvar[pos].copy()
             pf.load_p_mw[pos] = np.asarray(draw_p_mw) + injection_mw
             pf.load_q_mvar[pos] = np.asarray(draw_q_mvar)
@@ -252,7 +341,6 @@ class MVDso:
             finally:
                 pf.load_p_mw[pos], pf.load_q_mvar[pos] = p0, q0
                 pf.changed()
-        self.rounds += 1
 
 
     def relinearize(self, fractions: tuple[float, ...] = (0.0, 0.5, 1.0), *,

@@ -25,6 +25,18 @@ the format-1 coupled clearing. What stays revealed: every published link is an e
 ``T_a`` over all areas' injections, i.e. the shared path of area ``a`` with every other
 area, which gives the nested groups on ``a``'s path to the substation
 (:func:`flexcore.region.audit.attack_links`); areas whose rows never bind stay unlinked.
+
+**Across frames** (:data:`CARRY_FRAMES`, :class:`flexcore.region.dsos.FramePolicy`): a DSO
+may start a new frame with the sides (by name, at every point of the new package) and the
+links it had published at the end of the previous frame, as :meth:`LazySides.carry_over`
+does between the rounds of one frame, so that the frame's first clearing already holds the
+rows that bound the last one. The optimum is the same (the lazy loop still ends only when
+no DSO adds anything, and more published sides only tighten the relaxation towards the
+complete model); what changes is what the TSO sees: rows a frame may not need itself, but
+only rows that the same DSO published for an earlier frame of the same request (the
+carried set is the previous frame's published set, so a side once published stays
+published while the run lasts; its values are the new frame's linearisation). The rows
+stay a subset of the DSO's private model (``rows_held`` in ``frames.csv`` counts them).
 """
 from __future__ import annotations
 
@@ -47,8 +59,11 @@ from flexcore.market.multi import (
 #: a side the activation exceeds by more than this (normalised) is violated
 CUT_TOL = 1e-9
 #: sides each DSO adds per clearing (the most violated first), as the single-DSO
-#: co-simulation's ``flexcore.dso.frame.CUT_SIDES``
-CUT_SIDES = 1
+#: co-simulation's ``flexcore.dso.frame.CUT_SIDES``; None: every violated unpublished side
+CUT_SIDES: int | None = 1
+#: a DSO starts each new frame with the sides (by name) and links it had published at the
+#: end of the previous frame (module doc, "Across frames")
+CARRY_FRAMES = False
 
 
 def slack_column_id(area_id: str) -> str:
@@ -90,6 +105,8 @@ class LazySides:
     sigma: dict[int, int] = field(default_factory=dict)
     linked: set[int] = field(default_factory=set)
     cuts: int = 0
+    #: sides added per :meth:`cut` (None: every violated unpublished one)
+    per_cut: int | None = CUT_SIDES
     key: HardeningKey | None = None     # of the last publication (private)
 
     def __post_init__(self) -> None:
@@ -109,17 +126,18 @@ class LazySides:
         idx = np.flatnonzero(bad)
         return idx, excess[idx]
 
-    def cut(self, point: int, x: np.ndarray, *, most: int = CUT_SIDES) -> str:
+    def cut(self, point: int, x: np.ndarray) -> str:
         """Check every side of ``point`` at ``x``: ``"ok"`` (none violated), ``"cut"`` (the
-        ``most`` most violated unpublished sides added), ``"published"`` (only published
-        sides are violated: the clearing assumed another slack voltage, ask for the link)."""
+        :attr:`per_cut` most violated unpublished sides added), ``"published"`` (only
+        published sides are violated: the clearing assumed another slack voltage, ask for
+        the link)."""
         idx, excess = self.violated(point, np.asarray(x, float))
         if not len(idx):
             return "ok"
         new = ~self.selected[point][idx]
         if not new.any():
             return "published"
-        pick = idx[new][np.argsort(-excess[new], kind="stable")[:most]]
+        pick = idx[new][np.argsort(-excess[new], kind="stable")[:self.per_cut]]
         self.selected[point][pick] = True
         self.cuts += 1
         return "cut"
@@ -261,11 +279,14 @@ class LVPublisher:
 
     @classmethod
     def start(cls, package: SensitivityPackage, *, request_mw: float,
-              rng: np.random.Generator, previous: LVPublisher | None = None) -> LVPublisher:
+              rng: np.random.Generator, previous: LVPublisher | None = None,
+              per_cut: int | None = CUT_SIDES) -> LVPublisher:
         """The sides of ``package`` (format 1 as published for the coupled clearing, with
-        the slack column; uncoupled: without it), carrying over what ``previous`` published,
-        and the first format-2 package."""
+        the slack column; uncoupled: without it), carrying over what ``previous`` published
+        (the round before, or with :data:`CARRY_FRAMES` the previous frame's last round),
+        and the first format-2 package; ``per_cut``: :attr:`LazySides.per_cut`."""
         sides = lv_sides(package, request_mw=request_mw)
+        sides.per_cut = per_cut
         if previous is not None:
             sides.carry_over(previous.sides)
         return cls(sides, rng, sides.publish(rng=rng))
@@ -307,8 +328,11 @@ class MVPublisher:
 
     @classmethod
     def start(cls, model: SensitivityPackage, slack_rows: list[str], *, request_mw: float,
-              rng: np.random.Generator, previous: MVPublisher | None = None) -> MVPublisher:
+              rng: np.random.Generator, previous: MVPublisher | None = None,
+              per_cut: int | None = CUT_SIDES) -> MVPublisher:
+        """As :meth:`LVPublisher.start`, over the MV model's sides and links."""
         sides = mv_sides(model, slack_rows, request_mw=request_mw)
+        sides.per_cut = per_cut
         if previous is not None:
             sides.carry_over(previous.sides)
         return cls(model, list(slack_rows), sides, rng, sides.publish(rng=rng))
@@ -360,10 +384,12 @@ class LazyPublication:
 
     @classmethod
     def start(cls, setup: Any, request_mw: float, seed: int,
-              previous: LazyPublication | None = None) -> LazyPublication:
+              previous: LazyPublication | None = None, *,
+              per_cut: int | None = CUT_SIDES) -> LazyPublication:
         """Every DSO's sides at its current package; the sides (by name) and links of
-        ``previous`` (the frame's earlier refinement round) are published from the start.
-        Each DSO shuffles with its own generator (``setup.shuffle_seeds``, else ``seed``)."""
+        ``previous`` (the frame's earlier refinement round, or the previous frame's last
+        one) are published from the start. Each DSO shuffles with its own generator
+        (``setup.shuffle_seeds``, else ``seed``; with ``previous``: its generator)."""
         coupled = setup.mv is not None
 
         def rng(k: int, name: str) -> np.random.Generator:
@@ -373,7 +399,7 @@ class LazyPublication:
             return shuffle_rng(setup.shuffle_seeds.get(name, 0), seed)
 
         lvs = [LVPublisher.start(d.published() if coupled else d.package,
-                                 request_mw=request_mw, rng=rng(k, d.name),
+                                 request_mw=request_mw, rng=rng(k, d.name), per_cut=per_cut,
                                  previous=previous.lvs[k] if previous is not None else None)
                for k, d in enumerate(setup.lv)]
         mvp = None
@@ -381,6 +407,7 @@ class LazyPublication:
             mvp = MVPublisher.start(setup.mv.package, [setup.mv.slack_row[d.name]
                                                        for d in setup.lv],
                                     request_mw=request_mw, rng=rng(len(setup.lv), MV_ROLE),
+                                    per_cut=per_cut,
                                     previous=previous.mvp if previous is not None else None)
         return cls(float(request_mw), lvs, mvp)
 

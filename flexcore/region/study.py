@@ -27,6 +27,7 @@ from flexcore.grid import ppinternals, sensitivity
 from flexcore.grid.powerflow import PF_OPTIONS
 from flexcore.market.multi import AreaPackage, RegionClearing, clear_region
 from flexcore.region.dsos import (
+    FramePolicy,
     LVDso,
     MVDso,
     SignedExchange,
@@ -215,11 +216,18 @@ class RegionReport:
     #: what the DSOs published for the final clearing (privacy "exact"; not in as_dict)
     published: LazyPublication | None = field(default=None, repr=False, compare=False)
     privacy: str = "full"
+    #: the final clearing (what a next frame's :class:`FramePolicy` starts from; not in
+    #: as_dict)
+    dispatch: RegionClearing | None = field(default=None, repr=False, compare=False)
+    #: the change of the areas' draws (P, Q at their transformers' MV side, per MV column)
+    #: from the base case to the final dispatch (not in as_dict)
+    draw_change: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False,
+                                                               compare=False)
 
     def as_dict(self) -> dict[str, Any]:
-        d = asdict(replace(self, ac=None, published=None))
-        d.pop("ac")
-        d.pop("published")
+        d = asdict(replace(self, ac=None, published=None, dispatch=None, draw_change=None))
+        for k in ("ac", "published", "dispatch", "draw_change"):
+            d.pop(k)
         d["table1_rmse"] = {"vm_pu": TABLE1_VM_PU, "loading_percent": TABLE1_LOADING_PERCENT}
         d["within_table1"] = {"vm": self.max_vm_err_pu <= TABLE1_VM_PU,
                               "loading": self.max_loading_err_percent
@@ -331,10 +339,20 @@ def _evaluate(setup: RegionSetup, clearing: RegionClearing, base: RegionAC
     return ac, checks, mvc
 
 
+def _draw_change(lv: list[LVDso], base: RegionAC, ac: RegionAC
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The areas' draws at their transformers' MV side, ``ac`` minus ``base`` (P, Q)."""
+    return (np.array([ac.trafo_p_mw[d.area.trafo] - base.trafo_p_mw[d.area.trafo]
+                      for d in lv]),
+            np.array([ac.trafo_q_mvar[d.area.trafo] - base.trafo_q_mvar[d.area.trafo]
+                      for d in lv]))
+
+
 def run_region(setup: RegionSetup, request_mw: float, *, max_rounds: int = 3,
                grid_name: str = "region", exchange: SignedExchange | None = None,
                time_limit_s: float | None = None, mip_rel_gap: float = 1e-6,
-               privacy: str = "full", max_cuts: int = 200, seed: int = 0
+               privacy: str = "full", max_cuts: int = 200, seed: int = 0,
+               previous: RegionReport | None = None, policy: FramePolicy | None = None
                ) -> RegionReport:
     """Clear, check in AC, refine the active areas (and the MV package) until AC-safe and
     within the Table 1 RMSE on the relevant rows, at most ``max_rounds`` refinements.
@@ -342,9 +360,14 @@ def run_region(setup: RegionSetup, request_mw: float, *, max_rounds: int = 3,
     ``privacy``: ``"full"`` (format 1, the TSO gets every DSO's linear model) or
     ``"exact"`` (format 2 with lazily published rows and links,
     :mod:`flexcore.region.publish`; the same optimum; at most ``max_cuts`` clearings per
-    round; each DSO shuffles its rows and columns from its own secret and ``seed``)."""
+    round; each DSO shuffles its rows and columns from its own secret and ``seed``).
+    ``previous``: the report of the frame before on the same DSOs (their round-0 packages
+    of this frame already made): this frame starts from it as ``policy`` says
+    (:class:`~flexcore.region.dsos.FramePolicy`, the agents' policy; default its
+    defaults): the carried sides and links, the warm points."""
     if privacy not in PRIVACY_LEVELS:
         raise ValueError(f"privacy must be one of {PRIVACY_LEVELS}, got {privacy!r}")
+    policy = policy or FramePolicy()
     t0 = time.perf_counter()
     base = setup.grid.run(setup.bid_bus, np.zeros(len(setup.bid_bus)))
     t_clear = t_ac = 0.0
@@ -352,10 +375,20 @@ def run_region(setup: RegionSetup, request_mw: float, *, max_rounds: int = 3,
     history: list[dict[str, Any]] = []
     pub: LazyPublication | None = None
     warm: tuple[str, ...] = ()     # the last clearing's full areas: the next one's start
+    if previous is not None and previous.dispatch is not None:
+        last = previous.dispatch
+        for d in setup.lv:
+            policy.warm_lv(d, last.activation_mw.get(d.name), last.slack_dv_pu.get(d.name))
+        if setup.mv is not None:
+            policy.warm_mv(setup.mv, injections(setup.lv, last), previous.draw_change)
+        if policy.carry_frames:
+            pub = previous.published
+        warm = last.full_names or warm
     while True:
         t1 = time.perf_counter()
         if privacy == "exact":
-            pub = LazyPublication.start(setup, request_mw, seed, previous=pub)
+            pub = LazyPublication.start(setup, request_mw, seed, previous=pub,
+                                        per_cut=policy.cut_sides)
             while True:
                 pk: list[AreaPackage] = pub.area_packages(setup)
                 mv_pkg: Any = pub.mv_package
@@ -435,6 +468,8 @@ def run_region(setup: RegionSetup, request_mw: float, *, max_rounds: int = 3,
         max_loading_err_percent=max(c.max_loading_err_percent for c in all_checks),
         relevant_rows=sum(c.n_relevant_vm + c.n_relevant_loading for c in all_checks),
         areas=areas, mv=mv_rep, ac=ac, history=history, published=pub, privacy=privacy,
+        dispatch=clearing if clearing.ok else None,
+        draw_change=_draw_change(setup.lv, base, ac) if ac.converged else None,
         binding_mv_rows=mvc.n_binding_vm + mvc.n_binding_loading,
         binding_lv_rows=sum(c.n_binding_vm + c.n_binding_loading for c in checks),
         times_s={**setup.times_s, "clearing": t_clear, "region_ac": t_ac,
