@@ -51,7 +51,7 @@ DSO_BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"
 
 
 #: round 0 of a frame also linearises each DSO at its previous frame's cleared activation
-WARM_POINT = False
+WARM_POINT = True
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,7 @@ CUT_TOL = 1e-9
 CUT_SIDES: int | None = 1
 #: a DSO starts each new frame with the sides (by name) and links it had published at the
 #: end of the previous frame (module doc, "Across frames")
-CARRY_FRAMES = False
+CARRY_FRAMES = True
 
 
 def slack_column_id(area_id: str) -> str:
