@@ -56,6 +56,14 @@ DSO's simulator, one per LV DSO, named by its public id) is the MV DSO's mailbox
 LV DSO: a mosaik entity sends one value to every entity it is connected to, so one port per
 LV DSO keeps each sigma private to its area.
 
+A new frame starts as the param ``policy`` says (:class:`flexcore.region.dsos.FramePolicy`
+as a dict; None: its defaults), the study's policy: at "exact" the sides and links the DSO
+published at the end of the previous frame are published from the start
+(``carry_frames``), ``cut_sides`` sides are added per lazy clearing, and with
+``warm_point`` round 0's package also holds a point at the previous frame's dispatched
+activation (LV: at the new measured slack voltage plus the previous frame's slack change;
+MV: at the new measured draws plus the change the previous dispatch made to them).
+
 An LV DSO refines (:meth:`LVDso.refine`, at the cleared activation and the measured slack
 voltage) when k < ``max_rounds``, the AC converged, it is active and its check failed, the
 rule of :func:`flexcore.region.study.run_region`. The MV DSO refines whenever k <

@@ -57,6 +57,10 @@ rows the clearing of the frame's request needs, :mod:`flexcore.region.publish`) 
 ``"full"`` (format 1: the TSO gets every DSO's linear model). The frames' requests are
 announced to the DSOs with their specs (``request_mw``): exact rows hold for one request.
 
+How each DSO starts a frame (the sides carried from the previous frame, the warm point
+at its dispatch) is ``CosimOptions.policy`` (:class:`flexcore.region.dsos.FramePolicy`,
+default its defaults), passed to every DSO entity.
+
 Each frame: the grid applies the frame's injections (``injections``, a
 :class:`~flexcore.region.dsos.FrameInjections` of the region; ``None``: static loads) and
 measures the base state, every DSO re-linearises at it, the TSO clears and refines in a

@@ -9,8 +9,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from flexcore.region.dsos import FramePolicy
 from flexcore.dso.privacy import normalise_sides
+from flexcore.region.dsos import FramePolicy
 from flexcore.region.publish import LazyPublication
 from flexcore.region.split import split_region
 from flexcore.region.study import region_bids, run_region, setup_region
