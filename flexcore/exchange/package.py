@@ -548,12 +548,20 @@ def _read_manifest(files: _Files) -> dict[str, Any]:
     return manifest
 
 
-def _check_npz(data: bytes, declared: dict[str, tuple[int, ...]], apath: str,
-               max_bytes: int) -> None:
-    """Every ``.npy`` header in the zip, before any array is read: exactly the declared
-    names, dtype ``<f8``, the declared shapes, data sizes matching, total under the cap."""
+def _read_npz(data: bytes, declared: dict[str, tuple[int, ...]], apath: str,
+              max_bytes: int) -> dict[str, FloatArray]:
+    """The arrays of the ``.npz`` ``data``. First every ``.npy`` header, before any array is
+    read: exactly the declared names, dtype ``<f8``, the declared shapes, data sizes
+    matching, total under the cap. Then each member is read once (its CRC checked) and its
+    data after the header taken as ``<f8`` of the declared shape (what
+    ``np.lib.format.read_array`` gives, without parsing the header again)."""
+    layout: dict[str, tuple[int, bool]] = {}
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+        raise PackageError(f"{apath}: not a readable .npz ({exc})") from None
+    with zf:
+        try:
             infos = zf.infolist()
             names = [i.filename for i in infos]
             want = sorted(f"{k}.npy" for k in declared)
@@ -566,9 +574,9 @@ def _check_npz(data: bytes, declared: dict[str, tuple[int, ...]], apath: str,
                 with zf.open(info) as fh:
                     version = np.lib.format.read_magic(fh)
                     if version == (1, 0):
-                        shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+                        shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
                     elif version == (2, 0):
-                        shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+                        shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
                     else:
                         raise PackageError(f"{apath}: array '{name}' has .npy version "
                                            f"{version}, expected 1.0 or 2.0")
@@ -589,8 +597,22 @@ def _check_npz(data: bytes, declared: dict[str, tuple[int, ...]], apath: str,
                     raise PackageError(f"{apath}: array '{name}' holds "
                                        f"{info.file_size - header_len} data bytes, its header "
                                        f"declares {nbytes}")
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-        raise PackageError(f"{apath}: not a readable .npz ({exc})") from None
+                layout[name] = (header_len, bool(fortran))
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+            raise PackageError(f"{apath}: not a readable .npz ({exc})") from None
+        arrays: dict[str, FloatArray] = {}
+        try:
+            for name, shape in declared.items():
+                header_len, fortran = layout[name]
+                flat = np.frombuffer(zf.read(f"{name}.npy"), dtype=_F8, offset=header_len)
+                if flat.size != math.prod(shape):
+                    raise ValueError(f"array '{name}': {flat.size} values, expected "
+                                     f"{math.prod(shape)}")
+                arr = flat.reshape(shape[::-1]).T if fortran else flat.reshape(shape)
+                arrays[name] = np.array(arr, order="C")   # writable, own memory
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+            raise PackageError(f"{apath}: cannot read arrays ({exc})") from None
+    return arrays
 
 
 def load_package(directory: str | Path, *, allow_full: bool = False,
@@ -699,15 +721,7 @@ def _load(files: _Files, *, allow_full: bool, trust: Iterable[TrustSpec],
         raise PackageError(
             f"{apath}: checksum mismatch (manifest says {manifest['arrays_sha256'][:12]}..., "
             f"file is {adigest[:12]}...): the arrays were modified after publishing")
-    _check_npz(data, declared, apath, max_bytes)
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            arrays = {}
-            for name in declared:
-                with zf.open(f"{name}.npy") as fh:
-                    arrays[name] = np.lib.format.read_array(fh, allow_pickle=False)
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-        raise PackageError(f"{apath}: cannot read arrays ({exc})") from None
+    arrays = _read_npz(data, declared, apath, max_bytes)
     try:
         if version == 2:
             pkg = HardenedPackage.from_parts(manifest["content"], arrays)
