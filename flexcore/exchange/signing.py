@@ -87,13 +87,23 @@ def sha256_hex(data: bytes) -> str:
 
 
 def finite_json(obj: Any) -> bool:
-    """True when every number in ``obj`` is finite."""
+    """True when every number in ``obj`` is finite (the values of dicts, lists and tuples,
+    recursively; other objects count as finite). The JSON encoder's own check, in C, decides
+    the common case; only an object it refuses is walked in Python."""
+    try:
+        json.dumps(obj, allow_nan=False, default=lambda _: None)
+    except ValueError:
+        return _finite_walk(obj)
+    return True
+
+
+def _finite_walk(obj: Any) -> bool:
     if isinstance(obj, float):
         return math.isfinite(obj)
     if isinstance(obj, dict):
-        return all(finite_json(v) for v in obj.values())
+        return all(_finite_walk(v) for v in obj.values())
     if isinstance(obj, (list, tuple)):
-        return all(finite_json(v) for v in obj)
+        return all(_finite_walk(v) for v in obj)
     return True
 
 
