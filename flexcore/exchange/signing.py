@@ -261,5 +261,8 @@ def check_signature_bytes(data: bytes | None, digest: str, *, source: str, purpo
             raise SignatureError(f"{what} is not signed ({source} missing) but a signature is "
                                  "required")
         return None
-    record = loads_strict(data, source=source)
+    try:
+        record = loads_strict(data, source=source)
+    except StrictJSONError as exc:   # a record that is no JSON is a bad signature
+        raise SignatureError(str(exc)) from None
     return verify_record(record, digest, purpose=purpose, trust=trust, source=source)
