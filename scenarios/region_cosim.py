@@ -101,6 +101,7 @@ class CosimOptions:
     tso_log: bool = False                # <run>/tso/messages.jsonl: what the TSO saw
     #: how a DSO starts a frame (flexcore.region.dsos.FramePolicy; None: its defaults)
     policy: Any = None
+    grid_engine: str = "fast"            # region grid: "fast" (fastpf) or "pandapower"
 
 
 def region_injections(region, cfg, opts: CosimOptions):
@@ -407,7 +408,7 @@ def run_region_cosim(cfg, opts: CosimOptions, *, out: str | Path | None = None,
                                    units={b: int(bus) for n in names
                                           for b, bus in zip(pbids[n].ids, pbids[n].bus)},
                                    injections_file=str(inj_file) if inj_file else None,
-                                   step_s=STEP_S)
+                                   step_s=STEP_S, engine=opts.grid_engine)
             region_ent = grid_sim.Region()
             meter_specs = [{"name": n, "kind": "lv", "mv_bus": region.area(n).mv_bus,
                             "buses": region.area(n).net.bus.index.tolist()} for n in names]

@@ -4,7 +4,10 @@ the meters through which every DSO sees its own area (and nothing else).
 Sim params (``world.start("RegionGrid", ...)``): ``region_file`` (pandapower JSON of the
 whole region), ``units`` ({bid id: bus}: where every bidding unit sits), optional
 ``injections_file`` (:class:`flexcore.region.dsos.FrameInjections` of the whole region;
-absent: static loads), ``step_s``.
+absent: static loads), ``step_s``, ``engine`` ("fast", the default: the fast power flow,
+:class:`flexcore.region.acgrid.FastRegionGrid`; "pandapower": ``pandapower.runpp`` per
+power flow, :class:`flexcore.region.study.RegionGrid`, the reference; the same results
+to 1e-9 p.u., ``tests/test_region_acgrid.py``).
 
 Models: ``Region`` (one entity; ``setpoint[MW]`` in (trigger), ``ac`` out: the round's
 record: converged, the region's interface flow and the change the activation caused,
@@ -44,18 +47,26 @@ class RegionGridSim(FrameSimulator):
         self._base_at = None
 
     def init(self, sid, time_resolution=1.0, *, region_file: str, units: dict,
-             injections_file: str | None = None, step_s: int = 900, **sim_params):
+             injections_file: str | None = None, step_s: int = 900, engine: str = "fast",
+             **sim_params):
         from types import SimpleNamespace
 
+        from flexcore.region.acgrid import REGION_ENGINES, FastRegionGrid
         from flexcore.region.dsos import FrameInjections, read_area
         from flexcore.region.study import RegionGrid
+
+        if engine not in REGION_ENGINES:
+            raise ValueError(f"RegionGridSim: engine must be one of {list(REGION_ENGINES)}, "
+                             f"got {engine!r}")
+        self.engine = engine
 
         self.step_s = int(step_s)
         net = read_area(region_file)
         self.bid_ids = list(units)
         self.bid_bus = np.array([int(units[b]) for b in self.bid_ids], np.int64)
         self.col = {b: k for k, b in enumerate(self.bid_ids)}
-        self.grid = RegionGrid(SimpleNamespace(net=net), self.bid_bus)  # reads only .net
+        self.grid = (FastRegionGrid(net, self.bid_bus) if engine == "fast" else
+                     RegionGrid(SimpleNamespace(net=net), self.bid_bus))  # reads only .net
         self.injections = FrameInjections.load(injections_file) if injections_file else None
         return self.meta
 
@@ -135,7 +146,6 @@ class RegionGridSim(FrameSimulator):
         return time + self.step_s
 
     def _measure(self, frame: int, k: int, ac) -> None:
-        net = self.grid.net
         for name, m in self.meters.items():
             msg: dict = {"frame": frame, "round": k, "converged": ac.converged}
             if ac.converged:
@@ -144,11 +154,17 @@ class RegionGridSim(FrameSimulator):
                         "loading_percent": [ac.loading_percent[b] for b in m["branches"]]}
                 if m["kind"] == "lv":
                     msg["slack_vm_pu"] = ac.vm_pu[int(m["mv_bus"])]
-                    msg["slack_va_degree"] = float(net.res_bus.va_degree.at[int(m["mv_bus"])])
+                    msg["slack_va_degree"] = self._va_degree(int(m["mv_bus"]))
                 else:
                     msg["draw_p_mw"] = [ac.trafo_p_mw[int(t)] for t in m["trafos"]]
                     msg["draw_q_mvar"] = [ac.trafo_q_mvar[int(t)] for t in m["trafos"]]
             self._eout[name] = {"measured": msg}
+
+    def _va_degree(self, bus: int) -> float:
+        """The voltage angle of ``bus`` in the last converged power flow."""
+        if self.engine == "fast":
+            return float(self.grid.va_degree[bus])
+        return float(self.grid.net.res_bus.va_degree.at[bus])
 
     def get_data(self, outputs):
         return {eid: {a: self._eout[eid][a] for a in attrs if a in self._eout.get(eid, {})}

@@ -71,12 +71,12 @@ from flexcore.exchange.signing import (
     StrictJSONError,
     TrustSpec,
     canonical_json,
-    check_signature_file,
+    check_signature_bytes,
     finite_json,
     loads_strict,
+    record_bytes,
     sha256_hex,
     sign_digest,
-    write_record,
 )
 
 FORMAT = "flexcosim-sensitivity-package"
@@ -382,14 +382,13 @@ def package_digest(manifest: dict[str, Any]) -> str:
                                       if k != "package_sha256"}))
 
 
-def save_package(package: AnyPackage, directory: str | Path, *,
-                 signing_key: str | os.PathLike[str] | Ed25519PrivateKey | None = None
-                 ) -> Path:
-    """Write ``manifest.json`` + ``arrays.npz`` (+ ``SIGNATURE.json`` with a key) into
-    ``directory`` (created); a format-1 :class:`SensitivityPackage` as version 1, a
-    format-2 package as version 2."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+def package_files(package: AnyPackage, *,
+                  signing_key: str | os.PathLike[str] | Ed25519PrivateKey | None = None
+                  ) -> dict[str, bytes]:
+    """The files of a package folder in memory, ``{file name: bytes}``: ``manifest.json``,
+    ``arrays.npz`` and, with a key, ``SIGNATURE.json`` (the bytes :func:`save_package`
+    writes); a format-1 :class:`SensitivityPackage` as version 1, a format-2 package as
+    version 2."""
     if isinstance(package, SensitivityPackage):
         arrays = {name: getattr(package, name) for name in ARRAY_NAMES}
         body: dict[str, Any] = {
@@ -421,12 +420,28 @@ def save_package(package: AnyPackage, directory: str | Path, *,
     if not finite_json(manifest):
         raise PackageError("the package's manifest fields hold a non-finite number")
     manifest["package_sha256"] = package_digest(manifest)
-    (directory / ARRAYS).write_bytes(data)
-    (directory / MANIFEST).write_text(json.dumps(manifest, indent=1, allow_nan=False))
-    sig = directory / SIGNATURE
+    files = {MANIFEST: json.dumps(manifest, indent=1, allow_nan=False).encode("utf-8"),
+             ARRAYS: data}
     if signing_key is not None:
-        write_record(sign_digest(manifest["package_sha256"], signing_key, purpose=FORMAT), sig)
-    elif sig.exists():
+        files[SIGNATURE] = record_bytes(sign_digest(manifest["package_sha256"], signing_key,
+                                                    purpose=FORMAT))
+    return files
+
+
+def save_package(package: AnyPackage, directory: str | Path, *,
+                 signing_key: str | os.PathLike[str] | Ed25519PrivateKey | None = None
+                 ) -> Path:
+    """Write ``manifest.json`` + ``arrays.npz`` (+ ``SIGNATURE.json`` with a key) into
+    ``directory`` (created); a format-1 :class:`SensitivityPackage` as version 1, a
+    format-2 package as version 2."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    files = package_files(package, signing_key=signing_key)
+    for name in (ARRAYS, MANIFEST, SIGNATURE):
+        if name in files:
+            (directory / name).write_bytes(files[name])
+    sig = directory / SIGNATURE
+    if signing_key is None and sig.exists():
         sig.unlink()  # a stale signature of an earlier package in this folder
     return directory
 
@@ -494,12 +509,38 @@ def _v1_expected(m: dict[str, Any], src: str) -> dict[str, tuple[int, ...]]:
             "vtdf": (mm, v, n), "ltdf": (mm, l, n)}
 
 
-def _read_manifest(mpath: Path) -> dict[str, Any]:
-    size = mpath.stat().st_size
+class _Files:
+    """The files of a package, in a folder or in memory: ``where`` names the package in
+    errors and ``path(name)`` its file ``name`` (for a folder, the file's path)."""
+
+    def __init__(self, where: str, folder: Path | None = None,
+                 parts: dict[str, bytes] | None = None) -> None:
+        self.where, self.folder, self.parts = where, folder, parts
+
+    def path(self, name: str) -> str:
+        return str(self.folder / name) if self.folder is not None else f"{self.where}/{name}"
+
+    def size(self, name: str) -> int | None:
+        """The file's size in bytes, None when it does not exist."""
+        if self.folder is None:
+            blob = (self.parts or {}).get(name)
+            return None if blob is None else len(blob)
+        p = self.folder / name
+        return p.stat().st_size if p.is_file() else None
+
+    def read(self, name: str) -> bytes:
+        if self.folder is None:
+            return (self.parts or {})[name]
+        return (self.folder / name).read_bytes()
+
+
+def _read_manifest(files: _Files) -> dict[str, Any]:
+    mpath = files.path(MANIFEST)
+    size = files.size(MANIFEST) or 0
     if size > MAX_MANIFEST_BYTES:
         raise PackageError(f"{mpath}: {size} bytes, above the cap of {MAX_MANIFEST_BYTES}")
     try:
-        manifest = loads_strict(mpath.read_bytes(), source=str(mpath))
+        manifest = loads_strict(files.read(MANIFEST), source=mpath)
     except StrictJSONError as exc:
         raise PackageError(str(exc)) from None
     if not isinstance(manifest, dict):
@@ -507,12 +548,20 @@ def _read_manifest(mpath: Path) -> dict[str, Any]:
     return manifest
 
 
-def _check_npz(data: bytes, declared: dict[str, tuple[int, ...]], apath: Path,
-               max_bytes: int) -> None:
-    """Every ``.npy`` header in the zip, before any array is read: exactly the declared
-    names, dtype ``<f8``, the declared shapes, data sizes matching, total under the cap."""
+def _read_npz(data: bytes, declared: dict[str, tuple[int, ...]], apath: str,
+              max_bytes: int) -> dict[str, FloatArray]:
+    """The arrays of the ``.npz`` ``data``. First every ``.npy`` header, before any array is
+    read: exactly the declared names, dtype ``<f8``, the declared shapes, data sizes
+    matching, total under the cap. Then each member is read once (its CRC checked) and its
+    data after the header taken as ``<f8`` of the declared shape (what
+    ``np.lib.format.read_array`` gives, without parsing the header again)."""
+    layout: dict[str, tuple[int, bool]] = {}
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+        raise PackageError(f"{apath}: not a readable .npz ({exc})") from None
+    with zf:
+        try:
             infos = zf.infolist()
             names = [i.filename for i in infos]
             want = sorted(f"{k}.npy" for k in declared)
@@ -525,9 +574,9 @@ def _check_npz(data: bytes, declared: dict[str, tuple[int, ...]], apath: Path,
                 with zf.open(info) as fh:
                     version = np.lib.format.read_magic(fh)
                     if version == (1, 0):
-                        shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+                        shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
                     elif version == (2, 0):
-                        shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+                        shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
                     else:
                         raise PackageError(f"{apath}: array '{name}' has .npy version "
                                            f"{version}, expected 1.0 or 2.0")
@@ -548,8 +597,22 @@ def _check_npz(data: bytes, declared: dict[str, tuple[int, ...]], apath: Path,
                     raise PackageError(f"{apath}: array '{name}' holds "
                                        f"{info.file_size - header_len} data bytes, its header "
                                        f"declares {nbytes}")
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-        raise PackageError(f"{apath}: not a readable .npz ({exc})") from None
+                layout[name] = (header_len, bool(fortran))
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+            raise PackageError(f"{apath}: not a readable .npz ({exc})") from None
+        arrays: dict[str, FloatArray] = {}
+        try:
+            for name, shape in declared.items():
+                header_len, fortran = layout[name]
+                flat = np.frombuffer(zf.read(f"{name}.npy"), dtype=_F8, offset=header_len)
+                if flat.size != math.prod(shape):
+                    raise ValueError(f"array '{name}': {flat.size} values, expected "
+                                     f"{math.prod(shape)}")
+                arr = flat.reshape(shape[::-1]).T if fortran else flat.reshape(shape)
+                arrays[name] = np.array(arr, order="C")   # writable, own memory
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+            raise PackageError(f"{apath}: cannot read arrays ({exc})") from None
+    return arrays
 
 
 def load_package(directory: str | Path, *, allow_full: bool = False,
@@ -567,13 +630,30 @@ def load_package(directory: str | Path, *, allow_full: bool = False,
     requirement (its arrays' SHA-256 is still checked).
     """
     directory = Path(directory)
+    return _load(_Files(str(directory), folder=directory), allow_full=allow_full,
+                 trust=trust, require_signature=require_signature, max_bytes=max_bytes)
+
+
+def load_package_files(parts: dict[str, bytes], *, source: str, allow_full: bool = False,
+                       trust: Iterable[TrustSpec] = (), require_signature: bool = False,
+                       max_bytes: int = MAX_BYTES) -> AnyPackage:
+    """:func:`load_package` of a package folder's files held in memory (``{file name:
+    bytes}``, e.g. the members of a ``flexcosim-package-bytes`` archive): the same checks
+    in the same order, with the same errors, naming ``source`` where they name the folder
+    (``<source>/manifest.json`` for its manifest)."""
+    return _load(_Files(source, parts=dict(parts)), allow_full=allow_full, trust=trust,
+                 require_signature=require_signature, max_bytes=max_bytes)
+
+
+def _load(files: _Files, *, allow_full: bool, trust: Iterable[TrustSpec],
+          require_signature: bool, max_bytes: int) -> AnyPackage:
     trust = list(trust)
-    mpath, apath = directory / MANIFEST, directory / ARRAYS
-    for p in (mpath, apath):
-        if not p.is_file():
-            raise PackageError(f"package file missing: {p}")
-    src = str(mpath)
-    manifest = _read_manifest(mpath)
+    directory = files.where
+    for name in (MANIFEST, ARRAYS):
+        if files.size(name) is None:
+            raise PackageError(f"package file missing: {files.path(name)}")
+    src, apath = files.path(MANIFEST), files.path(ARRAYS)
+    manifest = _read_manifest(files)
     if manifest.get("format") != FORMAT:
         raise PackageError(f"{src}: 'format' is not {FORMAT!r}")
     version = manifest.get("version")
@@ -628,26 +708,20 @@ def load_package(directory: str | Path, *, allow_full: bool = False,
             raise PackageError(f"{src}: digest mismatch (manifest says "
                                f"{manifest['package_sha256'][:12]}..., content is "
                                f"{digest[:12]}...): the package was modified after publishing")
-        check_signature_file(directory / SIGNATURE, digest, purpose=FORMAT, trust=trust,
-                             require_signature=require_signature, what=f"package {directory}")
-    asize = apath.stat().st_size
+        check_signature_bytes(files.read(SIGNATURE) if files.size(SIGNATURE) is not None
+                              else None, digest, source=files.path(SIGNATURE), purpose=FORMAT,
+                              trust=trust, require_signature=require_signature,
+                              what=f"package {directory}")
+    asize = files.size(ARRAYS) or 0
     if asize > max_bytes + MAX_MANIFEST_BYTES:
         raise PackageError(f"{apath}: {asize} bytes, above the cap of {max_bytes} bytes")
-    data = apath.read_bytes()
+    data = files.read(ARRAYS)
     adigest = sha256_hex(data)
     if adigest != manifest["arrays_sha256"]:
         raise PackageError(
             f"{apath}: checksum mismatch (manifest says {manifest['arrays_sha256'][:12]}..., "
             f"file is {adigest[:12]}...): the arrays were modified after publishing")
-    _check_npz(data, declared, apath, max_bytes)
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            arrays = {}
-            for name in declared:
-                with zf.open(f"{name}.npy") as fh:
-                    arrays[name] = np.lib.format.read_array(fh, allow_pickle=False)
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-        raise PackageError(f"{apath}: cannot read arrays ({exc})") from None
+    arrays = _read_npz(data, declared, apath, max_bytes)
     try:
         if version == 2:
             pkg = HardenedPackage.from_parts(manifest["content"], arrays)

@@ -87,13 +87,23 @@ def sha256_hex(data: bytes) -> str:
 
 
 def finite_json(obj: Any) -> bool:
-    """True when every number in ``obj`` is finite."""
+    """True when every number in ``obj`` is finite (the values of dicts, lists and tuples,
+    recursively; other objects count as finite). The JSON encoder's own check, in C, decides
+    the common case; only an object it refuses is walked in Python."""
+    try:
+        json.dumps(obj, allow_nan=False, default=lambda _: None)
+    except ValueError:
+        return _finite_walk(obj)
+    return True
+
+
+def _finite_walk(obj: Any) -> bool:
     if isinstance(obj, float):
         return math.isfinite(obj)
     if isinstance(obj, dict):
-        return all(finite_json(v) for v in obj.values())
+        return all(_finite_walk(v) for v in obj.values())
     if isinstance(obj, (list, tuple)):
-        return all(finite_json(v) for v in obj)
+        return all(_finite_walk(v) for v in obj)
     return True
 
 
@@ -181,9 +191,14 @@ def sign_digest(digest: str, key: str | os.PathLike[str] | Ed25519PrivateKey, *,
             "signature": base64.b64encode(priv.sign(_payload(purpose, digest))).decode("ascii")}
 
 
+def record_bytes(record: dict[str, Any]) -> bytes:
+    """The bytes of a signature record file (``SIGNATURE.json``)."""
+    return json.dumps(record, indent=1).encode("utf-8")
+
+
 def write_record(record: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     p = Path(path)
-    p.write_text(json.dumps(record, indent=1))
+    p.write_bytes(record_bytes(record))
     return p
 
 
@@ -230,11 +245,24 @@ def check_signature_file(path: Path, digest: str, *, purpose: str,
                          what: str) -> str | None:
     """Verify the signature record at ``path`` if present; returns the signer's key id or
     None when unsigned. Trusted keys or ``require_signature`` make a signature mandatory."""
+    return check_signature_bytes(path.read_bytes() if path.is_file() else None, digest,
+                                 source=str(path), purpose=purpose, trust=trust,
+                                 require_signature=require_signature, what=what)
+
+
+def check_signature_bytes(data: bytes | None, digest: str, *, source: str, purpose: str,
+                          trust: Iterable[TrustSpec] = (), require_signature: bool = False,
+                          what: str) -> str | None:
+    """:func:`check_signature_file` of a record held in memory (``None``: no record);
+    errors name ``source`` as they name the file."""
     trust = list(trust)
-    if not path.is_file():
+    if data is None:
         if trust or require_signature:
-            raise SignatureError(f"{what} is not signed ({path} missing) but a signature is "
+            raise SignatureError(f"{what} is not signed ({source} missing) but a signature is "
                                  "required")
         return None
-    record = loads_strict(path.read_bytes(), source=str(path))
-    return verify_record(record, digest, purpose=purpose, trust=trust, source=str(path))
+    try:
+        record = loads_strict(data, source=source)
+    except StrictJSONError as exc:   # a record that is no JSON is a bad signature
+        raise SignatureError(str(exc)) from None
+    return verify_record(record, digest, purpose=purpose, trust=trust, source=source)

@@ -10,13 +10,16 @@ else is allowed (no directories, no other member, no duplicate names). In a JSON
 the bytes travel as base64 text (:func:`package_to_text`, :func:`package_from_text`).
 
 Reading (:func:`package_from_bytes`) checks the archive (size cap, comment, member names,
-declared member sizes) before it reads a member, writes the three files into a private
-temporary folder and reads that with :func:`~flexcore.exchange.package.load_package`: the
-same strict manifest schema, digest, signature (mandatory, by one of the ``trusted`` keys),
-``.npy`` header and array checks as for a folder. Any problem raises a
+declared member sizes) before it reads a member, and reads the three files in memory with
+:func:`~flexcore.exchange.package.load_package_files`, the in-memory twin of
+:func:`~flexcore.exchange.package.load_package`: the same strict manifest schema, digest,
+signature (mandatory, by one of the ``trusted`` keys), ``.npy`` header
+and array checks as for a folder. Any problem raises a
 :class:`~flexcore.exchange.points.PackageError` or
-:class:`~flexcore.exchange.signing.SignatureError` naming ``source`` (never the temporary
-folder). No pickle anywhere.
+:class:`~flexcore.exchange.signing.SignatureError` naming ``source`` (never a temporary
+folder; a member is named ``<source>/<member>``). Nothing touches the disk on either side:
+:func:`package_to_bytes` zips :func:`~flexcore.exchange.package.package_files`, the bytes
+:func:`~flexcore.exchange.package.save_package` writes. No pickle anywhere.
 """
 from __future__ import annotations
 
@@ -24,10 +27,8 @@ import base64
 import binascii
 import io
 import os
-import tempfile
 import zipfile
 from collections.abc import Iterable
-from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -39,8 +40,8 @@ from flexcore.exchange.package import (
     MAX_MANIFEST_BYTES,
     SIGNATURE,
     AnyPackage,
-    load_package,
-    save_package,
+    load_package_files,
+    package_files,
 )
 from flexcore.exchange.points import PackageError
 from flexcore.exchange.signing import SignatureError, TrustSpec
@@ -57,15 +58,14 @@ _EPOCH = (1980, 1, 1, 0, 0, 0)
 def package_to_bytes(package: AnyPackage,
                      signing_key: str | os.PathLike[str] | Ed25519PrivateKey) -> bytes:
     """The package, signed with ``signing_key``, as ``flexcosim-package-bytes`` v1."""
-    with tempfile.TemporaryDirectory(prefix="flexcosim-wire-") as tmp:
-        folder = save_package(package, Path(tmp) / "p", signing_key=signing_key)
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
-            zf.comment = _COMMENT
-            for name in _MEMBERS:
-                info = zipfile.ZipInfo(name, date_time=_EPOCH)
-                zf.writestr(info, (folder / name).read_bytes())
-        return buf.getvalue()
+    files = package_files(package, signing_key=signing_key)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        zf.comment = _COMMENT
+        for name in _MEMBERS:
+            info = zipfile.ZipInfo(name, date_time=_EPOCH)
+            zf.writestr(info, files[name])
+    return buf.getvalue()
 
 
 def _caps(max_bytes: int) -> dict[str, int]:
@@ -107,15 +107,8 @@ def package_from_bytes(data: bytes, *, trusted: Iterable[TrustSpec], source: str
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError,
             NotImplementedError) as exc:
         raise PackageError(f"{source}: not a readable {WIRE_FORMAT} archive ({exc})") from None
-    with tempfile.TemporaryDirectory(prefix="flexcosim-wire-") as tmp:
-        folder = Path(tmp)
-        for name, blob in parts.items():
-            (folder / name).write_bytes(blob)
-        try:
-            return load_package(folder, allow_full=allow_full, trust=trust,
-                                require_signature=True, max_bytes=max_bytes)
-        except (PackageError, SignatureError) as exc:
-            raise type(exc)(str(exc).replace(str(folder), source)) from None
+    return load_package_files(parts, source=source, allow_full=allow_full, trust=trust,
+                              require_signature=True, max_bytes=max_bytes)
 
 
 def package_to_text(package: AnyPackage,
