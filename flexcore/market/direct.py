@@ -431,10 +431,11 @@ def _run_highs(arr: HighsArrays, full_cost: FloatArray, full_col_lo: FloatArray,
     ms = h.getModelStatus()
     MS = highspy.HighsModelStatus
     info = h.getInfo()
-    iterations = int(info.simplex_iteration_count)
+    iterations = max(int(info.simplex_iteration_count), 0)
     if warm and ms != MS.kOptimal:
-        return HighsOutcome(ClearingStatus.ERROR, "not optimal from the basis", None, None,
-                            None, time.perf_counter() - t0, iterations=iterations,
+        return HighsOutcome(ClearingStatus.ERROR, "not optimal from the basis (HiGHS status "
+                            f"{h.modelStatusToString(ms)})", None, None, None,
+                            time.perf_counter() - t0, iterations=max(iterations, 0),
                             warm_started=False)
     has_sol = info.primal_solution_status == 2  # kSolutionStatusFeasible
     x: FloatArray | None = None

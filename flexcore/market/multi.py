@@ -61,6 +61,18 @@ blocks (only the DSOs can). **Order:** the rows of every block are ordered by co
 its columns by the bid table (format 2: not by the DSO's shuffle), so neither a DSO's key
 salt nor its shuffle changes the MILP.
 
+**Warm start.** Consecutive LP relaxations differ little (a lazy round makes a few areas
+full, a DSO publishes a row, a refinement round adds a point, the next frame has new
+numbers on mostly the same structure), so each starts from HiGHS's optimal basis of the
+one before (:class:`LpBasis`): every column and row has a key built from the model's
+arrays (block name, kind, point index, bid id; a row id, or for format 2 the row's
+content), kept columns and rows keep their status, the new columns of a block that was
+relaxed place it at the point nearest to its old activation, a new point's columns sit at
+0 (:func:`_crash`), new rows are basic, and the count of basic variables is repaired
+(:func:`flexcore.market.direct.complete_basis`). Exact: the basis is only the simplex's
+start; one HiGHS rejects, or from which it does not end optimal, is dropped for a cold
+solve.
+
 Only divisible bids (no ``min_mw``, not indivisible) are supported here. This module
 imports neither pandapower nor the grid code.
 """
@@ -490,14 +502,20 @@ def _hardened(name: str, hp: HardenedPackage, ids: Sequence[str], lo: FloatArray
 
 def _row_ids(blk: _Block, ii: IntArray, rr: IntArray) -> list[Hashable]:
     """The identity of row ``rr[k]`` at point ``ii[k]``: format 1 its row id; format 2 (no
-    row ids: the DSO shuffles its rows) its content, i.e. its coefficients and limit."""
+    row ids: the DSO shuffles its rows) its content, i.e. its nonzero coefficients by
+    column id (a column added to the package, e.g. an MV link, leaves it alone), its slack
+    coefficient and its limit."""
     if isinstance(blk.pkg, SensitivityPackage):
         ids = blk.pkg.vm_rows + blk.pkg.loading_rows
         return [ids[r] for r in rr.tolist()]
+    cols = blk.pkg.columns
     out: list[Hashable] = []
     for i, r in zip(ii.tolist(), rr.tolist()):
-        g = blk.g[i, r] if blk.g is not None else 0.0
-        out.append(blk.sens[i, r].tobytes() + np.array([g, blk.ub[r]]).tobytes())
+        a = blk.sens[i, r]
+        nz = np.flatnonzero(a)
+        g = float(blk.g[i, r]) if blk.g is not None else 0.0
+        out.append((tuple(cols[j] for j in nz.tolist()), a[nz].tobytes(), g,
+                    float(blk.ub[r])))
     return out
 
 
