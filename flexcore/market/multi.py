@@ -168,11 +168,29 @@ class AreaPackage:
 class LpBasis:
     """HiGHS's optimal basis of a clearing's last LP relaxation, keyed by each column's and
     row's identity (block name, kind, point, bid id or row id; never a position), and the
-    column values: what the next LP relaxation starts from (module doc "Warm start")."""
+    column values: what the next LP relaxation starts from (module doc "Warm start").
+
+    ``col_status`` / ``row_status`` also hold the statuses of the LP before for the keys
+    the last one lacks (e.g. the full areas of the last frame's final clearing, after a
+    clearing in which no area could bind); ``last_cols`` / ``last_rows``: the last LP's
+    own, from which the next basis is merged (so it holds at most two LPs)."""
 
     col_status: Mapping[Hashable, int]
     row_status: Mapping[Hashable, int]
     col_value: Mapping[Hashable, float]
+    last_cols: Mapping[Hashable, int]
+    last_rows: Mapping[Hashable, int]
+
+    @staticmethod
+    def of(col_keys: Sequence[Hashable], row_keys: Sequence[Hashable], basis: BasisStatus,
+           x: FloatArray, before: LpBasis | None) -> LpBasis:
+        cols = dict(zip(col_keys, basis.col.tolist()))
+        rows = dict(zip(row_keys, basis.row.tolist()))
+        all_cols, all_rows = cols, rows
+        if before is not None:
+            all_cols = {**before.last_cols, **cols}
+            all_rows = {**before.last_rows, **rows}
+        return LpBasis(all_cols, all_rows, dict(zip(col_keys, x.tolist())), cols, rows)
 
 
 @dataclass
@@ -1077,9 +1095,7 @@ def _lazy_round(model: _Model, fixed: Mapping[str, int], times: dict[str, float]
     lps.warm_started += relax.warm_started is True
     lps.warm_rejected += relax.warm_started is False
     if relax.basis is not None and relax.x is not None:
-        lps.basis = LpBasis(dict(zip(col_keys, relax.basis.col.tolist())),
-                            dict(zip(row_keys, relax.basis.row.tolist())),
-                            dict(zip(col_keys, relax.x.tolist())))
+        lps.basis = LpBasis.of(col_keys, row_keys, relax.basis, relax.x, lps.basis)
     if relax.x is None or relax.objective is None or relax.status != ClearingStatus.OPTIMAL:
         shell.status = (ClearingStatus.INFEASIBLE if relax.status == ClearingStatus.INFEASIBLE
                         else ClearingStatus.ERROR)
