@@ -6,11 +6,11 @@ winter_workday] [--areas 0] [--processes 2] [--save FILE | --load FILE]`` runs
 :func:`bench.bench_region_cosim.load_region`; areas 0 = all) and records every call of
 :func:`flexcore.market.multi.clear_region` the TSO makes (its arguments, pickled at the
 call), then replays the sequence in this process twice side by side, call by call: **cold**
-(``warm`` left out: every LP relaxation solved from scratch, as before) and **warm** (each
-call given the previous warm replay's result, ``warm=``; its lazy rounds warm-start from
-each other anyway). ``warm_full`` is passed as the TSO passed it, in both. ``--save`` also
-writes the recorded calls to FILE (pickle, a development aid), ``--load`` replays such a
-file instead of running the co-simulation.
+(``lp_warm_start=False``: every LP relaxation solved from scratch, as before) and **warm**
+(each call given the previous warm replay's result, ``warm=``, as the TSO agent does; its
+lazy rounds warm-start from each other). ``warm_full`` is passed as the TSO passed it,
+in both. ``--save`` also writes the recorded calls to FILE (pickle, a development aid),
+``--load`` replays such a file instead of running the co-simulation.
 
 Printed and written to ``results/benchmarks/region_replay-<UTC>.json``: per clearing the
 CPU time of this process (``time.process_time``) and the wall time of each replay, the LP
