@@ -435,7 +435,7 @@ def _run_highs(arr: HighsArrays, full_cost: FloatArray, full_col_lo: FloatArray,
     if warm and ms != MS.kOptimal:
         return HighsOutcome(ClearingStatus.ERROR, "not optimal from the basis (HiGHS status "
                             f"{h.modelStatusToString(ms)})", None, None, None,
-                            time.perf_counter() - t0, iterations=max(iterations, 0),
+                            time.perf_counter() - t0, iterations=iterations,
                             warm_started=False)
     has_sol = info.primal_solution_status == 2  # kSolutionStatusFeasible
     x: FloatArray | None = None
