@@ -59,6 +59,7 @@ class RegionTSO(FrameSimulator):
         self.desks: dict[str, dict] = {}
         self._eout: dict[str, dict] = {}
         self.warm_full: tuple[str, ...] = ()   # the last clearing's full areas (its start)
+        self.warm_basis = None    # the last clearing's LP basis (clear_region(warm=))
 
     def init(self, sid, time_resolution=1.0, step_s: int = 900, log_file: str | None = None,
              **sim_params):
@@ -186,8 +187,9 @@ class RegionTSO(FrameSimulator):
         t0 = _time.perf_counter()
         r = clear_region(self.areas, self.request[self.frame], mv=self.packages.get(MV),
                          time_limit_s=self.time_limit_s, mip_rel_gap=self.gap,
-                         warm_full=self.warm_full)
+                         warm_full=self.warm_full, warm=self.warm_basis)
         self.warm_full = r.full_names or self.warm_full
+        self.warm_basis = r.lp_basis or self.warm_basis
         self.t_clear += _time.perf_counter() - t0
         self.clearings += 1
         self.last, self.reports, self.answers = r, {}, {}

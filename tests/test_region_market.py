@@ -1,12 +1,15 @@
 """One clearing over N packages (flexcore.market.multi) against the m^N enumeration."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from flexcore.exchange.bids import BidTable
 from flexcore.exchange.clearing import ClearingError
 from flexcore.exchange.enums import ClearingStatus
+from flexcore.exchange.hardened import HardenedPackage
 from flexcore.exchange.limits import Limits
 from flexcore.exchange.package import PointInfo, SensitivityPackage
 from flexcore.market.multi import (
@@ -217,3 +220,180 @@ def test_warm_start_gives_the_cold_optimum(coupled):
                 assert same.lazy_rounds == 1
                 warm_used += 1
     assert warm_used >= 1     # a case where the cold start needed more than one round
+
+
+# --------------------------------------------------------------------------- LP warm start
+def _same_optimum(warm, cold):
+    """Warm and cold clearings agree: status, cost to 1e-9 relative, points."""
+    assert warm.status == cold.status
+    if not cold.ok:
+        return
+    assert warm.cost_eur_per_h == pytest.approx(cold.cost_eur_per_h, rel=1e-9)
+    assert warm.points == cold.points and warm.mv_point == cold.mv_point
+
+
+def _add_point(area: AreaPackage, rng, fraction: float) -> AreaPackage:
+    """``area`` with one more operating point (a refinement): activation ``fraction`` of
+    every bid, sensitivities of the last point perturbed (slack column: offset 0)."""
+    pkg = area.package
+    pf = np.array([fraction * v for v in area.bids.volume_mw] +
+                  [0.0] * (pkg.n - len(area.bids.ids)))
+    new = replace(
+        pkg, points=pkg.points + (PointInfo(f"a={fraction:g}", fraction),),
+        p_flex_mw=np.vstack([pkg.p_flex_mw, pf]),
+        vm_pu=np.vstack([pkg.vm_pu, pkg.vm_pu[-1] + 0.003]),
+        loading_percent=np.vstack([pkg.loading_percent, pkg.loading_percent[-1] - 2.0]),
+        vtdf=np.concatenate([pkg.vtdf, pkg.vtdf[-1:] * rng.uniform(0.8, 1.2, pkg.vtdf[0].shape)]),
+        ltdf=np.concatenate([pkg.ltdf, pkg.ltdf[-1:] * rng.uniform(0.8, 1.2, pkg.ltdf[0].shape)]))
+    return replace(area, package=new)
+
+
+@pytest.mark.parametrize("coupled", [False, True])
+def test_lp_warm_start_gives_the_cold_optimum_on_a_sequence(coupled):
+    """A sequence of clearings as the TSO makes them (12 areas): the first (lazy rounds
+    make areas full), again with the full areas carried (``warm_full``), with a point added
+    to three areas (a refinement round), and with new numbers (the next frame). Each
+    warm-started from the one before (``warm=``) has the cold optimum (every LP relaxation
+    from scratch), and the warm starts save simplex iterations; the same model warm-started
+    from its own optimal basis takes none."""
+    rng = np.random.default_rng(7)
+    iters_cold = iters_warm = warm_used = 0
+    for seed in (3,) if coupled else (3, 4):     # coupled: MILPs, slower
+        areas, mv = _areas(seed, n_areas=12, coupled=coupled)
+        total = sum(a.bids.volume_mw.sum() for a in areas)
+        refined = [_add_point(a, rng, 0.75) if k in (1, 5, 9) else a
+                   for k, a in enumerate(areas)]
+        frame2 = [replace(a, package=replace(a.package, vm_pu=a.package.vm_pu - 0.002))
+                  for a in refined]
+        steps = [(areas, 0.45), (areas, 0.45), (refined, 0.45), (frame2, 0.4)]
+        prev_c = prev_w = None
+        for k, (pk, frac) in enumerate(steps):
+            full = () if prev_c is None else prev_c.full_names
+            cold = clear_region(pk, frac * total, mv=mv, mip_rel_gap=1e-9, warm_full=full,
+                                lp_warm_start=False)
+            warm = clear_region(pk, frac * total, mv=mv, mip_rel_gap=1e-9, warm_full=full,
+                                warm=prev_w)
+            _same_optimum(warm, cold)
+            assert cold.lp_warm_started == 0 and cold.lp_basis is None
+            assert warm.lp_warm_rejected == 0
+            assert warm.lp_warm_started == warm.lp_relaxations - (k == 0)
+            iters_cold += cold.lp_iterations
+            iters_warm += warm.lp_iterations
+            warm_used += warm.lp_warm_started
+            prev_c, prev_w = cold, warm
+            if k == 1 and warm.lazy_rounds == 1:   # the previous clearing's last LP again
+                assert warm.lp_iterations == 0 < cold.lp_iterations
+    assert warm_used >= 5
+    print(f"simplex iterations cold {iters_cold}, warm {iters_warm}")
+    assert iters_warm < 0.7 * iters_cold
+
+
+def _format2(pkg: SensitivityPackage, published) -> HardenedPackage:
+    """The rows ``published`` ({(point, row, "up" | "down")}) of format-1 ``pkg`` as a
+    format-2 package: ``a x <= rhs`` normalised to rhs in {-1, 0, 1} (module
+    flexcore.exchange.hardened), in a shuffled order (the DSO's)."""
+    lb, ub = effective_limits(pkg)
+    rng = np.random.default_rng(len(published))
+    rows_a, rows_rhs = [], []
+    for i in range(pkg.m):
+        sens = np.concatenate([pkg.vtdf[i], pkg.ltdf[i]])
+        base = np.concatenate([pkg.vm_pu[i], pkg.loading_percent[i]])
+        a_i, rhs_i = [], []
+        for k, r, side in published:
+            if k != i:
+                continue
+            sgn = 1.0 if side == "up" else -1.0
+            a = sgn * sens[r]
+            c = sgn * ((ub[r] if side == "up" else lb[r]) - base[r]) + a @ pkg.p_flex_mw[i]
+            a_i.append(a / (abs(c) if c != 0 else np.linalg.norm(a)))
+            rhs_i.append(np.sign(c))
+        order = rng.permutation(len(a_i))
+        rows_a.append(np.array(a_i).reshape(-1, pkg.n)[order])
+        rows_rhs.append(np.array(rhs_i)[order])
+    return HardenedPackage(privacy="exact", columns=pkg.columns, points=pkg.points,
+                           p_flex_mw=pkg.p_flex_mw, rows_a=tuple(rows_a),
+                           rows_rhs=tuple(rows_rhs))
+
+
+def test_lp_warm_start_with_lazily_published_rows():
+    """Format 2, rows published lazily (each round every area adds the row side its
+    activation violates most in its private model, flexcore.region.publish): each clearing
+    warm-started from the one before has the cold optimum, the last one the optimum of
+    the format-1 packages, with fewer simplex iterations in all."""
+    iters_cold = iters_warm = clearings = 0
+    for seed in (3, 4):
+        areas, _ = _areas(seed, n_areas=12)
+        total = sum(a.bids.volume_mw.sum() for a in areas)
+        req = 0.45 * total
+        reference = clear_region(areas, req, mip_rel_gap=1e-9)
+        published = {a.name: [] for a in areas}
+        prev_c = prev_w = None
+        while True:
+            pk = [AreaPackage(a.name, _format2(a.package, published[a.name]), a.bids)
+                  for a in areas]
+            full = () if prev_c is None else prev_c.full_names
+            cold = clear_region(pk, req, mip_rel_gap=1e-9, warm_full=full,
+                                lp_warm_start=False)
+            warm = clear_region(pk, req, mip_rel_gap=1e-9, warm_full=full, warm=prev_w)
+            _same_optimum(warm, cold)
+            assert warm.lp_warm_rejected == 0
+            assert warm.lp_warm_started == warm.lp_relaxations - (prev_w is None)
+            iters_cold += cold.lp_iterations
+            iters_warm += warm.lp_iterations
+            clearings += 1
+            prev_c, prev_w = cold, warm
+            added = False
+            for a in areas:
+                pkg, i, x = a.package, cold.points[a.name], cold.activation_mw[a.name]
+                lb, ub = effective_limits(pkg)
+                pred = np.concatenate([pkg.vm_pu[i], pkg.loading_percent[i]]) + \
+                    np.concatenate([pkg.vtdf[i], pkg.ltdf[i]]) @ (x - pkg.p_flex_mw[i])
+                over = np.r_[pred - ub, lb - pred]
+                k = int(np.argmax(over))
+                if over[k] > 1e-9:
+                    published[a.name].append((i, k % pred.size, "up" if k < pred.size
+                                              else "down"))
+                    added = True
+            if not added:
+                break
+        assert cold.cost_eur_per_h == pytest.approx(reference.cost_eur_per_h, rel=1e-9)
+    assert clearings >= 6
+    print(f"{clearings} clearings, simplex iterations cold {iters_cold}, warm {iters_warm}")
+    assert iters_warm < 0.7 * iters_cold
+
+
+def test_complete_basis_repairs_any_basis_and_the_solve_is_exact():
+    """flexcore.market.direct: a basis with too many or too few basic variables, new
+    columns and rows, or nonbasic at an infinite bound is completed to one HiGHS accepts
+    as it is (one basic variable per row); solved from it, the LP has the cold optimum; its
+    own optimal basis takes no simplex iteration."""
+    import scipy.sparse as sp
+
+    from flexcore.market.direct import (
+        BASIS_BASIC,
+        BASIS_LOWER,
+        BASIS_NEW,
+        BasisStatus,
+        LinearProgram,
+        complete_basis,
+        solve_highs,
+    )
+    rng = np.random.default_rng(5)
+    n, m = 60, 40
+    lp = LinearProgram(-rng.uniform(0, 1, n), np.zeros(n), np.ones(n),
+                       sp.csr_matrix(rng.uniform(0, 1, (m, n))), np.full(m, -np.inf),
+                       np.full(m, 5.0), np.zeros(n, np.int8))
+    cold = solve_highs(lp, want_basis=True)
+    assert cold.iterations > 10 and cold.basis is not None
+    again = solve_highs(lp, basis=cold.basis)
+    assert again.warm_started and again.iterations == 0
+    assert again.objective == pytest.approx(cold.objective, rel=1e-12)
+    for col, row in ((np.full(n, BASIS_BASIC), np.full(m, BASIS_BASIC)),       # surplus
+                     (np.full(n, BASIS_LOWER), np.full(m, BASIS_LOWER)),       # deficit, -inf
+                     (np.full(n, BASIS_NEW), np.full(m, BASIS_NEW))):          # all new
+        done = complete_basis(BasisStatus(col.astype(np.int8), row.astype(np.int8)), lp)
+        assert (done.col == BASIS_BASIC).sum() + (done.row == BASIS_BASIC).sum() == m
+        assert not np.any((done.row == BASIS_LOWER) & ~np.isfinite(lp.row_lo))
+        out = solve_highs(lp, basis=BasisStatus(col.astype(np.int8), row.astype(np.int8)))
+        assert out.warm_started
+        assert out.objective == pytest.approx(cold.objective, rel=1e-9)

@@ -238,6 +238,66 @@ class HighsOutcome:
     solve_time_s: float
     #: HiGHS stopped at its time limit (kTimeLimit), with or without a solution
     time_limit_hit: bool = False
+    #: simplex iterations (HiGHS info ``simplex_iteration_count``; a cold fallback included)
+    iterations: int = 0
+    #: the optimal basis over the full columns and rows (``want_basis`` and an LP only)
+    basis: BasisStatus | None = None
+    #: a basis was given: whether HiGHS solved from it (False: rejected or not optimal
+    #: from it, then solved cold); None: no basis given
+    warm_started: bool | None = None
+
+
+#: HiGHS basis statuses (``highspy.HighsBasisStatus`` as ints)
+BASIS_LOWER, BASIS_BASIC, BASIS_UPPER, BASIS_ZERO = 0, 1, 2, 3
+#: no status (a column or row new since the basis was taken): :func:`complete_basis` makes
+#: a new row basic and a new column nonbasic at its bound nearest to 0
+BASIS_NEW = -1
+
+
+@dataclass
+class BasisStatus:
+    """A simplex basis of a :class:`LinearProgram`: one status per column and per row."""
+
+    col: npt.NDArray[np.int8]
+    row: npt.NDArray[np.int8]
+
+
+def _nearest_zero_bound(lo: FloatArray, hi: FloatArray) -> npt.NDArray[np.int8]:
+    """Nonbasic status at the bound nearest to 0 (free: zero)."""
+    fin_lo, fin_hi = np.isfinite(lo), np.isfinite(hi)
+    at_hi = fin_hi & (~fin_lo | (np.abs(hi) < np.abs(np.where(fin_lo, lo, 0.0))))
+    out = np.where(at_hi, BASIS_UPPER, BASIS_LOWER).astype(np.int8)
+    out[~fin_lo & ~fin_hi] = BASIS_ZERO
+    return out
+
+
+def complete_basis(basis: BasisStatus, lp: LinearProgram) -> BasisStatus:
+    """A basis HiGHS accepts as it is: new rows (:data:`BASIS_NEW`) basic, new columns
+    nonbasic at their bound nearest to 0, nonbasic statuses moved off infinite bounds, and
+    exactly one basic variable per row: surplus basic rows (then columns) are made
+    nonbasic, the last first, a deficit is filled with nonbasic rows, the last first (a
+    logical keeps the basis matrix nonsingular more often than a structural; HiGHS
+    replaces a singular basis's dependent columns by logicals itself)."""
+    col = np.asarray(basis.col, np.int8).copy()
+    row = np.asarray(basis.row, np.int8).copy()
+    row[row == BASIS_NEW] = BASIS_BASIC
+    for st, lo, hi in ((col, lp.col_lo, lp.col_hi), (row, lp.row_lo, lp.row_hi)):
+        near = _nearest_zero_bound(lo, hi)
+        fin_lo, fin_hi = np.isfinite(lo), np.isfinite(hi)
+        bad = ((st == BASIS_NEW) | ((st == BASIS_LOWER) & ~fin_lo)
+               | ((st == BASIS_UPPER) & ~fin_hi) | ((st == BASIS_ZERO) & (fin_lo | fin_hi))
+               | (st > BASIS_ZERO) | (st < BASIS_NEW))
+        st[bad] = near[bad]
+    surplus = int((col == BASIS_BASIC).sum() + (row == BASIS_BASIC).sum()) - len(row)
+    if surplus > 0:
+        for st, lo, hi in ((row, lp.row_lo, lp.row_hi), (col, lp.col_lo, lp.col_hi)):
+            idx = np.flatnonzero(st == BASIS_BASIC)[::-1][:surplus]
+            st[idx] = _nearest_zero_bound(lo[idx], hi[idx])
+            surplus -= idx.size
+    elif surplus < 0:
+        idx = np.flatnonzero(row != BASIS_BASIC)[::-1][:-surplus]
+        row[idx] = BASIS_BASIC
+    return BasisStatus(col, row)
 
 
 @dataclass
@@ -289,8 +349,15 @@ def highs_arrays(lp: LinearProgram) -> HighsArrays:
 
 
 def solve_highs(lp: LinearProgram, *, mip_rel_gap: float = 1e-6, time_limit_s: float | None = None,
-                start: FloatArray | None = None, threads: int | None = None) -> HighsOutcome:
-    """Pass ``lp`` to HiGHS in one call (row-wise CSR) and solve it."""
+                start: FloatArray | None = None, threads: int | None = None,
+                basis: BasisStatus | None = None, want_basis: bool = False) -> HighsOutcome:
+    """Pass ``lp`` to HiGHS in one call (row-wise CSR) and solve it.
+
+    An LP only: ``basis`` (statuses over ``lp``'s columns and rows, :data:`BASIS_NEW`
+    allowed; :func:`complete_basis`) is HiGHS's starting basis; if HiGHS rejects it or
+    ends other than optimal from it, the LP is solved again from scratch (the outcome says
+    which: ``warm_started``). ``want_basis``: return the optimal basis (the columns fixed
+    by their bounds, which HiGHS never sees, as nonbasic at the lower bound)."""
     t0 = time.perf_counter()
     full = lp
     lp, free = _drop_fixed_columns(lp)
@@ -301,17 +368,36 @@ def solve_highs(lp: LinearProgram, *, mip_rel_gap: float = 1e-6, time_limit_s: f
                              time.perf_counter() - t0) if ok else
                 HighsOutcome(ClearingStatus.INFEASIBLE, "infeasible (every column is fixed)",
                              None, None, None, time.perf_counter() - t0))
-    return _run_highs(highs_arrays(lp), full.cost, full.col_lo, free, full.a, t0=t0,
-                      mip_rel_gap=mip_rel_gap, time_limit_s=time_limit_s, start=start,
-                      threads=threads)
+    lp_only = not lp.integrality.any()
+    sub = None
+    if basis is not None and lp_only:
+        sub = complete_basis(BasisStatus(np.asarray(basis.col)[free], basis.row), lp)
+    arr = highs_arrays(lp)
+    out = _run_highs(arr, full.cost, full.col_lo, free, full.a, t0=t0,
+                     mip_rel_gap=mip_rel_gap, time_limit_s=time_limit_s, start=start,
+                     threads=threads, basis=sub, want_basis=want_basis and lp_only)
+    if sub is not None and out.warm_started is False:      # the cold solve: the same answer
+        left = None if time_limit_s is None else time_limit_s - (time.perf_counter() - t0)
+        cold = _run_highs(arr, full.cost, full.col_lo, free, full.a, t0=t0,
+                          mip_rel_gap=mip_rel_gap, time_limit_s=left, start=start,
+                          threads=threads, want_basis=want_basis)
+        out = replace(cold, iterations=cold.iterations + out.iterations, warm_started=False)
+    if out.basis is not None:
+        col = np.full(len(full.cost), BASIS_LOWER, np.int8)
+        col[free] = out.basis.col
+        out.basis = BasisStatus(col, out.basis.row)
+    return out
 
 
 def _run_highs(arr: HighsArrays, full_cost: FloatArray, full_col_lo: FloatArray,
                free: IntArray, full_a: sp.csr_matrix | None, *, t0: float, mip_rel_gap: float,
                time_limit_s: float | None, start: FloatArray | None = None,
-               threads: int | None = None) -> HighsOutcome:
+               threads: int | None = None, basis: BasisStatus | None = None,
+               want_basis: bool = False) -> HighsOutcome:
     """Solve the passModel arrays; ``x`` is mapped back onto the full columns (``free``);
-    ``row_activity`` is ``full_a @ x`` (None without ``full_a``)."""
+    ``row_activity`` is ``full_a @ x`` (None without ``full_a``). ``basis``: a complete
+    basis of these arrays to start from (then ``warm_started`` is False if HiGHS rejected
+    it or did not end optimal from it: the caller solves again without it)."""
     h = _new_highs()
     h.setOptionValue("mip_rel_gap", float(mip_rel_gap))
     if not arr.integrality.any():
@@ -330,10 +416,27 @@ def _run_highs(arr: HighsArrays, full_cost: FloatArray, full_col_lo: FloatArray,
                             None, None, time.perf_counter() - t0)
     if start is not None:
         h.setSolution(ncol, np.arange(ncol, dtype=np.int32), np.asarray(start, float)[free])
+    warm: bool | None = None
+    if basis is not None:
+        hb = highspy.HighsBasis()
+        hb.alien = False       # complete_basis made it consistent: HiGHS checks the count
+        status = [highspy.HighsBasisStatus(k) for k in range(4)]
+        hb.col_status = [status[k] for k in basis.col.tolist()]
+        hb.row_status = [status[k] for k in basis.row.tolist()]
+        warm = h.setBasis(hb) == highspy.HighsStatus.kOk
+        if not warm:
+            return HighsOutcome(ClearingStatus.ERROR, "HiGHS rejected the basis", None, None,
+                                None, time.perf_counter() - t0, warm_started=False)
     h.run()
     ms = h.getModelStatus()
     MS = highspy.HighsModelStatus
     info = h.getInfo()
+    iterations = max(int(info.simplex_iteration_count), 0)
+    if warm and ms != MS.kOptimal:
+        return HighsOutcome(ClearingStatus.ERROR, "not optimal from the basis (HiGHS status "
+                            f"{h.modelStatusToString(ms)})", None, None, None,
+                            time.perf_counter() - t0, iterations=iterations,
+                            warm_started=False)
     has_sol = info.primal_solution_status == 2  # kSolutionStatusFeasible
     x: FloatArray | None = None
     act: FloatArray | None = None
@@ -346,7 +449,13 @@ def _run_highs(arr: HighsArrays, full_cost: FloatArray, full_col_lo: FloatArray,
         obj = float(full_cost @ x)
     dt = time.perf_counter() - t0
     if ms == MS.kOptimal:
-        return HighsOutcome(ClearingStatus.OPTIMAL, "", x, act, obj, dt)
+        got: BasisStatus | None = None
+        if want_basis:
+            hb = h.getBasis()
+            got = BasisStatus(np.array([int(k) for k in hb.col_status], np.int8),
+                              np.array([int(k) for k in hb.row_status], np.int8))
+        return HighsOutcome(ClearingStatus.OPTIMAL, "", x, act, obj, dt, iterations=iterations,
+                            basis=got, warm_started=warm)
     if ms in (MS.kInfeasible, MS.kUnboundedOrInfeasible):
         return HighsOutcome(ClearingStatus.INFEASIBLE, "HiGHS: infeasible", None, None, None, dt)
     if ms == MS.kTimeLimit:

@@ -61,6 +61,18 @@ blocks (only the DSOs can). **Order:** the rows of every block are ordered by co
 its columns by the bid table (format 2: not by the DSO's shuffle), so neither a DSO's key
 salt nor its shuffle changes the MILP.
 
+**Warm start.** Consecutive LP relaxations differ little (a lazy round makes a few areas
+full, a DSO publishes a row, a refinement round adds a point, the next frame has new
+numbers on mostly the same structure), so each starts from HiGHS's optimal basis of the
+one before (:class:`LpBasis`): every column and row has a key built from the model's
+arrays (block name, kind, point index, bid id; a row id, or for format 2 the row's
+content), kept columns and rows keep their status, the new columns of a block that was
+relaxed place it at the point nearest to its old activation, a new point's columns sit at
+0 (:func:`_crash`), new rows are basic, and the count of basic variables is repaired
+(:func:`flexcore.market.direct.complete_basis`). Exact: the basis is only the simplex's
+start; one HiGHS rejects, or from which it does not end optimal, is dropped for a cold
+solve.
+
 Only divisible bids (no ``min_mw``, not indivisible) are supported here. This module
 imports neither pandapower nor the grid code.
 """
@@ -68,7 +80,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -81,7 +93,17 @@ from flexcore.exchange.enums import ClearingStatus
 from flexcore.exchange.hardened import HardenedPackage
 from flexcore.exchange.limits import FloatArray, IntArray
 from flexcore.exchange.package import AnyPackage, SensitivityPackage, check_bids
-from flexcore.market.direct import INF, LinearProgram, align_bids, solve_highs
+from flexcore.market.direct import (
+    BASIS_BASIC,
+    BASIS_LOWER,
+    BASIS_NEW,
+    BASIS_UPPER,
+    INF,
+    BasisStatus,
+    LinearProgram,
+    align_bids,
+    solve_highs,
+)
 
 #: the reserved column id of an LV package's response to its slack voltage (p.u. per p.u.)
 SLACK_COLUMN = "@slack-vm"
@@ -142,6 +164,35 @@ class AreaPackage:
     mv_slack_column: str | None = None
 
 
+@dataclass(frozen=True)
+class LpBasis:
+    """HiGHS's optimal basis of a clearing's last LP relaxation, keyed by each column's and
+    row's identity (block name, kind, point, bid id or row id; never a position), and the
+    column values: what the next LP relaxation starts from (module doc "Warm start").
+
+    ``col_status`` / ``row_status`` also hold the statuses of the LP before for the keys
+    the last one lacks (e.g. the full areas of the last frame's final clearing, after a
+    clearing in which no area could bind); ``last_cols`` / ``last_rows``: the last LP's
+    own, from which the next basis is merged (so it holds at most two LPs)."""
+
+    col_status: Mapping[Hashable, int]
+    row_status: Mapping[Hashable, int]
+    col_value: Mapping[Hashable, float]
+    last_cols: Mapping[Hashable, int]
+    last_rows: Mapping[Hashable, int]
+
+    @staticmethod
+    def of(col_keys: Sequence[Hashable], row_keys: Sequence[Hashable], basis: BasisStatus,
+           x: FloatArray, before: LpBasis | None) -> LpBasis:
+        cols = dict(zip(col_keys, basis.col.tolist()))
+        rows = dict(zip(row_keys, basis.row.tolist()))
+        all_cols, all_rows = cols, rows
+        if before is not None:
+            all_cols = {**before.last_cols, **cols}
+            all_rows = {**before.last_rows, **rows}
+        return LpBasis(all_cols, all_rows, dict(zip(col_keys, x.tolist())), cols, rows)
+
+
 @dataclass
 class RegionClearing:
     """The result of :func:`clear_region`; per-area dicts keyed by area name."""
@@ -168,6 +219,13 @@ class RegionClearing:
     build_time_s: float = 0.0  # model assembly, all rounds
     start_time_s: float = 0.0  # the incumbent LPs, all rounds
     solve_time_s: float = 0.0  # HiGHS MILP solves, all rounds
+    lp_relaxations: int = 0    # LP relaxations solved (one per round)
+    lp_iterations: int = 0     # their simplex iterations (HiGHS simplex_iteration_count)
+    lp_time_s: float = 0.0     # their HiGHS time (part of solve_time_s)
+    lp_warm_started: int = 0   # of them solved from a basis (:class:`LpBasis`)
+    lp_warm_rejected: int = 0  # ... given a basis but solved cold (rejected or not optimal)
+    #: the last LP relaxation's optimal basis: ``warm`` of the next clearing
+    lp_basis: LpBasis | None = None
 
     @property
     def ok(self) -> bool:
@@ -186,7 +244,7 @@ _VORONOI_TOL = 1e-9    # ... and x must lie in the chosen point's region to this
 
 class _Rows:
     """Sparse rows collected block-wise as dense ``(k, w)`` column/value arrays (zeros are
-    dropped), then assembled in one CSR matrix."""
+    dropped), then assembled in one CSR matrix; each row with its key (:class:`LpBasis`)."""
 
     def __init__(self) -> None:
         self.r: list[IntArray] = []
@@ -194,16 +252,20 @@ class _Rows:
         self.v: list[FloatArray] = []
         self.lo: list[FloatArray] = []
         self.hi: list[FloatArray] = []
+        self.keys: list[Hashable] = []
         self.count = 0
 
     def add(self, cols: npt.ArrayLike, vals: npt.ArrayLike, lo: npt.ArrayLike,
-            hi: npt.ArrayLike) -> None:
-        """``k`` rows: ``cols``/``vals`` of shape ``(k, w)``, ``lo``/``hi`` broadcast to k."""
+            hi: npt.ArrayLike, keys: Sequence[Hashable]) -> IntArray:
+        """``k`` rows: ``cols``/``vals`` of shape ``(k, w)``, ``lo``/``hi`` broadcast to k,
+        ``keys`` k; returns their row indices."""
         c = np.atleast_2d(np.asarray(cols, np.int64))
         v = np.atleast_2d(np.asarray(vals, float))
         k = c.shape[0]
+        assert len(keys) == k
         if not k:
-            return
+            return np.zeros(0, np.int64)
+        self.keys.extend(keys)
         nz = v != 0.0
         self.r.append(np.broadcast_to(np.arange(self.count, self.count + k)[:, None],
                                       c.shape)[nz])
@@ -212,6 +274,7 @@ class _Rows:
         self.lo.append(np.broadcast_to(np.asarray(lo, float), (k,)))
         self.hi.append(np.broadcast_to(np.asarray(hi, float), (k,)))
         self.count += k
+        return np.arange(self.count - k, self.count)
 
     def program(self, cost: FloatArray, col_lo: FloatArray, col_hi: FloatArray,
                 integrality: npt.NDArray[np.int8]) -> LinearProgram:
@@ -285,6 +348,13 @@ class _Block:
     raw: HardenedPackage | None = None
     raw_cols: IntArray | None = None   # (n,) the raw package column of each block column
     k_slack: int | None = None
+    # set by _program (full blocks; -1: no such row): the rows of each dP_ij's bid box and
+    # each s_i's range, and the row tying the slack change to the MV package
+    box_hi_row: IntArray = field(default_factory=lambda: np.zeros((0, 0), np.int64))
+    box_lo_row: IntArray = field(default_factory=lambda: np.zeros((0, 0), np.int64))
+    s_hi_row: IntArray = field(default_factory=lambda: np.zeros(0, np.int64))
+    s_lo_row: IntArray = field(default_factory=lambda: np.zeros(0, np.int64))
+    link_row: int = -1
 
     @property
     def m(self) -> int:
@@ -448,32 +518,60 @@ def _hardened(name: str, hp: HardenedPackage, ids: Sequence[str], lo: FloatArray
                   k_slack=k_slack)
 
 
+def _row_ids(blk: _Block, ii: IntArray, rr: IntArray) -> list[Hashable]:
+    """The identity of row ``rr[k]`` at point ``ii[k]``: format 1 its row id; format 2 (no
+    row ids: the DSO shuffles its rows) its content, i.e. its nonzero coefficients by
+    column id (a column added to the package, e.g. an MV link, leaves it alone), its slack
+    coefficient and its limit."""
+    if isinstance(blk.pkg, SensitivityPackage):
+        ids = blk.pkg.vm_rows + blk.pkg.loading_rows
+        return [ids[r] for r in rr.tolist()]
+    cols = blk.pkg.columns
+    out: list[Hashable] = []
+    for i, r in zip(ii.tolist(), rr.tolist()):
+        a = blk.sens[i, r]
+        nz = np.flatnonzero(a)
+        g = float(blk.g[i, r]) if blk.g is not None else 0.0
+        out.append((tuple(cols[j] for j in nz.tolist()), a[nz].tobytes(), g,
+                    float(blk.ub[r])))
+    return out
+
+
 def _full_rows(rows: _Rows, blk: _Block) -> None:
     """The rows of a full block (module doc), all families vectorised."""
-    m = blk.m
+    m, n = blk.m, blk.n
+    name, ids = blk.name, blk.pkg.columns
     pf = blk.pkg.p_flex_mw
     dp, b = blk.dp, blk.b
     lo_box, hi_box = blk.boxes()
     # bid box: dP_ij - hi_ij b_i <= 0, dP_ij - lo_ij b_i >= 0; a zero side is a column bound
-    for box, lo, hi in ((hi_box, -INF, 0.0), (lo_box, 0.0, INF)):
+    blk.box_hi_row, blk.box_lo_row = np.full((m, n), -1), np.full((m, n), -1)
+    for box, lo, hi, kind, where in ((hi_box, -INF, 0.0, "box-hi", blk.box_hi_row),
+                                     (lo_box, 0.0, INF, "box-lo", blk.box_lo_row)):
         ii, jj = np.nonzero(box)
-        rows.add(np.column_stack([dp[ii, jj], b[ii]]),
-                 np.column_stack([np.ones(ii.size), -box[ii, jj]]), lo, hi)
+        where[ii, jj] = rows.add(np.column_stack([dp[ii, jj], b[ii]]),
+                                 np.column_stack([np.ones(ii.size), -box[ii, jj]]), lo, hi,
+                                 [(name, kind, i, ids[j])
+                                  for i, j in zip(ii.tolist(), jj.tolist())])
+    blk.s_hi_row, blk.s_lo_row = np.full(m, -1), np.full(m, -1)
     if blk.coupled:       # dv_lo <= o_i + s_i <= dv_hi when selected, else s_i = 0
         s_lo, s_hi = blk.s_range()
-        for bound, lo, hi in ((s_hi, -INF, 0.0), (s_lo, 0.0, INF)):
+        for bound, lo, hi, kind, where in ((s_hi, -INF, 0.0, "s-hi", blk.s_hi_row),
+                                           (s_lo, 0.0, INF, "s-lo", blk.s_lo_row)):
             ii = np.flatnonzero(bound)
-            rows.add(np.column_stack([blk.s[ii], b[ii]]),
-                     np.column_stack([np.ones(ii.size), -bound[ii]]), lo, hi)
-    rows.add(b[None, :], np.ones((1, m)), 1.0, 1.0)
+            where[ii] = rows.add(np.column_stack([blk.s[ii], b[ii]]),
+                                 np.column_stack([np.ones(ii.size), -bound[ii]]), lo, hi,
+                                 [(name, kind, i) for i in ii.tolist()])
+    rows.add(b[None, :], np.ones((1, m)), 1.0, 1.0, [(name, "one")])
     # Voronoi (14h): (P_i - P_k) dP_i + 0.5 |P_i - P_k|^2 b_i >= 0
     ii, kk = np.nonzero(~np.eye(m, dtype=bool))
     d = pf[ii] - pf[kk]
     rows.add(np.column_stack([dp[ii], b[ii]]),
-             np.column_stack([d, 0.5 * np.einsum("pn,pn->p", d, d)]), 0.0, INF)
+             np.column_stack([d, 0.5 * np.einsum("pn,pn->p", d, d)]), 0.0, INF,
+             [(name, "voronoi", i, k) for i, k in zip(ii.tolist(), kk.tolist())])
     # per point: lb b_i <= V_i b_i + S_i dP_i + g_i s_i <= ub b_i (kept sides only)
-    for keep, limit, lo, hi in ((blk.keep_up, blk.ub, -INF, 0.0),
-                                (blk.keep_down, blk.lb, 0.0, INF)):
+    for keep, limit, lo, hi, kind in ((blk.keep_up, blk.ub, -INF, 0.0, "up"),
+                                      (blk.keep_down, blk.lb, 0.0, INF, "down")):
         ii, rr = np.nonzero(keep)
         order = np.lexsort((blk.rank[rr], ii))       # by point, then by content
         ii, rr = ii[order], rr[order]
@@ -482,7 +580,8 @@ def _full_rows(rows: _Rows, blk: _Block) -> None:
         if blk.g is not None:
             cols.append(blk.s[ii][:, None])
             vals.append(blk.g[ii, rr][:, None])
-        rows.add(np.hstack(cols), np.hstack(vals), lo, hi)
+        rows.add(np.hstack(cols), np.hstack(vals), lo, hi,
+                 [(name, kind, i, r) for i, r in zip(ii.tolist(), _row_ids(blk, ii, rr))])
 
 
 def _columns(blk: _Block) -> tuple[FloatArray, FloatArray, FloatArray, npt.NDArray[np.int8]]:
@@ -580,20 +679,45 @@ class _Model:
         return self.blocks + ([self.mv_blk] if self.mv_blk is not None else [])
 
 
-def _program(model: _Model) -> LinearProgram:
-    """Assign columns and assemble the MILP of the blocks' current forms."""
+def _col_keys(blk: _Block) -> list[Hashable]:
+    """The identities of the block's columns (:class:`LpBasis`), in column order."""
+    name, ids = blk.name, blk.pkg.columns
+    if not blk.full:
+        return [(name, "x", c) for c in ids]
+    keys: list[Hashable] = [(name, "dp", i, c) for i in range(blk.m) for c in ids]
+    keys += [(name, "b", i) for i in range(blk.m)]
+    if blk.coupled:
+        keys += [(name, "s", i) for i in range(blk.m)]
+    return keys
+
+
+def _unique(keys: list[Hashable]) -> list[Hashable]:
+    """``keys`` with the k-th repeat of a key (equal format-2 rows) made ``(key, k)``."""
+    seen: dict[Hashable, int] = {}
+    out: list[Hashable] = []
+    for key in keys:
+        k = seen.get(key, 0)
+        seen[key] = k + 1
+        out.append(key if not k else (key, k))
+    return out
+
+
+def _program(model: _Model) -> tuple[LinearProgram, list[Hashable], list[Hashable]]:
+    """Assign columns and assemble the MILP of the blocks' current forms; with the keys of
+    its columns and rows (:class:`LpBasis`)."""
     col = 0
     for blk in model.all_blocks:
         blk.col0 = col
         col += blk.width
     rows = _Rows()
     for blk in model.all_blocks:
+        blk.link_row = -1
         if blk.full:
             _full_rows(rows, blk)
     terms = [_x_terms(blk) for blk in model.blocks]
     rows.add(np.concatenate([c for c, _ in terms])[None, :],
              np.concatenate([v for _, v in terms])[None, :], model.request_mw,
-             model.request_mw)
+             model.request_mw, [("balance",)])
     mv_blk = model.mv_blk
     if mv_blk is not None:
         mv = mv_blk.pkg
@@ -603,15 +727,17 @@ def _program(model: _Model) -> LinearProgram:
             c_mv, v_mv = _x_terms(mv_blk, np.array([blk.mv_col]))
             c_lv, v_lv = _x_terms(blk)
             rows.add(np.concatenate([c_mv, c_lv])[None, :],
-                     np.concatenate([v_mv, -v_lv])[None, :], 0.0, 0.0)
+                     np.concatenate([v_mv, -v_lv])[None, :], 0.0, 0.0,
+                     [(blk.name, "injection")])
             if not (blk.full and blk.coupled):
                 continue
             if blk.mv_sigma is not None:    # format 2: sigma_mv = sum_i (s_i + o_i b_i)
                 assert blk.g_off is not None
                 c_mv, v_mv = _x_terms(mv_blk, np.array([blk.mv_sigma]))
-                rows.add(np.concatenate([c_mv, blk.s, blk.b])[None, :],
-                         np.concatenate([v_mv, -np.ones(blk.m), -blk.g_off])[None, :],
-                         0.0, 0.0)
+                blk.link_row = int(rows.add(
+                    np.concatenate([c_mv, blk.s, blk.b])[None, :],
+                    np.concatenate([v_mv, -np.ones(blk.m), -blk.g_off])[None, :], 0.0, 0.0,
+                    [(blk.name, "slack-link")])[0])
                 continue
             if blk.mv_row is None or model.v0 is None or not isinstance(mv,
                                                                         SensitivityPackage):
@@ -622,12 +748,15 @@ def _program(model: _Model) -> LinearProgram:
             cols = np.concatenate([blk.s, blk.b, mv_blk.dp.ravel(), mv_blk.b])
             vals = np.concatenate([np.ones(blk.m), blk.g_off, -mv.vtdf[:, r, :].ravel(),
                                    -mv.vm_pu[:, r]])
-            rows.add(cols[None, :], vals[None, :], -model.v0[r], -model.v0[r])
+            blk.link_row = int(rows.add(cols[None, :], vals[None, :], -model.v0[r],
+                                        -model.v0[r], [(blk.name, "slack-link")])[0])
     parts = [_columns(blk) for blk in model.all_blocks]
-    return rows.program(np.concatenate([p[0] for p in parts]),
-                        np.concatenate([p[1] for p in parts]),
-                        np.concatenate([p[2] for p in parts]),
-                        np.concatenate([p[3] for p in parts]))
+    lp = rows.program(np.concatenate([p[0] for p in parts]),
+                      np.concatenate([p[1] for p in parts]),
+                      np.concatenate([p[2] for p in parts]),
+                      np.concatenate([p[3] for p in parts]))
+    col_keys = _unique([k for blk in model.all_blocks for k in _col_keys(blk)])
+    return lp, col_keys, _unique(rows.keys)
 
 
 def _solve_fixed(lp: LinearProgram, col_lo: FloatArray, col_hi: FloatArray
@@ -845,21 +974,100 @@ def _setup(areas: Sequence[AreaPackage], request_mw: float, mv: AnyPackage | Non
     return _Model(float(request_mw), blocks, mv_blk, v0)
 
 
+@dataclass
+class _LpState:
+    """The warm start carried from LP relaxation to LP relaxation, and their figures."""
+
+    basis: LpBasis | None = None
+    enabled: bool = True       # False: every LP relaxation from scratch, no basis kept
+    relaxations: int = 0
+    iterations: int = 0
+    time_s: float = 0.0
+    warm_started: int = 0
+    warm_rejected: int = 0
+
+
+def _warm_basis(model: _Model, lp: LinearProgram, col_keys: Sequence[Hashable],
+                row_keys: Sequence[Hashable], warm: LpBasis) -> BasisStatus:
+    """``warm`` mapped onto the current model by key: kept columns and rows keep their
+    status; the new columns of full blocks are placed by :func:`_crash`; the rest is left
+    to :func:`flexcore.market.direct.complete_basis` (new rows basic, new columns at a
+    bound, the count of basic variables repaired)."""
+    col = np.array([warm.col_status.get(k, BASIS_NEW) for k in col_keys], np.int8)
+    row = np.array([warm.row_status.get(k, BASIS_NEW) for k in row_keys], np.int8)
+    for blk in model.all_blocks:
+        if blk.full:
+            cols = np.concatenate([blk.dp.ravel(), blk.b] + ([blk.s] if blk.coupled else []))
+            if (col[cols] == BASIS_NEW).any():
+                _crash(blk, lp, col, row, warm)
+    return BasisStatus(col, row)
+
+
+def _crash(blk: _Block, lp: LinearProgram, col: npt.NDArray[np.int8],
+           row: npt.NDArray[np.int8], warm: LpBasis) -> None:
+    """Statuses for the new columns of a full block (in place), consistent with the old
+    solution: a block that was relaxed sits at the point nearest to its old activation
+    (``b_i = 1`` at its upper bound, ``dP_i`` where the old ``x`` was: at the same bound or
+    basic), every other new ``dP_ij`` / ``s_i`` is 0: at its bound when 0 is one, else basic
+    with its upper box row tight (nonbasic), so the count of basic variables balances."""
+    lo, hi = lp.col_lo, lp.col_hi
+    name, ids = blk.name, blk.pkg.columns
+    prev = [warm.col_value.get((name, "x", c)) for c in ids]
+    if (col[blk.b] == BASIS_NEW).all() and all(v is not None for v in prev):
+        pf = blk.pkg.p_flex_mw
+        act = np.clip(np.array(prev, float), blk.lo, blk.hi)
+        dist = np.einsum("mn,mn->m", act[None, :] - pf, act[None, :] - pf)
+        dist[hi[blk.b] <= lo[blk.b]] = np.inf          # points never selected
+        star = int(np.argmin(dist))
+        col[blk.b] = BASIS_LOWER
+        col[blk.b[star]] = BASIS_UPPER
+        c = blk.dp[star]
+        v = act - pf[star]
+        st = np.where(np.abs(v - lo[c]) <= 1e-9 * (1 + np.abs(lo[c])), BASIS_LOWER,
+                      np.where(np.abs(v - hi[c]) <= 1e-9 * (1 + np.abs(hi[c])), BASIS_UPPER,
+                               BASIS_BASIC))
+        was = np.array([warm.col_status.get((name, "x", k), BASIS_NEW) for k in ids])
+        st[was == BASIS_BASIC] = BASIS_BASIC
+        col[c] = st
+        if blk.coupled:
+            col[blk.s[star]] = BASIS_BASIC
+            if blk.link_row >= 0 and row[blk.link_row] == BASIS_NEW:
+                row[blk.link_row] = BASIS_LOWER
+    b_new = blk.b[col[blk.b] == BASIS_NEW]
+    col[b_new] = BASIS_LOWER
+    fams = [(blk.dp.ravel(), blk.box_hi_row.ravel(), blk.box_lo_row.ravel())]
+    if blk.coupled:
+        fams.append((blk.s, blk.s_hi_row, blk.s_lo_row))
+    for c, r_hi, r_lo in fams:
+        new = col[c] == BASIS_NEW
+        at_lo = new & (lo[c] == 0.0)
+        at_hi = new & ~at_lo & (hi[c] == 0.0)
+        basic = new & ~at_lo & ~at_hi
+        col[c[at_lo]] = BASIS_LOWER
+        col[c[at_hi]] = BASIS_UPPER
+        col[c[basic]] = BASIS_BASIC
+        tight_hi = basic & (r_hi >= 0) & (row[r_hi] == BASIS_NEW)
+        row[r_hi[tight_hi]] = BASIS_UPPER
+        tight_lo = basic & ~tight_hi & (r_lo >= 0) & (row[r_lo] == BASIS_NEW)
+        row[r_lo[tight_lo]] = BASIS_LOWER
+
+
 def _integral(model: _Model, x: FloatArray) -> bool:
     b = np.concatenate([blk.b for blk in model.all_blocks if blk.full] + [np.zeros(0, int)])
     return bool(np.all(np.minimum(x[b], 1.0 - x[b]) <= 1e-9))
 
 
 def _lazy_round(model: _Model, fixed: Mapping[str, int], times: dict[str, float],
-                t0: float, *, mip_rel_gap: float, time_limit_s: float | None,
+                t0: float, lps: _LpState, *, mip_rel_gap: float, time_limit_s: float | None,
                 mip_start: bool) -> tuple[FloatArray | None, float, RegionClearing]:
     """One round over the current blocks: the LP relaxation first (its optimum, if
     integral, or the incumbent, if within ``mip_rel_gap`` of its bound, is the round's
     solution), else the MILP. Returns the solution (None: none), its objective (nan when it
     is only the relaxation's, whose relaxed areas are to be made full) and the result shell.
+    The LP relaxation starts from ``lps.basis`` (if any) and leaves its own there.
     """
     t1 = time.perf_counter()
-    lp = _program(model)
+    lp, col_keys, row_keys = _program(model)
     by_name = {b.name: b for b in model.all_blocks}
     for name, point in fixed.items():
         fb = by_name[name]
@@ -874,9 +1082,20 @@ def _lazy_round(model: _Model, fixed: Mapping[str, int], times: dict[str, float]
     def left() -> float | None:
         return None if time_limit_s is None else time_limit_s - (time.perf_counter() - t0)
 
-    relax = solve_highs(replace(lp, integrality=np.zeros_like(lp.integrality)),
-                        time_limit_s=left())
+    relax_lp = replace(lp, integrality=np.zeros_like(lp.integrality))
+    t3 = time.perf_counter()
+    basis = (None if lps.basis is None or not lps.enabled else
+             _warm_basis(model, relax_lp, col_keys, row_keys, lps.basis))
+    times["build"] += time.perf_counter() - t3
+    relax = solve_highs(relax_lp, time_limit_s=left(), basis=basis, want_basis=lps.enabled)
     times["solve"] += relax.solve_time_s
+    lps.relaxations += 1
+    lps.iterations += relax.iterations
+    lps.time_s += relax.solve_time_s
+    lps.warm_started += relax.warm_started is True
+    lps.warm_rejected += relax.warm_started is False
+    if relax.basis is not None and relax.x is not None:
+        lps.basis = LpBasis.of(col_keys, row_keys, relax.basis, relax.x, lps.basis)
     if relax.x is None or relax.objective is None or relax.status != ClearingStatus.OPTIMAL:
         shell.status = (ClearingStatus.INFEASIBLE if relax.status == ClearingStatus.INFEASIBLE
                         else ClearingStatus.ERROR)
@@ -908,7 +1127,9 @@ def clear_region(areas: Sequence[AreaPackage], request_mw: float, *,
                  fixed_points: Mapping[str, int] | None = None, prefilter: bool = True,
                  lazy: bool = True, mip_rel_gap: float = 1e-6,
                  time_limit_s: float | None = None, mip_start: bool = True,
-                 warm_full: Collection[str] = ()) -> RegionClearing:
+                 warm_full: Collection[str] = (),
+                 warm: RegionClearing | LpBasis | None = None,
+                 lp_warm_start: bool = True) -> RegionClearing:
     """Clear ``request_mw`` over every area's bids at least cost (``sum c_j |x_j|``).
 
     ``mv`` (the MV DSO's package, columns = the areas' ``mv_column``) couples the areas:
@@ -930,7 +1151,14 @@ def clear_region(areas: Sequence[AreaPackage], request_mw: float, *,
     next frame): the lazy rounds that would make them full one by one are skipped. Exact
     whatever the names (the lazy check still runs; an unknown name or an area that cannot
     bind is ignored); the optimum is the same, and when the names are the areas the cold
-    start ends with, the last round's model and solution are the same too."""
+    start ends with, the last round's model and solution are the same too.
+
+    ``warm``: a previous clearing (or its :attr:`RegionClearing.lp_basis`) whose last LP
+    relaxation's optimal basis the first LP relaxation starts from (module doc "Warm
+    start"); each later round starts from the round before anyway. The same optimum: a
+    basis HiGHS rejects, or that does not lead to an optimal end, is dropped for a cold
+    solve. ``lp_warm_start=False``: every LP relaxation from scratch (``warm`` ignored, no
+    basis kept), the reference."""
     t0 = time.perf_counter()
     if not np.isfinite(request_mw):
         raise ClearingError(f"request_mw must be finite, got {request_mw!r}")
@@ -940,17 +1168,22 @@ def clear_region(areas: Sequence[AreaPackage], request_mw: float, *,
         if name not in by_name or not 0 <= point < by_name[name].m:
             raise ClearingError(f"fixed_points: no area {name!r} with point {point}")
     fixed = dict(fixed_points or {})
-    warm = set(warm_full) if lazy else set()
+    start_full = set(warm_full) if lazy else set()
     for b in model.blocks:
-        b.full = b.name in fixed or (not lazy and b.bindable) or (b.name in warm
+        b.full = b.name in fixed or (not lazy and b.bindable) or (b.name in start_full
                                                                   and b.bindable)
     t_build = time.perf_counter() - t0
     times = {"build": t_build, "start": 0.0, "solve": 0.0}
+    lps = _LpState(warm.lp_basis if isinstance(warm, RegionClearing) else warm,
+                   enabled=lp_warm_start)
     rounds = 0
     while True:
         rounds += 1
-        x, obj, res = _lazy_round(model, fixed, times, t0, mip_rel_gap=mip_rel_gap,
-                                      time_limit_s=time_limit_s, mip_start=mip_start)
+        x, obj, res = _lazy_round(model, fixed, times, t0, lps, mip_rel_gap=mip_rel_gap,
+                                  time_limit_s=time_limit_s, mip_start=mip_start)
+        res.lp_relaxations, res.lp_iterations = lps.relaxations, lps.iterations
+        res.lp_time_s, res.lp_basis = lps.time_s, lps.basis
+        res.lp_warm_started, res.lp_warm_rejected = lps.warm_started, lps.warm_rejected
         res.request_mw = float(request_mw)
         res.lazy_rounds = rounds
         res.full_areas = sum(b.full for b in model.blocks)

@@ -25,7 +25,7 @@ from flexcore.exchange.bids import BidTable
 from flexcore.exchange.limits import Limits
 from flexcore.grid import ppinternals, sensitivity
 from flexcore.grid.powerflow import PF_OPTIONS
-from flexcore.market.multi import AreaPackage, RegionClearing, clear_region
+from flexcore.market.multi import AreaPackage, LpBasis, RegionClearing, clear_region
 from flexcore.region.dsos import (
     FramePolicy,
     LVDso,
@@ -375,6 +375,7 @@ def run_region(setup: RegionSetup, request_mw: float, *, max_rounds: int = 3,
     history: list[dict[str, Any]] = []
     pub: LazyPublication | None = None
     warm: tuple[str, ...] = ()     # the last clearing's full areas: the next one's start
+    basis: LpBasis | None = None   # ... and its LP relaxation's basis (clear_region(warm=))
     if previous is not None and previous.dispatch is not None:
         last = previous.dispatch
         for d in setup.lv:
@@ -395,8 +396,10 @@ def run_region(setup: RegionSetup, request_mw: float, *, max_rounds: int = 3,
                 if exchange is not None:
                     pk, mv_pkg = exchange(pk, mv_pkg)
                 clearing = clear_region(pk, request_mw, mv=mv_pkg, time_limit_s=time_limit_s,
-                                        mip_rel_gap=mip_rel_gap, warm_full=warm)
+                                        mip_rel_gap=mip_rel_gap, warm_full=warm,
+                                        warm=basis)
                 warm = clearing.full_names or warm
+                basis = clearing.lp_basis or basis
                 if not clearing.ok or not pub.check(setup, clearing) \
                         or pub.clearings >= max_cuts:
                     break
@@ -408,8 +411,10 @@ def run_region(setup: RegionSetup, request_mw: float, *, max_rounds: int = 3,
             if exchange is not None:
                 pk, mv_pkg = exchange(pk, mv_pkg)
             clearing = clear_region(pk, request_mw, mv=mv_pkg, time_limit_s=time_limit_s,
-                                    mip_rel_gap=mip_rel_gap, warm_full=warm)
+                                    mip_rel_gap=mip_rel_gap, warm_full=warm,
+                                    warm=basis)
             warm = clearing.full_names or warm
+            basis = clearing.lp_basis or basis
         t2 = time.perf_counter()
         t_clear += t2 - t1
         if not clearing.ok:
