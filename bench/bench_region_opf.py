@@ -56,13 +56,15 @@ def _case(region, bids, names, share, total, args) -> dict:
                        "points": {a.name: a.point for a in rep.areas if a.name in active},
                        "mv_point": rep.mv.point, "time_s": t_clear}}
     areas = None if args.whole else names
+    print(f"share {share:.2f}: cleared {rep.cost_eur_per_h:.3f} EUR/h (AC-safe {rep.ac_safe}, "
+          f"rounds {rep.rounds}) in {t_clear:.0f} s; OPF starts", flush=True)
     opf = region_opf(region, bids, req, interface_mw=rep.delivered_at_interface_mw,
-                     areas=areas)
+                     areas=areas, verbose=args.opf_verbose)
     row["opf"] = opf.as_dict()
     if opf.ok:
         row["gap"] = opf_gap(rep.cost_eur_per_h, opf, bids).as_dict()
     if args.request_pin:
-        o2 = region_opf(region, bids, req, areas=areas)
+        o2 = region_opf(region, bids, req, areas=areas, verbose=args.opf_verbose)
         row["opf_at_request"] = o2.as_dict()
         if o2.ok:
             row["gap_at_request"] = opf_gap(rep.cost_eur_per_h, o2, bids).as_dict()
@@ -88,6 +90,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--whole", action="store_true", help="OPF over the whole region's buses")
     ap.add_argument("--no-request-pin", dest="request_pin", action="store_false",
                     help="skip the OPF with the exchange pinned to the request")
+    ap.add_argument("--opf-verbose", action="store_true",
+                    help="PIPS prints its iterations (progress of a long OPF)")
     ap.add_argument("--audit", action="store_true", help="audit the MV and one LV package")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
