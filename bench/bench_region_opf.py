@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
                     help="loads of a SimBench day of this BDEW type (flexcore.region.profiles)")
     ap.add_argument("--date", default=None, help="... or of this 2016 date")
     ap.add_argument("--frame", type=int, default=48, help="quarter-hour of that day (0..95)")
-    ap.add_argument("--opf-verbose", action="store_true",
+    ap.add_argument("--opf-verbose", action="store_const", const=2, default=0,
                     help="PIPS prints its iterations (progress of a long OPF)")
     ap.add_argument("--audit", action="store_true", help="audit the MV and one LV package")
     args = ap.parse_args(argv)

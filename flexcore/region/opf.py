@@ -216,11 +216,11 @@ def reduced_net(region: Region, areas: list[str] | None) -> pp.pandapowerNet:
 def region_opf(region: Region, bids: dict[str, BidTable], request_mw: float, *,
                interface_mw: float | None = None, areas: list[str] | None = None,
                check: bool = True, pips_tol: float = PIPS_TOL,
-               verbose: bool = False) -> RegionOPF:
+               verbose: int = 0) -> RegionOPF:
     """pandapower's AC OPF of ``request_mw`` over ``bids`` (module doc): the ext_grid's
     import is pinned to its base value minus ``interface_mw`` (default ``request_mw``);
     ``areas``: reduce the region to these LV areas (the others' bids are not offered);
-    ``verbose``: PIPS prints its iterations (a long OPF's progress)."""
+    ``verbose``: PYPOWER's level (1: start and end, 2: PIPS prints every iteration)."""
     t0 = time.perf_counter()
     net = reduced_net(region, areas)
     used = {n: b for n, b in bids.items() if areas is None or n in set(areas)}
