@@ -18,6 +18,12 @@ folder ``results/benchmarks/region_audit-<UTC time>/`` (``audit_mv.json``,
 ``audit_lv.json``).
 
     python -m bench.bench_region_opf [--areas 10] [--shares 0.2 0.5 0.8] [--whole] [--audit]
+        [--day-type winter_workday --frame 72] [--opf-verbose]
+
+``--day-type`` / ``--date`` and ``--frame``: the loads and sgens of one quarter-hour of a
+SimBench day (:mod:`flexcore.region.profiles`, as ``flexcosim region`` with ``day_type`` and
+``frame``) instead of the grid's static values; ``--opf-verbose``: PIPS prints its
+iterations.
 """
 from __future__ import annotations
 
@@ -56,13 +62,15 @@ def _case(region, bids, names, share, total, args) -> dict:
                        "points": {a.name: a.point for a in rep.areas if a.name in active},
                        "mv_point": rep.mv.point, "time_s": t_clear}}
     areas = None if args.whole else names
+    print(f"share {share:.2f}: cleared {rep.cost_eur_per_h:.3f} EUR/h (AC-safe {rep.ac_safe}, "
+          f"rounds {rep.rounds}) in {t_clear:.0f} s; OPF starts", flush=True)
     opf = region_opf(region, bids, req, interface_mw=rep.delivered_at_interface_mw,
-                     areas=areas)
+                     areas=areas, verbose=args.opf_verbose)
     row["opf"] = opf.as_dict()
     if opf.ok:
         row["gap"] = opf_gap(rep.cost_eur_per_h, opf, bids).as_dict()
     if args.request_pin:
-        o2 = region_opf(region, bids, req, areas=areas)
+        o2 = region_opf(region, bids, req, areas=areas, verbose=args.opf_verbose)
         row["opf_at_request"] = o2.as_dict()
         if o2.ok:
             row["gap_at_request"] = opf_gap(rep.cost_eur_per_h, o2, bids).as_dict()
@@ -88,10 +96,29 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--whole", action="store_true", help="OPF over the whole region's buses")
     ap.add_argument("--no-request-pin", dest="request_pin", action="store_false",
                     help="skip the OPF with the exchange pinned to the request")
+    ap.add_argument("--day-type", default=None,
+                    help="loads of a SimBench day of this BDEW type (flexcore.region.profiles)")
+    ap.add_argument("--date", default=None, help="... or of this 2016 date")
+    ap.add_argument("--frame", type=int, default=48, help="quarter-hour of that day (0..95)")
+    ap.add_argument("--opf-verbose", action="store_const", const=2, default=0,
+                    help="PIPS prints its iterations (progress of a long OPF)")
     ap.add_argument("--audit", action="store_true", help="audit the MV and one LV package")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    region = split_region(load_grid(args.grid, allow_mvlv=True), source=args.grid)
+    net = load_grid(args.grid, allow_mvlv=True)
+    profile: dict = {"values": "static (the grid's own p_mw / q_mvar)"}
+    if args.day_type or args.date:    # one SimBench quarter-hour, as `flexcosim region`
+        from flexcore.region.profiles import region_profiles
+
+        rp = region_profiles(net, day_type=args.day_type, date=args.date, seed=args.seed,
+                             source=args.grid)
+        rp.apply(net, args.frame)
+        profile = {"date": rp.date.isoformat(), "day_type": rp.day_type, "frame": args.frame,
+                   "start": str(rp.timestamps[args.frame]),
+                   **{k: float(v) for k, v in rp.totals_mw().iloc[args.frame].items()}}
+        print(f"frame {args.frame} of {rp.date} ({rp.day_type}): load "
+              f"{profile['load_p_mw']:.2f} MW, sgen {profile['sgen_p_mw']:.2f} MW", flush=True)
+    region = split_region(net, source=args.grid)
     names = [a.name for a in region.areas]
     names = names[:args.areas] if args.areas else names
     bids = region_bids(region, seed=args.seed, areas=names)
@@ -103,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
     out: dict = {"grid": args.grid, "areas": len(names), "seed": args.seed,
                  "bid_total_mw": total, "opf_model": "whole region" if args.whole else
                  "reduced: areas with bids + MV, other areas as fixed base draws",
-                 "mip_rel_gap": args.mip_rel_gap, "cases": []}
+                 "mip_rel_gap": args.mip_rel_gap, "profile": profile, "cases": []}
     path = OUT / f"region_opf-{stamp}.json"
     for share in args.shares:
         out["cases"].append(_case(region, bids, names, share, total, args))

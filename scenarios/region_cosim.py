@@ -277,6 +277,25 @@ def _workdir(sim_cfg: dict, wdir: Path) -> dict:
     return {"workdir": str(wdir)} if "python" in sim_cfg else {}
 
 
+def _audit(folder: Path, region, names, pub, bids, ids, cfg, request, say) -> None:
+    """``audit_published.json``: the attack on the MV packages in the TSO's log, scored
+    against the runner's own copy of the MV DSO's model (the evaluator's truth)."""
+    from flexcore.region.audit import write_received_audit
+    from flexcore.region.dsos import mv_dso
+    from flexcore.region.study import MV_NAME
+
+    t = _now()
+    mv = mv_dso(region.mv_net, [pub[n] for n in names], [region.area(n).mv_bus for n in names],
+                [float(bids[n].volume_mw.sum()) for n in names], limits=region.mv_limits,
+                fractions=tuple(cfg.fractions), salt=ids[MV_NAME].salt, model_names=names)
+    res = write_received_audit(folder / "tso" / "messages.jsonl", mv,
+                               (folder / "tso" / "trusted" / f"{MV_NAME}.pub").read_text(),
+                               folder, request_mw=request, desk=MV_NAME)
+    say(f"privacy audit of the {res.packages} MV packages the TSO received: nested groups "
+        f"{res.nesting.count}/{res.nesting.total} ({res.links} links); audit_published.json "
+        f"({_now() - t:.1f} s)")
+
+
 def run_region_cosim(cfg, opts: CosimOptions, *, out: str | Path | None = None,
                      injections=None, keys: dict | None = None, quiet: bool = True,
                      region=None, bids: dict | None = None,
@@ -377,6 +396,9 @@ def run_region_cosim(cfg, opts: CosimOptions, *, out: str | Path | None = None,
     for d, key in trusted.items():
         (tdir / f"{d}.pub").write_text(public_key_pem(key))
 
+    # the privacy audit of what the TSO received (its log, read back after the run)
+    audit = coupled and bool(getattr(cfg, "audit", False))
+
     # ---- mosaik
     env = {"PYTHONPATH": os.pathsep.join([str(REPO)] + [p for p in os.environ.get(
         "PYTHONPATH", "").split(os.pathsep) if p])}
@@ -436,7 +458,7 @@ def run_region_cosim(cfg, opts: CosimOptions, *, out: str | Path | None = None,
                     ports = {p.eid: p for p in mv_sim.Port.create(
                         len(names), areas=[pub[n] for n in names])}
             tso_sim = world.start("RegionTSO", step_s=STEP_S, log_file=str(
-                folder / "tso" / "messages.jsonl") if opts.tso_log else None)
+                folder / "tso" / "messages.jsonl") if opts.tso_log or audit else None)
             tso = tso_sim.TSO(request_mw=[request] * frames, max_rounds=cfg.max_rounds,
                               time_limit_s=cfg.time_limit_s, mip_rel_gap=cfg.mip_rel_gap,
                               privacy=privacy, max_cuts=MAX_CUTS)
@@ -485,6 +507,8 @@ def run_region_cosim(cfg, opts: CosimOptions, *, out: str | Path | None = None,
         "config": asdict(cfg)})
     write_json(folder / "meta.json", {"versions": versions(), "seed": cfg.seed,
                                       "python": sys.executable})
+    if audit:
+        _audit(folder, region, names, pub, bids, ids, cfg, request, say)
     for r in frame_rows:
         say(f"frame {r['frame']}: {r['status']}, cost {r['cost_eur_per_h']:.2f} EUR/h, "
             f"rounds {r['rounds']}, AC violations {r['ac_violations']}, largest errors "

@@ -288,3 +288,130 @@ def write_published_audit(setup: Any, published: Any, folder: str | Path, **kw: 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "audit_mv_published.json").write_text(json.dumps(res.as_dict(), indent=1))
     return res
+
+
+# --------------------------------------------------------------------------- co-simulation
+@dataclass(frozen=True)
+class ReceivedAudit:
+    """The attack on every MV package the TSO received in a region co-simulation (read
+    back from its log as signed bytes, verified with the MV DSO's public key), scored
+    against the MV DSO's model: at ``privacy = "exact"`` the nested groups the links give
+    back (:func:`attack_links`, per frame and over the whole run) and the last package's
+    limit rows (:func:`flexcore.dso.audit.audit`); at ``"full"`` the format-1 package's
+    audit and the nesting its areas' slack-voltage rows give back (:func:`coupling_nesting`).
+    """
+
+    privacy: str
+    packages: int                    # MV packages the TSO received (every frame, round)
+    areas: int
+    links: int                       # areas whose link the TSO received (any frame)
+    nesting: Score                   # exact: links; full: the slack rows (coupling_nesting)
+    nesting_all_links: Score | None  # exact: the same attack with every link published
+    bound: int | None                # exact: true groups containing a linked area
+    frames: tuple[dict[str, Any], ...]
+    mv: AuditReport                  # exact: last package's limit rows; full: last package
+    linked: tuple[str, ...] = ()
+    guessed: tuple[tuple[str, ...], ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"privacy": self.privacy, "mv_packages_received": self.packages,
+                "areas": self.areas, "links": self.links, "linked": list(self.linked),
+                "nesting": self.nesting.as_dict(),
+                "nesting_all_links": None if self.nesting_all_links is None else
+                self.nesting_all_links.as_dict(),
+                "nesting_on_linked_paths": self.bound,
+                "groups_guessed": [list(g) for g in self.guessed],
+                "frames": list(self.frames),
+                ("mv_limit_rows" if self.privacy == "exact" else "mv"): self.mv.as_dict()}
+
+
+def mv_packages_from_log(log_file: str | Path, public_key_pem: str, *, desk: str = "mv"
+                         ) -> list[tuple[int, Any, dict[str, str], dict[str, str]]]:
+    """Every package the TSO's log (``tso/messages.jsonl``) says the MV DSO's desk
+    received, in order: ``(frame, package, slack_columns, slack_rows)`` with the link
+    columns (exact) and slack rows (full) the TSO held when it came, each package verified
+    with ``public_key_pem`` as the only trusted key."""
+    from flexcore.exchange.wire import package_from_text, public_key_from_pem
+
+    key = public_key_from_pem(public_key_pem, source=f"public key of {desk}")
+    out = []
+    columns: dict[str, str] = {}
+    rows: dict[str, str] = {}
+    with open(log_file) as fh:
+        for line in fh:
+            entry = json.loads(line)
+            if entry["kind"] != "received":
+                continue
+            for msg in entry["messages"].get(desk, {}).get("from_dso", {}).values():
+                columns = dict(msg.get("slack_columns", columns))
+                rows = dict(msg.get("slack_rows", rows))
+                if msg.get("package") is not None:
+                    pkg = package_from_text(msg["package"], trusted=[key], allow_full=True,
+                                            source=f"{log_file}: package of {desk}")
+                    out.append((int(msg["frame"]), pkg, columns, rows))
+    return out
+
+
+def audit_received(log_file: str | Path, mv: Any, public_key_pem: str, *,
+                   request_mw: float, desk: str = "mv", order_permutations: int = 50
+                   ) -> ReceivedAudit:
+    """Attack the MV packages of a region co-simulation's TSO log (``log_file``), scored
+    against ``mv`` (a :class:`flexcore.region.dsos.MVDso` of the region's MV model with
+    the areas' public ids as columns: the evaluator's copy of the MV DSO's truth)."""
+    from flexcore.region.publish import mv_sides, slack_column_id
+
+    got = mv_packages_from_log(log_file, public_key_pem, desk=desk)
+    if not got:
+        raise ValueError(f"{log_file}: no package of {desk} in the TSO's log")
+    ids = list(mv.package.columns)
+    truth = true_nesting(mv)
+    last_frame, last, last_cols, last_rows = got[-1]
+    if not isinstance(last, HardenedPackage):        # format 1 ("full")
+        slack = set(last_rows.values())
+        cp = last.select_rows([k in slack for k in last.vm_rows],
+                              np.zeros(len(last.loading_rows), bool))
+        rep = audit(last, net=mv.lin.net, keymap=mv.lin.keymap, salt_guesses=(MV_SALT,),
+                    order_permutations=order_permutations)
+        return ReceivedAudit("full", len(got), len(ids), 0, coupling_nesting(mv, cp), None,
+                             None, ({"frame": last_frame, "rows": len(last.vm_rows) +
+                                     len(last.loading_rows)},), rep)
+
+    def score(key: str, guess: set[frozenset[str]], note: str) -> Score:
+        return Score(key, "link rows -> areas sharing an MV branch", len(truth & guess),
+                     len(truth), f"{len(guess)} groups guessed; {note}",
+                     applicable=bool(truth))
+
+    every: set[frozenset[str]] = set()
+    linked: set[str] = set()
+    frames: dict[int, dict[str, Any]] = {}
+    for frame, pkg, cols, _ in got:
+        g = attack_links(pkg, cols)
+        every |= g
+        linked |= set(cols)
+        frames[frame] = {"frame": frame, "links": sorted(cols), "groups_guessed": len(g),
+                         "groups_true": len(truth & g),
+                         "packages": frames.get(frame, {}).get("packages", 0) + 1}
+    sides = mv_sides(mv.package, [mv.slack_row[a] for a in ids], request_mw=request_mw)
+    for k in range(len(ids)):
+        sides.add_link(k)
+    got_all = attack_links(sides.publish(rng=np.random.default_rng(0)),
+                           {a: slack_column_id(a) for a in ids})
+    bound = sum(1 for t in truth if t & linked)
+    rep = audit(limit_rows_only(last, last_cols), net=mv.lin.net, keymap=mv.lin.keymap,
+                order_permutations=order_permutations)
+    return ReceivedAudit(
+        "exact", len(got), len(ids), len(linked),
+        score("nesting", every, f"{len(linked)} links received, every MV package of the run"),
+        score("nesting_all_links", got_all, "every link published"), bound,
+        tuple(frames[f] for f in sorted(frames)), rep, tuple(sorted(linked)),
+        tuple(sorted(tuple(sorted(g)) for g in every)))
+
+
+def write_received_audit(log_file: str | Path, mv: Any, public_key_pem: str,
+                         folder: str | Path, **kw: Any) -> ReceivedAudit:
+    """:func:`audit_received` into ``folder/audit_published.json``."""
+    res = audit_received(log_file, mv, public_key_pem, **kw)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "audit_published.json").write_text(json.dumps(res.as_dict(), indent=1))
+    return res

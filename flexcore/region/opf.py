@@ -215,10 +215,12 @@ def reduced_net(region: Region, areas: list[str] | None) -> pp.pandapowerNet:
 
 def region_opf(region: Region, bids: dict[str, BidTable], request_mw: float, *,
                interface_mw: float | None = None, areas: list[str] | None = None,
-               check: bool = True, pips_tol: float = PIPS_TOL) -> RegionOPF:
+               check: bool = True, pips_tol: float = PIPS_TOL,
+               verbose: int = 0) -> RegionOPF:
     """pandapower's AC OPF of ``request_mw`` over ``bids`` (module doc): the ext_grid's
     import is pinned to its base value minus ``interface_mw`` (default ``request_mw``);
-    ``areas``: reduce the region to these LV areas (the others' bids are not offered)."""
+    ``areas``: reduce the region to these LV areas (the others' bids are not offered);
+    ``verbose``: PYPOWER's level (1: start and end, 2: PIPS prints every iteration)."""
     t0 = time.perf_counter()
     net = reduced_net(region, areas)
     used = {n: b for n, b in bids.items() if areas is None or n in set(areas)}
@@ -259,7 +261,7 @@ def region_opf(region: Region, bids: dict[str, BidTable], request_mw: float, *,
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            pp.runopp(net, delta=1e-10, verbose=False, calculate_voltage_angles=False,
+            pp.runopp(net, delta=1e-10, verbose=verbose, calculate_voltage_angles=False,
                       PDIPM_COSTTOL=pips_tol, PDIPM_GRADTOL=pips_tol, PDIPM_COMPTOL=pips_tol)
     except pp.OPFNotConverged as exc:
         res.status, res.message = "OPFNotConverged", f"pp.OPFNotConverged: {exc}"
