@@ -62,12 +62,15 @@ class RegionTSO(FrameSimulator):
         self.warm_basis = None    # the last clearing's LP basis (clear_region(warm=))
 
     def init(self, sid, time_resolution=1.0, step_s: int = 900, log_file: str | None = None,
-             **sim_params):
+             log_desks: list[str] | None = None, **sim_params):
         self.step_s = int(step_s)
         self.log_file = log_file
+        self.log_desks = None if log_desks is None else set(log_desks)
         return self.meta
 
     def _log(self, kind: str, messages: dict) -> None:
+        if self.log_desks is not None:
+            messages = {k: v for k, v in messages.items() if k in self.log_desks}
         if self.log_file and messages:
             import json
 
