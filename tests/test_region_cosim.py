@@ -32,6 +32,7 @@ from flexcore.region.dsos import FrameInjections
 from flexcore.region.split import split_region
 from flexcore.region.study import region_bids, run_region, setup_region
 from tests.region_grid import small_region
+from tests.test_wire_memory import rezip, zip_members
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -79,15 +80,8 @@ def test_package_bytes_round_trip_and_tampering(setup):
 
 def _rezip(data: bytes, change) -> bytes:
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        parts = {i.filename: zf.read(i) for i in zf.infolist()}
         comment = zf.comment
-    parts = change(parts)
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        zf.comment = comment
-        for k, v in parts.items():
-            zf.writestr(k, v)
-    return buf.getvalue()
+    return rezip(change(zip_members(data)), comment)
 
 
 def test_package_bytes_refuse_a_consistent_forgery(setup):

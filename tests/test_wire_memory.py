@@ -42,12 +42,14 @@ def _package() -> SensitivityPackage:
         ltdf=rng.random((m, l, n)))
 
 
-def _members(data: bytes) -> dict[str, bytes]:
+def zip_members(data: bytes) -> dict[str, bytes]:
+    """The members of a package's bytes (a zip), by name."""
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         return {i.filename: zf.read(i) for i in zf.infolist()}
 
 
-def _rezip(parts: dict[str, bytes], comment: bytes) -> bytes:
+def rezip(parts: dict[str, bytes], comment: bytes) -> bytes:
+    """``parts`` zipped again under ``comment`` (valid CRCs: what a forger can do)."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         zf.comment = comment
@@ -61,7 +63,7 @@ def _via_folder(data: bytes, tmp: Path, source: str, trusted) -> object:
     checks: this module compares only messages and types)."""
     folder = tmp / "p"
     folder.mkdir()
-    for name, blob in _members(data).items():
+    for name, blob in zip_members(data).items():
         (folder / name).write_bytes(blob)
     try:
         return load_package(folder, allow_full=True, trust=trusted, require_signature=True)
@@ -107,7 +109,7 @@ CASES = {
 def test_in_memory_reader_equals_the_folder_reader(case, trusted, tmp_path):
     data = package_to_bytes(_package(), KEY)
     comment = zipfile.ZipFile(io.BytesIO(data)).comment
-    bad = data if case == "intact" else _rezip(CASES[case](_members(data)), comment)
+    bad = data if case == "intact" else rezip(CASES[case](zip_members(data)), comment)
     keys = [(KEY if trusted == "own" else OTHER).public_key()]
     new = _in_memory(bad, "bytes from lv-7", keys)
     old = _via_folder(bad, tmp_path, "bytes from lv-7", keys)
@@ -125,8 +127,8 @@ def test_in_memory_reader_equals_the_folder_reader(case, trusted, tmp_path):
 def test_a_signature_record_that_is_no_json_is_a_signature_error():
     """Not a StrictJSONError, which the TSO (it catches PackageError and SignatureError)
     would not turn into a refusal."""
-    parts = _members(package_to_bytes(_package(), KEY))
-    bad = _rezip(parts | {SIGNATURE: b"{"}, b"flexcosim-package-bytes v1")
+    parts = zip_members(package_to_bytes(_package(), KEY))
+    bad = rezip(parts | {SIGNATURE: b"{"}, b"flexcosim-package-bytes v1")
     with pytest.raises(SignatureError, match=r"lv-7/SIGNATURE.json: not valid JSON"):
         package_from_bytes(bad, trusted=[KEY.public_key()], allow_full=True, source="lv-7")
 
