@@ -145,3 +145,15 @@ def test_package_files_are_the_bytes_save_package_writes(tmp_path):
     assert {k: v for k, v in a.items() if k not in ("created_utc", "package_sha256")} \
         == {k: v for k, v in b.items() if k not in ("created_utc", "package_sha256")}
     assert set(package_files(pkg)) == {MANIFEST, ARRAYS}
+
+
+def test_finite_json_decides_like_the_walk():
+    """The JSON encoder's fast check and the Python walk agree, also where the encoder
+    cannot decide (a key JSON cannot hold, an object it does not know)."""
+    from flexcore.exchange.signing import _finite_walk, finite_json
+
+    nan, inf = float("nan"), float("inf")
+    cases = [{"a": [1.0, 2]}, {"a": [1.0, nan]}, (1.0, -inf), {(1, 2): nan}, {(1, 2): 1.0},
+             {"a": object(), "b": 1.0}, {"a": {"b": [inf]}}]
+    assert [finite_json(c) for c in cases] == [_finite_walk(c) for c in cases] == \
+        [True, False, False, False, True, True, False]

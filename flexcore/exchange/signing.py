@@ -92,7 +92,7 @@ def finite_json(obj: Any) -> bool:
     the common case; only an object it refuses is walked in Python."""
     try:
         json.dumps(obj, allow_nan=False, default=lambda _: None)
-    except ValueError:
+    except (ValueError, TypeError):   # TypeError: a dict key JSON cannot hold
         return _finite_walk(obj)
     return True
 
