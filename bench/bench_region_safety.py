@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 
 from bench.bench_region_cosim import add_region_args, load_region
+from flexcore.dso.refinement import RefinementPolicy
+from flexcore.region.dsos import FramePolicy
 from flexcore.region.study import (
     BINDING_LOADING_PERCENT,
     BINDING_VM_PU,
@@ -102,8 +104,17 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--areas", type=int, default=0, help="the first N LV areas (0: all)")
     p.add_argument("--privacy", default="full", choices=("full", "exact"))
     p.add_argument("--request-share", type=float, default=None)
+    p.add_argument("--no-tighten", action="store_true",
+                   help="RefinementPolicy(tighten_unsafe=False)")
+    p.add_argument("--no-margin", action="store_true",
+                   help="RefinementPolicy(solver_margin=False)")
+    p.add_argument("--no-warm-point", action="store_true",
+                   help="FramePolicy(warm_point=False)")
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
+    refinement = RefinementPolicy(max_rounds=a.max_rounds, tighten_unsafe=not a.no_tighten,
+                                  solver_margin=not a.no_margin)
+    policy = FramePolicy(warm_point=not a.no_warm_point)
     region, _, cfg0, bids_all, inj = load_region(a)
     names = [x.name for x in region.areas][:a.areas or None]
     bids = {x: bids_all[x] for x in names if x in bids_all}
@@ -121,7 +132,8 @@ def main(argv: list[str] | None = None) -> dict:
             new_frame(setup, inj, f)
         base = setup.grid.run(setup.bid_bus, np.zeros(len(setup.bid_bus)))
         rep = run_region(setup, request, max_rounds=a.max_rounds, mip_rel_gap=a.mip_rel_gap,
-                         time_limit_s=cfg0.time_limit_s, privacy=a.privacy, previous=rep)
+                         time_limit_s=cfg0.time_limit_s, privacy=a.privacy, previous=rep,
+                         refinement=refinement, policy=policy)
         rows = violated_rows(setup, rep, base)
         row = {"frame": a.start + f, "status": rep.status, "dispatched": getattr(
                    rep, "dispatched", rep.status == "optimal"),
@@ -153,7 +165,11 @@ def main(argv: list[str] | None = None) -> dict:
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     out = {"grid": a.grid, "areas": len(bids), "start": a.start, "frames": frames,
            "privacy": a.privacy, "max_rounds": a.max_rounds, "request_mw": request,
-           "day_type": a.day_type}
+           "day_type": a.day_type, "refinement": refinement.__dict__,
+           "frame_policy": policy.as_dict(),
+           "unsafe_frames": [f["frame"] for f in frames if f["violated_rows_last_round"]],
+           "undispatched_frames": [f["frame"] for f in frames if not f["dispatched"]],
+           "wall_s": float(sum(f["wall_s"] for f in frames))}
     path = Path(a.out) if a.out else OUT_DIR / f"region_safety-{stamp}.json"
     write_json(path, out)
     print(f"written {path}")
