@@ -174,8 +174,11 @@ class _Entity:
         self.last_x: np.ndarray | None = None   # the last dispatched activation (own share)
         self.pending: dict[tuple[int, int | None], dict] = {}
         #: this frame's rounds: round -> (own activation, slack change (LV) / draw change
-        #: (MV)), for the TSO's final word on which one it dispatched
+        #: (MV)), for the TSO's final word on which one it dispatched, and the round's
+        #: answer (without the package); rows tightened in the frame so far
         self.done: dict[int, tuple] = {}
+        self.answered: dict[int, dict] = {}
+        self.tightened = 0
 
     def publish(self, package) -> str:
         from flexcore.exchange.wire import package_to_text
@@ -216,12 +219,10 @@ class _Entity:
         t0 = time.perf_counter()
         lazy = None
         if attr == "from_tso" and msg.get("final"):
-            k = msg.get("dispatched_round")
-            self.dispatched(None if k is None else int(k))
-            self.time_s += time.perf_counter() - t0
-            return {}
+            return self.final(msg.get("dispatched_round"), t0)
         if attr == "measured" and msg["round"] == -1:
             self.frame, self.base, self.pending, self.done = frame, _measured_ac(msg), {}, {}
+            self.answered, self.tightened = {}, 0
             self.time_s = 0.0
             if not self.base.converged:
                 out = {self.eid: {"to_tso": {
@@ -242,7 +243,26 @@ class _Entity:
             if lazy is None:
                 mine["report"] = {k: v for k, v in mine["to_tso"].items() if k != "package"} \
                     | self.private_report()
+                if "check" in mine["report"]:
+                    self.answered[int(mine["report"]["round"])] = mine["report"]
         return out
+
+    def final(self, k, t0: float) -> dict[str, dict]:
+        """The TSO's last word on the frame: it dispatched round ``k`` (None: nothing). The
+        warm point of the next frame follows it; the report repeats the DSO's answer of that
+        round (else of the last) as the frame's (``final``; its ``rows_tightened``: the
+        frame's)."""
+        k = None if k is None else int(k)
+        self.dispatched(k)
+        self.time_s += time.perf_counter() - t0
+        rep = self.answered.get(k) if k is not None else None
+        if rep is None and self.answered:
+            rep = self.answered[max(self.answered)]
+        if rep is None:
+            return {}
+        return {self.eid: {"report": rep | {"final": True, "dispatched_round": k,
+                                            "rows_tightened": self.tightened,
+                                            "time_s": self.time_s}}}
 
     def handle(self, key: tuple[int, int | None], slot: dict) -> dict[str, dict]:
         """A dispatched clearing (``key = (k, None)``) once its measurement is in: the
@@ -348,13 +368,14 @@ class _LVEntity(_Entity):
                 vm, ld = self.violated(LV_LIMITS, ac)
                 shifted = d.tighten(int(clearing["point"]), x, dv if self.coupled else None,
                                     ac_vm_pu=vm, ac_loading_percent=ld, limits=LV_LIMITS).n
+                self.tightened += shifted
             if active:
                 d.refine(x, ac.vm_pu[d.area.mv_bus])
             if active or shifted:
                 package = self._package(previous=self.pub)
         return {"frame": self.frame, "round": k, "converged": ac.converged, "safe": safe,
                 "ok": ok, "check": _public(check), "rounds": d.rounds,
-                "rows_tightened": shifted, "package": package}
+                "rows_tightened": self.tightened, "package": package}
 
     def dispatched(self, k: int | None) -> None:
         super().dispatched(k)
@@ -466,9 +487,10 @@ class _MVEntity(_Entity):
             vm, ld = self.violated(MV_LIMITS, ac)
             shifted = d.tighten(int(clearing["point"]), y, ac_vm_pu=vm, ac_loading_percent=ld,
                                 limits=MV_LIMITS).n
+            self.tightened += shifted
         out = {"frame": self.frame, "round": k, "converged": ac.converged, "safe": safe,
-               "ok": ok, "check": _public(check), "rounds": k, "rows_tightened": shifted,
-               "package": None}
+               "ok": ok, "check": _public(check), "rounds": k,
+               "rows_tightened": self.tightened, "package": None}
         if k < self.max_rounds and ac.converged:
             d.refine(y, draw_p_mw=np.asarray(m["draw_p_mw"], float)[self._col],
                      draw_q_mvar=np.asarray(m["draw_q_mvar"], float)[self._col])

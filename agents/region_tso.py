@@ -140,7 +140,7 @@ class RegionTSO(FrameSimulator):
         self.outcomes: list = []     # per round: RoundOutcome (flexcore.exchange.dispatch)
         self.cleared: dict = {}      # round -> its dispatched (checked) clearing
         self.grid_round: int | None = None   # the round whose set-points the grid ran last
-        self.tightened = 0
+        self.tightened: dict[str, int] = {}   # per DSO: rows tightened in the frame so far
 
     def step(self, time, inputs, max_advance):
         frame = int(time) // self.step_s
@@ -287,7 +287,7 @@ class RegionTSO(FrameSimulator):
         reps = self.reports.values()
         converged = all(r["converged"] for r in reps)
         safe = converged and all(r.get("safe", r["ok"]) for r in reps)
-        self.tightened += sum(int(r.get("rows_tightened", 0)) for r in reps)
+        self.tightened |= {n: int(r.get("rows_tightened", 0)) for n, r in self.reports.items()}
         self.outcomes.append(RoundOutcome(self.round, self.last.status, safe,
                                           float(self.last.cost_eur_per_h)))
         if all(r["ok"] for r in reps) or self.round >= self.max_rounds or not converged:
@@ -329,7 +329,7 @@ class RegionTSO(FrameSimulator):
         self._eout["TSO"] = {**final.get("TSO", {}), "clearing": {
             "frame": self.frame, "status": status, "message": message,
             "dispatched": ok, "round": k if ok else self.round, "dispatched_round": k,
-            "rounds_run": self.round, "rows_tightened": self.tightened,
+            "rounds_run": self.round, "rows_tightened": sum(self.tightened.values()),
             "request_mw": self.request[self.frame],
             "cost_eur_per_h": float(r.cost_eur_per_h) if ok else math.nan,
             "mv_point": r.mv_point if ok else None, "areas": areas,

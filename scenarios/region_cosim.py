@@ -181,11 +181,8 @@ class Collector(FrameSimulator):
             k = c["round"]
             # where the grid ended the frame: the dispatched round, or zero set-points
             ac = self.final_ac.get(f, {})
+            # each DSO's report of the dispatched round (its last one of the frame, ``final``)
             reps = {n: r for (ff, kk, n), r in self.reports.items() if ff == f and kk == k}
-            tight: dict[str, int] = {}
-            for (ff, _, n), r in self.reports.items():
-                if ff == f:
-                    tight[n] = tight.get(n, 0) + int(r.get("rows_tightened", 0))
             checks = [r["check"] for r in reps.values() if "check" in r]
             dso_s: dict[str, float] = {}   # each DSO's own time in the frame (cumulative)
             for (ff, _, n), r in self.reports.items():
@@ -235,7 +232,7 @@ class Collector(FrameSimulator):
                     "ac_violations_all_rows": g.get("violations", 0),
                     "ac_base_violations_all_rows": g.get("base_violations", 0),
                     "ac_worst": g.get("worst", ""),
-                    "rows_tightened": tight.get(n, 0)})
+                    "rows_tightened": r.get("rows_tightened", 0)})
         return frames, areas
 
     def finalize(self):

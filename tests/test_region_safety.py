@@ -171,3 +171,55 @@ def test_the_violated_row_is_tightened_and_the_next_round_is_safe(case):
     assert rep.history[1]["rows_tightened"] == 1 and rep.mv.rows_tightened == 1
     assert rep.status == "optimal" and rep.dispatched_round == 2 and rep.ac_safe
     _assert_safe_in_pandapower(region, bids, _activation(setup, rep))
+
+
+# --------------------------------------------------------------------------- co-simulation
+def _cosim(case, tmp_path, monkeypatch, refinement: RefinementPolicy, privacy: str):
+    """The co-simulation of the case (one frame, all agents in this process, so that the
+    case's MV limit is the one the agents and the grid read from ``flexcore.region.split``)."""
+    import flexcore.region.split as split
+    from scenarios.region import RegionConfig
+    from scenarios.region_cosim import CosimOptions, run_region_cosim
+
+    region, bids, _ = case
+    monkeypatch.setattr(split, "MV_LIMITS", region.mv_limits)
+    cfg = RegionConfig(grid="small", request_share=SHARE, max_rounds=refinement.max_rounds,
+                       mip_rel_gap=1e-7, time_limit_s=60.0, privacy=privacy, audit=False)
+    return run_region_cosim(cfg, CosimOptions(frames=1, starter="python",
+                                              refinement=refinement),
+                            out=tmp_path / privacy, region=region, bids=bids)
+
+
+@pytest.mark.parametrize("privacy", ["exact", "full"])
+def test_cosim_tightens_and_dispatches_what_the_study_does(case, tmp_path, monkeypatch,
+                                                          privacy):
+    """Exact: the DSO tightens its own package before its publisher derives the format-2
+    sides from it. The same rounds, tightened row and dispatch as the study."""
+    pol = RefinementPolicy(max_rounds=2)
+    res = _cosim(case, tmp_path, monkeypatch, pol, privacy)
+    region, bids, request = case
+    rep = run_region(setup_region(region, bids, secret="safety"), request, mip_rel_gap=1e-7,
+                     refinement=pol, privacy=privacy)
+    row = res.frames[0]
+    assert row["status"] == rep.status == "optimal" and row["dispatched"]
+    assert row["dispatched_round"] == rep.dispatched_round == 2 and row["rounds"] == 2
+    assert row["rows_tightened"] == 1
+    assert row["ac_violations"] == 0 and row["dso_violations"] == 0
+    assert row["cost_eur_per_h"] == pytest.approx(rep.cost_eur_per_h, rel=1e-6)
+    assert row["delivered_at_interface_mw"] == pytest.approx(rep.delivered_at_interface_mw,
+                                                             abs=1e-6)
+    assert sum(a["rows_tightened"] for a in res.areas) == 1
+
+
+def test_cosim_unsafe_frame_leaves_the_grid_at_zero(case, tmp_path, monkeypatch):
+    pol = RefinementPolicy(max_rounds=1, tighten_unsafe=False, keep_cheapest_safe=False)
+    res = _cosim(case, tmp_path, monkeypatch, pol, "exact")
+    row = res.frames[0]
+    assert row["status"] == "unsafe" and not row["dispatched"]
+    assert row["dispatched_round"] is None and row["rounds"] == 1
+    assert math.isnan(row["cost_eur_per_h"]) and row["delivered_mw"] == 0.0
+    # the grid ended the frame at zero set-points (its last AC record): nothing delivered,
+    # nothing violated; the DSOs' check of the last round saw the violation
+    assert row["ac_converged"] and row["ac_violations"] == 0
+    assert row["delivered_at_interface_mw"] == pytest.approx(0.0, abs=1e-8)
+    assert row["dso_violations"] == 1
