@@ -190,6 +190,7 @@ def _cosim(case, tmp_path, monkeypatch, refinement: RefinementPolicy, privacy: s
                             out=tmp_path / privacy, region=region, bids=bids)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("privacy", ["exact", "full"])
 def test_cosim_tightens_and_dispatches_what_the_study_does(case, tmp_path, monkeypatch,
                                                           privacy):
