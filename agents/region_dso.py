@@ -361,16 +361,15 @@ class _LVEntity(_Entity):
         self.done[k] = (x, dv)
         check = self.check(LV_LIMITS, *pred, ac)
         safe, ok = _safe_ok(check, ac)
-        package, shifted = None, 0
+        package = None
         if k < self.max_rounds and ac.converged and not ok:
             active = bool(np.any(np.abs(x) > 1e-9))
-            if not safe and self.refinement.tighten_unsafe:
-                vm, ld = self.violated(LV_LIMITS, ac)
-                shifted = d.tighten(int(clearing["point"]), x, dv if self.coupled else None,
-                                    ac_vm_pu=vm, ac_loading_percent=ld, limits=LV_LIMITS).n
-                self.tightened += shifted
-            if active:
-                d.refine(x, ac.vm_pu[d.area.mv_bus])
+            vm, ld = self.violated(LV_LIMITS, ac)
+            shifted = d.next_round(int(clearing["point"]), x, dv if self.coupled else None,
+                                   ac_vm_pu=vm, ac_loading_percent=ld, limits=LV_LIMITS,
+                                   tighten_unsafe=self.refinement.tighten_unsafe,
+                                   refine=active, slack_vm_pu=ac.vm_pu[d.area.mv_bus])
+            self.tightened += shifted
             if active or shifted:
                 package = self._package(previous=self.pub)
         return {"frame": self.frame, "round": k, "converged": ac.converged, "safe": safe,

@@ -267,18 +267,16 @@ class RegionTSO(FrameSimulator):
         r = self.last
         self.cleared[self.round] = r
         self.grid_round = self.round
-        self._eout = self._to_dsos(r) | {"TSO": {"setpoint[MW]": self._setpoints(r)}}
+        self._eout = self._to_dsos(r) | {"TSO": {"setpoint[MW]": self._setpoints(r, self.round)}}
 
-    def _setpoints(self, r, *, final: bool = False) -> dict:
-        """The grid's message: clearing ``r``'s set-points (None: zero), of this round or,
-        ``final``, of the round dispatched."""
+    def _setpoints(self, r, k: int, *, final: bool = False) -> dict:
+        """The grid's message: clearing ``r``'s set-points (None: zero) of round ``k`` (-1:
+        none); ``final``: the frame's dispatch."""
         setpoints: dict[str, float] = {}
         if r is not None:
             for a in self.areas:
                 setpoints.update({b: float(v) for b, v in
                                   zip(a.bids.ids, r.activation_mw[a.name]) if v != 0.0})
-        k = self.round if not final else next(
-            (k for k, c in self.cleared.items() if c is r), -1)
         return {"frame": self.frame, "round": k, "activation_mw": setpoints, "final": final}
 
     def _decide(self) -> None:
@@ -286,7 +284,7 @@ class RegionTSO(FrameSimulator):
 
         reps = self.reports.values()
         converged = all(r["converged"] for r in reps)
-        safe = converged and all(r.get("safe", r["ok"]) for r in reps)
+        safe = converged and all(r["safe"] for r in reps)
         self.tightened |= {n: int(r.get("rows_tightened", 0)) for n, r in self.reports.items()}
         self.outcomes.append(RoundOutcome(self.round, self.last.status, safe,
                                           float(self.last.cost_eur_per_h)))
@@ -313,7 +311,8 @@ class RegionTSO(FrameSimulator):
         ok = r is not None
         final = {}
         if k != self.grid_round and (k is not None or self.grid_round is not None):
-            final = {"TSO": {"setpoint[MW]": self._setpoints(r, final=True)}}
+            final = {"TSO": {"setpoint[MW]": self._setpoints(r, -1 if k is None else k,
+                                                             final=True)}}
         areas = {}
         if ok:
             for n, d in self.desks.items():

@@ -19,7 +19,10 @@ unmargined itself; after a round whose AC check shows rows violated (the base-ca
 :mod:`flexcore.region.study`), :meth:`LVDso.tighten` / :meth:`MVDso.tighten` shift them at
 the selected point by the observed mismatch (:func:`flexcore.dso.safety.tighten`; an LV
 package with its slack column, so the mismatch is the one of the clearing's prediction at
-the slack change it assumed) before the refinement point is added. At the package's
+the slack change it assumed) before the refinement point is added, and an LV DSO shifts
+them at its new refinement point too (:meth:`LVDso.next_round`: that point is exact in the
+DSO's own model, so its mismatch at the clearing is the error of the slack voltage the MV
+package gave the clearing, seen to persist across rounds). At the package's
 **zero point** (fraction 0, the base case from which the clearing's base-case rule widens
 limits, :func:`flexcore.market.multi.effective_limits`, and from which the MV voltage
 changes are measured) a row is shifted only if its shifted base stays within the published
@@ -178,6 +181,28 @@ class LVDso:
             return self.package
         return with_slack_column(self.package, self.slack_vtdf, self.slack_ltdf,
                                  self.slack_offset_pu)
+
+    def next_round(self, point: int, x: np.ndarray, slack_dv_pu: float | None, *,
+                   ac_vm_pu: dict, ac_loading_percent: dict, limits: Limits,
+                   tighten_unsafe: bool, refine: bool, slack_vm_pu: float) -> int:
+        """The DSO's package for the next round after a round it found unsafe (``ac_*``:
+        the violated rows, {row key: AC value}) or inaccurate (module doc "Safety"): with
+        ``tighten_unsafe`` the violated rows are shifted at the selected ``point``; with
+        ``refine`` a point is added at ``x`` and the measured slack voltage ``slack_vm_pu``,
+        and the violated rows are shifted there too by what it predicts for the clearing
+        (``x`` at the slack change ``slack_dv_pu`` the clearing assumed): the new point is
+        exact in the DSO's own model, so that mismatch is the error of the slack voltage the
+        MV package gave the clearing, which the next clearing meets again. Returns the row
+        shifts made."""
+        unsafe = tighten_unsafe and bool(ac_vm_pu or ac_loading_percent)
+        kw = {"ac_vm_pu": ac_vm_pu, "ac_loading_percent": ac_loading_percent,
+              "limits": limits}
+        n = self.tighten(point, x, slack_dv_pu, **kw).n if unsafe else 0
+        if refine:
+            self.refine(x, slack_vm_pu)
+            if unsafe:
+                n += self.tighten(self.package.m - 1, x, slack_dv_pu, **kw).n
+        return n
 
     def tighten(self, point: int, x: np.ndarray, slack_dv_pu: float | None, *,
                 ac_vm_pu: dict, ac_loading_percent: dict, limits: Limits

@@ -515,16 +515,16 @@ def run_region(setup: RegionSetup, request_mw: float, *, max_rounds: int = 3,
         n_tight = 0
         for d, c in zip(setup.lv, checks):
             x = clearing.activation_mw[d.name]
-            if c.violations and pol.tighten_unsafe:
-                vm, ld = violated_rows(setup.region.lv_limits, d.package, d.lin.keymap, ac,
-                                       base)
-                n = d.tighten(clearing.points[d.name], x, clearing.slack_dv_pu.get(d.name)
-                              if setup.mv is not None else None, ac_vm_pu=vm,
-                              ac_loading_percent=ld, limits=setup.region.lv_limits).n
-                tightened[d.name] += n
-                n_tight += n
-            if np.any(np.abs(x) > 1e-9) and (c.violations or not within_table1(c)):
-                d.refine(x, ac.vm_pu[d.area.mv_bus])
+            vm, ld = violated_rows(setup.region.lv_limits, d.package, d.lin.keymap, ac, base)
+            n = d.next_round(clearing.points[d.name], x, clearing.slack_dv_pu.get(d.name)
+                             if setup.mv is not None else None, ac_vm_pu=vm,
+                             ac_loading_percent=ld, limits=setup.region.lv_limits,
+                             tighten_unsafe=pol.tighten_unsafe,
+                             refine=bool(np.any(np.abs(x) > 1e-9)) and (
+                                 c.violations > 0 or not within_table1(c)),
+                             slack_vm_pu=ac.vm_pu[d.area.mv_bus])
+            tightened[d.name] += n
+            n_tight += n
         if setup.mv is not None:
             y = injections(setup.lv, clearing)
             if mvc.violations and pol.tighten_unsafe and clearing.mv_point is not None:
