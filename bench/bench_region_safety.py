@@ -1,7 +1,8 @@
 """Benchmark: the region's safety rule over a window of SimBench frames, in process.
 
 ``python -m bench.bench_region_safety [--grid ...] [--areas 0] [--frames 4] [--start 0]
-[--day-type winter_workday] [--privacy full|exact] [--max-rounds 3] [--out FILE]`` chains
+[--day-type winter_workday] [--privacy full|exact] [--max-rounds 3] [--no-tighten]
+[--no-margin] [--no-warm-point] [--out FILE]`` chains
 frames of the in-process study (:func:`flexcore.region.study.run_region` with
 ``previous``) the way the co-simulation's agents do per frame (each DSO re-linearises at
 the frame's loads and its measured slack voltage / draws; the frame starts from the previous
@@ -10,7 +11,10 @@ one as :class:`flexcore.region.dsos.FramePolicy` says), on the bids and profiles
 the dispatched round, cost, rounds, time, the violations of every round and, for every row
 the last round's AC check calls violated (base-case rule of :mod:`flexcore.region.study`),
 how far past its limit it is, the clearing's prediction there, its base value and whether
-the clearing predicted it at its limit. ``results/benchmarks/region_safety-<UTC>.json``.
+the clearing predicted it at its limit. ``--no-tighten`` / ``--no-margin``: the
+:class:`~flexcore.dso.refinement.RefinementPolicy` without tightening / solver margin;
+``--no-warm-point``: the :class:`~flexcore.region.dsos.FramePolicy` without the warm point.
+``results/benchmarks/region_safety-<UTC>.json``.
 """
 from __future__ import annotations
 
