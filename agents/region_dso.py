@@ -64,12 +64,21 @@ published at the end of the previous frame are published from the start
 activation (LV: at the new measured slack voltage plus the previous frame's slack change;
 MV: at the new measured draws plus the change the previous dispatch made to them).
 
-An LV DSO refines (:meth:`LVDso.refine`, at the cleared activation and the measured slack
-voltage) when k < ``max_rounds``, the AC converged, it is active and its check failed, the
-rule of :func:`flexcore.region.study.run_region`. The MV DSO refines whenever k <
-``max_rounds`` and the AC converged (at the measured draws): it cannot see the LV checks, so
-its last refinement is wasted when the TSO stops. Packages cross as signed bytes
-(base64 text of :func:`flexcore.exchange.wire.package_to_bytes`).
+The round policy is the single DSO's (param ``refinement``: a
+:class:`flexcore.dso.refinement.RefinementPolicy` as a dict, None: its defaults; its
+``max_rounds`` is the param ``max_rounds``), the rule of
+:func:`flexcore.region.study.run_region`: a DSO publishes with the solver margin
+(``solver_margin``); when k < ``max_rounds``, the AC converged and its check is not ok
+(``safe``: no row violated; ``ok``: safe and within Table 1), a DSO whose check shows
+violated rows shifts them by the observed mismatch (``tighten_unsafe``,
+:meth:`LVDso.tighten` at the slack change the clearing assumed / :meth:`MVDso.tighten`),
+an active LV DSO adds a point at its activation and the measured slack voltage
+(:meth:`LVDso.refine`), and the DSO publishes the new package. The MV DSO refines whenever
+k < ``max_rounds`` and the AC converged (at the measured draws): it cannot see the LV
+checks, so its last refinement is wasted when the TSO stops. The TSO's last message of a
+frame (``final``) names the round it dispatched (``dispatched_round``, None: nothing): the
+next frame's warm point is at that round's activation (none without a dispatch). Packages
+cross as signed bytes (base64 text of :func:`flexcore.exchange.wire.package_to_bytes`).
 
 ``python -m agents.region_dso HOST:PORT`` is the ``cmd`` form; ``python -m
 agents.region_dso HOST:PORT --remote`` serves on HOST:PORT until mosaik connects (mosaik's
@@ -93,7 +102,7 @@ ATTRS_OUT = (("to_tso", "package (signed bytes, base64) and/or the round's check
              ("to_mv", "LV, exact: whether the DSO asks for its link"),
              ("report", "the DSO's round record (check, rounds) for the run's tables"))
 _MODEL = {"public": True, "attrs": [a for a, _ in ATTRS_IN + ATTRS_OUT]}
-_PARAMS = ["max_rounds", "privacy", "request_mw", "policy"]
+_PARAMS = ["max_rounds", "privacy", "request_mw", "policy", "refinement"]
 META = meta_from_table({"LV": _MODEL | {"params": ["dsos", "coupled", *_PARAMS]},
                         "MV": _MODEL | {"params": ["dso", *_PARAMS]},
                         "Port": {"public": True, "params": ["areas"],
@@ -113,11 +122,13 @@ def _measured_ac(m: dict):
                     math.nan)
 
 
-def _ok(check) -> bool:
-    from flexcore.region.study import TABLE1_LOADING_PERCENT, TABLE1_VM_PU
+def _safe_ok(check, ac) -> tuple[bool, bool]:
+    """(safe: the AC converged and no row is violated; ok: safe and within Table 1), the
+    rule of :func:`flexcore.region.study.run_region`."""
+    from flexcore.region.study import within_table1
 
-    return (check.violations == 0 and check.max_vm_err_pu <= TABLE1_VM_PU
-            and check.max_loading_err_percent <= TABLE1_LOADING_PERCENT)
+    safe = bool(ac.converged and check.violations == 0)
+    return safe, safe and within_table1(check)
 
 
 def _public(check) -> dict:
@@ -130,7 +141,9 @@ class _Entity:
     the privacy level and, at ``"exact"``, its shuffle generator."""
 
     def __init__(self, root: Path, spec: dict, max_rounds: int, privacy: str,
-                 request_mw: list[float] | None, policy: dict | None = None):
+                 request_mw: list[float] | None, policy: dict | None = None,
+                 refinement: dict | None = None):
+        from flexcore.dso.refinement import RefinementPolicy
         from flexcore.exchange.signing import load_private_key
         from flexcore.region.dsos import FrameInjections, FramePolicy
         from flexcore.region.ids import DsoIdentity
@@ -143,6 +156,8 @@ class _Entity:
                              "rows are published for one request)")
         self.spec, self.max_rounds = spec, int(max_rounds)
         self.policy = FramePolicy.of(policy)
+        self.refinement = RefinementPolicy(**{**(refinement or {}),
+                                              "max_rounds": self.max_rounds})
         self.exact = privacy == "exact"
         self.request = [float(r) for r in request_mw or []]
         self.key = load_private_key(root / spec["key_file"])
@@ -158,11 +173,28 @@ class _Entity:
         self.pub = None      # exact: the round's LVPublisher / MVPublisher
         self.last_x: np.ndarray | None = None   # the last dispatched activation (own share)
         self.pending: dict[tuple[int, int | None], dict] = {}
+        #: this frame's rounds: round -> (own activation, slack change (LV) / draw change
+        #: (MV)), for the TSO's final word on which one it dispatched, and the round's
+        #: answer (without the package); rows tightened in the frame so far
+        self.done: dict[int, tuple] = {}
+        self.answered: dict[int, dict] = {}
+        self.tightened = 0
 
     def publish(self, package) -> str:
         from flexcore.exchange.wire import package_to_text
 
         return package_to_text(package, self.key)
+
+    def violated(self, limits, ac) -> tuple[dict, dict]:
+        """The DSO's rows the measured AC state violates (base-case rule), by row key."""
+        from flexcore.region.study import violated_rows
+
+        d = self.dso
+        return violated_rows(limits, d.package, d.lin.keymap, ac, self.base)
+
+    def dispatched(self, k: int | None) -> None:
+        """The TSO dispatched round ``k`` of this frame (None: nothing)."""
+        self.last_x = self.done[k][0] if k is not None and k in self.done else None
 
     def check(self, limits, pred_vm: np.ndarray, pred_ld: np.ndarray, ac):
         """The DSO's check of its package rows: the predictions against the measured AC
@@ -186,8 +218,11 @@ class _Entity:
         lazy answer goes to the ``report`` too."""
         t0 = time.perf_counter()
         lazy = None
+        if attr == "from_tso" and msg.get("final"):
+            return self.final(msg.get("dispatched_round"), t0)
         if attr == "measured" and msg["round"] == -1:
-            self.frame, self.base, self.pending = frame, _measured_ac(msg), {}
+            self.frame, self.base, self.pending, self.done = frame, _measured_ac(msg), {}, {}
+            self.answered, self.tightened = {}, 0
             self.time_s = 0.0
             if not self.base.converged:
                 out = {self.eid: {"to_tso": {
@@ -208,7 +243,26 @@ class _Entity:
             if lazy is None:
                 mine["report"] = {k: v for k, v in mine["to_tso"].items() if k != "package"} \
                     | self.private_report()
+                if "check" in mine["report"]:
+                    self.answered[int(mine["report"]["round"])] = mine["report"]
         return out
+
+    def final(self, k, t0: float) -> dict[str, dict]:
+        """The TSO's last word on the frame: it dispatched round ``k`` (None: nothing). The
+        warm point of the next frame follows it; the report repeats the DSO's answer of that
+        round (else of the last) as the frame's (``final``; its ``rows_tightened``: the
+        frame's)."""
+        k = None if k is None else int(k)
+        self.dispatched(k)
+        self.time_s += time.perf_counter() - t0
+        rep = self.answered.get(k) if k is not None else None
+        if rep is None and self.answered:
+            rep = self.answered[max(self.answered)]
+        if rep is None:
+            return {}
+        return {self.eid: {"report": rep | {"final": True, "dispatched_round": k,
+                                            "rows_tightened": self.tightened,
+                                            "time_s": self.time_s}}}
 
     def handle(self, key: tuple[int, int | None], slot: dict) -> dict[str, dict]:
         """A dispatched clearing (``key = (k, None)``) once its measurement is in: the
@@ -227,11 +281,12 @@ class _Entity:
 
 class _LVEntity(_Entity):
     def __init__(self, root: Path, spec: dict, max_rounds: int, coupled: bool, privacy: str,
-                 request_mw: list[float] | None, policy: dict | None = None):
+                 request_mw: list[float] | None, policy: dict | None = None,
+                 refinement: dict | None = None):
         from flexcore.exchange.bids import read_bids
         from flexcore.region.dsos import area_of, read_area
 
-        super().__init__(root, spec, max_rounds, privacy, request_mw, policy)
+        super().__init__(root, spec, max_rounds, privacy, request_mw, policy, refinement)
         self.net = read_area(root / spec["area_file"])
         self.area = area_of(self.net)   # its name stays here: the TSO knows the public id
         self.eid = self.identity.public_id
@@ -248,7 +303,7 @@ class _LVEntity(_Entity):
         from flexcore.region.publish import LVPublisher
 
         d = self.dso
-        linear = d.published() if self.coupled else d.package
+        linear = d.published(coupled=self.coupled)
         if not self.exact:
             return self.publish(linear)
         self.pub = LVPublisher.start(linear, request_mw=self.request[self.frame],
@@ -269,6 +324,7 @@ class _LVEntity(_Entity):
         if self.dso is None:
             self.dso = lv_dso(self.area, self.bids, limits=LV_LIMITS,
                               fractions=self.fractions, salt=self.identity.salt)
+            self.dso.solver_margin = self.refinement.solver_margin
         else:  # the same model, new loads and slack voltage: an update, no rebuild
             self.dso.relinearize(self.fractions, net=self.net,
                                  slack_vm_pu=float(m["slack_vm_pu"]))
@@ -296,21 +352,33 @@ class _LVEntity(_Entity):
         d = self.dso
         ac = _measured_ac(m)
         x = np.asarray(clearing["activation_mw"], float)
-        self.last_x = x
         if self.exact:   # format 2 carries no base values: the DSO predicts its own rows
             pred = self.pub.predict(d, int(clearing["point"]), x)
-            self.sigma = self.last_dv = self.pub.sigma
+            self.sigma = dv = self.pub.sigma
         else:
             pred = clearing["predicted_vm_pu"], clearing["predicted_loading_percent"]
-            self.last_dv = clearing.get("slack_dv_pu")
+            dv = clearing.get("slack_dv_pu")
+        self.done[k] = (x, dv)
         check = self.check(LV_LIMITS, *pred, ac)
-        ok = _ok(check)
+        safe, ok = _safe_ok(check, ac)
         package = None
-        if k < self.max_rounds and ac.converged and not ok and np.any(np.abs(x) > 1e-9):
-            d.refine(x, ac.vm_pu[d.area.mv_bus])
-            package = self._package(previous=self.pub)
-        return {"frame": self.frame, "round": k, "converged": ac.converged, "ok": ok,
-                "check": _public(check), "rounds": d.rounds, "package": package}
+        if k < self.max_rounds and ac.converged and not ok:
+            active = bool(np.any(np.abs(x) > 1e-9))
+            vm, ld = self.violated(LV_LIMITS, ac)
+            shifted = d.next_round(int(clearing["point"]), x, dv if self.coupled else None,
+                                   ac_vm_pu=vm, ac_loading_percent=ld, limits=LV_LIMITS,
+                                   tighten_unsafe=self.refinement.tighten_unsafe,
+                                   refine=active, slack_vm_pu=ac.vm_pu[d.area.mv_bus])
+            self.tightened += shifted
+            if active or shifted:
+                package = self._package(previous=self.pub)
+        return {"frame": self.frame, "round": k, "converged": ac.converged, "safe": safe,
+                "ok": ok, "check": _public(check), "rounds": d.rounds,
+                "rows_tightened": self.tightened, "package": package}
+
+    def dispatched(self, k: int | None) -> None:
+        super().dispatched(k)
+        self.last_dv = self.done[k][1] if self.last_x is not None else None
 
     def private_report(self) -> dict:
         """The slack change the MV DSO told this DSO for the dispatched clearing (exact;
@@ -320,10 +388,11 @@ class _LVEntity(_Entity):
 
 class _MVEntity(_Entity):
     def __init__(self, root: Path, spec: dict, max_rounds: int, privacy: str,
-                 request_mw: list[float] | None, policy: dict | None = None):
+                 request_mw: list[float] | None, policy: dict | None = None,
+                 refinement: dict | None = None):
         from flexcore.region.dsos import read_area
 
-        super().__init__(root, spec, max_rounds, privacy, request_mw, policy)
+        super().__init__(root, spec, max_rounds, privacy, request_mw, policy, refinement)
         self.net = read_area(root / spec["model_file"])
         self.areas = [str(a) for a in spec["areas"]]
         self.model_names = [str(a) for a in spec.get("model_names", self.areas)]
@@ -341,8 +410,8 @@ class _MVEntity(_Entity):
 
         d = self.dso
         if not self.exact:
-            return {"package": self.publish(d.package), "slack_rows": dict(d.slack_row)}
-        self.pub = MVPublisher.start(d.package, [d.slack_row[a] for a in self.areas],
+            return {"package": self.publish(d.published()), "slack_rows": dict(d.slack_row)}
+        self.pub = MVPublisher.start(d.published(), [d.slack_row[a] for a in self.areas],
                                      request_mw=self.request[self.frame], rng=self.rng,
                                      previous=previous, per_cut=self.policy.cut_sides)
         return {"package": self.publish(self.pub.package),
@@ -365,6 +434,7 @@ class _MVEntity(_Entity):
                               [float(v) for v in self.spec["volume_mw"]], limits=MV_LIMITS,
                               fractions=self.fractions, salt=self.identity.salt,
                               model_names=self.model_names)
+            self.dso.solver_margin = self.refinement.solver_margin
         else:
             self.dso.relinearize(self.fractions, net=self.net)
         self.policy.warm_mv(self.dso, self.last_x, self.draw_change)
@@ -399,24 +469,36 @@ class _MVEntity(_Entity):
         d = self.dso
         ac = _measured_ac(m)
         y = np.asarray(clearing["injection_mw"], float)
-        self.last_x = y
+        change = None
         if ac.converged and self.base_draws is not None:
-            self.draw_change = (np.asarray(m["draw_p_mw"], float)[self._col]
-                                - self.base_draws[0],
-                                np.asarray(m["draw_q_mvar"], float)[self._col]
-                                - self.base_draws[1])
+            change = (np.asarray(m["draw_p_mw"], float)[self._col] - self.base_draws[0],
+                      np.asarray(m["draw_q_mvar"], float)[self._col] - self.base_draws[1])
+        self.done[k] = (y, change)
         if self.exact:
             pred = d.package.predict(int(clearing["point"]), y)
         else:
             pred = clearing["predicted_vm_pu"], clearing["predicted_loading_percent"]
         check = self.check(MV_LIMITS, *pred, ac)
-        out = {"frame": self.frame, "round": k, "converged": ac.converged, "ok": _ok(check),
-               "check": _public(check), "rounds": k, "package": None}
+        safe, ok = _safe_ok(check, ac)
+        shifted = 0
+        if k < self.max_rounds and ac.converged and not safe and \
+                self.refinement.tighten_unsafe:
+            vm, ld = self.violated(MV_LIMITS, ac)
+            shifted = d.tighten(int(clearing["point"]), y, ac_vm_pu=vm, ac_loading_percent=ld,
+                                limits=MV_LIMITS).n
+            self.tightened += shifted
+        out = {"frame": self.frame, "round": k, "converged": ac.converged, "safe": safe,
+               "ok": ok, "check": _public(check), "rounds": k,
+               "rows_tightened": self.tightened, "package": None}
         if k < self.max_rounds and ac.converged:
             d.refine(y, draw_p_mw=np.asarray(m["draw_p_mw"], float)[self._col],
                      draw_q_mvar=np.asarray(m["draw_q_mvar"], float)[self._col])
             out |= self._package(previous=self.pub)
         return out
+
+    def dispatched(self, k: int | None) -> None:
+        super().dispatched(k)
+        self.draw_change = self.done[k][1] if self.last_x is not None else None
 
 
 class RegionDSO(FrameSimulator):
@@ -438,7 +520,8 @@ class RegionDSO(FrameSimulator):
     def create(self, num, model, *, max_rounds: int = 3, coupled: bool = True,
                privacy: str = "full", request_mw: list[float] | None = None,
                dsos: list[dict] | None = None, dso: dict | None = None,
-               areas: list[str] | None = None, policy: dict | None = None):
+               areas: list[str] | None = None, policy: dict | None = None,
+               refinement: dict | None = None):
         if model == "Port":
             mv = self.entities.get("mv")
             if not isinstance(mv, _MVEntity) or list(areas or []) != mv.areas or \
@@ -452,9 +535,10 @@ class RegionDSO(FrameSimulator):
             raise ValueError(f"RegionDSO.{model}: {num} entities need {num} DSO spec(s)")
         out = []
         for s in specs:
-            ent = (_LVEntity(self.root, s, max_rounds, coupled, privacy, request_mw, policy)
+            ent = (_LVEntity(self.root, s, max_rounds, coupled, privacy, request_mw, policy,
+                             refinement)
                    if model == "LV" else _MVEntity(self.root, s, max_rounds, privacy,
-                                                   request_mw, policy))
+                                                   request_mw, policy, refinement))
             if ent.eid in self.entities:
                 raise ValueError(f"RegionDSO: DSO {ent.eid!r} created twice")
             self.entities[ent.eid] = ent

@@ -22,8 +22,18 @@ SignatureError named in its record), then :func:`flexcore.market.multi.clear_reg
 Activations go to the grid (``setpoint[MW]``) and each DSO's share to its desk. When every
 desk holds the DSO's check of round k, the TSO stops if every check is ok (AC-safe and
 within the Table 1 RMSE on the DSO's relevant rows), if k = ``max_rounds`` or if the AC did
-not converge; otherwise it clears again with the refined packages (round k+1). The frame's
-record names the final round; that round's clearing is the dispatch.
+not converge; otherwise it clears again with the DSOs' new packages (round k+1: refined,
+and with the rows AC violated tightened). Then the safety rule
+(:func:`flexcore.exchange.dispatch.choose_dispatch`, param ``refinement``: the
+``keep_cheapest_safe`` and ``dispatch_unsafe`` of the DSOs' refinement policy, as a dict;
+None: that policy's defaults) names the round dispatched: the last if every DSO's check
+of it is safe, else the cheapest safe earlier round, else none (``unsafe``). When that is
+not the round the grid last ran, the TSO sends the grid that round's set-points (none:
+zero) with ``final`` (``setpoint[MW]``), so the grid ends the frame at the dispatch; every
+desk gets ``{"final": true, "dispatched_round"}``. The frame's record (``clearing``):
+``status`` (the :class:`~flexcore.exchange.enums.FrameVerdict`), ``dispatched``,
+``dispatched_round``, ``round`` (the dispatched round, else the last), ``rounds_run``,
+``rows_tightened`` (all DSOs, all rounds); cost and areas of the dispatched clearing.
 
 ``privacy = "exact"`` (the TOML's ``[region] privacy``): every package must be format 2
 (a format-1 package is refused: the TSO never holds a DSO's linear model), and the MV DSO
@@ -46,7 +56,7 @@ MV = "mv"
 META = meta_from_table({
     "TSO": {"public": True,
             "params": ["request_mw", "max_rounds", "time_limit_s", "mip_rel_gap",
-                       "privacy", "max_cuts"],
+                       "privacy", "max_cuts", "refinement"],
             "attrs": ["setpoint[MW]", "clearing"]},
     "Desk": {"public": True, "params": ["dsos"], "attrs": ["from_dso", "to_dso"]},
 }, sim_type="event-based")
@@ -93,6 +103,11 @@ class RegionTSO(FrameSimulator):
                 raise ValueError(f"RegionTSO: privacy must be 'full' or 'exact', got "
                                  f"{self.privacy!r}")
             self.max_cuts = int(params.get("max_cuts", 200))
+            ref = dict(params.get("refinement") or {})
+            # the defaults of flexcore.dso.refinement.RefinementPolicy (which this side may
+            # not import; tests/test_region_safety.py checks they agree)
+            self.keep_cheapest_safe = bool(ref.get("keep_cheapest_safe", True))
+            self.dispatch_unsafe = bool(ref.get("dispatch_unsafe", False))
             return [{"eid": "TSO", "type": model}]
         specs = list(params["dsos"])
         if len(specs) != num:
@@ -122,6 +137,10 @@ class RegionTSO(FrameSimulator):
         self.verified = 0
         self.t_verify = self.t_clear = 0.0
         self.last = None
+        self.outcomes: list = []     # per round: RoundOutcome (flexcore.exchange.dispatch)
+        self.cleared: dict = {}      # round -> its dispatched (checked) clearing
+        self.grid_round: int | None = None   # the round whose set-points the grid ran last
+        self.tightened: dict[str, int] = {}   # per DSO: rows tightened in the frame so far
 
     def step(self, time, inputs, max_advance):
         frame = int(time) // self.step_s
@@ -197,7 +216,10 @@ class RegionTSO(FrameSimulator):
         self.clearings += 1
         self.last, self.reports, self.answers = r, {}, {}
         if not r.ok:
-            self._finish(r.status.value, r.message)
+            from flexcore.exchange.dispatch import RoundOutcome
+
+            self.outcomes.append(RoundOutcome(self.round, r.status, False))
+            self._end(r.message)
             return
         if self.privacy == "exact":
             self._eout = self._to_dsos(r, lazy=self.lazy)
@@ -243,26 +265,54 @@ class RegionTSO(FrameSimulator):
     def _dispatch(self) -> None:
         """The last clearing to the grid (set-points) and to the DSOs (for their checks)."""
         r = self.last
+        self.cleared[self.round] = r
+        self.grid_round = self.round
+        self._eout = self._to_dsos(r) | {"TSO": {"setpoint[MW]": self._setpoints(r, self.round)}}
+
+    def _setpoints(self, r, k: int, *, final: bool = False) -> dict:
+        """The grid's message: clearing ``r``'s set-points (None: zero) of round ``k`` (-1:
+        none); ``final``: the frame's dispatch."""
         setpoints: dict[str, float] = {}
-        for a in self.areas:
-            setpoints.update({b: float(v) for b, v in zip(a.bids.ids, r.activation_mw[a.name])
-                              if v != 0.0})
-        self._eout = self._to_dsos(r) | {"TSO": {"setpoint[MW]": {
-            "frame": self.frame, "round": self.round, "activation_mw": setpoints}}}
+        if r is not None:
+            for a in self.areas:
+                setpoints.update({b: float(v) for b, v in
+                                  zip(a.bids.ids, r.activation_mw[a.name]) if v != 0.0})
+        return {"frame": self.frame, "round": k, "activation_mw": setpoints, "final": final}
 
     def _decide(self) -> None:
+        from flexcore.exchange.dispatch import RoundOutcome
+
         reps = self.reports.values()
-        if all(r["ok"] for r in reps) or self.round >= self.max_rounds \
-                or not all(r["converged"] for r in reps):
-            self._finish(self.last.status.value, self.last.message)
+        converged = all(r["converged"] for r in reps)
+        safe = converged and all(r["safe"] for r in reps)
+        self.tightened |= {n: int(r.get("rows_tightened", 0)) for n, r in self.reports.items()}
+        self.outcomes.append(RoundOutcome(self.round, self.last.status, safe,
+                                          float(self.last.cost_eur_per_h)))
+        if all(r["ok"] for r in reps) or self.round >= self.max_rounds or not converged:
+            self._end(self.last.message)
             return
         self.round += 1
         self.lazy = 0
         self._clear()
 
-    def _finish(self, status: str, message: str) -> None:
-        r = self.last
-        ok = r is not None and r.ok and status == r.status.value
+    def _end(self, message: str) -> None:
+        """The safety rule over the frame's rounds; the grid to the dispatched set-points."""
+        from flexcore.exchange.dispatch import choose_dispatch
+
+        choice = choose_dispatch(self.outcomes, keep_cheapest_safe=self.keep_cheapest_safe,
+                                 dispatch_unsafe=self.dispatch_unsafe)
+        msg = "; ".join(m for m in (choice.message, message) if m)
+        self._finish(choice.verdict.value, msg, choice.round)
+
+    def _finish(self, status: str, message: str, k: int | None = None) -> None:
+        """The frame's record; the grid ends the frame at round ``k``'s set-points (None:
+        zero) and every DSO learns which round was dispatched."""
+        r = self.cleared.get(k) if k is not None else None
+        ok = r is not None
+        final = {}
+        if k != self.grid_round and (k is not None or self.grid_round is not None):
+            final = {"TSO": {"setpoint[MW]": self._setpoints(r, -1 if k is None else k,
+                                                             final=True)}}
         areas = {}
         if ok:
             for n, d in self.desks.items():
@@ -273,9 +323,13 @@ class RegionTSO(FrameSimulator):
                             "cost_eur_per_h": float(np.abs(x) @ d["bids"].price_eur_per_mwh),
                             "point": r.points.get(n), "slack_dv_pu": r.slack_dv_pu.get(n, 0.0),
                             "rounds": self.reports.get(n, {}).get("rounds", 0)}
-        self._eout = {"TSO": {"clearing": {
+        self._eout = {n: {"to_dso": {"frame": self.frame, "round": self.round, "final": True,
+                                     "dispatched_round": k}} for n in self.desks}
+        self._eout["TSO"] = {**final.get("TSO", {}), "clearing": {
             "frame": self.frame, "status": status, "message": message,
-            "dispatched": ok, "round": self.round, "request_mw": self.request[self.frame],
+            "dispatched": ok, "round": k if ok else self.round, "dispatched_round": k,
+            "rounds_run": self.round, "rows_tightened": sum(self.tightened.values()),
+            "request_mw": self.request[self.frame],
             "cost_eur_per_h": float(r.cost_eur_per_h) if ok else math.nan,
             "mv_point": r.mv_point if ok else None, "areas": areas,
             "packages_verified": self.verified, "verify_time_s": self.t_verify,
@@ -284,7 +338,7 @@ class RegionTSO(FrameSimulator):
             "links": len(self.slack_columns),
             "clearing_time_s": self.t_clear,
             "build_time_s": r.build_time_s if r is not None else 0.0,
-            "solve_time_s": r.solve_time_s if r is not None else 0.0}}}
+            "solve_time_s": r.solve_time_s if r is not None else 0.0}}
         self.done = True
 
     def get_data(self, outputs):

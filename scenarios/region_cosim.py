@@ -59,12 +59,18 @@ announced to the DSOs with their specs (``request_mw``): exact rows hold for one
 
 How each DSO starts a frame (the sides carried from the previous frame, the warm point
 at its dispatch) is ``CosimOptions.policy`` (:class:`flexcore.region.dsos.FramePolicy`,
-default its defaults), passed to every DSO entity.
+default its defaults), passed to every DSO entity. The round policy and the safety rule
+are ``CosimOptions.refinement`` (:class:`flexcore.dso.refinement.RefinementPolicy`, default
+its defaults with the config's ``max_rounds``), as a dict to every DSO entity (solver
+margin, tightening) and to the TSO (which round is dispatched, ``agents.region_tso``): a
+frame whose rounds are all AC-unsafe is ``unsafe`` and not dispatched (the grid ends it at
+zero set-points), one whose last round is unsafe dispatches the cheapest safe earlier one.
 
 Each frame: the grid applies the frame's injections (``injections``, a
 :class:`~flexcore.region.dsos.FrameInjections` of the region; ``None``: static loads) and
 measures the base state, every DSO re-linearises at it, the TSO clears and refines in a
-same-time loop until every DSO's check is ok or ``max_rounds``. The run folder
+same-time loop until every DSO's check is ok or ``max_rounds``, and the TSO dispatches
+by the safety rule. The run folder
 (``results/<UTC time>-region-cosim/``) holds ``frames.csv`` (one row per frame),
 ``areas.csv`` (one row per frame and DSO), ``summary.json`` and ``meta.json``.
 """
@@ -101,6 +107,9 @@ class CosimOptions:
     tso_log: bool = False                # <run>/tso/messages.jsonl: what the TSO saw
     #: how a DSO starts a frame (flexcore.region.dsos.FramePolicy; None: its defaults)
     policy: Any = None
+    #: the round policy (flexcore.dso.refinement.RefinementPolicy; None: its defaults with
+    #: the config's max_rounds; its max_rounds replaces the config's)
+    refinement: Any = None
     grid_engine: str = "fast"            # region grid: "fast" (fastpf) or "pandapower"
 
 
@@ -143,6 +152,7 @@ class Collector(FrameSimulator):
             sim_type="event-based"))
         self.clearings: dict[int, dict] = {}
         self.acs: dict[tuple[int, int], dict] = {}
+        self.final_ac: dict[int, dict] = {}   # frame -> the grid's last AC record of it
         self.reports: dict[tuple[int, int, str], dict] = {}
         self.wall: dict[int, float] = {}
         self.t_start = math.nan   # when world.run started (the runner sets it)
@@ -160,6 +170,7 @@ class Collector(FrameSimulator):
                 self.wall[c["frame"]] = _now()
             for c in attrs.get("ac", {}).values():
                 self.acs[c["frame"], c["round"]] = c
+                self.final_ac[c["frame"]] = c
             for src, r in attrs.get("report", {}).items():
                 self.reports[r["frame"], r["round"], src.split(".", 1)[1]] = r
         return None
@@ -168,7 +179,9 @@ class Collector(FrameSimulator):
         frames, areas = [], []
         for f, c in sorted(self.clearings.items()):
             k = c["round"]
-            ac = self.acs.get((f, k), {}) if c["dispatched"] else {}
+            # where the grid ended the frame: the dispatched round, or zero set-points
+            ac = self.final_ac.get(f, {})
+            # each DSO's report of the dispatched round (its last one of the frame, ``final``)
             reps = {n: r for (ff, kk, n), r in self.reports.items() if ff == f and kk == k}
             checks = [r["check"] for r in reps.values() if "check" in r]
             dso_s: dict[str, float] = {}   # each DSO's own time in the frame (cumulative)
@@ -179,7 +192,9 @@ class Collector(FrameSimulator):
                           if ff == f), default=0.0)
             frames.append({
                 "frame": f, "status": c["status"], "dispatched": c["dispatched"],
-                "rounds": k, "request_mw": c["request_mw"],
+                "dispatched_round": c.get("dispatched_round"),
+                "rounds": c.get("rounds_run", k), "rows_tightened": c.get("rows_tightened", 0),
+                "request_mw": c["request_mw"],
                 "cost_eur_per_h": c["cost_eur_per_h"],
                 "delivered_mw": sum(a["delivered_mw"] for a in c["areas"].values()),
                 "delivered_at_interface_mw": ac.get("delivered_at_interface_mw", math.nan),
@@ -215,7 +230,9 @@ class Collector(FrameSimulator):
                     "violations": chk.get("violations", 0),
                     "base_violations": chk.get("base_violations", 0),
                     "ac_violations_all_rows": g.get("violations", 0),
-                    "ac_base_violations_all_rows": g.get("base_violations", 0)})
+                    "ac_base_violations_all_rows": g.get("base_violations", 0),
+                    "ac_worst": g.get("worst", ""),
+                    "rows_tightened": r.get("rows_tightened", 0)})
         return frames, areas
 
     def finalize(self):
@@ -308,6 +325,7 @@ def run_region_cosim(cfg, opts: CosimOptions, *, out: str | Path | None = None,
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+    from flexcore.dso.refinement import RefinementPolicy
     from flexcore.exchange.wire import public_key_pem
     from flexcore.grid.grids import load_grid
     from flexcore.region.dsos import DSO_BLAS_THREADS, write_area
@@ -374,8 +392,11 @@ def run_region_cosim(cfg, opts: CosimOptions, *, out: str | Path | None = None,
     mvdir = folder / "dso-mv"
     coupled = bool(cfg.coupled)
     privacy = getattr(cfg, "privacy", "full")
+    refinement = opts.refinement or RefinementPolicy(max_rounds=cfg.max_rounds)
+    max_rounds = refinement.max_rounds
     announced = {"privacy": privacy, "request_mw": [request] * frames,
-                 "policy": opts.policy.as_dict() if opts.policy is not None else None}
+                 "policy": opts.policy.as_dict() if opts.policy is not None else None,
+                 "refinement": asdict(refinement)}
     if coupled:
         write_area(region.mv_net, mvdir / "mv.json")
         _write_key(keys[MV_NAME], mvdir / "dso.key", serialization)
@@ -416,8 +437,8 @@ def run_region_cosim(cfg, opts: CosimOptions, *, out: str | Path | None = None,
     for name, _, _, addr in connects:
         sim_config[name] = {"connect": addr}
     # same-time tiers per frame: per round, two per lazy clearing and one for the check
-    world = new_world(sim_config, max_loop_iterations=(cfg.max_rounds + 1) * (
-        2 * MAX_CUTS + 4) + 10)
+    world = new_world(sim_config, max_loop_iterations=(max_rounds + 1) * (
+        2 * MAX_CUTS + 4) + 12)
     t_setup = _now() - t0
     say(f"region: {len(names)} LV DSOs in {len(groups)} process(es)"
         f"{f' + {len(connects)} joined' if connects else ''}{' + MV' if coupled else ''}; "
@@ -444,7 +465,7 @@ def run_region_cosim(cfg, opts: CosimOptions, *, out: str | Path | None = None,
             for name, wdir, g, *_ in groups + connects:
                 sim = world.start(name, step_s=STEP_S, **_workdir(sim_config[name], wdir))
                 ents = sim.LV.create(len(g), dsos=[specs[n] for n in g],
-                                     max_rounds=cfg.max_rounds, coupled=coupled, **announced)
+                                     max_rounds=max_rounds, coupled=coupled, **announced)
                 for n, e in zip(g, ents):
                     if e.eid != pub[n]:
                         raise RuntimeError(f"DSO of {n}: public id {e.eid}, expected {pub[n]}")
@@ -453,7 +474,7 @@ def run_region_cosim(cfg, opts: CosimOptions, *, out: str | Path | None = None,
             if coupled:
                 mv_sim = world.start("RegionDSO-mv", step_s=STEP_S,
                                      **_workdir(sim_config["RegionDSO-mv"], mvdir))
-                dsos[MV_NAME] = mv_sim.MV(dso=mv_spec, max_rounds=cfg.max_rounds, **announced)
+                dsos[MV_NAME] = mv_sim.MV(dso=mv_spec, max_rounds=max_rounds, **announced)
                 if privacy == "exact":   # the MV DSO's mailbox to each LV DSO
                     ports = {p.eid: p for p in mv_sim.Port.create(
                         len(names), areas=[pub[n] for n in names])}
@@ -461,9 +482,10 @@ def run_region_cosim(cfg, opts: CosimOptions, *, out: str | Path | None = None,
             tso_sim = world.start("RegionTSO", step_s=STEP_S, log_file=str(
                 folder / "tso" / "messages.jsonl") if opts.tso_log or audit else None,
                 log_desks=None if opts.tso_log else [MV_NAME])
-            tso = tso_sim.TSO(request_mw=[request] * frames, max_rounds=cfg.max_rounds,
+            tso = tso_sim.TSO(request_mw=[request] * frames, max_rounds=max_rounds,
                               time_limit_s=cfg.time_limit_s, mip_rel_gap=cfg.mip_rel_gap,
-                              privacy=privacy, max_cuts=MAX_CUTS)
+                              privacy=privacy, max_cuts=MAX_CUTS,
+                              refinement=asdict(refinement))
             desk_specs = [{"name": pub[n], "public_key": (tdir / f"{pub[n]}.pub").read_text(),
                            "bids": {"ids": list(pbids[n].ids),
                                     "volume_mw": pbids[n].volume_mw.tolist(),

@@ -21,6 +21,10 @@ the transformers' MV-side draws per LV area (``draw_p_mw``, ``draw_q_mvar``)).
 Hybrid: at each frame's time it applies the frame's injections and runs the base case
 (round -1: no activation); a ``setpoint[MW]`` at the same time (``{"round", "activation_mw":
 {bid: MW}}``, from the TSO over a weak connection) runs the region with that activation.
+The TSO's last set-points of a frame (``"final": true``: the round it dispatched, when that
+is not the round the grid ran last; ``round`` -1 and no activation: nothing dispatched)
+are run the same way and recorded (``ac`` with ``final``), but not metered: the frame ends
+there.
 """
 from __future__ import annotations
 
@@ -121,7 +125,9 @@ class RegionGridSim(FrameSimulator):
                 x[self.col[b]] = float(v)
             ac = self.grid.run(self.bid_bus, x)
             k = int(sp["round"])
-            self._measure(frame, k, ac)
+            final = bool(sp.get("final", False))
+            if not final:
+                self._measure(frame, k, ac)
             areas = {}
             if ac.converged:
                 for name, m in self.meters.items():
@@ -135,7 +141,8 @@ class RegionGridSim(FrameSimulator):
             self.time_s += _time.perf_counter() - t0
             t0 = _time.perf_counter()
             self._eout["Region"] = {"ac": {
-                "frame": frame, "round": k, "converged": ac.converged, "time_s": self.time_s,
+                "frame": frame, "round": k, "final": final, "converged": ac.converged,
+                "time_s": self.time_s,
                 "activation_mw": float(x.sum()),
                 "ext_grid_p_mw": ac.ext_grid_p_mw,
                 "delivered_at_interface_mw": (self.base.ext_grid_p_mw - ac.ext_grid_p_mw)

@@ -150,8 +150,10 @@ def test_exact_message_flow(runs):
                         assert ("slack_columns" in m) == (eid == "mv")
                         answers[eid] = m
             continue
-        to_dso = [m for (eid, attr), m in msgs.items() if attr == "to_dso"]
-        if ("TSO", "setpoint[MW]") in msgs:
+        # the frame's last word to the DSOs (the round dispatched) is no clearing
+        to_dso = [m for (eid, attr), m in msgs.items() if attr == "to_dso"
+                  and not m.get("final")]
+        if ("TSO", "setpoint[MW]") in msgs and not msgs["TSO", "setpoint[MW]"].get("final"):
             # a dispatch: the last lazy clearing, answered by all with nothing new
             m = msgs["TSO", "setpoint[MW]"]
             assert lazy[:2] == (m["frame"], m["round"])

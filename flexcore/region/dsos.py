@@ -10,6 +10,24 @@ The MV DSO linearises the MV model with one column per LV area: the area's net i
 at its transformer's MV bus, bounded by the area's bids. It learns nothing about the LV
 areas but their bid totals; the TSO learns which MV voltage row belongs to which area
 (``mv_slack_row``), i.e. how areas nest on MV feeders.
+
+**Safety** (the single-DSO refinement policy, :class:`flexcore.dso.refinement.
+RefinementPolicy`, docs/method.md "Refinement rounds and the safety rule"): a DSO publishes
+its package with the solver margin (``solver_margin``: :func:`flexcore.dso.safety.
+with_solver_margin`, in :meth:`LVDso.published` / :meth:`MVDso.published`) and keeps it
+unmargined itself; after a round whose AC check shows rows violated (the base-case rule of
+:mod:`flexcore.region.study`), :meth:`LVDso.tighten` / :meth:`MVDso.tighten` shift them at
+the selected point by the observed mismatch (:func:`flexcore.dso.safety.tighten`; an LV
+package with its slack column, so the mismatch is the one of the clearing's prediction at
+the slack change it assumed) before the refinement point is added, and an LV DSO shifts
+them at its new refinement point too (:meth:`LVDso.next_round`: that point is exact in the
+DSO's own model, so its mismatch at the clearing is the error of the slack voltage the MV
+package gave the clearing, seen to persist across rounds). At the package's
+**zero point** (fraction 0, the base case from which the clearing's base-case rule widens
+limits, :func:`flexcore.market.multi.effective_limits`, and from which the MV voltage
+changes are measured) a row is shifted only if its shifted base stays within the published
+limits and, for the MV DSO, it is no area's slack-voltage row: a shift there would move the
+reference and relax the row at every other point (:func:`shiftable_rows`).
 """
 from __future__ import annotations
 
@@ -22,6 +40,8 @@ import pandapower as pp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from flexcore.dso.linearizer import FLEX_SGEN_NAME, Linearizer
+from flexcore.dso.refinement import RefinementPolicy
+from flexcore.dso.safety import TighteningReport, solver_margin_limits, tighten, with_solver_margin
 from flexcore.exchange.bids import BidTable
 from flexcore.exchange.limits import Limits
 from flexcore.exchange.package import (
@@ -32,6 +52,7 @@ from flexcore.exchange.package import (
 )
 from flexcore.grid.gridgen import GridError
 from flexcore.market.multi import (
+    S_MAX_PU,
     AreaPackage,
     RegionClearing,
     split_slack_column,
@@ -52,6 +73,8 @@ DSO_BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"
 
 #: round 0 of a frame also linearises each DSO at its previous frame's cleared activation
 WARM_POINT = True
+#: packages go to the TSO with the solver margin (the refinement policy's default)
+SOLVER_MARGIN = RefinementPolicy().solver_margin
 
 
 @dataclass(frozen=True)
@@ -138,15 +161,69 @@ class LVDso:
     #: the inputs (load P, Q, sgen P, slack set point) and outputs of the last round-0
     #: linearisation: a frame with the same inputs gets the same package without one
     _round0: tuple | None = field(default=None, repr=False)
+    #: publish with the solver margin (RefinementPolicy.solver_margin)
+    solver_margin: bool = SOLVER_MARGIN
 
     @property
     def name(self) -> str:
         return self.area.name
 
-    def published(self) -> SensitivityPackage:
-        """What goes to the TSO: the package with the slack column."""
+    def published(self, *, coupled: bool = True) -> SensitivityPackage:
+        """What goes to the TSO: the package with the slack column (``coupled``), with the
+        solver margin when :attr:`solver_margin`."""
+        pkg = self.linear(coupled=coupled)
+        return with_solver_margin(pkg) if self.solver_margin else pkg
+
+    def linear(self, *, coupled: bool = True) -> SensitivityPackage:
+        """The DSO's own linear model of its rows: the package (with the slack column when
+        ``coupled``), nominal limits."""
+        if not coupled:
+            return self.package
         return with_slack_column(self.package, self.slack_vtdf, self.slack_ltdf,
                                  self.slack_offset_pu)
+
+    def next_round(self, point: int, x: np.ndarray, slack_dv_pu: float | None, *,
+                   ac_vm_pu: dict, ac_loading_percent: dict, limits: Limits,
+                   tighten_unsafe: bool, refine: bool, slack_vm_pu: float) -> int:
+        """The DSO's package for the next round after a round it found unsafe (``ac_*``:
+        the violated rows, {row key: AC value}) or inaccurate (module doc "Safety"): with
+        ``tighten_unsafe`` the violated rows are shifted at the selected ``point``; with
+        ``refine`` a point is added at ``x`` and the measured slack voltage ``slack_vm_pu``,
+        and the violated rows are shifted there too by what it predicts for the clearing
+        (``x`` at the slack change ``slack_dv_pu`` the clearing assumed): the new point is
+        exact in the DSO's own model, so that mismatch is the error of the slack voltage the
+        MV package gave the clearing, which the next clearing meets again. Returns the row
+        shifts made."""
+        unsafe = tighten_unsafe and bool(ac_vm_pu or ac_loading_percent)
+        kw = {"ac_vm_pu": ac_vm_pu, "ac_loading_percent": ac_loading_percent,
+              "limits": limits}
+        n = self.tighten(point, x, slack_dv_pu, **kw).n if unsafe else 0
+        if refine:
+            self.refine(x, slack_vm_pu)
+            if unsafe:
+                n += self.tighten(self.package.m - 1, x, slack_dv_pu, **kw).n
+        return n
+
+    def tighten(self, point: int, x: np.ndarray, slack_dv_pu: float | None, *,
+                ac_vm_pu: dict, ac_loading_percent: dict, limits: Limits
+                ) -> TighteningReport:
+        """Shift the rows AC violates (``ac_*``: {package row key: AC value} of the violated
+        rows only) at ``point`` by the mismatch of the clearing's prediction at activation
+        ``x`` and slack change ``slack_dv_pu`` (None: uncoupled); ``limits``: the nominal
+        ones (module doc "Safety")."""
+        coupled = slack_dv_pu is not None
+        pkg = self.linear(coupled=coupled)
+        act = np.r_[np.asarray(x, float), float(slack_dv_pu)] if coupled \
+            else np.asarray(x, float)
+        lo, hi = self.bids.lower_mw, self.bids.upper_mw
+        if coupled:
+            lo, hi = np.r_[lo, -S_MAX_PU], np.r_[hi, S_MAX_PU]
+        vm, ld = shiftable_rows(pkg, point, act, ac_vm_pu, ac_loading_percent,
+                                _published_limits(limits, self.solver_margin))
+        out, rep = tighten(pkg, point=point, clearing_activation=act, ac_vm_pu=vm,
+                           ac_loading_percent=ld, limits=limits, lower_mw=lo, upper_mw=hi)
+        self.package = split_slack_column(out)[0] if coupled else out
+        return rep
 
     def _slack_response(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return _slack_response(self.lin, self.package, x)
@@ -301,6 +378,26 @@ class MVDso:
     slack_row: dict[str, str] = field(default_factory=dict)   # area -> vm row key
     area_load: dict[str, int] = field(default_factory=dict)   # area -> its load in the model
     rounds: int = 0
+    #: publish with the solver margin (RefinementPolicy.solver_margin)
+    solver_margin: bool = SOLVER_MARGIN
+
+    def published(self) -> SensitivityPackage:
+        """What goes to the TSO: the package, with the solver margin when
+        :attr:`solver_margin`."""
+        return with_solver_margin(self.package) if self.solver_margin else self.package
+
+    def tighten(self, point: int, injection_mw: np.ndarray, *, ac_vm_pu: dict,
+                ac_loading_percent: dict, limits: Limits) -> TighteningReport:
+        """As :meth:`LVDso.tighten`, over the area injections; the areas' slack-voltage rows
+        stay at the zero point (module doc "Safety")."""
+        y = np.asarray(injection_mw, float)
+        vm, ld = shiftable_rows(self.package, point, y, ac_vm_pu, ac_loading_percent,
+                                _published_limits(limits, self.solver_margin),
+                                fixed_at_zero=set(self.slack_row.values()))
+        self.package, rep = tighten(self.package, point=point, clearing_activation=y,
+                                    ac_vm_pu=vm, ac_loading_percent=ld, limits=limits,
+                                    lower_mw=self.bids.lower_mw, upper_mw=self.bids.upper_mw)
+        return rep
 
     def refine(self, injection_mw: np.ndarray, *, draw_p_mw: np.ndarray | None = None,
                draw_q_mvar: np.ndarray | None = None) -> None:
@@ -355,6 +452,38 @@ class MVDso:
         self.rounds = 0
 
 
+def _published_limits(limits: Limits, margin: bool) -> Limits:
+    return solver_margin_limits(limits) if margin else limits
+
+
+def shiftable_rows(package: SensitivityPackage, point: int, activation: np.ndarray,
+                   ac_vm_pu: dict, ac_loading_percent: dict, limits: Limits, *,
+                   fixed_at_zero: set[str] | frozenset[str] = frozenset()
+                   ) -> tuple[dict, dict]:
+    """The violated rows (``ac_*``: {row key: AC value}) that :func:`flexcore.dso.safety.
+    tighten` may shift at ``point``: all of them, except at the package's zero point, where
+    a row stays when its shifted base (``base + ac - predicted``) would leave ``limits``
+    (the published ones: the clearing would widen its limit to the shifted base there and
+    relax it at every other point, :func:`flexcore.market.multi.effective_limits`) or when
+    it is in ``fixed_at_zero`` (the MV areas' slack-voltage rows: the reference of the
+    slack changes)."""
+    zero = next((i for i, p in enumerate(package.points) if p.activation_fraction == 0.0),
+                None)
+    if point != zero:
+        return ac_vm_pu, ac_loading_percent
+    pred_vm, pred_ld = package.predict(point, np.asarray(activation, float))
+    out = []
+    for ac, keys, pred, base, lo, hi in (
+            (ac_vm_pu, package.vm_rows, pred_vm, package.vm_pu[point], limits.vm_min_pu,
+             limits.vm_max_pu),
+            (ac_loading_percent, package.loading_rows, pred_ld, package.loading_percent[point],
+             limits.loading_min_percent, limits.loading_max_percent)):
+        pos = {k: r for r, k in enumerate(keys)}
+        out.append({k: v for k, v in ac.items() if k not in fixed_at_zero
+                    and lo <= base[pos[k]] + v - pred[pos[k]] <= hi})
+    return out[0], out[1]
+
+
 def _set_base(lin: Linearizer, net: pp.pandapowerNet) -> None:
     """The loads' and sgens' powers of ``net`` (the model the linearizer was built from,
     with new values) into the linearizer's engine; storage powers, which the engine does
@@ -406,7 +535,7 @@ def area_packages(lv: list[LVDso], mv: MVDso | None) -> list[AreaPackage]:
     with an MV DSO)."""
     out = []
     for d in lv:
-        pkg = d.published() if mv is not None else d.package
+        pkg = d.published(coupled=mv is not None)
         out.append(AreaPackage(d.name, pkg, d.bids,
                                mv_column=d.name if mv is not None else None,
                                mv_slack_row=mv.slack_row[d.name] if mv is not None else None))

@@ -21,7 +21,9 @@ import numpy as np
 import pandapower as pp
 
 from flexcore.dso.linearizer import FLEX_SGEN_NAME
+from flexcore.dso.refinement import RefinementPolicy
 from flexcore.exchange.bids import BidTable
+from flexcore.exchange.dispatch import RoundOutcome, choose_dispatch
 from flexcore.exchange.limits import Limits
 from flexcore.grid import ppinternals, sensitivity
 from flexcore.grid.powerflow import PF_OPTIONS
@@ -136,6 +138,35 @@ class RowCheck:
     max_abs_loading_percent: float = math.nan
 
 
+def _violated(a: np.ndarray, b: np.ndarray, lo: float, hi: float, tol: float
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """The base-case rule (module doc) on AC values ``a`` with base values ``b``: (rows
+    beyond a limit, rows of them worse than in the base case: the violations)."""
+    viol = (a < lo - tol) | (a > hi + tol)
+    worse = viol & (((a < lo) & (a < b - tol)) | ((a > hi) & (a > b + tol)))
+    return viol, worse
+
+
+def violated_rows(limits: Limits, package, keymap, ac: RegionAC, base: RegionAC
+                  ) -> tuple[dict[str, float], dict[str, float]]:
+    """The rows of a DSO's ``package`` (its ``keymap``: row key -> bus / branch) that the
+    AC result ``ac`` violates under the base-case rule, as ({vm row key: AC value},
+    {loading row key: AC value}): what the DSO tightens (:meth:`flexcore.region.dsos.
+    LVDso.tighten`)."""
+    out = []
+    for keys, where, vals, bvals, lo, hi, tol in (
+            (package.vm_rows, keymap.vm_pu, ac.vm_pu, base.vm_pu, limits.vm_min_pu,
+             limits.vm_max_pu, VM_TOL_PU),
+            (package.loading_rows, keymap.loading_percent, ac.loading_percent,
+             base.loading_percent, limits.loading_min_percent, limits.loading_max_percent,
+             LOADING_TOL_PERCENT)):
+        a = np.array([vals[where[k]] for k in keys], dtype=float)
+        b = np.array([bvals[where[k]] for k in keys], dtype=float)
+        _, worse = _violated(a, b, lo, hi, tol)
+        out.append({keys[r]: float(a[r]) for r in np.flatnonzero(worse)})
+    return out[0], out[1]
+
+
 def _check_rows(limits: Limits, keys_vm: list[Any], keys_ld: list[Any], pred_vm: np.ndarray,
                 pred_ld: np.ndarray, ac: RegionAC, base: RegionAC) -> RowCheck:
     out = RowCheck()
@@ -154,8 +185,7 @@ def _check_rows(limits: Limits, keys_vm: list[Any], keys_ld: list[Any], pred_vm:
         relevant = (np.abs(a - b) > tol_move) | (a <= lo + margin_lo) | (a >= hi - margin_hi)
         err = np.abs(pred - a)[relevant]
         m = float(err.max()) if err.size else 0.0
-        viol = (a < lo - tol_v) | (a > hi + tol_v)
-        worse = viol & (((a < lo) & (a < b - tol_v)) | ((a > hi) & (a > b + tol_v)))
+        viol, worse = _violated(a, b, lo, hi, tol_v)
         out.violations += int(worse.sum())
         out.base_violations += int((viol & ~worse).sum())
         if worse.any():
@@ -184,6 +214,8 @@ class AreaReport:
     point: int | None
     slack_dv_pu: float
     check: RowCheck
+    #: rows this DSO shifted by the observed AC mismatch in the frame (all rounds)
+    rows_tightened: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -223,10 +255,21 @@ class RegionReport:
     #: from the base case to the final dispatch (not in as_dict)
     draw_change: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False,
                                                                compare=False)
+    #: whether a round's clearing was dispatched, and which (the safety rule,
+    #: :func:`flexcore.exchange.dispatch.choose_dispatch`); ``status`` is the frame's
+    #: :class:`~flexcore.exchange.enums.FrameVerdict`
+    dispatched: bool = True
+    dispatched_round: int | None = None
+    message: str = ""
+    #: the last round's clearing and AC power flow (what the last check saw; not in as_dict)
+    last_clearing: RegionClearing | None = field(default=None, repr=False, compare=False)
+    last_ac: RegionAC | None = field(default=None, repr=False, compare=False)
+
+    _OBJECTS = ("ac", "published", "dispatch", "draw_change", "last_clearing", "last_ac")
 
     def as_dict(self) -> dict[str, Any]:
-        d = asdict(replace(self, ac=None, published=None, dispatch=None, draw_change=None))
-        for k in ("ac", "published", "dispatch", "draw_change"):
+        d = asdict(replace(self, **{k: None for k in self._OBJECTS}))
+        for k in self._OBJECTS:
             d.pop(k)
         d["table1_rmse"] = {"vm_pu": TABLE1_VM_PU, "loading_percent": TABLE1_LOADING_PERCENT}
         d["within_table1"] = {"vm": self.max_vm_err_pu <= TABLE1_VM_PU,
@@ -237,7 +280,9 @@ class RegionReport:
     def as_text(self) -> str:
         active = [a for a in self.areas if abs(a.delivered_mw) > 1e-9]
         lines = [
-            f"grid: {self.grid}; request {self.request_mw:.4f} MW; status {self.status}",
+            f"grid: {self.grid}; request {self.request_mw:.4f} MW; status {self.status}; "
+            + (f"dispatched round {self.dispatched_round}" if self.dispatched else
+               f"nothing dispatched ({self.message})"),
             f"cost {self.cost_eur_per_h:.2f} EUR/h; rounds {self.rounds}; AC converged "
             f"{self.ac_converged}; AC-safe {self.ac_safe}",
             f"delivered at the region's interface (ext_grid change, with losses): "
@@ -352,10 +397,10 @@ def run_region(setup: RegionSetup, request_mw: float, *, max_rounds: int = 3,
                grid_name: str = "region", exchange: SignedExchange | None = None,
                time_limit_s: float | None = None, mip_rel_gap: float = 1e-6,
                privacy: str = "full", max_cuts: int = 200, seed: int = 0,
-               previous: RegionReport | None = None, policy: FramePolicy | None = None
-               ) -> RegionReport:
-    """Clear, check in AC, refine the active areas (and the MV package) until AC-safe and
-    within the Table 1 RMSE on the relevant rows, at most ``max_rounds`` refinements.
+               previous: RegionReport | None = None, policy: FramePolicy | None = None,
+               refinement: RefinementPolicy | None = None) -> RegionReport:
+    """Clear, check in AC, refine until AC-safe and within the Table 1 RMSE on the relevant
+    rows, at most ``max_rounds`` refinements, then dispatch by the safety rule.
     ``exchange``: packages cross as signed folders, checked by the TSO before clearing.
     ``privacy``: ``"full"`` (format 1, the TSO gets every DSO's linear model) or
     ``"exact"`` (format 2 with lazily published rows and links,
@@ -364,15 +409,37 @@ def run_region(setup: RegionSetup, request_mw: float, *, max_rounds: int = 3,
     ``previous``: the report of the frame before on the same DSOs (their round-0 packages
     of this frame already made): this frame starts from it as ``policy`` says
     (:class:`~flexcore.region.dsos.FramePolicy`, the agents' policy; default its
-    defaults): the carried sides and links, the warm points."""
+    defaults): the carried sides and links, the warm points at its dispatch.
+
+    ``refinement``: the round policy (:class:`flexcore.dso.refinement.RefinementPolicy`,
+    the single DSO's; None: its defaults with ``max_rounds``; its ``max_rounds`` replaces
+    ``max_rounds``), as the co-simulation's agents apply it: packages are published with
+    the solver margin (``solver_margin``); after a round, every DSO whose AC check shows
+    violated rows shifts them by the observed mismatch (``tighten_unsafe``,
+    :meth:`~flexcore.region.dsos.LVDso.tighten`), an active LV DSO whose check is unsafe
+    or inaccurate adds a point at its activation and the MV DSO one at the injections;
+    the frame ends when every check is safe and accurate, after ``max_rounds`` or when the
+    AC power flow or a clearing fails; then :func:`~flexcore.exchange.dispatch.
+    choose_dispatch` (``keep_cheapest_safe``, ``dispatch_unsafe``) names the round
+    dispatched, or none (the grid stays at zero set-points). Accuracy is the region's
+    Table 1 rule (the policy's MAE tolerances are the single DSO's)."""
     if privacy not in PRIVACY_LEVELS:
         raise ValueError(f"privacy must be one of {PRIVACY_LEVELS}, got {privacy!r}")
     policy = policy or FramePolicy()
+    pol = refinement if refinement is not None else RefinementPolicy(max_rounds=max_rounds)
+    for d in setup.lv:
+        d.solver_margin = pol.solver_margin
+    if setup.mv is not None:
+        setup.mv.solver_margin = pol.solver_margin
     t0 = time.perf_counter()
     base = setup.grid.run(setup.bid_bus, np.zeros(len(setup.bid_bus)))
     t_clear = t_ac = 0.0
     rounds = 0
     history: list[dict[str, Any]] = []
+    #: per round: clearing, AC, LV checks, MV check (the rounds with a solution)
+    checked: dict[int, tuple[RegionClearing, RegionAC, list[RowCheck], RowCheck]] = {}
+    outcomes: list[RoundOutcome] = []
+    tightened = {d.name: 0 for d in setup.lv} | {MV_NAME: 0}
     pub: LazyPublication | None = None
     warm: tuple[str, ...] = ()     # the last clearing's full areas: the next one's start
     basis: LpBasis | None = None   # ... and its LP relaxation's basis (clear_region(warm=))
@@ -382,13 +449,15 @@ def run_region(setup: RegionSetup, request_mw: float, *, max_rounds: int = 3,
             policy.warm_lv(d, last.activation_mw.get(d.name), last.slack_dv_pu.get(d.name))
         if setup.mv is not None:
             policy.warm_mv(setup.mv, injections(setup.lv, last), previous.draw_change)
+    if previous is not None:
         if policy.carry_frames:
             pub = previous.published
-        warm = last.full_names or warm
+        if previous.last_clearing is not None:
+            warm = previous.last_clearing.full_names or warm
     while True:
         t1 = time.perf_counter()
         if privacy == "exact":
-            pub = LazyPublication.start(setup, request_mw, seed, previous=pub,
+            pub = LazyPublication.start(_Publishing(setup), request_mw, seed, previous=pub,
                                         per_cut=policy.cut_sides)
             while True:
                 pk: list[AreaPackage] = pub.area_packages(setup)
@@ -407,7 +476,7 @@ def run_region(setup: RegionSetup, request_mw: float, *, max_rounds: int = 3,
                 pub.predict(setup, clearing)
         else:
             pk = area_packages(setup.lv, setup.mv)
-            mv_pkg = setup.mv.package if setup.mv is not None else None
+            mv_pkg = setup.mv.published() if setup.mv is not None else None
             if exchange is not None:
                 pk, mv_pkg = exchange(pk, mv_pkg)
             clearing = clear_region(pk, request_mw, mv=mv_pkg, time_limit_s=time_limit_s,
@@ -418,16 +487,17 @@ def run_region(setup: RegionSetup, request_mw: float, *, max_rounds: int = 3,
         t2 = time.perf_counter()
         t_clear += t2 - t1
         if not clearing.ok:
-            ac, checks, mvc = RegionAC(False, {}, {}, math.nan), [RowCheck()] * len(setup.lv), \
-                RowCheck()
+            outcomes.append(RoundOutcome(rounds, clearing.status, False))
+            history.append({"round": rounds, "status": clearing.status.value,
+                            "clearing_s": t2 - t1})
             break
         ac, checks, mvc = _evaluate(setup, clearing, base)
         t_ac += time.perf_counter() - t2
         all_checks = checks + [mvc]
         safe = ac.converged and not any(c.violations for c in all_checks)
-        accurate = all(c.max_vm_err_pu <= TABLE1_VM_PU
-                       and c.max_loading_err_percent <= TABLE1_LOADING_PERCENT
-                       for c in all_checks)
+        accurate = all(within_table1(c) for c in all_checks)
+        checked[rounds] = (clearing, ac, checks, mvc)
+        outcomes.append(RoundOutcome(rounds, clearing.status, safe, clearing.cost_eur_per_h))
         history.append({
             "round": rounds, "status": clearing.status.value,
             "cost_eur_per_h": clearing.cost_eur_per_h, "ac_converged": ac.converged,
@@ -437,48 +507,107 @@ def run_region(setup: RegionSetup, request_mw: float, *, max_rounds: int = 3,
             "binding_mv_rows": mvc.n_binding_vm + mvc.n_binding_loading,
             "binding_lv_rows": sum(c.n_binding_vm + c.n_binding_loading for c in checks),
             "mv_vm_max_pu": mvc.vm_max_pu, "mv_max_abs_loading_percent":
-                mvc.max_abs_loading_percent, "clearing_s": t2 - t1,
+                mvc.max_abs_loading_percent, "clearing_s": t2 - t1, "rows_tightened": 0,
             **({"published": pub.summary()} if pub is not None else {})})
-        if (safe and accurate) or rounds >= max_rounds or not ac.converged:
+        if (safe and accurate) or rounds >= pol.max_rounds or not ac.converged:
             break
         rounds += 1
+        n_tight = 0
         for d, c in zip(setup.lv, checks):
             x = clearing.activation_mw[d.name]
-            if np.any(np.abs(x) > 1e-9) and (c.violations or c.max_vm_err_pu > TABLE1_VM_PU
-                                             or c.max_loading_err_percent
-                                             > TABLE1_LOADING_PERCENT):
-                d.refine(x, ac.vm_pu[d.area.mv_bus])
+            vm, ld = violated_rows(setup.region.lv_limits, d.package, d.lin.keymap, ac, base)
+            n = d.next_round(clearing.points[d.name], x, clearing.slack_dv_pu.get(d.name)
+                             if setup.mv is not None else None, ac_vm_pu=vm,
+                             ac_loading_percent=ld, limits=setup.region.lv_limits,
+                             tighten_unsafe=pol.tighten_unsafe,
+                             refine=bool(np.any(np.abs(x) > 1e-9)) and (
+                                 c.violations > 0 or not within_table1(c)),
+                             slack_vm_pu=ac.vm_pu[d.area.mv_bus])
+            tightened[d.name] += n
+            n_tight += n
         if setup.mv is not None:
-            setup.mv.refine(injections(setup.lv, clearing),
-                            draw_p_mw=np.array([ac.trafo_p_mw[d.area.trafo] for d in setup.lv]),
+            y = injections(setup.lv, clearing)
+            if mvc.violations and pol.tighten_unsafe and clearing.mv_point is not None:
+                vm, ld = violated_rows(setup.region.mv_limits, setup.mv.package,
+                                       setup.mv.lin.keymap, ac, base)
+                n = setup.mv.tighten(clearing.mv_point, y, ac_vm_pu=vm, ac_loading_percent=ld,
+                                     limits=setup.region.mv_limits).n
+                tightened[MV_NAME] += n
+                n_tight += n
+            setup.mv.refine(y, draw_p_mw=np.array([ac.trafo_p_mw[d.area.trafo]
+                                                    for d in setup.lv]),
                             draw_q_mvar=np.array([ac.trafo_q_mvar[d.area.trafo]
                                                   for d in setup.lv]))
+        history[-1]["rows_tightened"] = n_tight
+    choice = choose_dispatch(outcomes, keep_cheapest_safe=pol.keep_cheapest_safe,
+                             dispatch_unsafe=pol.dispatch_unsafe)
+    last_clearing = clearing
+    last_ac = checked[rounds][1] if rounds in checked else None
+    if choice.round is not None:
+        clearing, ac, checks, mvc = checked[choice.round]
+        grid_ac = ac
+    else:   # nothing dispatched: the grid stays at zero set-points
+        if checked:
+            _, ac, checks, mvc = checked[max(checked)]
+        else:
+            ac, checks, mvc = RegionAC(False, {}, {}, math.nan), \
+                [RowCheck()] * len(setup.lv), RowCheck()
+        grid_ac = base
+    dispatched = choice.round is not None
     areas = []
     for d, c in zip(setup.lv, checks):
-        x = clearing.activation_mw.get(d.name, np.zeros(len(d.bids)))
+        x = clearing.activation_mw.get(d.name, np.zeros(len(d.bids))) if dispatched \
+            else np.zeros(len(d.bids))
         areas.append(AreaReport(setup.area_name(d), len(d.bids), float(x.sum()),
                                 float(np.abs(x) @ d.bids.price_eur_per_mwh), d.rounds,
                                 clearing.points.get(d.name), clearing.slack_dv_pu.get(d.name,
-                                                                                      0.0), c))
+                                                                                      0.0), c,
+                                tightened[d.name]))
     mv_rep = AreaReport("mv", 0, float(sum(a.delivered_mw for a in areas)), 0.0,
                         setup.mv.rounds if setup.mv is not None else 0, clearing.mv_point, 0.0,
-                        mvc)
+                        mvc, tightened[MV_NAME])
     all_checks = [a.check for a in areas] + [mvc]
     return RegionReport(
-        grid=grid_name, request_mw=float(request_mw), status=clearing.status.value,
-        cost_eur_per_h=clearing.cost_eur_per_h, rounds=rounds, ac_converged=ac.converged,
+        grid=grid_name, request_mw=float(request_mw), status=choice.verdict.value,
+        cost_eur_per_h=clearing.cost_eur_per_h if dispatched else math.nan, rounds=rounds,
+        ac_converged=ac.converged,
         ac_safe=ac.converged and not any(c.violations for c in all_checks),
-        delivered_at_interface_mw=base.ext_grid_p_mw - ac.ext_grid_p_mw,
+        delivered_at_interface_mw=base.ext_grid_p_mw - grid_ac.ext_grid_p_mw,
         max_vm_err_pu=max(c.max_vm_err_pu for c in all_checks),
         max_loading_err_percent=max(c.max_loading_err_percent for c in all_checks),
         relevant_rows=sum(c.n_relevant_vm + c.n_relevant_loading for c in all_checks),
-        areas=areas, mv=mv_rep, ac=ac, history=history, published=pub, privacy=privacy,
-        dispatch=clearing if clearing.ok else None,
-        draw_change=_draw_change(setup.lv, base, ac) if ac.converged else None,
+        areas=areas, mv=mv_rep, ac=grid_ac, history=history, published=pub, privacy=privacy,
+        dispatch=clearing if dispatched else None,
+        draw_change=_draw_change(setup.lv, base, grid_ac) if dispatched and grid_ac.converged
+        else None,
         binding_mv_rows=mvc.n_binding_vm + mvc.n_binding_loading,
         binding_lv_rows=sum(c.n_binding_vm + c.n_binding_loading for c in checks),
         times_s={**setup.times_s, "clearing": t_clear, "region_ac": t_ac,
                  "total_run": time.perf_counter() - t0},
         clearing={"message": clearing.message, "columns": clearing.columns, "rows": clearing.rows,
                   "binaries": clearing.binaries, "build_time_s": clearing.build_time_s,
-                  "solve_time_s": clearing.solve_time_s})
+                  "solve_time_s": clearing.solve_time_s},
+        dispatched=dispatched, dispatched_round=choice.round, message=choice.message,
+        last_clearing=last_clearing, last_ac=last_ac)
+
+
+def within_table1(c: RowCheck) -> bool:
+    """Errors within the source's Table 1 RMSE on the relevant rows."""
+    return c.max_vm_err_pu <= TABLE1_VM_PU and c.max_loading_err_percent <= \
+        TABLE1_LOADING_PERCENT
+
+
+class _Publishing:
+    """What :class:`~flexcore.region.publish.LazyPublication` starts a round from: the
+    setup's DSOs, the MV DSO's package as published (with the solver margin)."""
+
+    lv: list[LVDso]
+    mv: Any
+    shuffle_seeds: dict[str, int]
+
+    def __init__(self, setup: RegionSetup):
+        from types import SimpleNamespace
+
+        self.lv, self.shuffle_seeds = setup.lv, setup.shuffle_seeds
+        self.mv = None if setup.mv is None else SimpleNamespace(
+            package=setup.mv.published(), slack_row=setup.mv.slack_row)
