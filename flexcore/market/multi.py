@@ -68,10 +68,15 @@ one before (:class:`LpBasis`): every column and row has a key built from the mod
 arrays (block name, kind, point index, bid id; a row id, or for format 2 the row's
 content), kept columns and rows keep their status, the new columns of a block that was
 relaxed place it at the point nearest to its old activation, a new point's columns sit at
-0 (:func:`_crash`), new rows are basic, and the count of basic variables is repaired
-(:func:`flexcore.market.direct.complete_basis`). Exact: the basis is only the simplex's
-start; one HiGHS rejects, or from which it does not end optimal, is dropped for a cold
-solve.
+0 (:func:`_crash`; pressed to the side their reduced costs push them, as the basis holds
+the bid at the block's other points), new rows are basic, and the count of basic variables
+is repaired (:func:`flexcore.market.direct.complete_basis`). A block that was full in the
+last LP takes its statuses from that LP only: a point index it lacked there may have meant
+another point in the LP before (the last frame's refinement point, now this frame's), and
+those statuses gave a basis with surplus basic columns, singular once repaired, which
+HiGHS dropped for a cold solve (SimBench semiurb, a refinement round: 7,215 -> 259 simplex
+iterations, ``bench.bench_region_lpwarm``). Exact: the basis is only the simplex's start;
+one HiGHS rejects, or from which it does not end optimal, is dropped for a cold solve.
 
 Only divisible bids (no ``min_mw``, not indivisible) are supported here. This module
 imports neither pandapower nor the grid code.
