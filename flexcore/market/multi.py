@@ -68,10 +68,15 @@ one before (:class:`LpBasis`): every column and row has a key built from the mod
 arrays (block name, kind, point index, bid id; a row id, or for format 2 the row's
 content), kept columns and rows keep their status, the new columns of a block that was
 relaxed place it at the point nearest to its old activation, a new point's columns sit at
-0 (:func:`_crash`), new rows are basic, and the count of basic variables is repaired
-(:func:`flexcore.market.direct.complete_basis`). Exact: the basis is only the simplex's
-start; one HiGHS rejects, or from which it does not end optimal, is dropped for a cold
-solve.
+0 (:func:`_crash`; pressed to the side their reduced costs push them, as the basis holds
+the bid at the block's other points), new rows are basic, and the count of basic variables
+is repaired (:func:`flexcore.market.direct.complete_basis`). A block that was full in the
+last LP takes its statuses from that LP only: a point index it lacked there may have meant
+another point in the LP before (the last frame's refinement point, now this frame's), and
+those statuses gave a basis with surplus basic columns, singular once repaired, which
+HiGHS dropped for a cold solve (SimBench semiurb, a refinement round: 7,215 -> 259 simplex
+iterations, ``bench.bench_region_lpwarm``). Exact: the basis is only the simplex's start;
+one HiGHS rejects, or from which it does not end optimal, is dropped for a cold solve.
 
 Only divisible bids (no ``min_mw``, not indivisible) are supported here. This module
 imports neither pandapower nor the grid code.
@@ -165,6 +170,17 @@ class AreaPackage:
 
 
 @dataclass(frozen=True)
+class BlockPlace:
+    """Where one block stood in an LP relaxation's optimum (:class:`LpBasis`): its column
+    ids, its activation and, for a full block, its points' activations and ``b``."""
+
+    columns: tuple[str, ...]
+    activation_mw: FloatArray              # (n,)
+    p_flex_mw: FloatArray | None = None    # (m, n), full blocks only
+    b: FloatArray | None = None            # (m,), full blocks only
+
+
+@dataclass(frozen=True)
 class LpBasis:
     """HiGHS's optimal basis of a clearing's last LP relaxation, keyed by each column's and
     row's identity (block name, kind, point, bid id or row id; never a position), and the
@@ -173,24 +189,29 @@ class LpBasis:
     ``col_status`` / ``row_status`` also hold the statuses of the LP before for the keys
     the last one lacks (e.g. the full areas of the last frame's final clearing, after a
     clearing in which no area could bind); ``last_cols`` / ``last_rows``: the last LP's
-    own, from which the next basis is merged (so it holds at most two LPs)."""
+    own, from which the next basis is merged (so it holds at most two LPs). ``places``:
+    per block of the last LP where it stood (:class:`BlockPlace`), from which a block whose
+    optimum moves to another point is placed (:func:`_crash`)."""
 
     col_status: Mapping[Hashable, int]
     row_status: Mapping[Hashable, int]
     col_value: Mapping[Hashable, float]
     last_cols: Mapping[Hashable, int]
     last_rows: Mapping[Hashable, int]
+    places: Mapping[str, BlockPlace] = field(default_factory=dict)
 
     @staticmethod
     def of(col_keys: Sequence[Hashable], row_keys: Sequence[Hashable], basis: BasisStatus,
-           x: FloatArray, before: LpBasis | None) -> LpBasis:
+           x: FloatArray, before: LpBasis | None, model: _Model | None = None) -> LpBasis:
         cols = dict(zip(col_keys, basis.col.tolist()))
         rows = dict(zip(row_keys, basis.row.tolist()))
         all_cols, all_rows = cols, rows
         if before is not None:
             all_cols = {**before.last_cols, **cols}
             all_rows = {**before.last_rows, **rows}
-        return LpBasis(all_cols, all_rows, dict(zip(col_keys, x.tolist())), cols, rows)
+        places = {} if model is None else _places(model, x)
+        return LpBasis(all_cols, all_rows, dict(zip(col_keys, x.tolist())), cols, rows,
+                       places)
 
 
 @dataclass
@@ -987,19 +1008,74 @@ class _LpState:
     warm_rejected: int = 0
 
 
+#: the warm start of a refinement round / next frame (module doc "Warm start"): a block
+#: full in the last LP relaxation takes its statuses from that LP only, and new columns
+#: start at 0 on the side their reduced costs press them to (:func:`_crash`); False: as
+#: before (statuses merged over the last two LPs, new columns at their lower bound or
+#: upper box row), the reference of ``bench.bench_region_lpwarm``
+ROUND_WARM_START = True
+
+
+def _places(model: _Model, x: FloatArray) -> dict[str, BlockPlace]:
+    """Per block where it stands in ``x`` (:class:`BlockPlace`)."""
+    out: dict[str, BlockPlace] = {}
+    for blk in model.all_blocks:
+        ids = tuple(blk.pkg.columns)
+        if not blk.full:
+            out[blk.name] = BlockPlace(ids, x[blk.x].copy())
+            continue
+        b = x[blk.b].copy()
+        pf = blk.pkg.p_flex_mw.copy()
+        out[blk.name] = BlockPlace(ids, pf.T @ b + x[blk.dp].sum(axis=0), pf, b)
+    return out
+
+
+def _activation(place: BlockPlace, ids: Sequence[str]) -> FloatArray | None:
+    """``place``'s activation in the column order ``ids`` (None: a column is missing)."""
+    if place.columns == tuple(ids):
+        return place.activation_mw
+    where = {c: k for k, c in enumerate(place.columns)}
+    if any(c not in where for c in ids):
+        return None
+    return place.activation_mw[np.array([where[c] for c in ids], np.int64)]
+
+
+def _block_rows(row_keys: Sequence[Hashable]) -> dict[str, list[int]]:
+    """Per block name the indices of its rows (keys ``(name, kind, ...)``, or such a key
+    with the repeat count of :func:`_unique`)."""
+    out: dict[str, list[int]] = {}
+    for r, key in enumerate(row_keys):
+        k = key[0] if isinstance(key, tuple) and len(key) == 2 and \
+            isinstance(key[0], tuple) else key
+        if isinstance(k, tuple) and len(k) >= 2 and isinstance(k[0], str):
+            out.setdefault(k[0], []).append(r)
+    return out
+
+
 def _warm_basis(model: _Model, lp: LinearProgram, col_keys: Sequence[Hashable],
                 row_keys: Sequence[Hashable], warm: LpBasis) -> BasisStatus:
     """``warm`` mapped onto the current model by key: kept columns and rows keep their
-    status; the new columns of full blocks are placed by :func:`_crash`; the rest is left
-    to :func:`flexcore.market.direct.complete_basis` (new rows basic, new columns at a
-    bound, the count of basic variables repaired)."""
+    status (a block that was full in the last LP relaxation: only its keys of that LP, with
+    :data:`ROUND_WARM_START`; the LP before may have held a point of the same index that
+    is another point now, e.g. the last frame's refinement point, and its basic columns
+    there make the basis singular); the new columns of full blocks are placed by
+    :func:`_crash`; the rest is left to :func:`flexcore.market.direct.complete_basis` (new
+    rows basic, new columns at a bound, the count of basic variables repaired)."""
     col = np.array([warm.col_status.get(k, BASIS_NEW) for k in col_keys], np.int8)
     row = np.array([warm.row_status.get(k, BASIS_NEW) for k in row_keys], np.int8)
+    rows_of = _block_rows(row_keys) if ROUND_WARM_START else {}
     for blk in model.all_blocks:
-        if blk.full:
-            cols = np.concatenate([blk.dp.ravel(), blk.b] + ([blk.s] if blk.coupled else []))
-            if (col[cols] == BASIS_NEW).any():
-                _crash(blk, lp, col, row, warm)
+        if not blk.full:
+            continue
+        place = warm.places.get(blk.name)
+        if ROUND_WARM_START and place is not None and place.b is not None:
+            cols = range(blk.col0, blk.col0 + blk.width)
+            col[cols] = [warm.last_cols.get(col_keys[j], BASIS_NEW) for j in cols]
+            rows = rows_of.get(blk.name, [])
+            row[rows] = [warm.last_rows.get(row_keys[r], BASIS_NEW) for r in rows]
+        cols_all = np.concatenate([blk.dp.ravel(), blk.b] + ([blk.s] if blk.coupled else []))
+        if (col[cols_all] == BASIS_NEW).any():
+            _crash(blk, lp, col, row, warm)
     return BasisStatus(col, row)
 
 
@@ -1007,49 +1083,148 @@ def _crash(blk: _Block, lp: LinearProgram, col: npt.NDArray[np.int8],
            row: npt.NDArray[np.int8], warm: LpBasis) -> None:
     """Statuses for the new columns of a full block (in place), consistent with the old
     solution: a block that was relaxed sits at the point nearest to its old activation
-    (``b_i = 1`` at its upper bound, ``dP_i`` where the old ``x`` was: at the same bound or
-    basic), every other new ``dP_ij`` / ``s_i`` is 0: at its bound when 0 is one, else basic
-    with its upper box row tight (nonbasic), so the count of basic variables balances."""
-    lo, hi = lp.col_lo, lp.col_hi
+    (``b_i = 1`` at its upper bound, ``dP_i`` where the old ``x`` was: at the same bound,
+    or basic with its box row tight, or basic where ``x`` was basic); every other new
+    ``dP_ij`` / ``s_i`` is 0 (:func:`_zero`, :func:`_zero_s`), pressed (with
+    :data:`ROUND_WARM_START`) to the side the old basis holds the bid at at the block's
+    other points, else the side of its old activation (the sign of its reduced cost), so
+    the count of basic variables balances and the reduced costs keep their signs."""
     name, ids = blk.name, blk.pkg.columns
-    prev = [warm.col_value.get((name, "x", c)) for c in ids]
-    if (col[blk.b] == BASIS_NEW).all() and all(v is not None for v in prev):
-        pf = blk.pkg.p_flex_mw
-        act = np.clip(np.array(prev, float), blk.lo, blk.hi)
-        dist = np.einsum("mn,mn->m", act[None, :] - pf, act[None, :] - pf)
-        dist[hi[blk.b] <= lo[blk.b]] = np.inf          # points never selected
-        star = int(np.argmin(dist))
-        col[blk.b] = BASIS_LOWER
-        col[blk.b[star]] = BASIS_UPPER
-        c = blk.dp[star]
-        v = act - pf[star]
-        st = np.where(np.abs(v - lo[c]) <= 1e-9 * (1 + np.abs(lo[c])), BASIS_LOWER,
-                      np.where(np.abs(v - hi[c]) <= 1e-9 * (1 + np.abs(hi[c])), BASIS_UPPER,
-                               BASIS_BASIC))
-        was = np.array([warm.col_status.get((name, "x", k), BASIS_NEW) for k in ids])
-        st[was == BASIS_BASIC] = BASIS_BASIC
-        col[c] = st
-        if blk.coupled:
-            col[blk.s[star]] = BASIS_BASIC
-            if blk.link_row >= 0 and row[blk.link_row] == BASIS_NEW:
-                row[blk.link_row] = BASIS_LOWER
-    b_new = blk.b[col[blk.b] == BASIS_NEW]
-    col[b_new] = BASIS_LOWER
-    fams = [(blk.dp.ravel(), blk.box_hi_row.ravel(), blk.box_lo_row.ravel())]
+    place = warm.places.get(name)
+    act = None if place is None else _activation(place, ids)
+    side = np.zeros(blk.n, np.int64)
+    side_s = 0
+    if act is not None:
+        act = np.clip(act, blk.lo, blk.hi)
+        if ROUND_WARM_START:
+            side = _side(act, blk.lo, blk.hi)
+    if act is not None and place is not None and place.b is None \
+            and (col[blk.b] == BASIS_NEW).all():          # was relaxed
+        star = _nearest(blk, lp, act)
+        was_basic = np.array([warm.col_status.get((name, "x", k)) == BASIS_BASIC
+                              for k in ids], bool)
+        _place(blk, lp, col, row, star, act, side, was_basic)
+    elif ROUND_WARM_START:
+        press, side_s = _signs(blk, lp, col, row)
+        side = np.where(press != 0, press, side)
+    col[blk.b[col[blk.b] == BASIS_NEW]] = BASIS_LOWER
+    for i in range(blk.m):
+        new = col[blk.dp[i]] == BASIS_NEW
+        if new.any():
+            _zero(blk, lp, col, row, i, side, new)
     if blk.coupled:
-        fams.append((blk.s, blk.s_hi_row, blk.s_lo_row))
-    for c, r_hi, r_lo in fams:
-        new = col[c] == BASIS_NEW
-        at_lo = new & (lo[c] == 0.0)
-        at_hi = new & ~at_lo & (hi[c] == 0.0)
-        basic = new & ~at_lo & ~at_hi
-        col[c[at_lo]] = BASIS_LOWER
-        col[c[at_hi]] = BASIS_UPPER
-        col[c[basic]] = BASIS_BASIC
-        tight_hi = basic & (r_hi >= 0) & (row[r_hi] == BASIS_NEW)
-        row[r_hi[tight_hi]] = BASIS_UPPER
-        tight_lo = basic & ~tight_hi & (r_lo >= 0) & (row[r_lo] == BASIS_NEW)
-        row[r_lo[tight_lo]] = BASIS_LOWER
+        _zero_s(blk, lp, col, row, np.flatnonzero(col[blk.s] == BASIS_NEW), side_s)
+
+
+def _side(act: FloatArray, lo: FloatArray, hi: FloatArray) -> IntArray:
+    """Per bid +1 at its upper bound, -1 at its lower bound, 0 strictly between."""
+    at_hi = np.abs(act - hi) <= 1e-9 * (1 + np.abs(hi))
+    at_lo = np.abs(act - lo) <= 1e-9 * (1 + np.abs(lo))
+    return np.where(at_hi & ~at_lo, 1, np.where(at_lo & ~at_hi, -1, 0)).astype(np.int64)
+
+
+def _signs(blk: _Block, lp: LinearProgram, col: npt.NDArray[np.int8],
+           row: npt.NDArray[np.int8]) -> tuple[IntArray, int]:
+    """Per bid, the side the basis holds it at 0 at the block's points that have statuses
+    (+1: its upper box row tight or its column at its upper bound 0, -1: down; the
+    majority over those points, 0: none), i.e. the sign of the bid's reduced cost; and
+    the same for ``s``."""
+    lo, hi = lp.col_lo, lp.col_hi
+    vote = np.zeros(blk.n, np.int64)
+    vote_s = 0
+    for i in range(blk.m):
+        c, r_hi, r_lo = blk.dp[i], blk.box_hi_row[i], blk.box_lo_row[i]
+        if (col[c] == BASIS_NEW).all():
+            continue
+        up = ((r_hi >= 0) & (row[r_hi] == BASIS_UPPER)) | ((col[c] == BASIS_UPPER)
+                                                            & (hi[c] == 0.0))
+        down = ((r_lo >= 0) & (row[r_lo] == BASIS_LOWER)) | ((col[c] == BASIS_LOWER)
+                                                              & (lo[c] == 0.0))
+        vote += up.astype(np.int64) - down.astype(np.int64)
+        if blk.coupled:
+            rh, rl, cs = blk.s_hi_row[i], blk.s_lo_row[i], blk.s[i]
+            vote_s += int((rh >= 0 and row[rh] == BASIS_UPPER)
+                          or (col[cs] == BASIS_UPPER and hi[cs] == 0.0))
+            vote_s -= int((rl >= 0 and row[rl] == BASIS_LOWER)
+                          or (col[cs] == BASIS_LOWER and lo[cs] == 0.0))
+    return np.sign(vote).astype(np.int64), int(np.sign(vote_s))
+
+
+def _nearest(blk: _Block, lp: LinearProgram, act: FloatArray) -> int:
+    """The point nearest to the activation ``act`` (of those that can be selected)."""
+    pf = blk.pkg.p_flex_mw
+    dist = np.einsum("mn,mn->m", act[None, :] - pf, act[None, :] - pf)
+    dist[lp.col_hi[blk.b] <= lp.col_lo[blk.b]] = np.inf          # points never selected
+    return int(np.argmin(dist))
+
+
+def _place(blk: _Block, lp: LinearProgram, col: npt.NDArray[np.int8],
+           row: npt.NDArray[np.int8], star: int, act: FloatArray, side: IntArray,
+           was_basic: npt.NDArray[np.bool_]) -> None:
+    """Point ``star`` selected with activation ``act``: ``b`` at its upper bound, each
+    ``dP`` at the bound ``act`` is at, else basic (with its box row tight where ``act`` is
+    at the bid bound ``side`` says, basic where the old ``x`` was), ``s`` basic."""
+    lo, hi = lp.col_lo, lp.col_hi
+    col[blk.b] = BASIS_LOWER
+    col[blk.b[star]] = BASIS_UPPER
+    c = blk.dp[star]
+    v = act - blk.pkg.p_flex_mw[star]
+    st = np.where(np.abs(v - lo[c]) <= 1e-9 * (1 + np.abs(lo[c])), BASIS_LOWER,
+                  np.where(np.abs(v - hi[c]) <= 1e-9 * (1 + np.abs(hi[c])), BASIS_UPPER,
+                           BASIS_BASIC))
+    st[was_basic] = BASIS_BASIC
+    col[c] = st
+    r_hi, r_lo = blk.box_hi_row[star], blk.box_lo_row[star]
+    pinned = (st == BASIS_BASIC) & ~was_basic
+    t_hi = pinned & (side > 0) & (r_hi >= 0)
+    t_lo = pinned & (side < 0) & (r_lo >= 0)
+    row[r_hi[t_hi]] = BASIS_UPPER
+    row[r_lo[t_lo]] = BASIS_LOWER
+    if blk.coupled:
+        col[blk.s[star]] = BASIS_BASIC
+        if blk.link_row >= 0 and row[blk.link_row] == BASIS_NEW:
+            row[blk.link_row] = BASIS_LOWER
+
+
+def _zero(blk: _Block, lp: LinearProgram, col: npt.NDArray[np.int8],
+          row: npt.NDArray[np.int8], i: int, side: IntArray,
+          which: npt.NDArray[np.bool_]) -> None:
+    """``dP_ij = 0`` for the bids ``which`` of point i (new columns, ``b_i = 0``): pressed
+    to ``side`` (+1 up, -1 down) at the column bound 0 on that side, else basic with the
+    box row on that side tight; ``side`` 0: at the lower bound if it is 0, else the upper
+    if it is 0, else basic with the upper (else the lower) box row tight."""
+    lo, hi = lp.col_lo, lp.col_hi
+    c, r_hi, r_lo = blk.dp[i], blk.box_hi_row[i], blk.box_lo_row[i]
+    z_lo, z_hi = lo[c] == 0.0, hi[c] == 0.0
+    up = np.where(side > 0, r_hi >= 0, np.where(side < 0, False, ~z_lo & ~z_hi & (r_hi >= 0)))
+    down = np.where(side < 0, r_lo >= 0, np.where(side > 0, False,
+                                                    ~z_lo & ~z_hi & ~up & (r_lo >= 0)))
+    at_hi = ~up & ~down & z_hi & ((side > 0) | ~z_lo)
+    at_lo = ~up & ~down & ~at_hi & z_lo
+    col[c[which]] = np.where(at_lo, BASIS_LOWER, np.where(at_hi, BASIS_UPPER,
+                                                          BASIS_BASIC))[which]
+    for r, t, tight_st in ((r_hi, up, BASIS_UPPER), (r_lo, down, BASIS_LOWER)):
+        new = which & t & (r >= 0) & (row[r] == BASIS_NEW)
+        row[r[new]] = tight_st
+
+
+def _zero_s(blk: _Block, lp: LinearProgram, col: npt.NDArray[np.int8],
+            row: npt.NDArray[np.int8], pts: IntArray, side: int = 0) -> None:
+    """``s_i = 0`` for the new points ``pts``: at its bound when 0 is one, else basic with
+    the range row on the side ``side`` tight (+1 or 0: the upper one if there is one)."""
+    if not pts.size:
+        return
+    c = blk.s[pts]
+    lo, hi = lp.col_lo[c], lp.col_hi[c]
+    r_hi, r_lo = blk.s_hi_row[pts], blk.s_lo_row[pts]
+    basic = (lo != 0.0) & (hi != 0.0)
+    col[c] = np.where(lo == 0.0, BASIS_LOWER, np.where(hi == 0.0, BASIS_UPPER, BASIS_BASIC))
+    first, second = ((r_lo, BASIS_LOWER), (r_hi, BASIS_UPPER)) if side < 0 else \
+        ((r_hi, BASIS_UPPER), (r_lo, BASIS_LOWER))
+    t1 = basic & (first[0] >= 0) & (row[first[0]] == BASIS_NEW)
+    row[first[0][t1]] = first[1]
+    t2 = basic & ~t1 & (second[0] >= 0) & (row[second[0]] == BASIS_NEW)
+    row[second[0][t2]] = second[1]
 
 
 def _integral(model: _Model, x: FloatArray) -> bool:
@@ -1095,7 +1270,7 @@ def _lazy_round(model: _Model, fixed: Mapping[str, int], times: dict[str, float]
     lps.warm_started += relax.warm_started is True
     lps.warm_rejected += relax.warm_started is False
     if relax.basis is not None and relax.x is not None:
-        lps.basis = LpBasis.of(col_keys, row_keys, relax.basis, relax.x, lps.basis)
+        lps.basis = LpBasis.of(col_keys, row_keys, relax.basis, relax.x, lps.basis, model)
     if relax.x is None or relax.objective is None or relax.status != ClearingStatus.OPTIMAL:
         shell.status = (ClearingStatus.INFEASIBLE if relax.status == ClearingStatus.INFEASIBLE
                         else ClearingStatus.ERROR)
