@@ -39,6 +39,7 @@ from flexcore.dso.linearizer import Linearizer, PointNotConverged
 from flexcore.dso.safety import TighteningReport, tighten, with_solver_margin
 from flexcore.dso.validation import ValidationReport
 from flexcore.exchange.clearing import ClearingResult
+from flexcore.exchange.dispatch import RoundOutcome, choose_dispatch
 from flexcore.exchange.enums import ClearingStatus, FrameVerdict
 from flexcore.exchange.package import SensitivityPackage
 
@@ -110,7 +111,6 @@ class RefinementSession:
         self.tightenings: list[TighteningReport] = []
         self.verdict: Verdict | None = None
         self._refine_time_s = 0.0
-        self._best: tuple[float, int, ClearingResult, ValidationReport] | None = None
 
     def published(self, package: SensitivityPackage | None = None) -> SensitivityPackage:
         """What the TSO clears against: ``package`` (default: the current one) with the
@@ -123,7 +123,7 @@ class RefinementSession:
     def open(self, package: SensitivityPackage) -> SensitivityPackage:
         """Start the frame with ``package`` (round 0); returns the package to publish."""
         self.package, self.round, self.records, self.verdict = package, 0, [], None
-        self.tightenings, self._best = [], None
+        self.tightenings = []
         self._refine_time_s = 0.0
         return self.published()
 
@@ -148,26 +148,18 @@ class RefinementSession:
                 why = (f"infeasible in round {k}: the linear model with the observed AC "
                        f"mismatches ({shifted} row shift(s) so far) admits no activation for "
                        f"the request; market: {why or 'infeasible'}")
-            return self._end(Verdict(status, safe=False, dispatch=False, validation=None,
-                                     rounds=k, clearing=clearing,
-                                     message=why or f"clearing status {status}"))
+            return self._final(why or f"clearing status {status}", refused=status)
         off = [b for b, _ in self.lin.undeliverable
                if abs(clearing.activation_mw.get(b, 0.0)) > 1e-9]
         if off:  # bids on isolated buses deliver nothing: never dispatch such a clearing
             self.records.append(RoundRecord(k, clearing, None, False, self._refine_time_s))
-            return self._end(Verdict(
-                FrameVerdict.UNSAFE, safe=False, dispatch=False, validation=None, rounds=k,
-                clearing=clearing, message=f"the clearing activates {len(off)} undeliverable "
-                f"bid(s) on isolated buses ({', '.join(off[:5])}): their volume must be 0"))
+            return self._final(f"the clearing activates {len(off)} undeliverable bid(s) on "
+                               f"isolated buses ({', '.join(off[:5])}): their volume must be 0",
+                               refused=FrameVerdict.UNSAFE)
         v = self.lin.validate(clearing, package=self.package)
         accurate = v.accurate(tol_vm_mae_pu=pol.tol_vm_mae_pu,
                               tol_loading_mae_percent=pol.tol_loading_mae_percent)
         dso_time = self._refine_time_s + time.perf_counter() - t0
-        if v.safe:
-            rate = clearing.cost_eur_per_h
-            cost = float(rate if rate is not None else math.nan)
-            if self._best is None or cost <= self._best[0] + 1e-9 * (1.0 + abs(self._best[0])):
-                self._best = (cost, k, clearing, v)  # ties: the later (more refined) round
         final = ((pol.stop_when_accurate and accurate and v.safe) or k >= pol.max_rounds
                  or not v.converged)
         note = ""
@@ -194,34 +186,47 @@ class RefinementSession:
                 return self.published()
         else:
             self.records.append(RoundRecord(k, clearing, v, accurate, dso_time))
-        if v.safe:  # the last round is AC-safe: dispatch it (its model is the most refined)
-            return self._end(Verdict(FrameVerdict.OPTIMAL, safe=True, dispatch=True,
-                                     validation=v, rounds=k, clearing=clearing, message=note))
-        if self._best is not None and pol.keep_cheapest_safe:
-            _, kb, cb, vb = self._best
-            msg = "; ".join(m for m in (
-                f"dispatched round {kb}, the cheapest AC-safe clearing (last round {k}: "
-                f"{_unsafe_message(v, k)})", note) if m)
-            return self._end(Verdict(FrameVerdict.OPTIMAL, safe=True, dispatch=True,
-                                     validation=vb, rounds=kb, clearing=cb, message=msg))
-        dispatch = pol.dispatch_unsafe
-        message = "; ".join(m for m in (_unsafe_message(v, k), note) if m)
-        if dispatch:
-            message += " (dispatched: dispatch_unsafe)"
-        return self._end(Verdict(FrameVerdict.UNSAFE, safe=False, dispatch=dispatch,
-                                 validation=v, rounds=k, clearing=clearing, message=message))
+        return self._final("" if v.safe else _unsafe_message(v, k), note=note)
 
-    def _end(self, verdict: Verdict) -> Verdict:
-        """The final verdict; a refused frame falls back to an earlier AC-safe round."""
-        if not verdict.dispatch and verdict.verdict != FrameVerdict.UNSAFE \
-                and self._best is not None and self.policy.keep_cheapest_safe:
-            _, kb, cb, vb = self._best
-            verdict = Verdict(FrameVerdict.OPTIMAL, safe=True, dispatch=True, validation=vb,
-                              rounds=kb, clearing=cb,
-                              message=f"dispatched round {kb}, the cheapest AC-safe clearing "
-                                      f"(round {self.round}: {verdict.message})")
-        self.verdict = verdict
-        return verdict
+    def _final(self, why: str, *, note: str = "", refused: FrameVerdict | None = None
+               ) -> Verdict:
+        """The frame's verdict: the one dispatch rule (:func:`flexcore.exchange.dispatch.
+        choose_dispatch`) over the rounds so far. ``why``: why the last round is not
+        dispatchable as it is (empty: it is AC-safe); ``refused``: the DSO refuses it
+        without an AC check, with this verdict; ``note``: appended to the message."""
+        pol = self.policy
+        outcomes = [_outcome(r) for r in self.records[:-1]]
+        last = self.records[-1]
+        outcomes.append(RoundOutcome(
+            last.round, last.clearing.status,
+            last.validation is not None and last.validation.safe, _cost(last.clearing),
+            refused=refused))
+        choice = choose_dispatch(outcomes, keep_cheapest_safe=pol.keep_cheapest_safe,
+                                 dispatch_unsafe=pol.dispatch_unsafe)
+        rec = next((r for r in self.records if r.round == choice.round), last)
+        if rec is not last:
+            why = (f"dispatched round {rec.round}, the cheapest AC-safe clearing (last round "
+                   f"{last.round}: {why})")
+        elif choice.dispatched and why:
+            why += " (dispatched: dispatch_unsafe)"
+        message = "; ".join(m for m in (why, note) if m)
+        safe = rec.validation is not None and rec.validation.safe
+        self.verdict = Verdict(choice.verdict, safe=choice.dispatched and safe,
+                               dispatch=choice.dispatched, validation=rec.validation,
+                               rounds=rec.round, clearing=rec.clearing, message=message)
+        return self.verdict
+
+
+def _cost(clearing: ClearingResult) -> float:
+    rate = clearing.cost_eur_per_h
+    return float(rate if rate is not None else math.nan)
+
+
+def _outcome(rec: RoundRecord) -> RoundOutcome:
+    """An earlier round as the dispatch rule sees it (only checked rounds can be safe)."""
+    v = rec.validation
+    return RoundOutcome(rec.round, rec.clearing.status, v is not None and v.safe,
+                        _cost(rec.clearing))
 
 
 def _unsafe_message(v: ValidationReport, k: int) -> str:
