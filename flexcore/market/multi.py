@@ -80,9 +80,10 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Collection, Hashable, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+import highspy
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
@@ -101,7 +102,9 @@ from flexcore.market.direct import (
     INF,
     BasisStatus,
     LinearProgram,
+    _new_highs,
     align_bids,
+    highs_arrays,
     solve_highs,
 )
 
@@ -785,16 +788,109 @@ def _solve_fixed(lp: LinearProgram, col_lo: FloatArray, col_hi: FloatArray
     return x, float(lp.cost @ x)
 
 
+class _Fixings:
+    """The LPs of ``lp`` with every binary fixed (:func:`_fix_points`), solved one after
+    the other in one HiGHS instance: each starts from the optimal basis of the one before
+    (a move changes the bounds of one block's columns only; HiGHS's dual simplex goes on
+    from there), the first from the LP relaxation's optimal ``basis`` (if given)."""
+
+    def __init__(self, lp: LinearProgram, basis: BasisStatus | None) -> None:
+        self.lp = lp
+        arr = highs_arrays(replace(lp, integrality=np.zeros_like(lp.integrality)))
+        self.h = _new_highs()
+        self.h.setOptionValue("presolve", "off")
+        self.h.passModel(len(arr.cost), len(arr.row_lo), int(arr.start[-1]),
+                         int(highspy.MatrixFormat.kRowwise), int(highspy.ObjSense.kMinimize),
+                         0.0, arr.cost, arr.col_lo, arr.col_hi, arr.row_lo, arr.row_hi,
+                         arr.start, arr.index, arr.value, arr.integrality)
+        self.lo, self.hi = lp.col_lo.copy(), lp.col_hi.copy()
+        self.solves = 0
+        if basis is not None:
+            hb = highspy.HighsBasis()
+            hb.alien = False
+            status = [highspy.HighsBasisStatus(k) for k in range(4)]
+            hb.col_status = [status[k] for k in np.asarray(basis.col).tolist()]
+            hb.row_status = [status[k] for k in np.asarray(basis.row).tolist()]
+            self.h.setBasis(hb)       # rejected: HiGHS starts from its own basis
+
+    def solve(self, lo: FloatArray, hi: FloatArray) -> tuple[FloatArray | None, float]:
+        """(x, objective) of the LP with column bounds ``lo``, ``hi``; (None, inf) if it is
+        not optimal (infeasible)."""
+        moved = np.flatnonzero((lo != self.lo) | (hi != self.hi)).astype(np.int32)
+        if moved.size:
+            self.h.changeColsBounds(moved.size, moved, np.ascontiguousarray(lo[moved]),
+                                    np.ascontiguousarray(hi[moved]))
+            self.lo[moved], self.hi[moved] = lo[moved], hi[moved]
+        self.h.run()
+        self.solves += 1
+        if self.h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+            return None, np.inf
+        x = np.clip(np.asarray(self.h.getSolution().col_value, float), lo, hi)
+        return x, float(self.lp.cost @ x)
+
+
+def _fix_points(lp: LinearProgram, full: Sequence[_Block], choice: Sequence[int | None]
+                ) -> tuple[FloatArray, FloatArray]:
+    """Column bounds of ``lp`` with full block ``full[k]`` at point ``choice[k]`` (None:
+    its binaries left as they are)."""
+    lo, hi = lp.col_lo.copy(), lp.col_hi.copy()
+    for b, i in zip(full, choice):
+        if i is None:
+            continue
+        off = np.ones(b.m, bool)
+        off[i] = False
+        cols = [b.b[off], b.dp[off].ravel()] + ([b.s[off]] if b.coupled else [])
+        c = np.concatenate(cols)
+        lo[c] = hi[c] = 0.0
+        lo[b.b[i]] = hi[b.b[i]] = 1.0
+    return lo, hi
+
+
+#: a binary within this of 0 or 1 counts as integral in the incumbent search
+_FRAC_TOL = 1e-6
+
+
 def _start(model: _Model, lp: LinearProgram, relaxed_x: FloatArray | None, bound: float,
-           mip_rel_gap: float) -> tuple[FloatArray | None, bool]:
-    """An incumbent: the cheapest of the LPs with every full block at a fixed point: the
-    point nearest to its activation in the LP relaxation ``relaxed_x``, the point with the
-    largest ``b`` there (rounding), and its k-th point (k = 0 .. m-1, the last point for
-    blocks with fewer). Stops at the first that is within ``mip_rel_gap`` of the LP
-    ``bound`` and feasible for the relaxed areas too (then True: it is the solution)."""
+           mip_rel_gap: float, *, search: bool = True, basis: BasisStatus | None = None
+           ) -> tuple[FloatArray | None, bool]:
+    """An incumbent, the cheapest of these LPs (each full block at one point, or within
+    the dive partly relaxed); it stops at the first that is within ``mip_rel_gap`` of the
+    LP ``bound`` and feasible for the relaxed areas too (then True: it is the solution):
+
+    1. every full block at the point nearest to its activation in the LP relaxation
+       ``relaxed_x``, then at the point with the largest ``b`` there (rounding);
+    2. (``search``) a dive from ``relaxed_x``: the block whose ``b`` is the most
+       fractional is fixed at the one of its points with ``b > 0`` whose LP (the others
+       still relaxed) is cheapest, and so on until every ``b`` is integral;
+    3. every full block at its k-th point (k = 0 .. m-1, the last point for blocks with
+       fewer);
+    4. (``search``) a local search from the cheapest: one block at a time moved to another
+       of its points, the blocks fractional in ``relaxed_x`` first (most fractional
+       first), each move kept when it lowers the cost, until a pass over every full block
+       improves nothing.
+
+    Steps 1 and 3 (and every step without ``search``, the reference) solve each LP from
+    scratch without the columns that the fixed points leave at 0 (:func:`_solve_fixed`);
+    from the dive on, the LPs are solved in one HiGHS instance, each from the basis of the
+    one before (:class:`_Fixings`, the first from the relaxation's ``basis``)."""
     full = [b for b in model.all_blocks if b.full]
     if not full:
         return None, False
+
+    def done(x: FloatArray, obj: float) -> bool:
+        return (obj - bound <= mip_rel_gap * max(abs(obj), 1.0)
+                and not _selection(model, x)[1])
+
+    fixings: list[_Fixings] = []
+
+    def solve(choice: Sequence[int | None]) -> tuple[FloatArray | None, float]:
+        lo, hi = _fix_points(lp, full, choice)
+        if not search or (not fixings and None not in choice):
+            return _solve_fixed(lp, lo, hi)
+        if not fixings:
+            fixings.append(_Fixings(lp, basis))
+        return fixings[0].solve(lo, hi)
+
     choices = [[min(k, b.m - 1) for b in full] for k in range(max(b.m for b in full))]
     if relaxed_x is not None:
         choices.insert(0, [int(np.argmax(relaxed_x[b.b])) for b in full])
@@ -805,24 +901,85 @@ def _start(model: _Model, lp: LinearProgram, relaxed_x: FloatArray | None, bound
             near.append(int(np.argmin(((act[None, :] - pf) ** 2).sum(axis=1))))
         if near != choices[0]:
             choices.insert(0, near)
-    best: tuple[float, FloatArray] | None = None
-    for choice in choices:
-        lo, hi = lp.col_lo.copy(), lp.col_hi.copy()
-        for b, i in zip(full, choice):
-            off = np.ones(b.m, bool)
-            off[i] = False
-            cols = [b.b[off], b.dp[off].ravel()] + ([b.s[off]] if b.coupled else [])
-            c = np.concatenate(cols)
-            lo[c] = hi[c] = 0.0
-            lo[b.b[i]] = hi[b.b[i]] = 1.0
-        x, obj = _solve_fixed(lp, lo, hi)
+    best: tuple[float, FloatArray, list[int]] | None = None
+    tried: list[list[int]] = []
+    for step, choice in enumerate(choices):
+        if step == len(choices) - max(b.m for b in full) and search and relaxed_x is not None:
+            dove = _dive(full, relaxed_x, solve)       # after nearest and rounding
+            if dove is not None:
+                if done(dove[1], dove[0]):
+                    return dove[1], True
+                tried.append(dove[2])
+                if best is None or dove[0] < best[0]:
+                    best = dove
+        if choice in tried:
+            continue
+        tried.append(choice)
+        x, obj = solve(choice)
         if x is None:
             continue
-        if obj - bound <= mip_rel_gap * max(abs(obj), 1.0) and not _selection(model, x)[1]:
+        if done(x, obj):
             return x, True
         if best is None or obj < best[0]:
-            best = (obj, x)
-    return (None if best is None else best[1]), False
+            best = (obj, x, choice)
+    if best is None or not search:
+        return (None if best is None else best[1]), False
+    frac = (np.zeros(len(full)) if relaxed_x is None else
+            np.array([1.0 - float(relaxed_x[b.b].max()) for b in full]))
+    order = sorted(range(len(full)), key=lambda k: (-frac[k], k))
+    improved = True
+    while improved:
+        improved = False
+        for k in order:
+            for i in range(full[k].m):
+                if i == best[2][k]:
+                    continue
+                choice = list(best[2])
+                choice[k] = i
+                x, obj = solve(choice)
+                if x is None or obj >= best[0] - 1e-9 * max(abs(best[0]), 1.0):
+                    continue
+                if done(x, obj):
+                    return x, True
+                best = (obj, x, choice)
+                improved = True
+    return best[1], False
+
+
+def _dive(full: Sequence[_Block], relaxed_x: FloatArray,
+          solve: Callable[[Sequence[int | None]], tuple[FloatArray | None, float]]
+          ) -> tuple[float, FloatArray, list[int]] | None:
+    """Step 1 of :func:`_start`: (objective, x, points) of the dive's integral end, or None
+    when a block has no point left whose LP is feasible."""
+    fixed: list[int | None] = [None] * len(full)
+    x = relaxed_x
+    obj = np.nan
+    while True:
+        top = np.array([float(x[b.b].max()) if fixed[k] is None else 1.0
+                        for k, b in enumerate(full)])
+        if top.min() >= 1.0 - _FRAC_TOL:
+            break
+        k = int(np.argmin(top))
+        b = full[k]
+        support = [int(i) for i in np.argsort(-x[b.b], kind="stable")
+                   if x[b.b[i]] > _FRAC_TOL]
+        step: tuple[float, FloatArray, int] | None = None
+        for i in support + [i for i in range(b.m) if i not in support]:
+            if step is not None and i not in support:
+                break
+            trial = list(fixed)
+            trial[k] = i
+            xi, oi = solve(trial)
+            if xi is not None and (step is None or oi < step[0]):
+                step = (oi, xi, i)
+        if step is None:
+            return None
+        obj, x, fixed[k] = step
+    if np.isnan(obj):
+        return None          # the relaxation was integral: nothing to dive for
+    points = [int(np.argmax(x[b.b])) if i is None else i for b, i in zip(full, fixed)]
+    xf, of = solve(points)   # every block at its point, as the other incumbents
+    return None if xf is None else (of, xf, points)
 
 
 def _mv_slack(model: _Model, x: FloatArray) -> tuple[int | None, FloatArray | None]:
@@ -1059,7 +1216,8 @@ def _integral(model: _Model, x: FloatArray) -> bool:
 
 def _lazy_round(model: _Model, fixed: Mapping[str, int], times: dict[str, float],
                 t0: float, lps: _LpState, *, mip_rel_gap: float, time_limit_s: float | None,
-                mip_start: bool) -> tuple[FloatArray | None, float, RegionClearing]:
+                mip_start: bool, incumbent_search: bool = True
+                ) -> tuple[FloatArray | None, float, RegionClearing]:
     """One round over the current blocks: the LP relaxation first (its optimum, if
     integral, or the incumbent, if within ``mip_rel_gap`` of its bound, is the round's
     solution), else the MILP. Returns the solution (None: none), its objective (nan when it
@@ -1108,7 +1266,8 @@ def _lazy_round(model: _Model, fixed: Mapping[str, int], times: dict[str, float]
     start = None
     if mip_start and not fixed:
         t3 = time.perf_counter()
-        start, done = _start(model, lp, relax.x, relax.objective, mip_rel_gap)
+        start, done = _start(model, lp, relax.x, relax.objective, mip_rel_gap,
+                             search=incumbent_search, basis=relax.basis)
         times["start"] += time.perf_counter() - t3
         if start is not None and done:
             shell.message = (f"incumbent within mip_rel_gap of the LP bound "
@@ -1129,7 +1288,7 @@ def clear_region(areas: Sequence[AreaPackage], request_mw: float, *,
                  time_limit_s: float | None = None, mip_start: bool = True,
                  warm_full: Collection[str] = (),
                  warm: RegionClearing | LpBasis | None = None,
-                 lp_warm_start: bool = True) -> RegionClearing:
+                 lp_warm_start: bool = True, incumbent_search: bool = True) -> RegionClearing:
     """Clear ``request_mw`` over every area's bids at least cost (``sum c_j |x_j|``).
 
     ``mv`` (the MV DSO's package, columns = the areas' ``mv_column``) couples the areas:
@@ -1180,7 +1339,8 @@ def clear_region(areas: Sequence[AreaPackage], request_mw: float, *,
     while True:
         rounds += 1
         x, obj, res = _lazy_round(model, fixed, times, t0, lps, mip_rel_gap=mip_rel_gap,
-                                  time_limit_s=time_limit_s, mip_start=mip_start)
+                                  time_limit_s=time_limit_s, mip_start=mip_start,
+                                  incumbent_search=incumbent_search)
         res.lp_relaxations, res.lp_iterations = lps.relaxations, lps.iterations
         res.lp_time_s, res.lp_basis = lps.time_s, lps.basis
         res.lp_warm_started, res.lp_warm_rejected = lps.warm_started, lps.warm_rejected
