@@ -80,7 +80,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
+from collections.abc import Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import highspy
@@ -846,54 +846,39 @@ def _fix_points(lp: LinearProgram, full: Sequence[_Block], choice: Sequence[int 
     return lo, hi
 
 
-#: a binary within this of 0 or 1 counts as integral in the incumbent search
+#: a binary within this of 0 or 1 counts as integral in the point branching
 _FRAC_TOL = 1e-6
+#: LPs the point branching (:func:`_branch`) may solve before it leaves the rest to HiGHS
+BRANCH_LPS = 200
 
 
 def _start(model: _Model, lp: LinearProgram, relaxed_x: FloatArray | None, bound: float,
            mip_rel_gap: float, *, search: bool = True, basis: BasisStatus | None = None
            ) -> tuple[FloatArray | None, bool]:
-    """An incumbent, the cheapest of these LPs (each full block at one point, or within
-    the dive partly relaxed); it stops at the first that is within ``mip_rel_gap`` of the
-    LP ``bound`` and feasible for the relaxed areas too (then True: it is the solution):
+    """An incumbent, the cheapest of these LPs with every full block at one of its points;
+    True when it is the round's solution:
 
     1. every full block at the point nearest to its activation in the LP relaxation
-       ``relaxed_x``, then at the point with the largest ``b`` there (rounding);
-    2. (``search``) a dive from ``relaxed_x``: the block whose ``b`` is the most
-       fractional is fixed at the one of its points with ``b > 0`` whose LP (the others
-       still relaxed) is cheapest, and so on until every ``b`` is integral;
+       ``relaxed_x``, then at the point with the largest ``b`` there (rounding): the first
+       that is within ``mip_rel_gap`` of the LP ``bound`` and feasible for the relaxed
+       areas too ends the search;
+    2. (``search``) :func:`_branch` from the relaxation: when it ends within
+       :data:`BRANCH_LPS` LPs its incumbent is within ``mip_rel_gap`` of the optimum;
     3. every full block at its k-th point (k = 0 .. m-1, the last point for blocks with
-       fewer);
-    4. (``search``) a local search from the cheapest: one block at a time moved to another
-       of its points, the blocks fractional in ``relaxed_x`` first (most fractional
-       first), each move kept when it lowers the cost, until a pass over every full block
-       improves nothing.
+       fewer).
 
     Steps 1 and 3 (and every step without ``search``, the reference) solve each LP from
     scratch without the columns that the fixed points leave at 0 (:func:`_solve_fixed`);
-    from the dive on, the LPs are solved in one HiGHS instance, each from the basis of the
-    one before (:class:`_Fixings`, the first from the relaxation's ``basis``)."""
+    step 2 solves its LPs in one HiGHS instance, each from the basis of the one before
+    (:class:`_Fixings`, the first from the relaxation's ``basis``)."""
     full = [b for b in model.all_blocks if b.full]
     if not full:
         return None, False
-
-    def done(x: FloatArray, obj: float) -> bool:
-        return (obj - bound <= mip_rel_gap * max(abs(obj), 1.0)
-                and not _selection(model, x)[1])
-
-    fixings: list[_Fixings] = []
-
-    def solve(choice: Sequence[int | None]) -> tuple[FloatArray | None, float]:
-        lo, hi = _fix_points(lp, full, choice)
-        if not search or (not fixings and None not in choice):
-            return _solve_fixed(lp, lo, hi)
-        if not fixings:
-            fixings.append(_Fixings(lp, basis))
-        return fixings[0].solve(lo, hi)
-
     choices = [[min(k, b.m - 1) for b in full] for k in range(max(b.m for b in full))]
+    first = 0
     if relaxed_x is not None:
         choices.insert(0, [int(np.argmax(relaxed_x[b.b])) for b in full])
+        first = 1
         near = []
         for b in full:
             pf = b.pkg.p_flex_mw
@@ -901,85 +886,74 @@ def _start(model: _Model, lp: LinearProgram, relaxed_x: FloatArray | None, bound
             near.append(int(np.argmin(((act[None, :] - pf) ** 2).sum(axis=1))))
         if near != choices[0]:
             choices.insert(0, near)
-    best: tuple[float, FloatArray, list[int]] | None = None
-    tried: list[list[int]] = []
+            first = 2
+    best: tuple[float, FloatArray] | None = None
     for step, choice in enumerate(choices):
-        if step == len(choices) - max(b.m for b in full) and search and relaxed_x is not None:
-            dove = _dive(full, relaxed_x, solve)       # after nearest and rounding
-            if dove is not None:
-                if done(dove[1], dove[0]):
-                    return dove[1], True
-                tried.append(dove[2])
-                if best is None or dove[0] < best[0]:
-                    best = dove
-        if choice in tried:
-            continue
-        tried.append(choice)
-        x, obj = solve(choice)
+        if step == first and search and relaxed_x is not None:
+            inc, proven = _branch(full, lp, basis, relaxed_x, best, mip_rel_gap)
+            if inc is not None:
+                best = inc
+                if proven:
+                    return best[1], True
+        x, obj = _solve_fixed(lp, *_fix_points(lp, full, choice))
         if x is None:
             continue
-        if done(x, obj):
+        if (step < first and obj - bound <= mip_rel_gap * max(abs(obj), 1.0)
+                and not _selection(model, x)[1]):
             return x, True
         if best is None or obj < best[0]:
-            best = (obj, x, choice)
-    if best is None or not search:
-        return (None if best is None else best[1]), False
-    frac = (np.zeros(len(full)) if relaxed_x is None else
-            np.array([1.0 - float(relaxed_x[b.b].max()) for b in full]))
-    order = sorted(range(len(full)), key=lambda k: (-frac[k], k))
-    improved = True
-    while improved:
-        improved = False
-        for k in order:
-            for i in range(full[k].m):
-                if i == best[2][k]:
-                    continue
-                choice = list(best[2])
-                choice[k] = i
-                x, obj = solve(choice)
-                if x is None or obj >= best[0] - 1e-9 * max(abs(best[0]), 1.0):
-                    continue
-                if done(x, obj):
-                    return x, True
-                best = (obj, x, choice)
-                improved = True
-    return best[1], False
+            best = (obj, x)
+    return (None if best is None else best[1]), False
 
 
-def _dive(full: Sequence[_Block], relaxed_x: FloatArray,
-          solve: Callable[[Sequence[int | None]], tuple[FloatArray | None, float]]
-          ) -> tuple[float, FloatArray, list[int]] | None:
-    """Step 1 of :func:`_start`: (objective, x, points) of the dive's integral end, or None
-    when a block has no point left whose LP is feasible."""
-    fixed: list[int | None] = [None] * len(full)
-    x = relaxed_x
-    obj = np.nan
-    while True:
+def _branch(full: Sequence[_Block], lp: LinearProgram, basis: BasisStatus | None,
+            relaxed_x: FloatArray, incumbent: tuple[float, FloatArray] | None,
+            mip_rel_gap: float) -> tuple[tuple[float, FloatArray] | None, bool]:
+    """Branch and bound over the blocks' points (step 2 of :func:`_start`): a node fixes
+    some full blocks at one point each and relaxes the rest (its LP is a relaxation of
+    every solution with those points); its children fix its most fractional block (the
+    smallest largest ``b``) at each of its points, which covers all of them. Depth first,
+    the child with the cheapest LP first (its first leaf is a dive); a node whose LP is
+    within ``mip_rel_gap`` of the incumbent (``objective - mip_rel_gap max(|objective|,
+    1)``) or infeasible is pruned; a node whose ``b`` are all integral gives an incumbent
+    (its points fixed). Returns the best incumbent (objective, x) and whether the tree was
+    closed (then that incumbent is within ``mip_rel_gap`` of the optimum; None with a
+    closed tree: no point combination is feasible) within :data:`BRANCH_LPS` LPs."""
+    fixings = _Fixings(lp, basis)
+    best = incumbent
+
+    def pruned(obj: float) -> bool:
+        return best is not None and obj >= best[0] - mip_rel_gap * max(abs(best[0]), 1.0)
+
+    stack: list[tuple[float, list[int | None], FloatArray]] = [
+        (float(lp.cost @ relaxed_x), [None] * len(full), relaxed_x)]
+    while stack:
+        obj, fixed, x = stack.pop()
+        if pruned(obj):
+            continue
         top = np.array([float(x[b.b].max()) if fixed[k] is None else 1.0
                         for k, b in enumerate(full)])
         if top.min() >= 1.0 - _FRAC_TOL:
-            break
+            points = [int(np.argmax(x[b.b])) if i is None else i for b, i in zip(full, fixed)]
+            if fixings.solves >= BRANCH_LPS:
+                return best, False
+            xf, of = fixings.solve(*_fix_points(lp, full, points))
+            if xf is not None and (best is None or of < best[0]):
+                best = (of, xf)
+            continue
         k = int(np.argmin(top))
-        b = full[k]
-        support = [int(i) for i in np.argsort(-x[b.b], kind="stable")
-                   if x[b.b[i]] > _FRAC_TOL]
-        step: tuple[float, FloatArray, int] | None = None
-        for i in support + [i for i in range(b.m) if i not in support]:
-            if step is not None and i not in support:
-                break
+        children: list[tuple[float, list[int | None], FloatArray]] = []
+        for i in range(full[k].m):
+            if fixings.solves >= BRANCH_LPS:
+                return best, False
             trial = list(fixed)
             trial[k] = i
-            xi, oi = solve(trial)
-            if xi is not None and (step is None or oi < step[0]):
-                step = (oi, xi, i)
-        if step is None:
-            return None
-        obj, x, fixed[k] = step
-    if np.isnan(obj):
-        return None          # the relaxation was integral: nothing to dive for
-    points = [int(np.argmax(x[b.b])) if i is None else i for b, i in zip(full, fixed)]
-    xf, of = solve(points)   # every block at its point, as the other incumbents
-    return None if xf is None else (of, xf, points)
+            xi, oi = fixings.solve(*_fix_points(lp, full, trial))
+            if xi is not None and not pruned(oi):
+                children.append((oi, trial, xi))
+        children.sort(key=lambda c: -c[0])     # the cheapest on top of the stack
+        stack.extend(children)
+    return best, True
 
 
 def _mv_slack(model: _Model, x: FloatArray) -> tuple[int | None, FloatArray | None]:
