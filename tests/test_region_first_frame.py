@@ -62,3 +62,19 @@ def test_incumbent_search_within_the_gap_on_many_cases():
                         <= best.cost_eur_per_h * (1 + GAP) + 1e-6
                     milps[search] += r.message == ""
     assert milps[True] <= milps[False]
+
+
+def test_branching_out_of_budget_leaves_the_rest_to_the_milp(monkeypatch):
+    """With a budget of one LP the branching cannot close the tree: HiGHS's MILP (started
+    from the best incumbent) ends the clearing, at the enumerated optimum."""
+    import flexcore.market.multi as multi
+
+    seed, coupled, frac = CASES[0]
+    areas, mv = _areas(seed, n_areas=4, coupled=coupled)
+    req = frac * sum(a.bids.volume_mw.sum() for a in areas)
+    best, _ = enumerate_regions(areas, req, mv=mv)
+    monkeypatch.setattr(multi, "BRANCH_LPS", 1)
+    r = clear_region(areas, req, mv=mv, mip_rel_gap=GAP, lazy=False)
+    assert r.status == ClearingStatus.OPTIMAL and r.message == ""     # the MILP's
+    assert best.cost_eur_per_h - 1e-6 <= r.cost_eur_per_h \
+        <= best.cost_eur_per_h * (1 + GAP) + 1e-6

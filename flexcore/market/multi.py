@@ -42,12 +42,25 @@ solves the LP relaxation of the current model; every relaxed area is checked at 
 activation: a point whose Voronoi region holds it and whose rows hold there (with the
 slack change the MV package predicts). Areas failing the check become full and the round
 is repeated; otherwise the incumbent (the LPs with every full block at a fixed point: the
-point nearest to its LP activation first, then its argmax-``b`` and k-th points) ends the
-clearing if it is within ``mip_rel_gap`` of the LP bound and passes the check, else the
-MILP is solved with it as MIP start and checked the same way. A solution of a relaxation
-that is feasible for the full problem is optimal for it; the gap certificate is a bound of
-the relaxation, hence of the full problem. On SimBench semiurb (111 packages) 10-16 areas
-end up full after 2-4 rounds.
+point nearest to its LP activation first, then its argmax-``b``) ends the clearing if it
+is within ``mip_rel_gap`` of the LP bound and passes the check, else the round is solved
+to ``mip_rel_gap`` by the branching over points below, or, when that does not close
+within its budget, by HiGHS's MILP with the best incumbent as MIP start, and checked the
+same way. A solution of a relaxation that is feasible for the full problem is optimal for
+it; the gap certificate is a bound of the relaxation, hence of the full problem. On
+SimBench semiurb (111 packages) 10-16 areas end up full after 2-4 rounds.
+
+**Branching over points** (:func:`_branch`; exact to ``mip_rel_gap`` like HiGHS). A
+block's binaries choose one point, so a branch fixes a whole block at one of its points
+(m children that cover every choice) rather than one binary at 0 or 1. Depth first, the
+cheapest child first, each node's LP solved in one HiGHS instance from the basis of the
+one before (a child changes one block's column bounds), a node closed when its LP is
+within ``mip_rel_gap`` of the best incumbent. The LP relaxation of the convex-hull form
+can be weak where one block (e.g. the MV package's) mixes two points: on the first frame
+of SimBench semiurb at privacy "exact" the bound was 0.7-1.1 % below the optimum with a
+single fractional block, HiGHS's branch and bound took 80-300 s per clearing to close it
+(root cuts on ~25k columns) and the branching over that block's 3 points closes it in a
+few LPs.
 
 **Format 2** (:class:`~flexcore.exchange.hardened.HardenedPackage`, e.g. the rows a region
 DSO publishes lazily, ``flexcore.region.publish``): point i's rows ``a x <= rhs`` enter as
@@ -805,6 +818,7 @@ class _Fixings:
                          arr.start, arr.index, arr.value, arr.integrality)
         self.lo, self.hi = lp.col_lo.copy(), lp.col_hi.copy()
         self.solves = 0
+        self.failed = False     # an LP ended neither optimal nor infeasible
         if basis is not None:
             hb = highspy.HighsBasis()
             hb.alien = False
@@ -815,7 +829,7 @@ class _Fixings:
 
     def solve(self, lo: FloatArray, hi: FloatArray) -> tuple[FloatArray | None, float]:
         """(x, objective) of the LP with column bounds ``lo``, ``hi``; (None, inf) if it is
-        not optimal (infeasible)."""
+        not optimal (:attr:`failed` set unless it is infeasible)."""
         moved = np.flatnonzero((lo != self.lo) | (hi != self.hi)).astype(np.int32)
         if moved.size:
             self.h.changeColsBounds(moved.size, moved, np.ascontiguousarray(lo[moved]),
@@ -823,7 +837,9 @@ class _Fixings:
             self.lo[moved], self.hi[moved] = lo[moved], hi[moved]
         self.h.run()
         self.solves += 1
-        if self.h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+        ms = self.h.getModelStatus()
+        if ms != highspy.HighsModelStatus.kOptimal:
+            self.failed |= ms != highspy.HighsModelStatus.kInfeasible
             return None, np.inf
         x = np.clip(np.asarray(self.h.getSolution().col_value, float), lo, hi)
         return x, float(self.lp.cost @ x)
@@ -853,8 +869,8 @@ BRANCH_LPS = 200
 
 
 def _start(model: _Model, lp: LinearProgram, relaxed_x: FloatArray | None, bound: float,
-           mip_rel_gap: float, *, search: bool = True, basis: BasisStatus | None = None
-           ) -> tuple[FloatArray | None, bool]:
+           mip_rel_gap: float, *, search: bool = True, basis: BasisStatus | None = None,
+           deadline: float | None = None) -> tuple[FloatArray | None, bool]:
     """An incumbent, the cheapest of these LPs with every full block at one of its points;
     True when it is the round's solution:
 
@@ -890,7 +906,7 @@ def _start(model: _Model, lp: LinearProgram, relaxed_x: FloatArray | None, bound
     best: tuple[float, FloatArray] | None = None
     for step, choice in enumerate(choices):
         if step == first and search and relaxed_x is not None:
-            inc, proven = _branch(full, lp, basis, relaxed_x, best, mip_rel_gap)
+            inc, proven = _branch(full, lp, basis, relaxed_x, best, mip_rel_gap, deadline)
             if inc is not None:
                 best = inc
                 if proven:
@@ -908,49 +924,62 @@ def _start(model: _Model, lp: LinearProgram, relaxed_x: FloatArray | None, bound
 
 def _branch(full: Sequence[_Block], lp: LinearProgram, basis: BasisStatus | None,
             relaxed_x: FloatArray, incumbent: tuple[float, FloatArray] | None,
-            mip_rel_gap: float) -> tuple[tuple[float, FloatArray] | None, bool]:
-    """Branch and bound over the blocks' points (step 2 of :func:`_start`): a node fixes
-    some full blocks at one point each and relaxes the rest (its LP is a relaxation of
-    every solution with those points); its children fix its most fractional block (the
-    smallest largest ``b``) at each of its points, which covers all of them. Depth first,
-    the child with the cheapest LP first (its first leaf is a dive); a node whose LP is
-    within ``mip_rel_gap`` of the incumbent (``objective - mip_rel_gap max(|objective|,
-    1)``) or infeasible is pruned; a node whose ``b`` are all integral gives an incumbent
-    (its points fixed). Returns the best incumbent (objective, x) and whether the tree was
-    closed (then that incumbent is within ``mip_rel_gap`` of the optimum; None with a
-    closed tree: no point combination is feasible) within :data:`BRANCH_LPS` LPs."""
+            mip_rel_gap: float, deadline: float | None = None
+            ) -> tuple[tuple[float, FloatArray] | None, bool]:
+    """Branch and bound over the blocks' points (step 2 of :func:`_start`). A node fixes
+    some full blocks at one point each and relaxes the rest: its LP is a relaxation of
+    every solution with those points. Its children fix its most fractional free block
+    (the smallest largest ``b``) at each of the block's points, which covers all of them.
+    Depth first, the child with the cheapest LP first (so the first leaf is a dive). A
+    node whose ``b`` are all integral (within ``_FRAC_TOL``) gives an incumbent: the LP
+    with every block at that point; a node is closed when its LP is infeasible or within
+    ``mip_rel_gap`` of the best incumbent (``bound >= objective - mip_rel_gap
+    max(|objective|, 1)``), else branched.
+
+    Returns the best incumbent (objective, x; ``incumbent`` is the one to beat) and True
+    when every node was closed: then it is within ``mip_rel_gap`` of the optimum (None: no
+    combination of points is feasible). False when :data:`BRANCH_LPS` LPs or the
+    ``deadline`` (``time.perf_counter``) were reached or an LP failed: the rest is left to
+    HiGHS's MILP."""
     fixings = _Fixings(lp, basis)
     best = incumbent
 
-    def pruned(obj: float) -> bool:
+    def closed(obj: float) -> bool:
         return best is not None and obj >= best[0] - mip_rel_gap * max(abs(best[0]), 1.0)
+
+    def stop() -> bool:
+        return (fixings.failed or fixings.solves >= BRANCH_LPS
+                or (deadline is not None and time.perf_counter() >= deadline))
 
     stack: list[tuple[float, list[int | None], FloatArray]] = [
         (float(lp.cost @ relaxed_x), [None] * len(full), relaxed_x)]
     while stack:
         obj, fixed, x = stack.pop()
-        if pruned(obj):
+        if closed(obj):
             continue
-        top = np.array([float(x[b.b].max()) if fixed[k] is None else 1.0
-                        for k, b in enumerate(full)])
-        if top.min() >= 1.0 - _FRAC_TOL:
-            points = [int(np.argmax(x[b.b])) if i is None else i for b, i in zip(full, fixed)]
-            if fixings.solves >= BRANCH_LPS:
+        free = [k for k in range(len(full)) if fixed[k] is None]
+        top = np.array([float(x[full[k].b].max()) for k in free])
+        if not free or top.min() >= 1.0 - _FRAC_TOL:
+            if stop():
                 return best, False
+            points = [int(np.argmax(x[b.b])) if i is None else i for b, i in zip(full, fixed)]
             xf, of = fixings.solve(*_fix_points(lp, full, points))
             if xf is not None and (best is None or of < best[0]):
                 best = (of, xf)
-            continue
-        k = int(np.argmin(top))
+            if not free or closed(obj):
+                continue       # else the fixed points cost more than the node's bound
+        k = free[int(np.argmin(top))]
         children: list[tuple[float, list[int | None], FloatArray]] = []
         for i in range(full[k].m):
-            if fixings.solves >= BRANCH_LPS:
+            if stop():
                 return best, False
             trial = list(fixed)
             trial[k] = i
             xi, oi = fixings.solve(*_fix_points(lp, full, trial))
-            if xi is not None and not pruned(oi):
+            if xi is not None and not closed(oi):
                 children.append((oi, trial, xi))
+        if fixings.failed:
+            return best, False
         children.sort(key=lambda c: -c[0])     # the cheapest on top of the stack
         stack.extend(children)
     return best, True
@@ -1241,7 +1270,8 @@ def _lazy_round(model: _Model, fixed: Mapping[str, int], times: dict[str, float]
     if mip_start and not fixed:
         t3 = time.perf_counter()
         start, done = _start(model, lp, relax.x, relax.objective, mip_rel_gap,
-                             search=incumbent_search, basis=relax.basis)
+                             search=incumbent_search, basis=relax.basis,
+                             deadline=None if time_limit_s is None else t0 + time_limit_s)
         times["start"] += time.perf_counter() - t3
         if start is not None and done:
             shell.message = (f"incumbent within mip_rel_gap of the LP bound "
@@ -1278,6 +1308,8 @@ def clear_region(areas: Sequence[AreaPackage], request_mw: float, *,
     the incumbent LPs (module doc): they end a round when within ``mip_rel_gap`` of the LP
     bound, else the best is HiGHS's MIP start (on SimBench semiurb HiGHS otherwise found
     no feasible point in 150 s). Without it every round solves the MILP.
+    ``incumbent_search`` (with ``mip_start``): before the MILP, the branching over points
+    (module doc); False: the incumbent LPs alone, then the MILP (the reference).
 
     ``warm_full`` (with ``lazy``): names of areas to start in the full form, e.g. the
     previous clearing's :attr:`RegionClearing.full_names` (the next refinement round, the
