@@ -28,6 +28,7 @@ second of CPU time, wall time, LP time and iterations.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import pickle
@@ -163,7 +164,11 @@ def totals(rows: list[dict[str, Any]], compare: str = "lp") -> dict[str, Any]:
         w = float(sum(r[f"{key}_{b}{unit}"] for r in rows))
         out[f"{key}_{a}{unit}"], out[f"{key}_{b}{unit}"] = c, w
         out[f"{key}_ratio_{a}_over_{b}"] = c / w if w else math.nan
-    out["max_cost_rel_diff"] = max((r["cost_rel_diff"] for r in rows), default=0.0)
+    out["max_cost_rel_diff"] = max((r["cost_rel_diff"] for r in rows
+                                    if not math.isnan(r["cost_rel_diff"])), default=0.0)
+    for label in (a, b):      # clearings that ended without a solution (e.g. time limit)
+        out[f"not_optimal_{label}"] = [r["clearing"] for r in rows
+                                       if r[f"status_{label}"] != "optimal"]
     out["all_same_points"] = all(r["same_points"] for r in rows)
     out["all_same_status"] = all(r[f"status_{a}"] == r[f"status_{b}"] for r in rows)
     return out
@@ -184,14 +189,19 @@ def figure(rows: list[dict[str, Any]], compare: str, path: Path, title: str) -> 
         tot = sum(r[f"wall_{label}_s"] for r in rows)
         ax.bar([x + off for x in k], [r[f"wall_{label}_s"] for r in rows], w,
                label=f"{label}: {tot:.1f} s in all")
+        for r in rows:      # a clearing without an optimal end: its status on the bar
+            if r[f"status_{label}"] != "optimal":
+                ax.text(r["clearing"] + off, r[f"wall_{label}_s"], r[f"status_{label}"],
+                        rotation=90, ha="center", va="top", fontsize=7, color="white")
     ax.set_yscale("log")
     ax.set_xlabel("clearing (call of clear_region)")
     ax.set_ylabel("wall time (s)")
     ax.set_xticks(k)
     ax2 = ax.twinx()
-    ax2.plot(k, [r["cost_rel_diff"] for r in rows], "k.", label="relative cost difference")
+    diff = [math.nan if r["cost_rel_diff"] is None else r["cost_rel_diff"] for r in rows]
+    ax2.plot(k, diff, "k.", label="relative cost difference (both optimal)")
     ax2.set_ylabel("|cost difference| / cost")
-    ax2.set_ylim(0, max(1e-3, max(r["cost_rel_diff"] for r in rows) * 1.2))
+    ax2.set_ylim(0, max([1e-3] + [1.2 * d for d in diff if not math.isnan(d)]))
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
     ax.legend(h1 + h2, l1 + l2, loc="upper right", fontsize=8)
@@ -211,7 +221,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--compare", choices=sorted(SIDES), default="lp")
     p.add_argument("--calls", default=None, help="A:B replays the calls A..B-1 only")
     p.add_argument("--out", default=None)
+    p.add_argument("--replot", default=None, help="only redraw the figure of a written JSON")
     a = p.parse_args(argv)
+    if a.replot:
+        done = json.loads(Path(a.replot).read_text())
+        figure(done["clearings"], done["compare"], Path(a.replot).with_suffix(".png"),
+               f"{done['loaded_from'] or done['grid']}: {' vs '.join(done['sides'])}, "
+               f"mip_rel_gap {done['mip_rel_gap']}")
+        return done
     if a.load:
         calls = pickle.loads(Path(a.load).read_bytes())
     else:
