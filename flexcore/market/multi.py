@@ -802,16 +802,18 @@ def _solve_fixed(lp: LinearProgram, col_lo: FloatArray, col_hi: FloatArray
 
 
 class _Fixings:
-    """The LPs of ``lp`` with every binary fixed (:func:`_fix_points`), solved one after
-    the other in one HiGHS instance: each starts from the optimal basis of the one before
-    (a move changes the bounds of one block's columns only; HiGHS's dual simplex goes on
-    from there), the first from the LP relaxation's optimal ``basis`` (if given)."""
+    """The LPs of ``lp`` with some blocks at fixed points (:func:`_fix_points`), solved one
+    after the other in one HiGHS instance: each starts from the last optimal basis (a move
+    changes the bounds of one block's columns only; HiGHS's dual simplex goes on from
+    there), the first from the LP relaxation's optimal ``basis`` (if given). Each LP may
+    take :data:`BRANCH_LP_ITERATIONS` simplex iterations."""
 
     def __init__(self, lp: LinearProgram, basis: BasisStatus | None) -> None:
         self.lp = lp
         arr = highs_arrays(replace(lp, integrality=np.zeros_like(lp.integrality)))
         self.h = _new_highs()
         self.h.setOptionValue("presolve", "off")
+        self.h.setOptionValue("simplex_iteration_limit", BRANCH_LP_ITERATIONS)
         self.h.passModel(len(arr.cost), len(arr.row_lo), int(arr.start[-1]),
                          int(highspy.MatrixFormat.kRowwise), int(highspy.ObjSense.kMinimize),
                          0.0, arr.cost, arr.col_lo, arr.col_hi, arr.row_lo, arr.row_hi,
@@ -819,6 +821,7 @@ class _Fixings:
         self.lo, self.hi = lp.col_lo.copy(), lp.col_hi.copy()
         self.solves = 0
         self.failed = False     # an LP ended neither optimal nor infeasible
+        self.good: object | None = None    # the last optimal basis (HighsBasis)
         if basis is not None:
             hb = highspy.HighsBasis()
             hb.alien = False
@@ -840,7 +843,10 @@ class _Fixings:
         ms = self.h.getModelStatus()
         if ms != highspy.HighsModelStatus.kOptimal:
             self.failed |= ms != highspy.HighsModelStatus.kInfeasible
+            if self.good is not None:      # the next LP from the last optimal basis
+                self.h.setBasis(self.good)
             return None, np.inf
+        self.good = self.h.getBasis()
         x = np.clip(np.asarray(self.h.getSolution().col_value, float), lo, hi)
         return x, float(self.lp.cost @ x)
 
@@ -866,6 +872,10 @@ def _fix_points(lp: LinearProgram, full: Sequence[_Block], choice: Sequence[int 
 _FRAC_TOL = 1e-6
 #: LPs the point branching (:func:`_branch`) may solve before it leaves the rest to HiGHS
 BRANCH_LPS = 200
+#: simplex iterations one of its LPs may take (a node LP from its parent's basis takes
+#: tens; proving a child infeasible took 10^4 on SimBench semiurb at a binding request):
+#: beyond, the branching stops and leaves the rest to HiGHS
+BRANCH_LP_ITERATIONS = 2000
 
 
 def _start(model: _Model, lp: LinearProgram, relaxed_x: FloatArray | None, bound: float,
