@@ -1,6 +1,6 @@
-"""The region clearing's incumbent search (flexcore.market.multi._start: dive and local
-search) against the m^N enumeration: it ends clearings at an incumbent within the gap that
-the former incumbent (nearest point, rounding, k-th points) left to the MILP."""
+"""The region clearing's branching over points (flexcore.market.multi._branch, step 2 of
+_start) against the m^N enumeration: it ends clearings at an incumbent within the gap that
+the former incumbent (nearest point, rounding, k-th points) left to HiGHS's MILP."""
 from __future__ import annotations
 
 import numpy as np

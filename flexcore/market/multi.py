@@ -974,6 +974,8 @@ def _branch(full: Sequence[_Block], lp: LinearProgram, basis: BasisStatus | None
                 return best, False
             points = [int(np.argmax(x[b.b])) if i is None else i for b, i in zip(full, fixed)]
             xf, of = fixings.solve(*_fix_points(lp, full, points))
+            if fixings.failed:
+                return best, False
             if xf is not None and (best is None or of < best[0]):
                 best = (of, xf)
             if not free or closed(obj):
@@ -1284,8 +1286,8 @@ def _lazy_round(model: _Model, fixed: Mapping[str, int], times: dict[str, float]
                              deadline=None if time_limit_s is None else t0 + time_limit_s)
         times["start"] += time.perf_counter() - t3
         if start is not None and done:
-            shell.message = (f"incumbent within mip_rel_gap of the LP bound "
-                             f"{relax.objective:.6g}")
+            shell.message = (f"incumbent within mip_rel_gap of the optimum (LP bound "
+                             f"{relax.objective:.6g})")
             return start, float(lp.cost @ start), shell
     out = solve_highs(lp, mip_rel_gap=mip_rel_gap, time_limit_s=left(), start=start)
     times["solve"] += out.solve_time_s
