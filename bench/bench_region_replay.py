@@ -1,26 +1,34 @@
-"""Benchmark: the TSO's clearings of a real region co-simulation, replayed cold and warm.
+"""Benchmark: the TSO's clearings of a real region co-simulation, replayed two ways.
 
 ``python -m bench.bench_region_replay [--grid ...] [--frames 3] [--start 72] [--day-type
-winter_workday] [--areas 0] [--processes 2] [--save FILE | --load FILE]`` runs
-:func:`scenarios.region_cosim.run_region_cosim` (the bids, profiles and split of
-:func:`bench.bench_region_cosim.load_region`; areas 0 = all) and records every call of
-:func:`flexcore.market.multi.clear_region` the TSO makes (its arguments, pickled at the
-call), then replays the sequence in this process twice side by side, call by call: **cold**
-(``lp_warm_start=False``: every LP relaxation solved from scratch, as before) and **warm**
-(each call given the previous warm replay's result, ``warm=``, as the TSO agent does; its
-lazy rounds warm-start from each other). ``warm_full`` is passed as the TSO passed it,
-in both. ``--save`` also writes the recorded calls to FILE (pickle, a development aid),
-``--load`` replays such a file instead of running the co-simulation.
+winter_workday] [--areas 0] [--processes 2] [--save FILE | --load FILE] [--compare lp |
+incumbent] [--calls 0:6]`` runs :func:`scenarios.region_cosim.run_region_cosim` (the bids,
+profiles and split of :func:`bench.bench_region_cosim.load_region`; areas 0 = all) and
+records every call of :func:`flexcore.market.multi.clear_region` the TSO makes (its
+arguments, pickled at the call), then replays the sequence in this process twice side by
+side, call by call. ``--compare lp`` (default): **cold** (``lp_warm_start=False``: every
+LP relaxation solved from scratch, as before) and **warm** (each call given the previous
+warm replay's result, ``warm=``, as the TSO agent does; its lazy rounds warm-start from
+each other). ``--compare incumbent``: **old** (``incumbent_search=False``: the incumbents
+of nearest point, rounding and k-th points, then HiGHS's MILP) and **new** (the branching
+over the blocks' points before the MILP, :func:`flexcore.market.multi._branch`), both
+warm as the TSO does. ``warm_full`` is passed as the TSO passed it, in both. ``--save``
+also writes the recorded calls to FILE (pickle, a development aid), ``--load`` replays
+such a file instead of running the co-simulation; ``--calls A:B`` replays calls A..B-1.
 
-Printed and written to ``results/benchmarks/region_replay-<UTC>.json``: per clearing the
-CPU time of this process (``time.process_time``) and the wall time of each replay, the LP
-relaxations' simplex iterations and time, the lazy rounds, and the differences of the
-warm result from the cold one (relative cost difference, same points, same full areas);
-totals and the ratio cold / warm of CPU time, LP time and iterations.
+Printed and written to ``results/benchmarks/region_replay-<UTC>.json`` (``--compare
+incumbent``: ``region_replay_incumbent-<UTC>.json`` and a ``.png`` figure: per call the
+wall time of both sides and the relative cost difference): per clearing the CPU time of
+this process (``time.process_time``) and the wall time of each replay, the LP
+relaxations' simplex iterations and time, the lazy rounds, the time of the incumbent
+LPs and of the MILP solves, and the differences of the second result from the first
+(relative cost difference, same points, same full areas); totals and the ratio first /
+second of CPU time, wall time, LP time and iterations.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import pickle
@@ -80,57 +88,127 @@ def _rel(a: float, b: float) -> float:
     return abs(a - b) / max(abs(b), 1e-12)
 
 
-def replay(calls: list[bytes]) -> list[dict[str, Any]]:
-    """Each call cold, then warm (from the previous warm result), side by side."""
-    rows = []
-    prev: RegionClearing | None = None
-    for k, blob in enumerate(calls):
-        args, kwargs = pickle.loads(blob)
+#: per comparison: the two sides' labels and how each side's call is made from the
+#: recorded kwargs (``prev``: that side's previous result)
+SIDES: dict[str, tuple[tuple[str, str], Any]] = {}
+
+
+def _lp_side(label: str, kwargs: dict[str, Any], prev: RegionClearing | None) -> None:
+    if label == "cold":
         kwargs.pop("warm", None)
         kwargs["lp_warm_start"] = False
-        cold, cpu_c, wall_c = _one(args, kwargs)
-        args, kwargs = pickle.loads(blob)     # a fresh copy: nothing shared with cold
+    else:
         kwargs["warm"] = prev
-        warm, cpu_w, wall_w = _one(args, kwargs)
-        prev = warm
-        row = {
-            "clearing": k, "request_mw": float(args[1]), "status_cold": cold.status.value,
-            "status_warm": warm.status.value, "cost_cold_eur_per_h": cold.cost_eur_per_h,
-            "cost_warm_eur_per_h": warm.cost_eur_per_h,
-            "cost_rel_diff": _rel(warm.cost_eur_per_h, cold.cost_eur_per_h),
-            "same_points": warm.points == cold.points and warm.mv_point == cold.mv_point,
-            "same_full_areas": set(warm.full_names) == set(cold.full_names),
-            "rounds_cold": cold.lazy_rounds, "rounds_warm": warm.lazy_rounds,
-            "full_areas": cold.full_areas, "rows": cold.rows, "columns": cold.columns,
-            "cpu_cold_s": cpu_c, "cpu_warm_s": cpu_w, "wall_cold_s": wall_c,
-            "wall_warm_s": wall_w,
-            "lp_time_cold_s": cold.lp_time_s, "lp_time_warm_s": warm.lp_time_s,
-            "lp_iterations_cold": cold.lp_iterations, "lp_iterations_warm": warm.lp_iterations,
-            "lp_relaxations": warm.lp_relaxations, "lp_warm_started": warm.lp_warm_started,
-            "lp_warm_rejected": warm.lp_warm_rejected,
-        }
+
+
+def _incumbent_side(label: str, kwargs: dict[str, Any], prev: RegionClearing | None) -> None:
+    if prev is not None:
+        kwargs["warm"] = prev
+    kwargs["incumbent_search"] = label == "new"
+
+
+SIDES["lp"] = (("cold", "warm"), _lp_side)
+SIDES["incumbent"] = (("old", "new"), _incumbent_side)
+
+
+def replay(calls: list[bytes], compare: str = "lp", first: int = 0) -> list[dict[str, Any]]:
+    """Each call both ways (:data:`SIDES`), side by side; ``first``: the number of the
+    first call (for the rows)."""
+    (a, b), side = SIDES[compare]
+    rows = []
+    prev: dict[str, RegionClearing | None] = {a: None, b: None}
+    for k, blob in enumerate(calls, start=first):
+        res: dict[str, tuple[RegionClearing, float, float]] = {}
+        request = 0.0
+        for label in (a, b):
+            args, kwargs = pickle.loads(blob)   # a fresh copy per side: nothing shared
+            side(label, kwargs, prev[label])
+            request = float(args[1])
+            res[label] = _one(args, kwargs)
+            prev[label] = res[label][0]
+        ra, rb = res[a][0], res[b][0]
+        row: dict[str, Any] = {
+            "clearing": k, "request_mw": request,
+            "cost_rel_diff": _rel(rb.cost_eur_per_h, ra.cost_eur_per_h),
+            "same_points": rb.points == ra.points and rb.mv_point == ra.mv_point,
+            "same_full_areas": set(rb.full_names) == set(ra.full_names),
+            "full_areas": ra.full_areas, "rows": ra.rows, "columns": ra.columns,
+            "lp_relaxations": rb.lp_relaxations, "lp_warm_started": rb.lp_warm_started,
+            "lp_warm_rejected": rb.lp_warm_rejected}
+        for label in (a, b):
+            r, cpu, wall = res[label]
+            row |= {f"status_{label}": r.status.value, f"message_{label}": r.message,
+                    f"cost_{label}_eur_per_h": r.cost_eur_per_h,
+                    f"rounds_{label}": r.lazy_rounds, f"cpu_{label}_s": cpu,
+                    f"wall_{label}_s": wall, f"lp_time_{label}_s": r.lp_time_s,
+                    f"lp_iterations_{label}": r.lp_iterations,
+                    f"start_time_{label}_s": r.start_time_s,
+                    f"milp_time_{label}_s": r.solve_time_s - r.lp_time_s}
         rows.append(row)
-        print(f"{k:3d}: {row['full_areas']:3d} full, rounds {cold.lazy_rounds}/"
-              f"{warm.lazy_rounds}, CPU {cpu_c:6.2f} / {cpu_w:6.2f} s, LP "
-              f"{cold.lp_time_s:6.2f} / {warm.lp_time_s:6.2f} s, iterations "
-              f"{cold.lp_iterations:6d} / {warm.lp_iterations:6d} (warm {warm.lp_warm_started}"
-              f"/{warm.lp_relaxations}), cost diff {row['cost_rel_diff']:.1e}"
-              f"{'' if row['same_points'] else ', OTHER POINTS'}", flush=True)
+        print(f"{k:3d}: {row['full_areas']:3d} full, rounds {ra.lazy_rounds}/{rb.lazy_rounds}, "
+              f"wall {res[a][2]:6.2f} / {res[b][2]:6.2f} s, LP {ra.lp_time_s:6.2f} / "
+              f"{rb.lp_time_s:6.2f} s, incumbent {ra.start_time_s:6.2f} / "
+              f"{rb.start_time_s:6.2f} s, MILP {row[f'milp_time_{a}_s']:6.2f} / "
+              f"{row[f'milp_time_{b}_s']:6.2f} s, cost {ra.cost_eur_per_h:.4f} / "
+              f"{rb.cost_eur_per_h:.4f} (diff {row['cost_rel_diff']:.1e})"
+              f"{'' if row['same_points'] else ', other points'}", flush=True)
     return rows
 
 
-def totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def totals(rows: list[dict[str, Any]], compare: str = "lp") -> dict[str, Any]:
+    (a, b), _ = SIDES[compare]
     out: dict[str, Any] = {}
-    for key in ("cpu", "wall", "lp_time", "lp_iterations"):
+    for key in ("cpu", "wall", "lp_time", "lp_iterations", "start_time", "milp_time"):
         unit = "" if key == "lp_iterations" else "_s"
-        c = float(sum(r[f"{key}_cold{unit}"] for r in rows))
-        w = float(sum(r[f"{key}_warm{unit}"] for r in rows))
-        out[f"{key}_cold{unit}"], out[f"{key}_warm{unit}"] = c, w
-        out[f"{key}_ratio_cold_over_warm"] = c / w if w else math.nan
-    out["max_cost_rel_diff"] = max((r["cost_rel_diff"] for r in rows), default=0.0)
+        c = float(sum(r[f"{key}_{a}{unit}"] for r in rows))
+        w = float(sum(r[f"{key}_{b}{unit}"] for r in rows))
+        out[f"{key}_{a}{unit}"], out[f"{key}_{b}{unit}"] = c, w
+        out[f"{key}_ratio_{a}_over_{b}"] = c / w if w else math.nan
+    out["max_cost_rel_diff"] = max((r["cost_rel_diff"] for r in rows
+                                    if not math.isnan(r["cost_rel_diff"])), default=0.0)
+    for label in (a, b):      # clearings that ended without a solution (e.g. time limit)
+        out[f"not_optimal_{label}"] = [r["clearing"] for r in rows
+                                       if r[f"status_{label}"] != "optimal"]
     out["all_same_points"] = all(r["same_points"] for r in rows)
-    out["all_same_status"] = all(r["status_cold"] == r["status_warm"] for r in rows)
+    out["all_same_status"] = all(r[f"status_{a}"] == r[f"status_{b}"] for r in rows)
     return out
+
+
+def figure(rows: list[dict[str, Any]], compare: str, path: Path, title: str) -> None:
+    """Per call the wall time of both sides (bars, log scale) and the relative cost
+    difference (points, right axis)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    (a, b), _ = SIDES[compare]
+    k = [r["clearing"] for r in rows]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(rows) + 2), 4))
+    w = 0.4
+    for off, label in ((-w / 2, a), (w / 2, b)):
+        tot = sum(r[f"wall_{label}_s"] for r in rows)
+        ax.bar([x + off for x in k], [r[f"wall_{label}_s"] for r in rows], w,
+               label=f"{label}: {tot:.1f} s in all")
+        for r in rows:      # a clearing without an optimal end: its status on the bar
+            if r[f"status_{label}"] != "optimal":
+                ax.text(r["clearing"] + off, r[f"wall_{label}_s"], r[f"status_{label}"],
+                        rotation=90, ha="center", va="top", fontsize=7, color="white")
+    ax.set_yscale("log")
+    ax.set_xlabel("clearing (call of clear_region)")
+    ax.set_ylabel("wall time (s)")
+    ax.set_xticks(k)
+    ax2 = ax.twinx()
+    diff = [math.nan if r["cost_rel_diff"] is None else r["cost_rel_diff"] for r in rows]
+    ax2.plot(k, diff, "k.", label="relative cost difference (both optimal)")
+    ax2.set_ylabel("|cost difference| / cost")
+    ax2.set_ylim(0, max([1e-3] + [1.2 * d for d in diff if not math.isnan(d)]))
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, loc="upper right", fontsize=8)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -140,34 +218,56 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--processes", type=int, default=2, help="LV DSO processes")
     p.add_argument("--save", default=None, help="also write the recorded calls (pickle)")
     p.add_argument("--load", default=None, help="replay recorded calls instead of running")
+    p.add_argument("--compare", choices=sorted(SIDES), default="lp")
+    p.add_argument("--calls", default=None, help="A:B replays the calls A..B-1 only")
     p.add_argument("--out", default=None)
+    p.add_argument("--replot", default=None, help="only redraw the figure of a written JSON")
     a = p.parse_args(argv)
+    if a.replot:
+        done = json.loads(Path(a.replot).read_text())
+        figure(done["clearings"], done["compare"], Path(a.replot).with_suffix(".png"),
+               f"{done['loaded_from'] or done['grid']}: {' vs '.join(done['sides'])}, "
+               f"mip_rel_gap {done['mip_rel_gap']}")
+        return done
     if a.load:
         calls = pickle.loads(Path(a.load).read_bytes())
     else:
         calls = capture(a)
         if a.save:
             Path(a.save).write_bytes(pickle.dumps(calls))
+    first, last = 0, len(calls)
+    if a.calls:
+        lo, _, hi = a.calls.partition(":")
+        first, last = int(lo or 0), int(hi) if hi else len(calls)
+    (sa, sb), _ = SIDES[a.compare]
     load0 = os.getloadavg()[0]
-    rows = replay(calls)
-    tot = totals(rows)
-    print(f"{len(rows)} clearings: CPU cold {tot['cpu_cold_s']:.1f} s, warm "
-          f"{tot['cpu_warm_s']:.1f} s (x{tot['cpu_ratio_cold_over_warm']:.2f}); LP relaxations "
-          f"{tot['lp_time_cold_s']:.1f} / {tot['lp_time_warm_s']:.1f} s "
-          f"(x{tot['lp_time_ratio_cold_over_warm']:.2f}), iterations "
-          f"{tot['lp_iterations_cold']:.0f} / {tot['lp_iterations_warm']:.0f}; largest cost "
+    rows = replay(calls[first:last], a.compare, first)
+    tot = totals(rows, a.compare)
+    print(f"{len(rows)} clearings: wall {sa} {tot[f'wall_{sa}_s']:.1f} s, {sb} "
+          f"{tot[f'wall_{sb}_s']:.1f} s (x{tot[f'wall_ratio_{sa}_over_{sb}']:.2f}); CPU "
+          f"x{tot[f'cpu_ratio_{sa}_over_{sb}']:.2f}; LP relaxations "
+          f"{tot[f'lp_time_{sa}_s']:.1f} / {tot[f'lp_time_{sb}_s']:.1f} s, incumbent "
+          f"{tot[f'start_time_{sa}_s']:.1f} / {tot[f'start_time_{sb}_s']:.1f} s, MILP "
+          f"{tot[f'milp_time_{sa}_s']:.1f} / {tot[f'milp_time_{sb}_s']:.1f} s; largest cost "
           f"difference {tot['max_cost_rel_diff']:.1e}; same points: {tot['all_same_points']}",
           flush=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     out = {"grid": a.grid, "frames": a.frames, "start": a.start, "day_type": a.day_type,
            "areas": a.areas, "processes": a.processes, "mip_rel_gap": a.mip_rel_gap,
+           "compare": a.compare, "sides": [sa, sb], "calls": [first, last],
            "loaded_from": a.load, "load_avg_before": load0,
            "load_avg_after": os.getloadavg()[0], "totals": tot, "clearings": rows,
-           "note": "cold and warm replayed alternately in one process (2 shared cores); "
+           "note": f"{sa} and {sb} replayed alternately in one process (2 shared cores); "
                    "cpu = time.process_time of this process"}
-    path = a.out or str(OUT_DIR / f"region_replay-{stamp}.json")
+    name = "region_replay" if a.compare == "lp" else f"region_replay_{a.compare}"
+    path = Path(a.out or OUT_DIR / f"{name}-{stamp}.json")
     write_json(path, out)
     print(f"written {path}")
+    if a.compare != "lp":
+        figure(rows, a.compare, path.with_suffix(".png"),
+               f"{a.load or a.grid}: {sa} vs {sb}, mip_rel_gap "
+               f"{rows and pickle.loads(calls[first])[1].get('mip_rel_gap')}")
+        print(f"written {path.with_suffix('.png')}")
     return out
 
 
