@@ -155,6 +155,9 @@ class FastPowerFlow:
         self.reinit_count = 0
         # (solution id, SuperLU) of the Jacobian at the converged voltages
         self._lu: tuple[int, BlockLU] | None = None
+        self._inj_memo: tuple | None = None   # _injection_columns
+        self._ltdf_plan: tuple | None = None  # _ltdf_matrix
+        self._vrow: np.ndarray | None = None   # _vm_unknown_rows
         self._solution_id = 0
         self.reinit()
 
@@ -231,6 +234,8 @@ class FastPowerFlow:
         self.v = st.v.copy()
         self.converged = True
         self._solution_id += 1
+        self._inj_memo = self._ltdf_plan = self._vrow = None   # of the former model
+        self._slack_memo: tuple | None = None                  # set_slack_vm
 
     def _incidence(self, element: str, index: np.ndarray, model: FastModel):
         """Sparse (n_bus x n_elements) map of p.u. powers (scaling included) and the
@@ -294,10 +299,17 @@ class FastPowerFlow:
         (a later re-initialisation sees it); the next :meth:`run` solves from the last
         voltages scaled by the slack's change."""
         eg = self.net.ext_grid
-        rows = eg.index[eg.in_service.to_numpy(bool)] if ext_grid is None else [ext_grid]
-        buses = self.model.bus_lookup[eg.bus.to_numpy(np.int64)[eg.index.get_indexer(rows)]]
-        if not np.isin(buses, self.ref).all():
-            raise ValueError(f"ext_grid(s) {list(rows)} are not at a slack bus of the model")
+        memo = self._slack_memo
+        if memo is not None and memo[0] == ext_grid:   # the model's ext_grids are fixed
+            rows, buses = memo[1:]
+        else:
+            rows = eg.index[eg.in_service.to_numpy(bool)] if ext_grid is None else [ext_grid]
+            pos = eg.index.get_indexer(rows)
+            buses = self.model.bus_lookup[eg.bus.to_numpy(np.int64)[pos]]
+            if not np.isin(buses, self.ref).all():
+                raise ValueError(f"ext_grid(s) {list(rows)} are not at a slack bus of the "
+                                 "model")
+            self._slack_memo = (ext_grid, rows, buses)
         vm = float(vm_pu)
         for r in rows:
             eg.at[r, "vm_pu"] = vm
@@ -445,34 +457,18 @@ class FastPowerFlow:
         if not self.converged:
             raise FastPowerFlowError("no converged power flow to linearise")
         injection_buses = np.asarray(injection_buses, dtype=np.int64)
-        lookup = self.model.bus_lookup
-        ok = (injection_buses >= 0) & (injection_buses < len(lookup))
-        rows = np.where(ok, lookup[np.clip(injection_buses, 0, len(lookup) - 1)], -1)
-        in_system = np.isin(injection_buses, self.bus_index)
-        if not in_system.all():
-            bad = injection_buses[~in_system][0]
-            raise ValueError(f"injection bus {bad} is not an in-service bus of the grid")
-        nb, v = self.n_bus, self.v
-        npvpq = len(self.pvpq)
-        pos = np.full(nb, -1, dtype=np.int64)
-        pos[self.pvpq] = np.arange(npvpq)
-        uniq, inverse = np.unique(rows, return_inverse=True)
-        cols = np.flatnonzero(pos[uniq] >= 0)  # an injection at the slack changes nothing
+        rows_r, cols, n_cols, inverse, same = self._injection_columns(injection_buses)
+        v = self.v
         if self._lu is None or self._lu[0] != self._solution_id:
             self._lu = (self._solution_id, BlockLU(self.jacobian(v)))
-        x = self._lu[1].solve_unit(pos[uniq[cols]], cols, 1.0 / self.base_mva, len(uniq))
+        x = self._lu[1].solve_unit(rows_r, cols, 1.0 / self.base_mva, n_cols)
 
         # VTDF: the Vm unknowns of PQ buses (0 at slack and PV buses)
-        pos_m = np.full(nb, -1, dtype=np.int64)
-        pos_m[self.pq] = npvpq + np.arange(len(self.pq))
-        vrow = pos_m[self.bus_row]
+        vrow = self._vm_unknown_rows()
         vtdf = x[np.maximum(vrow, 0)]
         vtdf[vrow < 0] = 0.0
         # LTDF: d|I|/dx = Re(conj(I)/|I| * Y * dV/dx) on the reported side, one real sparse
         # matrix G (branches x unknowns) with dV/dVa = jV, dV/dVm = V/|V|
-        n_x = self._pattern.size
-        d = sp.csr_matrix((np.r_[1j * v[self.pvpq], (v / np.abs(v))[self.pq]],
-                           (np.r_[self.pvpq, self.pq], np.arange(n_x))), shape=(nb, n_x))
         i_f = self._yf @ v
         i_t = self._yt @ v
         ratio_f = np.abs(i_f) * self._k_from
@@ -482,15 +478,80 @@ class FastPowerFlow:
         loading = sign * np.where(side_from, ratio_f, ratio_t)
         w_f = np.where(side_from, _unit_conj(i_f) * sign * self._k_from, 0.0)
         w_t = np.where(side_from, 0.0, _unit_conj(i_t) * sign * self._k_to)
-        g = (sp.diags(w_f) @ self._yf + sp.diags(w_t) @ self._yt) @ d
-        ltdf = sp.csr_matrix(g.real) @ x
-        same = len(inverse) == len(uniq) and bool(np.all(inverse == np.arange(len(uniq))))
+        ltdf = self._ltdf_matrix(v, side_from, w_f, w_t) @ x
         return Sensitivities(
             injection_buses=injection_buses, bus_index=self.bus_index,
             branches=self.branch_keys, vm_pu=np.abs(v[self.bus_row]),
             loading_percent=loading,
             # the columns in the order asked for (already so for sorted distinct buses)
             vtdf=vtdf if same else vtdf[:, inverse], ltdf=ltdf if same else ltdf[:, inverse])
+
+    def _injection_columns(self, injection_buses: np.ndarray) -> tuple:
+        """(SuperLU rows, block columns and their number, the map back to the buses asked
+        for, whether that map is the identity) of unit injections at ``injection_buses``;
+        the last answer is kept (a DSO asks for the same buses at every point)."""
+        key = injection_buses.tobytes()
+        memo = self._inj_memo
+        if memo is not None and memo[0] == key:
+            return memo[1]
+        lookup = self.model.bus_lookup
+        ok = (injection_buses >= 0) & (injection_buses < len(lookup))
+        rows = np.where(ok, lookup[np.clip(injection_buses, 0, len(lookup) - 1)], -1)
+        in_system = np.isin(injection_buses, self.bus_index)
+        if not in_system.all():
+            bad = injection_buses[~in_system][0]
+            raise ValueError(f"injection bus {bad} is not an in-service bus of the grid")
+        pos = np.full(self.n_bus, -1, dtype=np.int64)
+        pos[self.pvpq] = np.arange(len(self.pvpq))
+        uniq, inverse = np.unique(rows, return_inverse=True)
+        cols = np.flatnonzero(pos[uniq] >= 0)  # an injection at the slack changes nothing
+        same = len(inverse) == len(uniq) and bool(np.all(inverse == np.arange(len(uniq))))
+        out = (pos[uniq[cols]], cols, len(uniq), inverse, same)
+        self._inj_memo = (key, out)
+        return out
+
+    def _vm_unknown_rows(self) -> np.ndarray:
+        """Per reported bus, its Vm unknown's row in the Newton system (-1: none)."""
+        if self._vrow is None:
+            pos_m = np.full(self.n_bus, -1, dtype=np.int64)
+            pos_m[self.pq] = len(self.pvpq) + np.arange(len(self.pq))
+            self._vrow = pos_m[self.bus_row]
+        return self._vrow
+
+    def _ltdf_matrix(self, v: np.ndarray, side_from: np.ndarray, w_f: np.ndarray,
+                     w_t: np.ndarray) -> sp.csr_matrix:
+        """G = Re((diag(w_f) Yf + diag(w_t) Yt) D) with D = dV/dx (one entry per column).
+
+        Built by scipy (:meth:`_ltdf_matrix_scipy`) when the sides or the zero weights
+        change; else the same matrix (same pattern, same entry order) with its entries
+        recomputed as the very same products ``(w[b] * Y[b, n]) * D[n, x]``, without
+        scipy's sparse products: equal bit for bit (``tests/test_dsofast.py``)."""
+        key = (side_from.tobytes(), (w_f != 0).tobytes(), (w_t != 0).tobytes())
+        plan = self._ltdf_plan
+        dvec = np.r_[1j * v[self.pvpq], (v / np.abs(v))[self.pq]]
+        if plan is not None and plan[0] == key:
+            g, row, col, y = plan[1:]
+            w = np.where(side_from, w_f, w_t)
+            g.data[:] = ((w[row] * y) * dvec[col]).real
+            return g
+        g = self._ltdf_matrix_scipy(v, w_f, w_t)
+        if self._yf.has_canonical_format and self._yt.has_canonical_format:
+            row = np.repeat(np.arange(g.shape[0]), np.diff(g.indptr))
+            col = g.indices.astype(np.int64)
+            bus = np.r_[self.pvpq, self.pq][col]
+            y = np.where(side_from[row], np.asarray(self._yf[row, bus]).ravel(),
+                         np.asarray(self._yt[row, bus]).ravel())
+            self._ltdf_plan = (key, g, row, col, y)
+        return g
+
+    def _ltdf_matrix_scipy(self, v: np.ndarray, w_f: np.ndarray, w_t: np.ndarray
+                           ) -> sp.csr_matrix:
+        """:meth:`_ltdf_matrix` by scipy's sparse products (the reference)."""
+        nb, n_x = self.n_bus, self._pattern.size
+        d = sp.csr_matrix((np.r_[1j * v[self.pvpq], (v / np.abs(v))[self.pq]],
+                           (np.r_[self.pvpq, self.pq], np.arange(n_x))), shape=(nb, n_x))
+        g = (sp.diags(w_f) @ self._yf + sp.diags(w_t) @ self._yt) @ d
+        return sp.csr_matrix(g.real)
 
 
 def _unit_conj(i: np.ndarray) -> np.ndarray:
