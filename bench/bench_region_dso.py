@@ -231,6 +231,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--base", default=BASE_REF, help="git ref of the old DSO code")
     p.add_argument("--save", help="also write the recorded messages to this file")
     p.add_argument("--load", help="replay this record instead of running the co-simulation")
+    p.add_argument("--keep", help="also keep both replays' outputs (pickles) in this folder")
     p.add_argument("--profile", type=int, default=0,
                    help="print the N most expensive functions of the new replay")
     a = p.parse_args(argv)
@@ -250,6 +251,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         old_tree = _checkout(a.base, t / "old")
         old = _replay_in(old_tree, record_file, t / "old.pkl")
         new = _replay_in(REPO, record_file, t / "new.pkl", a.profile)
+        if a.keep:
+            Path(a.keep).mkdir(parents=True, exist_ok=True)
+            for side in ("old", "new"):
+                (Path(a.keep) / f"{side}.pkl").write_bytes((t / f"{side}.pkl").read_bytes())
     res = compare(old, new)
     print(f"{'frame':>5} {'old CPU s':>10} {'new CPU s':>10} {'old/new':>8}   "
           f"(LV old/new, MV old/new; wall old/new)")

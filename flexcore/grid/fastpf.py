@@ -93,6 +93,12 @@ def _klu_class():
     return KLUSolver
 
 
+#: patterns of branch sides / zero currents whose LTDF matrix layout is kept
+#: (:meth:`FastPowerFlow._ltdf_matrix`): a DSO's points (fractions, warm point,
+#: refinements) have a few, the same from frame to frame
+LTDF_PLANS = 16
+
+
 class FastPowerFlowError(RuntimeError):
     """The fast power flow cannot be set up (e.g. the initial pandapower power flow failed)."""
 
@@ -156,7 +162,7 @@ class FastPowerFlow:
         # (solution id, SuperLU) of the Jacobian at the converged voltages
         self._lu: tuple[int, BlockLU] | None = None
         self._inj_memo: tuple | None = None   # _injection_columns
-        self._ltdf_plan: tuple | None = None  # _ltdf_matrix
+        self._ltdf_plans: dict[tuple, tuple] = {}   # _ltdf_matrix
         self._vrow: np.ndarray | None = None   # _vm_unknown_rows
         self._solution_id = 0
         self.reinit()
@@ -234,7 +240,8 @@ class FastPowerFlow:
         self.v = st.v.copy()
         self.converged = True
         self._solution_id += 1
-        self._inj_memo = self._ltdf_plan = self._vrow = None   # of the former model
+        self._inj_memo = self._vrow = None   # of the former model
+        self._ltdf_plans = {}
         self._slack_memo: tuple | None = None                  # set_slack_vm
 
     def _incidence(self, element: str, index: np.ndarray, model: FastModel):
@@ -522,17 +529,19 @@ class FastPowerFlow:
                      w_t: np.ndarray) -> sp.csr_matrix:
         """G = Re((diag(w_f) Yf + diag(w_t) Yt) D) with D = dV/dx (one entry per column).
 
-        Built by scipy (:meth:`_ltdf_matrix_scipy`) when the sides or the zero weights
-        change; else the same matrix (same pattern, same entry order) with its entries
+        Built by scipy (:meth:`_ltdf_matrix_scipy`) for a new pattern of sides and zero
+        weights; for a pattern seen before (the last :data:`LTDF_PLANS` are kept) the
+        matrix scipy built then (same pattern, same entry order) with its entries
         recomputed as the very same products ``(w[b] * Y[b, n]) * D[n, x]``, without
         scipy's sparse products: equal bit for bit (``tests/test_dsofast.py``)."""
         key = (side_from.tobytes(), (w_f != 0).tobytes(), (w_t != 0).tobytes())
-        plan = self._ltdf_plan
-        dvec = np.r_[1j * v[self.pvpq], (v / np.abs(v))[self.pq]]
-        if plan is not None and plan[0] == key:
-            g, row, col, y = plan[1:]
+        plans = self._ltdf_plans
+        plan = plans.get(key)
+        if plan is not None:
+            g, row, col, y = plan
             w = np.where(side_from, w_f, w_t)
-            g.data[:] = ((w[row] * y) * dvec[col]).real
+            dvec = np.r_[1j * v[self.pvpq], (v / np.abs(v))[self.pq]]
+            g.data[:] = _real_of_products(w[row], y, dvec[col])
             return g
         g = self._ltdf_matrix_scipy(v, w_f, w_t)
         if self._yf.has_canonical_format and self._yt.has_canonical_format:
@@ -541,7 +550,9 @@ class FastPowerFlow:
             bus = np.r_[self.pvpq, self.pq][col]
             y = np.where(side_from[row], np.asarray(self._yf[row, bus]).ravel(),
                          np.asarray(self._yt[row, bus]).ravel())
-            self._ltdf_plan = (key, g, row, col, y)
+            if len(plans) >= LTDF_PLANS:   # the oldest goes
+                del plans[next(iter(plans))]
+            plans[key] = (g.copy(), row, col, y)
         return g
 
     def _ltdf_matrix_scipy(self, v: np.ndarray, w_f: np.ndarray, w_t: np.ndarray
@@ -552,6 +563,16 @@ class FastPowerFlow:
                            (np.r_[self.pvpq, self.pq], np.arange(n_x))), shape=(nb, n_x))
         g = (sp.diags(w_f) @ self._yf + sp.diags(w_t) @ self._yt) @ d
         return sp.csr_matrix(g.real)
+
+
+def _real_of_products(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """``Re((a * b) * c)`` elementwise in real arithmetic, one rounding per operation, as
+    scipy's sparse products compute it (numpy's complex multiply may fuse multiply-adds,
+    one unit in the last place apart)."""
+    ar, ai, br, bi = a.real, a.imag, b.real, b.imag
+    pr = ar * br - ai * bi
+    pi = ar * bi + ai * br
+    return pr * c.real - pi * c.imag
 
 
 def _unit_conj(i: np.ndarray) -> np.ndarray:
