@@ -93,12 +93,6 @@ def _klu_class():
     return KLUSolver
 
 
-#: patterns of branch sides / zero currents whose LTDF matrix layout is kept
-#: (:meth:`FastPowerFlow._ltdf_matrix`): a DSO's points (fractions, warm point,
-#: refinements) have a few, the same from frame to frame
-LTDF_PLANS = 16
-
-
 class FastPowerFlowError(RuntimeError):
     """The fast power flow cannot be set up (e.g. the initial pandapower power flow failed)."""
 
@@ -162,7 +156,7 @@ class FastPowerFlow:
         # (solution id, SuperLU) of the Jacobian at the converged voltages
         self._lu: tuple[int, BlockLU] | None = None
         self._inj_memo: tuple | None = None   # _injection_columns
-        self._ltdf_plans: dict[tuple, tuple] = {}   # _ltdf_matrix
+        self._ltdf_layout: tuple | None = None   # _ltdf_rows
         self._vrow: np.ndarray | None = None   # _vm_unknown_rows
         self._solution_id = 0
         self.reinit()
@@ -240,8 +234,7 @@ class FastPowerFlow:
         self.v = st.v.copy()
         self.converged = True
         self._solution_id += 1
-        self._inj_memo = self._vrow = None   # of the former model
-        self._ltdf_plans = {}
+        self._inj_memo = self._vrow = self._ltdf_layout = None   # of the former model
         self._slack_memo: tuple | None = None                  # set_slack_vm
 
     def _incidence(self, element: str, index: np.ndarray, model: FastModel):
@@ -527,33 +520,51 @@ class FastPowerFlow:
 
     def _ltdf_matrix(self, v: np.ndarray, side_from: np.ndarray, w_f: np.ndarray,
                      w_t: np.ndarray) -> sp.csr_matrix:
-        """G = Re((diag(w_f) Yf + diag(w_t) Yt) D) with D = dV/dx (one entry per column).
+        """G = Re((diag(w_f) Yf + diag(w_t) Yt) D) with D = dV/dx (one entry per column),
+        without scipy's sparse products: the same matrix as :meth:`_ltdf_matrix_scipy`
+        bit for bit, entry order included (``tests/test_dsofast.py``). Branch b's row of G
+        is that of ``Yf D`` (side from) or ``Yt D`` (side to), empty for a zero weight, in
+        the order scipy gives it (:meth:`_ltdf_rows`), each entry the very same products
+        ``Re((w[b] * Y[b, n]) * D[n, x])``."""
+        rows = self._ltdf_rows()
+        if rows is None:   # Yf / Yt with duplicate entries: scipy sums them first
+            return self._ltdf_matrix_scipy(v, w_f, w_t)
+        (cnt_f, row_f, ind_f, y_f), (cnt_t, row_t, ind_t, y_t) = rows
+        w = np.where(side_from, w_f, w_t)
+        on = w != 0
+        take_f, take_t = side_from & on, ~side_from & on
+        indptr = np.zeros(len(w) + 1, dtype=np.int64)
+        np.cumsum(np.where(take_f, cnt_f, 0) + np.where(take_t, cnt_t, 0), out=indptr[1:])
+        sel_f, sel_t = take_f[row_f], take_t[row_t]
+        row = np.concatenate((row_f[sel_f], row_t[sel_t]))
+        order = np.argsort(row, kind="stable")   # each row from one side only
+        row = row[order]
+        ind = np.concatenate((ind_f[sel_f], ind_t[sel_t]))[order]
+        y = np.concatenate((y_f[sel_f], y_t[sel_t]))[order]
+        dvec = np.r_[1j * v[self.pvpq], (v / np.abs(v))[self.pq]]
+        data = _real_of_products(w[row], y, dvec[ind])
+        return sp.csr_matrix((data, ind, indptr), shape=(len(w), self._pattern.size))
 
-        Built by scipy (:meth:`_ltdf_matrix_scipy`) for a new pattern of sides and zero
-        weights; for a pattern seen before (the last :data:`LTDF_PLANS` are kept) the
-        matrix scipy built then (same pattern, same entry order) with its entries
-        recomputed as the very same products ``(w[b] * Y[b, n]) * D[n, x]``, without
-        scipy's sparse products: equal bit for bit (``tests/test_dsofast.py``)."""
-        key = (side_from.tobytes(), (w_f != 0).tobytes(), (w_t != 0).tobytes())
-        plans = self._ltdf_plans
-        plan = plans.get(key)
-        if plan is not None:
-            g, row, col, y = plan
-            w = np.where(side_from, w_f, w_t)
-            dvec = np.r_[1j * v[self.pvpq], (v / np.abs(v))[self.pq]]
-            g.data[:] = _real_of_products(w[row], y, dvec[col])
-            return g
-        g = self._ltdf_matrix_scipy(v, w_f, w_t)
-        if self._yf.has_canonical_format and self._yt.has_canonical_format:
-            row = np.repeat(np.arange(g.shape[0]), np.diff(g.indptr))
-            col = g.indices.astype(np.int64)
-            bus = np.r_[self.pvpq, self.pq][col]
-            y = np.where(side_from[row], np.asarray(self._yf[row, bus]).ravel(),
-                         np.asarray(self._yt[row, bus]).ravel())
-            if len(plans) >= LTDF_PLANS:   # the oldest goes
-                del plans[next(iter(plans))]
-            plans[key] = (g.copy(), row, col, y)
-        return g
+    def _ltdf_rows(self) -> tuple | None:
+        """Per side (from, to): each branch's entry count, and per entry its branch, its
+        column of G (in scipy's order within the row) and its admittance ``Y[b, n]``; None
+        when Yf or Yt holds duplicate entries. Built once per model with scipy."""
+        if self._ltdf_layout is None:
+            if not (self._yf.has_canonical_format and self._yt.has_canonical_format):
+                self._ltdf_layout = (None,)
+                return None
+            n_br = self._yf.shape[0]
+            ones, zeros = np.ones(n_br, complex), np.zeros(n_br, complex)
+            bus_of_col = np.r_[self.pvpq, self.pq]
+            out = []
+            for ymat, wf, wt in ((self._yf, ones, zeros), (self._yt, zeros, ones)):
+                g = self._ltdf_matrix_scipy(self.v, wf, wt)
+                cnt = np.diff(g.indptr)
+                row = np.repeat(np.arange(n_br), cnt)
+                ind = g.indices.astype(np.int64)
+                out.append((cnt, row, ind, np.asarray(ymat[row, bus_of_col[ind]]).ravel()))
+            self._ltdf_layout = (tuple(out),)
+        return self._ltdf_layout[0]
 
     def _ltdf_matrix_scipy(self, v: np.ndarray, w_f: np.ndarray, w_t: np.ndarray
                            ) -> sp.csr_matrix:
