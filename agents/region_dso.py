@@ -399,6 +399,7 @@ class _MVEntity(_Entity):
         self.load_areas = [str(a) for a in spec.get("load_areas", self.model_names)]
         self._col = [self.load_areas.index(a) for a in self.model_names]
         self.dso = None
+        self._area_pos: np.ndarray | None = None   # start(): the area loads' table rows
         self.base_draws: tuple[np.ndarray, np.ndarray] | None = None   # measured, per column
         self.draw_change: tuple[np.ndarray, np.ndarray] | None = None  # by the dispatch
 
@@ -423,12 +424,17 @@ class _MVEntity(_Entity):
 
         if self.injections is not None:
             self.injections.apply(self.net, self.frame)
-        names = self.net.load.name.astype(str)
+        load = self.net.load
+        if self._area_pos is None:   # the area loads' rows, in the meter's order
+            names = load.name.astype(str).to_numpy()
+            self._area_pos = np.array([np.flatnonzero(names == AREA_LOAD_PREFIX + a)[0]
+                                       for a in self.load_areas], dtype=np.int64)
         # every LV area of the model (also those without a DSO in the clearing) draws
         # what the meters measured
-        for a, p, q in zip(self.load_areas, m["draw_p_mw"], m["draw_q_mvar"]):
-            i = self.net.load.index[names == AREA_LOAD_PREFIX + a][0]
-            self.net.load.at[i, "p_mw"], self.net.load.at[i, "q_mvar"] = float(p), float(q)
+        for col, draw in (("p_mw", m["draw_p_mw"]), ("q_mvar", m["draw_q_mvar"])):
+            values = load[col].to_numpy(np.float64).copy()
+            values[self._area_pos] = np.asarray(draw, np.float64)
+            load[col] = values
         if self.dso is None:
             self.dso = mv_dso(self.net, self.areas, [int(b) for b in self.spec["mv_buses"]],
                               [float(v) for v in self.spec["volume_mw"]], limits=MV_LIMITS,

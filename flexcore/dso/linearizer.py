@@ -468,6 +468,15 @@ class Linearizer:
         )
         return package, None if screening is None else screening.as_dict()
 
+    def own_sgen_p_mw(self) -> np.ndarray:
+        """The grid's own sgens' powers (not the activation sgens), in table order (a
+        copy)."""
+        return self.pf.sgen_p_mw[self._own_sgen_pos]
+
+    def package_rows(self, package: SensitivityPackage) -> tuple[np.ndarray, np.ndarray]:
+        """Positions of ``package``'s rows in :meth:`power_flow`'s arrays (key-map order)."""
+        return self._package_rows(package)
+
     def _package_rows(self, package: SensitivityPackage) -> tuple[np.ndarray, np.ndarray]:
         """Positions of ``package``'s rows among the key map's rows (the last answer is
         kept: a frame's packages share their row tuples)."""

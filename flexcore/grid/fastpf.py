@@ -155,6 +155,9 @@ class FastPowerFlow:
         self.reinit_count = 0
         # (solution id, SuperLU) of the Jacobian at the converged voltages
         self._lu: tuple[int, BlockLU] | None = None
+        self._inj_memo: tuple | None = None   # _injection_columns
+        self._ltdf_layout: tuple | None = None   # _ltdf_rows
+        self._vrow: np.ndarray | None = None   # _vm_unknown_rows
         self._solution_id = 0
         self.reinit()
 
@@ -231,6 +234,8 @@ class FastPowerFlow:
         self.v = st.v.copy()
         self.converged = True
         self._solution_id += 1
+        self._inj_memo = self._vrow = self._ltdf_layout = None   # of the former model
+        self._slack_memo: tuple | None = None                  # set_slack_vm
 
     def _incidence(self, element: str, index: np.ndarray, model: FastModel):
         """Sparse (n_bus x n_elements) map of p.u. powers (scaling included) and the
@@ -294,10 +299,17 @@ class FastPowerFlow:
         (a later re-initialisation sees it); the next :meth:`run` solves from the last
         voltages scaled by the slack's change."""
         eg = self.net.ext_grid
-        rows = eg.index[eg.in_service.to_numpy(bool)] if ext_grid is None else [ext_grid]
-        buses = self.model.bus_lookup[eg.bus.to_numpy(np.int64)[eg.index.get_indexer(rows)]]
-        if not np.isin(buses, self.ref).all():
-            raise ValueError(f"ext_grid(s) {list(rows)} are not at a slack bus of the model")
+        memo = self._slack_memo
+        if memo is not None and memo[0] == ext_grid:   # the model's ext_grids are fixed
+            rows, buses = memo[1:]
+        else:
+            rows = eg.index[eg.in_service.to_numpy(bool)] if ext_grid is None else [ext_grid]
+            pos = eg.index.get_indexer(rows)
+            buses = self.model.bus_lookup[eg.bus.to_numpy(np.int64)[pos]]
+            if not np.isin(buses, self.ref).all():
+                raise ValueError(f"ext_grid(s) {list(rows)} are not at a slack bus of the "
+                                 "model")
+            self._slack_memo = (ext_grid, rows, buses)
         vm = float(vm_pu)
         for r in rows:
             eg.at[r, "vm_pu"] = vm
@@ -445,34 +457,18 @@ class FastPowerFlow:
         if not self.converged:
             raise FastPowerFlowError("no converged power flow to linearise")
         injection_buses = np.asarray(injection_buses, dtype=np.int64)
-        lookup = self.model.bus_lookup
-        ok = (injection_buses >= 0) & (injection_buses < len(lookup))
-        rows = np.where(ok, lookup[np.clip(injection_buses, 0, len(lookup) - 1)], -1)
-        in_system = np.isin(injection_buses, self.bus_index)
-        if not in_system.all():
-            bad = injection_buses[~in_system][0]
-            raise ValueError(f"injection bus {bad} is not an in-service bus of the grid")
-        nb, v = self.n_bus, self.v
-        npvpq = len(self.pvpq)
-        pos = np.full(nb, -1, dtype=np.int64)
-        pos[self.pvpq] = np.arange(npvpq)
-        uniq, inverse = np.unique(rows, return_inverse=True)
-        cols = np.flatnonzero(pos[uniq] >= 0)  # an injection at the slack changes nothing
+        rows_r, cols, n_cols, inverse, same = self._injection_columns(injection_buses)
+        v = self.v
         if self._lu is None or self._lu[0] != self._solution_id:
             self._lu = (self._solution_id, BlockLU(self.jacobian(v)))
-        x = self._lu[1].solve_unit(pos[uniq[cols]], cols, 1.0 / self.base_mva, len(uniq))
+        x = self._lu[1].solve_unit(rows_r, cols, 1.0 / self.base_mva, n_cols)
 
         # VTDF: the Vm unknowns of PQ buses (0 at slack and PV buses)
-        pos_m = np.full(nb, -1, dtype=np.int64)
-        pos_m[self.pq] = npvpq + np.arange(len(self.pq))
-        vrow = pos_m[self.bus_row]
+        vrow = self._vm_unknown_rows()
         vtdf = x[np.maximum(vrow, 0)]
         vtdf[vrow < 0] = 0.0
         # LTDF: d|I|/dx = Re(conj(I)/|I| * Y * dV/dx) on the reported side, one real sparse
         # matrix G (branches x unknowns) with dV/dVa = jV, dV/dVm = V/|V|
-        n_x = self._pattern.size
-        d = sp.csr_matrix((np.r_[1j * v[self.pvpq], (v / np.abs(v))[self.pq]],
-                           (np.r_[self.pvpq, self.pq], np.arange(n_x))), shape=(nb, n_x))
         i_f = self._yf @ v
         i_t = self._yt @ v
         ratio_f = np.abs(i_f) * self._k_from
@@ -482,15 +478,112 @@ class FastPowerFlow:
         loading = sign * np.where(side_from, ratio_f, ratio_t)
         w_f = np.where(side_from, _unit_conj(i_f) * sign * self._k_from, 0.0)
         w_t = np.where(side_from, 0.0, _unit_conj(i_t) * sign * self._k_to)
-        g = (sp.diags(w_f) @ self._yf + sp.diags(w_t) @ self._yt) @ d
-        ltdf = sp.csr_matrix(g.real) @ x
-        same = len(inverse) == len(uniq) and bool(np.all(inverse == np.arange(len(uniq))))
+        ltdf = self._ltdf_matrix(v, side_from, w_f, w_t) @ x
         return Sensitivities(
             injection_buses=injection_buses, bus_index=self.bus_index,
             branches=self.branch_keys, vm_pu=np.abs(v[self.bus_row]),
             loading_percent=loading,
             # the columns in the order asked for (already so for sorted distinct buses)
             vtdf=vtdf if same else vtdf[:, inverse], ltdf=ltdf if same else ltdf[:, inverse])
+
+    def _injection_columns(self, injection_buses: np.ndarray) -> tuple:
+        """(SuperLU rows, block columns and their number, the map back to the buses asked
+        for, whether that map is the identity) of unit injections at ``injection_buses``;
+        the last answer is kept (a DSO asks for the same buses at every point)."""
+        key = injection_buses.tobytes()
+        memo = self._inj_memo
+        if memo is not None and memo[0] == key:
+            return memo[1]
+        lookup = self.model.bus_lookup
+        ok = (injection_buses >= 0) & (injection_buses < len(lookup))
+        rows = np.where(ok, lookup[np.clip(injection_buses, 0, len(lookup) - 1)], -1)
+        in_system = np.isin(injection_buses, self.bus_index)
+        if not in_system.all():
+            bad = injection_buses[~in_system][0]
+            raise ValueError(f"injection bus {bad} is not an in-service bus of the grid")
+        pos = np.full(self.n_bus, -1, dtype=np.int64)
+        pos[self.pvpq] = np.arange(len(self.pvpq))
+        uniq, inverse = np.unique(rows, return_inverse=True)
+        cols = np.flatnonzero(pos[uniq] >= 0)  # an injection at the slack changes nothing
+        same = len(inverse) == len(uniq) and bool(np.all(inverse == np.arange(len(uniq))))
+        out = (pos[uniq[cols]], cols, len(uniq), inverse, same)
+        self._inj_memo = (key, out)
+        return out
+
+    def _vm_unknown_rows(self) -> np.ndarray:
+        """Per reported bus, its Vm unknown's row in the Newton system (-1: none)."""
+        if self._vrow is None:
+            pos_m = np.full(self.n_bus, -1, dtype=np.int64)
+            pos_m[self.pq] = len(self.pvpq) + np.arange(len(self.pq))
+            self._vrow = pos_m[self.bus_row]
+        return self._vrow
+
+    def _ltdf_matrix(self, v: np.ndarray, side_from: np.ndarray, w_f: np.ndarray,
+                     w_t: np.ndarray) -> sp.csr_matrix:
+        """G = Re((diag(w_f) Yf + diag(w_t) Yt) D) with D = dV/dx (one entry per column),
+        without scipy's sparse products: the same matrix as :meth:`_ltdf_matrix_scipy`
+        bit for bit, entry order included (``tests/test_dsofast.py``). Branch b's row of G
+        is that of ``Yf D`` (side from) or ``Yt D`` (side to), empty for a zero weight, in
+        the order scipy gives it (:meth:`_ltdf_rows`), each entry the very same products
+        ``Re((w[b] * Y[b, n]) * D[n, x])``."""
+        rows = self._ltdf_rows()
+        if rows is None:   # Yf / Yt with duplicate entries: scipy sums them first
+            return self._ltdf_matrix_scipy(v, w_f, w_t)
+        (cnt_f, row_f, ind_f, y_f), (cnt_t, row_t, ind_t, y_t) = rows
+        w = np.where(side_from, w_f, w_t)
+        on = w != 0
+        take_f, take_t = side_from & on, ~side_from & on
+        indptr = np.zeros(len(w) + 1, dtype=np.int64)
+        np.cumsum(np.where(take_f, cnt_f, 0) + np.where(take_t, cnt_t, 0), out=indptr[1:])
+        sel_f, sel_t = take_f[row_f], take_t[row_t]
+        row = np.concatenate((row_f[sel_f], row_t[sel_t]))
+        order = np.argsort(row, kind="stable")   # each row from one side only
+        row = row[order]
+        ind = np.concatenate((ind_f[sel_f], ind_t[sel_t]))[order]
+        y = np.concatenate((y_f[sel_f], y_t[sel_t]))[order]
+        dvec = np.r_[1j * v[self.pvpq], (v / np.abs(v))[self.pq]]
+        data = _real_of_products(w[row], y, dvec[ind])
+        return sp.csr_matrix((data, ind, indptr), shape=(len(w), self._pattern.size))
+
+    def _ltdf_rows(self) -> tuple | None:
+        """Per side (from, to): each branch's entry count, and per entry its branch, its
+        column of G (in scipy's order within the row) and its admittance ``Y[b, n]``; None
+        when Yf or Yt holds duplicate entries. Built once per model with scipy."""
+        if self._ltdf_layout is None:
+            if not (self._yf.has_canonical_format and self._yt.has_canonical_format):
+                self._ltdf_layout = (None,)
+                return None
+            n_br = self._yf.shape[0]
+            ones, zeros = np.ones(n_br, complex), np.zeros(n_br, complex)
+            bus_of_col = np.r_[self.pvpq, self.pq]
+            out = []
+            for ymat, wf, wt in ((self._yf, ones, zeros), (self._yt, zeros, ones)):
+                g = self._ltdf_matrix_scipy(self.v, wf, wt)
+                cnt = np.diff(g.indptr)
+                row = np.repeat(np.arange(n_br), cnt)
+                ind = g.indices.astype(np.int64)
+                out.append((cnt, row, ind, np.asarray(ymat[row, bus_of_col[ind]]).ravel()))
+            self._ltdf_layout = (tuple(out),)
+        return self._ltdf_layout[0]
+
+    def _ltdf_matrix_scipy(self, v: np.ndarray, w_f: np.ndarray, w_t: np.ndarray
+                           ) -> sp.csr_matrix:
+        """:meth:`_ltdf_matrix` by scipy's sparse products (the reference)."""
+        nb, n_x = self.n_bus, self._pattern.size
+        d = sp.csr_matrix((np.r_[1j * v[self.pvpq], (v / np.abs(v))[self.pq]],
+                           (np.r_[self.pvpq, self.pq], np.arange(n_x))), shape=(nb, n_x))
+        g = (sp.diags(w_f) @ self._yf + sp.diags(w_t) @ self._yt) @ d
+        return sp.csr_matrix(g.real)
+
+
+def _real_of_products(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """``Re((a * b) * c)`` elementwise in real arithmetic, one rounding per operation, as
+    scipy's sparse products compute it (numpy's complex multiply may fuse multiply-adds,
+    one unit in the last place apart)."""
+    ar, ai, br, bi = a.real, a.imag, b.real, b.imag
+    pr = ar * br - ai * bi
+    pi = ar * bi + ai * br
+    return pr * c.real - pi * c.imag
 
 
 def _unit_conj(i: np.ndarray) -> np.ndarray:

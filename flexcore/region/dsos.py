@@ -39,7 +39,7 @@ import numpy as np
 import pandapower as pp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from flexcore.dso.linearizer import FLEX_SGEN_NAME, Linearizer
+from flexcore.dso.linearizer import Linearizer
 from flexcore.dso.refinement import RefinementPolicy
 from flexcore.dso.safety import TighteningReport, solver_margin_limits, tighten, with_solver_margin
 from flexcore.exchange.bids import BidTable
@@ -282,8 +282,7 @@ def _inputs(lin: Linearizer, fractions: tuple[float, ...]) -> tuple:
     """What a round-0 package depends on (besides the model): loads, the grid's own sgens
     (not the activation sgens), the slack set point, the fractions."""
     pf = lin.pf
-    own = pf.net.sgen.name.to_numpy() != FLEX_SGEN_NAME
-    return (pf.load_p_mw.copy(), pf.load_q_mvar.copy(), pf.sgen_p_mw[own], lin.slack_vm_pu,
+    return (pf.load_p_mw.copy(), pf.load_q_mvar.copy(), lin.own_sgen_p_mw(), lin.slack_vm_pu,
             tuple(fractions))
 
 
@@ -320,10 +319,8 @@ def _slack_response(lin: Linearizer, package: SensitivityPackage, x: np.ndarray
 def _rows(lin: Linearizer, package: SensitivityPackage, x: np.ndarray
           ) -> tuple[np.ndarray, np.ndarray]:
     vm, ld = lin.power_flow(x)
-    keys_v = {k: i for i, k in enumerate(lin.keymap.vm_pu)}
-    keys_l = {k: i for i, k in enumerate(lin.keymap.loading_percent)}
-    return (vm[[keys_v[k] for k in package.vm_rows]],
-            ld[[keys_l[k] for k in package.loading_rows]])
+    vi, li = lin.package_rows(package)
+    return vm[vi], ld[li]
 
 
 def make_lv_dso(region: Region, area: LVArea, bids: BidTable, *,
@@ -606,6 +603,8 @@ class FrameInjections:
     storage_index: np.ndarray
     storage_bus: np.ndarray
     storage_p_mw: np.ndarray        # (frames, n_storage)
+    #: :meth:`_matching`'s answers per (net, table)
+    _memo: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     _NAMES = ("load_index", "load_bus", "load_p_mw", "load_q_mvar", "sgen_index", "sgen_bus",
               "sgen_p_mw", "storage_index", "storage_bus", "storage_p_mw")
@@ -641,12 +640,40 @@ class FrameInjections:
         return FrameInjections(*parts)
 
     def apply(self, net: pp.pandapowerNet, frame: int) -> None:
-        """Write frame ``frame``'s values into the matching rows of ``net``."""
+        """Write frame ``frame``'s values into the matching rows of ``net``. The matching
+        rows of a net are found once and kept while its tables keep their index and buses;
+        when they are a whole table in order (a DSO's own elements), each column is
+        replaced at once."""
         for table, cols in _TABLES:
-            mine, rows = self._rows(net, table)
+            mine, rows, whole = self._matching(net, table)
+            if not len(rows):
+                continue
+            df = net[table]
             for col in cols:
-                j = net[table].columns.get_loc(col)
-                net[table].iloc[rows, j] = getattr(self, f"{table}_{col}")[frame, mine]
+                values = getattr(self, f"{table}_{col}")[frame, mine]
+                if whole:   # float64 columns: the same values as written by iloc
+                    df[col] = np.array(values, dtype=np.float64)
+                else:
+                    df.iloc[rows, df.columns.get_loc(col)] = values
+
+    def _matching(self, net: pp.pandapowerNet, table: str
+                  ) -> tuple[np.ndarray, np.ndarray, bool]:
+        """:meth:`_rows` and whether they are every row of ``net[table]`` in order, kept
+        per net and table while the table's index (the same object) and buses stay."""
+        memo = self._memo
+        df = net[table] if table in net else None
+        index = None if df is None else df.index
+        bus = None if df is None else df["bus"].to_numpy(np.int64)
+        hit = memo.get((id(net), table))
+        if hit is not None and hit[0] is net and hit[1] is index and (
+                bus is None or np.array_equal(hit[2], bus)):
+            return hit[3]
+        mine, rows = self._rows(net, table)
+        whole = df is not None and len(rows) == len(df) and bool(
+            np.array_equal(rows, np.arange(len(df)))) and all(
+            c in df and df[c].dtype == np.float64 for c in dict(_TABLES)[table])
+        memo[(id(net), table)] = (net, index, bus, (mine, rows, whole))
+        return mine, rows, whole
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
