@@ -300,16 +300,18 @@ class FastPowerFlow:
         voltages scaled by the slack's change."""
         eg = self.net.ext_grid
         memo = self._slack_memo
-        if memo is not None and memo[0] == ext_grid:   # the model's ext_grids are fixed
+        bus, on = eg.bus.to_numpy(np.int64), eg.in_service.to_numpy(bool)
+        key = (ext_grid, bus.tobytes(), on.tobytes())   # a moved ext_grid is checked again
+        if memo is not None and memo[0] == key:
             rows, buses = memo[1:]
         else:
-            rows = eg.index[eg.in_service.to_numpy(bool)] if ext_grid is None else [ext_grid]
+            rows = eg.index[on] if ext_grid is None else [ext_grid]
             pos = eg.index.get_indexer(rows)
-            buses = self.model.bus_lookup[eg.bus.to_numpy(np.int64)[pos]]
+            buses = self.model.bus_lookup[bus[pos]]
             if not np.isin(buses, self.ref).all():
                 raise ValueError(f"ext_grid(s) {list(rows)} are not at a slack bus of the "
                                  "model")
-            self._slack_memo = (ext_grid, rows, buses)
+            self._slack_memo = (key, rows, buses)
         vm = float(vm_pu)
         for r in rows:
             eg.at[r, "vm_pu"] = vm
