@@ -313,6 +313,17 @@ class Solution:
     solve_time_s: float
 
 
+def highs_basis(basis: BasisStatus) -> Any:
+    """``basis`` as a ``highspy.HighsBasis`` (not alien: made consistent by
+    :func:`complete_basis`, HiGHS checks the count)."""
+    hb = highspy.HighsBasis()
+    hb.alien = False
+    status = [highspy.HighsBasisStatus(k) for k in range(4)]
+    hb.col_status = [status[k] for k in np.asarray(basis.col).tolist()]
+    hb.row_status = [status[k] for k in np.asarray(basis.row).tolist()]
+    return hb
+
+
 def _new_highs() -> Any:
     core = getattr(highspy, "_core", None)
     h = core._Highs() if core is not None and hasattr(core, "_Highs") else highspy.Highs()
@@ -418,12 +429,7 @@ def _run_highs(arr: HighsArrays, full_cost: FloatArray, full_col_lo: FloatArray,
         h.setSolution(ncol, np.arange(ncol, dtype=np.int32), np.asarray(start, float)[free])
     warm: bool | None = None
     if basis is not None:
-        hb = highspy.HighsBasis()
-        hb.alien = False       # complete_basis made it consistent: HiGHS checks the count
-        status = [highspy.HighsBasisStatus(k) for k in range(4)]
-        hb.col_status = [status[k] for k in basis.col.tolist()]
-        hb.row_status = [status[k] for k in basis.row.tolist()]
-        warm = h.setBasis(hb) == highspy.HighsStatus.kOk
+        warm = h.setBasis(highs_basis(basis)) == highspy.HighsStatus.kOk
         if not warm:
             return HighsOutcome(ClearingStatus.ERROR, "HiGHS rejected the basis", None, None,
                                 None, time.perf_counter() - t0, warm_started=False)

@@ -123,6 +123,7 @@ from flexcore.market.direct import (
     _new_highs,
     align_bids,
     highs_arrays,
+    highs_basis,
     solve_highs,
 )
 
@@ -844,12 +845,7 @@ class _Fixings:
         self.failed = False     # an LP ended neither optimal nor infeasible
         self.good: object | None = None    # the last optimal basis (HighsBasis)
         if basis is not None:
-            hb = highspy.HighsBasis()
-            hb.alien = False
-            status = [highspy.HighsBasisStatus(k) for k in range(4)]
-            hb.col_status = [status[k] for k in np.asarray(basis.col).tolist()]
-            hb.row_status = [status[k] for k in np.asarray(basis.row).tolist()]
-            self.h.setBasis(hb)       # rejected: HiGHS starts from its own basis
+            self.h.setBasis(highs_basis(basis))  # rejected: HiGHS starts from its own
 
     def solve(self, lo: FloatArray, hi: FloatArray) -> tuple[FloatArray | None, float]:
         """(x, objective) of the LP with column bounds ``lo``, ``hi``; (None, inf) if it is
