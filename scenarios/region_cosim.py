@@ -333,7 +333,7 @@ def run_region_cosim(cfg, opts: CosimOptions, *, out: str | Path | None = None,
     from flexcore.region.split import split_region
     from flexcore.region.study import MV_NAME, region_bids
     from flexcore.runs import new_run_dir, versions, write_json
-    from scenarios.runner import new_world
+    from scenarios.runner import new_world, stop_world
 
     def say(msg: str) -> None:
         if not quiet:
@@ -514,7 +514,7 @@ def run_region_cosim(cfg, opts: CosimOptions, *, out: str | Path | None = None,
         _COLLECTORS[str(folder)].area_names = {pub[n]: n for n in names}
         world.run(until=frames * STEP_S, print_progress=False)
     except BaseException:
-        world.shutdown()
+        stop_world(world)
         raise
     t_run = _now() - t1
     collector = _COLLECTORS.pop(str(folder))

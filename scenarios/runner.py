@@ -293,6 +293,36 @@ def new_world(sim_config: dict, *, max_loop_iterations: int = 100):
                         debug=False, max_loop_iterations=max_loop_iterations, **extra)
 
 
+#: how long the simulators get to stop after an interrupted or failed run (:func:`stop_world`)
+STOP_TIMEOUT_S = 10.0
+
+
+def stop_world(world, *, timeout_s: float = STOP_TIMEOUT_S) -> None:
+    """Stop the simulators of a run that was interrupted (Ctrl-C) or failed, in at most
+    ``timeout_s`` seconds, without a traceback.
+
+    mosaik's ``World.shutdown`` stops every simulator, but after an interruption it can
+    wait forever (a simulator's request to mosaik, such as ``get_data`` of a step that
+    will never come, is never answered, and mosaik waits for it) or fail (a simulator that
+    already ended resets its connection). So the event loop is stopped after
+    ``timeout_s``, and such errors and asyncio's complaints about the tasks left behind
+    go to the debug log. The caller then raises the interruption; a ``cmd`` simulator
+    still running ends with the runner process (:func:`simulators.end_with_parent`)."""
+    import logging
+
+    loop = world.loop
+    if loop.is_closed():
+        return
+    loop.set_exception_handler(_quiet_exception_handler)
+    timer = loop.call_later(timeout_s, loop.stop)
+    try:
+        world.shutdown()
+    except Exception as exc:  # RuntimeError on the timeout, a reset connection, ...
+        logging.getLogger("flexcosim.runner").debug("stopping the simulators: %r", exc)
+    finally:
+        timer.cancel()
+
+
 def _quiet_exception_handler(loop, context: dict) -> None:
     """asyncio exception handler after an interrupted run: to the debug log only."""
     import logging
@@ -346,11 +376,9 @@ def run_scenario(cfg: ScenarioConfig, *, out: str | Path | None = None, quiet: b
         world.run(until=clock.until_s, print_progress=False)
     except BaseException:
         # finished frames into Parquet parts (frames.csv has them already), then stop the
-        # simulator processes; mosaik's tasks left pending or failed by the interruption
-        # are dropped without asyncio's "Task was destroyed but it is pending!" noise
+        # simulator processes
         close_open_recorders()
-        world.loop.set_exception_handler(_quiet_exception_handler)
-        world.shutdown()
+        stop_world(world)
         raise
     wall = time.perf_counter() - t0
     frames = read_table(run_dir, "frames")
