@@ -2,28 +2,32 @@
 
 ``python -m bench.bench_region_replay [--grid ...] [--frames 3] [--start 72] [--day-type
 winter_workday] [--areas 0] [--processes 2] [--save FILE | --load FILE] [--compare lp |
-incumbent] [--calls 0:6]`` runs :func:`scenarios.region_cosim.run_region_cosim` (the bids,
-profiles and split of :func:`bench.bench_region_cosim.load_region`; areas 0 = all) and
-records every call of :func:`flexcore.market.multi.clear_region` the TSO makes (its
+incumbent | lpmethod] [--calls 0:6]`` runs :func:`scenarios.region_cosim.run_region_cosim`
+(the bids, profiles and split of :func:`bench.bench_region_cosim.load_region`; areas 0 =
+all) and records every call of :func:`flexcore.market.multi.clear_region` the TSO makes (its
 arguments, pickled at the call), then replays the sequence in this process twice side by
-side, call by call. ``--compare lp`` (default): **cold** (``lp_warm_start=False``: every
-LP relaxation solved from scratch, as before) and **warm** (each call given the previous
-warm replay's result, ``warm=``, as the TSO agent does; its lazy rounds warm-start from
-each other). ``--compare incumbent``: **old** (``incumbent_search=False``: the incumbents
-of nearest point, rounding and k-th points, then HiGHS's MILP) and **new** (the branching
-over the blocks' points before the MILP, :func:`flexcore.market.multi._branch`), both
-warm as the TSO does. ``warm_full`` is passed as the TSO passed it, in both. ``--save``
-also writes the recorded calls to FILE (pickle, a development aid), ``--load`` replays
-such a file instead of running the co-simulation; ``--calls A:B`` replays calls A..B-1.
+side, call by call. ``--compare lp`` (default): **cold** (``lp_warm_start=False``: every LP
+relaxation solved from scratch, as before) and **warm** (each call given the previous warm
+replay's result, ``warm=``, as the TSO agent does; its lazy rounds warm-start from each
+other). ``--compare incumbent``: **old** (``incumbent_search=False``: the incumbents of
+nearest point, rounding and k-th points, then HiGHS's MILP) and **new** (the branching over
+the blocks' points before the MILP, :func:`flexcore.market.multi._branch`), both warm as the
+TSO does. ``--compare lpmethod``: **simplex** (``ipm_rows=None``: every LP relaxation by the
+simplex from the last basis) and **ipm** (the default rule: a large LP relaxation gets
+``WARM_LP_ITERATIONS`` simplex iterations from the basis, else the interior point method
+from scratch; :data:`flexcore.market.multi.IPM_ROWS`), both warm as the TSO does.
+``warm_full`` is passed as the TSO passed it, in both. ``--save`` also writes the recorded
+calls to FILE (pickle, a development aid), ``--load`` replays such a file instead of running
+the co-simulation; ``--calls A:B`` replays calls A..B-1.
 
 Printed and written to ``results/benchmarks/region_replay-<UTC>.json`` (``--compare
-incumbent``: ``region_replay_incumbent-<UTC>.json`` and a ``.png`` figure: per call the
-wall time of both sides and the relative cost difference): per clearing the CPU time of
-this process (``time.process_time``) and the wall time of each replay, the LP
-relaxations' simplex iterations and time, the lazy rounds, the time of the incumbent
-LPs and of the MILP solves, and the differences of the second result from the first
-(relative cost difference, same points, same full areas); totals and the ratio first /
-second of CPU time, wall time, LP time and iterations.
+incumbent`` or ``lpmethod``: ``region_replay_<compare>-<UTC>.json`` and a ``.png`` figure:
+per call the wall time of both sides and the relative cost difference): per clearing the CPU
+time of this process (``time.process_time``) and the wall time of each replay, the LP
+relaxations' simplex iterations and time, the lazy rounds, the time of the incumbent LPs and
+of the MILP solves, and the differences of the second result from the first (relative cost
+difference, same points, same full areas); totals and the ratio first / second of CPU time,
+wall time, LP time and iterations.
 """
 from __future__ import annotations
 
@@ -107,8 +111,16 @@ def _incumbent_side(label: str, kwargs: dict[str, Any], prev: RegionClearing | N
     kwargs["incumbent_search"] = label == "new"
 
 
+def _lpmethod_side(label: str, kwargs: dict[str, Any], prev: RegionClearing | None) -> None:
+    if prev is not None:
+        kwargs["warm"] = prev
+    if label == "simplex":
+        kwargs["ipm_rows"] = None
+
+
 SIDES["lp"] = (("cold", "warm"), _lp_side)
 SIDES["incumbent"] = (("old", "new"), _incumbent_side)
+SIDES["lpmethod"] = (("simplex", "ipm"), _lpmethod_side)
 
 
 def replay(calls: list[bytes], compare: str = "lp", first: int = 0) -> list[dict[str, Any]]:

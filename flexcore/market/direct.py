@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, fields, replace
+from enum import StrEnum
 from typing import Any
 
 import highspy
@@ -359,16 +360,33 @@ def highs_arrays(lp: LinearProgram) -> HighsArrays:
                        lp.integrality.astype(np.int32))
 
 
+class LpMethod(StrEnum):
+    """How HiGHS solves an LP from scratch (:func:`solve_highs`, ``cold``)."""
+
+    #: the dual simplex without presolve (on the small dense LPs of one district, HiGHS's
+    #: presolve cost ~5x the simplex itself)
+    SIMPLEX = "simplex"
+    #: the interior point method (IPX) with presolve and crossover (an optimal vertex and
+    #: its basis, as the simplex gives): on the region's LP relaxations (~15k rows, sparse,
+    #: degenerate) 2x faster in all than the dual simplex from the last basis, and without
+    #: its 10-30k-iteration outliers (``bench.bench_region_replay --compare lpmethod``)
+    IPM = "ipm"
+
+
 def solve_highs(lp: LinearProgram, *, mip_rel_gap: float = 1e-6, time_limit_s: float | None = None,
                 start: FloatArray | None = None, threads: int | None = None,
-                basis: BasisStatus | None = None, want_basis: bool = False) -> HighsOutcome:
+                basis: BasisStatus | None = None, want_basis: bool = False,
+                warm_iterations: int | None = None,
+                cold: LpMethod = LpMethod.SIMPLEX) -> HighsOutcome:
     """Pass ``lp`` to HiGHS in one call (row-wise CSR) and solve it.
 
     An LP only: ``basis`` (statuses over ``lp``'s columns and rows, :data:`BASIS_NEW`
-    allowed; :func:`complete_basis`) is HiGHS's starting basis; if HiGHS rejects it or
-    ends other than optimal from it, the LP is solved again from scratch (the outcome says
-    which: ``warm_started``). ``want_basis``: return the optimal basis (the columns fixed
-    by their bounds, which HiGHS never sees, as nonbasic at the lower bound)."""
+    allowed; :func:`complete_basis`) is HiGHS's starting basis; if HiGHS rejects it, ends
+    other than optimal from it or needs more than ``warm_iterations`` simplex iterations
+    from it (None: no limit; a basis far from the optimum), the LP is solved again from
+    scratch (the outcome says which: ``warm_started``), by ``cold``, as is an LP without a
+    basis. ``want_basis``: return the optimal basis (the columns fixed by their bounds,
+    which HiGHS never sees, as nonbasic at the lower bound)."""
     t0 = time.perf_counter()
     full = lp
     lp, free = _drop_fixed_columns(lp)
@@ -384,15 +402,18 @@ def solve_highs(lp: LinearProgram, *, mip_rel_gap: float = 1e-6, time_limit_s: f
     if basis is not None and lp_only:
         sub = complete_basis(BasisStatus(np.asarray(basis.col)[free], basis.row), lp)
     arr = highs_arrays(lp)
+    method = cold if lp_only else LpMethod.SIMPLEX
     out = _run_highs(arr, full.cost, full.col_lo, free, full.a, t0=t0,
                      mip_rel_gap=mip_rel_gap, time_limit_s=time_limit_s, start=start,
-                     threads=threads, basis=sub, want_basis=want_basis and lp_only)
+                     threads=threads, basis=sub, want_basis=want_basis and lp_only,
+                     method=LpMethod.SIMPLEX if sub is not None else method,
+                     iteration_limit=warm_iterations if sub is not None else None)
     if sub is not None and out.warm_started is False:      # the cold solve: the same answer
         left = None if time_limit_s is None else time_limit_s - (time.perf_counter() - t0)
-        cold = _run_highs(arr, full.cost, full.col_lo, free, full.a, t0=t0,
-                          mip_rel_gap=mip_rel_gap, time_limit_s=left, start=start,
-                          threads=threads, want_basis=want_basis)
-        out = replace(cold, iterations=cold.iterations + out.iterations, warm_started=False)
+        again = _run_highs(arr, full.cost, full.col_lo, free, full.a, t0=t0,
+                           mip_rel_gap=mip_rel_gap, time_limit_s=left, start=start,
+                           threads=threads, want_basis=want_basis, method=method)
+        out = replace(again, iterations=again.iterations + out.iterations, warm_started=False)
     if out.basis is not None:
         col = np.full(len(full.cost), BASIS_LOWER, np.int8)
         col[free] = out.basis.col
@@ -404,16 +425,22 @@ def _run_highs(arr: HighsArrays, full_cost: FloatArray, full_col_lo: FloatArray,
                free: IntArray, full_a: sp.csr_matrix | None, *, t0: float, mip_rel_gap: float,
                time_limit_s: float | None, start: FloatArray | None = None,
                threads: int | None = None, basis: BasisStatus | None = None,
-               want_basis: bool = False) -> HighsOutcome:
+               want_basis: bool = False, method: LpMethod = LpMethod.SIMPLEX,
+               iteration_limit: int | None = None) -> HighsOutcome:
     """Solve the passModel arrays; ``x`` is mapped back onto the full columns (``free``);
     ``row_activity`` is ``full_a @ x`` (None without ``full_a``). ``basis``: a complete
     basis of these arrays to start from (then ``warm_started`` is False if HiGHS rejected
-    it or did not end optimal from it: the caller solves again without it)."""
+    it or did not end optimal from it within ``iteration_limit`` simplex iterations: the
+    caller solves again without it). An LP is solved by ``method`` (:class:`LpMethod`)."""
     h = _new_highs()
     h.setOptionValue("mip_rel_gap", float(mip_rel_gap))
     if not arr.integrality.any():
-        # a dense LP: HiGHS presolve costs ~5x the simplex itself (measured on Bergwald)
-        h.setOptionValue("presolve", "off")
+        if method == LpMethod.IPM:
+            h.setOptionValue("solver", "ipm")
+        else:
+            h.setOptionValue("presolve", "off")
+    if iteration_limit is not None:
+        h.setOptionValue("simplex_iteration_limit", int(iteration_limit))
     if time_limit_s is not None:
         h.setOptionValue("time_limit", float(max(time_limit_s, 1e-3)))
     if threads is not None:

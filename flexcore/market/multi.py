@@ -120,6 +120,7 @@ from flexcore.market.direct import (
     INF,
     BasisStatus,
     LinearProgram,
+    LpMethod,
     _new_highs,
     align_bids,
     highs_arrays,
@@ -1183,6 +1184,17 @@ class _LpState:
 #: upper box row), the reference of ``bench.bench_region_lpwarm``
 ROUND_WARM_START = True
 
+#: an LP relaxation with at least this many rows (the region's, once areas are full) that
+#: the simplex does not solve from the last basis within :data:`WARM_LP_ITERATIONS`
+#: iterations is solved from scratch by the interior point method
+#: (:attr:`flexcore.market.direct.LpMethod.IPM`). After a refinement round or a new frame
+#: every coefficient has moved and the last basis can be far from the optimum: on 25 LPs of
+#: 11-15k rows of a SimBench semiurb window the warm simplex took 300-32,000 iterations
+#: (201 s in all, up to 27 s each), the IPM 2.5-6.3 s each (99 s), this rule ~110 s
+#: (``bench.bench_region_replay --compare lpmethod``)
+IPM_ROWS = 5000
+WARM_LP_ITERATIONS = 1000
+
 
 def _places(model: _Model, x: FloatArray) -> dict[str, BlockPlace]:
     """Per block where it stands in ``x`` (:class:`BlockPlace`)."""
@@ -1402,13 +1414,16 @@ def _integral(model: _Model, x: FloatArray) -> bool:
 
 def _lazy_round(model: _Model, fixed: Mapping[str, int], times: dict[str, float],
                 t0: float, lps: _LpState, *, mip_rel_gap: float, time_limit_s: float | None,
-                mip_start: bool, incumbent_search: bool = True
+                mip_start: bool, incumbent_search: bool = True,
+                ipm_rows: int | None = None
                 ) -> tuple[FloatArray | None, float, RegionClearing]:
     """One round over the current blocks: the LP relaxation first (its optimum, if
     integral, or the incumbent, if within ``mip_rel_gap`` of its bound, is the round's
     solution), else the MILP. Returns the solution (None: none), its objective (nan when it
     is only the relaxation's, whose relaxed areas are to be made full) and the result shell.
-    The LP relaxation starts from ``lps.basis`` (if any) and leaves its own there.
+    The LP relaxation starts from ``lps.basis`` (if any) and leaves its own there; with at
+    least ``ipm_rows`` rows (None: never) for at most :data:`WARM_LP_ITERATIONS`
+    iterations, else it is solved from scratch by the interior point method.
     """
     t1 = time.perf_counter()
     lp, col_keys, row_keys = _program(model)
@@ -1431,7 +1446,10 @@ def _lazy_round(model: _Model, fixed: Mapping[str, int], times: dict[str, float]
     basis = (None if lps.basis is None or not lps.enabled else
              _warm_basis(model, relax_lp, col_keys, row_keys, lps.basis))
     times["build"] += time.perf_counter() - t3
-    relax = solve_highs(relax_lp, time_limit_s=left(), basis=basis, want_basis=lps.enabled)
+    large = ipm_rows is not None and relax_lp.a.shape[0] >= ipm_rows
+    relax = solve_highs(relax_lp, time_limit_s=left(), basis=basis, want_basis=lps.enabled,
+                        warm_iterations=WARM_LP_ITERATIONS if large else None,
+                        cold=LpMethod.IPM if large else LpMethod.SIMPLEX)
     times["solve"] += relax.solve_time_s
     lps.relaxations += 1
     lps.iterations += relax.iterations
@@ -1475,7 +1493,8 @@ def clear_region(areas: Sequence[AreaPackage], request_mw: float, *,
                  time_limit_s: float | None = None, mip_start: bool = True,
                  warm_full: Collection[str] = (),
                  warm: RegionClearing | LpBasis | None = None,
-                 lp_warm_start: bool = True, incumbent_search: bool = True) -> RegionClearing:
+                 lp_warm_start: bool = True, incumbent_search: bool = True,
+                 ipm_rows: int | None = IPM_ROWS) -> RegionClearing:
     """Clear ``request_mw`` over every area's bids at least cost (``sum c_j |x_j|``).
 
     ``mv`` (the MV DSO's package, columns = the areas' ``mv_column``) couples the areas:
@@ -1506,7 +1525,10 @@ def clear_region(areas: Sequence[AreaPackage], request_mw: float, *,
     start"); each later round starts from the round before anyway. The same optimum: a
     basis HiGHS rejects, or that does not lead to an optimal end, is dropped for a cold
     solve. ``lp_warm_start=False``: every LP relaxation from scratch (``warm`` ignored, no
-    basis kept), the reference."""
+    basis kept), the reference. ``ipm_rows``: an LP relaxation with at least this many
+    rows gets :data:`WARM_LP_ITERATIONS` simplex iterations from the basis, else it is
+    solved from scratch by the interior point method (:data:`IPM_ROWS`; None: the simplex
+    alone, the reference). The same optimum either way."""
     t0 = time.perf_counter()
     if not np.isfinite(request_mw):
         raise ClearingError(f"request_mw must be finite, got {request_mw!r}")
@@ -1529,7 +1551,7 @@ def clear_region(areas: Sequence[AreaPackage], request_mw: float, *,
         rounds += 1
         x, obj, res = _lazy_round(model, fixed, times, t0, lps, mip_rel_gap=mip_rel_gap,
                                   time_limit_s=time_limit_s, mip_start=mip_start,
-                                  incumbent_search=incumbent_search)
+                                  incumbent_search=incumbent_search, ipm_rows=ipm_rows)
         res.lp_relaxations, res.lp_iterations = lps.relaxations, lps.iterations
         res.lp_time_s, res.lp_basis = lps.time_s, lps.basis
         res.lp_warm_started, res.lp_warm_rejected = lps.warm_started, lps.warm_rejected
