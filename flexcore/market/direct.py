@@ -346,6 +346,13 @@ class HighsArrays:
     value: FloatArray
     integrality: npt.NDArray[np.int32]
 
+    def pass_to(self, h: Any) -> Any:
+        """``h.passModel`` of these arrays (minimise); returns HiGHS's status."""
+        return h.passModel(len(self.cost), len(self.row_lo), int(self.start[-1]),
+                           int(highspy.MatrixFormat.kRowwise), int(highspy.ObjSense.kMinimize),
+                           0.0, self.cost, self.col_lo, self.col_hi, self.row_lo, self.row_hi,
+                           self.start, self.index, self.value, self.integrality)
+
 
 def highs_arrays(lp: LinearProgram) -> HighsArrays:
     """The passModel arrays of ``lp`` (its columns fixed by their bounds already dropped)."""
@@ -367,9 +374,9 @@ class LpMethod(StrEnum):
     #: presolve cost ~5x the simplex itself)
     SIMPLEX = "simplex"
     #: the interior point method (IPX) with presolve and crossover (an optimal vertex and
-    #: its basis, as the simplex gives): on the region's LP relaxations (~15k rows, sparse,
-    #: degenerate) 2x faster in all than the dual simplex from the last basis, and without
-    #: its 10-30k-iteration outliers (``bench.bench_region_replay --compare lpmethod``)
+    #: its basis, as the simplex gives): on the region's LP relaxations (11-15k rows,
+    #: sparse, degenerate) 2.5-6.3 s each, without the dual simplex's 10-30k-iteration
+    #: outliers from the last basis (``bench.bench_region_replay --compare lpmethod``)
     IPM = "ipm"
 
 
@@ -445,11 +452,8 @@ def _run_highs(arr: HighsArrays, full_cost: FloatArray, full_col_lo: FloatArray,
         h.setOptionValue("time_limit", float(max(time_limit_s, 1e-3)))
     if threads is not None:
         h.setOptionValue("threads", int(threads))
-    ncol, nrow = len(arr.cost), len(arr.row_lo)
-    st = h.passModel(ncol, nrow, int(arr.start[-1]), int(highspy.MatrixFormat.kRowwise),
-                     int(highspy.ObjSense.kMinimize), 0.0, arr.cost, arr.col_lo, arr.col_hi,
-                     arr.row_lo, arr.row_hi, arr.start, arr.index, arr.value, arr.integrality)
-    if st == highspy.HighsStatus.kError:
+    ncol = len(arr.cost)
+    if arr.pass_to(h) == highspy.HighsStatus.kError:
         return HighsOutcome(ClearingStatus.ERROR, "HiGHS rejected the model (passModel)", None,
                             None, None, time.perf_counter() - t0)
     if start is not None:
