@@ -195,12 +195,8 @@ class RefinementSession:
         dispatchable as it is (empty: it is AC-safe); ``refused``: the DSO refuses it
         without an AC check, with this verdict; ``note``: appended to the message."""
         pol = self.policy
-        outcomes = [_outcome(r) for r in self.records[:-1]]
         last = self.records[-1]
-        outcomes.append(RoundOutcome(
-            last.round, last.clearing.status,
-            last.validation is not None and last.validation.safe, _cost(last.clearing),
-            refused=refused))
+        outcomes = [_outcome(r) for r in self.records[:-1]] + [_outcome(last, refused)]
         choice = choose_dispatch(outcomes, keep_cheapest_safe=pol.keep_cheapest_safe,
                                  dispatch_unsafe=pol.dispatch_unsafe)
         rec = next((r for r in self.records if r.round == choice.round), last)
@@ -222,11 +218,12 @@ def _cost(clearing: ClearingResult) -> float:
     return float(rate if rate is not None else math.nan)
 
 
-def _outcome(rec: RoundRecord) -> RoundOutcome:
-    """An earlier round as the dispatch rule sees it (only checked rounds can be safe)."""
+def _outcome(rec: RoundRecord, refused: FrameVerdict | None = None) -> RoundOutcome:
+    """A round as the dispatch rule sees it (only checked rounds can be safe; ``refused``:
+    the DSO refused it without an AC check, with this verdict)."""
     v = rec.validation
     return RoundOutcome(rec.round, rec.clearing.status, v is not None and v.safe,
-                        _cost(rec.clearing))
+                        _cost(rec.clearing), refused=refused)
 
 
 def _unsafe_message(v: ValidationReport, k: int) -> str:
