@@ -386,7 +386,8 @@ class LazyPublication:
     def start(cls, setup: Any, request_mw: float, seed: int,
               previous: LazyPublication | None = None, *,
               per_cut: int | None = CUT_SIDES) -> LazyPublication:
-        """Every DSO's sides at its current package; the sides (by name) and links of
+        """Every DSO's sides at its package as published (``published()``: with the solver
+        margin, as the agents publish it); the sides (by name) and links of
         ``previous`` (the frame's earlier refinement round, or the previous frame's last
         one) are published from the start. Each DSO shuffles with its own generator
         (``setup.shuffle_seeds``, else ``seed``; with ``previous``: its generator)."""
@@ -398,13 +399,13 @@ class LazyPublication:
                         previous.mvp.rng)   # type: ignore[union-attr]
             return shuffle_rng(setup.shuffle_seeds.get(name, 0), seed)
 
-        lvs = [LVPublisher.start(d.published() if coupled else d.package,
+        lvs = [LVPublisher.start(d.published(coupled=coupled),
                                  request_mw=request_mw, rng=rng(k, d.name), per_cut=per_cut,
                                  previous=previous.lvs[k] if previous is not None else None)
                for k, d in enumerate(setup.lv)]
         mvp = None
         if setup.mv is not None:
-            mvp = MVPublisher.start(setup.mv.package, [setup.mv.slack_row[d.name]
+            mvp = MVPublisher.start(setup.mv.published(), [setup.mv.slack_row[d.name]
                                                        for d in setup.lv],
                                     request_mw=request_mw, rng=rng(len(setup.lv), MV_ROLE),
                                     per_cut=per_cut,

@@ -457,7 +457,7 @@ def run_region(setup: RegionSetup, request_mw: float, *, max_rounds: int = 3,
     while True:
         t1 = time.perf_counter()
         if privacy == "exact":
-            pub = LazyPublication.start(_Publishing(setup), request_mw, seed, previous=pub,
+            pub = LazyPublication.start(setup, request_mw, seed, previous=pub,
                                         per_cut=policy.cut_sides)
             while True:
                 pk: list[AreaPackage] = pub.area_packages(setup)
@@ -595,19 +595,3 @@ def within_table1(c: RowCheck) -> bool:
     """Errors within the source's Table 1 RMSE on the relevant rows."""
     return c.max_vm_err_pu <= TABLE1_VM_PU and c.max_loading_err_percent <= \
         TABLE1_LOADING_PERCENT
-
-
-class _Publishing:
-    """What :class:`~flexcore.region.publish.LazyPublication` starts a round from: the
-    setup's DSOs, the MV DSO's package as published (with the solver margin)."""
-
-    lv: list[LVDso]
-    mv: Any
-    shuffle_seeds: dict[str, int]
-
-    def __init__(self, setup: RegionSetup):
-        from types import SimpleNamespace
-
-        self.lv, self.shuffle_seeds = setup.lv, setup.shuffle_seeds
-        self.mv = None if setup.mv is None else SimpleNamespace(
-            package=setup.mv.published(), slack_row=setup.mv.slack_row)
