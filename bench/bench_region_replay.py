@@ -2,7 +2,7 @@
 
 ``python -m bench.bench_region_replay [--grid ...] [--frames 3] [--start 72] [--day-type
 winter_workday] [--areas 0] [--processes 2] [--save FILE | --load FILE] [--compare lp |
-incumbent | lpmethod] [--calls 0:6]`` runs :func:`scenarios.region_cosim.run_region_cosim`
+incumbent | lpmethod | boxes] [--calls 0:6]`` runs :func:`scenarios.region_cosim.run_region_cosim`
 (the bids, profiles and split of :func:`bench.bench_region_cosim.load_region`; areas 0 =
 all) and records every call of :func:`flexcore.market.multi.clear_region` the TSO makes (its
 arguments, pickled at the call), then replays the sequence in this process twice side by
@@ -16,12 +16,15 @@ TSO does. ``--compare lpmethod``: **simplex** (``ipm_rows=None``: every LP relax
 simplex from the last basis) and **ipm** (the default rule: a large LP relaxation gets
 ``WARM_LP_ITERATIONS`` simplex iterations from the basis, else the interior point method
 from scratch; :data:`flexcore.market.multi.IPM_ROWS`), both warm as the TSO does.
+``--compare boxes``: **all** (``lazy_boxes=False``: every bid-box row in the large LP
+relaxations) and **lazy** (the default: only the box rows they need, module doc "Lazy bid
+boxes" of :mod:`flexcore.market.multi`), both warm as the TSO does.
 ``warm_full`` is passed as the TSO passed it, in both. ``--save`` also writes the recorded
 calls to FILE (pickle, a development aid), ``--load`` replays such a file instead of running
 the co-simulation; ``--calls A:B`` replays calls A..B-1.
 
-Printed and written to ``results/benchmarks/region_replay-<UTC>.json`` (``--compare
-incumbent`` or ``lpmethod``: ``region_replay_<compare>-<UTC>.json`` and a ``.png`` figure:
+Printed and written to ``results/benchmarks/region_replay-<UTC>.json`` (another
+``--compare``: ``region_replay_<compare>-<UTC>.json`` and a ``.png`` figure:
 per call the wall time of both sides and the relative cost difference): per clearing the CPU
 time of this process (``time.process_time``) and the wall time of each replay, the LP
 relaxations' simplex iterations and time, the lazy rounds, the time of the incumbent LPs and
@@ -118,9 +121,16 @@ def _lpmethod_side(label: str, kwargs: dict[str, Any], prev: RegionClearing | No
         kwargs["ipm_rows"] = None
 
 
+def _boxes_side(label: str, kwargs: dict[str, Any], prev: RegionClearing | None) -> None:
+    if prev is not None:
+        kwargs["warm"] = prev
+    kwargs["lazy_boxes"] = label == "lazy"
+
+
 SIDES["lp"] = (("cold", "warm"), _lp_side)
 SIDES["incumbent"] = (("old", "new"), _incumbent_side)
 SIDES["lpmethod"] = (("simplex", "ipm"), _lpmethod_side)
+SIDES["boxes"] = (("all", "lazy"), _boxes_side)
 
 
 def replay(calls: list[bytes], compare: str = "lp", first: int = 0) -> list[dict[str, Any]]:

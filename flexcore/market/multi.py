@@ -91,6 +91,22 @@ HiGHS dropped for a cold solve (SimBench semiurb, a refinement round: 7,215 -> 2
 iterations, ``bench.bench_region_lpwarm``). Exact: the basis is only the simplex's start;
 one HiGHS rejects, or from which it does not end optimal, is dropped for a cold solve.
 
+**Lazy bid boxes.** The bid-box rows of the full blocks are most of a large LP
+relaxation's rows (SimBench semiurb, 31 full areas with 5-7 points each: 13k of 15k rows)
+and few of them bind: a point's ``dP_i`` is pressed against its box only where ``b_i`` is
+fractional. An LP relaxation of at least ``ipm_rows`` rows is therefore solved without the
+box rows but those the last one ended with (:attr:`LpBasis.box_rows`) and those its starting
+basis holds tight; the box rows its optimum violates are added and it is solved again from
+its optimal basis (the new rows basic: the dual simplex goes on from there) until none is
+violated. Exact: its optimum then satisfies every row of the relaxation, so it is the
+relaxation's optimum, and the basis with the rows left out basic is an optimal basis of the
+whole relaxation (what the next LP and the branching start from). The incumbent LPs need no
+box row (a block fixed at point i has ``b_i = 1``, where the box is the column bounds, and
+``dP = 0`` at its other points) and the MILP always has them all. (Leaving out the point
+rows as well was slower: adding them moved the optimum by thousands of simplex iterations.
+Projecting a block onto the directions of its rows instead of copying its bids per point
+gave a relaxation too weak for the incumbent to close: HiGHS's MILP took 85-150 s.)
+
 Only divisible bids (no ``min_mw``, not indivisible) are supported here. This module
 imports neither pandapower nor the grid code.
 """
@@ -98,7 +114,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Collection, Hashable, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import highspy
@@ -119,6 +135,7 @@ from flexcore.market.direct import (
     BASIS_UPPER,
     INF,
     BasisStatus,
+    HighsOutcome,
     LinearProgram,
     LpMethod,
     _new_highs,
@@ -217,10 +234,13 @@ class LpBasis:
     last_cols: Mapping[Hashable, int]
     last_rows: Mapping[Hashable, int]
     places: Mapping[str, BlockPlace] = field(default_factory=dict)
+    #: the bid-box rows the last LP relaxation ended with (module doc "Lazy bid boxes")
+    box_rows: frozenset[Hashable] = frozenset()
 
     @staticmethod
     def of(col_keys: Sequence[Hashable], row_keys: Sequence[Hashable], basis: BasisStatus,
-           x: FloatArray, before: LpBasis | None, model: _Model | None = None) -> LpBasis:
+           x: FloatArray, before: LpBasis | None, model: _Model | None = None,
+           box_rows: frozenset[Hashable] = frozenset()) -> LpBasis:
         cols = dict(zip(col_keys, basis.col.tolist()))
         rows = dict(zip(row_keys, basis.row.tolist()))
         all_cols, all_rows = cols, rows
@@ -229,7 +249,7 @@ class LpBasis:
             all_rows = {**before.last_rows, **rows}
         places = {} if model is None else _places(model, x)
         return LpBasis(all_cols, all_rows, dict(zip(col_keys, x.tolist())), cols, rows,
-                       places)
+                       places, box_rows)
 
 
 @dataclass
@@ -1410,10 +1430,66 @@ def _integral(model: _Model, x: FloatArray) -> bool:
     return bool(np.all(np.minimum(x[b], 1.0 - x[b]) <= 1e-9))
 
 
+def _lazy_boxes(model: _Model, lp: LinearProgram, row_keys: Sequence[Hashable],
+                basis: BasisStatus | None, lps: _LpState,
+                left: Callable[[], float | None]) -> tuple[HighsOutcome, frozenset[Hashable]]:
+    """The LP relaxation ``lp`` (module doc "Lazy bid boxes") solved without the bid-box
+    rows of its full blocks but those the last LP relaxation ended with
+    (:attr:`LpBasis.box_rows`) and those its ``basis`` holds tight, adding the violated
+    ones until none is: the first solve from ``basis`` for at most
+    :data:`WARM_LP_ITERATIONS` simplex iterations, else by the interior point method,
+    each later one from the last optimal basis (the added rows basic). Returns its outcome
+    over all rows (the omitted rows basic) and the keys of the box rows it ended with."""
+    a = lp.a.tocsr()
+    box = np.concatenate([np.concatenate([blk.box_hi_row.ravel(), blk.box_lo_row.ravel()])
+                          for blk in model.all_blocks if blk.full] + [np.zeros(0, np.int64)])
+    box = box[box >= 0]
+    omitted = np.zeros(a.shape[0], bool)
+    omitted[box] = True
+    if lps.enabled and lps.basis is not None:
+        kept = lps.basis.box_rows
+        omitted[[r for r in box.tolist() if row_keys[r] in kept]] = False
+    if basis is not None:
+        omitted &= np.isin(basis.row, (BASIS_BASIC, BASIS_NEW))
+    row = None if basis is None else basis.row.copy()
+    col = None if basis is None else basis.col
+    iterations, time_s, first = 0, 0.0, True
+    warm: bool | None = None
+    while True:
+        on = np.flatnonzero(~omitted)
+        sub = replace(lp, a=a[on], row_lo=lp.row_lo[on], row_hi=lp.row_hi[on])
+        out = solve_highs(sub, time_limit_s=left(), want_basis=True,
+                          basis=None if col is None or row is None else
+                          BasisStatus(col, row[on]),
+                          warm_iterations=WARM_LP_ITERATIONS if first else None,
+                          cold=LpMethod.IPM if first else LpMethod.SIMPLEX)
+        iterations += out.iterations
+        time_s += out.solve_time_s
+        warm = out.warm_started if first else warm
+        first = False
+        if out.x is None or out.basis is None or out.status != ClearingStatus.OPTIMAL:
+            return replace(out, basis=None, iterations=iterations, solve_time_s=time_s,
+                           warm_started=warm), frozenset()
+        act = a @ out.x
+        tol = _CHECK_TOL * (1.0 + np.abs(act))
+        viol = omitted & ((act > lp.row_hi + tol) | (act < lp.row_lo - tol))
+        row = np.full(a.shape[0], BASIS_NEW, np.int8)
+        row[on] = out.basis.row
+        col = out.basis.col
+        if not viol.any():
+            break
+        omitted &= ~viol
+    row[omitted] = BASIS_BASIC
+    keys = frozenset(row_keys[r] for r in box.tolist() if not omitted[r])
+    return replace(out, row_activity=act, iterations=iterations, solve_time_s=time_s,
+                   warm_started=warm,
+                   basis=BasisStatus(col, row) if lps.enabled else None), keys
+
+
 def _lazy_round(model: _Model, fixed: Mapping[str, int], times: dict[str, float],
                 t0: float, lps: _LpState, *, mip_rel_gap: float, time_limit_s: float | None,
                 mip_start: bool, incumbent_search: bool = True,
-                ipm_rows: int | None = None
+                ipm_rows: int | None = None, lazy_boxes: bool = False
                 ) -> tuple[FloatArray | None, float, RegionClearing]:
     """One round over the current blocks: the LP relaxation first (its optimum, if
     integral, or the incumbent, if within ``mip_rel_gap`` of its bound, is the round's
@@ -1421,7 +1497,8 @@ def _lazy_round(model: _Model, fixed: Mapping[str, int], times: dict[str, float]
     is only the relaxation's, whose relaxed areas are to be made full) and the result shell.
     The LP relaxation starts from ``lps.basis`` (if any) and leaves its own there; with at
     least ``ipm_rows`` rows (None: never) for at most :data:`WARM_LP_ITERATIONS`
-    iterations, else it is solved from scratch by the interior point method.
+    iterations, else it is solved from scratch by the interior point method, and with
+    ``lazy_boxes`` without the box rows it does not need (:func:`_lazy_boxes`).
     """
     t1 = time.perf_counter()
     lp, col_keys, row_keys = _program(model)
@@ -1445,9 +1522,13 @@ def _lazy_round(model: _Model, fixed: Mapping[str, int], times: dict[str, float]
              _warm_basis(model, relax_lp, col_keys, row_keys, lps.basis))
     times["build"] += time.perf_counter() - t3
     large = ipm_rows is not None and relax_lp.a.shape[0] >= ipm_rows
-    relax = solve_highs(relax_lp, time_limit_s=left(), basis=basis, want_basis=lps.enabled,
-                        warm_iterations=WARM_LP_ITERATIONS if large else None,
-                        cold=LpMethod.IPM if large else LpMethod.SIMPLEX)
+    box_keys: frozenset[Hashable] = frozenset()
+    if large and lazy_boxes:
+        relax, box_keys = _lazy_boxes(model, relax_lp, row_keys, basis, lps, left)
+    else:
+        relax = solve_highs(relax_lp, time_limit_s=left(), basis=basis, want_basis=lps.enabled,
+                            warm_iterations=WARM_LP_ITERATIONS if large else None,
+                            cold=LpMethod.IPM if large else LpMethod.SIMPLEX)
     times["solve"] += relax.solve_time_s
     lps.relaxations += 1
     lps.iterations += relax.iterations
@@ -1455,7 +1536,8 @@ def _lazy_round(model: _Model, fixed: Mapping[str, int], times: dict[str, float]
     lps.warm_started += relax.warm_started is True
     lps.warm_rejected += relax.warm_started is False
     if relax.basis is not None and relax.x is not None:
-        lps.basis = LpBasis.of(col_keys, row_keys, relax.basis, relax.x, lps.basis, model)
+        lps.basis = LpBasis.of(col_keys, row_keys, relax.basis, relax.x, lps.basis, model,
+                               box_keys)
     if relax.x is None or relax.objective is None or relax.status != ClearingStatus.OPTIMAL:
         shell.status = (ClearingStatus.INFEASIBLE if relax.status == ClearingStatus.INFEASIBLE
                         else ClearingStatus.ERROR)
@@ -1492,7 +1574,7 @@ def clear_region(areas: Sequence[AreaPackage], request_mw: float, *,
                  warm_full: Collection[str] = (),
                  warm: RegionClearing | LpBasis | None = None,
                  lp_warm_start: bool = True, incumbent_search: bool = True,
-                 ipm_rows: int | None = IPM_ROWS) -> RegionClearing:
+                 ipm_rows: int | None = IPM_ROWS, lazy_boxes: bool = True) -> RegionClearing:
     """Clear ``request_mw`` over every area's bids at least cost (``sum c_j |x_j|``).
 
     ``mv`` (the MV DSO's package, columns = the areas' ``mv_column``) couples the areas:
@@ -1526,7 +1608,9 @@ def clear_region(areas: Sequence[AreaPackage], request_mw: float, *,
     basis kept), the reference. ``ipm_rows``: an LP relaxation with at least this many
     rows gets :data:`WARM_LP_ITERATIONS` simplex iterations from the basis, else it is
     solved from scratch by the interior point method (:data:`IPM_ROWS`; None: the simplex
-    alone, the reference). The same optimum either way."""
+    alone, the reference). ``lazy_boxes``: such an LP relaxation leaves out the bid-box rows
+    it does not need (module doc "Lazy bid boxes"; False: every row, the reference). The
+    same optimum either way."""
     t0 = time.perf_counter()
     if not np.isfinite(request_mw):
         raise ClearingError(f"request_mw must be finite, got {request_mw!r}")
@@ -1549,7 +1633,8 @@ def clear_region(areas: Sequence[AreaPackage], request_mw: float, *,
         rounds += 1
         x, obj, res = _lazy_round(model, fixed, times, t0, lps, mip_rel_gap=mip_rel_gap,
                                   time_limit_s=time_limit_s, mip_start=mip_start,
-                                  incumbent_search=incumbent_search, ipm_rows=ipm_rows)
+                                  incumbent_search=incumbent_search, ipm_rows=ipm_rows,
+                                  lazy_boxes=lazy_boxes)
         res.lp_relaxations, res.lp_iterations = lps.relaxations, lps.iterations
         res.lp_time_s, res.lp_basis = lps.time_s, lps.basis
         res.lp_warm_started, res.lp_warm_rejected = lps.warm_started, lps.warm_rejected
