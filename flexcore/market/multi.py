@@ -100,9 +100,8 @@ basis holds tight; the box rows its optimum violates are added and it is solved 
 its optimal basis (the new rows basic: the dual simplex goes on from there) until none is
 violated. Exact: its optimum then satisfies every row of the relaxation, so it is the
 relaxation's optimum, and the basis with the rows left out basic is an optimal basis of the
-whole relaxation (what the next LP and the branching start from). The incumbent LPs need no
-box row (a block fixed at point i has ``b_i = 1``, where the box is the column bounds, and
-``dP = 0`` at its other points) and the MILP always has them all. (Leaving out the point
+whole relaxation (what the next LP and the branching start from). The incumbent LPs, the
+branching and the MILP keep every row. (Leaving out the point
 rows as well was slower: adding them moved the optimum by thousands of simplex iterations.
 Projecting a block onto the directions of its rows instead of copying its bids per point
 gave a relaxation too weak for the incumbent to close: HiGHS's MILP took 85-150 s.)
