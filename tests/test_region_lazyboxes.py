@@ -3,6 +3,8 @@
 checked against HiGHS on the whole relaxation and on the TSO's sequence of clearings."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -30,7 +32,7 @@ def test_relaxation_without_idle_box_rows_is_the_whole_relaxation(coupled):
     for blk in model.blocks:
         blk.full = True
     lp, _, row_keys = multi._program(model)
-    relax = multi.replace(lp, integrality=np.zeros_like(lp.integrality))
+    relax = replace(lp, integrality=np.zeros_like(lp.integrality))
     whole = solve_highs(relax)
     lps = multi._LpState()
     out, kept = multi._lazy_boxes(model, relax, row_keys, None, lps, lambda: None)
