@@ -22,7 +22,7 @@ def _box_keys(keys) -> set:
 
 @pytest.mark.parametrize("coupled", [False, True])
 def test_relaxation_without_idle_box_rows_is_the_whole_relaxation(coupled):
-    """Every area full, the LP relaxation solved by ``_lazy_boxes`` from no box row at
+    """Every area full, the LP relaxation solved by ``_large_relaxation`` from no box row at
     all: HiGHS's objective of the whole relaxation, some box rows never added, and the
     basis it returns (the rows left out basic) is optimal for the whole relaxation: HiGHS
     starts from it and ends without a simplex iteration."""
@@ -35,7 +35,8 @@ def test_relaxation_without_idle_box_rows_is_the_whole_relaxation(coupled):
     relax = replace(lp, integrality=np.zeros_like(lp.integrality))
     whole = solve_highs(relax)
     lps = multi._LpState()
-    out, kept = multi._lazy_boxes(model, relax, row_keys, None, lps, lambda: None)
+    out, kept = multi._large_relaxation(model, relax, row_keys, None, lps, lambda: None,
+                                         lazy=True)
     assert out.status == whole.status == "optimal"
     assert out.objective == pytest.approx(whole.objective, rel=1e-9, abs=1e-9)
     box = _box_keys(row_keys)

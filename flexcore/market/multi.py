@@ -1429,22 +1429,24 @@ def _integral(model: _Model, x: FloatArray) -> bool:
     return bool(np.all(np.minimum(x[b], 1.0 - x[b]) <= 1e-9))
 
 
-def _lazy_boxes(model: _Model, lp: LinearProgram, row_keys: Sequence[Hashable],
-                basis: BasisStatus | None, lps: _LpState,
-                left: Callable[[], float | None]) -> tuple[HighsOutcome, frozenset[Hashable]]:
-    """The LP relaxation ``lp`` (module doc "Lazy bid boxes") solved without the bid-box
-    rows of its full blocks but those the last LP relaxation ended with
-    (:attr:`LpBasis.box_rows`) and those its ``basis`` holds tight, adding the violated
-    ones until none is: the first solve from ``basis`` for at most
-    :data:`WARM_LP_ITERATIONS` simplex iterations, else by the interior point method,
-    each later one from the last optimal basis (the added rows basic). Returns its outcome
-    over all rows (the omitted rows basic) and the keys of the box rows it ended with."""
+def _large_relaxation(model: _Model, lp: LinearProgram, row_keys: Sequence[Hashable],
+                      basis: BasisStatus | None, lps: _LpState,
+                      left: Callable[[], float | None], *, lazy: bool
+                      ) -> tuple[HighsOutcome, frozenset[Hashable]]:
+    """A large LP relaxation ``lp``: the first solve from ``basis`` for at most
+    :data:`WARM_LP_ITERATIONS` simplex iterations, else by the interior point method. With
+    ``lazy`` (module doc "Lazy bid boxes") without the bid-box rows of its full blocks but
+    those the last LP relaxation ended with (:attr:`LpBasis.box_rows`) and those its
+    ``basis`` holds tight, adding the violated ones until none is, each later solve from
+    the last optimal basis (the added rows basic). Returns its outcome over all rows (the
+    omitted rows basic) and the keys of the box rows it ended with (none without
+    ``lazy``)."""
     a = lp.a.tocsr()
     box = np.concatenate([np.concatenate([blk.box_hi_row.ravel(), blk.box_lo_row.ravel()])
                           for blk in model.all_blocks if blk.full] + [np.zeros(0, np.int64)])
     box = box[box >= 0]
     omitted = np.zeros(a.shape[0], bool)
-    omitted[box] = True
+    omitted[box] = lazy
     if lps.enabled and lps.basis is not None:
         kept = lps.basis.box_rows
         omitted[[r for r in box.tolist() if row_keys[r] in kept]] = False
@@ -1479,7 +1481,7 @@ def _lazy_boxes(model: _Model, lp: LinearProgram, row_keys: Sequence[Hashable],
             break
         omitted &= ~viol
     row[omitted] = BASIS_BASIC
-    keys = frozenset(row_keys[r] for r in box.tolist() if not omitted[r])
+    keys = frozenset(row_keys[r] for r in box.tolist() if lazy and not omitted[r])
     return replace(out, row_activity=act, iterations=iterations, solve_time_s=time_s,
                    warm_started=warm,
                    basis=BasisStatus(col, row) if lps.enabled else None), keys
@@ -1497,7 +1499,7 @@ def _lazy_round(model: _Model, fixed: Mapping[str, int], times: dict[str, float]
     The LP relaxation starts from ``lps.basis`` (if any) and leaves its own there; with at
     least ``ipm_rows`` rows (None: never) for at most :data:`WARM_LP_ITERATIONS`
     iterations, else it is solved from scratch by the interior point method, and with
-    ``lazy_boxes`` without the box rows it does not need (:func:`_lazy_boxes`).
+    ``lazy_boxes`` without the box rows it does not need (:func:`_large_relaxation`).
     """
     t1 = time.perf_counter()
     lp, col_keys, row_keys = _program(model)
@@ -1522,12 +1524,11 @@ def _lazy_round(model: _Model, fixed: Mapping[str, int], times: dict[str, float]
     times["build"] += time.perf_counter() - t3
     large = ipm_rows is not None and relax_lp.a.shape[0] >= ipm_rows
     box_keys: frozenset[Hashable] = frozenset()
-    if large and lazy_boxes:
-        relax, box_keys = _lazy_boxes(model, relax_lp, row_keys, basis, lps, left)
+    if large:
+        relax, box_keys = _large_relaxation(model, relax_lp, row_keys, basis, lps, left,
+                                            lazy=lazy_boxes)
     else:
-        relax = solve_highs(relax_lp, time_limit_s=left(), basis=basis, want_basis=lps.enabled,
-                            warm_iterations=WARM_LP_ITERATIONS if large else None,
-                            cold=LpMethod.IPM if large else LpMethod.SIMPLEX)
+        relax = solve_highs(relax_lp, time_limit_s=left(), basis=basis, want_basis=lps.enabled)
     times["solve"] += relax.solve_time_s
     lps.relaxations += 1
     lps.iterations += relax.iterations
