@@ -45,8 +45,8 @@ def test_each_method_gives_the_vertex_and_its_basis(method):
 def test_a_basis_far_from_the_optimum_is_dropped_after_the_iteration_limit():
     """From the basis with x3 basic (x = (0, 0, 1.5): beyond x3's bound) the simplex needs
     iterations; with ``warm_iterations=0`` it stops, and the LP is solved from scratch by
-    ``cold``: the same optimum, ``warm_started`` False. Without the limit it solves from
-    the basis (``warm_started`` True)."""
+    ``cold``: the same optimum, ``warm_started`` False (``cold=None``: not solved). Without
+    the limit it solves from the basis (``warm_started`` True)."""
     far = BasisStatus(np.array([BASIS_LOWER, BASIS_LOWER, BASIS_BASIC], np.int8),
                       np.array([BASIS_LOWER], np.int8))
     for limit, warm in ((0, False), (None, True)):
@@ -54,6 +54,9 @@ def test_a_basis_far_from_the_optimum_is_dropped_after_the_iteration_limit():
         assert out.warm_started is warm
         assert out.objective == pytest.approx(2.0, abs=1e-9)
         np.testing.assert_allclose(out.x, [1.0, 0.5, 0.0], atol=1e-9)
+    # cold=None: no solve from scratch, the caller is told (no x, warm_started False)
+    out = solve_highs(_lp(), basis=far, warm_iterations=0, cold=None)
+    assert out.warm_started is False and out.x is None and out.status != "optimal"
 
 
 @pytest.mark.parametrize("coupled", [False, True])

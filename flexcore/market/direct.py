@@ -384,7 +384,7 @@ def solve_highs(lp: LinearProgram, *, mip_rel_gap: float = 1e-6, time_limit_s: f
                 start: FloatArray | None = None, threads: int | None = None,
                 basis: BasisStatus | None = None, want_basis: bool = False,
                 warm_iterations: int | None = None,
-                cold: LpMethod = LpMethod.SIMPLEX) -> HighsOutcome:
+                cold: LpMethod | None = LpMethod.SIMPLEX) -> HighsOutcome:
     """Pass ``lp`` to HiGHS in one call (row-wise CSR) and solve it.
 
     An LP only: ``basis`` (statuses over ``lp``'s columns and rows, :data:`BASIS_NEW`
@@ -392,8 +392,9 @@ def solve_highs(lp: LinearProgram, *, mip_rel_gap: float = 1e-6, time_limit_s: f
     other than optimal from it or needs more than ``warm_iterations`` simplex iterations
     from it (None: no limit; a basis far from the optimum), the LP is solved again from
     scratch (the outcome says which: ``warm_started``), by ``cold``, as is an LP without a
-    basis. ``want_basis``: return the optimal basis (the columns fixed by their bounds,
-    which HiGHS never sees, as nonbasic at the lower bound)."""
+    basis; ``cold=None``: not solved again (the outcome has no ``x``: the caller decides
+    what to solve instead). ``want_basis``: return the optimal basis (the columns fixed by
+    their bounds, which HiGHS never sees, as nonbasic at the lower bound)."""
     t0 = time.perf_counter()
     full = lp
     lp, free = _drop_fixed_columns(lp)
@@ -409,13 +410,13 @@ def solve_highs(lp: LinearProgram, *, mip_rel_gap: float = 1e-6, time_limit_s: f
     if basis is not None and lp_only:
         sub = complete_basis(BasisStatus(np.asarray(basis.col)[free], basis.row), lp)
     arr = highs_arrays(lp)
-    method = cold if lp_only else LpMethod.SIMPLEX
+    method = (cold or LpMethod.SIMPLEX) if lp_only else LpMethod.SIMPLEX
     out = _run_highs(arr, full.cost, full.col_lo, free, full.a, t0=t0,
                      mip_rel_gap=mip_rel_gap, time_limit_s=time_limit_s, start=start,
                      threads=threads, basis=sub, want_basis=want_basis and lp_only,
                      method=LpMethod.SIMPLEX if sub is not None else method,
                      iteration_limit=warm_iterations if sub is not None else None)
-    if sub is not None and out.warm_started is False:      # the cold solve: the same answer
+    if sub is not None and out.warm_started is False and cold is not None:  # the same answer
         left = None if time_limit_s is None else time_limit_s - (time.perf_counter() - t0)
         again = _run_highs(arr, full.cost, full.col_lo, free, full.a, t0=t0,
                            mip_rel_gap=mip_rel_gap, time_limit_s=left, start=start,
