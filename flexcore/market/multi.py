@@ -101,11 +101,11 @@ round), the interior point method solves it without any box row (1.2-2.2k rows i
 4-7k: ~0.5 s instead of 1.2-1.6 s on SimBench semiurb). The box rows its optimum violates
 are then added and it is solved again in the same HiGHS instance (``addRows``, the new
 rows basic: the dual simplex goes on from the last optimal basis; :class:`_RowAdding`)
-until none is violated. Exact: its optimum then satisfies every row of the relaxation, so it is the
-relaxation's optimum, and the basis with the rows left out basic is an optimal basis of the
-whole relaxation (what the next LP and the branching start from). The incumbent LPs, the
-branching and the MILP keep every row. (Leaving out the point
-rows as well was slower: adding them moved the optimum by thousands of simplex iterations.
+until none is violated. Exact: its optimum then satisfies every row of the relaxation, so
+it is the relaxation's optimum, and the basis with the rows left out basic is an optimal
+basis of the whole relaxation (what the next LP and the branching start from). The
+incumbent LPs, the branching and the MILP keep every row. (Leaving out the point rows as
+well was slower: adding them moved the optimum by thousands of simplex iterations.
 Projecting a block onto the directions of its rows instead of copying its bids per point
 gave a relaxation too weak for the incumbent to close: HiGHS's MILP took 85-150 s.)
 
