@@ -21,7 +21,9 @@ relaxations) and **lazy** (the default: only the box rows they need, module doc 
 boxes" of :mod:`flexcore.market.multi`), both warm as the TSO does.
 ``warm_full`` is passed as the TSO passed it, in both. ``--save`` also writes the recorded
 calls to FILE (pickle, a development aid), ``--load`` replays such a file instead of running
-the co-simulation; ``--calls A:B`` replays calls A..B-1.
+the co-simulation; ``--calls A:B`` replays calls A..B-1; ``--only SIDE`` replays one side
+of ``--compare`` only, printing and writing nothing else (to time two checkouts of the code
+against each other with ``farm-bench --vs``).
 
 Printed and written to ``results/benchmarks/region_replay-<UTC>.json`` (another
 ``--compare``: ``region_replay_<compare>-<UTC>.json`` and a ``.png`` figure:
@@ -177,6 +179,25 @@ def replay(calls: list[bytes], compare: str = "lp", first: int = 0) -> list[dict
     return rows
 
 
+def replay_one(calls: list[bytes], compare: str, label: str, first: int = 0) -> float:
+    """The calls one way only (``label``, a side of ``compare``), each from its own previous
+    result as :func:`replay` does: per call the wall time and cost printed; returns the
+    total wall time. For timing two checkouts of the code against each other (e.g.
+    ``farm-bench --vs``), where both sides of :func:`replay` would be the same code."""
+    _, side = SIDES[compare]
+    prev: RegionClearing | None = None
+    total = 0.0
+    for k, blob in enumerate(calls, start=first):
+        args, kwargs = pickle.loads(blob)
+        side(label, kwargs, prev)
+        prev, _, wall = _one(args, kwargs)
+        total += wall
+        print(f"{k:3d}: {prev.status.value}, wall {wall:6.2f} s, LP {prev.lp_time_s:6.2f} s, "
+              f"cost {prev.cost_eur_per_h!r}", flush=True)
+    print(f"{len(calls)} clearings ({label}): wall {total:.1f} s", flush=True)
+    return total
+
+
 def totals(rows: list[dict[str, Any]], compare: str = "lp") -> dict[str, Any]:
     (a, b), _ = SIDES[compare]
     out: dict[str, Any] = {}
@@ -242,6 +263,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--load", default=None, help="replay recorded calls instead of running")
     p.add_argument("--compare", choices=sorted(SIDES), default="lp")
     p.add_argument("--calls", default=None, help="A:B replays the calls A..B-1 only")
+    p.add_argument("--only", default=None,
+                   help="replay one side of --compare only (print, write nothing)")
     p.add_argument("--out", default=None)
     p.add_argument("--replot", default=None, help="only redraw the figure of a written JSON")
     a = p.parse_args(argv)
@@ -262,6 +285,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         lo, _, hi = a.calls.partition(":")
         first, last = int(lo or 0), int(hi) if hi else len(calls)
     (sa, sb), _ = SIDES[a.compare]
+    if a.only:
+        if a.only not in (sa, sb):
+            p.error(f"--only: {a.compare!r} has the sides {sa!r} and {sb!r}")
+        return {"wall_s": replay_one(calls[first:last], a.compare, a.only, first)}
     load0 = os.getloadavg()[0]
     rows = replay(calls[first:last], a.compare, first)
     tot = totals(rows, a.compare)
