@@ -325,6 +325,13 @@ def highs_basis(basis: BasisStatus) -> Any:
     return hb
 
 
+def basis_of(h: Any) -> BasisStatus:
+    """HiGHS's current basis (``h.getBasis()``) as a :class:`BasisStatus`."""
+    hb = h.getBasis()
+    return BasisStatus(np.array([int(k) for k in hb.col_status], np.int8),
+                       np.array([int(k) for k in hb.row_status], np.int8))
+
+
 def _new_highs() -> Any:
     core = getattr(highspy, "_core", None)
     h = core._Highs() if core is not None and hasattr(core, "_Highs") else highspy.Highs()
@@ -489,9 +496,7 @@ def _run_highs(arr: HighsArrays, full_cost: FloatArray, full_col_lo: FloatArray,
     if ms == MS.kOptimal:
         got: BasisStatus | None = None
         if want_basis:
-            hb = h.getBasis()
-            got = BasisStatus(np.array([int(k) for k in hb.col_status], np.int8),
-                              np.array([int(k) for k in hb.row_status], np.int8))
+            got = basis_of(h)
         return HighsOutcome(ClearingStatus.OPTIMAL, "", x, act, obj, dt, iterations=iterations,
                             basis=got, warm_started=warm)
     if ms in (MS.kInfeasible, MS.kUnboundedOrInfeasible):

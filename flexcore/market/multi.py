@@ -142,6 +142,7 @@ from flexcore.market.direct import (
     LpMethod,
     _new_highs,
     align_bids,
+    basis_of,
     complete_basis,
     highs_arrays,
     highs_basis,
@@ -1469,8 +1470,7 @@ class _RowAdding:
 
     def basis(self) -> BasisStatus:
         """The last optimal basis (its rows those of :attr:`rows`)."""
-        hb = self.h.getBasis()
-        return BasisStatus(np.array(hb.col_status, np.int8), np.array(hb.row_status, np.int8))
+        return basis_of(self.h)
 
 
 def _large_relaxation(model: _Model, lp: LinearProgram, row_keys: Sequence[Hashable],
